@@ -1,0 +1,92 @@
+"""Load an option file (+ command-line overrides) into a validated ``Options``.
+
+Overrides use dotted paths: ``-o train.total_iter=10 -o network_g.dim=16``.
+BasicSR's ``--force_yml train:total_iter=10`` spelling (colons) is accepted too.
+Values are parsed as YAML scalars (``true``, ``2e-4``, ``[1, 2]``).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, List, Mapping, MutableMapping
+
+from hidiff.config.schema import Options
+from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, parse_scalar
+from hidiff.errors import ConfigError
+
+
+def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) -> MutableMapping[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` override applied."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY.PATH=VALUE")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.replace(":", ".").split(".") if p]
+        if not parts:
+            raise ConfigError(f"override '{item}': empty key path")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, MutableMapping):
+                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, MutableMapping):
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[:-1])}' is not a mapping")
+        node[parts[-1]] = parse_scalar(raw)
+    return data
+
+
+def load_options(path: str | Path, overrides: Iterable[str] = (), is_train: bool = True) -> Options:
+    """Read, override and validate an option file."""
+    raw = load_yaml(path)
+    if raw is None:
+        raise ConfigError(f"{path}: the option file is empty")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = apply_overrides(dict(raw), overrides)
+    try:
+        return Options.from_yaml(raw, is_train=is_train, source=str(path))
+    except ConfigError as exc:
+        msg = str(exc)
+        if not msg.startswith(str(path)):
+            msg = f"{path}: {msg}"
+        raise ConfigError(msg) from None
+
+
+def options_from_text(text: str, overrides: Iterable[str] = (), is_train: bool = True,
+                      source: str = "<string>") -> Options:
+    """Like ``load_options`` for YAML given as text (tests, generated configs)."""
+    raw = apply_overrides(dict(load_yaml_text(text, source)), overrides)
+    return Options.from_yaml(raw, is_train=is_train, source=source)
+
+
+def resolved_yaml(options: Options) -> str:
+    return dump_yaml(options.to_dict())
+
+
+def config_hash(options: Options) -> str:
+    """sha256 of the resolved options, ignoring keys that don't change the result."""
+    data = options.to_dict()
+    data.get("path", {}).pop("resume_state", None)
+    data.pop("logger", None)
+    blob = json.dumps(data, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+    """Unified diff lines between two resolved option dicts."""
+    a = dump_yaml(dict(old)).splitlines()
+    b = dump_yaml(dict(new)).splitlines()
+    return list(difflib.unified_diff(a, b, "saved", "current", lineterm=""))
+
+
+def save_resolved(options: Options, path: str | Path) -> None:
+    """Write the resolved options atomically (the run folder's config.yml)."""
+    from hidiff.utils.atomic import atomic_write_text
+    header = f"# resolved options of '{options.name}' (from {options.source})\n"
+    atomic_write_text(path, header + resolved_yaml(options))

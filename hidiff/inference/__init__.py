@@ -1,0 +1,1 @@
+"""Inference: the one restoration pipeline, padding, tiling, photo I/O, export."""

@@ -1,0 +1,78 @@
+"""Resolve which weight file each network starts from (``path`` block + the stage-1 link).
+
+A stage-2 option file names its stage-1 run (``path.stage1: <experiment name or
+run folder>``) instead of hand-edited file paths (the official S2 files point into
+a ``debug_`` folder, quirk 19).  Resolution happens at start-up and fails with a
+clear message when a file is missing, before any training starts.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from hidiff.errors import ConfigError
+
+#: networks a stage-2 run takes from its stage-1 run
+STAGE1_NETWORKS = ("g", "le")
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    path: Path
+    strict: bool
+    param_key: str
+
+
+def find_model_file(models_dir: Path, net: str, which="latest") -> Optional[Path]:
+    """``net_<x>_latest.pth`` (or the highest iteration) or ``net_<x>_<which>.pth``."""
+    if which != "latest":
+        p = models_dir / f"net_{net}_{int(which)}.pth"
+        return p if p.is_file() else None
+    latest = models_dir / f"net_{net}_latest.pth"
+    if latest.is_file():
+        return latest
+    pat = re.compile(rf"^net_{re.escape(net)}_(\d+)\.pth$")
+    iters = sorted((int(m.group(1)), p) for p in models_dir.glob(f"net_{net}_*.pth") if (m := pat.match(p.name)))
+    return iters[-1][1] if iters else None
+
+
+def stage1_run_dir(options) -> Path:
+    """The run folder named by ``path.stage1`` (an experiment name or a folder)."""
+    ref = options.path.stage1
+    candidate = Path(ref)
+    if candidate.is_dir() and (candidate / "models").is_dir():
+        return candidate
+    run = Path(options.path.experiments_root) / ref
+    if (run / "models").is_dir():
+        return run
+    raise ConfigError(f"path.stage1: the stage-1 run '{ref}' was not found (looked for {candidate}/models and "
+                      f"{run}/models); train stage 1 first or point path.stage1 at its run folder")
+
+
+def resolve_pretrained(options) -> Dict[str, PretrainSpec]:
+    """Map network suffix -> the file it is initialised from (only networks that have one)."""
+    out: Dict[str, PretrainSpec] = {}
+    if options.path.stage1 is not None:
+        run = stage1_run_dir(options)
+        for net in STAGE1_NETWORKS:
+            if net not in options.networks or options.path.pretrain.get(net):
+                continue
+            f = find_model_file(run / "models", net, options.path.stage1_iter)
+            if f is None:
+                raise ConfigError(f"path.stage1: no net_{net} checkpoint ({options.path.stage1_iter}) in "
+                                  f"{run / 'models'}")
+            out[net] = PretrainSpec(f, options.path.strict_load.get(net, True),
+                                    options.path.param_key.get(net, "params"))
+    for net, p in options.path.pretrain.items():
+        if not p:
+            continue
+        f = Path(p).expanduser()
+        if not f.is_file():
+            raise ConfigError(f"path.pretrain_network_{net}: file not found: {f}")
+        out[net] = PretrainSpec(f, options.path.strict_load.get(net, True), options.path.param_key.get(net, "params"))
+    if options.is_train and options.model_type == "HI_Diff_S2" and "le" not in out:
+        raise ConfigError("HI_Diff_S2 training needs the stage-1 weights: set path.stage1 to the stage-1 run "
+                          "(or path.pretrain_network_le / _g); a random frozen net_le would be useless (quirk 19)")
+    return out
