@@ -1,0 +1,330 @@
+"""Overlapping-window inference: grids, blending, padding, determinism (swintormer.md 3.10)."""
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hidiff.errors import ConfigError, DataError
+from hidiff.inference.tiler import (BLENDS, MODES, TileGrid, TileOptions, auto_tile_options, axis_profiles,
+                                    axis_starts, tile_seed, tiled_restore)
+
+
+def identity(tiles, indices, **kw):
+    return tiles.clone()
+
+
+def pixelwise(tiles, indices, **kw):
+    return 0.5 * tiles ** 2 + 0.1
+
+
+class SmallUNet(nn.Module):
+    """A real conv net with a down/up path, zero padding and a 6->3 option."""
+
+    def __init__(self, cin: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Conv2d(cin, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.out = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        a = torch.relu(self.inp(x))
+        b = torch.relu(self.mid(torch.relu(self.down(a))))
+        return x[:, :3] + self.out(torch.cat([self.up(b), a], 1))
+
+
+# ------------------------------------------------------------------ 3. reference grids
+@pytest.mark.parametrize("n,t,expected", [
+    (1120, 256, [0, 220, 440, 660, 864]),
+    (1120, 512, [0, 220, 440, 608]),
+    (1680, 512, [0, 220, 440, 660, 880, 1100, 1168]),
+    (720, 512, [0, 208]),
+    (720, 256, [0, 220, 440, 464]),
+    (477, 256, [0, 220, 221]),  # the reference's near-duplicate tile is reproduced on purpose
+])
+def test_swintormer_mode_reproduces_reference_grid(n, t, expected):
+    assert axis_starts(n, t, 220, "swintormer") == expected
+
+
+def test_reference_tile_counts_and_balanced_grid():
+    grid = TileGrid.build(1120, 1680, TileOptions.swintormer_reference(512))
+    assert len(grid) == 28
+    assert len(TileGrid.build(720, 1280, TileOptions.swintormer_reference(256))) == 24
+    assert len(TileGrid.build(720, 1280, TileOptions.swintormer_reference(512))) == 10
+    # balanced grid, same tile counts, evenly spread (values from swintormer.md 3.9)
+    assert axis_starts(1120, 512, 220) == [0, 203, 405, 608]
+    assert axis_starts(1680, 512, 220) == [0, 195, 389, 584, 779, 973, 1168]
+
+
+@pytest.mark.parametrize("n", [256, 257, 300, 477, 512, 513, 700, 1000, 2049])
+@pytest.mark.parametrize("step", [1, 100, 220, 256])
+def test_balanced_grid_is_minimal_flush_and_even(n, step):
+    t = 256
+    s = axis_starts(n, t, step)
+    assert s[0] == 0 and s[-1] == n - t
+    if n > t:
+        assert len(s) == math.ceil((n - t) / step) + 1  # fewest tiles with every step <= stride
+    steps = [b - a for a, b in zip(s, s[1:])]
+    assert all(0 < d <= step for d in steps)
+    assert not steps or max(steps) - min(steps) <= 1  # evenly spread: no near-duplicate tile
+
+
+# ------------------------------------------------------- 1, 2, 4, 8. shapes and unity
+SIZES = [(1, 1), (3, 5), (1, 70), (70, 1), (31, 32), (32, 32), (64, 64), (33, 65), (57, 100), (100, 57)]
+
+
+@pytest.mark.parametrize("blend", BLENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_partition_of_unity_every_size(blend, mode):
+    for h, w in SIZES:
+        x = torch.rand(2, 3, h, w)  # B > 1, non-square sizes, sides smaller than the tile
+        for batch in (1, 3):
+            opts = TileOptions(size=32, overlap=12, blend=blend, mode=mode, batch=batch)
+            y = tiled_restore(identity, x, opts)
+            assert y.shape == x.shape and y.dtype == torch.float32
+            torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+            z = tiled_restore(pixelwise, x, opts)
+            torch.testing.assert_close(z, 0.5 * x ** 2 + 0.1, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("blend", BLENDS)
+def test_six_to_three_channel_model(blend):
+    """C_in != C_out (dual-pixel): the accumulator takes the model's output channels."""
+    x = torch.rand(1, 6, 75, 90)
+
+    def dual(tiles, indices):
+        return 0.25 * tiles[:, :3] + 0.75 * tiles[:, 3:] ** 2
+
+    y = tiled_restore(dual, x, TileOptions(size=32, stride=20, blend=blend, batch=4))
+    torch.testing.assert_close(y, 0.25 * x[:, :3] + 0.75 * x[:, 3:] ** 2, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (3, 5), (200, 300), (1, 300)])
+def test_sides_smaller_than_tile_are_mirror_padded(h, w):
+    """Padding far longer than the side works (no negative starts, no reflect-pad error)."""
+    seen = []
+
+    def record(tiles, indices):
+        seen.append(tiles.clone())
+        return tiles
+
+    x = torch.rand(1, 3, h, w)
+    y = tiled_restore(record, x, TileOptions(size=256, overlap=32))
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+    tile = seen[0][0]
+    assert tile.shape[-2:] == (256, 256)
+    # the tile starts with the image itself and continues as a mirror image (period 2(n-1))
+    assert torch.equal(tile[:, :h, :min(w, 256)], x[0, :, :, :min(w, 256)])
+    if h > 1:
+        assert torch.equal(tile[:, h, :min(w, 256)], x[0, :, h - 2, :min(w, 256)])
+    else:
+        assert torch.equal(tile[:, 1, :min(w, 256)], x[0, :, 0, :min(w, 256)])
+
+
+def test_exact_fits():
+    calls = []
+
+    def count(tiles, indices):
+        calls.append(len(indices))
+        return tiles
+
+    t, stride = 64, 48
+    for n, expected_tiles in [(t, 1), (3 * t, 4), (t + 1, 2), (2 * t - stride, 2)]:
+        calls.clear()
+        x = torch.rand(1, 3, n, t)
+        torch.testing.assert_close(tiled_restore(count, x, TileOptions(size=t, stride=stride)), x,
+                                   atol=1e-6, rtol=0)
+        assert sum(calls) == expected_tiles, n
+    assert axis_starts(2 * t - stride, t, stride) == [0, t - stride]
+
+
+def test_tile_equal_to_image_is_one_direct_forward():
+    net = SmallUNet().eval()
+    x = torch.rand(1, 3, 96, 96)
+    calls = []
+
+    def run(tiles, indices):
+        calls.append(tiles.shape[0])
+        return net(tiles)
+
+    with torch.no_grad():
+        direct = net(x)
+    for blend in BLENDS:
+        calls.clear()
+        y = tiled_restore(run, x, TileOptions(size=96, blend=blend))
+        assert calls == [1]
+        assert torch.equal(y, direct)
+
+
+# ------------------------------------------------------------------ 5. coverage
+@pytest.mark.parametrize("blend", BLENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_weights_positive_and_border_pixels_not_downweighted(blend, mode):
+    for n, step in [(256, 200), (300, 200), (477, 220), (1000, 224), (513, 1)]:
+        starts = axis_starts(n, 256, step, mode)
+        profiles = axis_profiles(starts, 256, blend)
+        cover = torch.zeros(n)
+        for s, p in zip(starts, profiles):
+            assert float(p.min()) > 0 and float(p.max()) <= 1
+            cover[s:s + 256] += p
+        assert float(cover.min()) > 0
+        assert float(profiles[0][0]) == 1.0 and float(profiles[-1][-1]) == 1.0
+
+
+def test_hann_blend_hides_seams_of_a_real_conv():
+    """Feathering matters: a zero-padded conv net tiled vs whole image (3.9 table)."""
+    net = SmallUNet().eval()
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        whole = net(x)
+    err = {b: float((tiled_restore(lambda t, i: net(t), x, TileOptions(size=64, stride=40, blend=b)) - whole)
+                    .abs().max()) for b in BLENDS}
+    assert err["hann"] < err["linear"] < err["mean"]
+
+
+# -------------------------------------------------------------- 6, 9. determinism
+def test_tile_batch_invariance_bitwise_real_network():
+    net = SmallUNet().eval()
+    x = torch.rand(2, 3, 200, 260)
+    opts = dict(size=96, overlap=24, blend="hann")
+    n_tiles = 2 * len(TileGrid.build(200, 260, TileOptions(**opts)))
+    ref = tiled_restore(lambda t, i: net(t), x, TileOptions(**opts, batch=1))
+    for batch in (2, 3, 7, n_tiles):
+        for fixed in (False, True):
+            y = tiled_restore(lambda t, i: net(t), x, TileOptions(**opts, batch=batch, fixed_model_batch=fixed))
+            assert torch.equal(y, ref), (batch, fixed)
+
+
+def test_fixed_model_batch_pads_last_chunk():
+    sizes = []
+
+    def run(tiles, indices):
+        sizes.append(tiles.shape[0])
+        return tiles
+
+    x = torch.rand(1, 3, 100, 100)  # 3 x 3 tiles of 48 with stride 26
+    tiled_restore(run, x, TileOptions(size=48, stride=26, batch=4, fixed_model_batch=True))
+    assert sizes == [4, 4, 4]
+    sizes.clear()
+    tiled_restore(run, x, TileOptions(size=48, stride=26, batch=4))
+    assert sizes == [4, 4, 1]
+
+
+def test_per_tile_noise_is_independent_of_batch():
+    """Each tile's noise comes from (seed, image, position), whatever the chunking."""
+    net = SmallUNet().eval()
+    proj = torch.linspace(-1, 1, 16 * 3).reshape(16, 3)
+
+    def run(tiles, indices, noise):  # noise (b, 4, 4) -> a per-tile colour shift
+        return net(tiles) + 0.01 * (noise.flatten(1) @ proj).view(-1, 3, 1, 1)
+
+    def noise_fn(ti):
+        g = torch.Generator().manual_seed(tile_seed(7, ti.b, ti.y, ti.x))
+        return torch.randn(4, 4, generator=g)
+
+    x = torch.rand(2, 3, 150, 170)
+    ref = tiled_restore(run, x, TileOptions(size=96, overlap=32, batch=1), noise_fn=noise_fn)
+    for batch in (2, 5, 64):
+        assert torch.equal(tiled_restore(run, x, TileOptions(size=96, overlap=32, batch=batch), noise_fn=noise_fn),
+                           ref)
+    other = tiled_restore(run, x, TileOptions(size=96, overlap=32), noise_fn=lambda ti: noise_fn(ti) + 1)
+    assert not torch.equal(other, ref)  # the noise really reaches the model
+    assert tile_seed(7, 0, 0, 96) != tile_seed(7, 0, 96, 0) != tile_seed(8, 0, 96, 0)
+
+
+def test_global_prior_rows_follow_the_images():
+    x = torch.rand(3, 3, 40, 50)
+    prior = torch.tensor([[10.0], [20.0], [30.0]])
+
+    def run(tiles, indices, prior):
+        assert [int(p) for p in prior[:, 0]] == [10 * (i.b + 1) for i in indices]
+        return tiles + prior.view(-1, 1, 1, 1)
+
+    y = tiled_restore(run, x, TileOptions(size=32, overlap=8, batch=5), global_prior=prior)
+    torch.testing.assert_close(y, x + prior.view(-1, 1, 1, 1), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------- 10. reduced precision, OOM
+def test_half_precision_outputs_accumulate_in_float32():
+    x = torch.rand(1, 3, 70, 90)
+    y = tiled_restore(lambda t, i: t.half(), x, TileOptions(size=32, overlap=8))
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    torch.testing.assert_close(y, x, atol=1e-3, rtol=0)
+
+
+def test_out_of_memory_halves_tile_batch(caplog):
+    net = SmallUNet().eval()
+    seen = []
+
+    def limited(tiles, indices):
+        seen.append(tiles.shape[0])
+        if tiles.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated: more than 2 tiles)")
+        return net(tiles)
+
+    x = torch.rand(1, 3, 200, 200)
+    ref = tiled_restore(lambda t, i: net(t), x, TileOptions(size=96, overlap=24, batch=1))
+    with caplog.at_level(logging.WARNING, logger="hidiff.inference.tiler"):
+        y = tiled_restore(limited, x, TileOptions(size=96, overlap=24, batch=8))
+    assert torch.equal(y, ref)
+    assert seen[:3] == [8, 4, 2] and max(seen[3:]) <= 2
+    assert "out of memory" in caplog.text
+
+    def always_oom(tiles, indices):
+        raise torch.OutOfMemoryError("simulated")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        tiled_restore(always_oom, x, TileOptions(size=96, batch=4))
+
+
+# ---------------------------------------------------------------- 11, 13. validation
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(size=64, stride=65), "stride"),
+    (dict(size=64, stride=0), "stride"),
+    (dict(size=64, overlap=64), "overlap"),
+    (dict(size=64, overlap=-1), "overlap"),
+    (dict(size=64, overlap=8, stride=56), "not both"),
+    (dict(size=0), "size"),
+    (dict(size=64, batch=0), "batch"),
+    (dict(size=64, blend="han"), "did you mean 'hann'"),
+    (dict(size=64, mode="swintromer"), "did you mean 'swintormer'"),
+    (dict(size=64, prior="tile"), "prior"),
+])
+def test_invalid_options_are_rejected(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        TileOptions(**kwargs)
+
+
+def test_from_dict_yaml_block():
+    opts = TileOptions.from_dict({"size": 128, "overlap": 16, "blend": "linear", "batch": 4, "prior": "global"})
+    assert opts == TileOptions(size=128, overlap=16, blend="linear", batch=4, prior="global")
+    assert opts.describe()["stride"] == 112 and opts.describe()["overlap"] == 16
+    assert TileOptions.from_dict(None) is None
+    with pytest.raises(ConfigError, match=r"val\.tile\.overlapp: .*did you mean 'overlap'"):
+        TileOptions.from_dict({"size": 128, "overlapp": 16})
+    with pytest.raises(ConfigError, match=r"val\.tile\.stride"):
+        TileOptions.from_dict({"size": 128, "stride": 300})
+    with pytest.raises(ConfigError, match=r"myval\.tile"):
+        TileOptions.from_dict([128], where="myval.tile")
+
+
+def test_tile_must_fit_model_size_divisor_and_input_must_be_4d():
+    # e.g. Swintormer needs multiples of 256: refused before any forward runs
+    with pytest.raises(ConfigError, match="multiple of 256"):
+        tiled_restore(identity, torch.rand(1, 3, 300, 300), TileOptions(size=320), multiple=256)
+    with pytest.raises(DataError, match="B,C,H,W"):
+        tiled_restore(identity, torch.rand(3, 64, 64), TileOptions(size=32))
+
+
+def test_automatic_default_on_cpu():
+    assert auto_tile_options(512, 512, "cpu") is None
+    opts = auto_tile_options(720, 1280, "cpu")
+    assert opts is not None and opts.size == 256 and opts.size - opts.step == 32 and opts.blend == "hann"
+    assert auto_tile_options(2000, 3000, "cpu", multiple=48).size % 48 == 0
