@@ -1,0 +1,214 @@
+"""Reading and writing real photos for ``hidiff-deblur``.
+
+Unlike the dataset decoder (:mod:`hidiff.data.image_io`), which only needs RGB
+floats, a photo must come back out the way it went in:
+
+* 8- and 16-bit PNG/TIFF, JPEG, BMP, WebP; the output has the input's bit depth;
+* grayscale is processed as RGB and written back as gray (ITU-R 601 luma);
+* an alpha channel is not restored: it is reattached to the output unchanged;
+* EXIF orientation is applied on reading and the upright result is written
+  (without an orientation tag, so every viewer shows it the same way);
+* truncated or corrupt files raise :class:`DataError` with the path and reason.
+
+Pixels are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits, which Pillow
+drops for RGB); Pillow reads the EXIF orientation and catches truncated data
+that a decoder might otherwise pad silently.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from hidiff.data.image_io import IMG_EXTENSIONS, is_image_file
+from hidiff.errors import DataError
+from hidiff.utils.atomic import atomic_write_bytes
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_EXIF_ORIENTATION = 0x0112
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La"}
+_MAX_BY_DTYPE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+@dataclass
+class Photo:
+    """A decoded photo: upright RGB float32 pixels plus what is needed to write it back."""
+
+    rgb: np.ndarray              # H x W x 3 float32 in [0, 1], EXIF orientation applied
+    alpha: Optional[np.ndarray]  # H x W in the file's sample type, oriented like rgb; None if absent
+    dtype: np.dtype              # sample type in the file: uint8 or uint16
+    gray: bool                   # the file stores one colour channel
+    orientation: int             # EXIF orientation tag that was applied (1 = none)
+    path: Path
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.dtype == np.uint16 else 8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+# ------------------------------------------------------------------ reading
+def read_photo(path: PathLike) -> Photo:
+    """Decode a photo file; any failure is a DataError naming the file and the reason."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    if not data:
+        raise DataError(f"cannot read '{path}': the file is empty")
+    orientation, mode = _check_with_pillow(data, path)
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(f"cannot decode '{path}': corrupt data or an unsupported format")
+    if raw.dtype not in _MAX_BY_DTYPE:
+        raise DataError(f"cannot process '{path}': {raw.dtype} samples are not supported "
+                        f"(expected 8- or 16-bit integers)")
+    if raw.ndim == 3 and raw.shape[2] == 1:
+        raw = raw[:, :, 0]
+    if raw.ndim == 2:
+        color, alpha = np.repeat(raw[:, :, None], 3, axis=2), None
+    elif raw.shape[2] in (3, 4):
+        color = raw[:, :, 2::-1]  # BGR -> RGB
+        alpha = raw[:, :, 3] if raw.shape[2] == 4 else None
+    else:
+        raise DataError(f"cannot process '{path}': {raw.shape[2]} channels (expected 1, 3 or 4)")
+    color = apply_orientation(color, orientation)
+    alpha = apply_orientation(alpha, orientation) if alpha is not None else None
+    rgb = np.ascontiguousarray(color, dtype=np.float32) / _MAX_BY_DTYPE[raw.dtype]
+    gray = raw.ndim == 2 or mode in _GRAY_MODES
+    return Photo(rgb, None if alpha is None else np.ascontiguousarray(alpha), raw.dtype, gray,
+                 orientation, path)
+
+
+def _check_with_pillow(data: bytes, path: Path) -> tuple[int, Optional[str]]:
+    """(EXIF orientation, Pillow mode); raises DataError for truncated/corrupt files.
+
+    Files Pillow cannot identify (a format only OpenCV reads) are left to OpenCV.
+    """
+    import io
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode = im.mode
+            try:
+                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+            except Exception:  # a broken EXIF block should not make the pixels unusable
+                orientation = 1
+            im.load()
+    except UnidentifiedImageError:
+        return 1, None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot decode '{path}': {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"refusing '{path}': {exc}") from None
+    return (orientation if orientation in range(1, 9) else 1), mode
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF orientation 1..8 upright (H x W or H x W x C)."""
+    if orientation == 2:
+        return img[:, ::-1]
+    if orientation == 3:
+        return img[::-1, ::-1]
+    if orientation == 4:
+        return img[::-1]
+    if orientation == 5:
+        return img.swapaxes(0, 1)
+    if orientation == 6:
+        return img.swapaxes(0, 1)[:, ::-1]
+    if orientation == 7:
+        return img.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return img.swapaxes(0, 1)[::-1]
+    return img
+
+
+# ------------------------------------------------------------------ writing
+def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
+    """Encode restored RGB floats the way ``like`` was stored (bit depth, gray, alpha)."""
+    ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    dtype = like.dtype
+    if ext in (".jpg", ".jpeg", ".webp") and dtype != np.uint8:
+        raise DataError(f"cannot write a {like.bit_depth}-bit result as '{ext}' for '{like.path}'; "
+                        f"choose .png or .tif to keep 16 bits")
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.shape[:2] != like.size or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"result of shape {rgb.shape} does not fit '{like.path}' ({like.size[0]}x{like.size[1]})")
+    if like.gray:
+        pixels = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    else:
+        pixels = rgb[:, :, ::-1]  # RGB -> BGR for OpenCV
+    pixels = quantize(pixels, dtype)
+    if like.alpha is not None:
+        if ext in (".jpg", ".jpeg"):
+            raise DataError(f"cannot keep the alpha channel of '{like.path}' in a '{ext}' file")
+        colour = pixels[:, :, None] if pixels.ndim == 2 else pixels
+        if pixels.ndim == 2:
+            colour = np.repeat(colour, 3, axis=2)  # OpenCV writes 2 channels only via 4
+        pixels = np.concatenate([colour, like.alpha[:, :, None].astype(dtype)], axis=2)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params)
+    if not ok:
+        raise DataError(f"encoding the result of '{like.path}' as '{ext}' failed")
+    return buf.tobytes()
+
+
+def write_photo(path: PathLike, rgb: np.ndarray, like: Photo) -> None:
+    """Atomically write restored RGB floats in the format of ``path``'s extension."""
+    atomic_write_bytes(path, encode_photo(rgb, like, Path(path).suffix or ".png"))
+
+
+def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Clip to [0, 1], scale to the integer range of ``dtype`` and round."""
+    top = _MAX_BY_DTYPE[np.dtype(dtype)]
+    return np.rint(np.clip(img, 0.0, 1.0) * top).astype(dtype)
+
+
+# --------------------------------------------------------- tensors, listing
+def to_tensor(rgb: np.ndarray) -> Tensor:
+    """H x W x 3 float array -> (1, 3, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+def from_tensor(t: Tensor) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) tensor -> H x W x 3 float32 array (not clipped)."""
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {t.shape[0]}")
+        t = t[0]
+    return t.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()
+
+
+def find_photos(spec: PathLike) -> list[Path]:
+    """The image files named by a file, a folder (not recursive) or a glob pattern, sorted.
+
+    Raises DataError if nothing matches, naming the pattern.
+    """
+    text = str(spec)
+    p = Path(text)
+    if p.is_dir():
+        found = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")
+                       and is_image_file(q.name))
+        if not found:
+            raise DataError(f"no images ({', '.join(IMG_EXTENSIONS)}) in folder '{p}'")
+        return found
+    if p.is_file():
+        return [p]
+    if glob.has_magic(text):
+        found = sorted(Path(q) for q in glob.glob(text) if Path(q).is_file() and is_image_file(q))
+        if not found:
+            raise DataError(f"no image files match '{text}'")
+        return found
+    raise DataError(f"input '{text}' does not exist")
