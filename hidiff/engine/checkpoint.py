@@ -1,0 +1,157 @@
+"""Network checkpoint files: safe loading, BasicSR-compatible layout, clear mismatches.
+
+A network file is ``{'params': state_dict}`` and, with EMA, also
+``{'params_ema': state_dict}`` (BasicSR layout, so official HI-Diff weights
+load as they are).  Every file is read with ``torch.load(weights_only=True)``:
+a file carrying pickled code is refused with a CheckpointError, never executed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from hidiff.errors import CheckpointError
+from hidiff.utils.atomic import atomic_open
+
+PREFIXES = ("module.", "_orig_mod.")
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with errors that name the file.
+
+    Raises CheckpointError when the file is missing, truncated/corrupt, or
+    holds anything but tensors and plain containers (e.g. a pickled object
+    whose ``__reduce__`` would run code).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint file not found: {p}")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load {p}: it contains objects other than tensors and plain containers, which could run "
+            f"arbitrary code when unpickled (torch.load weights_only=True said: {str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: it is truncated or not a torch file "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def strip_prefixes(state: Mapping[str, Tensor], prefixes: tuple[str, ...] = PREFIXES) -> dict[str, Tensor]:
+    """Remove DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes, repeatedly."""
+    out = {}
+    for k, v in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The plain module inside DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(net, "module") and isinstance(net.module, nn.Module):
+            net = net.module
+        elif hasattr(net, "_orig_mod") and isinstance(net._orig_mod, nn.Module):
+            net = net._orig_mod
+        else:
+            return net
+
+
+def cpu_state_dict(net: nn.Module) -> dict[str, Tensor]:
+    """A detached CPU copy of the unwrapped network's state_dict."""
+    return {k: v.detach().cpu().clone() for k, v in strip_prefixes(unwrap(net).state_dict()).items()}
+
+
+def select_params(ckpt: Any, param_key: str | None, path: str | os.PathLike) -> dict[str, Tensor]:
+    """The state_dict under ``param_key`` (falls back to 'params'; a bare state_dict is accepted)."""
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors or {{'params': state_dict}}, "
+                              f"got {type(ckpt).__name__}")
+    if param_key is None:
+        param_key = "params"
+    if param_key in ckpt and isinstance(ckpt[param_key], Mapping):
+        return dict(ckpt[param_key])
+    if "params" in ckpt and isinstance(ckpt["params"], Mapping):
+        return dict(ckpt["params"])
+    if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
+        return dict(ckpt)
+    nested = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
+    raise CheckpointError(f"{path}: no '{param_key}' or 'params' entry and not a bare state_dict; "
+                          f"top-level keys: {sorted(map(str, ckpt))[:10]}" + (f" (nested: {nested[:10]})" if nested else ""))
+
+
+def describe_mismatch(net: nn.Module, state: Mapping[str, Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, shape-mismatched 'key: file (a) vs net (b)') between a state and a net."""
+    own = unwrap(net).state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    return missing, unexpected, shapes
+
+
+def _listing(title: str, items: list[str], limit: int = 20) -> str:
+    if not items:
+        return ""
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return f"\n  {title} ({len(items)}): " + ", ".join(items[:limit]) + more
+
+
+def load_state_into(net: nn.Module, state: Mapping[str, Tensor], *, strict: bool = True,
+                    source: str = "<state>") -> tuple[list[str], list[str], list[str]]:
+    """Load ``state`` (prefixes stripped) into ``net``; strict mismatches raise a CheckpointError.
+
+    Non-strict loading skips shape-mismatched keys (instead of crashing) and
+    returns what was missing/unexpected/mismatched so the caller can log it.
+    """
+    state = strip_prefixes(state)
+    missing, unexpected, shapes = describe_mismatch(net, state)
+    if strict and (missing or unexpected or shapes):
+        raise CheckpointError(
+            f"{source} does not fit {type(unwrap(net)).__name__} (strict load)"
+            + _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
+            + _listing("shape mismatches", shapes)
+            + "\n  (wrong network options for these weights? use strict_load: false only if you know why)")
+    bad = {s.split(":")[0] for s in shapes}
+    unwrap(net).load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=False)
+    return missing, unexpected, shapes
+
+
+def load_network(net: nn.Module, path: str | os.PathLike, *, param_key: str | None = "params",
+                 strict: bool = True) -> tuple[list[str], list[str], list[str]]:
+    """Load a network file (``{'params': sd}``, ``{'params_ema': sd}`` or a bare state_dict) into ``net``."""
+    ckpt = safe_load(path)
+    state = select_params(ckpt, param_key, path)
+    return load_state_into(net, state, strict=strict, source=str(path))
+
+
+def save_network_file(path: str | os.PathLike, params: Mapping[str, Tensor],
+                      params_ema: Mapping[str, Tensor] | None = None) -> None:
+    """Atomically write ``{'params': ..., ['params_ema': ...]}`` (CPU tensors, no prefixes)."""
+    payload: dict[str, Any] = {"params": strip_prefixes({k: v.detach().cpu() for k, v in params.items()})}
+    if params_ema is not None:
+        payload["params_ema"] = strip_prefixes({k: v.detach().cpu() for k, v in params_ema.items()})
+    save_object(path, payload)
+
+
+def save_object(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically ``torch.save`` a weights-only-loadable object; failures raise CheckpointError."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fh.write(buf.getbuffer())
+    except OSError as exc:
+        raise CheckpointError(f"failed to write checkpoint {path}: {exc}") from exc

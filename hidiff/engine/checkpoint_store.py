@@ -1,0 +1,174 @@
+"""The checkpoint sets of one experiment: write order, verification, retention.
+
+Layout (BasicSR-compatible names)::
+
+    <root>/models/net_<x>_<iter>.pth        {'params': sd[, 'params_ema': sd]}
+    <root>/training_states/<iter>.state     everything else + a manifest of the net files
+    <root>/models/net_<x>_best.pth, best.json   best validation score so far
+    <root>/models/net_<x>_latest.pth        written at the end of training
+
+Crash safety: each file is written atomically, the network files first and the
+state file last, and the state lists the size and sha256 of every network file
+it needs.  A set is *complete* only when its state exists and every file it
+lists is present, intact and loadable, so a process killed mid-save (even by
+SIGKILL) leaves at worst an incomplete newest set that resume skips.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import Tensor
+
+from hidiff.engine.checkpoint import safe_load, save_network_file, save_object
+from hidiff.errors import CheckpointError
+from hidiff.utils.atomic import atomic_write_text
+
+STATE_FORMAT = "hidiff-train-state"
+STATE_VERSION = 1
+# Test hook: when saving this iteration, hang after the network files and before
+# the state file (lets a test SIGKILL the process in the middle of a save).
+HANG_ENV = "HIDIFF_TEST_HANG_AFTER_NETWORKS"
+
+_STATE_RE = re.compile(r"^(\d+)\.state$")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class VerifiedState:
+    """A complete checkpoint set: the state dict and the loaded network files."""
+
+    path: Path
+    state: dict[str, Any]
+    networks: dict[str, dict[str, Any]]  # name -> {'params': sd[, 'params_ema': sd]}
+
+    @property
+    def iteration(self) -> int:
+        return int(self.state["iter"])
+
+
+class CheckpointStore:
+    """Reads and writes the checkpoint sets under one experiment folder."""
+
+    def __init__(self, root: str | os.PathLike, logger: logging.Logger | None = None) -> None:
+        self.root = Path(root)
+        self.models = self.root / "models"
+        self.states = self.root / "training_states"
+        self.log = logger or logging.getLogger("hidiff")
+
+    # ------------------------------------------------------------------ names
+    def net_path(self, name: str, tag: int | str) -> Path:
+        return self.models / f"net_{name}_{tag}.pth"
+
+    def state_path(self, iteration: int) -> Path:
+        return self.states / f"{iteration}.state"
+
+    # ------------------------------------------------------------------ write
+    def save(self, iteration: int, nets: Mapping[str, tuple[Mapping[str, Tensor], Mapping[str, Tensor] | None]],
+             state: dict[str, Any]) -> Path:
+        """Write one complete set: the network files, then the state file (last)."""
+        manifest = {}
+        for name, (params, ema) in nets.items():
+            path = self.net_path(name, iteration)
+            save_network_file(path, params, ema)
+            manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
+                              "sha256": sha256_of(path)}
+        self._test_hang(iteration)
+        payload = dict(state, format=STATE_FORMAT, version=STATE_VERSION, iter=int(iteration), networks=manifest)
+        out = self.state_path(iteration)
+        save_object(out, payload)
+        return out
+
+    def _test_hang(self, iteration: int) -> None:
+        if os.environ.get(HANG_ENV) == str(iteration):
+            atomic_write_text(self.root / f"hang_{iteration}.marker", "network files written, state not yet\n")
+            time.sleep(3600)
+
+    def save_tagged(self, tag: str, nets: Mapping[str, tuple[Mapping[str, Tensor], Mapping[str, Tensor] | None]],
+                    info: dict[str, Any] | None = None) -> None:
+        """Write ``net_<x>_<tag>.pth`` for every net (e.g. 'latest', 'best') and ``<tag>.json``."""
+        for name, (params, ema) in nets.items():
+            save_network_file(self.net_path(name, tag), params, ema)
+        if info is not None:
+            atomic_write_text(self.models / f"{tag}.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    # ------------------------------------------------------------------- read
+    def iterations(self) -> list[int]:
+        """Iterations that have a state file, ascending (complete or not)."""
+        if not self.states.is_dir():
+            return []
+        its = [int(m.group(1)) for p in self.states.iterdir() if (m := _STATE_RE.match(p.name))]
+        return sorted(its)
+
+    def verify(self, state_path: str | os.PathLike) -> VerifiedState:
+        """Load a state and every network file it lists; CheckpointError if anything is off."""
+        state_path = Path(state_path)
+        state = safe_load(state_path)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{state_path} is not a hidiff training state (no format marker "
+                                  f"'{STATE_FORMAT}'); BasicSR .state files cannot be resumed exactly")
+        if int(state.get("version", -1)) > STATE_VERSION:
+            raise CheckpointError(f"{state_path}: state version {state.get('version')} is newer than this "
+                                  f"hidiff supports ({STATE_VERSION})")
+        root = state_path.parent.parent
+        nets = {}
+        for name, entry in state.get("networks", {}).items():
+            f = root / entry["file"]
+            if not f.is_file():
+                raise CheckpointError(f"{state_path}: network file {f} is missing")
+            if f.stat().st_size != entry["size"] or sha256_of(f) != entry["sha256"]:
+                raise CheckpointError(f"{state_path}: network file {f} differs from the one this state was "
+                                      "saved with (size/sha256 mismatch)")
+            nets[name] = safe_load(f)
+        return VerifiedState(state_path, state, nets)
+
+    def latest_valid(self) -> VerifiedState | None:
+        """The newest complete set; incomplete/corrupt newer sets are logged and skipped."""
+        for it in reversed(self.iterations()):
+            try:
+                return self.verify(self.state_path(it))
+            except CheckpointError as exc:
+                self.log.warning("skipping incomplete checkpoint at iteration %d: %s", it, exc)
+        return None
+
+    # -------------------------------------------------------------- retention
+    def prune(self, keep_last: int | None, protect: set[int] = frozenset()) -> list[int]:
+        """Delete all but the newest ``keep_last`` sets (never those in ``protect``)."""
+        if not keep_last or keep_last <= 0:
+            return []
+        its = self.iterations()
+        doomed = [it for it in its[:-keep_last] if it not in protect]
+        for it in doomed:
+            self.delete(it)
+        return doomed
+
+    def delete(self, iteration: int) -> None:
+        """Remove one set: the state first, so no state ever points at deleted files."""
+        self.state_path(iteration).unlink(missing_ok=True)
+        if self.models.is_dir():
+            for p in self.models.glob(f"net_*_{iteration}.pth"):
+                p.unlink(missing_ok=True)
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temporary files left by a process killed while writing (``.<name>.*.tmp``)."""
+        removed = []
+        for folder in (self.models, self.states, self.root):
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
