@@ -50,7 +50,7 @@ class LossBlock(Block):
 LOADER_KEYS = {
     "name", "type", "batch_size_per_gpu", "num_worker_per_gpu", "dataset_enlarge_ratio", "prefetch_mode",
     "pin_memory", "persistent_workers", "use_shuffle", "mini_batch_sizes", "iters", "gt_sizes", "protocol",
-    "drop_last",
+    "drop_last", "weights",
 }
 
 
@@ -79,6 +79,8 @@ class DatasetOptions:
     gt_sizes: Optional[List[int]] = None
     # evaluation protocol for val/test sets: gopro | realblur | basic | dpdd (default from the name)
     protocol: Optional[str] = None
+    # test sets only: per-set weights (network suffix -> file) overriding path.pretrain_network_<x>
+    weights: Optional[Dict[str, str]] = None
     params: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -130,6 +132,8 @@ class DatasetOptions:
             if max(self.mini_batch_sizes) > self.batch_size_per_gpu:
                 raise ConfigError(f"{path}.mini_batch_sizes: {max(self.mini_batch_sizes)} exceeds "
                                   f"batch_size_per_gpu {self.batch_size_per_gpu}")
+        if self.weights and self.phase == "train":
+            raise ConfigError(f"{path}.weights: per-set weights are for val/test sets only")
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise ConfigError(f"{path}.protocol: expected one of {', '.join(PROTOCOLS)}, got "
                               f"'{self.protocol}'{did_you_mean(self.protocol, PROTOCOLS)}")
@@ -352,6 +356,7 @@ class ValOptions:
     max_images: Optional[int] = None
     use_ema: bool = True
     key_metric: Optional[str] = None
+    score_input: bool = False      # test.py: also score the blurry input (a baseline row in the reports)
 
     _aliases = {"selfensemble_testing": "self_ensemble"}
     _retired = {

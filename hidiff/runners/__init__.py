@@ -1,0 +1,1 @@
+"""Front-end logic behind the thin scripts: test runs and the demo."""
