@@ -26,7 +26,7 @@ REFERENCE_JSON = Path(__file__).resolve().parents[1] / "tests" / "data" / "hidif
 
 
 def is_train(path: Path) -> bool:
-    return not path.name.startswith("test_")
+    return "test" not in path.stem
 
 
 @pytest.mark.parametrize("path", ALL_FILES, ids=[p.name for p in ALL_FILES])
