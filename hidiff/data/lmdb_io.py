@@ -120,6 +120,11 @@ class LmdbReader:
         import lmdb
 
         if self._env is None or self._pid != os.getpid():
+            if self._env is not None:
+                # Inherited through fork (a DataLoader worker): LMDB handles must not be used
+                # across fork, and py-lmdb refuses a second open while this one is registered.
+                # Closing the child's copy only unmaps this process's memory (lock=False).
+                self._env.close()
             self._env = lmdb.open(self.root, readonly=True, lock=False, readahead=False,
                                   meminit=False, subdir=True)
             self._pid = os.getpid()

@@ -1,0 +1,7 @@
+"""Benchmark preparation: recognise official archives, check them, write the layout options expect.
+
+One module per benchmark (``gopro``, ``hide``, ``realblur``, ``dpdd``) plus the
+shared ``checks`` (pairing, counts, decoding), ``placing`` (links/copies,
+LMDB), ``crops`` and ``val_split``.  ``scripts/prepare_data.py`` is the command
+line front end (:func:`hidiff.data.prepare.cli.main`).
+"""
