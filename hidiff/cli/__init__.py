@@ -1,0 +1,1 @@
+"""Command-line front ends (console scripts declared in pyproject.toml)."""

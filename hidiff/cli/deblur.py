@@ -1,0 +1,236 @@
+"""``hidiff-deblur``: deblur photos of any size with a trained or released model.
+
+    hidiff-deblur photos/ -o restored/ --weights pretrained/HI_Diff_GoPro
+    hidiff-deblur 'shots/*.jpg' -o out/ --checkpoint model.pth --tile 512 --overlap 64
+    hidiff-deblur img.png -o out/ --experiment my_stage2_run --device cuda
+
+Weights come from one of: ``--weights DIR`` (the authors' net_g.pth,
+net_le_dm.pth, net_d.pth; the architecture is recognised from the tensors, no
+YAML needed), ``--checkpoint FILE`` (one file holding several networks) or
+``--experiment NAME`` (experiments/NAME/models/net_*_latest.pth).
+
+Every image keeps its format: bit depth (16-bit in, 16-bit out), gray stays
+gray, alpha is kept unchanged, EXIF orientation is applied and the upright
+result written.  Inputs are never overwritten; existing outputs are skipped
+unless --overwrite.  Big images are restored in overlapping tiles (automatic
+unless --tile/--no-tile).  A file that cannot be read is reported and the rest
+are still processed; the exit status is 1 if any image failed, 2 for bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from hidiff.errors import ConfigError, DataError, HidiffError
+
+log = logging.getLogger("hidiff.deblur")
+
+# (name, device, experiments_root, timesteps) -> (pipeline, description).  The
+# default recognises the networks from their state_dicts; a config-aware loader
+# can be installed with set_experiment_loader().
+ExperimentLoader = Callable[[str, torch.device, Path, Optional[int]], tuple]
+
+
+def _default_experiment_loader(name: str, device: torch.device, root: Path, timesteps: Optional[int]):
+    from hidiff.inference.official_weights import load_experiment
+    pipeline, rec = load_experiment(name, device, experiments_root=root, timesteps=timesteps)
+    return pipeline, rec.describe()
+
+
+_experiment_loader: ExperimentLoader = _default_experiment_loader
+
+
+def set_experiment_loader(loader: ExperimentLoader) -> None:
+    """Install the function that turns ``--experiment NAME`` into a pipeline."""
+    global _experiment_loader
+    _experiment_loader = loader
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hidiff-deblur", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote it)")
+    ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", metavar="DIR", help="folder with the released net_g.pth, net_le_dm.pth, net_d.pth")
+    src.add_argument("--checkpoint", metavar="FILE", help="one file holding the networks")
+    src.add_argument("--experiment", metavar="NAME", help="a finished run in --experiments-root")
+    ap.add_argument("--experiments-root", default="experiments", help="where --experiment looks (default: %(default)s)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--seed", type=int, default=0,
+                    help="base seed of the prior noise; each image's seed also depends on its file name")
+    ap.add_argument("--timesteps", type=int, help="diffusion steps (default: the official value for the denoiser)")
+    tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")
+    tile.add_argument("--tile", type=int, metavar="N", help="always tile, with N x N tiles")
+    tile.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
+    tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
+    tile.add_argument("--tile-batch", type=int, metavar="K", help="tiles per forward pass (default 1)")
+    tile.add_argument("--prior", choices=["per_tile", "global"],
+                      help="one prior per tile, or one from the downscaled whole image (default per_tile)")
+    tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
+    ap.add_argument("--ext", help="output format by extension, e.g. png or tif (default: the input's)")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        tile_for = _tile_chooser(args)
+        jobs, failures = _plan(args)
+    except HidiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = len(jobs) + len(failures)
+    todo = []
+    for src, dst in jobs:
+        if dst.exists() and not args.overwrite:
+            print(f"skip: {dst} exists (use --overwrite to replace it)", file=sys.stderr)
+        else:
+            todo.append((src, dst))
+    skipped = len(jobs) - len(todo)
+    done = 0
+    t0 = time.perf_counter()
+    if todo:
+        try:
+            pipeline, description = _load(args)
+            if args.tile is not None and args.tile % pipeline.pad_multiple:
+                raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
+        except HidiffError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"model: {description} on {pipeline.device}", file=sys.stderr)
+        done, more = _run(pipeline, todo, args, tile_for)
+        failures += more
+    print(f"summary: {done} deblurred, {skipped} skipped, {len(failures)} failed of {total} "
+          f"image(s) in {time.perf_counter() - t0:.1f} s -> {args.output}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------ helpers
+def _tile_chooser(args) -> Callable[[int, int, torch.device, int], object]:
+    """Validate the tiling flags; return (h, w, device, multiple) -> TileOptions | 'whole'."""
+    from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options
+
+    overrides = {k: v for k, v in (("overlap", args.overlap), ("blend", args.blend), ("batch", args.tile_batch),
+                                   ("prior", args.prior)) if v is not None}
+    if args.no_tile and (args.tile is not None or overrides):
+        raise ConfigError("--no-tile cannot be combined with --tile/--overlap/--blend/--tile-batch/--prior")
+    if args.no_tile:
+        return lambda h, w, device, multiple: WHOLE_IMAGE
+    forced = TileOptions(size=args.tile, **overrides) if args.tile is not None else None
+    if forced is None and overrides:
+        TileOptions(**overrides)  # validate now, not at the first big image
+
+    def choose(h: int, w: int, device: torch.device, multiple: int):
+        if forced is not None:
+            return forced
+        auto = auto_tile_options(h, w, device, multiple=multiple)
+        if auto is None:
+            return WHOLE_IMAGE
+        values = auto.describe() | overrides
+        values.pop("stride")
+        if "overlap" in overrides and values["overlap"] >= auto.size:
+            raise ConfigError(f"--overlap {values['overlap']} must be smaller than the automatic tile "
+                              f"{auto.size}; set --tile too")
+        return TileOptions(**values)
+
+    return choose
+
+
+def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """(input, output) pairs; unusable input specs become failures, clashes raise."""
+    from hidiff.inference.image_io import find_photos
+
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output '{out_dir}' exists and is not a folder")
+    inputs: list[Path] = []
+    failures: list[tuple[Path, str]] = []
+    for spec in args.inputs:
+        try:
+            inputs += [p for p in find_photos(spec) if p not in inputs]
+        except DataError as exc:
+            failures.append((Path(spec), str(exc)))
+            print(f"error: {exc}", file=sys.stderr)
+    ext = None
+    if args.ext:
+        ext = args.ext.lower() if args.ext.startswith(".") else "." + args.ext.lower()
+    in_resolved = {p.resolve() for p in inputs}
+    jobs: list[tuple[Path, Path]] = []
+    claimed: dict[Path, Path] = {}
+    for p in inputs:
+        dst = out_dir / (p.stem + (ext or p.suffix))
+        key = dst.resolve()
+        if key in in_resolved:
+            raise ConfigError(f"output '{dst}' would overwrite the input '{p}'; choose another --output folder")
+        if key in claimed:
+            failures.append((p, f"output name {dst.name} already used by {claimed[key]}"))
+            print(f"error: {p}: output name {dst.name} already used by {claimed[key]}", file=sys.stderr)
+            continue
+        claimed[key] = p
+        jobs.append((p, dst))
+    if not jobs and not failures:
+        raise DataError("no input images")
+    return jobs, failures
+
+
+def _load(args):
+    from hidiff.inference.official_weights import load_checkpoint, load_official
+    from hidiff.runners.test_runner import select_device
+
+    device = select_device(args.device)
+    if args.weights:
+        pipeline, rec = load_official(args.weights, device, timesteps=args.timesteps)
+        return pipeline, rec.describe()
+    if args.checkpoint:
+        pipeline, rec = load_checkpoint(args.checkpoint, device, timesteps=args.timesteps)
+        return pipeline, rec.describe()
+    return _experiment_loader(args.experiment, device, Path(args.experiments_root), args.timesteps)
+
+
+def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, list[tuple[Path, str]]]:
+    from tqdm import tqdm
+
+    from hidiff.inference.image_io import from_tensor, read_photo, to_tensor, write_photo
+    from hidiff.inference.pipeline import seed_from_key
+    from hidiff.inference.tiler import restore_image
+
+    failures: list[tuple[Path, str]] = []
+    done = 0
+    bar = tqdm(todo, unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    for src, dst in bar:
+        bar.set_postfix_str(src.name)
+        try:
+            photo = read_photo(src)
+            h, w = photo.size
+            tile = tile_for(h, w, pipeline.device, pipeline.pad_multiple)
+            lq = to_tensor(photo.rgb)
+            out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed))
+            write_photo(dst, from_tensor(out), photo)
+            done += 1
+        except (HidiffError, RuntimeError, ValueError) as exc:
+            if isinstance(exc, torch.OutOfMemoryError):
+                if pipeline.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                reason = "out of memory; try a smaller --tile (or --tile-batch 1)"
+            elif isinstance(exc, HidiffError):
+                reason = str(exc)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            failures.append((src, reason))
+            bar.write(f"error: {reason}" if str(src) in reason else f"error: {src}: {reason}", file=sys.stderr)
+    bar.close()
+    return done, failures
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
