@@ -1,0 +1,106 @@
+"""Hierarchical Integration Module (HIM) and the prior pyramid of HI-Diff.
+
+The HIM is a cross-attention from image pixels (queries) to prior tokens (keys and
+values), applied once at the start of a U-Net stage.  Its cost is linear in the
+number of pixels because the prior has only a few tokens (16, 4 or 1).
+
+The prior pyramid turns the encoder output z1 (B,16,C') into z2 (B,4,C') and
+z3 (B,C') with two token-mixing linears (``down_1``, ``down_2``); C' = 4*embed_dim.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hidiff.archs.restormer_blocks import LayerNorm, softmax_fp32
+from hidiff.errors import ConfigError
+
+
+class HIM(nn.Module):
+    """Cross-attention ``x + proj(softmax(Q K^T / sqrt(d)) V)`` with Q from LN(x), K,V from LN(prior).
+
+    q and kv follow the U-Net ``bias`` flag (False in the official configs); ``proj``
+    always has a bias (official).  Input (B,C,H,W) map and (B,N,prior_dim) tokens;
+    output a (B,C,H,W) map with channels_last strides.
+
+    ``fused=True`` never forms Q: per head, the query projection is folded into the
+    N keys (K_h W_q,h) and the output projection into the N values (V_h W_p,h^T), and
+    ``scaled_dot_product_attention`` runs on the normalised pixels directly.  This is
+    the same maths with fewer FLOPs and one full-size temporary less.
+    ``fused=False`` is the textbook q/kv/matmul/softmax/matmul/proj sequence.
+    """
+
+    def __init__(self, dim: int, num_heads: int, prior_dim: int, bias: bool = False, fused: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"HIM: dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.fused = fused
+        self.scale = (dim // num_heads) ** -0.5
+        self.norm1 = LayerNorm(dim, "WithBias")
+        self.norm2 = LayerNorm(prior_dim, "WithBias")
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(prior_dim, dim * 2, bias=bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view for channels_last maps
+        k, v = self.kv(self.norm2(prior)).chunk(2, dim=-1)
+        xn = self.norm1(tokens)
+        out = self._fused(xn, k, v) if self.fused else self._plain(xn, k, v)
+        return (tokens + out).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, c = t.shape
+        return t.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, h, n, d)
+
+    def _plain(self, xn: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, n, c = xn.shape
+        q, k, v = self._heads(self.q(xn)), self._heads(k), self._heads(v)
+        attn = softmax_fp32((q @ k.transpose(-2, -1)) * self.scale).to(v.dtype)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+    def _fused(self, xn: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, n, c = xn.shape
+        heads, d = self.num_heads, c // self.num_heads
+        k, v = self._heads(k), self._heads(v)                         # (B, h, N, d)
+        w_q = self.q.weight.view(heads, d, c)                         # rows of W_q per head
+        w_p = self.proj.weight.view(c, heads, d).transpose(0, 1)      # columns of W_p per head
+        k_eff = k @ w_q                                               # (B, h, N, C): scores = xn . k_eff^T
+        v_eff = v @ w_p.transpose(1, 2)                               # (B, h, N, C): out = sum_h attn_h . v_eff
+        mask = None
+        if self.q.bias is not None:  # q bias adds a per-key constant to the scores
+            mask = (k @ self.q.bias.view(heads, d, 1)).transpose(-2, -1) * self.scale  # (B, h, 1, N)
+            mask = mask.to(xn.dtype)
+        query = xn.unsqueeze(1).expand(b, heads, n, c)
+        out = F.scaled_dot_product_attention(query, k_eff.to(xn.dtype), v_eff.to(xn.dtype), attn_mask=mask,
+                                             scale=self.scale)
+        out = out.squeeze(1) if heads == 1 else out.sum(1)
+        return out + self.proj.bias
+
+
+class SwapTokensChannels(nn.Module):
+    """(B, N, C) <-> (B, C, N); the parameter-free slot of the official Rearrange layers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
+def token_reducer(in_tokens: int, out_tokens: int, width: int) -> nn.Sequential:
+    """Linear over the token axis (in_tokens -> out_tokens), then Linear(width, width) over channels.
+
+    Indices 1 and 3 hold the weights, matching the official ``down_1``/``down_2`` keys.
+    """
+    return nn.Sequential(SwapTokensChannels(), nn.Linear(in_tokens, out_tokens),
+                         SwapTokensChannels(), nn.Linear(width, width))
+
+
+def prior_pyramid(z1: torch.Tensor, down_1: Optional[nn.Module], down_2: Optional[nn.Module]):
+    """Return (z2, z3) from z1 (B,16,C'): z2 (B,4,C') and z3 (B,C'); None where the reducer is absent."""
+    z2 = down_1(z1) if down_1 is not None else None
+    z3 = down_2(z2).flatten(1) if (down_2 is not None and z2 is not None) else None
+    return z2, z3
