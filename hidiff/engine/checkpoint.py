@@ -37,11 +37,15 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"refusing to load {p}: it contains objects other than tensors and plain containers, which could run "
-            f"arbitrary code when unpickled (torch.load weights_only=True said: {str(exc).splitlines()[0]})"
-        ) from None
+            f"arbitrary code when unpickled ({_unpickler_reason(exc)})") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError) as exc:
         raise CheckpointError(f"cannot read checkpoint {p}: it is truncated or not a torch file "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln]
+    return (lines[0] if lines else str(exc).splitlines()[0]).split(" Please use")[0]
 
 
 def strip_prefixes(state: Mapping[str, Tensor], prefixes: tuple[str, ...] = PREFIXES) -> dict[str, Tensor]:
@@ -147,9 +151,19 @@ def save_network_file(path: str | os.PathLike, params: Mapping[str, Tensor],
 
 
 def save_object(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically ``torch.save`` a weights-only-loadable object; failures raise CheckpointError."""
+    """Atomically ``torch.save`` an object; failures raise CheckpointError.
+
+    The bytes are read back with ``weights_only=True`` before they are written,
+    so a checkpoint that :func:`safe_load` would refuse is never produced.
+    """
     buf = io.BytesIO()
     torch.save(obj, buf)
+    buf.seek(0)
+    try:
+        torch.load(buf, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"refusing to write {path}: it would hold an object that weights-only loading "
+                              f"rejects ({_unpickler_reason(exc)}); store plain types instead") from None
     try:
         with atomic_open(path, "wb") as fh:
             fh.write(buf.getbuffer())

@@ -1,0 +1,126 @@
+"""Run logging: the text log, TensorBoard scalars/images and the tqdm progress bar.
+
+Only rank 0 logs at INFO and writes files; other ranks log errors only (to the
+console).  Log line prefix as in BasicSR: ``%(asctime)s %(levelname)s: ``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+LOGGER_NAME = "hidiff"
+_FORMAT = "%(asctime)s %(levelname)s: %(message)s"
+
+
+class _TqdmAwareHandler(logging.StreamHandler):
+    """Console handler that prints through ``tqdm.write`` so the bar is not torn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def setup_logger(log_file: Path | None, rank: int = 0) -> logging.Logger:
+    """Configure the 'hidiff' logger for this process (idempotent: old handlers are replaced)."""
+    log = logging.getLogger(LOGGER_NAME)
+    for h in list(log.handlers):
+        if getattr(h, "_hidiff_run", False):
+            log.removeHandler(h)
+            h.close()
+    log.setLevel(logging.INFO if rank == 0 else logging.ERROR)
+    log.propagate = False
+    fmt = logging.Formatter(_FORMAT)
+    console = _TqdmAwareHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console._hidiff_run = True  # type: ignore[attr-defined]
+    log.addHandler(console)
+    if log_file is not None and rank == 0:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, encoding="utf-8")
+        fh.setFormatter(fmt)
+        fh._hidiff_run = True  # type: ignore[attr-defined]
+        log.addHandler(fh)
+    return log
+
+
+def close_logger() -> None:
+    """Detach and close the handlers added by :func:`setup_logger`."""
+    log = logging.getLogger(LOGGER_NAME)
+    for h in list(log.handlers):
+        if getattr(h, "_hidiff_run", False):
+            log.removeHandler(h)
+            h.close()
+
+
+class TensorBoard:
+    """A SummaryWriter on rank 0, a no-op elsewhere or when disabled."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}{k}", float(v), step)
+
+    def image(self, tag: str, chw: torch.Tensor, step: int) -> None:
+        """A (3,H,W) float image in [0,1]."""
+        if self.writer is not None:
+            self.writer.add_image(tag, chw.detach().float().clamp(0, 1).cpu(), step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class ProgressBar:
+    """tqdm bar with ETA on rank 0; disabled when stderr is not a terminal or when asked."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def train_line(name: str, epoch: int, iteration: int, lrs: list[float], eta_s: float, iter_s: float,
+               data_s: float, stats: Mapping[str, float]) -> str:
+    """BasicSR-style training line, e.g. ``[train..][epoch:  1, iter:     100, lr:(2.000e-04,)] ...``."""
+    lr = ",".join(f"{v:.3e}" for v in lrs)
+    head = (f"[{name[:5]}..][epoch:{epoch:3d}, iter:{iteration:8,d}, lr:({lr},)] "
+            f"[eta: {format_eta(eta_s)}, time (data): {iter_s:.3f} ({data_s:.3f})] ")
+    return head + " ".join(f"{k}: {v:.4e}" if k.startswith("l_") or k == "total" else f"{k}: {v:.4g}"
+                           for k, v in stats.items())

@@ -1,0 +1,113 @@
+"""Validation during training: restore each val image, score it, gather over ranks.
+
+The images of a val set are sharded over ranks (rank r takes items r, r+w, ...)
+and the per-image scores are gathered, so validation gives the same numbers
+with or without a process group and for any world size.  Each image's prior
+noise is seeded from its key and ``manual_seed`` (the same code path as
+``test.py``), so the numbers do not depend on order or sharding either.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from hidiff.engine.distributed import all_gather_objects
+from hidiff.errors import ConfigError
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
+    """``val.metrics`` blocks -> functions of two uint8 RGB images."""
+    from hidiff.metrics import get_metric
+
+    out: dict[str, MetricFn] = {}
+    for name, m in metrics.items():
+        try:
+            fn = get_metric(m.type)
+        except Exception as exc:
+            raise ConfigError(f"val.metrics.{name}.type: {exc}") from None
+        accepted = inspect.signature(fn).parameters
+        kwargs: dict[str, Any] = {}
+        for opt_key, arg, default in (("crop_border", "crop_border", 0), ("test_y_channel", "y_channel", False)):
+            value = getattr(m, opt_key)
+            if arg in accepted:
+                kwargs[arg] = value
+            elif value != default:
+                raise ConfigError(f"val.metrics.{name}.{opt_key}: metric '{m.type}' does not support it")
+        out[name] = (lambda f, kw: (lambda a, b: float(f(a, b, **kw))))(fn, kwargs)
+    return out
+
+
+@torch.no_grad()
+def restore_one(model, lq: torch.Tensor, gt: torch.Tensor, key: str, manual_seed: int, tile) -> torch.Tensor:
+    """The validation output of one image (B=1) through the model's restoration path."""
+    from hidiff.inference.pipeline import seed_from_key
+    from hidiff.inference.tiler import restore_image
+
+    pipeline = model.pipeline() if hasattr(model, "pipeline") else None
+    if pipeline is None:  # e.g. stage 1: the GT-conditioned prior (an oracle number)
+        return model.restore(lq, gt)
+    return restore_image(pipeline, lq, tile or "whole", seed=seed_from_key(key, manual_seed))
+
+
+def _uint8(img: torch.Tensor) -> np.ndarray:
+    from hidiff.runners.test_runner import to_uint8
+    return to_uint8(img)
+
+
+@torch.no_grad()
+def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, MetricFn], manual_seed: int,
+             device: torch.device, tile=None, max_images: int | None = None,
+             on_image: Callable[[str, str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Mean of every metric per val set: ``{set name: {metric: mean}}`` (same on every rank).
+
+    ``val_sets`` maps a set name to a loader that yields this rank's share
+    (batch 1).  ``on_image(set, key, lq, out, gt)`` is called on every image of
+    this rank (e.g. to send a few to TensorBoard).
+    """
+    was_training = model.training
+    model.eval()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for set_name, loader in val_sets.items():
+            rows = []
+            for i, batch in enumerate(loader):
+                if max_images is not None and i >= max_images:
+                    break
+                lq = batch["lq"].to(device)
+                gt = batch["gt"].to(device)
+                key = batch["key"][0] if isinstance(batch["key"], (list, tuple)) else str(batch["key"])
+                out = restore_one(model, lq, gt, key, manual_seed, tile)
+                out_u8, gt_u8 = _uint8(out), _uint8(gt)
+                rows.append((key, {m: fn(out_u8, gt_u8) for m, fn in metric_fns.items()}))
+                if on_image is not None:
+                    on_image(set_name, key, lq, out, gt)
+            merged = {}
+            for part in all_gather_objects(rows):
+                for key, vals in part:
+                    merged[key] = vals  # a key seen twice (rank padding) counts once
+            results[set_name] = {m: float(np.mean([v[m] for v in merged.values()])) if merged else float("nan")
+                                 for m in metric_fns}
+            results[set_name]["images"] = float(len(merged))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def log_results(log: logging.Logger, results: Mapping[str, Mapping[str, float]],
+                best: Mapping[str, Mapping[str, Any]]) -> None:
+    """BasicSR-style validation block with the best value so far."""
+    for set_name, vals in results.items():
+        log.info("Validation %s (%d images)", set_name, int(vals.get("images", 0)))
+        for m, v in vals.items():
+            if m == "images":
+                continue
+            b = best.get(f"{set_name}/{m}")
+            tail = f"\tBest: {b['value']:.4f} @ {b['iter']} iter" if b else ""
+            log.info("\t # %s: %.4f%s", m, v, tail)
