@@ -41,6 +41,14 @@ def test_meta_info_format(folders, tmp_path):
     assert {p.name for p in (tmp_path / "input.lmdb").iterdir()} >= {"data.mdb", "meta_info.txt"}
 
 
+def test_map_grows_when_full(folders, tmp_path):
+    lq, _ = folders
+    assert write_lmdb(lq, tmp_path / "small.lmdb", map_size=4096, batch=2) == 6  # far too small at first
+    db = PairedImageDataset(str(tmp_path / "small.lmdb"), str(tmp_path / "small.lmdb"), "val", io_backend="lmdb")
+    disk = PairedImageDataset(str(lq), str(lq), "val")
+    assert all(torch.equal(db[i]["lq"], disk[i]["lq"]) for i in range(6))
+
+
 def test_lmdb_round_trip_equals_folder_bitwise(folders, tmp_path):
     lq, gt = folders
     write_lmdb(lq, tmp_path / "input.lmdb")

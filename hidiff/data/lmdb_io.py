@@ -42,12 +42,13 @@ def read_meta_info(lmdb_root: PathLike) -> list[tuple[str, tuple[int, int, int]]
 
 def write_lmdb(folder: PathLike, lmdb_path: PathLike, *, compress_level: int = 1,
                files: Optional[Iterable[PathLike]] = None, batch: int = 64,
-               progress: Optional[Callable[[int, int], None]] = None) -> int:
+               progress: Optional[Callable[[int, int], None]] = None, map_size: Optional[int] = None) -> int:
     """Store every image of ``folder`` (or the given ``files``) in a new LMDB at ``lmdb_path``.
 
     The store is built in a temporary sibling folder and renamed into place, so
-    an interrupted run never leaves a half-written LMDB behind.  Returns the
-    number of images written.
+    an interrupted run never leaves a half-written LMDB behind.  The map size
+    starts at ``map_size`` (default: 4x the source bytes, at least 16 MiB) and
+    doubles whenever it is full.  Returns the number of images written.
     """
     import lmdb
 
@@ -61,7 +62,8 @@ def write_lmdb(folder: PathLike, lmdb_path: PathLike, *, compress_level: int = 1
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    map_size = max(1 << 24, 4 * sum(p.stat().st_size for p in paths))
+    if map_size is None:
+        map_size = max(1 << 24, 4 * sum(p.stat().st_size for p in paths))
     env = lmdb.open(str(tmp), map_size=map_size, subdir=True, lock=True)
     lines: list[str] = []
     pending: list[tuple[bytes, bytes]] = []
@@ -97,49 +99,53 @@ def write_lmdb(folder: PathLike, lmdb_path: PathLike, *, compress_level: int = 1
         env.close()
     atomic_write_text(tmp / META_INFO, "".join(line + "\n" for line in lines))
     if target.exists():
+        _forget_env(target)
         shutil.rmtree(target)
     os.replace(tmp, target)
     return len(lines)
 
 
-class LmdbReader:
-    """Read-only access to one LMDB store, opened lazily in each process.
+# One read-only environment per store and process: LMDB forbids opening the same
+# store twice in a process, and several datasets may read one store.
+_ENVS: dict[str, tuple[int, object]] = {}
 
-    The environment handle is not carried across ``fork`` (DataLoader workers):
-    it is reopened when the process id changes.
-    """
+
+def _shared_env(root: str):
+    import lmdb
+
+    key = os.path.realpath(root)
+    entry = _ENVS.get(key)
+    if entry is not None and entry[0] == os.getpid():
+        return entry[1]
+    if entry is not None:
+        # Inherited through fork (a DataLoader worker): LMDB handles must not be used across
+        # fork, and py-lmdb refuses a second open while this one is registered.  Closing the
+        # child's copy only unmaps this process's memory (the store is opened with lock=False).
+        entry[1].close()
+    env = lmdb.open(root, readonly=True, lock=False, readahead=False, meminit=False, subdir=True)
+    _ENVS[key] = (os.getpid(), env)
+    return env
+
+
+def _forget_env(root: PathLike) -> None:
+    """Close this process's handle of a store that is about to be replaced."""
+    entry = _ENVS.pop(os.path.realpath(root), None)
+    if entry is not None and entry[0] == os.getpid():
+        entry[1].close()
+
+
+class LmdbReader:
+    """Read-only access to one LMDB store, opened lazily (once per process and store)."""
 
     def __init__(self, root: PathLike) -> None:
         self.root = str(root)
         if not Path(self.root).is_dir():
             raise DataError(f"LMDB folder '{self.root}' does not exist")
-        self._env = None
-        self._pid: Optional[int] = None
-
-    def _open(self):
-        import lmdb
-
-        if self._env is None or self._pid != os.getpid():
-            if self._env is not None:
-                # Inherited through fork (a DataLoader worker): LMDB handles must not be used
-                # across fork, and py-lmdb refuses a second open while this one is registered.
-                # Closing the child's copy only unmaps this process's memory (lock=False).
-                self._env.close()
-            self._env = lmdb.open(self.root, readonly=True, lock=False, readahead=False,
-                                  meminit=False, subdir=True)
-            self._pid = os.getpid()
-        return self._env
 
     def get(self, key: str) -> bytes:
         """The stored bytes of ``key``; DataError if the key is missing."""
-        with self._open().begin(write=False) as txn:
+        with _shared_env(self.root).begin(write=False) as txn:
             value = txn.get(key.encode("utf-8"))
         if value is None:
             raise DataError(f"key '{key}' is listed in '{self.root}/{META_INFO}' but missing from the LMDB")
         return bytes(value)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_env"] = None
-        state["_pid"] = None
-        return state
