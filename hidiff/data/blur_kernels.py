@@ -61,7 +61,8 @@ def check_kernel_size(size: int) -> int:
     return size
 
 
-def random_trajectory(rng: np.random.Generator, size: int, num_steps: int = NUM_STEPS) -> tuple[np.ndarray, ShakeParams]:
+def random_trajectory(rng: np.random.Generator, size: int,
+                      num_steps: int = NUM_STEPS) -> tuple[np.ndarray, ShakeParams]:
     """A random camera path (complex array of ``num_steps`` positions, in pixels) and its parameters."""
     check_kernel_size(size)
     anxiety = float(rng.uniform(0.0, 0.005))

@@ -27,7 +27,8 @@ def _show(names: Sequence[str]) -> str:
 
 
 def pair_keys(lq_keys: Sequence[str], gt_keys: Sequence[str], *, filename_tmpl: str = "{}",
-              dataset: str = "dataset", phase: str = "?", lq_root: str = "", gt_root: str = "") -> list[tuple[str, str]]:
+              dataset: str = "dataset", phase: str = "?", lq_root: str = "",
+              gt_root: str = "") -> list[tuple[str, str]]:
     """``[(lq_key, gt_key), ...]`` sorted by gt key; DataError if any file is unmatched.
 
     The input stem of target ``k`` must be ``filename_tmpl.format(k)``.
