@@ -111,12 +111,11 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_max(flag: float, device: torch.device) -> float:
-    """The maximum of a scalar over all ranks (the value itself without a group)."""
-    if not is_dist():
-        return float(flag)
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+def all_reduce_max(value: float | torch.Tensor, device: torch.device) -> float:
+    """The maximum of a scalar (number or 0-d tensor) over all ranks; the value itself without a group."""
+    t = torch.as_tensor(value, device=device).detach().float().reshape(1)
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
 
 

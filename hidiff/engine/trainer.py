@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,10 @@ class Trainer:
     # =================================================================== setup
     def _setup(self) -> None:
         o = self.opt
+        if self.topt.deterministic:  # before any CUDA context exists
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not self.topt.deterministic
         self._own_group = not D.is_dist()
         backend = None if o.dist_params.backend == "auto" else o.dist_params.backend
         self.dist = D.init_distributed(self.launcher, o.num_gpu, backend)
@@ -139,9 +144,6 @@ class Trainer:
             if o.logger.use_tb_logger:
                 self.tb = TensorBoard(self.exp_dir / "tb_logger")
 
-        if self.topt.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = not self.topt.deterministic
         seed_everything(o.manual_seed + self.dist.rank)
 
         self._build_model(verified)
@@ -421,10 +423,12 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v
         self.amp.unscale_(self.optimizer)
         gnorm = self._clip()
-        bad = torch.stack([gnorm.float().reshape(())] + [v.reshape(()) for v in sums.values()]).isfinite().all()
-        nonfinite = D.all_reduce_max(float(not bool(bad)), self.device) > 0
-        skip = self.guard.record(not nonfinite, it, detail=", ".join(
-            f"{k}={float(v):.4g}" for k, v in sums.items()) + f", grad_norm={float(gnorm):.4g}")
+        # one host sync per step: every rank must agree on skipping (DDP grads are already all-reduced)
+        flag = torch.stack([gnorm.float().reshape(())] + [v.reshape(()) for v in sums.values()])
+        nonfinite = D.all_reduce_max(~flag.isfinite().all(), self.device) > 0
+        detail = "" if not nonfinite else ", ".join(f"{k}={float(v):.4g}" for k, v in sums.items()) + \
+            f", grad_norm={float(gnorm):.4g}"
+        skip = self.guard.record(not nonfinite, it, detail=detail)
         self.amp.step(self.optimizer, skip)
         if skip:
             self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,79 @@
+"""A real 2-process torchrun (gloo, CPU) run against a single process on the same global batch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, run_env
+from engine_tiny_run import tiny_options, write_pairs
+from hidiff.config import options_from_text
+from hidiff.engine.checkpoint import safe_load
+from hidiff.engine.seeding import seed_everything
+from hidiff.models import build_model
+
+LR = 0.5
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path: Path, name: str, batch: int) -> Path:
+    # plain SGD without clipping: w1 = w0 - LR * grad, so the saved weights reveal the gradient
+    opts = tiny_options(tmp_path, with_val=True, name=name,
+                        datasets={"train": {"batch_size_per_gpu": batch}},
+                        train={"total_iter": 3, "use_grad_clip": False, "optim_total": {"type": "SGD", "lr": LR}},
+                        val={"val_freq": 3}, logger={"save_checkpoint_freq": 1, "print_freq": 1,
+                                                     "use_tb_logger": True})
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump(opts, sort_keys=False))
+    return path
+
+
+def test_two_process_torchrun_matches_single_process(tmp_path):
+    write_pairs(tmp_path / "data")
+    env = run_env()
+    ddp_cfg, single_cfg = _config(tmp_path, "ddp", 2), _config(tmp_path, "single", 4)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "scripts" / "train.py"), "-opt", str(ddp_cfg), "--launcher", "pytorch",
+                          "--local-rank=0"],  # legacy argument: accepted and ignored
+                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    single = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "-opt", str(single_cfg)],
+                            env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert single.returncode == 0, single.stderr
+
+    exp = tmp_path / "experiments"
+    d, s = exp / "ddp", exp / "single"
+    # rank 0 alone wrote files: one log, one event file, one checkpoint set per iteration
+    assert len(list(d.glob("train_ddp_*.log"))) == 1
+    assert len(list((d / "tb_logger").iterdir())) == 1
+    assert sorted(p.name for p in (d / "training_states").iterdir()) == ["1.state", "2.state", "3.state"]
+    log = next(d.glob("train_ddp_*.log")).read_text()
+    assert "world size 2 (backend gloo)" in log and "global batch 4" in log
+
+    # initial weights: the trainer seeds manual_seed + rank and builds the model (rank 0's copy is broadcast)
+    options = options_from_text(single_cfg.read_text())
+    seed_everything(options.manual_seed)
+    w0 = {n: {k: v.detach().clone() for k, v in net.state_dict().items()}
+          for n, net in build_model(options).networks().items()}
+    for net in ("g", "le"):
+        a = safe_load(d / "models" / f"net_{net}_1.pth")["params"]
+        b = safe_load(s / "models" / f"net_{net}_1.pth")["params"]
+        for k in w0[net]:
+            g_ddp = (w0[net][k] - a[k]) / LR
+            g_single = (w0[net][k] - b[k]) / LR
+            torch.testing.assert_close(g_ddp, g_single, rtol=1e-4, atol=1e-6, msg=f"first-step grad of net_{net}.{k}")
+        assert any(float((w0[net][k] - a[k]).abs().max()) > 0 for k in w0[net])
+        last_a = safe_load(d / "models" / f"net_{net}_3.pth")["params"]
+        last_b = safe_load(s / "models" / f"net_{net}_3.pth")["params"]
+        for k in last_a:
+            torch.testing.assert_close(last_a[k], last_b[k], rtol=1e-4, atol=1e-5)
+    # sharded validation over 2 ranks gives the single-process number
+    best_d = json.loads((d / "models" / "best.json").read_text())
+    best_s = json.loads((s / "models" / "best.json").read_text())
+    assert best_d["value"] == pytest.approx(best_s["value"], abs=1e-3)
+    assert "Validation tinyval (8 images)" in log
