@@ -52,20 +52,40 @@ def set_experiment_loader(loader: ExperimentLoader) -> None:
     _experiment_loader = loader
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="hidiff-deblur", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote it)")
-    ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+def add_weight_arguments(ap: argparse.ArgumentParser) -> None:
+    """--weights/--checkpoint/--experiment (one required), --experiments-root, --device, --timesteps."""
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", metavar="DIR", help="folder with the released net_g.pth, net_le_dm.pth, net_d.pth")
     src.add_argument("--checkpoint", metavar="FILE", help="one file holding the networks")
     src.add_argument("--experiment", metavar="NAME", help="a finished run in --experiments-root")
     ap.add_argument("--experiments-root", default="experiments", help="where --experiment looks (default: %(default)s)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--timesteps", type=int, help="diffusion steps (default: the official value for the denoiser)")
+
+
+def load_pipeline(args: argparse.Namespace):
+    """(RestorationPipeline, description) from the arguments of :func:`add_weight_arguments`."""
+    from hidiff.inference.official_weights import load_checkpoint, load_official
+    from hidiff.runners.test_runner import select_device
+
+    device = select_device(args.device)
+    if args.weights:
+        pipeline, rec = load_official(args.weights, device, timesteps=args.timesteps)
+        return pipeline, rec.describe()
+    if args.checkpoint:
+        pipeline, rec = load_checkpoint(args.checkpoint, device, timesteps=args.timesteps)
+        return pipeline, rec.describe()
+    return _experiment_loader(args.experiment, device, Path(args.experiments_root), args.timesteps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hidiff-deblur", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote it)")
+    ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    add_weight_arguments(ap)
     ap.add_argument("--seed", type=int, default=0,
                     help="base seed of the prior noise; each image's seed also depends on its file name")
-    ap.add_argument("--timesteps", type=int, help="diffusion steps (default: the official value for the denoiser)")
     tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")
     tile.add_argument("--tile", type=int, metavar="N", help="always tile, with N x N tiles")
     tile.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
@@ -101,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     if todo:
         try:
-            pipeline, description = _load(args)
+            pipeline, description = load_pipeline(args)
             if args.tile is not None and args.tile % pipeline.pad_multiple:
                 raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
         except HidiffError as exc:
@@ -181,20 +201,6 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     if not jobs and not failures:
         raise DataError("no input images")
     return jobs, failures
-
-
-def _load(args):
-    from hidiff.inference.official_weights import load_checkpoint, load_official
-    from hidiff.runners.test_runner import select_device
-
-    device = select_device(args.device)
-    if args.weights:
-        pipeline, rec = load_official(args.weights, device, timesteps=args.timesteps)
-        return pipeline, rec.describe()
-    if args.checkpoint:
-        pipeline, rec = load_checkpoint(args.checkpoint, device, timesteps=args.timesteps)
-        return pipeline, rec.describe()
-    return _experiment_loader(args.experiment, device, Path(args.experiments_root), args.timesteps)
 
 
 def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, list[tuple[Path, str]]]:

@@ -1,0 +1,153 @@
+"""Export the stage-2 inference graph to TorchScript and ONNX.
+
+The graph is latent encoder -> the T-step sampler, unrolled -> U-Net, with
+the initial noise x_T as an explicit input, so the exported model is a pure
+function and matches eager mode exactly for the same (image, noise):
+
+    inputs:  image (1, C, H, W) float32 in [0, 1], H and W multiples of the
+             model's size divisor (8);  noise (1, N, C') float32 (HI-Diff: 1x16x256)
+    output:  restored (1, 3, H, W) (not clamped)
+
+Prior-free networks export with the image as their only input.  Padding is not
+part of the graph: export at the size you will run (e.g. the tile size, and let
+:mod:`hidiff.inference.tiler` cover any image with it).  The ONNX graph is
+exported for exactly that size: ``AdaptiveAvgPool2d`` in the latent encoder
+decomposes into fixed windows, so other sizes would be silently wrong.
+
+Both writers are atomic and store a small JSON description (input shapes,
+variant, size divisor) inside the file: ``_extra_files['hidiff.json']`` for
+TorchScript, ``metadata_props['hidiff']`` for ONNX.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from hidiff.errors import ConfigError
+from hidiff.utils.atomic import atomic_write_bytes
+
+PathLike = Union[str, Path]
+
+
+class InferenceGraph(nn.Module):
+    """image [, noise] -> restored, through the pipeline's own prior and U-Net calls."""
+
+    def __init__(self, pipeline) -> None:
+        super().__init__()
+        self._pipeline = pipeline
+        # registered here so tracing/export sees the parameters as the graph's own
+        self.net_g = pipeline.net_g
+        self.net_le_dm = pipeline.net_le_dm
+        self.net_d = pipeline.net_d
+        self.diffusion = pipeline.diffusion
+
+    def forward(self, image: Tensor, noise: Optional[Tensor] = None) -> Tensor:
+        if self._pipeline.needs_prior:
+            return self.net_g(image, self._pipeline.prior(image, noise))
+        return self.net_g(image)
+
+
+def example_inputs(pipeline, height: int = 256, width: int = 256, seed: int = 0) -> tuple[Tensor, ...]:
+    """A random image and x_T of the exported shapes, on the pipeline's device."""
+    if height % pipeline.pad_multiple or width % pipeline.pad_multiple or height <= 0 or width <= 0:
+        raise ConfigError(f"export size {height}x{width}: height and width must be positive multiples of "
+                          f"{pipeline.pad_multiple} (the graph has no padding)")
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, pipeline.in_channels, height, width, generator=g).to(pipeline.device)
+    if not pipeline.needs_prior:
+        return (image,)
+    return image, pipeline.noise(1, generator=g)
+
+
+def _description(pipeline, inputs: tuple[Tensor, ...], metadata: Optional[Mapping[str, Any]]) -> str:
+    names = ["image", "noise"][:len(inputs)]
+    info = {"inputs": {n: list(t.shape) for n, t in zip(names, inputs)}, "output": "restored",
+            "size_divisor": pipeline.pad_multiple, "value_range": "image in [0, 1]; output not clamped",
+            **dict(metadata or {})}
+    if pipeline.needs_prior:
+        info["diffusion_steps"] = pipeline.diffusion.timesteps
+    return json.dumps(info, sort_keys=True)
+
+
+def export_torchscript(pipeline, path: PathLike, *, height: int = 256, width: int = 256,
+                       metadata: Optional[Mapping[str, Any]] = None) -> Path:
+    """Trace the graph at (height, width) and atomically write a TorchScript file."""
+    graph = InferenceGraph(pipeline).eval()
+    inputs = example_inputs(pipeline, height, width)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks become constants
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        traced = torch.jit.trace(graph, inputs, check_trace=False)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf, _extra_files={"hidiff.json": _description(pipeline, inputs, metadata)})
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256, opset: int = 18,
+                optimize: bool = True, metadata: Optional[Mapping[str, Any]] = None) -> Path:
+    """Export the graph for (height, width) to ONNX (torch.export based) and write it atomically."""
+    import onnx
+
+    graph = InferenceGraph(pipeline).eval()
+    inputs = example_inputs(pipeline, height, width)
+    names = ["image", "noise"][:len(inputs)]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(graph, inputs, dynamo=True, input_names=names, output_names=["restored"],
+                                    opset_version=opset, optimize=optimize, verbose=False)
+    model = program.model_proto
+    onnx.helper.set_model_props(model, {"hidiff": _description(pipeline, inputs, metadata)})
+    atomic_write_bytes(path, model.SerializeToString())
+    return Path(path)
+
+
+def run_torchscript(path: PathLike, *inputs: Tensor) -> Tensor:
+    """Load an exported TorchScript file and run it once.
+
+    The JIT's profiling optimiser is switched off: it spends seconds on the
+    first calls and only pays off for a long-lived module.
+    """
+    with warnings.catch_warnings(), torch.jit.optimized_execution(False), torch.no_grad():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit is deprecated in favour of export
+        module = torch.jit.load(str(path), map_location=inputs[0].device)
+        return module(*inputs)
+
+
+def run_onnx(path: PathLike, *inputs: Tensor) -> Tensor:
+    """Run an exported ONNX file with onnxruntime on the CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
+    return torch.from_numpy(session.run(None, feeds)[0])
+
+
+def parity(pipeline, path: PathLike, kind: str, *, height: int = 256, width: int = 256,
+           seed: int = 1) -> float:
+    """Max |exported - eager| on a fresh random (image, noise) of the exported size."""
+    inputs = example_inputs(pipeline, height, width, seed=seed)
+    with torch.no_grad():
+        eager = InferenceGraph(pipeline).eval()(*inputs).cpu()
+    runner = {"torchscript": run_torchscript, "onnx": run_onnx}[kind]
+    return float((runner(path, *inputs).cpu() - eager).abs().max())
+
+
+def read_description(path: PathLike) -> dict:
+    """The JSON description stored in an exported file (either format)."""
+    p = Path(path)
+    if p.suffix == ".onnx":
+        import onnx
+        props = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
+        return json.loads(props["hidiff"])
+    extra = {"hidiff.json": ""}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        torch.jit.load(str(p), _extra_files=extra)
+    return json.loads(extra["hidiff.json"])

@@ -1,0 +1,99 @@
+"""TorchScript / ONNX export of the stage-2 inference graph: parity with eager mode."""
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+from hidiff.archs import build_network
+from hidiff.errors import ConfigError
+from hidiff.inference.export import (InferenceGraph, example_inputs, export_onnx, export_torchscript, parity,
+                                     read_description, run_onnx)
+from hidiff.inference.official_weights import build_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "net_g": dict(type="Transformer", dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1,
+                  heads=[1, 1, 1, 1], embed_dim=16),
+    "net_le_dm": dict(type="latent_encoder_gelu", in_chans=3, stage=2, embed_dim=16, block_num=1),
+    "net_d": dict(type="denoising", in_channel=64, out_channel=64, inner_channel=32, block_num=3),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_sds():
+    torch.manual_seed(0)
+    return {k: build_network(v).state_dict() for k, v in TINY.items()}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_sds):
+    return build_pipeline(tiny_sds, timesteps=2)[0]
+
+
+def test_graph_equals_the_pipeline(pipeline):
+    image, noise = example_inputs(pipeline, 32, 40)
+    with torch.no_grad():
+        assert torch.equal(InferenceGraph(pipeline)(image, noise), pipeline.restore(image, noise=noise))
+
+
+def test_torchscript_parity_and_noise_input(tmp_path, pipeline):
+    path = export_torchscript(pipeline, tmp_path / "model.pt", height=32, width=48, metadata={"variant": "tiny"})
+    assert parity(pipeline, path, "torchscript", height=32, width=48) <= 1e-5
+    info = read_description(path)
+    assert info["inputs"] == {"image": [1, 3, 32, 48], "noise": [1, 16, 64]} and info["variant"] == "tiny"
+    assert info["diffusion_steps"] == 2
+    image, noise = example_inputs(pipeline, 32, 48, seed=4)
+    image2, _ = example_inputs(pipeline, 24, 16, seed=5)
+    with torch.no_grad(), torch.jit.optimized_execution(False):
+        module = torch.jit.load(str(path))
+        a, b, c = module(image, noise), module(image, noise + 1.0), module(image2, noise)
+        assert not torch.allclose(a, b)  # x_T is a real input, not a constant baked into the graph
+        torch.testing.assert_close(b, pipeline.restore(image, noise=noise + 1.0), atol=1e-5, rtol=0)
+        # the traced graph also runs other sizes that are multiples of 8
+        torch.testing.assert_close(c, pipeline.restore(image2, noise=noise), atol=1e-5, rtol=0)
+
+
+def test_onnx_parity_with_onnxruntime(tmp_path, pipeline):
+    path = export_onnx(pipeline, tmp_path / "model.onnx", height=32, width=32)
+    assert parity(pipeline, path, "onnx", height=32, width=32) <= 1e-4
+    assert read_description(path)["inputs"]["noise"] == [1, 16, 64]
+    image, noise = example_inputs(pipeline, 32, 32, seed=7)
+    with torch.no_grad():
+        torch.testing.assert_close(run_onnx(path, image, noise + 0.5), pipeline.restore(image, noise=noise + 0.5),
+                                   atol=1e-4, rtol=0)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_prior_free_network_exports_with_one_input(tmp_path):
+    torch.manual_seed(0)
+    net = build_network(dict(type="Transformer", dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1,
+                             heads=[1, 1, 1, 1], use_prior=False))
+    pipe = build_pipeline({"net_g": net.state_dict()})[0]
+    path = export_torchscript(pipe, tmp_path / "plain.pt", height=16, width=24)
+    assert list(read_description(path)["inputs"]) == ["image"]
+    assert parity(pipe, path, "torchscript", height=16, width=24) <= 1e-5
+
+
+def test_sizes_must_fit_the_divisor(pipeline, tmp_path):
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        export_torchscript(pipeline, tmp_path / "x.pt", height=30, width=32)
+
+
+def test_export_script(tmp_path, tiny_sds, capsys):
+    """scripts/export.py end to end (in-process: a subprocess would pay the torch import again)."""
+    release = tmp_path / "release"
+    release.mkdir()
+    for name, sd in tiny_sds.items():
+        torch.save({"params": sd}, release / f"{name}.pth")
+    main = runpy.run_path(str(REPO / "scripts" / "export.py"), run_name="export_script")["main"]
+    out = tmp_path / "exported" / "tiny"
+    assert main(["--weights", str(release), "-o", str(out), "--format", "torchscript", "--height", "24",
+                 "--width", "32", "--timesteps", "2", "--check"]) == 0
+    assert "max |torchscript - eager|" in capsys.readouterr().out
+    info = read_description(out.with_suffix(".pt"))
+    assert info["inputs"]["image"] == [1, 3, 24, 32] and info["diffusion_steps"] == 2
+    assert main(["--weights", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    assert "nope" in capsys.readouterr().err
