@@ -43,16 +43,25 @@ def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
     return out
 
 
-@torch.no_grad()
-def restore_one(model, lq: torch.Tensor, gt: torch.Tensor, key: str, manual_seed: int, tile) -> torch.Tensor:
-    """The validation output of one image (B=1) through the model's restoration path."""
+def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
+    """``fn(lq, gt, key) -> output`` through the model's restoration path (one pipeline per call site).
+
+    Models with an inference pipeline go through ``restore_image`` (the code
+    path of ``test.py``: per-image seed, optional tiling); stage 1 restores with
+    its GT-conditioned prior (an oracle number, hidiff.md 3.5).
+    """
     from hidiff.inference.pipeline import seed_from_key
     from hidiff.inference.tiler import restore_image
 
     pipeline = model.pipeline() if hasattr(model, "pipeline") else None
-    if pipeline is None:  # e.g. stage 1: the GT-conditioned prior (an oracle number)
-        return model.restore(lq, gt)
-    return restore_image(pipeline, lq, tile or "whole", seed=seed_from_key(key, manual_seed))
+
+    @torch.no_grad()
+    def restore(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
+        if pipeline is None:
+            return model.restore(lq, gt)
+        return restore_image(pipeline, lq, tile or "whole", seed=seed_from_key(key, manual_seed))
+
+    return restore
 
 
 def _uint8(img: torch.Tensor) -> np.ndarray:
@@ -75,6 +84,7 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
     model.eval()
     results: dict[str, dict[str, float]] = {}
     try:
+        restore = make_restorer(model, manual_seed, tile)
         for set_name, loader in val_sets.items():
             rows = []
             for i, batch in enumerate(loader):
@@ -83,7 +93,7 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
                 lq = batch["lq"].to(device)
                 gt = batch["gt"].to(device)
                 key = batch["key"][0] if isinstance(batch["key"], (list, tuple)) else str(batch["key"])
-                out = restore_one(model, lq, gt, key, manual_seed, tile)
+                out = restore(lq, gt, key)
                 out_u8, gt_u8 = _uint8(out), _uint8(gt)
                 rows.append((key, {m: fn(out_u8, gt_u8) for m, fn in metric_fns.items()}))
                 if on_image is not None:
