@@ -50,6 +50,12 @@ def test_train_cli_run_folder_layout(tmp_path):
     # --auto_resume of a finished run trains nothing and succeeds
     assert main(["-opt", str(cfg), "--auto_resume", "-o", "train.total_iter=3", "--force_yml",
                  "logger:save_checkpoint_freq=1", "-o", "logger.keep_last=2", "-o", "val.val_freq=2"]) == 0
+    assert not list(run.parent.glob("tiny_archived_*"))
+    # a fresh start never overwrites a run: the old folder is archived
+    assert main(["-opt", str(cfg), "-o", "train.total_iter=1"]) == 0
+    archived = list(run.parent.glob("tiny_archived_*"))
+    assert len(archived) == 1 and (archived[0] / "training_states" / "3.state").is_file()
+    assert sorted(p.name for p in (run / "training_states").iterdir()) == ["1.state"]
 
 
 def test_train_cli_errors(tmp_path, capsys):

@@ -104,6 +104,7 @@ class Trainer:
         self._own_group = False
         self.tb = TensorBoard(None)
         self.pbar: Optional[ProgressBar] = None
+        self._archived: Optional[Path] = None
 
     # ================================================================== public
     def fit(self) -> TrainResult:
@@ -174,7 +175,7 @@ class Trainer:
                 if choice is None and self.exp_dir.is_dir() and any(self.exp_dir.iterdir()):
                     archived = self.exp_dir.with_name(f"{self.exp_dir.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
                     self.exp_dir.rename(archived)
-                    self.log.warning("fresh start: the existing run folder was moved to %s", archived)
+                    self._archived = archived
             except Exception as exc:  # shared with the other ranks below, then raised everywhere
                 error = f"{type(exc).__name__}: {exc}"
         error, choice = D.broadcast_object((error, choice))
@@ -329,6 +330,8 @@ class Trainer:
         log.info("precision %s; EMA %s; grad clip %s; channels_last %s; compile %s", self.amp.name,
                  self.topt.ema_decay or "off", self.topt.grad_clip_norm if self.topt.use_grad_clip else "off",
                  self.topt.channels_last, self.topt.compile)
+        if self._archived is not None:
+            log.warning("fresh start: the previous run folder was moved to %s", self._archived)
         if verified is not None:
             log.info("Resuming training from epoch: %d, iter: %d (%s).", self.sampler.epoch, self.start_iter,
                      verified.path)
