@@ -173,7 +173,10 @@ class Trainer:
                 elif arg not in ("none", "None", ""):
                     choice = arg
                 if choice is None and self.exp_dir.is_dir() and any(self.exp_dir.iterdir()):
-                    archived = self.exp_dir.with_name(f"{self.exp_dir.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+                    stem = f"{self.exp_dir.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+                    archived, n = self.exp_dir.with_name(stem), 1
+                    while archived.exists():
+                        archived, n = self.exp_dir.with_name(f"{stem}_{n}"), n + 1
                     self.exp_dir.rename(archived)
                     self._archived = archived
             except Exception as exc:  # shared with the other ranks below, then raised everywhere
