@@ -1,0 +1,122 @@
+"""LPIPS and VGG16 features without internet: weight conversion, safe unpickling, fixture values."""
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hidiff.errors import HidiffError
+from hidiff.metrics import backbones, lpips_weights
+from hidiff.metrics.backbones import hub_weights_path, load_vgg16_features
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "iqa"
+
+
+def _installed(net: str) -> bool:
+    return hub_weights_path(net).is_file()
+
+
+def test_missing_weights_fail_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    assert hub_weights_path("alexnet") == tmp_path / "empty_torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert load_vgg16_features(required=False) is None
+    with pytest.raises(HidiffError, match=r"python scripts/get_lpips_weights\.py"):
+        load_vgg16_features()
+    from hidiff.metrics.lpips_metric import build_lpips
+
+    with pytest.raises(HidiffError, match=r"get_lpips_weights"):
+        build_lpips("alex")
+    assert not (tmp_path / "empty_torch_home").exists()  # nothing was downloaded or created
+
+
+def test_restricted_unpickler_loads_numpy_trees_and_refuses_other_globals():
+    tree = {"VGG16_0": {"Conv_0": {"kernel": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3),
+                                   "bias": np.ones(3, np.float32)}}}
+    back = lpips_weights.restricted_loads(pickle.dumps(tree, protocol=4))
+    assert np.array_equal(back["VGG16_0"]["Conv_0"]["kernel"], tree["VGG16_0"]["Conv_0"]["kernel"])
+
+    class Sneaky:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        lpips_weights.restricted_loads(pickle.dumps({"x": Sneaky()}, protocol=4))
+
+
+def test_flax_kernel_conversion_computes_the_same_convolution():
+    """A Flax (kh, kw, in, out) cross-correlation computed in numpy equals torch conv2d with the converted weight."""
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 5, 2, 4)).astype(np.float32)
+    bias = rng.normal(size=4).astype(np.float32)
+    img = rng.normal(size=(7, 9, 2)).astype(np.float32)  # HWC
+    out = np.zeros((5, 5, 4), np.float64)
+    for i in range(5):
+        for j in range(5):
+            out[i, j] = np.einsum("abc,abcd->d", img[i:i + 3, j:j + 5], kernel) + bias
+    w = lpips_weights.flax_conv_to_torch(kernel)
+    got = F.conv2d(torch.from_numpy(img.transpose(2, 0, 1))[None], w, torch.from_numpy(bias))[0].numpy()
+    np.testing.assert_allclose(got.transpose(1, 2, 0), out, atol=1e-4)
+
+
+def test_feature_indices_are_torchvision_convs():
+    import torchvision
+
+    for net, idx in lpips_weights.FEATURE_INDICES.items():
+        with torch.device("meta"):  # structure only, no 100 M-parameter random init
+            feats = getattr(torchvision.models, net)(weights=None).features
+        convs = [i for i, m in enumerate(feats) if isinstance(m, torch.nn.Conv2d)]
+        assert tuple(convs) == idx
+
+
+@pytest.mark.skipif(not _installed("vgg16"), reason="VGG16 weights not installed: run scripts/get_lpips_weights.py")
+def test_vgg16_features_load_the_installed_weights():
+    feats = load_vgg16_features()
+    assert isinstance(feats, torch.nn.Sequential) and len(feats) == 31
+    state = torch.load(hub_weights_path("vgg16"), map_location="cpu", weights_only=True)
+    assert all(torch.equal(feats.state_dict()[k[len("features."):]], v) for k, v in state.items())
+
+
+@pytest.mark.skipif(not (FIXTURES / "reference_values.csv").is_file(), reason=f"IQA fixtures absent ({FIXTURES})")
+@pytest.mark.skipif(not _installed("alexnet"), reason="AlexNet weights not installed: run scripts/get_lpips_weights.py")
+def test_lpips_alex_reproduces_published_values():
+    lines = [ln for ln in (FIXTURES / "reference_values.csv").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    official = next(r for r in csv.DictReader(lines) if r["method"] == "lpips_alex_v0.1" and r["variant"] == "official")
+    results = lpips_weights.fixture_lpips_alex(FIXTURES)
+    assert [name for name, _, _ in results] == ["I03", "I04", "I06", "I08", "I19"]
+    for name, ours, _ in results:
+        assert ours == pytest.approx(float(official[name]), abs=1e-3), name
+
+
+@pytest.mark.skipif(not _installed("vgg16"), reason="VGG16 weights not installed: run scripts/get_lpips_weights.py")
+def test_lpips_vgg_runs_offline_and_orders_distortions():
+    from hidiff.metrics import lpips_vgg
+
+    rng = np.random.default_rng(0)
+    base = np.clip(np.cumsum(rng.normal(size=(48, 48, 3)), axis=1) * 8 + 128, 0, 255).astype(np.uint8)
+    mild = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+    strong = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+    assert lpips_vgg(base, base) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < lpips_vgg(mild, base) < lpips_vgg(strong, base)
+
+
+def test_install_is_atomic_idempotent_and_keeps_different_files(tmp_path):
+    from hidiff.errors import CheckpointError
+
+    state = {"features.0.weight": torch.ones(2, 3, 1, 1), "features.0.bias": torch.zeros(2)}
+    path, action = lpips_weights.install_backbone(state, "alexnet", hub_dir=tmp_path)
+    assert action == "installed" and path == tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left behind
+    assert lpips_weights.install_backbone(state, "alexnet", hub_dir=tmp_path)[1].startswith("already installed")
+    other = {k: v + 1 for k, v in state.items()}
+    with pytest.raises(CheckpointError, match="--force"):
+        lpips_weights.install_backbone(other, "alexnet", hub_dir=tmp_path)
+    lpips_weights.install_backbone(other, "alexnet", hub_dir=tmp_path, force=True)
+    assert torch.equal(torch.load(path, weights_only=True)["features.0.weight"], other["features.0.weight"])
