@@ -1,0 +1,80 @@
+"""Score several result folders (methods) against one ground truth and tabulate them."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from hidiff.errors import ConfigError
+from hidiff.evaluation.folders import evaluate_folders
+from hidiff.evaluation.image_io import PathLike
+from hidiff.evaluation.protocols import Protocol
+from hidiff.evaluation.report import summary_table_markdown, write_set_report, write_summary_table
+
+
+@dataclass
+class MethodResult:
+    """Per-image rows and summary of one result folder."""
+
+    label: str
+    pred_dir: Path
+    rows: list[dict]
+    summary: dict
+
+
+def default_labels(pred_dirs: Sequence[PathLike]) -> list[str]:
+    """Folder names as labels; if two folders share a name, their full paths."""
+    names = [Path(p).name or str(p) for p in pred_dirs]
+    return [str(p) if names.count(n) > 1 else n for n, p in zip(names, pred_dirs)]
+
+
+def compare_folders(pred_dirs: Sequence[PathLike], gt_dir: PathLike, protocol: str | Protocol | None = None,
+                    labels: Sequence[str] | None = None, set_name: str | None = None, check_count: bool = True,
+                    workers: int = 1) -> list[MethodResult]:
+    """Evaluate every folder in ``pred_dirs`` with the same protocol and ground truth."""
+    if not pred_dirs:
+        raise ConfigError("compare_folders: give at least one result folder")
+    labels = list(labels) if labels else default_labels(pred_dirs)
+    if len(labels) != len(pred_dirs):
+        raise ConfigError(f"{len(labels)} label(s) given for {len(pred_dirs)} result folder(s)")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"labels must be unique, got {labels}")
+    results = []
+    for label, pred in zip(labels, pred_dirs):
+        rows, summary = evaluate_folders(pred, gt_dir, protocol, set_name=set_name, check_count=check_count,
+                                         workers=workers)
+        summary["method"] = label
+        results.append(MethodResult(label, Path(pred), rows, summary))
+    return results
+
+
+def comparison_markdown(results: Sequence[MethodResult]) -> str:
+    """A markdown table with one row per method (means of each metric variant)."""
+    return summary_table_markdown([r.summary for r in results], row_key="method")
+
+
+def _safe_dirname(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "method"
+
+
+def write_comparison(out_dir: PathLike, results: Sequence[MethodResult], meta: Mapping[str, Any] | None = None
+                     ) -> list[dict]:
+    """``out_dir/<method>/{metrics.csv,summary.json,summary.md}`` and ``out_dir/comparison.{md,csv,json}``."""
+    out = Path(out_dir)
+    summaries = []
+    used: set[str] = set()
+    for r in results:
+        sub = _safe_dirname(r.label)
+        while sub in used:
+            sub += "_"
+        used.add(sub)
+        run_meta = {k: r.summary[k] for k in ("set", "protocol", "protocol_description", "pred_dir", "gt_dir")
+                    if k in r.summary}
+        run_meta.update({"method": r.label, **(meta or {})})
+        s = write_set_report(out / sub, r.rows, run_meta)
+        s["method"] = r.label
+        summaries.append(s)
+    for suffix in (".md", ".csv", ".json"):
+        write_summary_table(out / f"comparison{suffix}", summaries, row_key="method")
+    return summaries

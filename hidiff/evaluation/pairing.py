@@ -1,0 +1,88 @@
+"""Pair result images with ground truth by file name, never by position.
+
+The official HI-Diff/Restormer scripts zip two sorted file lists, so one missing or
+extra file silently shifts every later pair (ecosystem.md P8).  Here a pair is two
+files with the same name up to the extension (``x.png`` pairs with ``x.jpg``), any
+unmatched name on either side is an error that lists the names, and a known test
+set's image count is checked.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hidiff.errors import DataError
+from hidiff.evaluation.benchmarks import lookup_set
+from hidiff.evaluation.image_io import PathLike, is_image_name
+
+_SHOW = 10
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One result image and its ground truth, sharing ``name`` (the file stem)."""
+
+    name: str
+    pred: Path
+    gt: Path
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders 'img2' before 'img10'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def index_images(folder: PathLike, role: str) -> dict[str, Path]:
+    """``{stem: path}`` for the images directly inside ``folder``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{role} folder '{root}' does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    for p in root.iterdir():
+        if not (p.is_file() and is_image_name(p.name)):
+            continue
+        if p.stem in found:
+            raise DataError(f"{role} folder '{root}' has two images named '{p.stem}': "
+                            f"'{found[p.stem].name}' and '{p.name}'; keep one")
+        found[p.stem] = p
+    if not found:
+        raise DataError(f"{role} folder '{root}' contains no images")
+    return found
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(sorted(names, key=natural_key)[:_SHOW])
+    return shown + (f", ... ({len(names) - _SHOW} more)" if len(names) > _SHOW else "")
+
+
+def pair_by_name(pred_dir: PathLike, gt_dir: PathLike, set_name: str | None = None,
+                 expected_count: int | None = None, check_count: bool = True) -> list[ImagePair]:
+    """Pairs of same-named images in ``pred_dir`` and ``gt_dir``, in natural name order.
+
+    ``expected_count`` defaults to the known size of ``set_name`` (e.g. 980 for
+    RealBlur_J); ``check_count=False`` skips the check to score a subset.
+    """
+    preds = index_images(pred_dir, "prediction")
+    gts = index_images(gt_dir, "ground-truth")
+    no_pred = [n for n in gts if n not in preds]
+    no_gt = [n for n in preds if n not in gts]
+    problems = []
+    if no_pred:
+        problems.append(f"{len(no_pred)} ground-truth image(s) in '{gt_dir}' have no prediction "
+                        f"of the same name in '{pred_dir}': {_names(no_pred)}")
+    if no_gt:
+        problems.append(f"{len(no_gt)} prediction(s) in '{pred_dir}' have no ground truth "
+                        f"of the same name in '{gt_dir}': {_names(no_gt)}")
+    if problems:
+        raise DataError("; ".join(problems) + " (images are paired by file name without extension)")
+    pairs = [ImagePair(n, preds[n], gts[n]) for n in sorted(gts, key=natural_key)]
+    known = lookup_set(set_name)
+    if expected_count is None and known is not None:
+        expected_count = known.expected_count
+    if check_count and expected_count is not None and len(pairs) != expected_count:
+        label = known.name if known else (set_name or "the test set")
+        raise DataError(f"{label} should have {expected_count} images but '{gt_dir}' has {len(pairs)}; "
+                        "check the folder (RealBlur_J vs RealBlur_R, test vs train split) or pass "
+                        "check_count=False (--no-count-check) to score a subset")
+    return pairs
