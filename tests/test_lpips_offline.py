@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hidiff.errors import HidiffError
-from hidiff.metrics import backbones, lpips_weights
+from hidiff.metrics import lpips_weights
 from hidiff.metrics.backbones import hub_weights_path, load_vgg16_features
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,6 +34,15 @@ def score_image_pair(protocol: Protocol, pair: ImagePair) -> dict[str, Any]:
     return {"name": pair.name, **scores}
 
 
+_GT_FOLDER_NAMES = {"target", "targets", "gt", "groundtruth", "ground_truth", "sharp", "hr"}
+
+
+def guess_set_name(gt_dir: PathLike) -> str:
+    """A display name for a ground-truth folder: ``.../RealBlur_J/target`` -> ``RealBlur_J``."""
+    p = Path(gt_dir).resolve()
+    return p.parent.name if p.name.lower() in _GT_FOLDER_NAMES and p.parent.name else p.name
+
+
 def _score_star(args: tuple[Protocol, ImagePair]) -> dict[str, Any]:
     return score_image_pair(*args)
 
@@ -77,7 +86,7 @@ def evaluate_folders(pred_dir: PathLike, gt_dir: PathLike, protocol: str | Proto
         if row.get("ecc_converged") is False:
             log.warning("%s: ECC alignment did not converge; scored unaligned (ecc_converged=False)", row["name"])
     summary = {
-        "set": set_name or Path(gt_dir).name,
+        "set": set_name or guess_set_name(gt_dir),
         "protocol": proto.name,
         "protocol_description": proto.describe(),
         "pred_dir": str(pred_dir),
