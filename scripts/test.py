@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from hidiff.evaluation.report import format_summary_table
-    print(format_summary_table(summaries))
+    from hidiff.evaluation.report import summary_table_markdown
+    print(summary_table_markdown(list(summaries.values())))
     return 0
 
 

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         gi, go = float(r[f"input_{cols[0]}"]), float(r[cols[0]])
         gains.append(go - gi)
-        print(f"| {r['image']} | {gi:.2f} | {go:.2f} | {go - gi:+.2f} | {float(r[f'input_{cols[1]}']):.4f} | "
+        print(f"| {r['name']} | {gi:.2f} | {go:.2f} | {go - gi:+.2f} | {float(r[f'input_{cols[1]}']):.4f} | "
               f"{float(r[cols[1]]):.4f} |")
     mi = np.mean([float(r[f"input_{cols[0]}"]) for r in rows])
     mo = np.mean([float(r[cols[0]]) for r in rows])
@@ -131,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     so = np.mean([float(r[cols[1]]) for r in rows])
     print(f"| **mean** | {mi:.2f} | {mo:.2f} | {mo - mi:+.2f} | {si:.4f} | {so:.4f} |")
     vis = Path(options.path.results_root) / options.name / "visualization" / "demo_test"
-    pairs = {r["image"]: {"input": root / "test" / "input" / f"{r['image']}.png", "output": vis / f"{r['image']}.png",
-                          "target": root / "test" / "target" / f"{r['image']}.png"} for r in rows}
+    pairs = {r["name"]: {"input": root / "test" / "input" / f"{r['name']}.png", "output": vis / f"{r['name']}.png",
+                          "target": root / "test" / "target" / f"{r['name']}.png"} for r in rows}
     pic = side_by_side(pairs, Path(options.path.results_root) / options.name / "demo_comparison.png")
     print(f"\nmetrics: {cols[0]} / {cols[1]} as the GoPro protocol computes them (MATLAB-style RGB SSIM)")
     print(f"comparison picture: {pic}")

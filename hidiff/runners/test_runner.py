@@ -29,6 +29,14 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(1, 2, 0))
 
 
+def to_uint16(img: torch.Tensor) -> np.ndarray:
+    """Like ``to_uint8`` with 16-bit precision (DPDD is scored on 16-bit images, as Restormer does)."""
+    if img.dim() == 4:
+        img = img[0]
+    arr = img.detach().double().clamp(0, 1).mul(65535.0).round().cpu().numpy().astype(np.uint16)
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
 def save_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -103,23 +111,25 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
                     out = self_ensemble(lambda x: restore_image(pipeline, x, tile or "whole", seed=seed), lq)
                 else:
                     out = restore_image(pipeline, lq, tile or "whole", seed=seed)
-            out_u8, gt_u8 = to_uint8(out), to_uint8(item["gt"])
+            quantise = to_uint16 if protocol.name == "dpdd" else to_uint8
+            out_q, gt_q = quantise(out), quantise(item["gt"])
+            out_u8 = to_uint8(out)
             suffix = f"_{options.val.suffix}" if options.val.suffix else ""
             if options.val.save_img:
-                save_png(vis_dir / f"{item['key']}{suffix}.png", out_u8)
-            row: Dict[str, Any] = {"image": item["key"], **protocol.score_pair(out_u8, gt_u8)}
+                save_png(vis_dir / f"{item['key']}{suffix}.png", out_q)
+            row: Dict[str, Any] = {"name": item["key"], **protocol.score_pair(out_q, gt_q)}
             if options.val.score_input:
-                lq_u8 = to_uint8(item["lq"][:3])
-                row.update({f"input_{k}": v for k, v in protocol.score_pair(lq_u8, gt_u8).items()})
+                lq_q = quantise(item["lq"][:3])
+                row.update({f"input_{k}": v for k, v in protocol.score_pair(lq_q, gt_q).items()})
             rows.append(row)
             if options.val.comparison_grid and not grid_done:
                 write_comparison_grid(results_root / ds_opts.name / f"comparison_{item['key']}.png",
-                                      to_uint8(item["lq"][:3]), out_u8, gt_u8)
+                                      to_uint8(item["lq"][:3]), out_u8, to_uint8(item["gt"]))
                 grid_done = True
             log.info("%s %d/%d %s %s", ds_opts.name, i + 1, n, item["key"],
                      " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
         meta = {
-            "model": options.name, "model_type": options.model_type, "dataset": ds_opts.name,
+            "set": ds_opts.name, "model": options.name, "model_type": options.model_type,
             "protocol": protocol.name, "seed": options.manual_seed, "seeding": "per image: sha256(seed, stem)",
             "padding": f"mirror to multiple of {options.val.window_size}",
             "tiling": tile.describe() if tile is not None else "whole image",
@@ -128,5 +138,5 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         summaries[ds_opts.name] = write_set_report(results_root / ds_opts.name, rows, meta)
-    write_summary_table(results_root / "summary.md", summaries)
+    write_summary_table(results_root / "summary.md", list(summaries.values()))
     return summaries
