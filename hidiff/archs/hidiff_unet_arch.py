@@ -43,6 +43,8 @@ LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
           "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 DEFAULT_HIM_LEVELS = tuple(name for name in LEVELS if name != "latent")
 # Which pyramid level feeds each stage (official: levels 2 and 3 both use z2).
+# Stripe size for inference (pixels); see Transformer(inference_chunk_pixels=...).
+DEFAULT_CHUNK_PIXELS = 16384
 PRIOR_SCALE = {"encoder_level1": "z1", "encoder_level2": "z2", "encoder_level3": "z2", "latent": "z3",
                "decoder_level3": "z2", "decoder_level2": "z2", "decoder_level1": "z1", "refinement": "z1"}
 
@@ -151,6 +153,10 @@ class Transformer(nn.Module):
     - ``fused_attention``: memory-lean attention maths (False = textbook formulation).
     - ``channels_last``: run the feature maps in channels_last memory format (faster
       on CPU, copy-free LayerNorm); the output has the input's memory format.
+    - ``inference_chunk_pixels``: without autograd, the fused MDTA and the GDFN run
+      over row stripes of at most this many pixels (exact maths; bounds the peak
+      memory of large images).  None or 0 disables it.  See
+      ``set_inference_chunk_pixels``.
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
@@ -161,7 +167,7 @@ class Transformer(nn.Module):
                  film_bottleneck: bool = True, prior_pyramid: bool = True,
                  attn_types: Union[str, Sequence[str], Mapping[str, str]] = "mdta",
                  attn_options: Optional[Mapping[str, Mapping]] = None, fused_attention: bool = True,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, inference_chunk_pixels: Optional[int] = DEFAULT_CHUNK_PIXELS) -> None:
         super().__init__()
         num_blocks = _int_list(num_blocks, 4, "num_blocks")
         heads = _int_list(heads, 4, "heads")
@@ -246,6 +252,15 @@ class Transformer(nn.Module):
         if self.dual_pixel_task:
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+        self.set_inference_chunk_pixels(inference_chunk_pixels)
+
+    def set_inference_chunk_pixels(self, pixels: Optional[int]) -> None:
+        """Set the stripe size (pixels) used by every chunk-aware submodule without autograd."""
+        if pixels is not None and (not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 0):
+            raise ConfigError(f"inference_chunk_pixels: expected None or an integer >= 0, got {pixels!r}")
+        for module in self.modules():
+            if hasattr(module, "inference_chunk_pixels"):
+                module.inference_chunk_pixels = pixels or None
 
     # ------------------------------------------------------------------ prior
     def _stage_priors(self, prior: Optional[torch.Tensor], batch: int):

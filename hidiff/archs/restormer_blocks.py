@@ -69,6 +69,15 @@ def pointwise_depthwise(pw: nn.Conv2d, dw: nn.Conv2d, x: torch.Tensor, lo: int, 
     return y if (a, z) == (r0, r1) else y[:, :, r0 - a:r0 - a + (r1 - r0)]
 
 
+def matmul_into(dst: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """dst[...] = a @ b for (B, n, k) @ (B or 1, k, m) with dst shaped (B, rows, W, m); no temporary if possible."""
+    b = b.to(a.dtype)
+    if dst.is_contiguous() and dst.dtype == a.dtype and not torch.is_autocast_enabled(a.device.type):
+        torch.matmul(a, b, out=dst.view(a.shape[0], -1, dst.shape[-1]))
+    else:
+        dst.copy_(torch.matmul(a, b).view(dst.shape))
+
+
 def residual_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """x + y; reuses y's storage when autograd is off (saves one full-size allocation)."""
     if torch.is_grad_enabled() or y.dtype != torch.result_type(x, y) or y.shape != x.shape:
@@ -254,7 +263,7 @@ class MDTA(nn.Module):
         else:  # pass 2: v and the output, stripe by stripe
             out = x.new_empty(b, h, w, c)
             for r0, r1 in stripes:
-                out[:, r0:r1] = torch.matmul(self._branch(x, 2, r0, r1), mix).view(b, r1 - r0, w, c)
+                matmul_into(out[:, r0:r1], self._branch(x, 2, r0, r1), mix)
         out = out.permute(0, 3, 1, 2)
         if self.project_out.bias is not None:
             out = out + self.project_out.bias.view(1, c, 1, 1)
@@ -292,24 +301,27 @@ class GDFN(nn.Module):
             if film is None:
                 raise ValueError("GDFN was built with FiLM (film_dim set) but got film=None")
             x = apply_film(x, self.ln1(film), self.ln2(film))
-        b, _, h, w = x.shape
+        b, c, h, w = x.shape
         stripes = [(0, h)] if torch.is_grad_enabled() else row_stripes(h, w, self.inference_chunk_pixels)
         if len(stripes) == 1:
-            return self._rows(x, 0, h)
-        out = None
+            return self.project_out(self._gated(x, 0, h))
+        # Inference over stripes: project_out as a token GEMM written straight into the output.
+        w_out = self.project_out.weight.view(c, self.hidden).t()
+        out = x.new_empty(b, h, w, c)
         for r0, r1 in stripes:
-            y = self._rows(x, r0, r1)
-            if out is None:
-                out = y.new_empty(b, y.shape[1], h, w, memory_format=torch.channels_last)
-            out[:, :, r0:r1] = y
+            gated = self._gated(x, r0, r1)
+            matmul_into(out[:, r0:r1], gated.permute(0, 2, 3, 1).reshape(b, -1, self.hidden), w_out)
+        out = out.permute(0, 3, 1, 2)
+        if self.project_out.bias is not None:
+            out = out + self.project_out.bias.view(1, c, 1, 1)
         return out
 
-    def _rows(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+    def _gated(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        """GELU(x1) * x2 for output rows [r0, r1)."""
         n = self.hidden
         gate = F.gelu(pointwise_depthwise(self.project_in, self.dwconv, x, 0, n, r0, r1))
         value = pointwise_depthwise(self.project_in, self.dwconv, x, n, 2 * n, r0, r1)
-        gated = gate * value if torch.is_grad_enabled() else gate.mul_(value)
-        return self.project_out(gated)
+        return gate * value if torch.is_grad_enabled() else gate.mul_(value)
 
 
 # --------------------------------------------------------------------------- block and resampling
