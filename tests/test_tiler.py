@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 from hidiff.errors import ConfigError, DataError
-from hidiff.inference.tiler import (BLENDS, MODES, TileGrid, TileOptions, auto_tile_options, axis_profiles,
-                                    axis_starts, tile_seed, tiled_restore)
+from hidiff.inference.tiler import (BLENDS, MODES, WHOLE_IMAGE, TileGrid, TileOptions, auto_tile_options,
+                                    axis_profiles, axis_starts, restore_image, tile_seed, tiled_restore)
 
 
 def identity(tiles, indices, **kw):
@@ -315,6 +318,28 @@ def test_from_dict_yaml_block():
         TileOptions.from_dict([128], where="myval.tile")
 
 
+MEMORY_PROBE = """
+import resource, sys, torch
+from hidiff.inference.tiler import TileOptions, tiled_restore
+x = torch.rand(1, 3, 2000, 3000)
+tiled_restore(lambda t, i: t * 0.5, torch.rand(1, 3, 300, 300), TileOptions(size=256, batch=4))  # warm-up
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tiled_restore(lambda t, i: t * 0.5, x, TileOptions(size=256, overlap=32, batch=4))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+
+
+def test_peak_memory_is_one_accumulator_plus_a_chunk():
+    """12. A 2000x3000 image (117 tiles): peak growth = the output buffer + one chunk, not all tiles."""
+    res = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    growth = int(res.stdout.strip().splitlines()[-1])
+    image_bytes = 3 * 2000 * 3000 * 4
+    # materialising every tile would add ~1.3 x image_bytes on top of the accumulator
+    assert growth < image_bytes + 48 * 2**20, growth / 2**20
+
+
 def test_tile_must_fit_model_size_divisor_and_input_must_be_4d():
     # e.g. Swintormer needs multiples of 256: refused before any forward runs
     with pytest.raises(ConfigError, match="multiple of 256"):
@@ -328,3 +353,77 @@ def test_automatic_default_on_cpu():
     opts = auto_tile_options(720, 1280, "cpu")
     assert opts is not None and opts.size == 256 and opts.size - opts.step == 32 and opts.blend == "hann"
     assert auto_tile_options(2000, 3000, "cpu", multiple=48).size % 48 == 0
+
+
+# ------------------------------------------------- restore_image with HI-Diff
+@pytest.fixture(scope="module")
+def hidiff_pipeline():
+    """A tiny real HI-Diff pipeline (U-Net + latent encoder + denoiser, 2 diffusion steps)."""
+    from hidiff.archs import build_network
+    from hidiff.inference.official_weights import build_pipeline
+
+    torch.manual_seed(0)
+    spec = {"net_g": dict(type="Transformer", dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1,
+                          heads=[1, 1, 1, 1], embed_dim=16),
+            "net_le_dm": dict(type="latent_encoder_gelu", in_chans=3, stage=2, embed_dim=16, block_num=1),
+            "net_d": dict(type="denoising", in_channel=64, out_channel=64, inner_channel=32, block_num=3)}
+    return build_pipeline({k: build_network(v).state_dict() for k, v in spec.items()}, timesteps=2)[0]
+
+
+class Spy:
+    """Forwards to a real pipeline and records the noise each restore() call receives."""
+
+    def __init__(self, pipeline):
+        self._p = pipeline
+        self.noises = []
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+    def restore(self, lq, **kw):
+        if kw.get("noise") is not None:
+            self.noises += list(kw["noise"])
+        return self._p.restore(lq, **kw)
+
+
+def test_restore_image_whole_single_tile_and_auto(hidiff_pipeline):
+    p = hidiff_pipeline
+    x = torch.rand(1, 3, 64, 64)
+    whole = restore_image(p, x, WHOLE_IMAGE, seed=5)
+    g = torch.Generator().manual_seed(tile_seed(5, 0, 0, 0))
+    with torch.no_grad():
+        assert torch.equal(whole, p.restore(x, noise=p.noise(1, generator=g)))
+    assert torch.equal(restore_image(p, x, TileOptions(size=64), seed=5), whole)  # one tile == whole image
+    assert torch.equal(restore_image(p, x, None, seed=5), whole)  # small image on CPU: automatic = whole
+    assert not torch.equal(restore_image(p, x, WHOLE_IMAGE, seed=6), whole)  # the seed reaches the prior
+
+
+def test_restore_image_per_tile_noise_is_batch_independent(hidiff_pipeline):
+    x = torch.rand(1, 3, 100, 90)  # 2 x 2 tiles of 64
+    runs = {}
+    for batch in (1, 4):
+        spy = Spy(hidiff_pipeline)
+        out = restore_image(spy, x, TileOptions(size=64, overlap=16, batch=batch), seed=2)
+        runs[batch] = (out, torch.stack(spy.noises))
+    ref_out, ref_noise = runs[1]
+    assert ref_noise.shape == (4, 16, 64) and len({float(n[0, 0]) for n in ref_noise}) == 4
+    for out, noise in runs.values():
+        assert torch.equal(noise, ref_noise)  # each tile's x_T depends on (seed, position) only
+        assert out.shape == x.shape
+        # the U-Net's batched CPU kernels may differ in float32 ulps only (see the tiler docstring)
+        torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=0)
+    # same options, same seed: bitwise reproducible, also with the network always seeing 3 tiles
+    opts = TileOptions(size=64, overlap=16, batch=3, fixed_model_batch=True)
+    assert torch.equal(restore_image(hidiff_pipeline, x, opts, seed=2),
+                       restore_image(hidiff_pipeline, x, opts, seed=2))
+
+
+def test_restore_image_global_prior(hidiff_pipeline):
+    x = torch.rand(2, 3, 70, 100)
+    per_tile = restore_image(hidiff_pipeline, x, TileOptions(size=64, overlap=16), seed=1)
+    glob = restore_image(hidiff_pipeline, x, TileOptions(size=64, overlap=16, prior="global", batch=2), seed=1)
+    assert glob.shape == per_tile.shape == x.shape and torch.isfinite(glob).all()
+    assert not torch.equal(glob, per_tile)
+    # one prior per image: images do not share priors, and the prior is independent of the tile batch
+    glob1 = restore_image(hidiff_pipeline, x, TileOptions(size=64, overlap=16, prior="global", batch=1), seed=1)
+    torch.testing.assert_close(glob1, glob, atol=1e-6, rtol=0)

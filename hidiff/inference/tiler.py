@@ -10,19 +10,23 @@ out where two tiles overlap (swintormer.md 3.9).  Guarantees:
   buffers are the input and one float32 accumulator; the blending denominator
   is separable (a sum over a Cartesian grid of separable weights factorises),
   so it is two 1-D profiles instead of an HxW map;
-* the result does not depend on ``batch``: tiles are accumulated one at a time
-  in a fixed raster order, and stochastic inputs (HI-Diff's x_T) are drawn per
-  tile from a seed that is a pure function of (image seed, image index, tile
-  position), never one batch-shaped draw per chunk.  Bitwise invariance also
-  needs a model whose per-sample output does not depend on the batch size.
-  PyTorch on CPU guarantees that only when every convolution takes the same
-  backend: for a batch of 1 with fewer than 20481 input elements (e.g. a
-  3-channel tile under 83x83) it falls back from oneDNN to a different kernel
-  whose last bits differ.  Real tiles (>= 96 px) are far above that; for
-  anything else, or on CUDA, set ``fixed_model_batch`` so the model always
-  sees ``batch`` samples (cuDNN also wants
-  ``torch.use_deterministic_algorithms(True)`` and ``cudnn.benchmark=False``);
-* on CUDA out-of-memory the tile batch is halved and the chunk retried.
+* the tiler adds no dependence on ``batch``: tiles are accumulated one at a
+  time in a fixed raster order, and stochastic inputs (HI-Diff's x_T) are drawn
+  per tile from a seed that is a pure function of (image seed, image index,
+  tile position), never one batch-shaped draw per chunk.  The result is then
+  bitwise identical for every ``batch`` whenever the network's per-sample
+  output does not depend on the batch size (tested with a real conv net).
+  Networks are not always like that on CPU: PyTorch switches convolutions of a
+  single small input (<= 20480 elements) from oneDNN to another kernel, and
+  MKL picks GEMM kernels by matrix size, so the Restormer-style HI-Diff U-Net
+  (prior pyramid Linear layers on 4*B rows, channel attention) differs by a
+  few float32 ulps (<= ~3e-7, far below 16-bit quantisation) between batch
+  sizes.  For bitwise reproducibility keep ``batch`` fixed (default 1) and set
+  ``fixed_model_batch`` so even the last chunk has ``batch`` tiles: the network
+  then always sees one input shape.  On CUDA also set
+  ``torch.use_deterministic_algorithms(True)`` and ``cudnn.benchmark=False``;
+* on CUDA out-of-memory the tile batch is halved and the chunk retried (a
+  warning is logged; see above for what a different batch can change).
 
 ``mode='swintormer'`` reproduces the reference grid of Swintormer's test.py
 (steps of ``stride``, the last tile flush with the border); with
