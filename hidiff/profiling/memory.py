@@ -1,0 +1,81 @@
+"""Peak memory of a stretch of work: resident set size on CPU, allocator statistics on CUDA.
+
+CPU: Linux resets the process's RSS high-water mark (VmHWM) when ``5`` is written
+to ``/proc/self/clear_refs``; the peak of the measured work is then VmHWM read
+afterwards, and ``delta`` subtracts the RSS just before (model weights, torch
+runtime, inputs).  Where that is not possible the lifetime ``ru_maxrss`` is
+reported and ``method`` says so.  The profiler runs every case in a fresh
+process, so earlier cases never count.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kib(field: str) -> Optional[int]:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def current_rss() -> Optional[int]:
+    """Resident set size now, in bytes (None where /proc is unavailable)."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def lifetime_peak_rss() -> int:
+    """The process's peak RSS since it started (``ru_maxrss``), in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+class PeakMemory:
+    """``reset()`` before the work, ``read()`` after it."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.method = ""
+        self.before: Optional[int] = None
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = torch.cuda.memory_allocated(self.device)
+            self.method = "torch.cuda.max_memory_allocated / max_memory_reserved"
+            return
+        self.before = current_rss()
+        try:
+            _CLEAR_REFS.write_text("5")
+            self.method = "VmHWM after resetting it (/proc/self/clear_refs)"
+        except OSError:
+            self.method = "ru_maxrss (process lifetime, includes model construction)"
+
+    def read(self) -> Dict[str, Optional[int] | str]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            alloc = torch.cuda.max_memory_allocated(self.device)
+            return {"method": self.method, "cuda_peak_allocated_bytes": int(alloc),
+                    "cuda_peak_reserved_bytes": int(torch.cuda.max_memory_reserved(self.device)),
+                    "cuda_allocated_before_bytes": self.before,
+                    "delta_bytes": None if self.before is None else int(alloc - self.before)}
+        if self.method.startswith("VmHWM"):
+            kib = _status_kib("VmHWM")
+            peak = kib * 1024 if kib is not None else lifetime_peak_rss()
+        else:
+            peak = lifetime_peak_rss()
+        return {"method": self.method, "peak_rss_bytes": int(peak), "rss_before_bytes": self.before,
+                "delta_bytes": None if self.before is None else int(peak - self.before)}
