@@ -146,9 +146,12 @@ def _tile_chooser(args) -> Callable[[int, int, torch.device, int], object]:
         raise ConfigError("--no-tile cannot be combined with --tile/--overlap/--blend/--tile-batch/--prior")
     if args.no_tile:
         return lambda h, w, device, multiple: WHOLE_IMAGE
-    forced = TileOptions(size=args.tile, **overrides) if args.tile is not None else None
-    if forced is None and overrides:
-        TileOptions(**overrides)  # validate now, not at the first big image
+    try:
+        forced = TileOptions(size=args.tile, **overrides) if args.tile is not None else None
+        if forced is None and overrides:
+            TileOptions(**overrides)  # validate now, not at the first big image
+    except ConfigError as exc:
+        raise ConfigError(_as_flags(str(exc))) from None
 
     def choose(h: int, w: int, device: torch.device, multiple: int):
         if forced is not None:
@@ -164,6 +167,14 @@ def _tile_chooser(args) -> Callable[[int, int, torch.device, int], object]:
         return TileOptions(**values)
 
     return choose
+
+
+def _as_flags(message: str) -> str:
+    """Name the command-line flags in a TileOptions message ('tile.batch' -> '--tile-batch')."""
+    for field, flag in (("size", "--tile"), ("overlap", "--overlap"), ("blend", "--blend"),
+                        ("batch", "--tile-batch"), ("prior", "--prior")):
+        message = message.replace(f"tile.{field}", flag)
+    return message
 
 
 def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
@@ -220,7 +231,11 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, 
             h, w = photo.size
             tile = tile_for(h, w, pipeline.device, pipeline.pad_multiple)
             lq = to_tensor(photo.rgb)
-            out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed))
+            def tile_progress(done_tiles: int, total_tiles: int, name: str = src.name) -> None:
+                if total_tiles > 1:
+                    bar.set_postfix_str(f"{name} tiles {done_tiles}/{total_tiles}")
+
+            out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed), progress=tile_progress)
             write_photo(dst, from_tensor(out), photo)
             done += 1
         except (HidiffError, RuntimeError, ValueError) as exc:

@@ -85,7 +85,9 @@ def export_torchscript(pipeline, path: PathLike, *, height: int = 256, width: in
         warnings.filterwarnings("ignore", category=FutureWarning)
         traced = torch.jit.trace(graph, inputs, check_trace=False)
     buf = io.BytesIO()
-    torch.jit.save(traced, buf, _extra_files={"hidiff.json": _description(pipeline, inputs, metadata)})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit is deprecated in favour of export
+        torch.jit.save(traced, buf, _extra_files={"hidiff.json": _description(pipeline, inputs, metadata)})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
