@@ -2,17 +2,28 @@
 
 Prints a table (parameters, GMAC/GFLOP, latency, peak memory per network and for the
 whole inference pipeline) followed by the same result as one JSON line.
+
+This file shares its name with the standard library's ``profile`` module, which
+torch imports (through cProfile).  Every script in this folder runs with the folder
+on ``sys.path``, so ``import profile`` there finds this file: imported under that
+name, it loads the standard module and puts it in its place.
 """
 import os
 import sys
 
-# This file is named like the standard library's ``profile`` module, which torch
-# imports (through cProfile); keep this folder off the import path so that the
-# standard module is found.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if __name__ != "__main__":
+    import importlib.util
+    import sysconfig
 
-from hidiff.profiling.cli import main  # noqa: E402
+    _spec = importlib.util.spec_from_file_location(
+        __name__, os.path.join(sysconfig.get_paths()["stdlib"], "profile.py"))
+    _std = importlib.util.module_from_spec(_spec)
+    sys.modules[__name__] = _std  # the import statement returns this module
+    _spec.loader.exec_module(_std)
+else:
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-if __name__ == "__main__":
+    from hidiff.profiling.cli import main
+
     sys.exit(main())

@@ -169,3 +169,12 @@ def test_parse_size():
     from hidiff.errors import ConfigError
     with pytest.raises(ConfigError):
         parse_size("0x5")
+
+
+def test_scripts_folder_still_finds_the_standard_profile_module():
+    """scripts/ is on sys.path for every script there; torch imports cProfile -> profile."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import profile, cProfile; "
+            "assert hasattr(profile, 'run') and hasattr(profile, 'Profile'), profile.__file__; print('ok')")
+    proc = subprocess.run([PY, "-c", code, str(REPO / "scripts")], env=run_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
