@@ -266,6 +266,9 @@ def test_him_matches_torch_multihead_attention():
         for fused in (True, False):
             him.fused = fused
             assert torch.allclose(him(x, p), expected, atol=1e-5), fused
+        him.fused, him.inference_chunk_pixels = True, 7  # pixel chunks (inference only)
+        assert torch.allclose(him(x, p), expected, atol=1e-5)
+        assert torch.allclose(him(x[:1], p[:1]), expected[:1], atol=1e-5)
 
 
 def test_gdfn_stripes_equal_whole_image_and_formula():

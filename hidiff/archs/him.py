@@ -9,7 +9,7 @@ z3 (B,C') with two token-mixing linears (``down_1``, ``down_2``); C' = 4*embed_d
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,8 +30,13 @@ class HIM(nn.Module):
     N keys (K_h W_q,h) and the output projection into the N values (V_h W_p,h^T), and
     ``scaled_dot_product_attention`` runs on the normalised pixels directly.  This is
     the same maths with fewer FLOPs and one full-size temporary less.
+    Without autograd the fused path also works through chunks of at most
+    ``inference_chunk_pixels`` pixels (set by the U-Net), so no full-size
+    temporaries besides the output are made.
     ``fused=False`` is the textbook q/kv/matmul/softmax/matmul/proj sequence.
     """
+
+    inference_chunk_pixels: Optional[int] = None
 
     def __init__(self, dim: int, num_heads: int, prior_dim: int, bias: bool = False, fused: bool = True) -> None:
         super().__init__()
@@ -48,39 +53,58 @@ class HIM(nn.Module):
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view for channels_last maps
-        k, v = self.kv(self.norm2(prior)).chunk(2, dim=-1)
-        xn = self.norm1(tokens)
-        out = self._fused(xn, k, v) if self.fused else self._plain(xn, k, v)
-        return (tokens + out).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        n = h * w
+        tokens = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view for channels_last maps
+        keys = self._keys(*self.kv(self.norm2(prior)).chunk(2, dim=-1))
+        step = self.inference_chunk_pixels if (self.fused and not torch.is_grad_enabled()) else None
+        if not step or step >= n:
+            out = tokens + self._attend(self.norm1(tokens), keys)
+        else:  # inference: pixels are independent, so attend chunk by chunk into one output
+            out = None
+            for p0 in range(0, n, step):
+                part = tokens[:, p0:p0 + step]
+                y = self._attend(self.norm1(part), keys).add_(part)
+                if out is None:
+                    out = y.new_empty(b, n, c)
+                out[:, p0:p0 + step] = y
+        return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, c = t.shape
         return t.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, h, n, d)
 
-    def _plain(self, xn: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, n, c = xn.shape
-        q, k, v = self._heads(self.q(xn)), self._heads(k), self._heads(v)
-        attn = softmax_fp32((q @ k.transpose(-2, -1)) * self.scale).to(v.dtype)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
-
-    def _fused(self, xn: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, n, c = xn.shape
-        heads, d = self.num_heads, c // self.num_heads
+    def _keys(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Per-head keys/values; for the fused path with W_q folded into K and W_p into V."""
         k, v = self._heads(k), self._heads(v)                         # (B, h, N, d)
+        if not self.fused:
+            return k, v
+        heads, d = k.shape[1], k.shape[-1]
+        c = heads * d
         w_q = self.q.weight.view(heads, d, c)                         # rows of W_q per head
         w_p = self.proj.weight.view(c, heads, d).transpose(0, 1)      # columns of W_p per head
         k_eff = k @ w_q                                               # (B, h, N, C): scores = xn . k_eff^T
         v_eff = v @ w_p.transpose(1, 2)                               # (B, h, N, C): out = sum_h attn_h . v_eff
-        mask = None
-        if self.q.bias is not None:  # q bias adds a per-key constant to the scores
-            mask = (k @ self.q.bias.view(heads, d, 1)).transpose(-2, -1) * self.scale  # (B, h, 1, N)
-            mask = mask.to(xn.dtype)
+        if self.q.bias is None:
+            return k_eff, v_eff
+        # the q bias adds a per-key constant to the scores
+        mask = (k @ self.q.bias.view(heads, d, 1)).transpose(-2, -1) * self.scale  # (B, h, 1, N)
+        return k_eff, v_eff, mask
+
+    def _attend(self, xn: torch.Tensor, keys: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """proj(attention(LN(x) -> prior)) for (B, n, C) normalised pixel tokens."""
+        b, n, c = xn.shape
+        if not self.fused:
+            k, v = keys
+            q = self._heads(self.q(xn))
+            attn = softmax_fp32((q @ k.transpose(-2, -1)) * self.scale).to(v.dtype)
+            return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        k_eff, v_eff = keys[0].to(xn.dtype), keys[1].to(xn.dtype)
+        mask = keys[2].to(xn.dtype) if len(keys) == 3 else None
+        heads = k_eff.shape[1]
         query = xn.unsqueeze(1).expand(b, heads, n, c)
-        out = F.scaled_dot_product_attention(query, k_eff.to(xn.dtype), v_eff.to(xn.dtype), attn_mask=mask,
-                                             scale=self.scale)
+        out = F.scaled_dot_product_attention(query, k_eff, v_eff, attn_mask=mask, scale=self.scale)
         out = out.squeeze(1) if heads == 1 else out.sum(1)
-        return out + self.proj.bias
+        return out + self.proj.bias.to(out.dtype)
 
 
 class SwapTokensChannels(nn.Module):

@@ -149,7 +149,9 @@ def register_attention(name: str) -> Callable[[AttentionBuilder], AttentionBuild
     film_dim=, fused=, **options)`` and returns a module whose
     ``forward(x, film=None)`` maps a (B,C,H,W) map to a (B,C,H,W) map.  ``film_dim``
     is the width of a prior vector for FiLM modulation (None = no FiLM); a type that
-    cannot do FiLM should raise ConfigError when it is not None.
+    cannot do FiLM should raise ConfigError when it is not None.  ``block_index``
+    (the block's position in its stage) is passed only to builders that accept it.
+    A module may define an ``inference_chunk_pixels`` attribute; the U-Net then sets it.
     """
 
     def deco(builder: AttentionBuilder) -> AttentionBuilder:
@@ -266,7 +268,7 @@ class MDTA(nn.Module):
                 matmul_into(out[:, r0:r1], self._branch(x, 2, r0, r1), mix)
         out = out.permute(0, 3, 1, 2)
         if self.project_out.bias is not None:
-            out = out + self.project_out.bias.view(1, c, 1, 1)
+            out = out + self.project_out.bias.to(out.dtype).view(1, c, 1, 1)
         return out
 
 
@@ -313,7 +315,7 @@ class GDFN(nn.Module):
             matmul_into(out[:, r0:r1], gated.permute(0, 2, 3, 1).reshape(b, -1, self.hidden), w_out)
         out = out.permute(0, 3, 1, 2)
         if self.project_out.bias is not None:
-            out = out + self.project_out.bias.view(1, c, 1, 1)
+            out = out + self.project_out.bias.to(out.dtype).view(1, c, 1, 1)
         return out
 
     def _gated(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
