@@ -25,6 +25,15 @@ TINY_G = dict(type="Transformer", dim=8, num_blocks=[1, 1, 1, 1], num_refinement
               heads=[1, 1, 1, 1], embed_dim=16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core box thread barriers dominate."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_g(**kw) -> nn.Module:
     torch.manual_seed(0)
     return build_network({**TINY_G, **kw}).eval()
@@ -375,7 +384,7 @@ def test_single_scale_prior_uses_token_mean_for_film():
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert g(x, z).shape == x.shape
-        assert torch.allclose(film_only(x, z), film_only(x, z_mean), atol=1e-6)
+        assert torch.allclose(film_only(x, z), film_only(x, z_mean), atol=1e-5)
         assert not torch.allclose(film_only(x, z), film_only(x, z.roll(1, dims=-1)), atol=1e-4)
     # without the pyramid any token count works
     g4 = tiny_g(prior_pyramid=False, group=2)
