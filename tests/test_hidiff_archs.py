@@ -392,6 +392,41 @@ def test_single_scale_prior_uses_token_mean_for_film():
         assert g4(x, prior(2, 4, 64)).shape == x.shape
 
 
+def test_skip_concatenation_order_is_upsampled_then_encoder():
+    g = tiny_g()
+    seen = {}
+    for name in ("encoder_level1", "encoder_level2", "encoder_level3", "up4_3", "up3_2", "up2_1"):
+        getattr(g, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+    for name in ("reduce_chan_level3", "reduce_chan_level2", "decoder_level1"):
+        getattr(g, name).register_forward_pre_hook(lambda m, i, name=name: seen.__setitem__(name, i[0]))
+    with torch.no_grad():
+        g(torch.rand(1, 3, 16, 24), prior(1))
+    for cat, up, enc in (("reduce_chan_level3", "up4_3", "encoder_level3"),
+                         ("reduce_chan_level2", "up3_2", "encoder_level2"),
+                         ("decoder_level1", "up2_1", "encoder_level1")):
+        c = seen[up].shape[1]
+        assert torch.equal(seen[cat][:, :c], seen[up]) and torch.equal(seen[cat][:, c:], seen[enc]), cat
+
+
+@pytest.mark.parametrize("stage", ["encoder_level1", "encoder_level2", "encoder_level3", "latent",
+                                   "decoder_level3", "decoder_level2", "decoder_level1", "refinement"])
+def test_each_stage_sees_its_pyramid_level(stage):
+    """Spec: z1 feeds levels 1 and the refinement, z2 levels 2 and 3, z3 the bottleneck.
+
+    A prior change in the null space of down_1's token mixing leaves z2 and z3 unchanged,
+    so only stages fed by z1 may react to it.
+    """
+    g = perturb_(tiny_g(him_levels=[stage]))  # the FiLM (z3) keeps down_1/down_2 built
+    mix = g.down_1[1].weight.detach()                       # (4, 16) over tokens
+    null = torch.linalg.svd(mix, full_matrices=True).Vh[4:]  # 12 directions with mix @ v = 0
+    z = prior(1)
+    dz = (null.T @ torch.randn(12, 64)).unsqueeze(0)        # (1, 16, 64)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        changed = not torch.allclose(g(x, z), g(x, z + dz), atol=1e-5)
+    assert changed == (stage in ("encoder_level1", "decoder_level1", "refinement"))
+
+
 def test_attention_factory_and_per_stage_types():
     assert "mdta" in attention_types()
     name = "test_identity_attention"
