@@ -375,6 +375,13 @@ DEFAULT_PLUS_LATENT = ["encoder_level1", "encoder_level2", "encoder_level3", "la
                        "decoder_level2", "decoder_level1", "refinement"]
 
 
+def test_dual_pixel_variant_and_no_refinement_blocks():
+    g = tiny_g(inp_channels=6, dual_pixel_task=True, num_refinement_blocks=0)
+    assert "skip_conv.weight" in keys(g) and not any(k.startswith("refinement.blocks") for k in keys(g))
+    with torch.no_grad():
+        assert g(torch.rand(1, 6, 16, 16), prior(1)).shape == (1, 3, 16, 16)
+
+
 def test_single_scale_prior_uses_token_mean_for_film():
     g = tiny_g(prior_pyramid=False)
     assert not any(k.startswith("down_") for k in keys(g))

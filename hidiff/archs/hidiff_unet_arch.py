@@ -153,10 +153,14 @@ class Transformer(nn.Module):
     - ``fused_attention``: memory-lean attention maths (False = textbook formulation).
     - ``channels_last``: run the feature maps in channels_last memory format (faster
       on CPU, copy-free LayerNorm); the output has the input's memory format.
-    - ``inference_chunk_pixels``: without autograd, the fused MDTA and the GDFN run
-      over row stripes of at most this many pixels (exact maths; bounds the peak
-      memory of large images).  None or 0 disables it.  See
+    - ``inference_chunk_pixels``: without autograd, the fused MDTA and HIM and the
+      GDFN run over row stripes of at most this many pixels (default 16384; exact
+      maths up to float summation order; bounds the peak memory of large images and
+      keeps temporaries cache-sized).  None or 0 disables it.  See
       ``set_inference_chunk_pixels``.
+
+    ``dual_pixel_task=True`` (inp_channels=6, no global residual, ``skip_conv``) is
+    Restormer's dual-pixel variant; no HI-Diff config uses it.
     """
 
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
