@@ -23,6 +23,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from hidiff.data.build import build_dataset
 from hidiff.engine import distributed as D
 from hidiff.engine.amp import Amp
 from hidiff.engine.checkpoint import cpu_state_dict, load_network, load_state_into
@@ -50,23 +51,6 @@ class TrainResult:
     skipped_steps: int
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_validation: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def build_dataset(ds_opts, default_seed: int):
-    """Instantiate a dataset block; ``seed`` defaults to ``manual_seed`` and ``name`` to the block's name."""
-    import inspect
-
-    import hidiff.data  # noqa: F401  (registers the dataset classes)
-    from hidiff.registry import DATASET_REGISTRY
-
-    cls = DATASET_REGISTRY.get(ds_opts.type)
-    accepted = inspect.signature(cls).parameters
-    params = dict(ds_opts.params)
-    if "seed" in accepted:
-        params.setdefault("seed", default_seed)
-    if "name" in accepted:
-        params.setdefault("name", ds_opts.name)
-    return cls(phase=ds_opts.phase, **params)
 
 
 def _inner_loader(loader):

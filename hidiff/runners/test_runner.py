@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from hidiff.data.build import build_dataset
 from hidiff.errors import ConfigError
 from hidiff.inference.pipeline import seed_from_key
 from hidiff.utils.atomic import atomic_write_bytes
@@ -52,14 +53,6 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def build_dataset(ds_opts):
-    """Instantiate a dataset block (loader keys removed, phase from the block key)."""
-    import hidiff.data  # noqa: F401
-    from hidiff.registry import DATASET_REGISTRY
-    cls = DATASET_REGISTRY.get(ds_opts.type)
-    return cls(phase=ds_opts.phase, **ds_opts.params)
-
-
 def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
              limit: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
     """Run every ``test*``/``val*`` set of ``options``; returns ``{set name: summary}``."""
@@ -95,7 +88,7 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
         hashes = load_weights(model, files, param_key=param_key, strict=options.path.strict_load)
         model.to(dev).eval()
         pipeline = model.pipeline()
-        dataset = build_dataset(ds_opts)
+        dataset = build_dataset(ds_opts, options.manual_seed)
         protocol = get_protocol(ds_opts.protocol or default_protocol_for(ds_opts.name))
         vis_dir = results_root / "visualization" / ds_opts.name
         rows: List[Dict[str, Any]] = []
