@@ -317,6 +317,24 @@ def test_fused_plain_layouts_and_stripes_agree(kw):
             assert torch.allclose(other(x, z), ref, atol=1e-5), variant
 
 
+def test_inference_never_modifies_caller_tensors():
+    g = perturb_(tiny_g(inference_chunk_pixels=40))
+    x, z = torch.rand(1, 3, 16, 24), prior(1)
+    x0, z0 = x.clone(), z.clone()
+    with torch.no_grad():
+        y1 = g(x, z)
+        y2 = g(x, z)
+    assert torch.equal(x, x0) and torch.equal(z, z0) and torch.equal(y1, y2)
+    him = perturb_(HIM(8, 2, 64))
+    m = torch.randn(1, 8, 4, 6)
+    m0 = m.clone()
+    with torch.no_grad():
+        him(m, z)
+        assert torch.equal(m, m0)                     # default: out of place
+        out = him(m, z, inplace=True)
+    assert out.data_ptr() == m.data_ptr() and not torch.equal(m, m0)
+
+
 def test_fused_and_plain_gradients_agree():
     a = perturb_(tiny_g(heads=[1, 2, 2, 4])).train()
     b = tiny_g(heads=[1, 2, 2, 4], fused_attention=False).train()
@@ -403,9 +421,9 @@ def test_skip_concatenation_order_is_upsampled_then_encoder():
     g = tiny_g()
     seen = {}
     for name in ("encoder_level1", "encoder_level2", "encoder_level3", "up4_3", "up3_2", "up2_1"):
-        getattr(g, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
-    for name in ("reduce_chan_level3", "reduce_chan_level2", "decoder_level1"):
-        getattr(g, name).register_forward_pre_hook(lambda m, i, name=name: seen.__setitem__(name, i[0]))
+        getattr(g, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.clone()))
+    for name in ("reduce_chan_level3", "reduce_chan_level2", "decoder_level1"):  # stages reuse their input
+        getattr(g, name).register_forward_pre_hook(lambda m, i, name=name: seen.__setitem__(name, i[0].clone()))
     with torch.no_grad():
         g(torch.rand(1, 3, 16, 24), prior(1))
     for cat, up, enc in (("reduce_chan_level3", "up4_3", "encoder_level3"),

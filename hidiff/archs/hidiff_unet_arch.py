@@ -69,11 +69,16 @@ class BasicLayer(nn.Module):
         self.him: Optional[HIM] = HIM(dim, num_heads, prior_dim, bias, fused) if prior_dim else None
 
     def forward(self, x: torch.Tensor, prior: Optional[torch.Tensor] = None,
-                film: Optional[torch.Tensor] = None) -> torch.Tensor:
+                film: Optional[torch.Tensor] = None, consume_input: bool = False) -> torch.Tensor:
+        """Run the stage.  ``consume_input=True``: without autograd, x's storage may be
+        reused for the result (the caller must not need x afterwards)."""
+        own = consume_input
         if self.him is not None:
-            x = self.him(x, prior)
+            x = self.him(x, prior, inplace=own)
+            own = True
         for block in self.blocks:
-            x = block(x, film)
+            x = block(x, film, inplace=own)
+            own = True
         return x
 
 
@@ -306,22 +311,24 @@ class Transformer(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         skip = self.skip_conv(x) if self.dual_pixel_task else None
-        enc1 = self.encoder_level1(x, p("encoder_level1"))
+        # Every stage input below is a temporary nobody reads again, so stages may
+        # reuse its storage at inference (consume_input=True).
+        enc1 = self.encoder_level1(x, p("encoder_level1"), consume_input=True)
         del x
-        enc2 = self.encoder_level2(self.down1_2(enc1), p("encoder_level2"))
-        enc3 = self.encoder_level3(self.down2_3(enc2), p("encoder_level3"))
-        dec = self.latent(self.down3_4(enc3), p("latent"), film)
+        enc2 = self.encoder_level2(self.down1_2(enc1), p("encoder_level2"), consume_input=True)
+        enc3 = self.encoder_level3(self.down2_3(enc2), p("encoder_level3"), consume_input=True)
+        dec = self.latent(self.down3_4(enc3), p("latent"), film, consume_input=True)
 
         dec = self.reduce_chan_level3(torch.cat([self.up4_3(dec), enc3], 1))
         del enc3
-        dec = self.decoder_level3(dec, p("decoder_level3"))
+        dec = self.decoder_level3(dec, p("decoder_level3"), consume_input=True)
         dec = self.reduce_chan_level2(torch.cat([self.up3_2(dec), enc2], 1))
         del enc2
-        dec = self.decoder_level2(dec, p("decoder_level2"))
+        dec = self.decoder_level2(dec, p("decoder_level2"), consume_input=True)
         dec = torch.cat([self.up2_1(dec), enc1], 1)
         del enc1
-        dec = self.decoder_level1(dec, p("decoder_level1"))
-        dec = self.refinement(dec, p("refinement"))
+        dec = self.decoder_level1(dec, p("decoder_level1"), consume_input=True)
+        dec = self.refinement(dec, p("refinement"), consume_input=True)
 
         if skip is not None:
             out = self.output(dec + skip)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hidiff.archs.restormer_blocks import LayerNorm, softmax_fp32
+from hidiff.archs.restormer_blocks import LayerNorm, residual_add, softmax_fp32
 from hidiff.errors import ConfigError
 
 
@@ -51,16 +51,18 @@ class HIM(nn.Module):
         self.kv = nn.Linear(prior_dim, dim * 2, bias=bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prior: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """x + HIM(x, prior).  ``inplace=True`` (no autograd) writes the result into x's storage."""
         b, c, h, w = x.shape
         n = h * w
-        tokens = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view for channels_last maps
+        tokens = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view of x for NCHW and channels_last
         keys = self._keys(*self.kv(self.norm2(prior)).chunk(2, dim=-1))
-        step = self.inference_chunk_pixels if (self.fused and not torch.is_grad_enabled()) else None
+        inference = not torch.is_grad_enabled()
+        step = self.inference_chunk_pixels if (self.fused and inference) else None
         if not step or step >= n:
-            out = tokens + self._attend(self.norm1(tokens), keys)
+            out = residual_add(tokens, self._attend(self.norm1(tokens), keys), inplace and inference)
         else:  # inference: pixels are independent, so attend chunk by chunk into one output
-            out = None
+            out = tokens if inplace else None
             for p0 in range(0, n, step):
                 part = tokens[:, p0:p0 + step]
                 y = self._attend(self.norm1(part), keys).add_(part)

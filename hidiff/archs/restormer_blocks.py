@@ -78,11 +78,18 @@ def matmul_into(dst: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         dst.copy_(torch.matmul(a, b).view(dst.shape))
 
 
-def residual_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x + y; reuses y's storage when autograd is off (saves one full-size allocation)."""
-    if torch.is_grad_enabled() or y.dtype != torch.result_type(x, y) or y.shape != x.shape:
+def residual_add(x: torch.Tensor, y: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """x + y without a new full-size allocation when autograd is off.
+
+    The sum goes into x's storage when ``inplace`` (the caller hands x over), else
+    into y's (a fresh branch output).  With autograd on it is a plain ``x + y``.
+    """
+    if torch.is_grad_enabled() or y.shape != x.shape:
         return x + y
-    return y.add_(x)
+    dtype = torch.result_type(x, y)
+    if inplace and x.dtype == dtype:
+        return x.add_(y)
+    return y.add_(x) if y.dtype == dtype else x + y
 
 
 # --------------------------------------------------------------------------- LayerNorm
@@ -328,7 +335,12 @@ class GDFN(nn.Module):
 
 # --------------------------------------------------------------------------- block and resampling
 class TransformerBlock(nn.Module):
-    """Pre-norm Restormer block: x + attn(LN(x)), then x + ffn(LN(x)); ``film`` feeds both."""
+    """Pre-norm Restormer block: x + attn(LN(x)), then x + ffn(LN(x)); ``film`` feeds both.
+
+    ``forward(x, film, inplace=True)`` lets the block accumulate into x's storage when
+    autograd is off (the caller must not need x afterwards); it saves one full-size
+    map at the peak.
+    """
 
     def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool = False,
                  LayerNorm_type: str = "WithBias", film_dim: Optional[int] = None, attn_type: str = "mdta",
@@ -340,9 +352,9 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(dim, LayerNorm_type)
         self.ffn = GDFN(dim, ffn_expansion_factor, bias, film_dim=film_dim)
 
-    def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = residual_add(x, self.attn(self.norm1(x), film))
-        return residual_add(x, self.ffn(self.norm2(x), film))
+    def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None, inplace: bool = False) -> torch.Tensor:
+        x = residual_add(x, self.attn(self.norm1(x), film), inplace)
+        return residual_add(x, self.ffn(self.norm2(x), film), inplace=True)  # x is ours by now
 
 
 class OverlapPatchEmbed(nn.Module):
