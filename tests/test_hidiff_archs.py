@@ -295,6 +295,23 @@ def test_gdfn_stripes_equal_whole_image_and_formula():
             assert torch.allclose(f(x[:1]), expected[:1], atol=1e-5), chunk
 
 
+@pytest.mark.parametrize("make", [lambda: MDTA(16, 2, bias=True, film_dim=12), lambda: GDFN(16, 2.66, True, 12)],
+                         ids=["mdta", "gdfn"])
+def test_branches_normalise_and_film_stripe_by_stripe(make):
+    torch.manual_seed(0)
+    branch = perturb_(make())
+    norm = perturb_(LayerNorm(16))
+    film = torch.randn(2, 12)
+    x = torch.randn(2, 16, 9, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = branch(norm(x), film)  # normalised outside, whole map
+        for chunk in (None, 14, 1000):
+            branch.inference_chunk_pixels = chunk
+            assert torch.allclose(branch(x, film, norm=norm), expected, atol=1e-5), chunk
+    with pytest.raises(ValueError, match="film=None"):
+        branch(x)
+
+
 def test_prior_pyramid_shapes():
     z1 = torch.randn(3, 16, 64)
     z2, z3 = prior_pyramid(z1, token_reducer(16, 4, 64), token_reducer(4, 1, 64))
