@@ -1,0 +1,114 @@
+"""Speed benchmark of the GoPro HI-Diff model, for comparison run by run.
+
+    python benchmarks/speed.py [--threads 2] [--plain] [--skip-720p] [--json out.json]
+
+Figures (random weights, fp32, batch 1 unless said, each case in a fresh process):
+
+* inference, whole image, 256x256 and 1280x720: the full pipeline (pad, latent
+  encoder, T=8 chain, U-Net, crop) of ``options/test_gopro.yml``;
+* one training step (forward, backward, clip, AdamW) of stage 1
+  (``options/stage1_gopro.yml``) and stage 2 (``options/stage2_gopro.yml``) at
+  batch 4 of 128x128.
+
+``--plain`` adds the same cases with the straightforward formulation
+(``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``).
+The official implementation's figures on the reference 2-core machine
+(reference/hidiff.md 2.4) are printed alongside.  Timings on a shared machine
+depend on what else runs: the load average before and after every case is shown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+PLAIN = ["network_g.fused_attention=false", "network_g.channels_last=false", "network_g.inference_chunk_pixels=0"]
+# Official code on the reference 2-core CPU, fp32, whole image (hidiff.md 2.4): median ms and peak RSS bytes.
+OFFICIAL = {"infer_256": (9027.0, 1.58e9), "infer_720p": (198340.0, 8.74e9)}
+
+
+def cases(args) -> List[dict]:
+    out = [
+        {"key": "infer_256", "title": "inference 256x256", "opt": "options/test_gopro.yml", "size": (256, 256),
+         "batch": 1, "case": "pipeline", "warmup": 1, "runs": args.runs},
+        {"key": "infer_720p", "title": "inference 1280x720", "opt": "options/test_gopro.yml", "size": (720, 1280),
+         "batch": 1, "case": "pipeline", "warmup": 0, "runs": 1},
+        {"key": "train_s1", "title": "train step S1, 4x128x128", "opt": "options/stage1_gopro.yml",
+         "size": (128, 128), "batch": 4, "case": "train_step", "warmup": 1, "runs": args.train_runs},
+        {"key": "train_s2", "title": "train step S2, 4x128x128", "opt": "options/stage2_gopro.yml",
+         "size": (128, 128), "batch": 4, "case": "train_step", "warmup": 1, "runs": args.train_runs},
+    ]
+    if args.only:
+        keep = set(args.only.split(","))
+        out = [c for c in out if c["key"] in keep]
+    elif args.skip_720p:
+        out = [c for c in out if c["key"] != "infer_720p"]
+    return out
+
+
+def measure(c: dict, args, plain: bool) -> dict:
+    from hidiff.profiling import ProfileSpec, measure_in_subprocess
+    spec = ProfileSpec(opt=str(REPO / c["opt"]), size=c["size"], overrides=PLAIN if plain else [],
+                       batch=c["batch"], device=args.device, warmup=c["warmup"], runs=c["runs"],
+                       threads=args.threads, cases=[c["case"]])
+    r = measure_in_subprocess(spec, c["case"])
+    return {"key": c["key"], "title": c["title"], "path": "plain" if plain else "fast", **r}
+
+
+def _gb(n: Optional[float]) -> str:
+    return "n/a" if n is None else f"{n / 1e9:.2f}"
+
+
+def table(rows: List[dict], machine: str) -> str:
+    lines = [f"machine: {machine}", "",
+             "| case | path | median s | min-max s | cpu s | peak RSS GB | load before -> after | official s "
+             "(speed-up) | official peak GB |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        lat, mem = r["latency"], r["memory"]
+        peak = mem.get("peak_rss_bytes", mem.get("cuda_peak_allocated_bytes"))
+        off = OFFICIAL.get(r["key"])
+        off_s = f"{off[0] / 1e3:.1f} ({off[0] / lat['median_ms']:.1f}x)" if off else "-"
+        la, lb = r["load_average_before"], r["load_average_after"]
+        load = f"{la[0]:.2f} -> {lb[0]:.2f}" if la and lb else "n/a"
+        lines.append(f"| {r['title']} | {r['path']} | {lat['median_ms'] / 1e3:.2f} | "
+                     f"{lat['min_ms'] / 1e3:.2f}-{lat['max_ms'] / 1e3:.2f} | {lat['cpu_ms'] / 1e3:.2f} | {_gb(peak)} | "
+                     f"{load} | {off_s} | {_gb(off[1]) if off else '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs at 256x256 (after 1 warm-up)")
+    ap.add_argument("--train-runs", type=int, default=3, help="timed training steps (after 1 warm-up)")
+    ap.add_argument("--plain", action="store_true", help="also measure the straightforward formulation")
+    ap.add_argument("--skip-720p", action="store_true", help="leave out the slow 1280x720 case")
+    ap.add_argument("--only", default=None, help="comma-separated case keys: infer_256,infer_720p,train_s1,train_s2")
+    ap.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
+    args = ap.parse_args(argv)
+
+    from hidiff.profiling.machine import describe_machine, machine_line
+    machine = describe_machine(args.device)
+    rows = []
+    for c in cases(args):
+        for plain in ((False, True) if args.plain else (False,)):
+            r = measure(c, args, plain)
+            rows.append(r)
+            print(f"{r['title']} [{r['path']}]: median {r['latency']['median_ms'] / 1e3:.2f} s, "
+                  f"load {r['load_average_before']} -> {r['load_average_after']}", file=sys.stderr, flush=True)
+    text = table(rows, machine_line(machine))
+    print(text)
+    if args.json:
+        from hidiff.utils.atomic import atomic_write_text
+        atomic_write_text(args.json, json.dumps({"machine": machine, "threads": args.threads, "rows": rows},
+                                                indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
