@@ -25,7 +25,7 @@ from __future__ import annotations
 import cmath
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -208,16 +208,26 @@ class SyntheticPair:
     params: ShakeParams
 
 
+def kernel_pool(size: int, count: int, seed: int) -> list:
+    """A fixed pool of ``count`` camera-shake kernels (a small benchmark's kernel set, like Levin's 8)."""
+    return [random_kernel(size, np.random.default_rng([int(seed), 7919, j])) for j in range(count)]
+
+
 def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator, *, kernel_size: int = 31,
-                    noise_sigma: NoiseRange = (0.0, 0.02)) -> SyntheticPair:
+                    noise_sigma: NoiseRange = (0.0, 0.02), pool: Optional[list] = None) -> SyntheticPair:
     """Draw a kernel and a noise level from ``rng`` and blur the region ``sharp``.
 
     The sharp target is the centre of ``sharp`` that the valid convolution covers.
     Draw order (fixed, part of the reproducibility contract): kernel, σ, noise.
+    With ``pool`` (from :func:`kernel_pool`) the kernel is one of the pool's,
+    chosen by ``rng``, instead of a fresh random trajectory.
     """
     check_kernel_size(kernel_size)
     lo, hi = noise_range(noise_sigma)
-    kernel, params = random_kernel(kernel_size, rng)
+    if pool:
+        kernel, params = pool[int(rng.integers(len(pool)))]
+    else:
+        kernel, params = random_kernel(kernel_size, rng)
     sigma = float(rng.uniform(lo, hi)) if hi > lo else lo
     blurry = blur_image(sharp, kernel, rng, sigma)
     r = kernel_size // 2

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hidiff.data.blur_kernels import check_kernel_size, noise_range, synthesize_pair
+from hidiff.data.blur_kernels import kernel_pool as make_kernel_pool
 from hidiff.data.corrupt_skip import SkipCounter, read_or_replace
 from hidiff.data.image_io import list_images, read_image
 from hidiff.data.pair_dataset_base import check_gt_size, check_phase
@@ -67,13 +68,18 @@ class SyntheticBlurDataset(Dataset):
         geometric_augs: training only, one of 8 dihedral transforms per sample.
         skip_corrupt: training only, replace an unreadable photo by the next readable one.
         return_kernel: add the PSF as ``'kernel'`` (k x k float32 tensor) to every item.
+        kernel_pool: draw each kernel from a fixed pool of this many camera-shake kernels
+            (made from ``kernel_pool_seed``, so train and test sets can share one pool)
+            instead of a fresh random trajectory per sample; None = fresh kernels.
+        kernel_pool_seed: seed of that pool.
         name: dataset name used in messages.
     """
 
     def __init__(self, sharp_root: str, phase: str, gt_size: Optional[int] = None, kernel_size: int = 31,
                  noise_sigma: Union[float, Sequence[float]] = (0.0, 0.02), seed: int = 0,
                  length: Optional[int] = None, geometric_augs: bool = True, skip_corrupt: bool = False,
-                 return_kernel: bool = False, name: str = "synthetic") -> None:
+                 return_kernel: bool = False, kernel_pool: Optional[int] = None, kernel_pool_seed: int = 0,
+                 name: str = "synthetic") -> None:
         self.name = name
         self.phase = check_phase(phase, name)
         self.gt_size = check_gt_size(gt_size, name)
@@ -89,6 +95,10 @@ class SyntheticBlurDataset(Dataset):
         self.geometric_augs = bool(geometric_augs)
         self.skip_corrupt = bool(skip_corrupt)
         self.return_kernel = bool(return_kernel)
+        if kernel_pool is not None and (isinstance(kernel_pool, bool) or not isinstance(kernel_pool, int)
+                                        or kernel_pool < 1):
+            raise ConfigError(f"dataset '{name}': kernel_pool must be a positive integer or null, got {kernel_pool!r}")
+        self.pool = make_kernel_pool(self.kernel_size, kernel_pool, kernel_pool_seed) if kernel_pool else None
         self.sharp_root = str(sharp_root)
         if not Path(sharp_root).is_dir():
             raise DataError(f"dataset '{name}': sharp_root '{sharp_root}' does not exist or is not a folder")
@@ -139,7 +149,7 @@ class SyntheticBlurDataset(Dataset):
         else:
             rng = key_rng(self.seed, path.stem)
             region = sharp_region(photo, self.gt_size, k, source=str(path))
-        pair = synthesize_pair(region, rng, kernel_size=k, noise_sigma=self.noise_sigma)
+        pair = synthesize_pair(region, rng, kernel_size=k, noise_sigma=self.noise_sigma, pool=self.pool)
         lq, gt = pair.blurry.astype(np.float32) / 255.0, pair.sharp.astype(np.float32) / 255.0
         kernel = pair.kernel
         if self.phase == "train" and self.geometric_augs:
