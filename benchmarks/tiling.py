@@ -2,6 +2,7 @@
 
     python benchmarks/tiling.py                         # GoPro-size HI-Diff, random weights (labelled)
     python benchmarks/tiling.py --weights DIR           # the same with trained / released weights
+    python benchmarks/tiling.py --experiment NAME --timesteps 4 --skip-4k   # a training run's weights
     python benchmarks/tiling.py --skip-4k               # only the 1280x720 cases
     python benchmarks/tiling.py --quick                 # tiny network, small sizes: checks the script
 
@@ -70,11 +71,15 @@ def build(args):
     from hidiff.archs import build_network
     from hidiff.inference.official_weights import OFFICIAL_VARIANTS, build_pipeline, load_checkpoint, load_official
     if args.weights:
-        p, rec = load_official(args.weights)
+        p, rec = load_official(args.weights, timesteps=args.timesteps)
         return p, f"{rec.variant} weights from {args.weights}"
     if args.checkpoint:
-        p, rec = load_checkpoint(args.checkpoint)
+        p, rec = load_checkpoint(args.checkpoint, timesteps=args.timesteps)
         return p, f"{rec.variant} weights from {args.checkpoint}"
+    if args.experiment:
+        from hidiff.inference.official_weights import load_experiment
+        p, rec = load_experiment(args.experiment, experiments_root=args.experiments_root, timesteps=args.timesteps)
+        return p, f"{rec.describe()}; trained weights of experiment {args.experiment}"
     torch.manual_seed(0)
     spec = TINY if args.quick else {k: v for k, v in OFFICIAL_VARIANTS["HI-Diff GoPro"].items() if k != "diffusion"}
     p, rec = build_pipeline({k: build_network(v).state_dict() for k, v in spec.items()})
@@ -160,9 +165,9 @@ def run_case(args, case: str, size: tuple[int, int], photo: Path, save: Path | N
              all_blends: bool = False, prior: str = "per_tile") -> dict:
     cmd = [sys.executable, __file__, "--child", case, "--size", f"{size[0]}x{size[1]}", "--photo", str(photo),
            "--tile", str(args.tile), "--overlap", str(args.overlap), "--prior", prior]
-    for flag in ("weights", "checkpoint"):
+    for flag in ("weights", "checkpoint", "experiment", "experiments_root", "timesteps"):
         if getattr(args, flag):
-            cmd += [f"--{flag}", str(getattr(args, flag))]
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.quick:
         cmd.append("--quick")
     if save is not None:
@@ -195,6 +200,9 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--weights", help="released weights folder (net_g.pth, net_le_dm.pth, net_d.pth)")
     src.add_argument("--checkpoint", help="one file holding the networks")
+    src.add_argument("--experiment", help="a training run: experiments/NAME/models/net_*_latest.pth")
+    ap.add_argument("--experiments-root", default=str(ROOT / "experiments"))
+    ap.add_argument("--timesteps", type=int, help="diffusion steps (default: the official value)")
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--skip-4k", action="store_true", help="leave out the slow 3840x2160 case")

@@ -39,6 +39,7 @@ def test_graph_equals_the_pipeline(pipeline):
         assert torch.equal(InferenceGraph(pipeline)(image, noise), pipeline.restore(image, noise=noise))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_parity_and_noise_input(tmp_path, pipeline):
     path = export_torchscript(pipeline, tmp_path / "model.pt", height=32, width=48, metadata={"variant": "tiny"})
     assert parity(pipeline, path, "torchscript", height=32, width=48) <= 1e-5
