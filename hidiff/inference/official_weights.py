@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -69,7 +69,6 @@ class Recognised:
     variant: str                                  # 'HI-Diff GoPro', 'HI-Diff RealBlur' or 'custom'
     networks: Dict[str, Dict[str, Any]]           # 'net_g' etc. -> {'type': ..., **kwargs}
     diffusion: Optional[Dict[str, Any]] = None    # {'preset': ..., 'timesteps': ...}; None if prior-free
-    notes: list = field(default_factory=list)
 
     def describe(self) -> str:
         g = self.networks["net_g"]
