@@ -38,9 +38,8 @@ ExperimentLoader = Callable[[str, torch.device, Path, Optional[int]], tuple]
 
 
 def _default_experiment_loader(name: str, device: torch.device, root: Path, timesteps: Optional[int]):
-    from hidiff.inference.official_weights import load_experiment
-    pipeline, rec = load_experiment(name, device, experiments_root=root, timesteps=timesteps)
-    return pipeline, rec.describe()
+    from hidiff.runners.weights import experiment_pipeline
+    return experiment_pipeline(name, device, experiments_root=root, timesteps=timesteps)
 
 
 _experiment_loader: ExperimentLoader = _default_experiment_loader

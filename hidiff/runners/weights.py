@@ -48,3 +48,33 @@ def experiment_weights(experiments_root: str | Path, name: str, suffixes, which=
             raise ConfigError(f"experiment '{name}': no net_{s} checkpoint ({which}) in {models}")
         out[s] = f
     return out
+
+
+def experiment_pipeline(name: str, device, experiments_root: str | Path = "experiments",
+                        timesteps: Optional[int] = None):
+    """``(RestorationPipeline, description)`` of a finished run, built from its saved ``config.yml``.
+
+    The resolved config carries everything the weights cannot (e.g. the number
+    of diffusion steps); runs without one fall back to recognising the networks
+    from their state_dict shapes.
+    """
+    from hidiff.config import load_options
+    from hidiff.models import build_model
+
+    run = Path(experiments_root) / name
+    config = run / "config.yml"
+    if not config.is_file():
+        from hidiff.inference.official_weights import load_experiment
+        pipeline, rec = load_experiment(name, device, experiments_root=experiments_root, timesteps=timesteps)
+        return pipeline, rec.describe()
+    overrides = [f"diffusion_schedule.timesteps={int(timesteps)}"] if timesteps else []
+    options = load_options(config, overrides, is_train=False)
+    model = build_model(options)
+    if not hasattr(model, "pipeline"):
+        raise ConfigError(f"experiment '{name}' is a {options.model_type} run, which restores with the ground-truth "
+                          f"prior; deblur with its stage-2 run instead")
+    files = experiment_weights(experiments_root, name, model.save_names)
+    hashes = load_weights(model, files, param_key="params_ema" if options.val.use_ema else "params")
+    pipeline = model.to(device).eval().pipeline()
+    return pipeline, {"experiment": name, "model_type": options.model_type, "config": str(config),
+                      "weights_sha256": hashes}
