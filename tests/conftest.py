@@ -11,8 +11,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = REPO / "options"
 
-# Two CPU cores: keep torch from oversubscribing when tests spawn subprocesses.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tests use tiny tensors: one intra-op thread is as fast, and it keeps OpenMP from spinning
+# (many times slower) when subprocesses or other jobs share the two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -11,12 +11,6 @@ from hidiff.engine.checkpoint import safe_load
 from hidiff.engine.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(tmp_path, name, batch, accum, channels_last=False):

@@ -13,12 +13,6 @@ from hidiff.engine.checkpoint import safe_load
 from hidiff.engine.train_cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_cli_run_folder_layout(tmp_path):

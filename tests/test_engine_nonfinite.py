@@ -32,12 +32,6 @@ class NaNInjectedPairs(PairedImageDataset):
         return item
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _options(tmp_path, nan_samples, max_consecutive=20):

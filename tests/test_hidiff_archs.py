@@ -25,13 +25,6 @@ TINY_G = dict(type="Transformer", dim=8, num_blocks=[1, 1, 1, 1], num_refinement
               heads=[1, 1, 1, 1], embed_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core box thread barriers dominate."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_g(**kw) -> nn.Module:

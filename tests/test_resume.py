@@ -21,13 +21,6 @@ from hidiff.engine.trainer import Trainer
 from hidiff.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bitwise comparisons need the same intra-op thread count in every run (and 2 shared cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _opts(d: dict):
