@@ -1,7 +1,6 @@
 """Gradient accumulation: 2 micro-batches of 1 give the gradient of one batch of 2."""
 from __future__ import annotations
 
-import pytest
 import torch
 import yaml
 
