@@ -16,7 +16,7 @@ Schedule arithmetic always runs in float32, also under autocast.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 import torch
