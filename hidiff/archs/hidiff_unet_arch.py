@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 
 from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import (Downsample, OverlapPatchEmbed, TransformerBlock, Upsample,
-                                           attention_types)
+from hidiff.archs.restormer_blocks import OverlapPatchEmbed, TransformerBlock, attention_types
+from hidiff.archs.unet_levels import add_unet_levels
 from hidiff.errors import ConfigError
 from hidiff.registry import ARCH_REGISTRY
 from hidiff.utils.suggest import did_you_mean
@@ -242,22 +242,7 @@ class Transformer(nn.Module):
                               fused=fused_attention)
 
         self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
-        self.encoder_level1 = stage("encoder_level1")
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = stage("encoder_level2")
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = stage("encoder_level3")
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = stage("latent")
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = stage("decoder_level3")
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = stage("decoder_level2")
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = stage("decoder_level1")
-        self.refinement = stage("refinement")
+        add_unet_levels(self, stage, dim, bias)
         if self.dual_pixel_task:
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)

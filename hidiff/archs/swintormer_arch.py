@@ -32,9 +32,9 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import (GDFN, Downsample, LayerNorm, Upsample, apply_film, attention_types,
-                                           build_attention)
+from hidiff.archs.restormer_blocks import GDFN, LayerNorm, apply_film, attention_types, build_attention
 from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' and 'swda')
+from hidiff.archs.unet_levels import add_unet_levels
 from hidiff.errors import ConfigError
 from hidiff.inference.padding import pad_to_multiple
 from hidiff.registry import ARCH_REGISTRY
@@ -282,22 +282,7 @@ class Swintormer(nn.Module):
 
         # Creation order = the published state_dict order.
         self.patch_embed = PixelUnshuffleStem(inp_channels, dim, bias)
-        self.encoder_level1 = stage("encoder_level1")
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = stage("encoder_level2")
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = stage("encoder_level3")
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = stage("latent")
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = stage("decoder_level3")
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = stage("decoder_level2")
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = stage("decoder_level1")
-        self.refinement = stage("refinement")
+        add_unet_levels(self, stage, dim, bias)
         self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.apply(_init_weights)
         # Published quirk: the head is created after the init pass and keeps PyTorch's default init.
