@@ -36,7 +36,7 @@ class PerceptualLoss(nn.Module):
         if criterion not in ("l1", "l2"):
             raise ConfigError(f"perceptual loss criterion must be 'l1' or 'l2', got '{criterion}'")
         if features is None:
-            from hidiff.metrics.lpips_weights import load_vgg16_features
+            from hidiff.metrics.backbones import load_vgg16_features
             features = load_vgg16_features(required=True)
         last = max(VGG16_LAYERS[n] for n in layer_weights)
         self.features = nn.Sequential(*list(features.children())[: last + 1]).eval()
