@@ -363,11 +363,16 @@ def write_table(rows: List[dict], meta: dict, out: Path) -> str:
     return text
 
 
+KIND_COLOURS = {"classical": (150, 150, 150), "plain": (221, 132, 82), "hidiff": (72, 120, 168),
+                "oracle": (160, 190, 220)}  # RGB
+
+
 def draw_chart(rows: List[dict], out: Path) -> None:
     """Horizontal PSNR bars, one per variant (matplotlib if installed, else OpenCV)."""
     from hidiff.utils.atomic import atomic_write_bytes
     labels = [r["label"] for r in rows]
     values = [r["psnr"] for r in rows]
+    rgb = [KIND_COLOURS.get(r.get("kind", ""), (72, 120, 168)) for r in rows]
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -376,7 +381,7 @@ def draw_chart(rows: List[dict], out: Path) -> None:
         plt = None
     if plt is not None:
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1))
-        ax.barh(labels[::-1], values[::-1], color="#4878a8")
+        ax.barh(labels[::-1], values[::-1], color=[tuple(v / 255 for v in c) for c in rgb[::-1]])
         ax.set_xlim(min(values) - 1, max(values) + 0.5)
         ax.set_xlabel("PSNR (dB)")
         for i, v in enumerate(values[::-1]):
@@ -391,10 +396,10 @@ def draw_chart(rows: List[dict], out: Path) -> None:
     img = np.full((row_h * len(rows) + 50, width, 3), 255, np.uint8)
     lo, hi = min(values) - 1.0, max(values) + 0.5
     scale = (width - left - 80) / (hi - lo)
-    for i, (label, v) in enumerate(zip(labels, values)):
+    for i, (label, v, colour) in enumerate(zip(labels, values, rgb)):
         y = 10 + i * row_h
         x1 = left + int((v - lo) * scale)
-        cv2.rectangle(img, (left, y + 4), (x1, y + row_h - 6), (168, 120, 72), -1)
+        cv2.rectangle(img, (left, y + 4), (x1, y + row_h - 6), colour[::-1], -1)  # OpenCV draws BGR
         cv2.putText(img, label[:46], (8, y + 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(img, f"{v:.2f}", (x1 + 6, y + 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     y = 10 + len(rows) * row_h + 20

@@ -64,9 +64,9 @@ def _gb(n: Optional[float]) -> str:
 
 def table(rows: List[dict], machine: str) -> str:
     lines = [f"machine: {machine}", "",
-             "| case | path | median s | min-max s | cpu s | peak RSS GB | load before -> after | official s "
-             "(speed-up) | official peak GB |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+             "| case | path | threads | median s | min-max s | cpu s | peak RSS GB | load before -> after | "
+             "official s (speed-up) | official peak GB |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         lat, mem = r["latency"], r["memory"]
         peak = mem.get("peak_rss_bytes", mem.get("cuda_peak_allocated_bytes"))
@@ -74,7 +74,7 @@ def table(rows: List[dict], machine: str) -> str:
         off_s = f"{off[0] / 1e3:.1f} ({off[0] / lat['median_ms']:.1f}x)" if off else "-"
         la, lb = r["load_average_before"], r["load_average_after"]
         load = f"{la[0]:.2f} -> {lb[0]:.2f}" if la and lb else "n/a"
-        lines.append(f"| {r['title']} | {r['path']} | {lat['median_ms'] / 1e3:.2f} | "
+        lines.append(f"| {r['title']} | {r['path']} | {r['threads']} | {lat['median_ms'] / 1e3:.2f} | "
                      f"{lat['min_ms'] / 1e3:.2f}-{lat['max_ms'] / 1e3:.2f} | {lat['cpu_ms'] / 1e3:.2f} | {_gb(peak)} | "
                      f"{load} | {off_s} | {_gb(off[1]) if off else '-'} |")
     return "\n".join(lines)

@@ -45,6 +45,7 @@ def describe_machine(device: torch.device | str = "cpu") -> Dict[str, object]:
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": _memory_gib(), "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         "load_average": load_average(),
     }
     if device.type == "cuda" and torch.cuda.is_available():
