@@ -43,12 +43,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cases = (cases or [c for c in CASE_ORDER if c != "train_step"]) + ["train_step"]
         if args.batch < 1 or args.runs < 1 or args.warmup < 0:
             raise HidiffError("--batch and --runs must be >= 1 and --warmup >= 0")
+        if args.device == "cuda" and not args.counts_only:
+            import torch
+            if not torch.cuda.is_available():
+                raise HidiffError("--device cuda: no CUDA device is available here (use --device cpu)")
         spec = ProfileSpec(opt=args.opt, size=parse_size(args.size), overrides=list(args.override),
                            batch=args.batch, device=args.device, warmup=args.warmup, runs=args.runs,
                            threads=args.threads, cases=cases)
         result = profile(spec, latency=not args.counts_only, in_process=args.in_process,
                          log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (HidiffError, OSError) as exc:
+    except (HidiffError, OSError, RuntimeError) as exc:  # RuntimeError: a measuring process failed
         print(f"profile.py: error: {exc}", file=sys.stderr)
         return 2
     print(format_table(result))
