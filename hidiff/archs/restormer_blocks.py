@@ -103,7 +103,8 @@ def branch_input(norm: Optional[nn.Module], ln1: Optional[nn.Linear], ln2: Optio
 def matmul_into(dst: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """dst[...] = a @ b for a (B, n, k) and b (k, m) or (B, k, m), dst (B, rows, W, m); no temporary if possible."""
     b = b.to(a.dtype)
-    if dst.is_contiguous() and dst.dtype == a.dtype and not torch.is_autocast_enabled(a.device.type):
+    autocast = a.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(a.device.type)  # 'meta' has none
+    if dst.is_contiguous() and dst.dtype == a.dtype and not autocast:
         torch.matmul(a, b, out=dst.view(a.shape[0], -1, dst.shape[-1]))
     else:
         dst.copy_(torch.matmul(a, b).view(dst.shape))
