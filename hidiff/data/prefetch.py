@@ -26,14 +26,10 @@ class _Failure:
         self.exc = exc
 
 
-class CPUPrefetcher:
-    """Iterate a loader in a background thread, ``depth`` batches ahead."""
+class _LoaderView:
+    """What both prefetchers expose of the loader they wrap: its sampler, dataset and length."""
 
-    def __init__(self, loader, depth: int = 2) -> None:
-        if depth < 1:
-            raise ConfigError(f"prefetch depth must be >= 1, got {depth}")
-        self.loader = loader
-        self.depth = depth
+    loader: Any
 
     @property
     def sampler(self):
@@ -45,6 +41,17 @@ class CPUPrefetcher:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+class CPUPrefetcher(_LoaderView):
+    """Iterate a loader in a background thread, ``depth`` batches ahead."""
+
+    def __init__(self, loader, depth: int = 2) -> None:
+        if depth < 1:
+            raise ConfigError(f"prefetch depth must be >= 1, got {depth}")
+        self.loader = loader
+        self.depth = depth
+
 
     def __iter__(self) -> Iterator[Any]:
         q: "queue.Queue[Any]" = queue.Queue(maxsize=self.depth)
@@ -94,7 +101,7 @@ def move_to(batch: Any, device: torch.device, non_blocking: bool = True) -> Any:
     return batch
 
 
-class CUDAPrefetcher:
+class CUDAPrefetcher(_LoaderView):
     """Yield batches already on ``device``, copied one batch ahead on a side stream."""
 
     def __init__(self, loader, device: Optional[torch.device] = None) -> None:
@@ -106,16 +113,6 @@ class CUDAPrefetcher:
         if self.device.type != "cuda":
             raise ConfigError(f"CUDAPrefetcher needs a CUDA device, got {self.device}")
 
-    @property
-    def sampler(self):
-        return self.loader.sampler
-
-    @property
-    def dataset(self):
-        return self.loader.dataset
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         stream = torch.cuda.Stream(device=self.device)

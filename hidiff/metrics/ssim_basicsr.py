@@ -13,7 +13,7 @@ import numpy as np
 
 from hidiff.errors import DataError
 from hidiff.metrics._arrays import check_pair, crop_border as _crop, require_uint8, rgb_to_y
-from hidiff.metrics._gaussian import gaussian_window
+from hidiff.metrics._gaussian import gaussian_window, ssim_mean
 
 _C1 = (0.01 * 255.0) ** 2
 _C2 = (0.03 * 255.0) ** 2
@@ -31,13 +31,7 @@ def _ssim_valid_2d(a: np.ndarray, b: np.ndarray) -> float:
         # The border mode is irrelevant: only the interior ("valid") values are kept.
         return cv2.sepFilter2D(x, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
 
-    mu1, mu2 = filt(a), filt(b)
-    s11 = filt(a * a) - mu1 * mu1
-    s22 = filt(b * b) - mu2 * mu2
-    s12 = filt(a * b) - mu1 * mu2
-    num = (2 * mu1 * mu2 + _C1) * (2 * s12 + _C2)
-    den = (mu1 * mu1 + mu2 * mu2 + _C1) * (s11 + s22 + _C2)
-    return float(np.mean(num / den))
+    return ssim_mean(a, b, filt, _C1, _C2)
 
 
 def ssim_basicsr(img1: np.ndarray, img2: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from hidiff.metrics._arrays import check_pair, require_uint8
-from hidiff.metrics._gaussian import gaussian_window
+from hidiff.metrics._gaussian import gaussian_window, ssim_mean
 
 _L = 255.0
 _C1 = (0.01 * _L) ** 2
@@ -69,10 +69,4 @@ def ssim_matlab3d(img1: np.ndarray, img2: np.ndarray) -> float:
     def filt(x: np.ndarray) -> np.ndarray:
         return _gauss3d(x, g, mix)
 
-    mu1, mu2 = filt(a), filt(b)
-    s11 = filt(a * a) - mu1 * mu1
-    s22 = filt(b * b) - mu2 * mu2
-    s12 = filt(a * b) - mu1 * mu2
-    num = (2 * mu1 * mu2 + _C1) * (2 * s12 + _C2)
-    den = (mu1 * mu1 + mu2 * mu2 + _C1) * (s11 + s22 + _C2)
-    return float(np.mean(num / den))
+    return ssim_mean(a, b, filt, _C1, _C2)
