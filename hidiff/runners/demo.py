@@ -54,16 +54,17 @@ def copy_photos(names: Sequence[str], dst: Path, max_side: int | None = None) ->
 
 def freeze_test_pairs(sharp_dir: Path, out_dir: Path, *, kernel_size: int, seed: int) -> int:
     """Write the frozen blurry/sharp test pairs (the synthetic dataset's test phase) as PNGs."""
+    from hidiff.data.image_io import write_png
     from hidiff.data.synthetic_dataset import SyntheticBlurDataset
-    from hidiff.runners.test_runner import save_png, to_uint8
+    from hidiff.runners.test_runner import to_uint8
 
     ds = SyntheticBlurDataset(sharp_root=str(sharp_dir), phase="test", kernel_size=kernel_size,
                               noise_sigma=0.001, seed=seed, kernel_pool=KERNEL_POOL, kernel_pool_seed=POOL_SEED,
                               name="demo_test")
     for i in range(len(ds)):
         item = ds[i]
-        save_png(out_dir / "input" / f"{item['key']}.png", to_uint8(item["lq"]))
-        save_png(out_dir / "target" / f"{item['key']}.png", to_uint8(item["gt"]))
+        write_png(out_dir / "input" / f"{item['key']}.png", to_uint8(item["lq"]))
+        write_png(out_dir / "target" / f"{item['key']}.png", to_uint8(item["gt"]))
     return len(ds)
 
 

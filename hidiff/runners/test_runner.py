@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import cv2
 import numpy as np
 import torch
 
 from hidiff.data.build import build_dataset
+from hidiff.data.image_io import write_png
 from hidiff.errors import ConfigError
 from hidiff.inference.pipeline import seed_from_key
-from hidiff.utils.atomic import atomic_write_bytes
 
 log = logging.getLogger("hidiff")
 
@@ -36,13 +35,6 @@ def to_uint16(img: torch.Tensor) -> np.ndarray:
         img = img[0]
     arr = img.detach().double().clamp(0, 1).mul(65535.0).round().cpu().numpy().astype(np.uint16)
     return np.ascontiguousarray(arr.transpose(1, 2, 0))
-
-
-def save_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -109,7 +101,7 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
             out_u8 = to_uint8(out)
             suffix = f"_{options.val.suffix}" if options.val.suffix else ""
             if options.val.save_img:
-                save_png(vis_dir / f"{item['key']}{suffix}.png", out_q)
+                write_png(vis_dir / f"{item['key']}{suffix}.png", out_q)
             row: Dict[str, Any] = {"name": item["key"], **protocol.score_pair(out_q, gt_q)}
             if options.val.score_input:
                 lq_q = quantise(item["lq"][:3])
