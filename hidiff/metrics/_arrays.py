@@ -62,3 +62,14 @@ def to_unit_float(img: np.ndarray) -> np.ndarray:
     if np.issubdtype(img.dtype, np.floating):
         return img.astype(np.float64)
     raise DataError(f"unsupported pixel type {img.dtype}; expected uint8, uint16 or float")
+
+
+def uint8_pair(img1: np.ndarray, img2: np.ndarray, metric: str, crop: int = 0,
+               y_channel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Check a uint8 pair, crop ``crop`` pixels off every border, optionally keep only Y (BT.601)."""
+    a, b = check_pair(img1, img2, metric)
+    require_uint8(a, b, metric)
+    a, b = crop_border(a, crop, metric), crop_border(b, crop, metric)
+    if y_channel:
+        a, b = rgb_to_y(a, 255.0), rgb_to_y(b, 255.0)
+    return a, b

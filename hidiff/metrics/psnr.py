@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from hidiff.errors import DataError
-from hidiff.metrics._arrays import check_pair, crop_border as _crop, require_uint8, rgb_to_y
+from hidiff.metrics._arrays import check_pair, crop_border as _crop, rgb_to_y, uint8_pair
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
@@ -26,11 +26,7 @@ def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
 
 def psnr_uint8(img1: np.ndarray, img2: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
     """PSNR in dB of two uint8 images (HxW or HxWx3 RGB), peak 255."""
-    a, b = check_pair(img1, img2, "psnr_uint8")
-    require_uint8(a, b, "psnr_uint8")
-    a, b = _crop(a, crop_border, "psnr_uint8"), _crop(b, crop_border, "psnr_uint8")
-    if y_channel:
-        a, b = rgb_to_y(a, 255.0), rgb_to_y(b, 255.0)
+    a, b = uint8_pair(img1, img2, "psnr_uint8", crop_border, y_channel)
     return _psnr(a, b, 255.0)
 
 

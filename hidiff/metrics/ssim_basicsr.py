@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from hidiff.errors import DataError
-from hidiff.metrics._arrays import check_pair, crop_border as _crop, require_uint8, rgb_to_y
+from hidiff.metrics._arrays import uint8_pair
 from hidiff.metrics._gaussian import gaussian_window, ssim_mean
 
 _C1 = (0.01 * 255.0) ** 2
@@ -36,11 +36,7 @@ def _ssim_valid_2d(a: np.ndarray, b: np.ndarray) -> float:
 
 def ssim_basicsr(img1: np.ndarray, img2: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
     """BasicSR SSIM of two uint8 images (HxW or HxWxC RGB), per channel then averaged."""
-    a, b = check_pair(img1, img2, "ssim_basicsr")
-    require_uint8(a, b, "ssim_basicsr")
-    a, b = _crop(a, crop_border, "ssim_basicsr"), _crop(b, crop_border, "ssim_basicsr")
-    if y_channel:
-        a, b = rgb_to_y(a, 255.0), rgb_to_y(b, 255.0)
+    a, b = uint8_pair(img1, img2, "ssim_basicsr", crop_border, y_channel)
     a, b = a.astype(np.float64), b.astype(np.float64)
     if a.ndim == 2:
         return _ssim_valid_2d(a, b)
