@@ -41,6 +41,13 @@ def softmax_fp32(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.softmax(x.float(), dim=dim)
 
 
+def film_linears(film_dim: Optional[int], dim: int) -> Tuple[Optional[nn.Linear], Optional[nn.Linear]]:
+    """The bottleneck FiLM pair (``ln1`` -> scale, ``ln2`` -> shift) of a block, or (None, None)."""
+    if not film_dim:
+        return None, None
+    return nn.Linear(film_dim, dim), nn.Linear(film_dim, dim)
+
+
 def apply_film(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """FiLM a (B,C,H,W) map with per-sample (B,C) vectors: ``x * scale + shift``."""
     b, c = scale.shape
@@ -252,8 +259,7 @@ class MDTA(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-        self.ln1: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
-        self.ln2: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
+        self.ln1, self.ln2 = film_linears(film_dim, dim)
 
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None,
                 norm: Optional[nn.Module] = None) -> torch.Tensor:
@@ -344,8 +350,7 @@ class GDFN(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
-        self.ln1: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
-        self.ln2: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
+        self.ln1, self.ln2 = film_linears(film_dim, dim)
 
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None,
                 norm: Optional[nn.Module] = None) -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hidiff.archs.restormer_blocks import apply_film, register_attention
+from hidiff.archs.restormer_blocks import apply_film, film_linears, register_attention
 from hidiff.archs.window_ops import (log_cpb_table, relative_position_index, sink_softmax, window_attention_mask,
                                      window_merge, window_partition)
 from hidiff.errors import ConfigError
@@ -113,8 +113,7 @@ class SWDA(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-        self.ln1: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
-        self.ln2: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
+        self.ln1, self.ln2 = film_linears(film_dim, dim)
 
     # ----------------------------------------------------------------- pieces
     def position_bias(self) -> torch.Tensor:
