@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Union
 
-from hidiff.config.typed import convert, from_dict, to_dict
+from hidiff.config.typed import convert, from_dict, to_dict, type_hints
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
 
@@ -97,11 +97,8 @@ class DatasetOptions:
         io = params.get("io_backend")
         if isinstance(io, Mapping):  # BasicSR style ``io_backend: {type: disk}``
             params["io_backend"] = io.get("type", "disk")
-        hints = dataclasses.fields(cls)
-        typed = {}
-        for f in hints:
-            if f.name in loader:
-                typed[f.name] = convert(loader[f.name], _dataset_hints()[f.name], f"{path}.{f.name}")
+        hints = type_hints(cls)
+        typed = {k: convert(v, hints[k], f"{path}.{k}") for k, v in loader.items() if k in hints}
         for req in ("name", "type"):
             if req not in typed:
                 raise ConfigError(f"{path}: missing required key '{req}'")
@@ -146,11 +143,6 @@ class DatasetOptions:
 
 
 PROTOCOLS = ("gopro", "realblur", "basic", "dpdd")
-
-
-def _dataset_hints() -> Dict[str, Any]:
-    from typing import get_type_hints
-    return get_type_hints(DatasetOptions)
 
 
 # ------------------------------------------------------------------------ diffusion

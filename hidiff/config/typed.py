@@ -18,7 +18,8 @@ from hidiff.utils.suggest import did_you_mean
 _HINT_CACHE: Dict[type, Dict[str, Any]] = {}
 
 
-def _hints(cls: type) -> Dict[str, Any]:
+def type_hints(cls: type) -> Dict[str, Any]:
+    """The resolved type hints of a dataclass, computed once per class."""
     if cls not in _HINT_CACHE:
         _HINT_CACHE[cls] = get_type_hints(cls)
     return _HINT_CACHE[cls]
@@ -119,7 +120,7 @@ def from_dict(cls: type, data: Any, path: str) -> Any:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping ({cls.__name__}), got {data!r}")
-    hints = _hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     aliases = getattr(cls, "_aliases", {})
     retired = getattr(cls, "_retired", {})
