@@ -70,6 +70,7 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
     if not sets:
         raise ConfigError(f"{options.source}: no test_<n> dataset block to run")
     summaries: Dict[str, Dict[str, Any]] = {}
+    loaded: Optional[Dict[str, Any]] = None  # the weight files now in the model (sets often share them)
     for key, ds_opts in sets:
         files = dict(base_files)
         files.update(ds_opts.weights or {})
@@ -77,9 +78,11 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
         if missing:
             raise ConfigError(f"datasets.{key}: no weights for {', '.join('net_' + m for m in missing)}; set "
                               f"path.pretrain_network_<x>, datasets.{key}.weights or --experiment")
-        hashes = load_weights(model, files, param_key=param_key, strict=options.path.strict_load)
-        model.to(dev).eval()
-        pipeline = model.pipeline()
+        if files != loaded:
+            hashes = load_weights(model, files, param_key=param_key, strict=options.path.strict_load)
+            loaded = files
+            model.to(dev).eval()
+            pipeline = model.pipeline()
         dataset = build_dataset(ds_opts, options.manual_seed)
         protocol = get_protocol(ds_opts.protocol or default_protocol_for(ds_opts.name))
         vis_dir = results_root / "visualization" / ds_opts.name
