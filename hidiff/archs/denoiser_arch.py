@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from hidiff.archs.mixer import MixerBlock
+from hidiff.archs.sample_wise import SampleWiseLinear
 from hidiff.errors import ConfigError
 from hidiff.registry import ARCH_REGISTRY
 
@@ -53,11 +54,11 @@ class MixerDenoiser(nn.Module):
             _positive(value, key, "denoising", low)
         self.in_channel = in_channel
         self.time_mlp = nn.Parameter(torch.full((1,), 1e-3))
-        self.first_layer = nn.Sequential(nn.Linear(in_channel * 3, inner_channel), nn.LeakyReLU(0.2))
+        self.first_layer = nn.Sequential(SampleWiseLinear(in_channel * 3, inner_channel), nn.LeakyReLU(0.2))
         self.blocks = nn.Sequential(*[
             nn.Sequential(MixerBlock(group * group, inner_channel, patch_expansion, channel_expansion), nn.GELU())
             for _ in range(block_num - 2)])
-        self.final_layer = nn.Sequential(nn.Linear(inner_channel, out_channel), nn.GELU())
+        self.final_layer = nn.Sequential(SampleWiseLinear(inner_channel, out_channel), nn.GELU())
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, t: TimeArg) -> torch.Tensor:
         """x, c: (B, N, in_channel); t: x-shaped or (B, N) tensor (or a scalar) of step numbers i+1."""
@@ -77,7 +78,7 @@ class _ResMLP(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.resmlp = nn.Sequential(nn.Linear(width, width), nn.LeakyReLU(0.1))
+        self.resmlp = nn.Sequential(SampleWiseLinear(width, width), nn.LeakyReLU(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.resmlp(x)
@@ -98,7 +99,7 @@ class SimpleDenoiser(nn.Module):
         _positive(timesteps, "timesteps", "simple_denoise")
         self.width = 4 * n_feats
         self.max_period = timesteps * 10
-        self.resmlp = nn.Sequential(nn.Linear(2 * self.width + 1, self.width), nn.LeakyReLU(0.1),
+        self.resmlp = nn.Sequential(SampleWiseLinear(2 * self.width + 1, self.width), nn.LeakyReLU(0.1),
                                     *[_ResMLP(self.width) for _ in range(n_denoise_res)])
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, t: TimeArg) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hidiff.archs.restormer_blocks import LayerNorm, residual_add, softmax_fp32
+from hidiff.archs.sample_wise import SampleWiseLinear
 from hidiff.errors import ConfigError
 
 
@@ -48,7 +49,7 @@ class HIM(nn.Module):
         self.norm1 = LayerNorm(dim, "WithBias")
         self.norm2 = LayerNorm(prior_dim, "WithBias")
         self.q = nn.Linear(dim, dim, bias=bias)
-        self.kv = nn.Linear(prior_dim, dim * 2, bias=bias)
+        self.kv = SampleWiseLinear(prior_dim, dim * 2, bias=bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -121,8 +122,8 @@ def token_reducer(in_tokens: int, out_tokens: int, width: int) -> nn.Sequential:
 
     Indices 1 and 3 hold the weights, matching the official ``down_1``/``down_2`` keys.
     """
-    return nn.Sequential(SwapTokensChannels(), nn.Linear(in_tokens, out_tokens),
-                         SwapTokensChannels(), nn.Linear(width, width))
+    return nn.Sequential(SwapTokensChannels(), SampleWiseLinear(in_tokens, out_tokens),
+                         SwapTokensChannels(), SampleWiseLinear(width, width))
 
 
 def prior_pyramid(z1: torch.Tensor, down_1: Optional[nn.Module], down_2: Optional[nn.Module]):

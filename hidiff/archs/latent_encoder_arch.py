@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hidiff.archs.mixer import MixerBlock
+from hidiff.archs.sample_wise import SampleWiseLinear
 from hidiff.errors import ConfigError
 from hidiff.registry import ARCH_REGISTRY
 
@@ -80,7 +81,7 @@ class LatentEncoder(nn.Module):
             width = 4 * e
         self.pool = nn.AdaptiveAvgPool2d((group, group))
         self.mlp = MixerBlock(group * group, width, patch_expansion, channel_expansion)
-        self.end = nn.Sequential(nn.Linear(width, 4 * e), _act(act))
+        self.end = nn.Sequential(SampleWiseLinear(width, 4 * e), _act(act))
 
     def forward(self, inp_img: torch.Tensor, gt: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encode the blurry image (stage 2) or concat([gt, blurry]) (stage 1) into (B, group**2, 4E)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from hidiff.archs.sample_wise import SampleWiseLinear
 from hidiff.errors import ConfigError
 
 
@@ -29,10 +30,10 @@ class MixerBlock(nn.Module):
             raise ConfigError(f"MixerBlock: patch_expansion={patch_expansion} / channel_expansion="
                               f"{channel_expansion} leave no hidden units for {num_tokens} tokens x {dim} channels")
         self.num_tokens = num_tokens
-        self.patch_mixer = nn.Sequential(nn.Linear(num_tokens, token_hidden), nn.GELU(),
-                                         nn.Linear(token_hidden, num_tokens))
-        self.channel_mixer = nn.Sequential(nn.Linear(dim, channel_hidden), nn.GELU(),
-                                           nn.Linear(channel_hidden, dim))
+        self.patch_mixer = nn.Sequential(SampleWiseLinear(num_tokens, token_hidden), nn.GELU(),
+                                         SampleWiseLinear(token_hidden, num_tokens))
+        self.channel_mixer = nn.Sequential(SampleWiseLinear(dim, channel_hidden), nn.GELU(),
+                                           SampleWiseLinear(channel_hidden, dim))
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
 

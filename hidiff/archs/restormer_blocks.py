@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hidiff.archs.sample_wise import SampleWiseLinear, per_sample
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
 
@@ -45,7 +46,7 @@ def film_linears(film_dim: Optional[int], dim: int) -> Tuple[Optional[nn.Linear]
     """The bottleneck FiLM pair (``ln1`` -> scale, ``ln2`` -> shift) of a block, or (None, None)."""
     if not film_dim:
         return None, None
-    return nn.Linear(film_dim, dim), nn.Linear(film_dim, dim)
+    return SampleWiseLinear(film_dim, dim), SampleWiseLinear(film_dim, dim)
 
 
 def apply_film(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -300,9 +301,9 @@ class MDTA(nn.Module):
             if q.dtype == torch.float16:  # raw dot products may exceed the fp16 range
                 q, k = q.float(), k.float()
             for i in range(heads):
-                grams[i] = grams[i] + q[..., i * d:(i + 1) * d].transpose(1, 2) @ k[..., i * d:(i + 1) * d]
-            sq_q = sq_q + q.float().square().sum(1)
-            sq_k = sq_k + k.float().square().sum(1)
+                grams[i] = grams[i] + per_sample(_gram, q[..., i * d:(i + 1) * d], k[..., i * d:(i + 1) * d])
+            sq_q = sq_q + per_sample(_sum_squares, q)
+            sq_k = sq_k + per_sample(_sum_squares, k)
             del q, k
         gram = torch.stack(grams, 1).float()  # (B, heads, d, d)
         # F.normalize semantics: divide by max(norm, 1e-12).
@@ -324,6 +325,16 @@ class MDTA(nn.Module):
         if self.project_out.bias is not None:
             out = out + self.project_out.bias.to(out.dtype).view(1, c, 1, 1)
         return out
+
+
+def _gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, P, d) x (B, P, d) -> (B, d, d): the sums over pixels of q_i k_j."""
+    return q.transpose(1, 2) @ k
+
+
+def _sum_squares(t: torch.Tensor) -> torch.Tensor:
+    """(B, P, C) -> (B, C) float32 sums over pixels of t^2."""
+    return t.float().square().sum(1)
 
 
 # --------------------------------------------------------------------------- GDFN

@@ -32,7 +32,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import GDFN, LayerNorm, apply_film, attention_types, build_attention
+from hidiff.archs.restormer_blocks import GDFN, LayerNorm, apply_film, attention_types, build_attention, film_linears
 from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' and 'swda')
 from hidiff.archs.unet_levels import add_unet_levels
 from hidiff.errors import ConfigError
@@ -70,8 +70,7 @@ class GatedFFN(nn.Module):
             raise ConfigError(f"ffn_expansion_factor={ffn_expansion_factor} gives no hidden channels")
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
-        self.ln1: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
-        self.ln2: Optional[nn.Linear] = nn.Linear(film_dim, dim) if film_dim else None
+        self.ln1, self.ln2 = film_linears(film_dim, dim)
 
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.ln1 is not None:

@@ -10,21 +10,22 @@ out where two tiles overlap (swintormer.md 3.9).  Guarantees:
   buffers are the input and one float32 accumulator; the blending denominator
   is separable (a sum over a Cartesian grid of separable weights factorises),
   so it is two 1-D profiles instead of an HxW map;
-* the tiler adds no dependence on ``batch``: tiles are accumulated one at a
-  time in a fixed raster order, and stochastic inputs (HI-Diff's x_T) are drawn
-  per tile from a seed that is a pure function of (image seed, image index,
-  tile position), never one batch-shaped draw per chunk.  The result is then
-  bitwise identical for every ``batch`` whenever the network's per-sample
-  output does not depend on the batch size (tested with a real conv net).
-  Networks are not always like that on CPU: PyTorch switches convolutions of a
-  single small input (<= 20480 elements) from oneDNN to another kernel, and
-  MKL picks GEMM kernels by matrix size, so the Restormer-style HI-Diff U-Net
-  (prior pyramid Linear layers on 4*B rows, channel attention) differs by a
-  few float32 ulps (<= ~3e-7, far below 16-bit quantisation) between batch
-  sizes.  For bitwise reproducibility keep ``batch`` fixed (default 1) and set
-  ``fixed_model_batch`` so even the last chunk has ``batch`` tiles: the network
-  then always sees one input shape.  On CUDA also set
-  ``torch.use_deterministic_algorithms(True)`` and ``cudnn.benchmark=False``;
+* the result is bitwise identical for every ``batch``.  The tiler adds no
+  dependence on it: tiles are accumulated one at a time in a fixed raster
+  order, and stochastic inputs (HI-Diff's x_T) are drawn per tile from a seed
+  that is a pure function of (image seed, image index, tile position), never
+  one batch-shaped draw per chunk.  The network must not add one either.  On
+  CPU, PyTorch picks kernels by batch size (oneDNN vs. native convolutions for
+  batch 1, for small inputs and for 1x1 kernels on one thread from batch 16;
+  MKL GEMMs by row count), so a sample's output changes in the last float32
+  bits with the batch.  Batching tiles is also *slower* on CPU (4 GoPro tiles
+  of 256^2, 2 threads: 11.3 s batched, 6.7 s one by one), so on a CPU device
+  the network runs one tile per call whatever ``batch`` says; ``batch`` sets
+  the tiles per call on accelerators.  There, hidiff's networks keep a
+  sample's output independent of its batch where they can (per-sample prior
+  Linears and attention reductions, :mod:`hidiff.archs.sample_wise`); set
+  ``torch.use_deterministic_algorithms(True)`` and ``cudnn.benchmark=False``
+  too, and ``fixed_model_batch`` so even the last chunk has ``batch`` tiles;
 * on CUDA out-of-memory the tile batch is halved and the chunk retried (a
   warning is logged; see above for what a different batch can change).
 
@@ -80,7 +81,7 @@ class TileOptions:
     overlap: Optional[int] = None
     stride: Optional[int] = None
     blend: str = "hann"          # 'mean' (uniform, as Swintormer) | 'linear' | 'hann'
-    batch: int = 1               # tiles per forward
+    batch: int = 1               # tiles per forward on an accelerator (a CPU runs one tile per forward)
     mode: str = "hidiff"         # 'hidiff' (balanced grid) | 'swintormer' (reference grid)
     prior: str = "per_tile"      # 'per_tile' | 'global' (one prior from the downscaled image)
     fixed_model_batch: bool = False  # pad the last chunk so the model always sees `batch` tiles
@@ -269,7 +270,8 @@ def tiled_restore(fn: TileFn, lq: Tensor, opts: TileOptions, *,
                   noise_fn: Optional[Callable[[TileIndex], Tensor]] = None,
                   global_prior: Optional[Tensor] = None, multiple: int = 1,
                   device: Optional[Union[str, torch.device]] = None,
-                  progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
+                  progress: Optional[Callable[[int, int], None]] = None,
+                  batch_on_cpu: bool = False) -> Tensor:
     """Run ``fn`` over overlapping tiles of ``lq`` (B,C,H,W) and blend the outputs.
 
     ``fn(tiles, indices)`` maps a (b,C,t,t) chunk and its ``TileIndex`` list to
@@ -278,8 +280,9 @@ def tiled_restore(fn: TileFn, lq: Tensor, opts: TileOptions, *,
     receives ``prior=`` (the rows of the chunk's images).  Tiles are sent to
     ``device`` (default: lq's); accumulation stays on lq's device in float32.
     ``multiple`` is the model's size divisor: the tile must be a multiple of it.
-    ``progress(done, total)`` is called after every chunk.  Returns
-    (B,C_out,H,W) float32.
+    ``progress(done, total)`` is called after every chunk.  On a CPU device
+    ``fn`` gets one tile per call unless ``batch_on_cpu`` (which exercises the
+    accelerator path where there is none).  Returns (B,C_out,H,W) float32.
     """
     if lq.dim() != 4:
         raise DataError(f"tiled_restore expects a (B,C,H,W) tensor, got shape {tuple(lq.shape)}")
@@ -305,7 +308,7 @@ def tiled_restore(fn: TileFn, lq: Tensor, opts: TileOptions, *,
 
     todo = grid.indices(batch)
     acc: Optional[Tensor] = None
-    chunk = opts.batch
+    chunk = 1 if run_device.type == "cpu" and not batch_on_cpu else opts.batch  # see the module docstring
     done = 0
     while done < len(todo):
         idx = todo[done:done + chunk]
@@ -407,7 +410,7 @@ def downscale_to(lq: Tensor, size: int) -> Tensor:
 
 
 def restore_image(pipeline, lq: Tensor, tile: Union[TileOptions, str, None] = None, seed: int = 0,
-                  progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
+                  progress: Optional[Callable[[int, int], None]] = None, batch_on_cpu: bool = False) -> Tensor:
     """Restore (B,C,H,W) in [0,1] with ``pipeline``, whole or tiled; returns float32 on lq's device.
 
     ``tile``: TileOptions, ``None`` (automatic, :func:`auto_tile_options`) or
@@ -451,4 +454,5 @@ def restore_image(pipeline, lq: Tensor, tile: Union[TileOptions, str, None] = No
             return pipeline.restore(tiles, **kw)
 
         return tiled_restore(run, lq, tile, noise_fn=noise_fn, global_prior=global_prior,
-                             multiple=pipeline.pad_multiple, device=pipeline.device, progress=progress)
+                             multiple=pipeline.pad_multiple, device=pipeline.device, progress=progress,
+                             batch_on_cpu=batch_on_cpu)

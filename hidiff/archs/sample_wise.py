@@ -1,0 +1,43 @@
+"""Layers and helpers whose per-sample output does not depend on the batch size.
+
+MKL picks its GEMM kernel (and with it the summation order) from the number of
+rows, so ``nn.Linear`` on a handful of rows per sample - the prior tokens, the
+FiLM vectors - gives results that differ by a few float32 ulps between batch 1
+and batch 4.  Tiled inference promises outputs that are bitwise independent of
+the tile batch, so at inference every Linear of the prior path (latent encoder
+head, MLP-mixers, denoisers, HIM keys, prior pyramid, FiLM) runs one sample at
+a time: each call then has the shape of a batch-1 call.  They are tiny (<= 16
+rows per sample), so the loop costs microseconds; in training mode the layer is
+an ordinary batched Linear.  Parameters and state_dict keys are those of
+``nn.Linear``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SampleWiseLinear(nn.Linear):
+    """``nn.Linear`` that, outside training, runs each sample of the batch separately."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or x.dim() < 2 or x.shape[0] == 1:
+            return F.linear(x, self.weight, self.bias)
+        # clone(): a fresh, aligned buffer like a batch-1 call's (MKL's result can depend on alignment)
+        return torch.cat([F.linear(x[i:i + 1].clone(), self.weight, self.bias) for i in range(x.shape[0])])
+
+
+def per_sample(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)``, computed one sample at a time when autograd is off and the batch is > 1.
+
+    For long reductions (MDTA's Gram matrix and norms sum over every pixel) the
+    CPU kernels split the work by output size and thread count, so a sample's
+    sums change with the batch; one sample per call keeps a batch-1 call's order.
+    """
+    b = xs[0].shape[0]
+    if b == 1 or torch.is_grad_enabled():
+        return fn(*xs)
+    return torch.cat([fn(*(x[i:i + 1] for x in xs)) for i in range(b)])
