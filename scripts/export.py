@@ -4,8 +4,10 @@
     python scripts/export.py --checkpoint model.pth -o exported/model --format onnx --check
 
 Writes OUT.pt and/or OUT.onnx with inputs image (1,3,H,W) in [0,1] and noise
-x_T (1,16,256); see hidiff/inference/export.py.  --check compares each file with
-eager PyTorch on a random input and prints the largest difference.
+x_T (1,16,256); see hidiff/inference/export.py.  Both run any H, W that are
+multiples of 8 (--height/--width is the example size; --static-onnx fixes the
+ONNX graph to it).  --check compares each file with eager PyTorch on a random
+input and prints the largest difference.
 """
 import argparse
 import sys
@@ -24,6 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=256, help="exported image height (multiple of 8)")
     ap.add_argument("--width", type=int, default=256, help="exported image width (multiple of 8)")
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    ap.add_argument("--static-onnx", action="store_true", help="fix the ONNX graph to --height x --width")
     ap.add_argument("--check", action="store_true", help="verify each file against eager mode")
     args = ap.parse_args(argv)
     out = Path(args.output)
@@ -37,7 +40,8 @@ def main(argv=None) -> int:
                                                               width=args.width, metadata=meta)))
         if args.format in ("onnx", "both"):
             written.append(("onnx", export_onnx(pipeline, out.with_suffix(".onnx"), height=args.height,
-                                                width=args.width, opset=args.opset, metadata=meta)))
+                                                width=args.width, opset=args.opset, dynamic=not args.static_onnx,
+                                                metadata=meta)))
         for kind, path in written:
             print(f"wrote {path}")
             if args.check:

@@ -57,15 +57,33 @@ def test_torchscript_parity_and_noise_input(tmp_path, pipeline):
         torch.testing.assert_close(c, pipeline.restore(image2, noise=noise), atol=1e-5, rtol=0)
 
 
-def test_onnx_parity_with_onnxruntime(tmp_path, pipeline):
+def test_onnx_parity_with_onnxruntime_at_every_size(tmp_path, pipeline):
     path = export_onnx(pipeline, tmp_path / "model.onnx", height=32, width=32)
     assert parity(pipeline, path, "onnx", height=32, width=32) <= 1e-4
-    assert read_description(path)["inputs"]["noise"] == [1, 16, 64]
+    assert read_description(path)["inputs"] == {"image": [1, 3, "H", "W"], "noise": [1, 16, 64]}
     image, noise = example_inputs(pipeline, 32, 32, seed=7)
     with torch.no_grad():
         torch.testing.assert_close(run_onnx(path, image, noise + 0.5), pipeline.restore(image, noise=noise + 0.5),
                                    atol=1e-4, rtol=0)
+    # H and W are dynamic axes: other multiples of 8, also where the latent encoder's 4x4 pooling bins
+    # are uneven (88 / 4 = 22 positions) or overlap (24 / 4 = 6 positions)
+    for h, w in ((88, 40), (24, 56), (136, 8)):
+        assert parity(pipeline, path, "onnx", height=h, width=w) <= 1e-4, (h, w)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_onnx_fixed_size_export(tmp_path, pipeline):
+    path = export_onnx(pipeline, tmp_path / "fixed.onnx", height=32, width=40, dynamic=False)
+    assert read_description(path)["inputs"]["image"] == [1, 3, 32, 40]
+    assert parity(pipeline, path, "onnx", height=32, width=40) <= 1e-4
+
+
+def test_exportable_pool_equals_adaptive_pooling():
+    from hidiff.archs.adaptive_pool import adaptive_avg_pool2d_matmul
+    for h, w in ((16, 16), (22, 6), (7, 5), (3, 9), (1, 1)):
+        x = torch.randn(2, 3, h, w)
+        torch.testing.assert_close(adaptive_avg_pool2d_matmul(x, 4, 4),
+                                   torch.nn.functional.adaptive_avg_pool2d(x, (4, 4)), atol=1e-6, rtol=0)
 
 
 def test_prior_free_network_exports_with_one_input(tmp_path):

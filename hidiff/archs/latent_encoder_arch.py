@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hidiff.archs.adaptive_pool import ExportableAdaptiveAvgPool2d
 from hidiff.archs.mixer import MixerBlock
 from hidiff.archs.sample_wise import SampleWiseLinear
 from hidiff.errors import ConfigError
@@ -79,7 +80,7 @@ class LatentEncoder(nn.Module):
             self.conv2 = nn.Sequential(nn.Conv2d(e, 2 * e, 3, 1, 1), _act(act), nn.Conv2d(2 * e, 2 * e, 3, 1, 1),
                                        _act(act), nn.Conv2d(2 * e, 4 * e, 3, 1, 1), _act(act))
             width = 4 * e
-        self.pool = nn.AdaptiveAvgPool2d((group, group))
+        self.pool = ExportableAdaptiveAvgPool2d((group, group))
         self.mlp = MixerBlock(group * group, width, patch_expansion, channel_expansion)
         self.end = nn.Sequential(SampleWiseLinear(width, 4 * e), _act(act))
 

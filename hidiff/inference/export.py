@@ -9,10 +9,13 @@ function and matches eager mode exactly for the same (image, noise):
     output:  restored (1, 3, H, W) (not clamped)
 
 Prior-free networks export with the image as their only input.  Padding is not
-part of the graph: export at the size you will run (e.g. the tile size, and let
-:mod:`hidiff.inference.tiler` cover any image with it).  The ONNX graph is
-exported for exactly that size: ``AdaptiveAvgPool2d`` in the latent encoder
-decomposes into fixed windows, so other sizes would be silently wrong.
+part of the graph: pad H and W to the divisor yourself (or export for the tile
+size and let :mod:`hidiff.inference.tiler` cover any image with it).  Both
+formats run any H, W that are multiples of the divisor: the TorchScript trace
+keeps shapes symbolic, and the ONNX graph declares H and W as dynamic axes
+(``dynamic=False`` fixes them to the example size).  The latent encoder's
+adaptive pooling exports as shape-derived averaging matrices
+(:mod:`hidiff.archs.adaptive_pool`), not fixed windows.
 
 Both writers are atomic and store a small JSON description (input shapes,
 variant, size divisor) inside the file: ``_extra_files['hidiff.json']`` for
@@ -65,9 +68,13 @@ def example_inputs(pipeline, height: int = 256, width: int = 256, seed: int = 0)
     return image, pipeline.noise(1, generator=g)
 
 
-def _description(pipeline, inputs: tuple[Tensor, ...], metadata: Optional[Mapping[str, Any]]) -> str:
+def _description(pipeline, inputs: tuple[Tensor, ...], metadata: Optional[Mapping[str, Any]],
+                 dynamic: bool = False) -> str:
     names = ["image", "noise"][:len(inputs)]
-    info = {"inputs": {n: list(t.shape) for n, t in zip(names, inputs)}, "output": "restored",
+    shapes = {n: list(t.shape) for n, t in zip(names, inputs)}
+    if dynamic:
+        shapes["image"][2:] = ["H", "W"]
+    info = {"inputs": shapes, "output": "restored",
             "size_divisor": pipeline.pad_multiple, "value_range": "image in [0, 1]; output not clamped",
             **dict(metadata or {})}
     if pipeline.needs_prior:
@@ -93,19 +100,31 @@ def export_torchscript(pipeline, path: PathLike, *, height: int = 256, width: in
 
 
 def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256, opset: int = 18,
-                optimize: bool = True, metadata: Optional[Mapping[str, Any]] = None) -> Path:
-    """Export the graph for (height, width) to ONNX (torch.export based) and write it atomically."""
+                optimize: bool = True, dynamic: bool = True,
+                metadata: Optional[Mapping[str, Any]] = None) -> Path:
+    """Export the graph to ONNX (torch.export based) and write it atomically.
+
+    (height, width) is the example size.  With ``dynamic`` the image's H and W
+    are dynamic axes (any multiple of the size divisor up to 2**16); otherwise
+    the graph is fixed to the example size.
+    """
     import onnx
+    from torch.export import Dim
 
     graph = InferenceGraph(pipeline).eval()
     inputs = example_inputs(pipeline, height, width)
     names = ["image", "noise"][:len(inputs)]
+    shapes = None
+    if dynamic:
+        k = pipeline.pad_multiple
+        image_axes = {2: k * Dim("h_blocks", min=1, max=2 ** 16 // k), 3: k * Dim("w_blocks", min=1, max=2 ** 16 // k)}
+        shapes = {"image": image_axes, "noise": None} if len(inputs) == 2 else {"image": image_axes}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(graph, inputs, dynamo=True, input_names=names, output_names=["restored"],
-                                    opset_version=opset, optimize=optimize, verbose=False)
+                                    opset_version=opset, optimize=optimize, dynamic_shapes=shapes, verbose=False)
     model = program.model_proto
-    onnx.helper.set_model_props(model, {"hidiff": _description(pipeline, inputs, metadata)})
+    onnx.helper.set_model_props(model, {"hidiff": _description(pipeline, inputs, metadata, dynamic)})
     atomic_write_bytes(path, model.SerializeToString())
     return Path(path)
 
