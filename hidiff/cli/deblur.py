@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     tile.add_argument("--tile", type=int, metavar="N", help="always tile, with N x N tiles")
     tile.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
     tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
-    tile.add_argument("--tile-batch", type=int, metavar="K", help="tiles per forward pass (default 1)")
+    tile.add_argument("--tile-batch", type=int, metavar="K",
+                      help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
