@@ -527,3 +527,15 @@ def test_bad_forward_inputs_have_clear_errors():
     d = build_network({"type": "denoising", "in_channel": 64, "out_channel": 64, "inner_channel": 32})
     with pytest.raises(ValueError, match="condition"):
         d(torch.randn(1, 16, 64), torch.randn(1, 4, 64), 1)
+
+
+def test_zero_init_output_starts_as_identity_and_still_learns():
+    """zero_init_output: the untrained U-Net returns its input; the output conv still gets gradients."""
+    net = tiny_g(zero_init_output=True)
+    x, z = torch.rand(2, 3, 32, 24), torch.randn(2, 16, 64)
+    y = net(x, z)
+    assert torch.equal(y, x)
+    (y - torch.rand_like(y)).abs().mean().backward()
+    assert net.output.weight.grad.abs().sum() > 0
+    assert not torch.equal(tiny_g()(x, z), x)  # the official init does not start at the identity
+    assert list(net.state_dict()) == list(tiny_g().state_dict())  # keys unchanged: only initial values differ

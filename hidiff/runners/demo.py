@@ -20,7 +20,7 @@ TRAIN_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycl
                 "hubble_deep_field.jpg", "retina.jpg", "ihc.png")
 TEST_PHOTOS = ("chelsea.png", "rocket.jpg")
 #: the demo's blur: a fixed pool of camera-shake kernels shared by training and test (options/demo_*.yml)
-KERNEL_SIZE, KERNEL_POOL, POOL_SEED = 17, 24, 7
+KERNEL_SIZE, KERNEL_POOL, POOL_SEED = 11, 8, 7
 #: training photos are downscaled to this longest side (faster decoding, denser detail per crop)
 TRAIN_MAX_SIDE = 320
 
