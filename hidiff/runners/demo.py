@@ -17,7 +17,9 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 TRAIN_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png",
-                "hubble_deep_field.jpg", "retina.jpg", "ihc.png")
+                "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
+                # grayscale textures, read as RGB: fur-, grass- and stone-like detail the colour photos lack
+                "camera.png", "brick.png", "grass.png", "gravel.png", "coins.png")
 TEST_PHOTOS = ("chelsea.png", "rocket.jpg")
 #: the demo's blur: a fixed pool of camera-shake kernels shared by training and test (options/demo_*.yml)
 KERNEL_SIZE, KERNEL_POOL, POOL_SEED = 11, 8, 7
@@ -68,12 +70,27 @@ def freeze_test_pairs(sharp_dir: Path, out_dir: Path, *, kernel_size: int, seed:
     return len(ds)
 
 
+#: the option files' per-process batch; with one process the demo doubles it to keep the global batch at 8
+BATCH_PER_PROCESS = 4
+
+
+def training_command(script_args: List[str], processes: int) -> List[str]:
+    """The argv (after the interpreter) that trains with ``processes`` data-parallel CPU processes.
+
+    The demo's networks are tiny, so one intra-op thread per process is fastest
+    and two gloo processes on two cores train twice as fast as one process with
+    two threads (measured: 3.3 it/s vs 1.7 it/s at a global batch of 8).
+    """
+    if processes <= 1:
+        return [*script_args, "-o", f"datasets.train.batch_size_per_gpu={2 * BATCH_PER_PROCESS}"]
+    return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *script_args,
+            "--launcher", "pytorch"]
+
+
 def run_script(args: List[str]) -> None:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    # The demo's networks are tiny: one intra-op thread is faster than two on a 2-core CPU
-    # (measured: 1.8 vs 0.95 it/s); set OMP_NUM_THREADS yourself to override.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # set it yourself to override
     proc = subprocess.run([sys.executable, *args], env=env)
     if proc.returncode != 0:
         raise SystemExit(f"demo: '{' '.join(args)}' failed with exit code {proc.returncode}")
@@ -115,12 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     copy_photos(TEST_PHOTOS, root / "test_sharp")
     n = freeze_test_pairs(root / "test_sharp", root / "test", kernel_size=KERNEL_SIZE, seed=1234)
     print(f"   train photos: {len(TRAIN_PHOTOS)} (fresh blur every sample); frozen test pairs: {n}")
+    processes = 2 if (os.cpu_count() or 1) >= 2 else 1
     for stage, iters in (("1", args.iters1), ("2", args.iters2)):
-        print(f"== {int(stage) + 1}/4 training stage {stage}", flush=True)
+        print(f"== {int(stage) + 1}/4 training stage {stage} ({processes} data-parallel process"
+              f"{'es' if processes > 1 else ''})", flush=True)
         cmd = ["scripts/train.py", "-opt", f"options/demo_stage{stage}.yml"]
         if iters:
             cmd += ["-o", f"train.total_iter={iters}", "-o", f"train.scheduler.periods=[{iters}]"]
-        run_script(cmd)
+        run_script(training_command(cmd, processes))
     print("== 4/4 test on held-out photos", flush=True)
     from hidiff.config import load_options
     from hidiff.evaluation.protocols import get_protocol
