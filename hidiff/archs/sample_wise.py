@@ -20,24 +20,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def each_sample(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
+    """``fn`` on one sample of ``xs`` at a time, concatenated (a single call for batch 1)."""
+    b = xs[0].shape[0]
+    if b == 1:
+        return fn(*xs)
+    return torch.cat([fn(*(x[i:i + 1] for x in xs)) for i in range(b)])
+
+
 class SampleWiseLinear(nn.Linear):
     """``nn.Linear`` that, outside training, runs each sample of the batch separately."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or x.dim() < 2 or x.shape[0] == 1:
+        if self.training or x.dim() < 2:
             return F.linear(x, self.weight, self.bias)
-        # clone(): a fresh, aligned buffer like a batch-1 call's (MKL's result can depend on alignment)
-        return torch.cat([F.linear(x[i:i + 1].clone(), self.weight, self.bias) for i in range(x.shape[0])])
+        return each_sample(super().forward, x)
 
 
 def per_sample(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:
-    """``fn(*xs)``, computed one sample at a time when autograd is off and the batch is > 1.
+    """``fn(*xs)``, computed one sample at a time when autograd is off.
 
     For long reductions (MDTA's Gram matrix and norms sum over every pixel) the
     CPU kernels split the work by output size and thread count, so a sample's
     sums change with the batch; one sample per call keeps a batch-1 call's order.
     """
-    b = xs[0].shape[0]
-    if b == 1 or torch.is_grad_enabled():
-        return fn(*xs)
-    return torch.cat([fn(*(x[i:i + 1] for x in xs)) for i in range(b)])
+    return fn(*xs) if torch.is_grad_enabled() else each_sample(fn, *xs)
