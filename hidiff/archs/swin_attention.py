@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hidiff.archs.restormer_blocks import apply_film, film_linears, register_attention
+from hidiff.archs.restormer_blocks import branch_input, film_linears, register_attention
 from hidiff.archs.window_ops import (log_cpb_table, relative_position_index, sink_softmax, window_attention_mask,
                                      window_merge, window_partition)
 from hidiff.errors import ConfigError
@@ -158,10 +158,9 @@ class SWDA(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.ln1 is not None:
-            if film is None:
-                raise ValueError("SWDA was built with FiLM (film_dim set) but got film=None")
-            x = apply_film(x, self.ln1(film), self.ln2(film))
+        film_prep = branch_input(None, self.ln1, self.ln2, film, "SWDA")
+        if film_prep is not None:
+            x = film_prep(x)
         b, c, h, w = x.shape
         ws, shift = self.window_size, self.shift_size
         hp, wp = math.ceil(h / ws) * ws, math.ceil(w / ws) * ws

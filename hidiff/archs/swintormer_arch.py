@@ -32,7 +32,8 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import GDFN, LayerNorm, apply_film, attention_types, build_attention, film_linears
+from hidiff.archs.restormer_blocks import (GDFN, LayerNorm, attention_types, branch_input, build_attention,
+                                           film_linears)
 from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' and 'swda')
 from hidiff.archs.unet_levels import add_unet_levels
 from hidiff.errors import ConfigError
@@ -73,10 +74,9 @@ class GatedFFN(nn.Module):
         self.ln1, self.ln2 = film_linears(film_dim, dim)
 
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.ln1 is not None:
-            if film is None:
-                raise ValueError("GatedFFN was built with FiLM (film_dim set) but got film=None")
-            x = apply_film(x, self.ln1(film), self.ln2(film))
+        film_prep = branch_input(None, self.ln1, self.ln2, film, "GatedFFN")
+        if film_prep is not None:
+            x = film_prep(x)
         a, g = self.project_in(x).chunk(2, dim=1)
         return self.project_out(a * g)
 
