@@ -52,7 +52,6 @@ class CPUPrefetcher(_LoaderView):
         self.loader = loader
         self.depth = depth
 
-
     def __iter__(self) -> Iterator[Any]:
         q: "queue.Queue[Any]" = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
@@ -112,7 +111,6 @@ class CUDAPrefetcher(_LoaderView):
         self.device = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
         if self.device.type != "cuda":
             raise ConfigError(f"CUDAPrefetcher needs a CUDA device, got {self.device}")
-
 
     def __iter__(self) -> Iterator[Any]:
         stream = torch.cuda.Stream(device=self.device)
