@@ -416,20 +416,13 @@ def downscaled_photos(src: Path, dst: Path, short_side: int) -> Path:
     Smaller photos make every training sample cheaper to read and put more scene
     into each small crop; train and test photos are treated alike.
     """
-    import cv2
-    from hidiff.data.image_io import list_images, read_image_uint8, write_png
+    from hidiff.data.image_io import list_images, read_image_uint8, shrink_to, write_png
 
     dst.mkdir(parents=True, exist_ok=True)
     for path in list_images(src):
         target = dst / f"{path.stem}.png"
-        if target.exists():
-            continue
-        img = read_image_uint8(path)
-        scale = short_side / min(img.shape[:2])
-        if scale < 1:
-            size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        write_png(target, img)
+        if not target.exists():
+            write_png(target, shrink_to(read_image_uint8(path), short_side, short=True))
     if (src / "ATTRIBUTION.md").is_file():
         (dst / "ATTRIBUTION.md").write_bytes((src / "ATTRIBUTION.md").read_bytes())
     return dst

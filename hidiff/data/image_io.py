@@ -122,6 +122,15 @@ def read_image_uint8(path: PathLike) -> np.ndarray:
     return float_to_uint8(read_image(path))
 
 
+def shrink_to(img: np.ndarray, side: int, *, short: bool = False) -> np.ndarray:
+    """``img`` with its longest side (its shortest with ``short``) at most ``side`` px; area resampling."""
+    scale = side / (min(img.shape[:2]) if short else max(img.shape[:2]))
+    if scale >= 1:
+        return img
+    size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
 def float_to_uint8(img: np.ndarray) -> np.ndarray:
     """Clip to [0, 1] and round to uint8 (round-half-to-even, as numpy does)."""
     return np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)

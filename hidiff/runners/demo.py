@@ -33,9 +33,8 @@ def skimage_data_dir() -> Path:
 
 
 def copy_photos(names: Sequence[str], dst: Path, max_side: int | None = None) -> List[Path]:
-    """Copy bundled photos to ``dst`` as PNG, optionally downscaled to ``max_side``."""
-    import cv2
-    from hidiff.data.image_io import write_png
+    """Copy bundled photos to ``dst`` as RGB PNG, optionally downscaled to ``max_side``."""
+    from hidiff.data.image_io import read_image_uint8, shrink_to, write_png
     src = skimage_data_dir()
     dst.mkdir(parents=True, exist_ok=True)
     out = []
@@ -44,12 +43,8 @@ def copy_photos(names: Sequence[str], dst: Path, max_side: int | None = None) ->
             raise FileNotFoundError(f"scikit-image photo {src / name} is missing from the installed wheel")
         target = dst / (Path(name).stem + ".png")
         if not target.exists():
-            img = cv2.imread(str(src / name), cv2.IMREAD_COLOR)
-            scale = max_side / max(img.shape[:2]) if max_side else 1.0
-            if scale < 1.0:
-                img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)),
-                                 interpolation=cv2.INTER_AREA)
-            write_png(target, cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            img = read_image_uint8(src / name)
+            write_png(target, shrink_to(img, max_side) if max_side else img)
         out.append(target)
     return out
 
