@@ -3,9 +3,14 @@
 CPU: Linux resets the process's RSS high-water mark (VmHWM) when ``5`` is written
 to ``/proc/self/clear_refs``; the peak of the measured work is then VmHWM read
 afterwards, and ``delta`` subtracts the RSS just before (model weights, torch
-runtime, inputs).  Where that is not possible the lifetime ``ru_maxrss`` is
-reported and ``method`` says so.  The profiler runs every case in a fresh
-process, so earlier cases never count.
+runtime, inputs).  The reset is checked (VmHWM must fall to VmRSS): where the
+kernel refuses or ignores it, the lifetime high-water mark is reported and
+``method`` says so.  The profiler runs every case in a fresh process, so earlier
+cases never count either way.
+
+RSS only grows when the work touches pages the process does not already hold:
+in a long-lived process an allocation may be served from memory that an
+earlier, freed allocation left resident, and then it costs (and shows) nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_RESET_SLACK_KIB = 4096  # VmHWM may run a few pages ahead of VmRSS right after a reset
 
 
 def _status_kib(field: str) -> Optional[int]:
@@ -60,9 +66,14 @@ class PeakMemory:
         self.before = current_rss()
         try:
             _CLEAR_REFS.write_text("5")
-            self.method = "VmHWM after resetting it (/proc/self/clear_refs)"
         except OSError:
             self.method = "ru_maxrss (process lifetime, includes model construction)"
+            return
+        hwm, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
+        if hwm is not None and rss is not None and hwm <= rss + _RESET_SLACK_KIB:
+            self.method = "VmHWM after resetting it (/proc/self/clear_refs)"
+        else:
+            self.method = "VmHWM (process lifetime: this kernel ignored the reset)"
 
     def read(self) -> Dict[str, Optional[int] | str]:
         if self.device.type == "cuda":
@@ -77,5 +88,7 @@ class PeakMemory:
             peak = kib * 1024 if kib is not None else lifetime_peak_rss()
         else:
             peak = lifetime_peak_rss()
+        now = current_rss()
+        peak = max(peak, now or 0)
         return {"method": self.method, "peak_rss_bytes": int(peak), "rss_before_bytes": self.before,
                 "delta_bytes": None if self.before is None else int(peak - self.before)}
