@@ -7,7 +7,9 @@ Builds its own temporary paired set from the photos (default: the photos that
 ship inside scikit-image's wheel) by freezing synthetic camera-shake blur, writes
 LMDB copies, then times ``build_dataloader`` over ``--samples`` training
 samples for each backend and worker count.  Prints samples/s (the first batch,
-which includes worker start-up, is timed separately).  Nothing is kept.
+which includes worker start-up, is timed separately), and first the cost of one
+random camera-shake kernel (what the on-the-fly source pays per sample).
+Nothing is kept.
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import skimage
 import torch
 
+from hidiff.data.blur_kernels import random_kernel
 from hidiff.data.loader import build_dataloader
 from hidiff.data.lmdb_io import write_lmdb
 from hidiff.data.paired_dataset import PairedImageDataset
@@ -48,6 +52,15 @@ def time_loader(dataset, *, workers: int, batch: int, samples: int) -> tuple[flo
     return first, n / (time.perf_counter() - t1)
 
 
+def time_kernels(size: int, count: int = 50) -> float:
+    """Milliseconds to draw one random camera-shake kernel of ``size`` px (trajectory + PSF)."""
+    random_kernel(size, np.random.default_rng(0))
+    t0 = time.perf_counter()
+    for s in range(count):
+        random_kernel(size, np.random.default_rng(s))
+    return (time.perf_counter() - t0) / count * 1e3
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", type=Path, default=None, help="folder of sharp photos (default: scikit-image's)")
@@ -57,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--gt-size", type=int, default=256)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    print("random camera-shake kernel: " + ", ".join(f"{k} px {time_kernels(k):.2f} ms" for k in (11, 31, 63)))
     tmp = Path(tempfile.mkdtemp(prefix="hidiff-bench-"))
     try:
         photos = tmp / "photos"

@@ -1,7 +1,6 @@
 """Camera-shake kernels and blurring: kernel properties, determinism, valid convolution, noise."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -30,16 +29,11 @@ def test_kernel_properties(size):
     assert max(lengths) - min(lengths) > size / 2
 
 
-def test_kernels_are_deterministic_per_seed_and_fast():
+def test_kernels_are_deterministic_per_seed():
     a, _ = random_kernel(31, np.random.default_rng([7, 1, 2]))
     b, _ = random_kernel(31, np.random.default_rng([7, 1, 2]))
     c, _ = random_kernel(31, np.random.default_rng([7, 1, 3]))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    t0 = time.perf_counter()
-    for s in range(20):
-        random_kernel(31, np.random.default_rng(s))
-    per_kernel = (time.perf_counter() - t0) / 20
-    assert per_kernel < 0.05, f"{per_kernel * 1e3:.1f} ms per kernel"
 
 
 def test_psf_of_a_straight_path_is_a_centred_line():
