@@ -119,3 +119,16 @@ def test_chain_is_differentiable_end_to_end():
     z.abs().mean().backward()
     assert cond.grad is not None and cond.grad.abs().sum() > 0
     assert all(p.grad is not None for p in den.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("apply_ldm, official_t", [(False, 8), (True, 16)])
+def test_yaml_without_timesteps_takes_the_implementations_official_t(apply_ldm, official_t):
+    """Left out, diffusion_schedule.timesteps is the chosen implementation's own T (GoPro 8, RealBlur 16)."""
+    from hidiff.config.schema import DiffusionOptions
+    from hidiff.config.typed import from_dict
+    opts = from_dict(DiffusionOptions, {"apply_ldm": apply_ldm}, "diffusion_schedule")
+    assert opts.build().timesteps == official_t
+    given = from_dict(DiffusionOptions, {"apply_ldm": apply_ldm, "timesteps": 3}, "diffusion_schedule")
+    assert given.build().timesteps == 3
+    with pytest.raises(ConfigError, match="diffusion_schedule.timesteps"):
+        from_dict(DiffusionOptions, {"apply_ldm": apply_ldm, "timesteps": "many"}, "diffusion_schedule")

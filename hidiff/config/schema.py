@@ -155,12 +155,14 @@ class DiffusionOptions:
     The official files say ``schedule: linear`` for both, but the LDM path means a
     sqrt-space linear ramp (quirk 9); ``schedule: linear`` with ``apply_ldm: true``
     is therefore read as ``sqrt_linear``.  The remaining keys override single
-    quirks of the chosen implementation (null keeps the official value).
+    quirks of the chosen implementation (null keeps the official value); so
+    does ``timesteps``: left out, it is the implementation's official T (8 for
+    the local path, 16 for the LDM path).
     """
 
     apply_ldm: bool = False
     schedule: str = "linear"
-    timesteps: int = 8
+    timesteps: Optional[int] = None
     linear_start: float = 0.1
     linear_end: float = 0.99
     parameterization: Optional[Literal["eps", "x0"]] = None
@@ -181,7 +183,7 @@ class DiffusionOptions:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"{path}.schedule: expected one of {', '.join(SCHEDULES)}, got '{self.schedule}'"
                               f"{did_you_mean(self.schedule, SCHEDULES)}")
-        if self.timesteps < 1:
+        if self.timesteps is not None and self.timesteps < 1:
             raise ConfigError(f"{path}.timesteps: must be >= 1, got {self.timesteps}")
 
     def build(self):
