@@ -143,3 +143,14 @@ def test_folder_evaluation_reports_ecc_failures(tmp_path, astronaut, misaligned)
     assert summary["flags"]["ecc_converged"] == {"n_true": 1, "n_false": 1, "false": ["flat"]}
     assert summary["means"]["psnr_realblur_masked"] == pytest.approx(
         np.mean([r["psnr_realblur_masked"] for r in rows]))
+
+
+def test_intensity_match_is_the_official_float32_expression(astronaut, misaligned):
+    """Bit for bit the official ``zs = (np.sum(x*z)/np.sum(z*z))*z`` on float32 images (ECC amplifies ulps)."""
+    from hidiff.evaluation.realblur import intensity_match
+    x = astronaut.astype(np.float32) / 255
+    z = misaligned.astype(np.float32) / 255 * np.float32(0.93)
+    official = (np.sum(x * z) / np.sum(z * z)) * z
+    ours, scale = intensity_match(z, x)
+    assert ours.dtype == np.float32 and np.array_equal(ours, official)
+    assert intensity_match(x * np.float32(0.93), x)[1] == pytest.approx(1 / 0.93, rel=1e-5)
