@@ -54,6 +54,13 @@ LOADER_KEYS = {
 }
 
 
+# BasicSR dataset keys the official HI-Diff code ignores (quirk 17: its 8 dihedral transforms are always on)
+RETIRED_DATASET_KEYS = {
+    "use_hflip": "flips are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
+    "use_rot": "rotations are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
+}
+
+
 @dataclass
 class DatasetOptions:
     """One ``datasets.<phase>`` block: loader settings plus the dataset's own keyword arguments.
@@ -90,6 +97,9 @@ class DatasetOptions:
         phase = path.rsplit(".", 1)[-1].split("_")[0]
         if phase not in ("train", "val", "test"):
             raise ConfigError(f"{path}: dataset keys must start with train, val or test (e.g. val_1, test_2)")
+        for key, why in RETIRED_DATASET_KEYS.items():
+            if key in value:
+                raise ConfigError(f"{path}.{key}: {why}")
         loader = {k: v for k, v in value.items() if k in LOADER_KEYS}
         params = {str(k): v for k, v in value.items() if k not in LOADER_KEYS}
         if "phase" in params:
@@ -143,6 +153,7 @@ class DatasetOptions:
 
 
 PROTOCOLS = ("gopro", "realblur", "basic", "dpdd")
+
 
 
 # ------------------------------------------------------------------------ diffusion
@@ -296,8 +307,6 @@ class TrainOptions:
     _aliases = {"optim_g": "optim_total"}
     _retired = {
         "mixing_augs": "mixup is not implemented by HI-Diff (the official models ignore this block); remove it",
-        "use_hflip": "flips are part of the dataset's geometric_augs option",
-        "use_rot": "rotations are part of the dataset's geometric_augs option",
     }
 
     def validate(self, path: str) -> None:
@@ -352,8 +361,10 @@ class ValOptions:
     key_metric: Optional[str] = None
     score_input: bool = False      # test.py: also score the blurry input (a baseline row in the reports)
 
-    _aliases = {"selfensemble_testing": "self_ensemble"}
     _retired = {
+        # quirk 17: the official code reads this key nowhere, so an official file saying ``true`` never
+        # self-ensembled; mapping it onto ours would silently change such a run's numbers
+        "selfensemble_testing": "the official code ignores this key; hidiff's x8 self-ensemble is val.self_ensemble",
         "rgb2bgr": "images are always handled as RGB; remove it",
         "use_image": "metrics are always computed on 8-bit images; remove it",
     }
