@@ -168,3 +168,63 @@ def test_written_atomically_no_temp_left(tmp_path, chelsea):
     photo = read_photo(src)
     write_photo(tmp_path / "out" / "x.png", photo.rgb, photo)
     assert os.listdir(tmp_path / "out") == ["x.png"]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("depth", [8, 16])
+def test_tiff_orientation_is_applied_once(tmp_path, chelsea, orientation, depth):
+    """TIFF's orientation tag: OpenCV 5's decoder already applies it (JPEG/PNG not), so it must not be applied twice."""
+    import tifffile
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    ref = tmp_path / "ref.png"
+    Image.fromarray(chelsea).save(ref, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(ref)).convert("RGB"))
+    stored = chelsea.astype(np.uint16) * 257 if depth == 16 else chelsea
+    src = tmp_path / f"o{orientation}.tif"
+    tifffile.imwrite(src, stored, photometric="rgb", extratags=[(0x0112, "H", 1, orientation, True)])
+    photo = read_photo(src)
+    assert photo.bit_depth == depth and photo.size == expected.shape[:2]
+    np.testing.assert_array_equal(quantize(photo.rgb, np.uint8), expected)
+
+
+def test_cmyk_tiff_has_no_alpha(tmp_path, chelsea):
+    src = tmp_path / "cmyk.tif"
+    Image.fromarray(chelsea).convert("CMYK").save(src)
+    photo = read_photo(src)
+    assert photo.alpha is None and not photo.gray
+    out = tmp_path / "cmyk_out.tif"
+    write_photo(out, photo.rgb, photo)
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == chelsea.shape  # RGB, no invented alpha channel
+    assert np.abs(quantize(photo.rgb, np.uint8).astype(int) - chelsea).mean() < 3  # CMYK round trip
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_gray_with_alpha_stays_two_channels(tmp_path, chelsea, ext):
+    gray = np.asarray(Image.fromarray(chelsea).convert("L"))
+    alpha = np.tile(np.linspace(0, 255, gray.shape[1]).astype(np.uint8), (gray.shape[0], 1))
+    src = tmp_path / "la.png"
+    Image.fromarray(np.dstack([gray, alpha])).save(src)
+    photo = read_photo(src)
+    assert photo.gray and photo.bit_depth == 8
+    np.testing.assert_array_equal(photo.alpha, alpha)
+    out = tmp_path / f"la_out{ext}"
+    write_photo(out, 1.0 - photo.rgb, photo)
+    back = Image.open(out)
+    assert back.mode == "LA"
+    arr = np.asarray(back)
+    np.testing.assert_array_equal(arr[..., 1], alpha)
+    np.testing.assert_array_equal(arr[..., 0], 255 - gray)
+
+
+def test_output_formats_are_checked(tmp_path, chelsea):
+    src = tmp_path / "in16.png"
+    cv2.imwrite(str(src), chelsea.astype(np.uint16)[:, :, ::-1] * 257)
+    photo16 = read_photo(src)
+    for ext in (".bmp", ".webp", ".jpg"):  # 8-bit-only formats would saturate 16-bit samples
+        with pytest.raises(DataError, match=f"16-bit result as '\\{ext}'"):
+            encode_photo(photo16.rgb, photo16, ext)
+    assert cv2.imdecode(np.frombuffer(encode_photo(photo16.rgb, photo16, ".ppm"), np.uint8),
+                        cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    with pytest.raises(DataError, match=r"cannot write '\.xyz' files .*expected one of \.png"):
+        encode_photo(photo16.rgb, photo16, "xyz")

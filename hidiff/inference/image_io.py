@@ -5,18 +5,24 @@ floats, a photo must come back out the way it went in:
 
 * 8- and 16-bit PNG/TIFF, JPEG, BMP, WebP; the output has the input's bit depth;
 * grayscale is processed as RGB and written back as gray (ITU-R 601 luma);
-* an alpha channel is not restored: it is reattached to the output unchanged;
+* an alpha channel is not restored: it is reattached to the output unchanged
+  (8-bit gray + alpha stays two channels in PNG/TIFF; 16-bit gray + alpha is
+  written as RGBA, since neither OpenCV nor Pillow writes it);
 * EXIF orientation is applied on reading and the upright result is written
   (without an orientation tag, so every viewer shows it the same way);
 * truncated or corrupt files raise :class:`DataError` with the path and reason.
 
 Pixels are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits, which Pillow
-drops for RGB); Pillow reads the EXIF orientation and catches truncated data
-that a decoder might otherwise pad silently.
+drops for RGB); Pillow reads the EXIF orientation and the colour mode, and
+catches truncated data that a decoder might otherwise pad silently.  Whether
+OpenCV's decoder already turned a format upright differs between versions
+(OpenCV 5 does for TIFF, not for JPEG/PNG/WebP), so it is probed once per format.
 """
 from __future__ import annotations
 
+import functools
 import glob
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +42,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _EXIF_ORIENTATION = 0x0112
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La"}
+# Pillow modes with no alpha: a 4th channel from OpenCV is then colour (CMYK), not transparency
+_OPAQUE_MODES = {"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "RGB", "CMYK", "YCbCr", "LAB", "HSV"}
 _MAX_BY_DTYPE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+# output formats, and those that hold 16-bit samples (OpenCV saturates 16 bits into the others)
+WRITABLE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
+SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
 
 
 @dataclass
@@ -69,7 +80,7 @@ def read_photo(path: PathLike) -> Photo:
         raise DataError(f"cannot read '{path}': {exc.strerror or exc}") from None
     if not data:
         raise DataError(f"cannot read '{path}': the file is empty")
-    orientation, mode = _check_with_pillow(data, path)
+    orientation, mode, fmt = _check_with_pillow(data, path)
     raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DataError(f"cannot decode '{path}': corrupt data or an unsupported format")
@@ -82,38 +93,62 @@ def read_photo(path: PathLike) -> Photo:
         color, alpha = np.repeat(raw[:, :, None], 3, axis=2), None
     elif raw.shape[2] in (3, 4):
         color = raw[:, :, 2::-1]  # BGR -> RGB
-        alpha = raw[:, :, 3] if raw.shape[2] == 4 else None
+        alpha = raw[:, :, 3] if raw.shape[2] == 4 and mode not in _OPAQUE_MODES else None
     else:
         raise DataError(f"cannot process '{path}': {raw.shape[2]} channels (expected 1, 3 or 4)")
-    color = apply_orientation(color, orientation)
-    alpha = apply_orientation(alpha, orientation) if alpha is not None else None
+    if not opencv_applies_orientation(fmt):
+        color = apply_orientation(color, orientation)
+        alpha = apply_orientation(alpha, orientation) if alpha is not None else None
     rgb = np.ascontiguousarray(color, dtype=np.float32) / _MAX_BY_DTYPE[raw.dtype]
     gray = raw.ndim == 2 or mode in _GRAY_MODES
     return Photo(rgb, None if alpha is None else np.ascontiguousarray(alpha), raw.dtype, gray,
                  orientation, path)
 
 
-def _check_with_pillow(data: bytes, path: Path) -> tuple[int, Optional[str]]:
-    """(EXIF orientation, Pillow mode); raises DataError for truncated/corrupt files.
+def _check_with_pillow(data: bytes, path: Path) -> tuple[int, Optional[str], Optional[str]]:
+    """(EXIF orientation, Pillow mode, Pillow format); raises DataError for truncated/corrupt files.
 
     Files Pillow cannot identify (a format only OpenCV reads) are left to OpenCV.
     """
-    import io
     try:
         with Image.open(io.BytesIO(data)) as im:
-            mode = im.mode
+            mode, fmt = im.mode, im.format
             try:
                 orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
             except Exception:  # a broken EXIF block should not make the pixels unusable
                 orientation = 1
             im.load()
     except UnidentifiedImageError:
-        return 1, None
+        return 1, None, None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode '{path}': {exc}") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"refusing '{path}': {exc}") from None
-    return (orientation if orientation in range(1, 9) else 1), mode
+    return (orientation if orientation in range(1, 9) else 1), mode, fmt
+
+
+@functools.lru_cache(maxsize=None)
+def opencv_applies_orientation(fmt: Optional[str]) -> bool:
+    """Whether ``cv2.imdecode(IMREAD_UNCHANGED)`` returns files of Pillow format ``fmt`` already upright.
+
+    Probed with a 2x3 image tagged orientation 6 (rotate 90 degrees): an upright
+    decode comes back 3x2.  Formats Pillow cannot write with the tag count as no.
+    """
+    if fmt not in ("TIFF", "PNG", "JPEG", "WEBP"):
+        return False
+    im = Image.fromarray(np.zeros((2, 3, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    try:
+        if fmt == "TIFF":
+            im.save(buf, fmt, tiffinfo={_EXIF_ORIENTATION: 6})
+        else:
+            exif = im.getexif()
+            exif[_EXIF_ORIENTATION] = 6
+            im.save(buf, fmt, exif=exif.tobytes())
+    except (OSError, KeyError, ValueError):
+        return False
+    probe = cv2.imdecode(np.frombuffer(buf.getvalue(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return probe is not None and probe.shape[:2] == (3, 2)
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -140,7 +175,10 @@ def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
     """Encode restored RGB floats the way ``like`` was stored (bit depth, gray, alpha)."""
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
     dtype = like.dtype
-    if ext in (".jpg", ".jpeg", ".webp") and dtype != np.uint8:
+    if ext not in WRITABLE_EXTENSIONS:
+        raise DataError(f"cannot write '{ext}' files (for '{like.path}'); expected one of "
+                        f"{', '.join(WRITABLE_EXTENSIONS)}")
+    if ext not in SIXTEEN_BIT_EXTENSIONS and dtype != np.uint8:
         raise DataError(f"cannot write a {like.bit_depth}-bit result as '{ext}' for '{like.path}'; "
                         f"choose .png or .tif to keep 16 bits")
     rgb = np.asarray(rgb, dtype=np.float32)
@@ -152,8 +190,10 @@ def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
         pixels = rgb[:, :, ::-1]  # RGB -> BGR for OpenCV
     pixels = quantize(pixels, dtype)
     if like.alpha is not None:
-        if ext in (".jpg", ".jpeg"):
+        if ext in (".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm"):
             raise DataError(f"cannot keep the alpha channel of '{like.path}' in a '{ext}' file")
+        if pixels.ndim == 2 and dtype == np.uint8 and ext in (".png", ".tif", ".tiff"):
+            return _encode_gray_alpha(pixels, like.alpha, ext)
         colour = pixels[:, :, None] if pixels.ndim == 2 else pixels
         if pixels.ndim == 2:
             colour = np.repeat(colour, 3, axis=2)  # OpenCV writes 2 channels only via 4
@@ -163,6 +203,14 @@ def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
     if not ok:
         raise DataError(f"encoding the result of '{like.path}' as '{ext}' failed")
     return buf.tobytes()
+
+
+def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, ext: str) -> bytes:
+    """8-bit gray + alpha as a two-channel (Pillow "LA") PNG or TIFF; OpenCV writes 1, 3 or 4 channels only."""
+    im = Image.fromarray(np.ascontiguousarray(np.stack([gray, alpha.astype(np.uint8)], axis=2)))  # -> mode LA
+    buf = io.BytesIO()
+    im.save(buf, "PNG" if ext == ".png" else "TIFF", **({"compression": "tiff_deflate"} if ext != ".png" else {}))
+    return buf.getvalue()
 
 
 def write_photo(path: PathLike, rgb: np.ndarray, like: Photo) -> None:
