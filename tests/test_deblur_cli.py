@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,46 @@ def test_refusals_and_usage_errors(tmp_path, inputs, capsys):
     err = capsys.readouterr().err
     assert "nope.png" in err and "summary: 1 deblurred, 0 skipped, 1 failed of 2" in err
     assert not list(tmp_path.joinpath("o").glob(".*.tmp"))
+
+
+def test_output_problems_are_reported_per_file_or_as_usage(tmp_path, inputs, capsys, monkeypatch):
+    release = save_release(tmp_path / "release", tiny_state_dicts())
+    gray, rgba = str(inputs / "gray.jpg"), str(inputs / "rgba.png")
+    # an unknown format is bad usage, found before any model is loaded
+    assert main([gray, "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "none"), "--ext", "xyz"]) == 2
+    assert "--ext xyz: expected one of png" in capsys.readouterr().err
+    # an output folder that cannot be created
+    (tmp_path / "afile").write_text("x")
+    assert main([gray, "-o", str(tmp_path / "afile" / "o"), "--weights", str(release), "--quiet"]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
+    # a write that fails (a folder in the way) is that file's failure; the others are written
+    out = tmp_path / "o2"
+    (out / "gray.jpg").mkdir(parents=True)
+    assert main([gray, rgba, "-o", str(out), "--weights", str(release), "--quiet", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write '{out / 'gray.jpg'}'" in err and "1 deblurred, 0 skipped, 1 failed of 2" in err
+    assert (out / "rgba.png").is_file() and not list(out.glob(".*.tmp"))
+    # one file named twice (relative and absolute) is deblurred once
+    monkeypatch.chdir(inputs)
+    assert main(["gray.jpg", gray, "-o", str(tmp_path / "o3"), "--weights", str(release), "--quiet"]) == 0
+    assert "1 deblurred, 0 skipped, 0 failed of 1" in capsys.readouterr().err
+    # writing next to the inputs with another extension works; a second run that would deblur the first
+    # run's output into itself names the file at risk; with other work to do, only those files fail
+    assert main([gray, "-o", str(inputs), "--ext", "png", "--weights", str(release), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([str(inputs / "gray.*"), "-o", str(inputs), "--ext", "png", "--weights", str(release),
+                 "--quiet"]) == 2
+    at_risk = f"would overwrite the input file '{inputs / 'gray.png'}'"
+    assert at_risk in capsys.readouterr().err
+    assert main([str(inputs / "gray.*"), "-o", str(inputs), "--ext", "png", "--weights", str(release),
+                 "--quiet", "--overwrite"]) == 2
+    capsys.readouterr()
+    (inputs / "other").mkdir()
+    shutil.copy(inputs / "rgba.png", inputs / "other" / "new.png")
+    assert main([str(inputs / "gray.*"), str(inputs / "other"), "-o", str(inputs), "--ext", "png",
+                 "--weights", str(release), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert at_risk in err and "1 deblurred, 0 skipped, 2 failed of 3" in err and (inputs / "new.png").is_file()
 
 
 def test_experiment_folder(tmp_path, inputs):

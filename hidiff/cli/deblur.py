@@ -177,44 +177,68 @@ def _as_flags(message: str) -> str:
     return message
 
 
+def _output_extension(ext: Optional[str]) -> Optional[str]:
+    """``--ext`` as a lower-case suffix, refused (bad usage) unless it is a format the writer knows."""
+    from hidiff.inference.image_io import WRITABLE_EXTENSIONS
+
+    if not ext:
+        return None
+    suffix = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    if suffix not in WRITABLE_EXTENSIONS:
+        raise ConfigError(f"--ext {ext}: expected one of {', '.join(e[1:] for e in WRITABLE_EXTENSIONS)}")
+    return suffix
+
+
 def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
-    """(input, output) pairs; unusable input specs become failures, clashes raise."""
+    """(input, output) pairs; unusable inputs and output clashes become failures, an unusable -o raises."""
     from hidiff.inference.image_io import find_photos
 
+    ext = _output_extension(args.ext)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--output '{out_dir}' exists and is not a folder")
-    inputs: list[Path] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output '{out_dir}': cannot create the folder ({exc.strerror or exc})") from None
+    inputs: dict[Path, Path] = {}  # resolved -> as given: one file named twice is deblurred once
     failures: list[tuple[Path, str]] = []
+
+    def fail(path: Path, reason: str) -> None:
+        failures.append((path, reason))
+        print(f"error: {path}: {reason}", file=sys.stderr)
+
     for spec in args.inputs:
         try:
-            inputs += [p for p in find_photos(spec) if p not in inputs]
+            for p in find_photos(spec):
+                inputs.setdefault(p.resolve(), p)
         except DataError as exc:
             failures.append((Path(spec), str(exc)))
             print(f"error: {exc}", file=sys.stderr)
-    ext = None
-    if args.ext:
-        ext = args.ext.lower() if args.ext.startswith(".") else "." + args.ext.lower()
-    in_resolved = {p.resolve() for p in inputs}
     jobs: list[tuple[Path, Path]] = []
     claimed: dict[Path, Path] = {}
-    for p in inputs:
+    overwrites: list[tuple[Path, str]] = []
+    for p in inputs.values():
         dst = out_dir / (p.stem + (ext or p.suffix))
         key = dst.resolve()
-        if key in in_resolved:
-            raise ConfigError(f"output '{dst}' would overwrite the input '{p}'; choose another --output folder")
-        if key in claimed:
-            failures.append((p, f"output name {dst.name} already used by {claimed[key]}"))
-            print(f"error: {p}: output name {dst.name} already used by {claimed[key]}", file=sys.stderr)
-            continue
-        claimed[key] = p
-        jobs.append((p, dst))
+        if key in inputs:
+            overwrites.append((p, f"its output '{dst}' would overwrite the input file '{inputs[key]}'"))
+        elif key in claimed:
+            fail(p, f"output name {dst.name} already used by {claimed[key]}")
+        else:
+            claimed[key] = p
+            jobs.append((p, dst))
+    if overwrites and not jobs:  # e.g. -o is the input folder: a usage error, not a list of failures
+        raise ConfigError(f"--output '{out_dir}': {overwrites[0][1]}; choose another --output folder or --ext")
+    for p, reason in overwrites:
+        fail(p, reason + " (inputs are never overwritten)")
     if not jobs and not failures:
         raise DataError("no input images")
     return jobs, failures
 
 
 def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, list[tuple[Path, str]]]:
+    import cv2
     from tqdm import tqdm
 
     from hidiff.inference.image_io import from_tensor, read_photo, to_tensor, write_photo
@@ -238,13 +262,15 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, 
             out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed), progress=tile_progress)
             write_photo(dst, from_tensor(out), photo)
             done += 1
-        except (HidiffError, RuntimeError, ValueError) as exc:
-            if isinstance(exc, torch.OutOfMemoryError):
+        except (HidiffError, RuntimeError, ValueError, OSError, MemoryError, cv2.error) as exc:
+            if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
                 if pipeline.device.type == "cuda":
                     torch.cuda.empty_cache()
                 reason = "out of memory; try a smaller --tile (or --tile-batch 1)"
             elif isinstance(exc, HidiffError):
                 reason = str(exc)
+            elif isinstance(exc, OSError):  # reading is a DataError already, so this is the output file
+                reason = f"cannot write '{dst}': {exc.strerror or exc}"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
             failures.append((src, reason))
