@@ -197,6 +197,16 @@ def test_output_problems_are_reported_per_file_or_as_usage(tmp_path, inputs, cap
     assert at_risk in err and "1 deblurred, 0 skipped, 2 failed of 3" in err and (inputs / "new.png").is_file()
 
 
+def test_weights_saved_from_ddp_or_compile_are_recognised(tmp_path, inputs):
+    """'module.' / '_orig_mod.' prefixes (DDP, torch.compile) are stripped before the architecture is read."""
+    sds = {name: {f"module._orig_mod.{k}": v for k, v in sd.items()} for name, sd in tiny_state_dicts().items()}
+    release = save_release(tmp_path / "prefixed", sds)
+    assert main([str(inputs / "gray.jpg"), "-o", str(tmp_path / "o"), "--weights", str(release), "--quiet"]) == 0
+    pipeline, _ = load_official(release)
+    plain, _ = build_pipeline(tiny_state_dicts())
+    assert torch.equal(pipeline.net_g.output.weight, plain.net_g.output.weight)
+
+
 def test_experiment_folder(tmp_path, inputs):
     models = tmp_path / "exps" / "run1" / "models"
     models.mkdir(parents=True)

@@ -52,6 +52,10 @@ def test_truncated_and_missing_files(tmp_path):
         safe_load(cut)
     with pytest.raises(CheckpointError, match="not found"):
         safe_load(tmp_path / "nope.pth")
+    picture = tmp_path / "photo.png"  # a wrong file is named as such, not as a code-execution risk
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*photo\.png: not a torch file"):
+        safe_load(picture)
 
 
 def test_load_network_prefixes_and_param_key_fallback(tmp_path):

@@ -35,17 +35,27 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing to load {p}: it contains objects other than tensors and plain containers, which could run "
-            f"arbitrary code when unpickled ({_unpickler_reason(exc)})") from None
+        reason = _unpickler_reason(exc)
+        if "Unsupported global" in reason or "Unsupported class" in reason:
+            raise CheckpointError(
+                f"refusing to load {p}: it contains objects other than tensors and plain containers, which could "
+                f"run arbitrary code when unpickled ({reason})") from None
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+        what = ("a torch file with contents the safe loader does not read" if head[:2] in (b"PK", b"\x80\x02")
+                else "not a torch file")
+        raise CheckpointError(f"cannot read checkpoint {p}: {what} ({reason})") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError) as exc:
         raise CheckpointError(f"cannot read checkpoint {p}: it is truncated or not a torch file "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def _unpickler_reason(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln or "WeightsUnpickler" in ln]
-    return (lines[0] if lines else str(exc).splitlines()[0]).split(" Please use")[0]
+    """The one informative line of torch's weights-only error (e.g. 'Unsupported global: GLOBAL x.Y ...')."""
+    text = str(exc)
+    tail = text.split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return (lines[0] if lines else (text.splitlines() or ["unpickling failed"])[0]).split(" Please use")[0]
 
 
 def strip_prefixes(state: Mapping[str, Tensor], prefixes: tuple[str, ...] = PREFIXES) -> dict[str, Tensor]:
@@ -92,7 +102,8 @@ def select_params(ckpt: Any, param_key: str | None, path: str | os.PathLike) -> 
     if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
         return dict(ckpt)
     nested = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
-    raise CheckpointError(f"{path}: no '{param_key}' or 'params' entry and not a bare state_dict; "
+    wanted = f"'{param_key}'" if param_key == "params" else f"'{param_key}' or 'params'"
+    raise CheckpointError(f"{path}: no {wanted} entry and not a bare state_dict; "
                           f"top-level keys: {sorted(map(str, ckpt))[:10]}" + (f" (nested: {nested[:10]})" if nested else ""))
 
 

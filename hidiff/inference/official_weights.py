@@ -240,10 +240,11 @@ def build_pipeline(state_dicts: Mapping[str, StateDict], *, device: Union[str, t
     """Recognise, build, strictly load and return ``(RestorationPipeline, Recognised)``."""
     from hidiff.archs import build_network
     from hidiff.diffusion.latent_ddpm import build_diffusion
-    from hidiff.engine.checkpoint import load_state_into
+    from hidiff.engine.checkpoint import load_state_into, strip_prefixes
     from hidiff.inference.pipeline import RestorationPipeline
 
-    sds = {_ALIASES.get(k, k): v for k, v in state_dicts.items()}
+    # saved from inside DDP or torch.compile: recognise the keys the networks will load
+    sds = {_ALIASES.get(k, k): strip_prefixes(v) for k, v in state_dicts.items()}
     rec = recognise(sds, timesteps=timesteps)
     nets = {}
     for name, block in rec.networks.items():
