@@ -5,13 +5,12 @@ import json
 import subprocess
 import time
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from conftest import PY, REPO, run_env
-from hidiff.profiling import (PeakMemory, ProfileSpec, count_cases, count_flops, parse_size, reference_formulation,
+from hidiff.profiling import (ProfileSpec, count_cases, count_flops, parse_size, reference_formulation,
                               time_call)
 
 TINY_S2 = """

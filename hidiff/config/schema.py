@@ -54,13 +54,6 @@ LOADER_KEYS = {
 }
 
 
-# BasicSR dataset keys the official HI-Diff code ignores (quirk 17: its 8 dihedral transforms are always on)
-RETIRED_DATASET_KEYS = {
-    "use_hflip": "flips are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
-    "use_rot": "rotations are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
-}
-
-
 @dataclass
 class DatasetOptions:
     """One ``datasets.<phase>`` block: loader settings plus the dataset's own keyword arguments.
@@ -90,6 +83,12 @@ class DatasetOptions:
     weights: Optional[Dict[str, str]] = None
     params: Dict[str, Any] = field(default_factory=dict)
 
+    # BasicSR dataset keys the official HI-Diff code ignores (quirk 17: its 8 dihedral transforms are always on)
+    _retired = {
+        "use_hflip": "flips are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
+        "use_rot": "rotations are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
+    }
+
     @classmethod
     def from_yaml(cls, value: Any, path: str) -> "DatasetOptions":
         if not isinstance(value, Mapping):
@@ -97,7 +96,7 @@ class DatasetOptions:
         phase = path.rsplit(".", 1)[-1].split("_")[0]
         if phase not in ("train", "val", "test"):
             raise ConfigError(f"{path}: dataset keys must start with train, val or test (e.g. val_1, test_2)")
-        for key, why in RETIRED_DATASET_KEYS.items():
+        for key, why in cls._retired.items():
             if key in value:
                 raise ConfigError(f"{path}.{key}: {why}")
         loader = {k: v for k, v in value.items() if k in LOADER_KEYS}
@@ -153,7 +152,6 @@ class DatasetOptions:
 
 
 PROTOCOLS = ("gopro", "realblur", "basic", "dpdd")
-
 
 
 # ------------------------------------------------------------------------ diffusion

@@ -41,8 +41,8 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
                 f"refusing to load {p}: it contains objects other than tensors and plain containers, which could "
                 f"run arbitrary code when unpickled ({reason})") from None
         with open(p, "rb") as fh:
-            head = fh.read(4)
-        what = ("a torch file with contents the safe loader does not read" if head[:2] in (b"PK", b"\x80\x02")
+            head = fh.read(2)  # a zip archive (torch.save) or a protocol-2 pickle (legacy torch.save)
+        what = ("a torch file with contents the safe loader does not read" if head in (b"PK", b"\x80\x02")
                 else "not a torch file")
         raise CheckpointError(f"cannot read checkpoint {p}: {what} ({reason})") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError) as exc:
