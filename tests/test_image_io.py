@@ -228,3 +228,16 @@ def test_output_formats_are_checked(tmp_path, chelsea):
                         cv2.IMREAD_UNCHANGED).dtype == np.uint16
     with pytest.raises(DataError, match=r"cannot write '\.xyz' files .*expected one of \.png"):
         encode_photo(photo16.rgb, photo16, "xyz")
+
+
+def test_alpha_is_refused_only_where_the_format_cannot_hold_it(tmp_path, chelsea):
+    alpha = np.tile(np.linspace(0, 255, chelsea.shape[1]).astype(np.uint8), (chelsea.shape[0], 1))
+    src = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([chelsea, alpha]), "RGBA").save(src)
+    photo = read_photo(src)
+    for ext in (".jpg", ".ppm"):
+        with pytest.raises(DataError, match=f"cannot keep the alpha channel .* '\\{ext}' file"):
+            encode_photo(photo.rgb, photo, ext)
+    for ext in (".bmp", ".webp", ".TIF"):  # 32-bit BMP, lossless WebP: alpha survives bit for bit
+        back = cv2.imdecode(np.frombuffer(encode_photo(photo.rgb, photo, ext), np.uint8), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(back[..., 3], alpha)

@@ -179,11 +179,11 @@ def _as_flags(message: str) -> str:
 
 def _output_extension(ext: Optional[str]) -> Optional[str]:
     """``--ext`` as a lower-case suffix, refused (bad usage) unless it is a format the writer knows."""
-    from hidiff.inference.image_io import WRITABLE_EXTENSIONS
+    from hidiff.inference.image_io import WRITABLE_EXTENSIONS, output_suffix
 
     if not ext:
         return None
-    suffix = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    suffix = output_suffix(ext)
     if suffix not in WRITABLE_EXTENSIONS:
         raise ConfigError(f"--ext {ext}: expected one of {', '.join(e[1:] for e in WRITABLE_EXTENSIONS)}")
     return suffix

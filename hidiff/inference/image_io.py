@@ -48,6 +48,7 @@ _MAX_BY_DTYPE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 # output formats, and those that hold 16-bit samples (OpenCV saturates 16 bits into the others)
 WRITABLE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
+NO_ALPHA_EXTENSIONS = (".jpg", ".jpeg", ".ppm", ".pgm", ".pnm")
 
 
 @dataclass
@@ -171,9 +172,15 @@ def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ writing
+def output_suffix(ext: str) -> str:
+    """An extension as written by users ('PNG', '.tif') as a lower-case suffix ('.png', '.tif')."""
+    ext = ext.lower()
+    return ext if ext.startswith(".") else "." + ext
+
+
 def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
     """Encode restored RGB floats the way ``like`` was stored (bit depth, gray, alpha)."""
-    ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    ext = output_suffix(ext)
     dtype = like.dtype
     if ext not in WRITABLE_EXTENSIONS:
         raise DataError(f"cannot write '{ext}' files (for '{like.path}'); expected one of "
@@ -190,7 +197,7 @@ def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
         pixels = rgb[:, :, ::-1]  # RGB -> BGR for OpenCV
     pixels = quantize(pixels, dtype)
     if like.alpha is not None:
-        if ext in (".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm"):
+        if ext in NO_ALPHA_EXTENSIONS:
             raise DataError(f"cannot keep the alpha channel of '{like.path}' in a '{ext}' file")
         if pixels.ndim == 2 and dtype == np.uint8 and ext in (".png", ".tif", ".tiff"):
             return _encode_gray_alpha(pixels, like.alpha, ext)
