@@ -5,17 +5,37 @@ names follow BasicSR / the official HI-Diff files (``network_g``, ``path``,
 ``train``, ``val``, ``datasets``, ``diffusion_schedule``) so official option
 files port with small edits; keys that the official code silently ignores are
 rejected with an explanation instead of looking functional.
+
+Every value is checked for type and range (fields declared with ``spec``), every
+component name against its registry, and every problem of a file is reported in
+one ConfigError, one line per problem with its key path.  The same declarations
+generate the JSON Schema of option files (``hidiff.config.json_schema``).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Mapping, Optional, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Union, get_args
 
-from hidiff.config.typed import convert, from_dict, to_dict, type_hints
+from hidiff.config import registries
+from hidiff.config.typed import Problems, check_field, convert, spec, to_dict, type_hints
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
+
+#: numpy's legacy seeding (and so every library seeded from it) takes 0 .. 2**32 - 1
+MAX_SEED = 2 ** 32 - 1
+
+
+def check_folder_name(value: Any, where: str) -> None:
+    """``value`` must name one folder inside a root: not empty, no separator, not '.'/'..', not absolute."""
+    if not isinstance(value, str):
+        return
+    if value.strip() in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value \
+            or re.match(r"^[A-Za-z]:", value):
+        raise ConfigError(f"{where}: expected a plain folder name (no '/' or '\\', no drive, not '.' or '..'; it names "
+                          f"a folder inside the experiments/results root), got {value!r}")
 
 
 # --------------------------------------------------------------------------- blocks
@@ -46,6 +66,16 @@ class LossBlock(Block):
     """A loss: ``{type: L1Loss, loss_weight: 1.0, reduction: mean}``."""
 
 
+@dataclass
+class OptimizerBlock(Block):
+    """``train.optim_total``: a ``torch.optim`` class and its options (``{type: AdamW, lr: 2e-4}``)."""
+
+
+@dataclass
+class SchedulerBlock(Block):
+    """``train.scheduler``: an iteration-based learning-rate schedule and its options."""
+
+
 # ------------------------------------------------------------------------- datasets
 LOADER_KEYS = {
     "name", "type", "batch_size_per_gpu", "num_worker_per_gpu", "dataset_enlarge_ratio", "prefetch_mode",
@@ -53,37 +83,40 @@ LOADER_KEYS = {
     "drop_last", "weights",
 }
 
+Protocol = Literal["gopro", "realblur", "basic", "dpdd"]
+PROTOCOLS = get_args(Protocol)
+
 
 @dataclass
 class DatasetOptions:
     """One ``datasets.<phase>`` block: loader settings plus the dataset's own keyword arguments.
 
     The dataset keywords (``params``) are checked against the registered dataset
-    class's signature, so a misspelled ``dataroot_gt`` fails at load time.
+    class's signature (names, types, ranges), so a misspelled ``dataroot_gt`` fails
+    at load time.
     """
 
-    name: str
-    type: str
+    name: str = spec(doc="name of the set in logs and reports; also its results sub-folder")
+    type: str = spec(doc="dataset class", registry="dataset")
     phase: str = "train"
-    batch_size_per_gpu: int = 1
-    num_worker_per_gpu: int = 0
-    dataset_enlarge_ratio: int = 1
-    prefetch_mode: Optional[Literal["cpu", "cuda"]] = None
-    pin_memory: bool = False
-    persistent_workers: bool = False
-    use_shuffle: bool = True
-    drop_last: bool = True
-    # progressive patch/batch schedule (hidiff.md 3.3); all three or none
-    mini_batch_sizes: Optional[List[int]] = None
-    iters: Optional[List[int]] = None
-    gt_sizes: Optional[List[int]] = None
-    # evaluation protocol for val/test sets: gopro | realblur | basic | dpdd (default from the name)
-    protocol: Optional[str] = None
-    # test sets only: per-set weights (network suffix -> file) overriding path.pretrain_network_<x>
-    weights: Optional[Dict[str, str]] = None
+    batch_size_per_gpu: int = spec(1, "samples per process and iteration", ge=1)
+    num_worker_per_gpu: int = spec(0, "DataLoader worker processes per process", ge=0)
+    dataset_enlarge_ratio: int = spec(1, "repeat the training set this many times per epoch", ge=1)
+    prefetch_mode: Optional[Literal["cpu", "cuda"]] = spec(None, "prefetch batches on a thread (cpu) or stream (cuda)")
+    pin_memory: bool = spec(False, "pin loader memory")
+    persistent_workers: bool = spec(False, "keep loader workers alive between epochs")
+    use_shuffle: bool = spec(True, "shuffle the training set")
+    drop_last: bool = spec(True, "drop the last incomplete batch")
+    mini_batch_sizes: Optional[List[int]] = spec(None, "progressive schedule: batch size per phase", ge=1)
+    iters: Optional[List[int]] = spec(None, "progressive schedule: iterations per phase (sum = train.total_iter)",
+                                      ge=1)
+    gt_sizes: Optional[List[int]] = spec(None, "progressive schedule: crop size per phase", ge=1)
+    protocol: Optional[Protocol] = spec(None, "evaluation protocol of a val/test set (default from the name)")
+    weights: Optional[Dict[str, str]] = spec(None, "test sets only: network suffix -> weight file, overriding "
+                                                   "path.pretrain_network_<x>")
     params: Dict[str, Any] = field(default_factory=dict)
 
-    # BasicSR dataset keys the official HI-Diff code ignores (quirk 17: its 8 dihedral transforms are always on)
+    # BasicSR dataset keys the official HI-Diff code ignores (its 8 dihedral transforms are always on)
     _retired = {
         "use_hflip": "flips are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
         "use_rot": "rotations are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
@@ -91,58 +124,76 @@ class DatasetOptions:
 
     @classmethod
     def from_yaml(cls, value: Any, path: str) -> "DatasetOptions":
+        problems = Problems()
+        obj = cls.parse(value, path, problems)
+        problems.raise_if_any()
+        return obj
+
+    @classmethod
+    def parse(cls, value: Any, path: str, problems: Problems) -> Optional["DatasetOptions"]:
+        """Add every problem of the block to ``problems``; the object, if its loader keys are valid."""
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            problems.add(f"{path}: expected a mapping, got {value!r}")
+            return None
         phase = path.rsplit(".", 1)[-1].split("_")[0]
         if phase not in ("train", "val", "test"):
-            raise ConfigError(f"{path}: dataset keys must start with train, val or test (e.g. val_1, test_2)")
+            problems.add(f"{path}: dataset keys must start with train, val or test (e.g. val_1, test_2)")
+            return None
         for key, why in cls._retired.items():
             if key in value:
-                raise ConfigError(f"{path}.{key}: {why}")
+                problems.add(f"{path}.{key}: {why}")
         loader = {k: v for k, v in value.items() if k in LOADER_KEYS}
-        params = {str(k): v for k, v in value.items() if k not in LOADER_KEYS}
+        params = {str(k): v for k, v in value.items() if k not in LOADER_KEYS and k not in cls._retired}
         if "phase" in params:
-            raise ConfigError(f"{path}.phase: the phase comes from the block's key ('{phase}'); remove it")
+            problems.add(f"{path}.phase: the phase comes from the block's key ('{phase}'); remove it")
+            del params["phase"]
         io = params.get("io_backend")
         if isinstance(io, Mapping):  # BasicSR style ``io_backend: {type: disk}``
             params["io_backend"] = io.get("type", "disk")
         hints = type_hints(cls)
-        typed = {k: convert(v, hints[k], f"{path}.{k}") for k, v in loader.items() if k in hints}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        typed, failed = {}, False
+        for k, v in loader.items():
+            with problems.guard():
+                failed = True
+                typed[k] = convert(v, hints[k], f"{path}.{k}")
+                check_field(fields[k], typed[k], f"{path}.{k}")
+                if k == "name":
+                    check_folder_name(typed[k], f"{path}.name")
+                failed = False
+            if failed:
+                return None
         for req in ("name", "type"):
-            if req not in typed:
-                raise ConfigError(f"{path}: missing required key '{req}'")
+            if req not in loader:
+                problems.add(f"{path}: missing required key '{req}'")
+                return None
         obj = cls(phase=phase, params=params, **typed)
-        obj.validate(path)
+        with problems.guard():
+            obj.validate(path)
         return obj
 
     def validate(self, path: str) -> None:
-        from hidiff.registry import DATASET_REGISTRY
-        from hidiff.utils.kwargs import check_kwargs
-        import hidiff.data  # noqa: F401  (registers the dataset classes)
-
-        try:
-            cls = DATASET_REGISTRY.get(self.type)
-        except Exception as exc:
-            raise ConfigError(f"{path}.type: {exc}") from None
-        check_kwargs(cls, {**self.params, "phase": self.phase}, path)
+        problems = Problems()
+        with problems.guard():
+            registries.check_kwargs("dataset", registries.lookup("dataset", self.type, f"{path}.type"),
+                                    self.params, path)
         prog = [self.mini_batch_sizes, self.iters, self.gt_sizes]
         if any(p is not None for p in prog):
             if any(p is None for p in prog):
-                raise ConfigError(f"{path}: mini_batch_sizes, iters and gt_sizes must be given together")
-            if not (len(self.mini_batch_sizes) == len(self.iters) == len(self.gt_sizes)):
-                raise ConfigError(f"{path}: mini_batch_sizes, iters and gt_sizes must have equal lengths, got "
-                                  f"{len(self.mini_batch_sizes)}, {len(self.iters)}, {len(self.gt_sizes)}")
-            gt_size = self.params.get("gt_size")
-            if gt_size is not None and max(self.gt_sizes) > gt_size:
-                raise ConfigError(f"{path}.gt_sizes: {max(self.gt_sizes)} exceeds gt_size {gt_size}")
-            if max(self.mini_batch_sizes) > self.batch_size_per_gpu:
-                raise ConfigError(f"{path}.mini_batch_sizes: {max(self.mini_batch_sizes)} exceeds "
-                                  f"batch_size_per_gpu {self.batch_size_per_gpu}")
+                problems.add(f"{path}: mini_batch_sizes, iters and gt_sizes must be given together")
+            elif not (len(self.mini_batch_sizes) == len(self.iters) == len(self.gt_sizes)):
+                problems.add(f"{path}: mini_batch_sizes, iters and gt_sizes must have equal lengths, got "
+                             f"{len(self.mini_batch_sizes)}, {len(self.iters)}, {len(self.gt_sizes)}")
+            else:
+                gt_size = self.params.get("gt_size")
+                if isinstance(gt_size, int) and self.gt_sizes and max(self.gt_sizes) > gt_size:
+                    problems.add(f"{path}.gt_sizes: {max(self.gt_sizes)} exceeds gt_size {gt_size}")
+                if self.mini_batch_sizes and max(self.mini_batch_sizes) > self.batch_size_per_gpu:
+                    problems.add(f"{path}.mini_batch_sizes: {max(self.mini_batch_sizes)} exceeds "
+                                 f"batch_size_per_gpu {self.batch_size_per_gpu}")
         if self.weights and self.phase == "train":
-            raise ConfigError(f"{path}.weights: per-set weights are for val/test sets only")
-        if self.protocol is not None and self.protocol not in PROTOCOLS:
-            raise ConfigError(f"{path}.protocol: expected one of {', '.join(PROTOCOLS)}, got "
-                              f"'{self.protocol}'{did_you_mean(self.protocol, PROTOCOLS)}")
+            problems.add(f"{path}.weights: per-set weights are for val/test sets only")
+        problems.raise_if_any()
 
     def to_plain(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -151,33 +202,32 @@ class DatasetOptions:
         return out
 
 
-PROTOCOLS = ("gopro", "realblur", "basic", "dpdd")
-
-
 # ------------------------------------------------------------------------ diffusion
 @dataclass
 class DiffusionOptions:
-    """``diffusion_schedule``: the latent DDPM of stage 2 (hidiff.md 3.7).
+    """``diffusion_schedule``: the latent DDPM of stage 2.
 
     ``apply_ldm`` picks the official implementation: false = the local GoPro path
     (eps-prediction, clamp, true-linear betas), true = the LDM x0-prediction path.
     The official files say ``schedule: linear`` for both, but the LDM path means a
-    sqrt-space linear ramp (quirk 9); ``schedule: linear`` with ``apply_ldm: true``
+    sqrt-space linear ramp; ``schedule: linear`` with ``apply_ldm: true``
     is therefore read as ``sqrt_linear``.  The remaining keys override single
     quirks of the chosen implementation (null keeps the official value); so
     does ``timesteps``: left out, it is the implementation's official T (8 for
     the local path, 16 for the LDM path).
     """
 
-    apply_ldm: bool = False
-    schedule: str = "linear"
-    timesteps: Optional[int] = None
-    linear_start: float = 0.1
-    linear_end: float = 0.99
-    parameterization: Optional[Literal["eps", "x0"]] = None
-    clip_denoised: Optional[bool] = None
-    time_encoding: Optional[Literal["plus_one_full", "index_tokens"]] = None
-    q_sample_uses_alpha_bar: Optional[bool] = None
+    apply_ldm: bool = spec(False, "false: the local eps-prediction path; true: the LDM x0-prediction path")
+    schedule: Literal["linear", "sqrt_linear", "cosine"] = spec(
+        "linear", "beta schedule ('linear' with apply_ldm true means sqrt_linear)")
+    timesteps: Optional[int] = spec(None, "diffusion steps T (null: the implementation's official T)", ge=1)
+    linear_start: float = spec(0.1, "first beta of the linear schedules", gt=0, lt=1)
+    linear_end: float = spec(0.99, "last beta of the linear schedules", gt=0, lt=1)
+    parameterization: Optional[Literal["eps", "x0"]] = spec(None, "what the denoiser predicts (null: official)")
+    clip_denoised: Optional[bool] = spec(None, "clamp the predicted x0 (null: official)")
+    time_encoding: Optional[Literal["plus_one_full", "index_tokens"]] = spec(
+        None, "how the step index reaches the denoiser (null: official)")
+    q_sample_uses_alpha_bar: Optional[bool] = spec(None, "forward noising with alpha-bar (null: official)")
 
     @property
     def implementation(self) -> str:
@@ -186,14 +236,6 @@ class DiffusionOptions:
     @property
     def resolved_schedule(self) -> str:
         return "sqrt_linear" if (self.apply_ldm and self.schedule == "linear") else self.schedule
-
-    def validate(self, path: str) -> None:
-        from hidiff.diffusion.schedules import SCHEDULES
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"{path}.schedule: expected one of {', '.join(SCHEDULES)}, got '{self.schedule}'"
-                              f"{did_you_mean(self.schedule, SCHEDULES)}")
-        if self.timesteps is not None and self.timesteps < 1:
-            raise ConfigError(f"{path}.timesteps: must be >= 1, got {self.timesteps}")
 
     def build(self):
         """The LatentDDPM these options describe."""
@@ -216,16 +258,22 @@ class PathOptions:
     or a path to a run folder; ``stage1_iter`` picks ``latest`` or an iteration.
     """
 
-    pretrain: Dict[str, Optional[str]] = field(default_factory=dict)
-    strict_load: Dict[str, bool] = field(default_factory=dict)
-    param_key: Dict[str, str] = field(default_factory=dict)
-    resume_state: Optional[str] = None
-    experiments_root: str = "experiments"
-    results_root: str = "results"
-    stage1: Optional[str] = None
-    stage1_iter: Union[int, str] = "latest"
-    ignore_resume_networks: List[str] = field(default_factory=list)
+    pretrain: Dict[str, Optional[str]] = spec(doc="pretrain_network_<x>: weight file network_<x> starts from",
+                                              default_factory=dict)
+    strict_load: Dict[str, bool] = spec(doc="strict_load_<x>: every state_dict key must match network_<x>",
+                                        default_factory=dict)
+    param_key: Dict[str, str] = spec(doc="param_key_<x>: the entry of the weight file holding the state_dict",
+                                     default_factory=dict)
+    resume_state: Optional[str] = spec(None, "training state file to resume from")
+    experiments_root: str = spec("experiments", "folder holding one run folder per experiment name")
+    results_root: str = spec("results", "folder holding the test results, one folder per name")
+    stage1: Optional[str] = spec(None, "stage-2 runs: the stage-1 experiment name or run folder")
+    stage1_iter: Union[int, Literal["latest"]] = spec("latest", "which stage-1 checkpoint: 'latest' or an "
+                                                                "iteration", ge=1)
+    ignore_resume_networks: List[str] = spec(doc="network suffixes not restored on resume", default_factory=list)
 
+    #: YAML key prefix -> field of the per-network keys
+    PER_NETWORK = {"pretrain_network": "pretrain", "strict_load": "strict_load", "param_key": "param_key"}
     _PER_NET = re.compile(r"^(pretrain_network|strict_load|param_key)_(\w+)$")
     _PLAIN = ("resume_state", "experiments_root", "results_root", "stage1", "stage1_iter", "ignore_resume_networks")
 
@@ -236,26 +284,28 @@ class PathOptions:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         obj = cls()
+        hints = type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        problems = Problems()
         for key, v in value.items():
             where = f"{path}.{key}"
             m = cls._PER_NET.match(str(key))
-            if m:
-                kind, net = m.groups()
-                if kind == "pretrain_network":
-                    obj.pretrain[net] = convert(v, Optional[str], where)
-                elif kind == "strict_load":
-                    obj.strict_load[net] = convert(v, bool, where)
+            with problems.guard():
+                if m:
+                    kind, net = m.groups()
+                    name = cls.PER_NETWORK[kind]
+                    getattr(obj, name)[net] = convert(v, hints[name].__args__[1], where)
+                elif key in cls._PLAIN:
+                    converted = convert(v, hints[key], where)
+                    check_field(fields[key], converted, where)
+                    if key in ("experiments_root", "results_root") and not converted.strip():
+                        raise ConfigError(f"{where}: expected a folder path, got an empty string")
+                    setattr(obj, key, converted)
                 else:
-                    obj.param_key[net] = convert(v, str, where)
-            elif key in cls._PLAIN:
-                hint = {"resume_state": Optional[str], "experiments_root": str, "results_root": str,
-                        "stage1": Optional[str], "stage1_iter": Union[int, str],
-                        "ignore_resume_networks": List[str]}[key]
-                setattr(obj, key, convert(v, hint, where))
-            else:
-                known = list(cls._PLAIN) + ["pretrain_network_<x>", "strict_load_<x>", "param_key_<x>"]
-                raise ConfigError(f"{where}: unknown key{did_you_mean(str(key), known)}; valid keys: "
-                                  f"{', '.join(known)}")
+                    known = list(cls._PLAIN) + ["pretrain_network_<x>", "strict_load_<x>", "param_key_<x>"]
+                    raise ConfigError(f"{where}: unknown key{did_you_mean(str(key), known)}; valid keys: "
+                                      f"{', '.join(known)}")
+        problems.raise_if_any()
         return obj
 
     def to_plain(self) -> Dict[str, Any]:
@@ -276,31 +326,34 @@ class PathOptions:
 class AmpOptions:
     """``train.amp``: mixed precision on CUDA (bf16 needs no GradScaler; fp16 uses one)."""
 
-    enabled: bool = False
-    dtype: Literal["bf16", "fp16"] = "bf16"
+    enabled: bool = spec(False, "train in mixed precision on CUDA")
+    dtype: Literal["bf16", "fp16"] = spec("bf16", "the reduced precision (fp16 uses a GradScaler)")
 
 
 @dataclass
 class TrainOptions:
-    """``train``: optimisation of one stage (hidiff.md 3.4)."""
+    """``train``: optimisation of one stage."""
 
-    total_iter: int
-    optim_total: Optional[Block] = None
-    scheduler: Optional[Block] = None
-    warmup_iter: int = -1
-    pixel_opt: Optional[LossBlock] = None
-    pixel_diff_opt: Optional[LossBlock] = None
-    perceptual_opt: Optional[LossBlock] = None
-    use_grad_clip: bool = True
+    total_iter: int = spec(doc="iterations of the run", ge=1)
+    optim_total: Optional[OptimizerBlock] = spec(None, "the one optimiser over every trained network",
+                                                 registry="optimizer")
+    scheduler: Optional[SchedulerBlock] = spec(None, "learning-rate schedule (null: constant)", registry="scheduler")
+    warmup_iter: int = spec(-1, "linear warm-up iterations (-1: none)", ge=-1)
+    pixel_opt: Optional[LossBlock] = spec(None, "loss between output and target", registry="loss")
+    pixel_diff_opt: Optional[LossBlock] = spec(None, "stage 2: loss between the generated and the stage-1 prior",
+                                               registry="loss")
+    perceptual_opt: Optional[LossBlock] = spec(None, "perceptual loss", registry="loss")
+    use_grad_clip: bool = spec(True, "clip the global gradient norm")
     # Official value, hard-coded there (Restormer heritage): one global norm over all optimised nets.
-    grad_clip_norm: float = 0.01
-    ema_decay: float = 0.0
-    amp: AmpOptions = field(default_factory=AmpOptions)
-    channels_last: bool = False
-    compile: bool = False
-    grad_accum_steps: int = 1
-    max_consecutive_nonfinite: int = 20
-    deterministic: bool = False
+    grad_clip_norm: float = spec(0.01, "maximum global gradient norm when use_grad_clip", gt=0)
+    ema_decay: float = spec(0.0, "EMA of the weights (0: off)", ge=0, lt=1)
+    amp: AmpOptions = spec(doc="mixed precision", default_factory=AmpOptions)
+    channels_last: bool = spec(False, "channels-last memory format")
+    compile: bool = spec(False, "torch.compile the networks")
+    grad_accum_steps: int = spec(1, "micro-batches per optimiser step", ge=1)
+    max_consecutive_nonfinite: int = spec(20, "stop after this many skipped non-finite steps in a row (0: never)",
+                                          ge=0)
+    deterministic: bool = spec(False, "deterministic kernels")
 
     _aliases = {"optim_g": "optim_total"}
     _retired = {
@@ -308,26 +361,13 @@ class TrainOptions:
     }
 
     def validate(self, path: str) -> None:
-        if self.total_iter < 1:
-            raise ConfigError(f"{path}.total_iter: must be >= 1, got {self.total_iter}")
-        if self.grad_accum_steps < 1:
-            raise ConfigError(f"{path}.grad_accum_steps: must be >= 1, got {self.grad_accum_steps}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"{path}.ema_decay: must be in [0, 1), got {self.ema_decay}")
-        if self.optim_total is not None:
-            import torch.optim
-            from hidiff.utils.kwargs import check_kwargs
-            cls = getattr(torch.optim, self.optim_total.type, None)
-            if not isinstance(cls, type):
-                names = [n for n in dir(torch.optim) if n[0].isupper() and n != "Optimizer"]
-                raise ConfigError(f"{path}.optim_total.type: unknown optimizer '{self.optim_total.type}'"
-                                  f"{did_you_mean(self.optim_total.type, names)}")
-            check_kwargs(cls, {"params": None, **self.optim_total.kwargs}, f"{path}.optim_total")
-        for name in ("pixel_opt", "pixel_diff_opt", "perceptual_opt"):
-            blk = getattr(self, name)
-            if blk is not None:
-                from hidiff.losses import check_loss_block
-                check_loss_block(blk, f"{path}.{name}")
+        if self.scheduler is None:
+            return
+        cls = registries.lookup("scheduler", self.scheduler.type, f"{path}.scheduler.type")
+        periods = self.scheduler.kwargs.get("periods")
+        if hasattr(cls, "total") and isinstance(periods, list) and sum(periods) < self.total_iter:
+            raise ConfigError(f"{path}.scheduler.periods: the periods sum to {sum(periods)} but "
+                              f"{path}.total_iter is {self.total_iter}; make the periods cover the whole run")
 
 
 # ----------------------------------------------------------------------------- val
@@ -335,32 +375,36 @@ class TrainOptions:
 class MetricOptions:
     """One ``val.metrics.<name>`` block (validation during training)."""
 
-    type: str
-    crop_border: int = 0
-    test_y_channel: bool = False
-    better: Literal["higher", "lower"] = "higher"
+    type: str = spec(doc="metric variant (BasicSR's calculate_psnr / calculate_ssim are accepted)",
+                     registry="metric")
+    crop_border: int = spec(0, "pixels cut off every edge before scoring", ge=0)
+    test_y_channel: bool = spec(False, "score the Y channel only")
+    better: Literal["higher", "lower"] = spec("higher", "which direction is better")
+
+    def validate(self, path: str) -> None:
+        self.type = registries.lookup_canonical("metric", self.type)
 
 
 @dataclass
 class ValOptions:
     """``val``: validation during training and options of ``test.py``."""
 
-    val_freq: int = 5000
-    save_img: bool = False
-    suffix: Optional[str] = None
-    pbar: bool = False
-    window_size: int = 8
-    metrics: Dict[str, MetricOptions] = field(default_factory=dict)
-    tile: Optional[Dict[str, Any]] = None
-    self_ensemble: bool = False
-    comparison_grid: bool = False
-    max_images: Optional[int] = None
-    use_ema: bool = True
-    key_metric: Optional[str] = None
-    score_input: bool = False      # test.py: also score the blurry input (a baseline row in the reports)
+    val_freq: int = spec(5000, "validate every this many iterations", ge=1)
+    save_img: bool = spec(False, "write the restored images")
+    suffix: Optional[str] = spec(None, "suffix of written image names")
+    pbar: bool = spec(False, "show a progress bar")
+    window_size: int = spec(8, "pad images to a multiple of this for whole-image inference", ge=1)
+    metrics: Dict[str, MetricOptions] = spec(doc="metric name -> metric block", default_factory=dict)
+    tile: Optional[Dict[str, Any]] = spec(None, "overlapping-window inference (null: whole image)")
+    self_ensemble: bool = spec(False, "x8 dihedral self-ensemble")
+    comparison_grid: bool = spec(False, "write a blurry | restored | sharp picture")
+    max_images: Optional[int] = spec(None, "validate on at most this many images per set", ge=1)
+    use_ema: bool = spec(True, "validate/test the EMA weights when there are any")
+    key_metric: Optional[str] = spec(None, "the metric that picks the best checkpoint (one of metrics)")
+    score_input: bool = spec(False, "test.py: also score the blurry input (a baseline row in the reports)")
 
     _retired = {
-        # quirk 17: the official code reads this key nowhere, so an official file saying ``true`` never
+        # the official code reads this key nowhere, so an official file saying ``true`` never
         # self-ensembled; mapping it onto ours would silently change such a run's numbers
         "selfensemble_testing": "the official code ignores this key; hidiff's x8 self-ensemble is val.self_ensemble",
         "rgb2bgr": "images are always handled as RGB; remove it",
@@ -368,15 +412,14 @@ class ValOptions:
     }
 
     def validate(self, path: str) -> None:
-        if self.val_freq < 1:
-            raise ConfigError(f"{path}.val_freq: must be >= 1, got {self.val_freq}")
-        if self.window_size < 1:
-            raise ConfigError(f"{path}.window_size: must be >= 1, got {self.window_size}")
+        problems = Problems()
         if self.tile is not None:
-            self.tile_options(path)
+            with problems.guard():
+                self.tile_options(path)
         if self.key_metric is not None and self.key_metric not in self.metrics:
-            raise ConfigError(f"{path}.key_metric: '{self.key_metric}' is not one of the metrics "
-                              f"({', '.join(self.metrics) or 'none'})")
+            problems.add(f"{path}.key_metric: '{self.key_metric}' is not one of the metrics "
+                         f"({', '.join(self.metrics) or 'none'}){did_you_mean(self.key_metric, self.metrics)}")
+        problems.raise_if_any()
 
     def tile_options(self, path: str = "val"):
         """The validated TileOptions, or None for whole-image inference."""
@@ -391,12 +434,12 @@ class ValOptions:
 class LoggerOptions:
     """``logger``: how often to print, save and how many checkpoints to keep."""
 
-    print_freq: int = 100
-    save_checkpoint_freq: int = 5000
-    use_tb_logger: bool = True
-    keep_last: int = 3
-    keep_best: bool = True
-    pbar: bool = True
+    print_freq: int = spec(100, "log every this many iterations", ge=1)
+    save_checkpoint_freq: int = spec(5000, "save a checkpoint every this many iterations", ge=1)
+    use_tb_logger: bool = spec(True, "write TensorBoard events")
+    keep_last: int = spec(3, "keep this many newest checkpoints (0: all)", ge=0)
+    keep_best: bool = spec(True, "also keep the best checkpoint by val.key_metric")
+    pbar: bool = spec(True, "show a progress bar")
 
     _retired = {"wandb": "wandb is not supported; use TensorBoard (logger.use_tb_logger)"}
 
@@ -405,9 +448,9 @@ class LoggerOptions:
 class DistOptions:
     """``dist_params``: process-group settings (the launcher itself is torchrun)."""
 
-    backend: Literal["auto", "nccl", "gloo"] = "auto"
-    port: int = 29500
-    find_unused_parameters: bool = False
+    backend: Literal["auto", "nccl", "gloo"] = spec("auto", "process-group backend (auto: nccl on CUDA, else gloo)")
+    port: int = spec(29500, "rendezvous port when not launched by torchrun", ge=1, le=65535)
+    find_unused_parameters: bool = spec(False, "DDP find_unused_parameters")
 
 
 # -------------------------------------------------------------------------- top
@@ -415,93 +458,153 @@ class DistOptions:
 class Options:
     """A whole validated option file."""
 
-    name: str
-    model_type: str
+    name: str = spec(doc="experiment name: the run folder inside path.experiments_root (a plain folder name)")
+    model_type: str = spec(doc="the stage model", registry="model")
     is_train: bool = True
-    scale: int = 1
-    num_gpu: Union[int, str] = "auto"
-    manual_seed: int = 100
+    scale: int = spec(1, "upscaling factor (1 for deblurring)", ge=1)
+    num_gpu: Union[int, Literal["auto"]] = spec("auto", "GPUs to use ('auto': all visible)", ge=0)
+    manual_seed: int = spec(100, "seed of every random generator", ge=0, le=MAX_SEED)
     datasets: Dict[str, DatasetOptions] = field(default_factory=dict)
     networks: Dict[str, Block] = field(default_factory=dict)
-    diffusion_schedule: Optional[DiffusionOptions] = None
-    path: PathOptions = field(default_factory=PathOptions)
-    train: Optional[TrainOptions] = None
-    val: ValOptions = field(default_factory=ValOptions)
-    logger: LoggerOptions = field(default_factory=LoggerOptions)
-    dist_params: DistOptions = field(default_factory=DistOptions)
+    diffusion_schedule: Optional[DiffusionOptions] = spec(None, "stage 2: the latent DDPM")
+    path: PathOptions = spec(doc="weights, resume, output roots and the stage-1 link", default_factory=PathOptions)
+    train: Optional[TrainOptions] = spec(None, "optimisation (training files)")
+    val: ValOptions = spec(doc="validation and test options", default_factory=ValOptions)
+    logger: LoggerOptions = spec(doc="logging and checkpoints", default_factory=LoggerOptions)
+    dist_params: DistOptions = spec(doc="distributed training", default_factory=DistOptions)
     source: Optional[str] = None
 
     _TOP = ("name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "diffusion_schedule", "path",
             "train", "val", "logger", "dist_params", "is_train")
     _NET = re.compile(r"^network_(\w+)$")
+    #: dataset keys: the phase, optionally ``_<suffix>``
+    DATASET_KEY = r"^(train|val|test)(_\w+)?$"
 
     @classmethod
     def from_yaml(cls, data: Any, path: str = "", is_train: bool = True, source: Optional[str] = None) -> "Options":
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source or 'options'}: the top level must be a mapping, got {type(data).__name__}")
-        plain = {}
+        problems = Problems()
+        failed: Set[str] = set()
         networks: Dict[str, Block] = {}
+        plain: Dict[str, Any] = {}
         for key, value in data.items():
             key = str(key)
             m = cls._NET.match(key)
             if m:
-                networks[m.group(1)] = Block.from_yaml(value, key)
+                with problems.guard():
+                    failed.add("networks")
+                    blk = Block.from_yaml(value, key)
+                    registries.check_block("arch", blk, key)
+                    networks[m.group(1)] = blk
+                    failed.discard("networks")
             elif key in cls._TOP:
                 plain[key] = value
             else:
-                raise ConfigError(f"{key}: unknown top-level key{did_you_mean(key, list(cls._TOP) + ['network_g'])}; "
-                                  f"valid: {', '.join(cls._TOP)}, network_<x>")
+                problems.add(f"{key}: unknown top-level key{did_you_mean(key, list(cls._TOP) + ['network_g'])}; "
+                             f"valid: {', '.join(cls._TOP)}, network_<x>")
+        datasets: Dict[str, DatasetOptions] = {}
         datasets_raw = plain.pop("datasets", None) or {}
         if not isinstance(datasets_raw, Mapping):
-            raise ConfigError(f"datasets: expected a mapping of phase -> dataset block, got {datasets_raw!r}")
-        datasets = {str(k): DatasetOptions.from_yaml(v, f"datasets.{k}") for k, v in datasets_raw.items()}
+            problems.add(f"datasets: expected a mapping of phase -> dataset block, got {datasets_raw!r}")
+            failed.add("datasets")
+        else:
+            for k, v in datasets_raw.items():
+                ds = DatasetOptions.parse(v, f"datasets.{k}", problems)
+                if ds is None:
+                    failed.add("datasets")
+                else:
+                    datasets[str(k)] = ds
         plain.setdefault("is_train", is_train)
-        obj = from_dict(cls, plain, "")
+        hints = type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        typed: Dict[str, Any] = {}
+        for key, value in plain.items():
+            with problems.guard():
+                failed.add(key)
+                typed[key] = convert(value, hints[key], key)
+                check_field(fields[key], typed[key], key)
+                if key == "name":
+                    check_folder_name(typed[key], "name")
+                failed.discard(key)
+        missing = [k for k in ("name", "model_type") if k not in plain]
+        if missing:
+            problems.add(f"options: missing required key(s): {', '.join(missing)}")
+        if "name" not in typed or "model_type" not in typed:
+            problems.raise_if_any()
+        typed = {k: v for k, v in typed.items() if k not in failed or k in ("name", "model_type")}
+        obj = cls(**typed)
         obj.datasets = datasets
         obj.networks = networks
         obj.source = source
-        obj.cross_check()
+        with problems.guard():
+            obj.cross_check(failed)
+        problems.raise_if_any()
         return obj
 
-    def cross_check(self) -> None:
-        """Checks that involve several sections."""
-        from hidiff.archs import ARCH_REGISTRY
-        from hidiff.registry import MODEL_REGISTRY
-        from hidiff.utils.kwargs import check_kwargs
-        import hidiff.models  # noqa: F401  (registers the model classes)
+    def cross_check(self, failed: Set[str] = frozenset()) -> None:
+        """Checks that involve several sections (those whose sections failed to load are skipped)."""
+        problems = Problems()
 
-        if not self.networks:
-            raise ConfigError("options: no network_<x> block; at least network_g is required")
-        for suffix, blk in self.networks.items():
-            try:
-                cls = ARCH_REGISTRY.get(blk.type)
-            except Exception as exc:
-                raise ConfigError(f"network_{suffix}.type: {exc}") from None
-            check_kwargs(cls, blk.kwargs, f"network_{suffix}")
-        try:
-            model_cls = MODEL_REGISTRY.get(self.model_type)
-        except Exception as exc:
-            raise ConfigError(f"model_type: {exc}") from None
-        for kind, table in (("pretrain_network", self.path.pretrain), ("strict_load", self.path.strict_load),
-                            ("param_key", self.path.param_key)):
-            for net in table:
+        def ok(*sections: str) -> bool:
+            return not failed.intersection(sections)
+
+        if ok("networks") and not self.networks:
+            problems.add("options: no network_<x> block; at least network_g is required")
+        model_cls = registries.lookup("model", self.model_type, "model_type") if ok("model_type") else None
+        if ok("path", "networks"):
+            for kind, table in (("pretrain_network", self.path.pretrain), ("strict_load", self.path.strict_load),
+                                ("param_key", self.path.param_key)):
+                for net in table:
+                    if net not in self.networks:
+                        problems.add(f"path.{kind}_{net}: there is no network_{net} block"
+                                     f"{did_you_mean(net, self.networks)}")
+            for net in self.path.ignore_resume_networks:
                 if net not in self.networks:
-                    raise ConfigError(f"path.{kind}_{net}: there is no network_{net} block"
-                                      f"{did_you_mean(net, self.networks)}")
+                    problems.add(f"path.ignore_resume_networks: there is no network_{net} block"
+                                 f"{did_you_mean(net, self.networks)}")
+        if ok("datasets", "networks"):
+            for key, ds in self.datasets.items():
+                for net in ds.weights or {}:
+                    if net not in self.networks:
+                        problems.add(f"datasets.{key}.weights.{net}: there is no network_{net} block"
+                                     f"{did_you_mean(net, self.networks)}")
         check = getattr(model_cls, "check_options", None)
-        if callable(check):
-            check(self)
-        if self.is_train:
-            if self.train is None:
-                raise ConfigError("train: a training option file needs a 'train' block")
-            if "train" not in self.datasets:
-                raise ConfigError("datasets.train: a training option file needs a 'train' dataset")
-            tr = self.datasets["train"]
-            if tr.iters is not None and sum(tr.iters) != self.train.total_iter:
-                raise ConfigError(f"datasets.train.iters: the progressive schedule sums to {sum(tr.iters)} but "
-                                  f"train.total_iter is {self.train.total_iter}; they must be equal")
-        if isinstance(self.num_gpu, str) and self.num_gpu != "auto":
-            raise ConfigError(f"num_gpu: expected an integer or 'auto', got '{self.num_gpu}'")
+        if callable(check) and ok("networks", "diffusion_schedule", "is_train"):
+            with problems.guard():
+                check(self)
+        if self.is_train and ok("is_train"):
+            if self.train is None and ok("train"):
+                problems.add("train: a training option file needs a 'train' block")
+            if "train" not in self.datasets and ok("datasets"):
+                problems.add("datasets.train: a training option file needs a 'train' dataset")
+            tr = self.datasets.get("train")
+            if tr is not None and tr.iters is not None and self.train is not None \
+                    and sum(tr.iters) != self.train.total_iter:
+                problems.add(f"datasets.train.iters: the progressive schedule sums to {sum(tr.iters)} but "
+                             f"train.total_iter is {self.train.total_iter}; they must be equal")
+        if ok("networks", "val"):
+            self._check_sizes(problems, ok("datasets"))
+        problems.raise_if_any()
+
+    def _check_sizes(self, problems: Problems, datasets_ok: bool) -> None:
+        """Training crops and the validation padding must be sizes every network can downsample."""
+        multiple, why = size_multiple(self.networks)
+        if multiple == 1:
+            return
+        if self.val.window_size % multiple:
+            problems.add(f"val.window_size: {self.val.window_size} is not a multiple of {multiple} ({why}); "
+                         f"images are padded to it before entering the network")
+        train = self.datasets.get("train") if datasets_ok else None
+        if train is None:
+            return
+        sizes = [("gt_size", train.params.get("gt_size"))]
+        sizes += [(f"gt_sizes[{i}]", s) for i, s in enumerate(train.gt_sizes or [])]
+        for key, size in sizes:
+            if isinstance(size, int) and not isinstance(size, bool) and size % multiple:
+                below, above = size // multiple * multiple, (size // multiple + 1) * multiple
+                problems.add(f"datasets.train.{key}: {size} is not a multiple of {multiple} ({why}); "
+                             f"use {below or above} or {above}")
 
     def network_suffixes(self) -> List[str]:
         return list(self.networks)
@@ -522,3 +625,23 @@ class Options:
         out["logger"] = to_dict(self.logger)
         out["dist_params"] = to_dict(self.dist_params)
         return out
+
+
+def size_multiple(networks: Mapping[str, Block]) -> tuple:
+    """``(m, reason)``: image sides the networks take whole must be multiples of ``m`` (1: any size).
+
+    The HI-Diff U-Net halves the resolution three times (multiples of 8); the
+    latent encoders start with a 4x pixel-unshuffle (multiples of 4); Swintormer
+    pads its input itself.
+    """
+    from hidiff.archs.hidiff_unet_arch import Transformer
+    from hidiff.archs.latent_encoder_arch import LatentEncoder
+
+    multiple, reasons = 1, []
+    for suffix, blk in networks.items():
+        cls = registries.lookup("arch", blk.type, f"network_{suffix}.type")
+        need = 8 if issubclass(cls, Transformer) else 4 if issubclass(cls, LatentEncoder) else 1
+        if need > 1:
+            multiple = math.lcm(multiple, need)
+            reasons.append(f"network_{suffix} {blk.type} needs multiples of {need}")
+    return multiple, "; ".join(reasons)

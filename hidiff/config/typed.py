@@ -1,21 +1,107 @@
 """Turn plain YAML data into typed dataclasses, with errors that name the key path.
 
-Supports dataclasses, int/float/bool/str, Optional, Union, Literal, List/Tuple,
-Dict[str, X] and ``Any``.  Unknown keys fail with a 'did you mean'; wrong types
-fail with the expected type.  Dataclasses may define ``__post_init__`` for
-cross-field checks (raise ConfigError there).
+Supports dataclasses, int/float/bool/str, Optional, Union, Literal, List/Tuple/
+Sequence, Dict/Mapping[str, X] and ``Any``.  Unknown keys fail with a 'did you
+mean'; wrong types fail with the expected type.  A field declared with
+:func:`spec` also carries its description and range (``ge``/``gt``/``le``/``lt``,
+applied to each item of a list), which both the loader and the JSON Schema
+generator (:mod:`hidiff.config.json_schema`) read.  Every problem of a mapping is
+collected and raised together as one :class:`ConfigProblems`.
 """
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import dataclasses
+import math
 import types
-import typing
-from typing import Any, Dict, Literal, Mapping, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
 
 _HINT_CACHE: Dict[type, Dict[str, Any]] = {}
+_SEQUENCES = (list, tuple, collections.abc.Sequence)
+_MAPPINGS = (dict, collections.abc.Mapping)
+
+
+class ConfigProblems(ConfigError):
+    """Several problems of one option file, reported together (one line each)."""
+
+    def __init__(self, problems: List[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems:\n  - " + "\n  - ".join(self.problems)
+        super().__init__(text)
+
+
+def problems_of(exc: ConfigError) -> List[str]:
+    """The individual problems an error stands for."""
+    return list(getattr(exc, "problems", None) or [str(exc)])
+
+
+class Problems:
+    """Collects problems instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.items: List[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Record a ConfigError raised inside the block and carry on after it."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.items.extend(problems_of(exc))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigProblems(self.items)
+
+
+def spec(default: Any = dataclasses.MISSING, doc: str = "", *, default_factory: Any = dataclasses.MISSING,
+         ge: Optional[float] = None, gt: Optional[float] = None, le: Optional[float] = None,
+         lt: Optional[float] = None, registry: Optional[str] = None) -> Any:
+    """A dataclass field with a description, a numeric range and/or the registry its value names."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "registry": registry}
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={k: v for k, v in meta.items() if v is not None and v != ""})
+
+
+def range_text(meta: Mapping[str, Any]) -> str:
+    """'>= 1', '> 0 and < 1', ... for a field's range, or ''."""
+    parts = [f"{op} {meta[key]:g}" if isinstance(meta[key], float) else f"{op} {meta[key]}"
+             for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if key in meta]
+    return " and ".join(parts)
+
+
+def check_range(value: Any, meta: Mapping[str, Any], path: str) -> None:
+    """Raise if a number (or any number in a list/mapping of numbers) is outside the range in ``meta``."""
+    if not any(k in meta for k in ("ge", "gt", "le", "lt")) or value is None:
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_range(v, meta, f"{path}.{k}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_range(v, meta, f"{path}[{i}]")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    bad = (math.isnan(value)
+           or ("ge" in meta and not value >= meta["ge"]) or ("gt" in meta and not value > meta["gt"])
+           or ("le" in meta and not value <= meta["le"]) or ("lt" in meta and not value < meta["lt"]))
+    if bad:
+        raise ConfigError(f"{path}: expected a value {range_text(meta)}, got {value!r}")
 
 
 def type_hints(cls: type) -> Dict[str, Any]:
@@ -34,10 +120,10 @@ def type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
         return " or ".join(type_name(a) for a in get_args(tp))
-    if origin in (list, tuple):
+    if origin in _SEQUENCES:
         args = get_args(tp)
         return f"list of {type_name(args[0])}" if args else "list"
-    if origin is dict:
+    if origin in _MAPPINGS:
         args = get_args(tp)
         return f"mapping of {type_name(args[1])}" if args else "mapping"
     if dataclasses.is_dataclass(tp):
@@ -63,9 +149,9 @@ def convert(value: Any, tp: Any, path: str) -> Any:
             try:
                 return convert(value, arg, path)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
         if len(errors) == 1:
-            raise ConfigError(errors[0])
+            raise errors[0]
         raise ConfigError(f"{path}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = get_args(tp)
@@ -75,7 +161,13 @@ def convert(value: Any, tp: Any, path: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
-    if origin in (list, tuple, typing.Sequence):
+    if tp in _MAPPINGS:
+        tp = Dict[str, Any]
+        origin = dict
+    if tp in _SEQUENCES:
+        tp = List[Any]
+        origin = list
+    if origin in _SEQUENCES:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected {type_name(tp)}, got {value!r}")
         args = get_args(tp)
@@ -86,7 +178,7 @@ def convert(value: Any, tp: Any, path: str) -> Any:
         inner = args[0] if args else Any
         out = [convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
-    if origin is dict:
+    if origin in _MAPPINGS:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected {type_name(tp)}, got {value!r}")
         _, vt = get_args(tp) or (str, Any)
@@ -115,37 +207,60 @@ def convert(value: Any, tp: Any, path: str) -> Any:
 
 
 def from_dict(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, validating every key and type."""
+    """Build dataclass ``cls`` from a mapping, validating every key, type and range.
+
+    All problems of the mapping are collected and raised together.
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping ({cls.__name__}), got {data!r}")
+        raise ConfigError(f"{path or 'options'}: expected a mapping ({cls.__name__}), got {data!r}")
     hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     aliases = getattr(cls, "_aliases", {})
     retired = getattr(cls, "_retired", {})
+    problems = Problems()
     kwargs = {}
     for key, value in data.items():
         key = str(key)
         name = aliases.get(key, key)
         where = f"{path}.{key}" if path else key
         if key in retired:
-            raise ConfigError(f"{where}: {retired[key]}")
+            problems.add(f"{where}: {retired[key]}")
+            continue
         if name not in fields:
-            raise ConfigError(f"{where}: unknown key{did_you_mean(key, list(fields) + list(aliases))}; "
-                              f"valid keys here: {', '.join(sorted(fields))}")
+            problems.add(f"{where}: unknown key{did_you_mean(key, list(fields) + list(aliases))}; "
+                         f"valid keys here: {', '.join(sorted(fields))}")
+            continue
         if name in kwargs:
-            raise ConfigError(f"{where}: given twice (also as an alias)")
-        kwargs[name] = convert(value, hints[name], where)
-    missing = [n for n, f in fields.items() if n not in kwargs
+            problems.add(f"{where}: given twice (also as an alias)")
+            continue
+        with problems.guard():
+            converted = convert(value, hints[name], where)
+            check_field(fields[name], converted, where)
+            kwargs[name] = converted
+    missing = [n for n, f in fields.items() if n not in kwargs and n not in retired
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{path or 'options'}: missing required key(s): {', '.join(missing)}")
+    if missing and not any(aliases.get(str(k), str(k)) in missing for k in data):
+        problems.add(f"{path or 'options'}: missing required key(s): {', '.join(missing)}")
+    problems.raise_if_any()
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate(path)
     return obj
+
+
+def check_field(f: dataclasses.Field, value: Any, where: str) -> None:
+    """Check ``value`` against the range and registry declared by :func:`spec`."""
+    check_range(value, f.metadata, where)
+    kind = f.metadata.get("registry")
+    if kind is not None and value is not None:
+        from hidiff.config import registries
+        if isinstance(value, str):
+            registries.check_name(kind, value, where)
+        else:
+            registries.check_block(kind, value, where)
 
 
 def to_dict(obj: Any) -> Any:

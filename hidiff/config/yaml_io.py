@@ -64,7 +64,14 @@ def load_yaml(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"option file not found: {p}")
-    return load_yaml_text(p.read_text(encoding="utf-8"), source=str(p))
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{p}: not UTF-8 text: byte {exc.start} (line {line}) is 0x{data[exc.start]:02x}; "
+                          f"save the option file as UTF-8") from None
+    return load_yaml_text(text, source=str(p))
 
 
 def parse_scalar(text: str) -> Any:

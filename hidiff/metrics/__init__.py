@@ -15,6 +15,11 @@ lpips_vgg       LPIPS v0.1, VGG16
 ==============  ==============================================================
 
 All take ``(img1, img2, **options)`` HxW(x3) arrays and return a float.
+
+BasicSR's names are accepted in option files and resolve to the variant they
+compute (``BASICSR_ALIASES``): ``calculate_psnr`` is ``psnr_uint8`` (8-bit
+images, peak 255) and ``calculate_ssim`` is ``ssim_basicsr`` (BasicSR's own
+per-channel SSIM, not the 3-D variant some forks substitute under that name).
 """
 from __future__ import annotations
 
@@ -40,12 +45,16 @@ VARIANTS = {
 for _name, _fn in VARIANTS.items():
     METRIC_REGISTRY.register(_name)(_fn)
 
+BASICSR_ALIASES = {"calculate_psnr": "psnr_uint8", "calculate_ssim": "ssim_basicsr"}
+for _alias, _target in BASICSR_ALIASES.items():
+    METRIC_REGISTRY.alias(_alias, _target)
+
 
 def get_metric(name: str):
     """The metric function registered as ``name`` (RegistryError lists the known names)."""
     return METRIC_REGISTRY.get(name)
 
 
-__all__ = ["METRIC_REGISTRY", "VARIANTS", "get_metric", "load_alexnet_features", "load_vgg16_features",
+__all__ = ["BASICSR_ALIASES", "METRIC_REGISTRY", "VARIANTS", "get_metric", "load_alexnet_features", "load_vgg16_features",
            "lpips_alex", "lpips_distance", "lpips_vgg", "mae", "psnr_float", "psnr_uint8",
            "ssim_basicsr", "ssim_matlab3d", "ssim_skimage"]
