@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Union, get_args, get_origin
 
 from hidiff.config import registries
-from hidiff.config.schema import LOADER_KEYS, Block, DatasetOptions, Options, PathOptions, ValOptions
+from hidiff.config.schema import (FOLDER_NAME_PATTERN, LOADER_KEYS, Block, DatasetOptions, Options, PathOptions,
+                                  ValOptions)
 from hidiff.config.typed import _MAPPINGS, _SEQUENCES, type_hints
 
 SCHEMA_ID = "https://hidiff.invalid/hidiff.schema.json"
@@ -255,6 +256,7 @@ class _Generator:
         schema = self.dataclass_schema(DatasetOptions, skip=("phase", "params"))
         schema.pop("additionalProperties")
         schema["properties"]["type"] = {"description": "dataset class", "enum": registries.names("dataset")}
+        schema["properties"]["name"]["pattern"] = FOLDER_NAME_PATTERN
         schema["properties"]["use_hflip"] = schema["properties"]["use_rot"] = False
         schema["allOf"] = self.by_type("dataset", skip=tuple(LOADER_KEYS))
         schema["unevaluatedProperties"] = False
@@ -274,6 +276,7 @@ class _Generator:
     def options(self) -> Dict[str, Any]:
         top = self.dataclass_schema(Options, skip=("datasets", "networks", "source", "path"))
         props = top["properties"]
+        props["name"]["pattern"] = FOLDER_NAME_PATTERN
         props["is_train"] = {"description": "train (true) or test (false); normally set by the command",
                              "type": "boolean"}
         props["path"] = {"description": "weights, resume, output roots and the stage-1 link", "$ref": "#/$defs/path"}

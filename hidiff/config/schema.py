@@ -28,14 +28,15 @@ from hidiff.utils.suggest import did_you_mean
 MAX_SEED = 2 ** 32 - 1
 
 
+#: one folder inside a root: not blank, not '.' or '..', no drive, no path separator
+FOLDER_NAME_PATTERN = r"^(?=.*\S)(?!\s*\.{1,2}\s*$)(?![A-Za-z]:)[^/\\\x00]+$"
+
+
 def check_folder_name(value: Any, where: str) -> None:
-    """``value`` must name one folder inside a root: not empty, no separator, not '.'/'..', not absolute."""
-    if not isinstance(value, str):
-        return
-    if value.strip() in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value \
-            or re.match(r"^[A-Za-z]:", value):
-        raise ConfigError(f"{where}: expected a plain folder name (no '/' or '\\', no drive, not '.' or '..'; it names "
-                          f"a folder inside the experiments/results root), got {value!r}")
+    """``value`` must name one folder inside a root (see ``FOLDER_NAME_PATTERN``)."""
+    if isinstance(value, str) and not re.match(FOLDER_NAME_PATTERN, value):
+        raise ConfigError(f"{where}: expected a plain folder name (no '/' or '\\', no drive, not '.' or '..'; "
+                          f"it names a folder inside the experiments/results root), got {value!r}")
 
 
 # --------------------------------------------------------------------------- blocks
@@ -492,12 +493,15 @@ class Options:
             key = str(key)
             m = cls._NET.match(key)
             if m:
+                known = False
                 with problems.guard():
-                    failed.add("networks")
                     blk = Block.from_yaml(value, key)
-                    registries.check_block("arch", blk, key)
+                    component = registries.lookup("arch", blk.type, f"{key}.type")
                     networks[m.group(1)] = blk
-                    failed.discard("networks")
+                    known = True
+                    registries.check_kwargs("arch", component, blk.kwargs, key)
+                if not known:
+                    failed.add("networks")
             elif key in cls._TOP:
                 plain[key] = value
             else:
@@ -583,16 +587,16 @@ class Options:
                     and sum(tr.iters) != self.train.total_iter:
                 problems.add(f"datasets.train.iters: the progressive schedule sums to {sum(tr.iters)} but "
                              f"train.total_iter is {self.train.total_iter}; they must be equal")
-        if ok("networks", "val"):
-            self._check_sizes(problems, ok("datasets"))
+        if ok("networks"):
+            self._check_sizes(problems, datasets_ok=ok("datasets"), val_ok=ok("val"))
         problems.raise_if_any()
 
-    def _check_sizes(self, problems: Problems, datasets_ok: bool) -> None:
+    def _check_sizes(self, problems: Problems, datasets_ok: bool, val_ok: bool) -> None:
         """Training crops and the validation padding must be sizes every network can downsample."""
         multiple, why = size_multiple(self.networks)
         if multiple == 1:
             return
-        if self.val.window_size % multiple:
+        if val_ok and self.val.window_size % multiple:
             problems.add(f"val.window_size: {self.val.window_size} is not a multiple of {multiple} ({why}); "
                          f"images are padded to it before entering the network")
         train = self.datasets.get("train") if datasets_ok else None

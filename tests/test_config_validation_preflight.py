@@ -1,0 +1,154 @@
+"""Preflight: what needs the filesystem or several blocks is checked before anything is written.
+
+Real option files and real folders in tmp_path; every check also asserts that nothing was created.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine_tiny_run import tiny_options, write_pairs
+from hidiff.config import load_options
+from hidiff.engine.preflight import check_testing, check_training
+from hidiff.errors import ConfigError
+
+
+def snapshot(root: Path) -> set:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def load(tmp_path: Path, opt: dict, is_train: bool = True):
+    path = tmp_path / "opt.yml"
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return load_options(path, is_train=is_train)
+
+
+def preflight_error(tmp_path: Path, options, check=check_training) -> str:
+    before = snapshot(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check(options)
+    assert snapshot(tmp_path) == before, "preflight wrote something"
+    msg = str(err.value)
+    assert msg.startswith(str(options.source)), msg
+    return msg
+
+
+@pytest.fixture
+def data(tmp_path):
+    write_pairs(tmp_path / "data", n=3, size=16)
+    return tmp_path
+
+
+def test_valid_run_passes_and_writes_nothing(data):
+    options = load(data, tiny_options(data, with_val=True))
+    before = snapshot(data)
+    check_training(options)
+    assert snapshot(data) == before
+    assert not (data / "experiments").exists()
+
+
+def test_experiments_root_that_is_a_file(data):
+    (data / "taken").write_text("not a folder")
+    options = load(data, tiny_options(data, path={"experiments_root": str(data / "taken")}))
+    msg = preflight_error(data, options)
+    assert f"path.experiments_root: '{data / 'taken'}' is a file, not a folder" in msg, msg
+
+
+def test_experiments_root_below_a_file_cannot_be_created(data):
+    (data / "taken").write_text("not a folder")
+    root = data / "taken" / "runs"
+    msg = preflight_error(data, load(data, tiny_options(data, path={"experiments_root": str(root)})))
+    assert f"path.experiments_root: '{root}' cannot be created: '{data / 'taken'}' is a file" in msg, msg
+
+
+def test_run_folder_that_is_a_file(data):
+    (data / "experiments").mkdir()
+    (data / "experiments" / "tiny").write_text("")
+    msg = preflight_error(data, load(data, tiny_options(data)))
+    assert "the folder of 'tiny'" in msg and "is a file" in msg, msg
+
+
+def test_every_dataset_problem_at_once(data):
+    """A missing train folder and an unpaired val set are both reported, with the key of each block."""
+    (data / "val_lq").mkdir()
+    (data / "val_gt").mkdir()
+    (data / "data" / "input" / "im00.png").rename(data / "val_lq" / "im00.png")
+    (data / "data" / "target" / "im01.png").rename(data / "val_gt" / "im01.png")
+    opt = tiny_options(data, with_val=True)
+    opt["datasets"]["train"]["dataroot_lq"] = str(data / "missing")
+    opt["datasets"]["val"].update(dataroot_lq=str(data / "val_lq"), dataroot_gt=str(data / "val_gt"))
+    msg = preflight_error(data, load(data, opt))
+    assert "2 problem(s)" in msg, msg
+    assert f"datasets.train: dataset 'tinytrain' dataroot_lq: '{data / 'missing'}' does not exist" in msg, msg
+    assert "datasets.val: dataset 'tinyval' (phase val): input and target images do not pair up" in msg, msg
+    assert "im01" in msg and "im00" in msg, msg
+
+
+def test_lmdb_dataroot_without_meta_info(data):
+    opt = tiny_options(data)
+    opt["datasets"]["train"]["io_backend"] = {"type": "lmdb"}
+    msg = preflight_error(data, load(data, opt))
+    assert "datasets.train:" in msg and "meta_info" in msg, msg
+
+
+def test_synthetic_dataset_without_photos(data):
+    (data / "empty").mkdir()
+    opt = tiny_options(data)
+    opt["datasets"]["train"] = {"name": "syn", "type": "SyntheticBlurDataset", "sharp_root": str(data / "empty"),
+                                "gt_size": 16, "batch_size_per_gpu": 2}
+    msg = preflight_error(data, load(data, opt))
+    assert f"datasets.train: dataset 'syn': no images in sharp_root '{data / 'empty'}'" in msg, msg
+
+
+def test_stage1_link_must_resolve(data):
+    opt = tiny_options(data)
+    opt.update(model_type="HI_Diff_S2", name="s2", diffusion_schedule={"timesteps": 3},
+               network_le_dm={"type": "latent_encoder_gelu", "in_chans": 3, "embed_dim": 16, "block_num": 1,
+                              "stage": 2},
+               network_d={"type": "denoising", "in_channel": 64, "out_channel": 64, "inner_channel": 32,
+                          "block_num": 1, "group": 4})
+    opt["path"]["stage1"] = "no_such_stage1_run"
+    opt["path"]["pretrain_network_d"] = str(data / "missing_d.pth")
+    msg = preflight_error(data, load(data, opt))
+    assert "path.stage1: the stage-1 run 'no_such_stage1_run' was not found" in msg, msg
+    assert f"path.pretrain_network_d: file not found: {data / 'missing_d.pth'}" in msg, msg
+
+
+def test_resume_state_must_exist(data):
+    msg = preflight_error(data, load(data, tiny_options(data, path={"resume_state": str(data / "x.state")})))
+    assert f"path.resume_state: no training state file at '{data / 'x.state'}'" in msg, msg
+
+
+def test_every_test_set_of_a_test_file(data):
+    (data / "results").write_text("a file")
+    opt = tiny_options(data)
+    train = opt["datasets"].pop("train")
+    del opt["train"]
+    opt["path"] = {"results_root": str(data / "results")}
+    opt["datasets"] = {
+        "test_1": {"name": "good", "type": "PairedImageIRDataset", "dataroot_lq": train["dataroot_lq"],
+                   "dataroot_gt": train["dataroot_gt"]},
+        "test_2": {"name": "bad", "type": "PairedImageIRDataset", "dataroot_lq": str(data / "nope"),
+                   "dataroot_gt": train["dataroot_gt"], "weights": {"g": str(data / "nope_g.pth")}},
+    }
+    options = load(data, opt, is_train=False)
+    msg = preflight_error(data, options, check_testing)
+    assert "3 problem(s)" in msg, msg
+    assert f"path.results_root: '{data / 'results'}' is a file, not a folder" in msg, msg
+    assert "datasets.test_2: dataset 'bad' dataroot_lq" in msg and "datasets.test_1" not in msg, msg
+    assert f"datasets.test_2.weights.g: file not found: {data / 'nope_g.pth'}" in msg, msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_parent(data):
+    locked = data / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        msg = preflight_error(data, load(data, tiny_options(data, path={"experiments_root": str(locked / "r")})))
+        assert "is not writable" in msg, msg
+    finally:
+        locked.chmod(0o700)
