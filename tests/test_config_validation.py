@@ -50,6 +50,8 @@ def edited(tmp_path: Path, section: str, key: str, value) -> dict:
     ("datasets.train", "dataroot_lq", 5, "expected a string, got 5"),
     ("datasets.train", "batch_size_per_gpu", 0, "expected a value >= 1, got 0"),
     ("datasets.train", "num_worker_per_gpu", -1, "expected a value >= 0, got -1"),
+    ("datasets.train", "seed", -3, "expected a value >= 0 and <= 4294967295, got -3"),
+    ("datasets.train", "gt_size", 0, "expected a value >= 1, got 0"),
     ("datasets.val", "protocol", "gopr", "did you mean 'gopro'"),
     ("", "manual_seed", 2 ** 70, f"expected a value >= 0 and <= 4294967295, got {2 ** 70}"),
     ("", "manual_seed", -1, "expected a value >= 0"),

@@ -1,6 +1,7 @@
 """The named components an option file may refer to, and their keyword options.
 
-One table per kind (arch, model, dataset, loss, metric, scheduler, optimizer)
+One table per kind (arch, model, dataset, loss, metric, scheduler, optimizer,
+evaluation protocol)
 gives the known names for load-time checks with 'did you mean' and for the
 enums of the JSON Schema.  The keyword options of a ``{type: Name, ...}`` block
 are checked against the component's signature: names, annotated types, and the
@@ -11,13 +12,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, get_type_hints
 
-from hidiff.config.typed import Problems, check_range, convert
+from hidiff.config.typed import MAX_SEED, Problems, check_range, convert
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
 
-KINDS = ("arch", "model", "dataset", "loss", "metric", "scheduler", "optimizer")
+KINDS = ("arch", "model", "dataset", "loss", "metric", "scheduler", "optimizer", "protocol")
 
 _GE0, _GE1, _GT0 = {"ge": 0}, {"ge": 1}, {"gt": 0}
+_SEED = {"ge": 0, "le": MAX_SEED}
 
 #: ranges of keyword options, per kind (applied to every item of a list)
 KWARG_RANGES: Dict[str, Dict[str, Dict[str, float]]] = {
@@ -26,7 +28,8 @@ KWARG_RANGES: Dict[str, Dict[str, Dict[str, float]]] = {
                                      "out_channel", "inner_channel")}
     | {"num_refinement_blocks": _GE0, "ffn_expansion_factor": _GT0, "patch_expansion": _GT0,
        "channel_expansion": _GT0},
-    "dataset": {"gt_size": _GE1, "length": _GE1, "kernel_size": _GE1, "kernel_pool": _GE1, "noise_sigma": _GE0},
+    "dataset": {"gt_size": _GE1, "length": _GE1, "kernel_size": _GE1, "kernel_pool": _GE1, "noise_sigma": _GE0,
+                "seed": _SEED, "kernel_pool_seed": _SEED},
     "loss": {"loss_weight": _GE0},
     "scheduler": {"periods": _GE1, "milestones": _GE1, "restarts": _GE0, "restart_weights": _GE0,
                   "eta_mins": _GE0, "eta_min": _GE0, "gamma": _GT0},
@@ -78,19 +81,25 @@ def _schedulers() -> Dict[str, type]:
     return dict(SCHEDULERS)
 
 
+def _protocols() -> Dict[str, type]:
+    from hidiff.evaluation.protocols import PROTOCOLS
+    return dict(PROTOCOLS)
+
+
+_TABLES = {"optimizer": _optimizers, "scheduler": _schedulers, "protocol": _protocols}
+
+
 def names(kind: str) -> List[str]:
     """Every name an option file may use for ``kind`` (aliases included), sorted."""
-    if kind == "optimizer":
-        return sorted(_optimizers())
-    if kind == "scheduler":
-        return sorted(_schedulers())
+    if kind in _TABLES:
+        return sorted(_TABLES[kind]())
     reg = _registry(kind)
     return sorted([*reg.names(), *reg.aliases()])
 
 
 def lookup(kind: str, name: Any, where: str) -> Any:
     """The component ``name`` of ``kind``; ConfigError at ``where`` listing the names otherwise."""
-    table = _optimizers() if kind == "optimizer" else _schedulers() if kind == "scheduler" else None
+    table = _TABLES[kind]() if kind in _TABLES else None
     if table is None:
         reg = _registry(kind)
         if isinstance(name, str) and name in reg:

@@ -20,13 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Union, get_args
 
 from hidiff.config import registries
-from hidiff.config.typed import Problems, check_field, convert, spec, to_dict, type_hints
+from hidiff.config.typed import MAX_SEED, Problems, check_field, convert, spec, to_dict, type_hints
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
-
-#: numpy's legacy seeding (and so every library seeded from it) takes 0 .. 2**32 - 1
-MAX_SEED = 2 ** 32 - 1
-
 
 #: one folder inside a root: not blank, not '.' or '..', no drive, no path separator
 FOLDER_NAME_PATTERN = r"^(?=.*\S)(?!\s*\.{1,2}\s*$)(?![A-Za-z]:)[^/\\\x00]+$"
@@ -84,10 +80,6 @@ LOADER_KEYS = {
     "drop_last", "weights",
 }
 
-Protocol = Literal["gopro", "realblur", "basic", "dpdd"]
-PROTOCOLS = get_args(Protocol)
-
-
 @dataclass
 class DatasetOptions:
     """One ``datasets.<phase>`` block: loader settings plus the dataset's own keyword arguments.
@@ -112,7 +104,8 @@ class DatasetOptions:
     iters: Optional[List[int]] = spec(None, "progressive schedule: iterations per phase (sum = train.total_iter)",
                                       ge=1)
     gt_sizes: Optional[List[int]] = spec(None, "progressive schedule: crop size per phase", ge=1)
-    protocol: Optional[Protocol] = spec(None, "evaluation protocol of a val/test set (default from the name)")
+    protocol: Optional[str] = spec(None, "evaluation protocol of a val/test set (default from the name)",
+                                   registry="protocol")
     weights: Optional[Dict[str, str]] = spec(None, "test sets only: network suffix -> weight file, overriding "
                                                    "path.pretrain_network_<x>")
     params: Dict[str, Any] = field(default_factory=dict)
@@ -153,21 +146,19 @@ class DatasetOptions:
             params["io_backend"] = io.get("type", "disk")
         hints = type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        typed, failed = {}, False
+        typed, valid = {}, set()
         for k, v in loader.items():
             with problems.guard():
-                failed = True
                 typed[k] = convert(v, hints[k], f"{path}.{k}")
                 check_field(fields[k], typed[k], f"{path}.{k}")
                 if k == "name":
                     check_folder_name(typed[k], f"{path}.name")
-                failed = False
-            if failed:
-                return None
-        for req in ("name", "type"):
-            if req not in loader:
-                problems.add(f"{path}: missing required key '{req}'")
-                return None
+                valid.add(k)
+        missing = [req for req in ("name", "type") if req not in loader]
+        if missing:
+            problems.add(f"{path}: missing required key(s) {', '.join(repr(m) for m in missing)}")
+        if missing or valid != set(loader):
+            return None
         obj = cls(phase=phase, params=params, **typed)
         with problems.guard():
             obj.validate(path)
@@ -295,7 +286,7 @@ class PathOptions:
                 if m:
                     kind, net = m.groups()
                     name = cls.PER_NETWORK[kind]
-                    getattr(obj, name)[net] = convert(v, hints[name].__args__[1], where)
+                    getattr(obj, name)[net] = convert(v, get_args(hints[name])[1], where)
                 elif key in cls._PLAIN:
                     converted = convert(v, hints[key], where)
                     check_field(fields[key], converted, where)

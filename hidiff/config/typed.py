@@ -21,6 +21,8 @@ from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
 
 _HINT_CACHE: Dict[type, Dict[str, Any]] = {}
+#: numpy's legacy seeding (and so every library seeded from it) takes 0 .. 2**32 - 1
+MAX_SEED = 2 ** 32 - 1
 _SEQUENCES = (list, tuple, collections.abc.Sequence)
 _MAPPINGS = (dict, collections.abc.Mapping)
 
@@ -221,6 +223,7 @@ def from_dict(cls: type, data: Any, path: str) -> Any:
     retired = getattr(cls, "_retired", {})
     problems = Problems()
     kwargs = {}
+    given = {aliases.get(str(k), str(k)) for k in data}
     for key, value in data.items():
         key = str(key)
         name = aliases.get(key, key)
@@ -239,9 +242,9 @@ def from_dict(cls: type, data: Any, path: str) -> Any:
             converted = convert(value, hints[name], where)
             check_field(fields[name], converted, where)
             kwargs[name] = converted
-    missing = [n for n, f in fields.items() if n not in kwargs and n not in retired
+    missing = [n for n, f in fields.items() if n not in given
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing and not any(aliases.get(str(k), str(k)) in missing for k in data):
+    if missing:
         problems.add(f"{path or 'options'}: missing required key(s): {', '.join(missing)}")
     problems.raise_if_any()
     obj = cls(**kwargs)
