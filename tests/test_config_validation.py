@@ -157,6 +157,24 @@ def test_basicsr_metric_names_are_aliases(tmp_path, alias, variant):
     assert load_options(write(tmp_path, opt)).val.metrics["m"].type == variant
 
 
+def test_registry_aliases_resolve_and_stay_unique():
+    from hidiff.errors import RegistryError
+    from hidiff.metrics import get_metric, psnr_uint8
+    from hidiff.registry import Registry
+
+    assert get_metric("calculate_psnr") is psnr_uint8
+    reg = Registry("thing")
+    reg.register("real")(psnr_uint8)
+    reg.alias("other", "real")
+    assert reg.get("other") is psnr_uint8 and reg.canonical("other") == "real" and reg.names() == ["real"]
+    with pytest.raises(RegistryError, match="already taken"):
+        reg.alias("real", "real")
+    with pytest.raises(RegistryError, match="unregistered 'nothing'"):
+        reg.alias("x", "nothing")
+    with pytest.raises(RegistryError, match="did you mean 'other'"):
+        reg.get("othr")
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     opt = tiny_options(tmp_path, with_val=True)
     opt["name"] = "../escape"

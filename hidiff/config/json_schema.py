@@ -31,7 +31,6 @@ from hidiff.config.schema import (FOLDER_NAME_PATTERN, LOADER_KEYS, Block, Datas
                                   ValOptions)
 from hidiff.config.typed import _MAPPINGS, _SEQUENCES, type_hints
 
-SCHEMA_ID = "https://hidiff.invalid/hidiff.schema.json"
 _RANGE_KEYS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
 
 
@@ -296,8 +295,8 @@ def build_schema() -> Dict[str, Any]:
     """The JSON Schema of hidiff option files."""
     gen = _Generator()
     top = gen.options()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "hidiff option file", **top, "$defs": dict(sorted(gen.defs.items()))}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "hidiff option file", **top,
+            "$defs": dict(sorted(gen.defs.items()))}
 
 
 def schema_text() -> str:
