@@ -54,6 +54,7 @@ def _set(d, dotted, value):
     ("logger.print_freq", 0, "less than the minimum of 1"),
     ("train.grad_clip_norm", -0.5, "less than or equal to the minimum of 0"),
     ("manual_seed", 2 ** 70, "greater than the maximum of 4294967295"),
+    ("train.optim_total.lr", "fast", "'fast' is not of type 'number'"),
     ("network_g.dimm", 8, "'dimm' was unexpected"),
     ("datasets.train.dataroot_lq", 5, "5 is not of type 'string'"),
     ("datasets.train.use_hflip", True, "False schema"),

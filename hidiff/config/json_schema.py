@@ -226,6 +226,8 @@ class _Generator:
 
     def block_ref(self, kind: str) -> Dict[str, Any]:
         key = f"{kind}_block"
+        if key not in self.defs and kind == "optimizer":
+            self.defs[key] = self.optimizer_block()
         if key not in self.defs:
             self.defs[key] = {
                 "type": "object",
@@ -236,6 +238,16 @@ class _Generator:
                 "unevaluatedProperties": False,
             }
         return {"$ref": f"#/$defs/{key}"}
+
+    def optimizer_block(self) -> Dict[str, Any]:
+        """Optimisers are torch's: their names and keywords vary with the torch version, so the
+        schema describes the common keywords and leaves the rest to the loader."""
+        ranges = registries.KWARG_RANGES["optimizer"]
+        props = {"type": {"type": "string", "description": "a torch.optim optimiser class, e.g. AdamW"}}
+        for name, hint in registries.OPTIMIZER_HINTS.items():
+            props[name] = _with_range(self.type_schema(hint), ranges.get(name, {}))
+        return {"type": "object", "description": "the optimiser: a torch.optim class in 'type' and its options",
+                "properties": props, "required": ["type"]}
 
     def tile_ref(self) -> Dict[str, Any]:
         from hidiff.inference.tiler import BLENDS, MODES, PRIORS, TileOptions
