@@ -117,6 +117,13 @@ def test_stage1_link_must_resolve(data):
     assert f"path.pretrain_network_d: file not found: {data / 'missing_d.pth'}" in msg, msg
 
 
+def test_metric_options_must_fit_the_metric(data):
+    opt = tiny_options(data)
+    opt["val"]["metrics"]["ssim"] = {"type": "ssim_matlab3d", "crop_border": 4}
+    msg = preflight_error(data, load(data, opt))
+    assert "val.metrics.ssim.crop_border: metric 'ssim_matlab3d' does not support it" in msg, msg
+
+
 def test_resume_state_must_exist(data):
     msg = preflight_error(data, load(data, tiny_options(data, path={"resume_state": str(data / "x.state")})))
     assert f"path.resume_state: no training state file at '{data / 'x.state'}'" in msg, msg

@@ -30,6 +30,7 @@ def check_training(options) -> None:
         problems.append(f"path.resume_state: no training state file at '{resume}'")
     problems += _datasets(options, ("train", "val"))
     problems += _weights(options)
+    problems += _metrics(options)
     _raise(options, problems)
 
 
@@ -41,6 +42,7 @@ def check_testing(options) -> None:
     problems += _output_root(options.path.results_root, "path.results_root", options.name)
     problems += _datasets(options, ("test", "val"))
     problems += _weights(options)
+    problems += _metrics(options)
     for key, ds in sorted(options.datasets.items()):
         for net, f in (ds.weights or {}).items():
             if not Path(f).expanduser().is_file():
@@ -95,6 +97,19 @@ def _weights(options) -> list[str]:
         resolve_pretrained(options)
     except ConfigError as exc:  # it stops at its first problem, which may be one of those above
         if str(exc) not in problems:
+            problems.append(str(exc))
+    return problems
+
+
+def _metrics(options) -> list[str]:
+    """Each ``val.metrics`` block builds (its options fit the metric's signature)."""
+    from hidiff.engine.validation import build_metric_fns
+
+    problems = []
+    for name, metric in options.val.metrics.items():
+        try:
+            build_metric_fns({name: metric})
+        except ConfigError as exc:
             problems.append(str(exc))
     return problems
 
