@@ -59,3 +59,26 @@ def test_script_shims_run_from_a_checkout(script, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: hidiff-")
+
+
+def test_missing_optional_package_names_its_extra_before_anything_is_written(tmp_path):
+    """hidiff-prepare --lmdb without the lmdb package: exit 1, the extra named, no output folder created."""
+    src = tmp_path / "GOPRO_Large"
+    src.mkdir()
+    code = ("import sys; sys.modules['lmdb'] = None  # as if the package were not installed\n"
+            "from hidiff.cli.prepare import main\n"
+            f"sys.exit(main(['gopro', '--src', {str(src)!r}, '--dst', {str(tmp_path / 'out')!r}, '--lmdb']))")
+    proc = subprocess.run([PY, "-c", code], env=run_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install 'hidiff[lmdb]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_export_without_the_extra_names_it(monkeypatch):
+    from hidiff.errors import HidiffError
+    from hidiff.utils.optional import require
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(HidiffError, match=r"ONNX export needs the optional package 'onnxscript'.*hidiff\[export\]"):
+        require("onnxscript", "export", "ONNX export")
+    assert require("json", "none", "stdlib").dumps([1]) == "[1]"

@@ -73,7 +73,7 @@ class DatasetOptions:
     persistent_workers: bool = False
     use_shuffle: bool = True
     drop_last: bool = True
-    # progressive patch/batch schedule (hidiff.md 3.3); all three or none
+    # progressive patch/batch schedule (docs/architecture.md 3.2); all three or none
     mini_batch_sizes: Optional[List[int]] = None
     iters: Optional[List[int]] = None
     gt_sizes: Optional[List[int]] = None
@@ -83,7 +83,7 @@ class DatasetOptions:
     weights: Optional[Dict[str, str]] = None
     params: Dict[str, Any] = field(default_factory=dict)
 
-    # BasicSR dataset keys the official HI-Diff code ignores (quirk 17: its 8 dihedral transforms are always on)
+    # BasicSR dataset keys the official HI-Diff code ignores (docs/quirks.md, quirk 17: its 8 dihedral transforms are always on)
     _retired = {
         "use_hflip": "flips are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
         "use_rot": "rotations are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
@@ -157,12 +157,12 @@ PROTOCOLS = ("gopro", "realblur", "basic", "dpdd")
 # ------------------------------------------------------------------------ diffusion
 @dataclass
 class DiffusionOptions:
-    """``diffusion_schedule``: the latent DDPM of stage 2 (hidiff.md 3.7).
+    """``diffusion_schedule``: the latent DDPM of stage 2 (docs/architecture.md 1.5).
 
     ``apply_ldm`` picks the official implementation: false = the local GoPro path
     (eps-prediction, clamp, true-linear betas), true = the LDM x0-prediction path.
     The official files say ``schedule: linear`` for both, but the LDM path means a
-    sqrt-space linear ramp (quirk 9); ``schedule: linear`` with ``apply_ldm: true``
+    sqrt-space linear ramp (docs/quirks.md, quirk 9); ``schedule: linear`` with ``apply_ldm: true``
     is therefore read as ``sqrt_linear``.  The remaining keys override single
     quirks of the chosen implementation (null keeps the official value); so
     does ``timesteps``: left out, it is the implementation's official T (8 for
@@ -282,7 +282,7 @@ class AmpOptions:
 
 @dataclass
 class TrainOptions:
-    """``train``: optimisation of one stage (hidiff.md 3.4)."""
+    """``train``: optimisation of one stage (docs/architecture.md 3.2)."""
 
     total_iter: int
     optim_total: Optional[Block] = None
@@ -360,7 +360,7 @@ class ValOptions:
     score_input: bool = False      # test.py: also score the blurry input (a baseline row in the reports)
 
     _retired = {
-        # quirk 17: the official code reads this key nowhere, so an official file saying ``true`` never
+        # docs/quirks.md, quirk 17: the official code reads this key nowhere, so an official file saying ``true`` never
         # self-ensembled; mapping it onto ours would silently change such a run's numbers
         "selfensemble_testing": "the official code ignores this key; hidiff's x8 self-ensemble is val.self_ensemble",
         "rgb2bgr": "images are always handled as RGB; remove it",
