@@ -187,3 +187,18 @@ def test_install_is_atomic_idempotent_and_keeps_different_files(tmp_path):
         lpips_weights.install_backbone(other, "alexnet", folder=tmp_path)
     lpips_weights.install_backbone(other, "alexnet", folder=tmp_path, force=True)
     assert torch.equal(torch.load(path, weights_only=True)["features.0.weight"], other["features.0.weight"])
+
+
+def test_legacy_features_only_copy_under_torchvisions_name_is_removed_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = {"features.0.weight": torch.ones(2, 3, 1, 1), "features.0.bias": torch.zeros(2)}
+    converted, _ = lpips_weights.install_backbone(state, "alexnet", folder=tmp_path / "cache")
+    legacy = torchvision_weights_path("alexnet")
+    legacy.parent.mkdir(parents=True)
+    for kept in ({**state, "classifier.1.weight": torch.ones(1)},          # a genuine torchvision download
+                 {k: v + 1 for k, v in state.items()}):                    # features-only, but other weights
+        torch.save(kept, legacy)
+        assert lpips_weights.remove_legacy_copy("alexnet", converted) is None and legacy.is_file()
+    torch.save(state, legacy)                                              # what earlier hidiff versions wrote
+    assert lpips_weights.remove_legacy_copy("alexnet", converted) == legacy and not legacy.exists()
+    assert converted.is_file()

