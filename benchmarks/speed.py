@@ -13,7 +13,7 @@ Figures (random weights, fp32, batch 1 unless said, each case in a fresh process
 ``--plain`` adds the same cases with the straightforward formulation
 (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``).
 The official implementation's figures on the reference 2-core machine
-(reference/hidiff.md 2.4) are printed alongside.  Timings on a shared machine
+(docs/architecture.md 1.6) are printed alongside.  Timings on a shared machine
 depend on what else runs: the load average before and after every case is shown.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PLAIN = ["network_g.fused_attention=false", "network_g.channels_last=false", "network_g.inference_chunk_pixels=0"]
-# Official code on the reference 2-core CPU, fp32, whole image (hidiff.md 2.4): median ms and peak RSS bytes.
+# Official code on the reference 2-core CPU, fp32, whole image (docs/architecture.md 1.6): median ms and peak RSS bytes.
 OFFICIAL = {"infer_256": (9027.0, 1.58e9), "infer_720p": (198340.0, 8.74e9)}
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare GoPro / HIDE / RealBlur / DPDD for training and testing.
+"""Prepare GoPro / HIDE / RealBlur / DPDD: ``hidiff-prepare`` (hidiff/cli/prepare.py) from a checkout.
 
     python scripts/prepare_data.py gopro --src /data/GOPRO_Large [--dst datasets/] [--lmdb]
     python scripts/prepare_data.py realblur --src /data/RealBlur --val-scenes 2
@@ -9,8 +9,13 @@
 See ``datasets/README.md`` for the layouts read and written.
 """
 import sys
+from pathlib import Path
 
-from hidiff.data.prepare.cli import main
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hidiff.cli.prepare import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,6 @@
-"""Profile a model: ``python scripts/profile.py -opt options/test_gopro.yml --size 256x256 [--device cuda]``.
+"""Profile a model: ``hidiff-profile`` (hidiff/cli/profile.py) from a checkout.
 
-Prints a table (parameters, GMAC/GFLOP, latency, peak memory per network and for the
-whole inference pipeline) followed by the same result as one JSON line.
+    python scripts/profile.py -opt options/test_gopro.yml --size 256x256 [--device cuda]
 
 This file shares its name with the standard library's ``profile`` module, which
 torch imports (through cProfile).  Every script in this folder runs with the folder
@@ -23,7 +22,9 @@ if __name__ != "__main__":
 else:
     _HERE = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+    if os.path.dirname(_HERE) not in sys.path:
+        sys.path.insert(0, os.path.dirname(_HERE))
 
-    from hidiff.profiling.cli import main
+    from hidiff.cli.profile import main
 
     sys.exit(main())

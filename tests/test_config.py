@@ -82,7 +82,7 @@ def test_duplicate_keys_fail(tmp_path, text):
     (("    gt_size: 32", "    gt_size: 32\n    use_rot: false"), "datasets.train.use_rot: rotations are part of"),
 ])
 def test_dead_official_keys_explained(text, edit, expected):
-    """Keys the official code reads nowhere (quirk 17) fail with why, rather than silently doing something."""
+    """Keys the official code reads nowhere (docs/quirks.md, quirk 17) fail with why, rather than silently doing something."""
     with pytest.raises(ConfigError) as err:
         options_from_text(text.replace(*edit))
     assert expected in str(err.value), str(err.value)

@@ -218,7 +218,7 @@ def test_experiment_folder(tmp_path, inputs):
 
 
 # ------------------------------------------------------- weight recognition
-# The shipped configurations as documented in hidiff.md 1.1 (typed from the spec, not from our table).
+# The shipped configurations as documented in docs/architecture.md 1.1 (typed from the spec, not from our table).
 GOPRO = {
     "net_g": dict(type="Transformer", inp_channels=3, out_channels=3, dim=48, num_blocks=[3, 5, 6, 6],
                   num_refinement_blocks=4, heads=[1, 2, 4, 8], ffn_expansion_factor=2.66, bias=False,

@@ -10,7 +10,7 @@ from hidiff.errors import ConfigError
 
 
 def test_schedules_match_the_official_values():
-    # values printed in hidiff.md 3.7 (VERIFIED against the official code)
+    # values printed in docs/architecture.md 1.5 (VERIFIED against the official code)
     local = build_diffusion("hidiff_local")
     np.testing.assert_allclose(local.betas.numpy(), [0.1, 0.2271, 0.3543, 0.4814, 0.6086, 0.7357, 0.8629, 0.99],
                                atol=1e-4)
@@ -32,7 +32,7 @@ def test_unknown_schedule_and_preset_fail_clearly():
 
 
 def _reference_chain(betas, x_T, cond, predict, parameterization, clip):
-    """Straight float64 transcription of the posterior-mean chain (hidiff.md 3.7)."""
+    """Straight float64 transcription of the posterior-mean chain (docs/architecture.md 1.5)."""
     alphas = 1 - betas
     abar = np.cumprod(alphas)
     abar_prev = np.append(1.0, abar[:-1])
@@ -98,7 +98,7 @@ def test_real_networks_local_prior_is_clamped_and_ldm_ends_at_x0():
                          "block_num": 3, "group": 4})
     with torch.no_grad():
         z = build_diffusion("hidiff_local", timesteps=4).sample(den, cond, x_T)
-    assert z.min() >= -1 and z.max() <= 1  # quirk 11: the final prior is the clamped x0
+    assert z.min() >= -1 and z.max() <= 1  # docs/quirks.md, quirk 11: the final prior is the clamped x0
     simple = build_network({"type": "simple_denoise", "n_feats": 16, "n_denoise_res": 2})
     ldm = build_diffusion("ldm", timesteps=4)
     with torch.no_grad():

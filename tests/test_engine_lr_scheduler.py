@@ -21,7 +21,7 @@ def _official():
 @pytest.mark.parametrize("k,expected,rel", [(150000, 1.7086e-4, 1e-4), (200000, 1.0050e-4, 1e-4),
                                             (250000, 3.014e-5, 1e-3), (300000, 1.0e-6, 1e-6)])
 def test_official_verified_values(k, expected, rel):
-    # hidiff.md 3.4, VERIFIED by running the official scheduler
+    # docs/architecture.md 3.2, VERIFIED by running the official scheduler
     assert _official().lr_at(k)[0] == pytest.approx(expected, rel=rel)
 
 
@@ -30,7 +30,7 @@ def test_official_is_flat_for_first_period_plus_one():
     for k in (1, 2, 50000, 100000, 100001):
         assert s.lr_at(k)[0] == pytest.approx(2e-4, rel=1e-12)
     assert s.lr_at(100002)[0] < 2e-4
-    # closed form of hidiff.md 3.4 for the second period
+    # closed form of docs/architecture.md 3.2 for the second period
     for k in (100002, 123457, 299999):
         ref = 1e-6 + 0.5 * (2e-4 - 1e-6) * (1 + math.cos(math.pi * (k - 1 - 100000) / 200000))
         assert s.lr_at(k)[0] == pytest.approx(ref, rel=1e-12)

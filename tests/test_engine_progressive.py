@@ -1,4 +1,4 @@
-"""Progressive patch/batch schedule (hidiff.md 3.3)."""
+"""Progressive patch/batch schedule (docs/architecture.md 3.2)."""
 import pytest
 import torch
 

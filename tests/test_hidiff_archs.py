@@ -17,7 +17,7 @@ from hidiff.errors import ConfigError
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "hidiff_state_dicts.json").read_text())["configs"]
 CASES = [(cfg, net) for cfg in sorted(REFERENCE) for net in sorted(REFERENCE[cfg]["networks"])]
-# hidiff.md 2.1 (counted by instantiating the official classes)
+# docs/architecture.md 1.6 (counted by instantiating the official classes)
 COUNTS = {"GoPro": {"net_g": 25_298_923, "net_le": 585_688, "net_le_dm": 558_040, "net_d": 2_629_937},
           "RealBlur": {"net_g": 22_281_943, "net_le": 1_533_912, "net_le_dm": 1_506_264, "net_d": 394_752}}
 
@@ -214,7 +214,7 @@ def test_layernorm_variants_match_their_formulas():
 
 
 def mdta_reference(m: MDTA, x: torch.Tensor) -> torch.Tensor:
-    """MDTA in float64 straight from the spec (hidiff.md 1.2)."""
+    """MDTA in float64 straight from the spec (docs/architecture.md 1.2)."""
     m = m.double()
     x = x.double()
     b, c, h, w = x.shape

@@ -6,7 +6,7 @@ import torch
 
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.losses import CharbonnierLoss, L1Loss, MSELoss, PerceptualLoss, build_loss
-from hidiff.metrics.backbones import hub_weights_path
+from hidiff.metrics.backbones import find_weights
 
 
 def test_pixel_losses_match_their_definitions():
@@ -22,6 +22,7 @@ def test_pixel_losses_match_their_definitions():
 
 def test_perceptual_loss_without_weights_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("HIDIFF_CACHE", str(tmp_path))
     with pytest.raises(HidiffError, match="get_lpips_weights.py"):
         PerceptualLoss()
 
@@ -29,7 +30,7 @@ def test_perceptual_loss_without_weights_names_the_fix(tmp_path, monkeypatch):
 def test_perceptual_loss_layers_and_gradients():
     with pytest.raises(ConfigError, match="did you mean 'relu3_3'"):
         PerceptualLoss(layer_weights={"relu3_4": 1.0}, features=torch.nn.Sequential())
-    if not hub_weights_path("vgg16").is_file():
+    if find_weights("vgg16") is None:
         pytest.skip("VGG16 backbone weights not installed (python scripts/get_lpips_weights.py)")
     loss = PerceptualLoss()  # relu3_3 of ImageNet VGG16, the offline-converted weights
     assert len(loss.features) == 16 and not any(p.requires_grad for p in loss.parameters())

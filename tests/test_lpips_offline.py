@@ -1,9 +1,10 @@
-"""LPIPS and VGG16 features without internet: weight conversion, safe unpickling, fixture values."""
+"""LPIPS and VGG16 features without internet: weight conversion, safe unpickling, cache location, values."""
 from __future__ import annotations
 
 import csv
 import os
 import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +12,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import PY, REPO, run_env
 from hidiff.errors import HidiffError
 from hidiff.metrics import lpips_weights
-from hidiff.metrics.backbones import hub_weights_path, load_vgg16_features
+from hidiff.metrics.backbones import (TORCHVISION_FILES, _empty_features, cache_dir, converted_weights_path, find_weights,
+                                      load_vgg16_features, torchvision_weights_path)
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "iqa"
+# A development machine's IQA fixtures (Kodak pairs with published LPIPS values); absent in CI.
+FIXTURES = Path(os.environ.get("HIDIFF_IQA_FIXTURES") or REPO.parent / "shared" / "fixtures" / "iqa")
 
 
-def _installed(net: str) -> bool:
-    return hub_weights_path(net).is_file()
+def needs_weights(net: str):
+    """Skip without the converted/downloaded backbone, except under `make test`, which obtains it first."""
+    if os.environ.get("HIDIFF_REQUIRE_LPIPS") == "1":
+        return pytest.mark.skipif(False, reason="")
+    return pytest.mark.skipif(find_weights(net) is None,
+                              reason=f"{net} weights not installed: run scripts/get_lpips_weights.py")
 
 
 def test_missing_weights_fail_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    assert hub_weights_path("alexnet") == tmp_path / "empty_torch_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    monkeypatch.setenv("HIDIFF_CACHE", str(tmp_path / "empty_cache"))
+    assert find_weights("vgg16") is None
     assert load_vgg16_features(required=False) is None
     with pytest.raises(HidiffError, match=r"python scripts/get_lpips_weights\.py"):
         load_vgg16_features()
@@ -33,7 +41,40 @@ def test_missing_weights_fail_with_the_fix(tmp_path, monkeypatch):
 
     with pytest.raises(HidiffError, match=r"get_lpips_weights"):
         build_lpips("alex")
-    assert not (tmp_path / "empty_torch_home").exists()  # nothing was downloaded or created
+    assert sorted(tmp_path.iterdir()) == []  # nothing was downloaded or created
+
+
+def test_cache_is_hidiffs_own_never_torchvisions_file_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HIDIFF_CACHE", str(tmp_path / "hc"))
+    assert cache_dir() == tmp_path / "hc" / "lpips"
+    assert converted_weights_path("alexnet") == tmp_path / "hc" / "lpips" / "alexnet_features.pth"
+    monkeypatch.delenv("HIDIFF_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "hidiff" / "lpips"
+    for net, name in TORCHVISION_FILES.items():
+        assert converted_weights_path(net).name != name
+        assert torchvision_weights_path(net) == tmp_path / "torch" / "hub" / "checkpoints" / name
+
+
+def test_torchvision_download_is_used_when_the_cache_is_empty(tmp_path, monkeypatch):
+    """A torchvision download (features and classifier keys) serves as is and is never written."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HIDIFF_CACHE", str(tmp_path / "hc"))
+    gen = torch.Generator().manual_seed(0)
+    full = {f"features.{k}": torch.randn(v.shape, generator=gen)
+            for k, v in _empty_features("alexnet").state_dict().items()}
+    full["classifier.1.weight"] = torch.randn(3, 5, generator=gen)  # stands for the 58 M-parameter classifier
+    path = torchvision_weights_path("alexnet")
+    path.parent.mkdir(parents=True)
+    torch.save(full, path)
+    assert find_weights("alexnet") == path
+    feats = lpips_weights.load_features_file(path, "alexnet")
+    assert all(torch.equal(v, full[f"features.{k}"]) for k, v in feats.state_dict().items())
+    state = {k: v + 1 for k, v in full.items() if k.startswith("features.")}
+    lpips_weights.install_backbone(state, "alexnet")
+    assert find_weights("alexnet") == converted_weights_path("alexnet")  # hidiff's own conversion comes first
+    assert torch.equal(torch.load(path, weights_only=True)["classifier.1.weight"], full["classifier.1.weight"])
 
 
 def test_restricted_unpickler_loads_numpy_trees_and_refuses_other_globals():
@@ -75,16 +116,16 @@ def test_feature_indices_are_torchvision_convs():
         assert tuple(convs) == idx
 
 
-@pytest.mark.skipif(not _installed("vgg16"), reason="VGG16 weights not installed: run scripts/get_lpips_weights.py")
+@needs_weights("vgg16")
 def test_vgg16_features_load_the_installed_weights():
     feats = load_vgg16_features()
     assert isinstance(feats, torch.nn.Sequential) and len(feats) == 31
-    state = torch.load(hub_weights_path("vgg16"), map_location="cpu", weights_only=True)
-    assert all(torch.equal(feats.state_dict()[k[len("features."):]], v) for k, v in state.items())
+    state = torch.load(find_weights("vgg16"), map_location="cpu", weights_only=True)
+    assert all(torch.equal(v, state[f"features.{k}"]) for k, v in feats.state_dict().items())
 
 
 @pytest.mark.skipif(not (FIXTURES / "reference_values.csv").is_file(), reason=f"IQA fixtures absent ({FIXTURES})")
-@pytest.mark.skipif(not _installed("alexnet"), reason="AlexNet weights not installed: run scripts/get_lpips_weights.py")
+@needs_weights("alexnet")
 def test_lpips_alex_reproduces_published_values():
     lines = [ln for ln in (FIXTURES / "reference_values.csv").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
@@ -95,28 +136,69 @@ def test_lpips_alex_reproduces_published_values():
         assert ours == pytest.approx(float(official[name]), abs=1e-3), name
 
 
-@pytest.mark.skipif(not _installed("vgg16"), reason="VGG16 weights not installed: run scripts/get_lpips_weights.py")
-def test_lpips_vgg_runs_offline_and_orders_distortions():
-    from hidiff.metrics import lpips_vgg
-
+def _distorted_pair():
     rng = np.random.default_rng(0)
     base = np.clip(np.cumsum(rng.normal(size=(48, 48, 3)), axis=1) * 8 + 128, 0, 255).astype(np.uint8)
     mild = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
     strong = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+    return base, mild, strong
+
+
+@needs_weights("vgg16")
+def test_lpips_vgg_runs_offline_and_orders_distortions():
+    from hidiff.metrics import lpips_vgg
+
+    base, mild, strong = _distorted_pair()
     assert lpips_vgg(base, base) == pytest.approx(0.0, abs=1e-6)
     assert 0 < lpips_vgg(mild, base) < lpips_vgg(strong, base)
+
+
+@needs_weights("alexnet")
+def test_lpips_alex_runs_offline_and_orders_distortions():
+    from hidiff.metrics import lpips_alex
+
+    base, mild, strong = _distorted_pair()
+    assert lpips_alex(base, base) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < lpips_alex(mild, base) < lpips_alex(strong, base)
+
+
+@needs_weights("alexnet")
+@needs_weights("vgg16")
+def test_get_lpips_weights_returns_at_once_when_cached_and_leaves_torch_hub_alone(tmp_path):
+    env = run_env()
+    env["TORCH_HOME"] = str(tmp_path / "torch")
+    proc = subprocess.run([PY, str(REPO / "scripts" / "get_lpips_weights.py")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "downloading" not in proc.stdout and proc.stdout.count("already installed") == 2
+    assert not (tmp_path / "torch").exists()
 
 
 def test_install_is_atomic_idempotent_and_keeps_different_files(tmp_path):
     from hidiff.errors import CheckpointError
 
     state = {"features.0.weight": torch.ones(2, 3, 1, 1), "features.0.bias": torch.zeros(2)}
-    path, action = lpips_weights.install_backbone(state, "alexnet", hub_dir=tmp_path)
-    assert action == "installed" and path == tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    path, action = lpips_weights.install_backbone(state, "alexnet", folder=tmp_path)
+    assert action == "installed" and path == tmp_path / "alexnet_features.pth"
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left behind
-    assert lpips_weights.install_backbone(state, "alexnet", hub_dir=tmp_path)[1].startswith("already installed")
+    assert lpips_weights.install_backbone(state, "alexnet", folder=tmp_path)[1].startswith("already installed")
     other = {k: v + 1 for k, v in state.items()}
     with pytest.raises(CheckpointError, match="--force"):
-        lpips_weights.install_backbone(other, "alexnet", hub_dir=tmp_path)
-    lpips_weights.install_backbone(other, "alexnet", hub_dir=tmp_path, force=True)
+        lpips_weights.install_backbone(other, "alexnet", folder=tmp_path)
+    lpips_weights.install_backbone(other, "alexnet", folder=tmp_path, force=True)
     assert torch.equal(torch.load(path, weights_only=True)["features.0.weight"], other["features.0.weight"])
+
+
+def test_legacy_features_only_copy_under_torchvisions_name_is_removed_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = {"features.0.weight": torch.ones(2, 3, 1, 1), "features.0.bias": torch.zeros(2)}
+    converted, _ = lpips_weights.install_backbone(state, "alexnet", folder=tmp_path / "cache")
+    legacy = torchvision_weights_path("alexnet")
+    legacy.parent.mkdir(parents=True)
+    for kept in ({**state, "classifier.1.weight": torch.ones(1)},          # a genuine torchvision download
+                 {k: v + 1 for k, v in state.items()}):                    # features-only, but other weights
+        torch.save(kept, legacy)
+        assert lpips_weights.remove_legacy_copy("alexnet", converted) is None and legacy.is_file()
+    torch.save(state, legacy)                                              # what earlier hidiff versions wrote
+    assert lpips_weights.remove_legacy_copy("alexnet", converted) == legacy and not legacy.exists()
+    assert converted.is_file()

@@ -13,7 +13,7 @@ from hidiff.config import load_options
 OPTIONS = Path(__file__).resolve().parents[1] / "options"
 ALL_FILES = sorted(OPTIONS.glob("*.yml"))
 
-# official parameter counts (hidiff.md 2.1)
+# official parameter counts (docs/architecture.md 1.6)
 GOPRO = {"g": 25_298_923, "le": 585_688, "le_dm": 558_040, "d": 2_629_937}
 REALBLUR = {"g": 22_281_943, "le": 1_533_912, "le_dm": 1_506_264, "d": 394_752}
 EXPECTED = {

@@ -89,7 +89,7 @@ def test_profile_script_reports_bad_input(tmp_path):
     assert proc.returncode == 2 and "--size" in proc.stderr and "HxW" in proc.stderr
 
 
-# ----------------------------------------------------------------------------- reference figures (hidiff.md 2)
+# ----------------------------------------------------------------------------- reference figures (docs/architecture.md 1.6)
 def _gmac(counts, name):
     return round(counts[name]["macs"] / 1e9, 2)
 
@@ -101,7 +101,7 @@ def test_gopro_macs_and_params_match_reference():
     assert _gmac(counts, "net_g") == 140.21
     assert _gmac(counts, "net_le_dm") == 2.08
     assert _gmac(counts, "chain") == 0.34
-    # 142.63 in the reference is the sum of the rounded parts; the exact total is 142.6197
+    # 142.63 in docs/architecture.md 1.6 is the sum of the rounded parts; the exact total is 142.6197
     total = counts["pipeline"]["macs"]
     assert total == counts["net_g"]["macs"] + counts["net_le_dm"]["macs"] + counts["chain"]["macs"]
     assert abs(total / 1e9 - 142.63) < 0.015

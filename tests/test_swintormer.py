@@ -100,7 +100,7 @@ def test_sink_softmax_is_a_softmax_with_a_rowmax_sink():
 
 
 def _reference_swda(m: SWDA, x: torch.Tensor) -> torch.Tensor:
-    """SWDA straight from swintormer.md 1.4, one window and one head at a time.
+    """SWDA straight from docs/architecture.md 2, one window and one head at a time.
 
     Sizes that are not window multiples: zero padding, padded pixels removed from q, k, v and from the keys.
     """
@@ -357,7 +357,7 @@ def test_dpdd_test_file_uses_the_papers_best_window_setting():
     opt = load_options(REPO / "options" / "test_swintormer_dpdd.yml", is_train=False)
     tile = opt.val.tile_options()
     assert (tile.size, tile.step, tile.blend, tile.mode) == (512, 220, "mean", "swintormer")
-    assert axis_starts(1120, tile.size, tile.step, tile.mode) == [0, 220, 440, 608]       # swintormer.md 3.10
+    assert axis_starts(1120, tile.size, tile.step, tile.mode) == [0, 220, 440, 608]       # docs/architecture.md 3.3
     assert axis_starts(1680, tile.size, tile.step, tile.mode) == [0, 220, 440, 660, 880, 1100, 1168]
     assert opt.datasets["test_1"].protocol == "dpdd"
 

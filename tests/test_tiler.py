@@ -1,4 +1,4 @@
-"""Overlapping-window inference: grids, blending, padding, determinism (swintormer.md 3.10)."""
+"""Overlapping-window inference: grids, blending, padding, determinism (docs/architecture.md 3.3)."""
 from __future__ import annotations
 
 import logging
@@ -60,7 +60,7 @@ def test_reference_tile_counts_and_balanced_grid():
     assert len(grid) == 28
     assert len(TileGrid.build(720, 1280, TileOptions.swintormer_reference(256))) == 24
     assert len(TileGrid.build(720, 1280, TileOptions.swintormer_reference(512))) == 10
-    # balanced grid, same tile counts, evenly spread (values from swintormer.md 3.9)
+    # balanced grid, same tile counts, evenly spread (values from docs/architecture.md 3.3)
     assert axis_starts(1120, 512, 220) == [0, 203, 405, 608]
     assert axis_starts(1680, 512, 220) == [0, 195, 389, 584, 779, 973, 1168]
 

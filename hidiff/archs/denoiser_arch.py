@@ -74,7 +74,7 @@ class MixerDenoiser(nn.Module):
 
 
 class _ResMLP(nn.Module):
-    """Linear + LeakyReLU(0.1) under the official name ``resmlp``; NOT residual (official quirk)."""
+    """Linear + LeakyReLU(0.1) under the official name ``resmlp``; NOT residual (docs/quirks.md, quirk 6)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()

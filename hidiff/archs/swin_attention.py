@@ -1,7 +1,7 @@
 """Swintormer's mixed window attention (SWDA): shifted-window cosine attention + channel attention.
 
 One 1x1 conv and one depthwise 3x3 conv produce q, k, v for two branches that
-share the (optionally shifted) 16x16 windows (swintormer.md 1.4):
+share the (optionally shifted) 16x16 windows (docs/architecture.md 2):
 
 * spatial branch, ``attn_split * C`` channels: Swin-V2 cosine attention between
   the pixels of a window, logits ``cos(q, k) * exp(min(logit_scale, ln 100))``
@@ -10,7 +10,7 @@ share the (optionally shifted) 16x16 windows (swintormer.md 1.4):
 * channel branch, the other channels: MDTA-style transposed attention (d x d
   per head, q and k L2-normalised over the pixels of the window).
 
-Official quirks, each an option with the official value as default:
+Official quirks (docs/quirks.md, quirks S3, S4), each an option with the official value as default:
 ``softmax='sink_rowmax'`` (the "+1" softmax whose sink logit is the row max),
 ``channel_attn_scope='window'`` (the channel branch sees one window, not the
 image), ``channel_attn_temperature=False`` (no learned temperature).  As in the

@@ -1,6 +1,6 @@
 """Swintormer (arXiv 2401.05907) as shipped, plus HI-Diff's latent prior as an option.
 
-Layout (swintormer.md 1.2; C = ``dim``): pixel-unshuffle(2) stem and 3x3 conv to
+Layout (docs/architecture.md 2; C = ``dim``): pixel-unshuffle(2) stem and 3x3 conv to
 C at H/2; four levels of SWDA Transformer blocks (C, 2C, 4C, 8C at H/2 ... H/16);
 decoder levels 3 and 2 reduce [up, skip] with a 1x1 conv, decoder level 1 keeps
 the 2C-channel concatenation; refinement at H/2; ``skip_conv`` (1x1 from the
@@ -19,7 +19,7 @@ for single-image and motion deblurring); the shift masks are cached;
 ``prior='hidiff_latent'`` gives the network HI-Diff's compact prior z (B, 16,
 4*embed_dim): the prior pyramid (``down_1``, ``down_2``), one HIM before the first
 block of each stage in ``him_levels`` and FiLM of the bottleneck blocks by z3,
-exactly as in HI-Diff's U-Net (hidiff.md 1.2).  The layers shared with the
+exactly as in HI-Diff's U-Net (docs/architecture.md 1.2).  The layers shared with the
 published network keep their names, so a published checkpoint initialises the
 prior variant with ``strict=False`` (only prior layers are missing).
 """
@@ -284,7 +284,7 @@ class Swintormer(nn.Module):
         add_unet_levels(self, stage, dim, bias)
         self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.apply(_init_weights)
-        # Published quirk: the head is created after the init pass and keeps PyTorch's default init.
+        # docs/quirks.md, quirk S6: the head is created after the init pass and keeps PyTorch's default init.
         self.output = nn.Sequential(nn.Conv2d(dim * 2, out_channels * 4, kernel_size=3, padding=1, bias=bias),
                                     nn.PixelShuffle(2))
 

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of shapes (no parameters), so the masks are
 built once per (size, window, shift, device) and cached instead of being rebuilt
-on the CPU in every forward of every shifted block (swintormer.md 5, quirk 5).
+on the CPU in every forward of every shifted block (docs/quirks.md, quirk S5).
 
 Window order is image-major, then window row, then window column; inside a
 window, pixels are flattened row-major (as in Swin and Swintormer).

@@ -1,1 +1,4 @@
-"""Command-line front ends (console scripts declared in pyproject.toml)."""
+"""Command-line front ends: ``hidiff-<name>`` runs ``hidiff.cli.<name>:main(argv=None) -> int``.
+
+The console scripts are declared in pyproject.toml; ``scripts/*.py`` are shims over the same functions.
+"""

@@ -110,7 +110,7 @@ class DatasetOptions:
                                                    "path.pretrain_network_<x>")
     params: Dict[str, Any] = field(default_factory=dict)
 
-    # BasicSR dataset keys the official HI-Diff code ignores (its 8 dihedral transforms are always on)
+    # BasicSR dataset keys the official HI-Diff code ignores (docs/quirks.md, quirk 17: its 8 dihedral transforms are always on)
     _retired = {
         "use_hflip": "flips are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
         "use_rot": "rotations are part of the dataset's geometric_augs option (one of 8 dihedral transforms)",
@@ -197,12 +197,12 @@ class DatasetOptions:
 # ------------------------------------------------------------------------ diffusion
 @dataclass
 class DiffusionOptions:
-    """``diffusion_schedule``: the latent DDPM of stage 2.
+    """``diffusion_schedule``: the latent DDPM of stage 2 (docs/architecture.md 1.5).
 
     ``apply_ldm`` picks the official implementation: false = the local GoPro path
     (eps-prediction, clamp, true-linear betas), true = the LDM x0-prediction path.
     The official files say ``schedule: linear`` for both, but the LDM path means a
-    sqrt-space linear ramp; ``schedule: linear`` with ``apply_ldm: true``
+    sqrt-space linear ramp (docs/quirks.md, quirk 9); ``schedule: linear`` with ``apply_ldm: true``
     is therefore read as ``sqrt_linear``.  The remaining keys override single
     quirks of the chosen implementation (null keeps the official value); so
     does ``timesteps``: left out, it is the implementation's official T (8 for

@@ -2,7 +2,7 @@
 
 No package synthesises realistic motion blur (they offer straight lines), so the
 generator is written here, numpy only, as described in
-``reference/offline.md``:
+docs/architecture.md 3.2:
 
 * the camera path is a 2-D random walk of ``num_steps`` (2000) steps whose
   velocity has a fixed length (inertia).  Each step adds Gaussian jitter, a

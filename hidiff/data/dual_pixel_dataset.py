@@ -12,7 +12,7 @@ nothing is quantised.
 ``dual_pixel: true`` gives a 6-channel input, the two views stacked in
 ``view_order`` (``LR``, Restormer's order, by default; the shipped Swintormer
 uses ``RL``); ``false`` gives the 3-channel combined view ``inputC``.  As in
-Restormer and Swintormer (swintormer.md quirk 12) the dihedral augmentation
+Restormer and Swintormer (docs/quirks.md, quirk S12) the dihedral augmentation
 rotates/flips the views without swapping them.
 
 Indoor/outdoor split of the 76 test images (37/39): defined, as in Restormer's

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Optional, Union
 from hidiff.data.image_io import encode_png_raw, list_images, read_raw
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_text
+from hidiff.utils.optional import require
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -50,7 +51,7 @@ def write_lmdb(folder: PathLike, lmdb_path: PathLike, *, compress_level: int = 1
     starts at ``map_size`` (default: 4x the source bytes, at least 16 MiB) and
     doubles whenever it is full.  Returns the number of images written.
     """
-    import lmdb
+    lmdb = require("lmdb", "lmdb", "LMDB storage")
 
     paths = [Path(p) for p in files] if files is not None else list_images(folder)
     target = Path(lmdb_path)
@@ -111,7 +112,7 @@ _ENVS: dict[str, tuple[int, object]] = {}
 
 
 def _shared_env(root: str):
-    import lmdb
+    lmdb = require("lmdb", "lmdb", "LMDB storage")
 
     key = os.path.realpath(root)
     entry = _ENVS.get(key)

@@ -1,6 +1,6 @@
 """``SyntheticBlurDataset``: camera-shake blur synthesised on the fly from sharp photos.
 
-There are no real blurry/sharp pairs offline (see ``reference/offline.md``), so
+There are no real blurry/sharp pairs offline (docs/architecture.md 3.2), so
 this dataset turns any folder of sharp photos into training and validation
 pairs with the kernels of :mod:`hidiff.data.blur_kernels`.
 

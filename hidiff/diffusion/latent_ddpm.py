@@ -1,15 +1,15 @@
 """The T-step DDPM that generates HI-Diff's compact prior z (B, N tokens, C').
 
-Both official implementations (hidiff.md 3.7) are one class with named options:
+Both official implementations (docs/architecture.md 1.5) are one class with named options:
 
 * ``hidiff_local`` (GoPro, ``apply_ldm: false``): true linear betas, the denoiser
   predicts epsilon, x0 is clamped to [-1, 1] every step, the denoiser sees the
   time as a tensor of x's shape filled with i+1, and the forward (training)
-  noising uses alpha_bar_T where sqrt(alpha_bar_T) belongs (quirk 10).
+  noising uses alpha_bar_T where sqrt(alpha_bar_T) belongs (docs/quirks.md, quirk 10).
 * ``ldm`` (RealBlur, ``apply_ldm: true``): sqrt-linear betas, the denoiser
   predicts x0, no clamp, the time is a (B, N) tensor filled with the index i.
 
-Sampling is the deterministic posterior-mean chain on all T steps (quirk 12);
+Sampling is the deterministic posterior-mean chain on all T steps (docs/quirks.md, quirk 12);
 the only randomness is the explicit initial noise x_T, which callers pass in.
 Schedule arithmetic always runs in float32, also under autocast.
 """
@@ -40,7 +40,7 @@ class DiffusionSettings:
     parameterization: str = "eps"
     clip_denoised: bool = True
     time_encoding: str = "plus_one_full"
-    # Quirk 10: the local path noises with alpha_bar_T instead of sqrt(alpha_bar_T).
+    # docs/quirks.md, quirk 10: the local path noises with alpha_bar_T instead of sqrt(alpha_bar_T).
     q_sample_uses_alpha_bar: bool = True
 
 

@@ -1,6 +1,6 @@
 """Beta schedules.
 
-The official HI-Diff code calls two different schedules "linear" (quirk 9):
+The official HI-Diff code calls two different schedules "linear" (docs/quirks.md, quirk 9):
 the local GoPro path uses a true linear ramp, the LDM path a ramp that is linear
 in sqrt(beta).  Here they have distinct names: ``linear`` and ``sqrt_linear``.
 """

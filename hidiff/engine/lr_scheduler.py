@@ -2,7 +2,7 @@
 
 Every schedule here is a pure function of the 1-based training iteration ``k``,
 so exact resume only needs the iteration number.  Following the official loop
-(hidiff.md 3.4), the learning rate of iteration ``k`` is the schedule value at
+(docs/architecture.md 3.2), the learning rate of iteration ``k`` is the schedule value at
 ``t = k - 1``: the official code calls ``scheduler.step()`` at the start of every
 iteration with ``k > 1``.  Optional linear warm-up (BasicSR ``warmup_iter``):
 for ``k < warmup_iter`` the rate is ``base_lr * k / warmup_iter``.
@@ -158,7 +158,7 @@ class CosineAnnealingRestartCyclicLR(IterationLR):
 
     With the official values (periods [100000, 200000], eta_mins [2e-4, 1e-6],
     base 2e-4) the rate is flat for iterations 1..100001, then cosine to 1e-6
-    (quirk 15).
+    (docs/quirks.md, quirk 15).
     """
 
     def __init__(self, optimizer, periods: Sequence[int], restart_weights: Sequence[float] | None = None,

@@ -1,4 +1,4 @@
-"""Progressive patch/batch schedule of Restormer/HI-Diff (hidiff.md 3.3).
+"""Progressive patch/batch schedule of Restormer/HI-Diff (docs/architecture.md 3.2).
 
 The loader always yields full batches of ``max(mini_batch_sizes)`` crops of
 ``max(gt_sizes)`` pixels.  For iteration ``k`` (1-based) the stage is the first

@@ -48,7 +48,7 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
 
     Models with an inference pipeline go through ``restore_image`` (the code
     path of ``test.py``: per-image seed, optional tiling); stage 1 restores with
-    its GT-conditioned prior (an oracle number, hidiff.md 3.5).
+    its GT-conditioned prior (an oracle number, docs/quirks.md, quirk 23).
     """
     from hidiff.inference.pipeline import seed_from_key
     from hidiff.inference.tiler import restore_image

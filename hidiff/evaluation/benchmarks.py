@@ -1,7 +1,7 @@
 """The public deblurring test sets: which protocol scores them and how many images they have.
 
-Counts: GoPro 1111, HIDE 2025, RealBlur-J/R 980 each (hidiff.md 5), DPDD 76
-(swintormer.md 4.2).  A name is matched after lower-casing and dropping
+Counts: GoPro 1111, HIDE 2025, RealBlur-J/R 980 each (docs/protocols.md), DPDD 76
+(docs/protocols.md).  A name is matched after lower-casing and dropping
 everything but letters and digits, so ``RealBlur_J``, ``realblur-j`` and
 ``RealBlurJ`` are the same set; any other name is unknown (protocol ``basic``).
 """

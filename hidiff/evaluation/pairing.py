@@ -1,7 +1,7 @@
 """Pair result images with ground truth by file name, never by position.
 
 The official HI-Diff/Restormer scripts zip two sorted file lists, so one missing or
-extra file silently shifts every later pair (ecosystem.md P8).  Here a pair is two
+extra file silently shifts every later pair (docs/protocols.md).  Here a pair is two
 files with the same name up to the extension (``x.png`` pairs with ``x.jpg``), any
 unmatched name on either side is an error that lists the names, and a known test
 set's image count is checked.

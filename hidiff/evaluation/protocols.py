@@ -10,7 +10,7 @@ realblur    intensity match + ECC homography + masked PSNR/SSIM
 basic       BasicSR's in-framework PSNR/SSIM (uint8, per-channel SSIM, valid region),
             options crop_border and y_channel.  Columns psnr_uint8_<rgb|y>[_cropN],
             ssim_basicsr[_y][_cropN].
-dpdd        Restormer's DPDD protocol (swintormer.md 4.3) on [0, 1] floats: PSNR,
+dpdd        Restormer's DPDD protocol (docs/protocols.md) on [0, 1] floats: PSNR,
             skimage SSIM, MAE, LPIPS-alex.  Columns psnr_float_rgb, ssim_skimage,
             mae, lpips_alex.  Accepts 16-bit images.
 ==========  ====================================================================

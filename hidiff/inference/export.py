@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from hidiff.errors import ConfigError
 from hidiff.utils.atomic import atomic_write_bytes
+from hidiff.utils.optional import require
 
 PathLike = Union[str, Path]
 
@@ -108,7 +109,8 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
     are dynamic axes (any multiple of the size divisor up to 2**16); otherwise
     the graph is fixed to the example size.
     """
-    import onnx
+    onnx = require("onnx", "export", "ONNX export")
+    require("onnxscript", "export", "ONNX export")  # torch.onnx.export(dynamo=True) imports it
     from torch.export import Dim
 
     graph = InferenceGraph(pipeline).eval()
@@ -143,7 +145,7 @@ def run_torchscript(path: PathLike, *inputs: Tensor) -> Tensor:
 
 def run_onnx(path: PathLike, *inputs: Tensor) -> Tensor:
     """Run an exported ONNX file with onnxruntime on the CPU."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "export", "Running an ONNX file")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
@@ -164,7 +166,7 @@ def read_description(path: PathLike) -> dict:
     """The JSON description stored in an exported file (either format)."""
     p = Path(path)
     if p.suffix == ".onnx":
-        import onnx
+        onnx = require("onnx", "export", "Reading an ONNX file")
         props = {e.key: e.value for e in onnx.load(str(p), load_external_data=False).metadata_props}
         return json.loads(props["hidiff"])
     extra = {"hidiff.json": ""}

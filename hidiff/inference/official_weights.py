@@ -2,7 +2,7 @@
 
 The authors release three files per model (``net_g.pth``, ``net_le_dm.pth``,
 ``net_d.pth``, each ``{'params': state_dict}``), and users keep asking which
-config goes with which file (ecosystem.md P10).  The state_dicts say it
+config goes with which file (docs/architecture.md 3.3).  The state_dicts say it
 themselves: every hyper-parameter of the three HI-Diff networks is a tensor
 shape or a key count (widths, block counts, heads, FFN width, prior tokens),
 and the denoiser type tells the diffusion implementation (``denoising`` ->
@@ -38,7 +38,7 @@ _ALIASES = {"g": "net_g", "le_dm": "net_le_dm", "d": "net_d", "network_g": "net_
 _LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
            "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 
-# The shipped HI-Diff configurations (hidiff.md 1.1); RealBlur_J and _R share them.
+# The shipped HI-Diff configurations (docs/architecture.md 1.1); RealBlur_J and _R share them.
 _G_COMMON = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[3, 5, 6, 6], num_refinement_blocks=4,
                  heads=[1, 2, 4, 8], bias=False, LayerNorm_type="WithBias", dual_pixel_task=False,
                  embed_dim=64, group=4)

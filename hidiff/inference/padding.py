@@ -1,7 +1,7 @@
 """Mirror padding to a size multiple that never fails.
 
 The official test path reflect-pads bottom/right to a multiple of 8, which
-crashes for H or W <= 4 (quirk 26).  ``pad_to_multiple`` reflects repeatedly,
+crashes for H or W <= 4 (docs/quirks.md, quirk 26).  ``pad_to_multiple`` reflects repeatedly,
 so any size works, and returns what ``crop`` needs to undo it.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ from hidiff.inference.padding import crop, pad_to_multiple
 def seed_from_key(key: str, base_seed: int) -> int:
     """A stable 63-bit seed for one image, from its file stem and the run seed.
 
-    Seeding the prior noise per image (instead of from a global RNG, quirk 13)
+    Seeding the prior noise per image (instead of from a global RNG, docs/quirks.md, quirk 13)
     makes each output independent of processing order and device.
     """
     digest = hashlib.sha256(f"{int(base_seed)}:{key}".encode("utf-8")).digest()

@@ -2,7 +2,7 @@
 
 A big image is cut into square tiles of the training size, the model runs on a
 few tiles at a time, and the outputs are blended back with weights that fade
-out where two tiles overlap (swintormer.md 3.9).  Guarantees:
+out where two tiles overlap (docs/architecture.md 3.3).  Guarantees:
 
 * any H, W works: a side shorter than the tile is mirror-padded up to the tile
   (repeated reflection, so even 1xN strips work) and cropped back afterwards;
@@ -58,7 +58,7 @@ MODES = ("hidiff", "swintormer")
 PRIORS = ("per_tile", "global")
 DEFAULT_OVERLAP = 32
 # Whole-image peak memory of the GoPro HI-Diff model in fp32, ~8.7 GB for a
-# 1280x720 frame on CPU (offline.md), i.e. ~9.4 kB per pixel, rounded up.
+# 1280x720 frame on CPU (docs/architecture.md 1.6), i.e. ~9.4 kB per pixel, rounded up.
 BYTES_PER_PIXEL = 10_000
 # Pass as ``tile`` to :func:`restore_image` to force one whole-image forward.
 WHOLE_IMAGE = "whole"

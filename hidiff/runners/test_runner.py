@@ -1,7 +1,7 @@
 """``scripts/test.py``: restore every test set of an option file, save outputs, score, report.
 
 Each image's prior noise is seeded from its file stem and ``manual_seed``
-(quirk 13 fixed), so outputs do not depend on processing order or device.
+(docs/quirks.md, quirk 13, fixed), so outputs do not depend on processing order or device.
 """
 from __future__ import annotations
 

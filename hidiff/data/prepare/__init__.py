@@ -2,6 +2,6 @@
 
 One module per benchmark (``gopro``, ``hide``, ``realblur``, ``dpdd``) plus the
 shared ``checks`` (pairing, counts, decoding), ``placing`` (links/copies,
-LMDB), ``crops`` and ``val_split``.  ``scripts/prepare_data.py`` is the command
-line front end (:func:`hidiff.data.prepare.cli.main`).
+LMDB), ``crops`` and ``val_split``.  ``hidiff-prepare`` is the command
+line front end (:func:`hidiff.cli.prepare.main`).
 """

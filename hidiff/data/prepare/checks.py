@@ -21,7 +21,7 @@ from hidiff.data.image_io import list_images, read_raw
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_text
 
-# Official numbers of pairs (hidiff.md section 5, swintormer.md section 4.2).
+# Official numbers of pairs (docs/protocols.md).
 OFFICIAL_COUNTS: dict[tuple[str, str], int] = {
     ("GoPro", "train"): 2103,
     ("GoPro", "test"): 1111,

@@ -2,7 +2,7 @@
 
 GoPro frames (1280x720) are cut into 512x512 crops with stride 256; the last
 crop of each axis is moved back to touch the border, which gives rows
-{0, 208} x cols {0, 256, 512, 768} = 8 crops per frame (hidiff.md 3.2).
+{0, 208} x cols {0, 256, 512, 768} = 8 crops per frame (docs/architecture.md 3.2).
 Crops are lossless PNGs of the decoded pixels (bit depth and channels kept).
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ Written under ``--dst`` (what the option files read)::
 
     GoPro/train/{input,target}         whole training frames (minus validation scenes)
     GoPro/val/{input,target}           whole frames of the held-out training scenes
-    GoPro/crops/train/{input,target}   512² crops, stride 256, 8 per frame (hidiff.md 3.2)
+    GoPro/crops/train/{input,target}   512² crops, stride 256, 8 per frame (docs/architecture.md 3.2)
     GoPro/crops/val/{input,target}     256² centre crops of the validation frames
     test/GoPro/{input,target}          the 1111 test pairs
 

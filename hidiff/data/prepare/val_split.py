@@ -1,7 +1,7 @@
 """Validation split taken from whole *training* scenes, never from the test set.
 
 HI-Diff validates GoPro on centre crops of the test images and RealBlur on
-the test set itself (hidiff.md quirk 23): model selection then peeks at the
+the test set itself (docs/quirks.md, quirk 23): model selection then peeks at the
 benchmark.  Here the last ``n`` training scenes (in sorted order, so the choice
 is reproducible and documented) are held out whole; frames of one scene are
 near-duplicates, so holding out single frames would leak as well.

@@ -1,4 +1,4 @@
-"""Command line of ``scripts/evaluate.py``: score result folders and compare them in one table."""
+"""``hidiff-evaluate`` (also ``scripts/evaluate.py``): score result folders and compare them in one table."""
 from __future__ import annotations
 
 import argparse
@@ -11,15 +11,15 @@ from hidiff.evaluation.compare import compare_folders, comparison_markdown, writ
 from hidiff.evaluation.protocols import PROTOCOLS, default_protocol_for, get_protocol
 
 EPILOG = """examples:
-  evaluate.py --protocol gopro --pred results/HI_Diff/GoPro --gt datasets/test/GoPro/target
-  evaluate.py --set RealBlur_J --pred ours/RealBlur_J --pred restormer/RealBlur_J \\
-              --gt datasets/test/RealBlur_J/target --out reports/RealBlur_J
+  hidiff-evaluate --protocol gopro --pred results/HI_Diff/GoPro --gt datasets/test/GoPro/target
+  hidiff-evaluate --set RealBlur_J --pred ours/RealBlur_J --pred restormer/RealBlur_J \\
+                  --gt datasets/test/RealBlur_J/target --out reports/RealBlur_J
 Images are paired by file name. --set also checks the image count of a known test set
 (GoPro 1111, HIDE 2025, RealBlur_J/R 980, DPDD 76) and picks its protocol."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="evaluate.py", description="Score result folders against ground truth.",
+    ap = argparse.ArgumentParser(prog="hidiff-evaluate", description="Score result folders against ground truth.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pred", action="append", required=True, type=Path, metavar="DIR",
                     help="folder of results; repeat to compare several methods")

@@ -1,4 +1,4 @@
-"""Command line of ``scripts/prepare_data.py``: gopro | hide | realblur | dpdd."""
+"""``hidiff-prepare`` (also ``scripts/prepare_data.py``): check and lay out gopro | hide | realblur | dpdd."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ from hidiff.data.prepare.hide import prepare_hide
 from hidiff.data.prepare.placing import PrepareOptions
 from hidiff.data.prepare.realblur import prepare_realblur
 from hidiff.errors import HidiffError
+from hidiff.utils.optional import require
 
 BENCHMARKS: dict[str, Callable[[Path, PrepareOptions], PrepareReport]] = {
     "gopro": prepare_gopro,
@@ -25,7 +26,7 @@ BENCHMARKS: dict[str, Callable[[Path, PrepareOptions], PrepareReport]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="prepare_data.py",
+        prog="hidiff-prepare",
         description="Check a downloaded deblurring benchmark and write the folder layout the option files "
                     "expect (see datasets/README.md).")
     p.add_argument("benchmark", choices=sorted(BENCHMARKS))
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.lmdb:
+            require("lmdb", "lmdb", "--lmdb")  # before anything is written
         opts = PrepareOptions(dst=args.dst, mode=args.mode, lmdb=args.lmdb, strict=args.strict, verify=args.verify,
                               val_scenes=args.val_scenes, official_test_val=args.official_test_val,
                               overwrite=args.overwrite, workers=args.workers, crop_size=args.crop_size,

@@ -1,4 +1,5 @@
-"""``scripts/profile.py -opt FILE --size HxW [--device cpu|cuda]``: size, cost, speed and memory of a model."""
+"""``hidiff-profile -opt FILE --size HxW [--device cpu|cuda]`` (also ``scripts/profile.py``): size, cost, speed
+and memory of a model."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ from hidiff.profiling.report import format_table, json_line
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="profile.py", description="Parameters, MACs/FLOPs, latency and peak memory of every network and of "
+        prog="hidiff-profile", description="Parameters, MACs/FLOPs, latency and peak memory of every network and of "
         "the whole inference pipeline of an option file (random weights; fp32).")
     ap.add_argument("-opt", "--opt", required=True, help="option file (any stage: S1, S2, test, plain)")
     ap.add_argument("--size", default="256x256", help="input size HxW, e.g. 256x256 or 720x1280 (default 256x256)")
@@ -53,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = profile(spec, latency=not args.counts_only, in_process=args.in_process,
                          log=lambda m: print(m, file=sys.stderr, flush=True))
     except (HidiffError, OSError, RuntimeError) as exc:  # RuntimeError: a measuring process failed
-        print(f"profile.py: error: {exc}", file=sys.stderr)
+        print(f"hidiff-profile: error: {exc}", file=sys.stderr)
         return 2
     print(format_table(result))
     line = json_line(result)

@@ -1,0 +1,84 @@
+"""Every console script of pyproject.toml names an importable callable ``main``; the script shims still run."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PY, REPO, run_env
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+# Commands whose modules are written in parallel branches; skipped until they are merged.
+PENDING = {"hidiff.cli.train", "hidiff.cli.test", "hidiff.cli.export", "hidiff.config.json_schema",
+           "hidiff.sweep.cli"}
+
+
+def _exists(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:  # its parent package is missing too
+        return False
+
+
+def test_the_command_set_is_complete():
+    assert sorted(SCRIPTS) == ["hidiff-deblur", "hidiff-evaluate", "hidiff-export", "hidiff-prepare",
+                               "hidiff-profile", "hidiff-schema", "hidiff-sweep", "hidiff-test", "hidiff-train"]
+
+
+@pytest.mark.parametrize("command", sorted(SCRIPTS))
+def test_console_script_target_is_a_main_taking_argv(command):
+    module_name, _, attr = SCRIPTS[command].partition(":")
+    assert attr == "main", f"{command}: entry point should be '<module>:main'"
+    if module_name in PENDING and not _exists(module_name):
+        pytest.skip(f"{module_name} is not in this checkout yet")
+    main = getattr(importlib.import_module(module_name), attr)
+    assert callable(main)
+    assert "argv" in inspect.signature(main).parameters, f"{command}: main(argv=None) lets tests call it"
+
+
+@pytest.mark.parametrize("command", ["hidiff-evaluate", "hidiff-profile", "hidiff-prepare"])
+def test_moved_commands_answer_help_under_their_name(command, capsys):
+    module = importlib.import_module(SCRIPTS[command].partition(":")[0])
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {command}")
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "profile.py", "prepare_data.py"])
+def test_script_shims_run_from_a_checkout(script, tmp_path):
+    proc = subprocess.run([PY, str(REPO / "scripts" / script), "--help"], cwd=tmp_path, env=run_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: hidiff-")
+
+
+def test_missing_optional_package_names_its_extra_before_anything_is_written(tmp_path):
+    """hidiff-prepare --lmdb without the lmdb package: exit 1, the extra named, no output folder created."""
+    src = tmp_path / "GOPRO_Large"
+    src.mkdir()
+    code = ("import sys; sys.modules['lmdb'] = None  # as if the package were not installed\n"
+            "from hidiff.cli.prepare import main\n"
+            f"sys.exit(main(['gopro', '--src', {str(src)!r}, '--dst', {str(tmp_path / 'out')!r}, '--lmdb']))")
+    proc = subprocess.run([PY, "-c", code], env=run_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install 'hidiff[lmdb]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_export_without_the_extra_names_it(monkeypatch):
+    from hidiff.errors import HidiffError
+    from hidiff.utils.optional import require
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(HidiffError, match=r"ONNX export needs the optional package 'onnxscript'.*hidiff\[export\]"):
+        require("onnxscript", "export", "ONNX export")
+    assert require("json", "none", "stdlib").dumps([1]) == "[1]"
