@@ -53,8 +53,8 @@ def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
                                 if not k.startswith(INPUT_PREFIX) and k not in metrics:
                                     metrics.append(k)
                         rows.append(row)
-    if not rows:
-        raise DataError(f"{folder}: no per-image results")
+    if not rows or not metrics:
+        raise DataError(f"{folder}: no per-image {'metric columns' if rows else 'results'} in the evaluations")
     return rows, metrics, plan
 
 
@@ -67,7 +67,8 @@ def _csv(header: Sequence[str], body: Sequence[Sequence]) -> str:
 
 
 def _fmt(v: float, metric: str) -> str:
-    return f"{v:.4f}" if "ssim" in metric or abs(v) < 2 else f"{v:.2f}"
+    """dB with 2 decimals; SSIM, LPIPS and MAE (values below 1) with 4."""
+    return f"{v:.4f}" if any(k in metric for k in ("ssim", "lpips", "mae")) else f"{v:.2f}"
 
 
 def _signed(v: float, metric: str) -> str:
@@ -148,25 +149,33 @@ def _nice_step(span: float) -> float:
     return next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
 
 
+def axis_range(means: Sequence[float], stds: Sequence[float], reference: Optional[float]
+               ) -> tuple[float, float, bool]:
+    """``(start, end, starts_at_reference)`` of the value axis of a chart of ``means +- stds``.
+
+    The axis starts at the blurry input's score when every error bar lies above it
+    (bars then show the gain over doing nothing), otherwise a little below the
+    lowest error bar, so no bar is cut off.
+    """
+    lows = [m - s for m, s in zip(means, stds)]
+    highs = [m + s for m, s in zip(means, stds)]
+    span = max(max(highs) - min(lows), abs(max(highs)) * 1e-3, 1e-6)
+    at_ref = reference is not None and reference <= min(lows)
+    lo = reference if at_ref else min(lows) - 0.1 * span
+    hi = max(highs + ([reference] if reference is not None else [])) + 0.1 * span
+    return lo, hi, at_ref
+
+
 def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[float], metric: str,
                reference: Optional[float]) -> bytes:
-    """PNG of horizontal bars with +-std error bars, drawn with OpenCV.
+    """PNG of horizontal bars with +-std error bars (OpenCV), on the axis of :func:`axis_range`.
 
-    The value axis starts at the blurry input's score when every bar lies above
-    it (bars then show the gain over doing nothing); otherwise a little below the
-    lowest bar.  Either way the axis does not start at 0, which the chart marks
-    with a break symbol and its caption.
+    The axis does not start at 0: the chart marks the break and says where it starts.
     """
     import cv2
 
-    lows = [m - s for m, s in zip(means, stds)]
-    highs = [m + s for m, s in zip(means, stds)]
-    span = max(max(highs) - min(lows), 1e-6)
-    if reference is not None and reference <= min(lows):
-        lo, origin = reference, f"the blurry input ({_fmt(reference, metric)})"
-    else:
-        lo, origin = min(lows) - 0.1 * span, f"{_fmt(min(lows) - 0.1 * span, metric)}"
-    hi = max(highs + ([reference] if reference is not None else [])) + 0.1 * span
+    lo, hi, at_ref = axis_range(means, stds, reference)
+    origin = f"the blurry input ({_fmt(lo, metric)})" if at_ref else _fmt(lo, metric)
     row_h, left, width, top = 34, 300, 960, 16
     right = width - 70
     height = top + row_h * len(labels) + 70
