@@ -81,3 +81,54 @@ def test_a_bad_override_in_the_last_variant_stops_the_cli_before_any_run(tmp_pat
     assert proc.returncode == 2
     assert "variant 'noprior'" in proc.stderr and "dimm" in proc.stderr
     assert not (tmp_path / "experiments").exists()
+
+
+def _fake_finished(runner, run):
+    """What a finished training run leaves behind, without training: config.yml, final weights, the record."""
+    from hidiff.config import save_resolved
+    from hidiff.engine.checkpoint import save_network_file
+    from hidiff.models import build_model
+
+    save_resolved(run.options, run.run_dir / "config.yml")
+    model = build_model(run.options)
+    for s in model.save_names:
+        save_network_file(run.run_dir / "models" / f"net_{s}_latest.pth", model.net(s).state_dict())
+    runner._record(run, 1.0, "trained")
+
+
+def test_reuse_needs_the_same_options_and_the_same_stage1_weights(tmp_path):
+    from hidiff.sweep.runner import SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    runner = SweepRunner(load_sweep(sweep_file, base))
+    s1, prior, plain = (runner.sweep.run(n) for n in ("tiny_stage1_s0", "tiny_prior_s0", "tiny_noprior_s0"))
+    assert not runner.reusable(plain)
+    cmd = runner.train_command(plain)
+    assert cmd[cmd.index("--resume") + 1] == "auto"
+    for run in (s1, prior, plain):
+        _fake_finished(runner, run)
+    assert runner.reusable(s1) and runner.reusable(prior) and runner.reusable(plain)
+    # another total_iter: the finished run is not reused, and its folder is started afresh (the trainer archives it)
+    changed = SweepRunner(load_sweep(sweep_file, base, ["train.total_iter=3"]))
+    assert not changed.reusable(changed.sweep.run("tiny_noprior_s0"))
+    cmd = changed.train_command(changed.sweep.run("tiny_noprior_s0"))
+    assert cmd[cmd.index("--resume") + 1] == "none"
+    # stage-1 weights that changed since stage 2 was trained: stage 2 is trained again
+    runner.records.clear()
+    runner._record(s1, 1.0, "trained")
+    (s1.run_dir / "models" / "net_g_latest.pth").write_bytes(b"other weights")
+    runner._record(s1, 1.0, "trained")
+    assert not runner.reusable(prior)
+
+
+def test_the_quality_benchmark_sweep_validates():
+    sweeps = REPO / "benchmarks" / "sweeps"
+    sweep = load_sweep(sweeps / "quality.yml", sweeps / "quality_stage2.yml")
+    assert [v.name for v in sweep.variants] == ["no_prior", "single_scale_T8", "timesteps1", "timesteps4",
+                                                "timesteps8"]
+    assert sweep.baseline == "no_prior" and len(sweep.seeds) == 3 and len(sweep.runs) == 5 * 3 + 2 * 3
+    assert [sweep.run(f"quality_timesteps{t}_s2").options.diffusion_schedule.timesteps for t in (1, 4, 8)] == [1, 4, 8]
+    assert sweep.run("quality_stage1_single_scale_T8_s0").options.networks["g"].kwargs["prior_pyramid"] is False
+    plain, s1, s2 = (sweep.run(n).options.train.total_iter for n in ("quality_no_prior_s0", "quality_stage1_s0",
+                                                                      "quality_timesteps8_s0"))
+    assert plain == s1 + s2     # every U-Net gets the same number of updates

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override an option of every training run, stage-1 runs included (repeatable)")
     p.add_argument("--eval-o", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override an option of every evaluation (repeatable)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (replaces the sweep file's)")
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--check", action="store_true", help="validate the sweep and list its runs; run nothing")
     return p
@@ -41,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.resamples < 1:
             raise HidiffError(f"--resamples: expected a positive number, got {args.resamples}")
-        sweep = load_sweep(args.sweep, args.opt, args.override, args.eval_o)
+        sweep = load_sweep(args.sweep, args.opt, args.override, args.eval_o, seeds=args.seeds)
         runner = SweepRunner(sweep, jobs=args.jobs)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -146,8 +146,8 @@ def _seeds(value: Any, base_seed: int, where: str) -> List[int]:
     raise ConfigError(f"{where}: expected a positive number of seeds or a list of integers, got {value!r}")
 
 
-def _grid_variants(grid: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
-    """``{key: [values]}`` -> one (name, overrides) per combination; names like ``timesteps4``."""
+def _grid_variants(grid: Any, where: str) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """``{key: [values]}`` -> (name, label, overrides) per combination, e.g. ``timesteps4``, ``timesteps=4``."""
     if grid is None:
         return []
     if not isinstance(grid, Mapping) or not grid:
@@ -158,9 +158,10 @@ def _grid_variants(grid: Any, where: str) -> List[Tuple[str, Dict[str, Any]]]:
             raise ConfigError(f"{where}.{k}: expected a non-empty list of values, got {grid[k]!r}")
     out = []
     for combo in itertools.product(*(grid[k] for k in keys)):
-        parts = [f"{str(k).split('.')[-1]}{str(v).lower()}" for k, v in zip(keys, combo)]
-        name = re.sub(r"[^A-Za-z0-9_.-]", "", "_".join(parts))
-        out.append((name, dict(zip(keys, combo))))
+        leaves = [str(k).split(".")[-1] for k in keys]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", "_".join(f"{k}{str(v).lower()}" for k, v in zip(leaves, combo)))
+        label = ", ".join(f"{k}={v}" for k, v in zip(leaves, combo))
+        out.append((name, label, dict(zip(keys, combo))))
     return out
 
 
@@ -202,11 +203,12 @@ def _eval_options(test_raw: Mapping[str, Any], test_file: Path, run: Run, folder
 
 
 def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence[str] = (),
-               eval_overrides: Sequence[str] = ()) -> Sweep:
+               eval_overrides: Sequence[str] = (), seeds: Optional[int] = None) -> Sweep:
     """Read and validate a sweep file on ``base_opt``; every run's options are loaded and checked.
 
     ``overrides`` (``KEY=VALUE`` strings) apply to every training run after the
-    sweep file's own; ``eval_overrides`` to every evaluation.  Nothing is written.
+    sweep file's own; ``eval_overrides`` to every evaluation; ``seeds`` replaces
+    the file's number of seeds.  Nothing is written.
     """
     sweep_file = Path(sweep_file)
     base_opt = Path(base_opt)
@@ -232,10 +234,11 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             raise ConfigError(f"{where}: every variant needs a 'name'")
         vname = _plain_name(v["name"], f"{where}.name")
         opt = _path(v["opt"], sweep_file, f"{where}.opt") if "opt" in v else base_opt
-        specs.append((vname, str(v.get("label") or vname), opt, _override_list(v.get("overrides"), f"{where}.overrides"),
+        specs.append((vname, str(v.get("label") or vname), opt,
+                      _override_list(v.get("overrides"), f"{where}.overrides"),
                       _override_list(v.get("stage1_overrides"), f"{where}.stage1_overrides")))
-    for gname, combo in _grid_variants(raw.get("grid"), f"{src}: grid"):
-        specs.append((gname, gname, base_opt, _override_list(combo, f"{src}: grid"), []))
+    for gname, glabel, combo in _grid_variants(raw.get("grid"), f"{src}: grid"):
+        specs.append((gname, glabel, base_opt, _override_list(combo, f"{src}: grid"), []))
     if not specs:
         raise ConfigError(f"{src}: no variants: give 'variants' and/or 'grid'")
     names = [s[0] for s in specs]
@@ -273,7 +276,8 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
         raise ConfigError(f"{src}: eval.limit: expected a positive integer or null, got {limit!r}")
 
     probe = _load(base_opt, common, f"{src} on {base_opt}")
-    seeds = _seeds(raw.get("seeds", 1), probe.manual_seed, f"{src}: seeds")
+    seed_list = _seeds(raw.get("seeds", 1) if seeds is None else seeds, probe.manual_seed,
+                   f"{src}: seeds" if seeds is None else "--seeds")
     folder = Path(probe.path.experiments_root) / "sweeps" / name
 
     runs: List[Run] = []
@@ -281,7 +285,7 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
     variants: List[Variant] = []
     for vname, label, opt, vover, s1extra in specs:
         variant = Variant(vname, label)
-        for k, seed in enumerate(seeds):
+        for k, seed in enumerate(seed_list):
             run_name = f"{name}_{vname}_s{k}"
             fixed = [f"name={json.dumps(run_name)}", f"manual_seed={seed}"]
             where = f"{src}: variant '{vname}', seed {seed}"
@@ -317,4 +321,4 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             raise ConfigError(f"{src}: two runs would be named '{r.name}' (variant names clash with the derived "
                               f"stage-1 names); rename a variant")
         taken[r.name] = r.variant
-    return Sweep(name, sweep_file, folder, baseline, nproc, seeds, variants, runs, limit)
+    return Sweep(name, sweep_file, folder, baseline, nproc, seed_list, variants, runs, limit)
