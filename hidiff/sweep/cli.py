@@ -6,7 +6,7 @@ The whole sweep file (and every run's options) is validated before the first run
 starts.  Run it again after an interruption: finished runs are reused and the
 others continue from their latest checkpoint.  Results land in
 ``<experiments_root>/sweeps/<name>/`` (results.md, results.csv, per_image.csv, charts).
-Exit codes: 0 done, 1 a run failed, 2 bad input.
+Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         print("finished runs are kept; run the same command again to continue", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept, run the same command again to continue", file=sys.stderr)
+        return 130
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -176,7 +176,10 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
 
     lo, hi, at_ref = axis_range(means, stds, reference)
     origin = f"the blurry input ({_fmt(lo, metric)})" if at_ref else _fmt(lo, metric)
-    row_h, left, width, top = 34, 300, 960, 16
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    labels = [label if len(label) <= 48 else label[:47] + "~" for label in labels]
+    left = 16 + max(cv2.getTextSize(label, font, 0.5, 1)[0][0] for label in labels)
+    row_h, width, top = 34, left + 660, 16
     right = width - 70
     height = top + row_h * len(labels) + 70
     img = np.full((height, width, 3), 255, np.uint8)
@@ -189,7 +192,7 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
         x = x_of(t)
         cv2.line(img, (x, top), (x, axis_y), (230, 230, 230), 1)
         cv2.line(img, (x, axis_y), (x, axis_y + 5), black, 1)
-        cv2.putText(img, _fmt(t, metric), (x - 18, axis_y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.42, black, 1,
+        cv2.putText(img, _fmt(t, metric), (x - 18, axis_y + 20), font, 0.42, black, 1,
                     cv2.LINE_AA)
         t += step
     for i, (label, m, s) in enumerate(zip(labels, means, stds)):
@@ -200,9 +203,9 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
         cv2.line(img, (x0, yc), (x1, yc), black, 2)
         cv2.line(img, (x0, yc - 6), (x0, yc + 6), black, 2)
         cv2.line(img, (x1, yc - 6), (x1, yc + 6), black, 2)
-        cv2.putText(img, label[:34], (8, yc + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, black, 1, cv2.LINE_AA)
+        cv2.putText(img, label, (8, yc + 5), font, 0.5, black, 1, cv2.LINE_AA)
         cv2.putText(img, f"{_fmt(m, metric)} +- {_fmt(s, metric)}", (min(x1 + 6, right - 10), yc + 5),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.42, black, 1, cv2.LINE_AA)
+                    font, 0.42, black, 1, cv2.LINE_AA)
     if reference is not None:
         xr = x_of(reference)
         for yy in range(top, axis_y, 8):
@@ -214,7 +217,7 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
     caption = f"{metric}, mean +- std over seeds; axis starts at {origin}, not at 0"
     if reference is not None:
         caption += "; dashed: blurry input"
-    cv2.putText(img, caption, (8, height - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(img, caption, (8, height - 14), font, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
     ok, png = cv2.imencode(".png", img)
     if not ok:
         raise DataError("draw_chart: OpenCV could not encode the chart")

@@ -9,15 +9,21 @@ A sweep file names override sets on a base training option file::
     overrides: {train.total_iter: 100}        # every run of the sweep (stage-1 runs too)
     stage1: {opt: stage1.yml, overrides: {}}  # HI_Diff_S2 variants train their own stage-1 run first
     variants:
-      - {name: no_prior, opt: plain.yml}      # opt: another base file for this variant
-      - {name: single, overrides: {network_g.prior_pyramid: false}}
+      - {name: no_prior, label: U-Net without prior, opt: plain.yml}   # opt: another base file
+      - {name: single, overrides: {network_g.prior_pyramid: false}, stage1_overrides: {}}
     grid:                           # one variant per combination, on the base file
       diffusion_schedule.timesteps: [1, 4, 8]
+    grid_label: "HI-Diff, T={timesteps}"     # labels of the grid variants (default: timesteps=1, ...)
     eval: {test: test.yml, overrides: {}, limit: null}
 
-Paths inside the file are relative to the sweep file.  Every run's options (and
-its evaluation's) are loaded through ``hidiff.config`` here, so a wrong key or
-value fails before the first run starts.
+A variant whose model is HI_Diff_S2 links (``path.stage1``) to a stage-1 run of
+the same seed; its overrides of the networks stage 2 takes from stage 1
+(``network_g``, ``network_le``) go to that stage-1 run too, and variants whose
+stage-1 options are equal share it.  The evaluation takes the test file's sets
+and settings with the networks of the trained run.  Paths inside the file are
+relative to the sweep file.  Every run's options (and its evaluation's) are
+loaded through ``hidiff.config`` here, so a wrong key or value fails before the
+first run starts.
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from hidiff.errors import ConfigError
 from hidiff.models.stage_link import STAGE1_NETWORKS
 from hidiff.utils.suggest import did_you_mean
 
-TOP_KEYS = ("name", "seeds", "baseline", "nproc", "overrides", "stage1", "variants", "grid", "eval")
+TOP_KEYS = ("name", "seeds", "baseline", "nproc", "overrides", "stage1", "variants", "grid", "grid_label", "eval")
 VARIANT_KEYS = ("name", "label", "opt", "overrides", "stage1_overrides")
 STAGE1_KEYS = ("opt", "overrides")
 EVAL_KEYS = ("test", "overrides", "limit")
@@ -146,10 +152,17 @@ def _seeds(value: Any, base_seed: int, where: str) -> List[int]:
     raise ConfigError(f"{where}: expected a positive number of seeds or a list of integers, got {value!r}")
 
 
-def _grid_variants(grid: Any, where: str) -> List[Tuple[str, str, Dict[str, Any]]]:
-    """``{key: [values]}`` -> (name, label, overrides) per combination, e.g. ``timesteps4``, ``timesteps=4``."""
+def _grid_variants(grid: Any, where: str, label: Any = None) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """``{key: [values]}`` -> (name, label, overrides) per combination, e.g. ``timesteps4``, ``timesteps=4``.
+
+    ``label``: a format string over the keys' last parts, e.g. ``"T={timesteps}"``.
+    """
     if grid is None:
+        if label is not None:
+            raise ConfigError(f"{where}_label: given without a grid")
         return []
+    if label is not None and not isinstance(label, str):
+        raise ConfigError(f"{where}_label: expected a format string such as 'T={{timesteps}}', got {label!r}")
     if not isinstance(grid, Mapping) or not grid:
         raise ConfigError(f"{where}: expected a mapping of dotted.key: [values]")
     keys = list(grid)
@@ -160,8 +173,14 @@ def _grid_variants(grid: Any, where: str) -> List[Tuple[str, str, Dict[str, Any]
     for combo in itertools.product(*(grid[k] for k in keys)):
         leaves = [str(k).split(".")[-1] for k in keys]
         name = re.sub(r"[^A-Za-z0-9_.-]", "", "_".join(f"{k}{str(v).lower()}" for k, v in zip(leaves, combo)))
-        label = ", ".join(f"{k}={v}" for k, v in zip(leaves, combo))
-        out.append((name, label, dict(zip(keys, combo))))
+        text = ", ".join(f"{k}={v}" for k, v in zip(leaves, combo))
+        if label is not None:
+            try:
+                text = label.format(**dict(zip(leaves, combo)))
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"{where}_label: '{label}' cannot be filled from {', '.join(leaves)}: "
+                                  f"{exc!r}") from None
+        out.append((name, text, dict(zip(keys, combo))))
     return out
 
 
@@ -237,7 +256,7 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
         specs.append((vname, str(v.get("label") or vname), opt,
                       _override_list(v.get("overrides"), f"{where}.overrides"),
                       _override_list(v.get("stage1_overrides"), f"{where}.stage1_overrides")))
-    for gname, glabel, combo in _grid_variants(raw.get("grid"), f"{src}: grid"):
+    for gname, glabel, combo in _grid_variants(raw.get("grid"), f"{src}: grid", raw.get("grid_label")):
         specs.append((gname, glabel, base_opt, _override_list(combo, f"{src}: grid"), []))
     if not specs:
         raise ConfigError(f"{src}: no variants: give 'variants' and/or 'grid'")
