@@ -15,7 +15,7 @@ from sweep_tiny import write_tiny_sweep
 pytestmark = pytest.mark.slow
 
 
-def _sweep(tmp_path, base, sweep_file, jobs):
+def _sweep(base, sweep_file, jobs):
     return [PY, str(REPO / "scripts" / "sweep.py"), "-opt", str(base), "--sweep", str(sweep_file), "--jobs",
             str(jobs), "--resamples", "2000"]
 
@@ -25,7 +25,7 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     folder = tmp_path / "experiments" / "sweeps" / "tiny"
     first = tmp_path / "experiments" / "tiny_stage1_s0"
     # 1) start the sweep one run at a time and kill it (with its trainer) once the first run has finished
-    proc = subprocess.Popen(_sweep(tmp_path, base, sweep_file, 1), cwd=tmp_path, env=run_env(),
+    proc = subprocess.Popen(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     record = folder / "runs" / "tiny_stage1_s0.json"
     deadline = time.time() + 300
@@ -40,7 +40,7 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     assert not (folder / "results.md").exists()
 
     # 2) the same command again: the finished run is reused, the rest trained, evaluated and compared
-    done = subprocess.run(_sweep(tmp_path, base, sweep_file, 2), cwd=tmp_path, env=run_env(), capture_output=True,
+    done = subprocess.run(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "reuse tiny_stage1_s0" in done.stdout and "start train tiny_stage1_s0" not in done.stdout
@@ -60,7 +60,18 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     assert (folder / "chart_tinytest_psnr_uint8_rgb.png").stat().st_size > 1000
 
     # 3) once more: nothing is trained or evaluated again, the report is the same
-    again = subprocess.run(_sweep(tmp_path, base, sweep_file, 2), cwd=tmp_path, env=run_env(), capture_output=True,
+    again = subprocess.run(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0 and "start " not in again.stdout
     assert (folder / "results.md").read_text() == md
+
+
+def test_sweep_trains_with_torchrun_when_nproc_is_above_1(tmp_path):
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1, extra={
+        "nproc": 2, "variants": [{"name": "noprior", "opt": "plain.yml"}]})
+    done = subprocess.run(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / "train_tiny_noprior_s0.log").read_text()
+    assert "--nproc_per_node=2" in log and "world size 2" in log
+    assert "noprior (baseline) | " in (tmp_path / "experiments" / "sweeps" / "tiny" / "results.md").read_text()

@@ -115,7 +115,8 @@ def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Ma
             cells = [labels.get(v["name"], v["name"]) + (" (baseline)" if v["name"] == baseline else "")]
             for m in metrics:
                 r = next(x for x in sub if x.variant == v["name"] and x.metric == m)
-                cells.append(f"{_fmt(r.mean, m)} +- {_fmt(r.std, m)}")
+                cells.append(f"{_fmt(r.mean, m)} +- {_fmt(r.std, m)}" if math.isfinite(r.std)
+                             else f"{_fmt(r.mean, m)} (1 seed)")
                 if r.vs_baseline is None:
                     cells += ["-", "-"]
                 else:
@@ -130,7 +131,8 @@ def results_csv(results: Sequence[VariantResult], labels: Mapping[str, str]) -> 
     body = []
     for r in results:
         ci = r.vs_baseline
-        body.append([r.set, r.variant, labels.get(r.variant, r.variant), r.metric, repr(r.mean), repr(r.std),
+        body.append([r.set, r.variant, labels.get(r.variant, r.variant), r.metric, repr(r.mean),
+                     repr(r.std) if math.isfinite(r.std) else "",
                      r.n_seeds, r.n_images, "" if ci is None else repr(ci.mean), "" if ci is None else repr(ci.low),
                      "" if ci is None else repr(ci.high), "baseline" if ci is None else ci.verdict])
     return _csv(["set", "variant", "label", "metric", "mean", "std_over_seeds", "n_seeds", "n_images",
@@ -244,7 +246,8 @@ def write_report(folder: Path, *, resamples: int = 10000, boot_seed: int = 0,
         metric = metrics[0]
         sub = [next(r for r in results if r.set == set_name and r.metric == metric and r.variant == v)
                for v in variants]
-        png = draw_chart([labels[v] for v in variants], [r.mean for r in sub], [r.std for r in sub], metric,
+        png = draw_chart([labels[v] for v in variants], [r.mean for r in sub],
+                         [r.std if math.isfinite(r.std) else 0.0 for r in sub], metric,
                          input_reference(rows, plan["baseline"], set_name, metric))
         name = f"chart_{set_name}_{metric}.png"
         files[name] = folder / name

@@ -45,9 +45,9 @@ class Interval:
 
 
 def seed_spread(values: np.ndarray) -> Tuple[float, float]:
-    """Mean and standard deviation (ddof 1; 0 for one seed) of the per-seed means of an images x seeds array."""
+    """Mean and standard deviation (ddof 1; NaN for one seed: unknown) of the per-seed means of images x seeds."""
     per_seed = np.asarray(values, dtype=np.float64).mean(axis=0)
-    std = float(per_seed.std(ddof=1)) if per_seed.size > 1 else 0.0
+    std = float(per_seed.std(ddof=1)) if per_seed.size > 1 else float("nan")
     return float(per_seed.mean()), std
 
 
