@@ -1,6 +1,6 @@
 """Quality benchmark: the papers' ablations at a small, fixed CPU budget, with honest statistics.
 
-    python benchmarks/quality.py --jobs 2                 # the full sweep: 5 variants x 3 seeds (hours on a CPU)
+    python benchmarks/quality.py --jobs 2                 # the full sweep: 5 variants x 3 seeds, 21 training runs
     python benchmarks/quality.py --quick --seeds 2        # the same pipeline at a few iterations (minutes)
 
 The learned variants are the sweep ``benchmarks/sweeps/quality.yml`` (base

@@ -149,7 +149,7 @@ class SweepRunner:
     def eval_reusable(self, run: Run) -> bool:
         rec = _read_json(self.eval_record_file(run))
         return (rec is not None and rec.get("weights_sha256") == self.records[run.name]["weights_sha256"]
-                and rec.get("eval_hash") == config_hash(run.eval_options)
+                and rec.get("eval_hash") == config_hash(run.eval_options) and rec.get("limit") == self.sweep.eval_limit
                 and all((self.folder / "eval" / run.name / s / "metrics.csv").is_file() for s in rec.get("sets", [])))
 
     # ------------------------------------------------------------------ commands
@@ -246,4 +246,4 @@ class SweepRunner:
         sets = sorted(d.name for d in run.eval_options.datasets.values() if d.phase in ("test", "val"))
         _write_json(self.eval_record_file(run), {"run": run.name, "eval_hash": config_hash(run.eval_options),
                                                  "weights_sha256": self.records[run.name]["weights_sha256"],
-                                                 "sets": sets, "seconds": seconds})
+                                                 "sets": sets, "limit": self.sweep.eval_limit, "seconds": seconds})
