@@ -1,0 +1,249 @@
+"""Run a validated sweep: training runs through the real trainer, then their evaluations.
+
+The sweep folder (``<experiments_root>/sweeps/<name>/``) holds the option file of
+every run (``options/``) and its evaluation (``eval_options/``), the training and
+test logs (``logs/``), one record per finished run (``runs/<run>.json``: its
+options hash and the sha256 of its weights) and the evaluations' outputs
+(``eval/<run>/<set>/metrics.csv``).  A run is reused when its final checkpoint
+exists, the options the trainer saved hash to the planned ones and the stage-1
+weights it started from are still the current ones; any other run is started
+with ``--resume auto`` (continuing where a killed sweep stopped) or, when its
+folder holds a run with other options, ``--resume none`` (the trainer archives it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from hidiff.config import config_hash, load_options
+from hidiff.errors import ConfigError, HidiffError
+from hidiff.registry import MODEL_REGISTRY
+from hidiff.sweep.spec import Run, Sweep
+from hidiff.utils.atomic import atomic_write_text
+from hidiff.utils.hashing import sha256_file
+
+TEST_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test.py"
+
+
+class RunFailed(HidiffError):
+    """A training run or evaluation of the sweep exited with an error."""
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def final_weights(run: Run) -> Optional[Dict[str, Path]]:
+    """``{suffix: net_<x>_latest.pth}`` of a finished run, or None while any is missing."""
+    import hidiff.models  # noqa: F401  (registers the model classes)
+    names = MODEL_REGISTRY.get(run.options.model_type).save_names
+    files = {n: run.run_dir / "models" / f"net_{n}_latest.pth" for n in names}
+    return files if all(f.is_file() for f in files.values()) else None
+
+
+def saved_hash(run: Run) -> Optional[str]:
+    """Hash of the options the trainer saved in the run folder (None: no readable config.yml)."""
+    cfg = run.run_dir / "config.yml"
+    if not cfg.is_file():
+        return None
+    try:
+        return config_hash(load_options(cfg, is_train=True))
+    except ConfigError:
+        return None
+
+
+@dataclass
+class Job:
+    key: str
+    kind: str                           # 'train' or 'eval'
+    run: Run
+    after: List[str] = field(default_factory=list)
+
+
+class SweepRunner:
+    """Schedules the runs of a :class:`Sweep` ``jobs`` at a time, dependencies first."""
+
+    def __init__(self, sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        if jobs < 1:
+            raise ConfigError(f"--jobs: expected a positive number, got {jobs}")
+        if not TEST_SCRIPT.is_file():
+            raise ConfigError(f"the sweep evaluates with {TEST_SCRIPT}, which is missing (run from a source checkout)")
+        self.sweep, self.jobs, self.log = sweep, jobs, log
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.folder = sweep.folder
+        self.records: Dict[str, dict] = {}
+        self.retrained: set = set()          # runs trained in this call
+        self.retrained_inputs: set = set()   # runs whose stage-1 run trains anew: their old weights are stale
+
+    # ------------------------------------------------------------------ files
+    def option_file(self, run: Run) -> Path:
+        return self.folder / "options" / f"{run.name}.yml"
+
+    def eval_file(self, run: Run) -> Path:
+        return self.folder / "eval_options" / f"{run.name}.yml"
+
+    def record_file(self, run: Run) -> Path:
+        return self.folder / "runs" / f"{run.name}.json"
+
+    def eval_record_file(self, run: Run) -> Path:
+        return self.folder / "eval" / run.name / "eval.json"
+
+    def write_plan(self) -> None:
+        """The sweep file, every option file and the plan, written once everything has validated."""
+        s = self.sweep
+        atomic_write_text(self.folder / "sweep.yml", s.source.read_text(encoding="utf-8"))
+        for run in s.runs:
+            atomic_write_text(self.option_file(run), run.text)
+            if run.eval_text is not None:
+                atomic_write_text(self.eval_file(run), run.eval_text)
+        plan = {"name": s.name, "baseline": s.baseline, "seeds": s.seeds, "nproc": s.nproc,
+                "variants": [{"name": v.name, "label": v.label, "runs": [r.name for r in v.runs]}
+                             for v in s.variants],
+                "runs": [{"name": r.name, "variant": r.variant, "seed_index": r.seed_index,
+                          "manual_seed": r.manual_seed, "stage": r.stage, "after": r.after, "config_hash": r.hash}
+                         for r in s.runs]}
+        _write_json(self.folder / "plan.json", plan)
+
+    # ------------------------------------------------------------------ reuse
+    def _dependency_hashes(self, run: Run) -> Dict[str, Dict[str, str]]:
+        return {dep: self.records[dep]["weights_sha256"] for dep in run.after}
+
+    def reusable(self, run: Run) -> bool:
+        """Finished with the planned options, from the stage-1 weights that exist now."""
+        if any(dep in self.retrained for dep in run.after):
+            return False
+        if final_weights(run) is None or saved_hash(run) != run.hash:
+            return False
+        rec = _read_json(self.record_file(run))
+        if rec is None or rec.get("config_hash") != run.hash:
+            return False
+        return rec.get("inputs", {}) == self._dependency_hashes(run)
+
+    def _record(self, run: Run, seconds: Optional[float], status: str) -> None:
+        weights = {n: sha256_file(p) for n, p in (final_weights(run) or {}).items()}
+        old = _read_json(self.record_file(run)) or {}
+        rec = {"run": run.name, "variant": run.variant, "seed_index": run.seed_index,
+               "manual_seed": run.manual_seed, "stage": run.stage, "config_hash": run.hash,
+               "options": str(self.option_file(run)), "run_dir": str(run.run_dir),
+               "weights_sha256": weights, "inputs": self._dependency_hashes(run), "status": status,
+               "train_seconds": seconds if seconds is not None else old.get("train_seconds")}
+        _write_json(self.record_file(run), rec)
+        self.records[run.name] = rec
+
+    def eval_reusable(self, run: Run) -> bool:
+        rec = _read_json(self.eval_record_file(run))
+        return (rec is not None and rec.get("weights_sha256") == self.records[run.name]["weights_sha256"]
+                and rec.get("eval_hash") == config_hash(run.eval_options) and rec.get("limit") == self.sweep.eval_limit
+                and all((self.folder / "eval" / run.name / s / "metrics.csv").is_file() for s in rec.get("sets", [])))
+
+    # ------------------------------------------------------------------ commands
+    def train_command(self, run: Run) -> List[str]:
+        resume = "auto" if saved_hash(run) in (None, run.hash) and run.name not in self.retrained_inputs else "none"
+        tail = ["-m", "hidiff.engine.train_cli", "-opt", str(self.option_file(run)), "--resume", resume]
+        if self.sweep.nproc > 1:
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={self.sweep.nproc}"] + tail + ["--launcher", "pytorch"]
+        return [sys.executable] + tail + ["--launcher", "none"]
+
+    def eval_command(self, run: Run) -> List[str]:
+        cmd = [sys.executable, str(TEST_SCRIPT), "-opt", str(self.eval_file(run)), "--experiment", run.name]
+        if self.sweep.eval_limit:
+            cmd += ["--limit", str(self.sweep.eval_limit)]
+        return cmd
+
+    # ------------------------------------------------------------------ main loop
+    def execute(self) -> Dict[str, dict]:
+        """Train and evaluate every run (reusing finished ones); returns the run records."""
+        self.write_plan()
+        pending: List[Job] = []
+        for run in self.sweep.runs:
+            if self.reusable(run):
+                self._record(run, None, "reused")
+                self.log(f"  reuse {run.name} (finished, same options)")
+            else:
+                if any(dep in self.retrained for dep in run.after):
+                    self.retrained_inputs.add(run.name)
+                self.retrained.add(run.name)
+                pending.append(Job(f"train:{run.name}", "train", run, [f"train:{d}" for d in run.after]))
+            if run.stage == "final":
+                pending.append(Job(f"eval:{run.name}", "eval", run, [f"train:{run.name}"]))
+        done = {f"train:{r.name}" for r in self.sweep.runs if r.name not in self.retrained}
+        running: Dict[str, tuple] = {}
+        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            while pending or running:
+                for job in list(pending):
+                    if len(running) >= self.jobs:
+                        break
+                    if not all(a in done for a in job.after):
+                        continue
+                    pending.remove(job)
+                    if job.kind == "eval" and self.eval_reusable(job.run):
+                        self.log(f"  reuse evaluation of {job.run.name}")
+                        done.add(job.key)
+                        continue
+                    cmd = self.train_command(job.run) if job.kind == "train" else self.eval_command(job.run)
+                    log_path = self.folder / "logs" / f"{job.kind}_{job.run.name}.log"
+                    out = open(log_path, "a", encoding="utf-8")
+                    out.write(f"$ {' '.join(cmd)}\n")
+                    out.flush()
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+                    running[job.key] = (job, proc, time.time(), out, log_path)
+                    self.log(f"  start {job.kind} {job.run.name}")
+                if not running:
+                    if pending:  # cannot happen with a valid plan: dependencies always come first
+                        raise RunFailed(f"jobs wait on missing dependencies: {[j.key for j in pending]}")
+                    break
+                time.sleep(0.2)
+                for key, (job, proc, t0, out, log_path) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    out.close()
+                    del running[key]
+                    seconds = time.time() - t0
+                    self._finish(job, proc.returncode, seconds, log_path)
+                    done.add(key)
+                    self.log(f"  done  {job.kind} {job.run.name} in {seconds:.0f} s")
+        finally:
+            for job, proc, _, out, _ in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                out.close()
+        return self.records
+
+    def _finish(self, job: Job, rc: int, seconds: float, log_path: Path) -> None:
+        run = job.run
+        if rc != 0:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+            raise RunFailed(f"{job.kind} of {run.name} failed (exit {rc}); log {log_path}:\n" + "\n".join(tail))
+        if job.kind == "train":
+            if final_weights(run) is None:
+                raise RunFailed(f"training run {run.name} exited 0 but left no final checkpoint "
+                                f"(net_<x>_latest.pth in {run.run_dir / 'models'}); log {log_path}")
+            self._record(run, seconds, "trained")
+            return
+        sets = sorted(d.name for d in run.eval_options.datasets.values() if d.phase in ("test", "val"))
+        _write_json(self.eval_record_file(run), {"run": run.name, "eval_hash": config_hash(run.eval_options),
+                                                 "weights_sha256": self.records[run.name]["weights_sha256"],
+                                                 "sets": sets, "limit": self.sweep.eval_limit, "seconds": seconds})

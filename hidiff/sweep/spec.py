@@ -1,0 +1,343 @@
+"""The sweep file: variants of a base option file, validated completely before anything runs.
+
+A sweep file names override sets on a base training option file::
+
+    name: ablation                 # runs are named <name>_<variant>_s<seed index>
+    seeds: 2                       # manual_seed = base manual_seed + 0, 1 (or a list of seeds)
+    baseline: prior
+    nproc: 1                       # processes per run (torchrun when > 1)
+    overrides: {train.total_iter: 100}        # every run of the sweep (stage-1 runs too)
+    stage1: {opt: stage1.yml, overrides: {}}  # HI_Diff_S2 variants train their own stage-1 run first
+    variants:
+      - {name: no_prior, label: U-Net without prior, opt: plain.yml}   # opt: another base file
+      - {name: single, overrides: {network_g.prior_pyramid: false}, stage1_overrides: {}}
+    grid:                           # one variant per combination, on the base file
+      diffusion_schedule.timesteps: [1, 4, 8]
+    grid_label: "HI-Diff, T={timesteps}"     # labels of the grid variants (default: timesteps=1, ...)
+    eval: {test: test.yml, overrides: {}, limit: null}
+
+A variant whose model is HI_Diff_S2 links (``path.stage1``) to a stage-1 run of
+the same seed; its overrides of the networks stage 2 takes from stage 1
+(``network_g``, ``network_le``) go to that stage-1 run too, and variants whose
+stage-1 options are equal share it.  The evaluation takes the test file's sets
+and settings with the networks of the trained run.  Paths inside the file are
+relative to the sweep file.  Every run's options (and its evaluation's) are
+loaded through ``hidiff.config`` here, so a wrong key or value fails before the
+first run starts.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from hidiff.config import config_hash, load_options, options_from_text, resolved_yaml
+from hidiff.config.schema import Options
+from hidiff.config.yaml_io import dump_yaml, load_yaml
+from hidiff.errors import ConfigError
+from hidiff.models.stage_link import STAGE1_NETWORKS
+from hidiff.utils.suggest import did_you_mean
+
+TOP_KEYS = ("name", "seeds", "baseline", "nproc", "overrides", "stage1", "variants", "grid", "grid_label", "eval")
+VARIANT_KEYS = ("name", "label", "opt", "overrides", "stage1_overrides")
+STAGE1_KEYS = ("opt", "overrides")
+EVAL_KEYS = ("test", "overrides", "limit")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: keys of a test option file replaced by the trained run's (they define the model that was trained)
+MODEL_KEYS = ("model_type", "diffusion_schedule")
+
+
+@dataclass
+class Run:
+    """One training run (and, for final-stage runs, its evaluation)."""
+
+    name: str
+    variant: str
+    seed_index: int
+    manual_seed: int
+    stage: str                      # 'stage1' or 'final'
+    options: Options
+    text: str                       # resolved option YAML, as written into the sweep folder
+    hash: str
+    after: List[str] = field(default_factory=list)
+    eval_options: Optional[Options] = None
+    eval_text: Optional[str] = None
+
+    @property
+    def experiments_root(self) -> Path:
+        return Path(self.options.path.experiments_root)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.experiments_root / self.name
+
+
+@dataclass
+class Variant:
+    name: str
+    label: str
+    runs: List[Run] = field(default_factory=list)   # final-stage runs, one per seed index
+
+
+@dataclass
+class Sweep:
+    name: str
+    source: Path
+    folder: Path                    # <experiments_root>/sweeps/<name>
+    baseline: str
+    nproc: int
+    seeds: List[int]
+    variants: List[Variant]
+    runs: List[Run]                 # every training run, dependencies first
+    eval_limit: Optional[int] = None
+
+    def run(self, name: str) -> Run:
+        return next(r for r in self.runs if r.name == name)
+
+
+def _check_keys(block: Any, allowed: Sequence[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {block!r}")
+    for key in block:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed)}; "
+                              f"valid: {', '.join(allowed)}")
+    return block
+
+
+def _override_list(block: Any, where: str) -> List[str]:
+    """``{dotted.key: value}`` -> ``['dotted.key=<json>']`` for ``hidiff.config.apply_overrides``."""
+    if block is None:
+        return []
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of dotted.key: value, got {block!r}")
+    out = []
+    for key, value in block.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ConfigError(f"{where}: '{key}' is not a dotted option key")
+        out.append(f"{key}={json.dumps(value)}")
+    return out
+
+
+def _plain_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _PLAIN_NAME.match(value):
+        raise ConfigError(f"{where}: '{value}' is not a plain folder name (letters, digits, '_', '.', '-')")
+    return value
+
+
+def _path(value: Any, sweep_file: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a file path, got {value!r}")
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else sweep_file.parent / p
+    if not p.is_file():
+        raise ConfigError(f"{where}: file not found: {p}")
+    return p
+
+
+def _seeds(value: Any, base_seed: int, where: str) -> List[int]:
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{where}: expected a positive number of seeds or a list of seeds, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{where}: expected at least 1 seed, got {value}")
+        return [base_seed + k for k in range(value)]
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where}: seeds repeat: {value}")
+        return list(value)
+    raise ConfigError(f"{where}: expected a positive number of seeds or a list of integers, got {value!r}")
+
+
+def _grid_variants(grid: Any, where: str, label: Any = None) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """``{key: [values]}`` -> (name, label, overrides) per combination, e.g. ``timesteps4``, ``timesteps=4``.
+
+    ``label``: a format string over the keys' last parts, e.g. ``"T={timesteps}"``.
+    """
+    if grid is None:
+        if label is not None:
+            raise ConfigError(f"{where}_label: given without a grid")
+        return []
+    if label is not None and not isinstance(label, str):
+        raise ConfigError(f"{where}_label: expected a format string such as 'T={{timesteps}}', got {label!r}")
+    if not isinstance(grid, Mapping) or not grid:
+        raise ConfigError(f"{where}: expected a mapping of dotted.key: [values]")
+    keys = list(grid)
+    for k in keys:
+        if not isinstance(grid[k], list) or not grid[k]:
+            raise ConfigError(f"{where}.{k}: expected a non-empty list of values, got {grid[k]!r}")
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        leaves = [str(k).split(".")[-1] for k in keys]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", "_".join(f"{k}{str(v).lower()}" for k, v in zip(leaves, combo)))
+        text = ", ".join(f"{k}={v}" for k, v in zip(leaves, combo))
+        if label is not None:
+            try:
+                text = label.format(**dict(zip(leaves, combo)))
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"{where}_label: '{label}' cannot be filled from {', '.join(leaves)}: "
+                                  f"{exc!r}") from None
+        out.append((name, text, dict(zip(keys, combo))))
+    return out
+
+
+def _load(path: Path, overrides: List[str], where: str, is_train: bool = True) -> Options:
+    try:
+        return load_options(path, overrides, is_train=is_train)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _resolved(options: Options, where: str, is_train: bool = True) -> Tuple[str, str]:
+    """The option YAML written for a run and the hash the trainer will record for it."""
+    text = resolved_yaml(options)
+    again = options_from_text(text, is_train=is_train, source=where)
+    return text, config_hash(again)
+
+
+def _eval_options(test_raw: Mapping[str, Any], test_file: Path, run: Run, folder: Path,
+                  overrides: List[str]) -> Tuple[Options, str]:
+    """The test options of one run: the test file's sets and settings, the run's networks and seed."""
+    trained = run.options.to_dict()
+    raw = {k: v for k, v in test_raw.items() if not k.startswith("network_") and k not in MODEL_KEYS}
+    raw.update({k: v for k, v in trained.items() if k.startswith("network_") or k in MODEL_KEYS})
+    raw["name"] = run.name
+    raw["manual_seed"] = run.manual_seed
+    raw["path"] = {"experiments_root": str(run.experiments_root), "results_root": str(folder / "eval")}
+    val = dict(raw.get("val") or {})
+    val["window_size"] = trained["val"]["window_size"]
+    raw["val"] = val
+    where = f"eval of {run.name} (test file {test_file})"
+    text = dump_yaml(raw)
+    try:
+        opts = options_from_text(text, overrides, is_train=False, source=where)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not any(d.phase in ("test", "val") for d in opts.datasets.values()):
+        raise ConfigError(f"{test_file}: no test_<n> dataset block to evaluate on")
+    return opts, resolved_yaml(opts)
+
+
+def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence[str] = (),
+               eval_overrides: Sequence[str] = (), seeds: Optional[int] = None) -> Sweep:
+    """Read and validate a sweep file on ``base_opt``; every run's options are loaded and checked.
+
+    ``overrides`` (``KEY=VALUE`` strings) apply to every training run after the
+    sweep file's own; ``eval_overrides`` to every evaluation; ``seeds`` replaces
+    the file's number of seeds.  Nothing is written.
+    """
+    sweep_file = Path(sweep_file)
+    base_opt = Path(base_opt)
+    raw = load_yaml(sweep_file)
+    src = str(sweep_file)
+    raw = dict(_check_keys(raw, TOP_KEYS, src))
+    name = _plain_name(raw.get("name", sweep_file.stem), f"{src}: name")
+    if not base_opt.is_file():
+        raise ConfigError(f"-opt: base option file not found: {base_opt}")
+    common = _override_list(raw.get("overrides"), f"{src}: overrides") + list(overrides)
+    nproc = raw.get("nproc", 1)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"{src}: nproc: expected a positive integer, got {nproc!r}")
+
+    specs: List[Tuple[str, str, Path, List[str], List[str]]] = []   # name, label, opt, overrides, stage1 extra
+    variants_raw = raw.get("variants") or []
+    if not isinstance(variants_raw, list):
+        raise ConfigError(f"{src}: variants: expected a list of {{name: ..., overrides: ...}}")
+    for i, v in enumerate(variants_raw):
+        where = f"{src}: variants[{i}]"
+        v = _check_keys(v, VARIANT_KEYS, where)
+        if "name" not in v:
+            raise ConfigError(f"{where}: every variant needs a 'name'")
+        vname = _plain_name(v["name"], f"{where}.name")
+        opt = _path(v["opt"], sweep_file, f"{where}.opt") if "opt" in v else base_opt
+        specs.append((vname, str(v.get("label") or vname), opt,
+                      _override_list(v.get("overrides"), f"{where}.overrides"),
+                      _override_list(v.get("stage1_overrides"), f"{where}.stage1_overrides")))
+    for gname, glabel, combo in _grid_variants(raw.get("grid"), f"{src}: grid", raw.get("grid_label")):
+        specs.append((gname, glabel, base_opt, _override_list(combo, f"{src}: grid"), []))
+    if not specs:
+        raise ConfigError(f"{src}: no variants: give 'variants' and/or 'grid'")
+    names = [s[0] for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{src}: variant names repeat: {', '.join(dupes)}")
+    baseline = raw.get("baseline", names[0])
+    if baseline not in names:
+        raise ConfigError(f"{src}: baseline: no variant named '{baseline}'{did_you_mean(str(baseline), names)}; "
+                          f"variants: {', '.join(names)}")
+
+    stage1 = raw.get("stage1")
+    stage1_opt, stage1_common = None, []
+    if stage1 is not None:
+        stage1 = _check_keys(stage1, STAGE1_KEYS, f"{src}: stage1")
+        if "opt" not in stage1:
+            raise ConfigError(f"{src}: stage1: needs 'opt', the stage-1 base option file")
+        stage1_opt = _path(stage1["opt"], sweep_file, f"{src}: stage1.opt")
+        stage1_common = _override_list(stage1.get("overrides"), f"{src}: stage1.overrides")
+
+    ev = raw.get("eval")
+    if ev is None:
+        raise ConfigError(f"{src}: eval: needed, e.g. eval: {{test: test.yml}} (the test sets every variant is "
+                          f"scored on)")
+    ev = _check_keys(ev, EVAL_KEYS, f"{src}: eval")
+    if "test" not in ev:
+        raise ConfigError(f"{src}: eval: needs 'test', a test option file")
+    test_file = _path(ev["test"], sweep_file, f"{src}: eval.test")
+    test_raw = load_yaml(test_file)
+    if not isinstance(test_raw, Mapping):
+        raise ConfigError(f"{test_file}: the top level must be a mapping")
+    eval_over = _override_list(ev.get("overrides"), f"{src}: eval.overrides") + list(eval_overrides)
+    limit = ev.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{src}: eval.limit: expected a positive integer or null, got {limit!r}")
+
+    probe = _load(base_opt, common, f"{src} on {base_opt}")
+    seed_list = _seeds(raw.get("seeds", 1) if seeds is None else seeds, probe.manual_seed,
+                   f"{src}: seeds" if seeds is None else "--seeds")
+    folder = Path(probe.path.experiments_root) / "sweeps" / name
+
+    runs: List[Run] = []
+    stage1_by_hash: Dict[Tuple[str, int], Run] = {}
+    variants: List[Variant] = []
+    for vname, label, opt, vover, s1extra in specs:
+        variant = Variant(vname, label)
+        for k, seed in enumerate(seed_list):
+            run_name = f"{name}_{vname}_s{k}"
+            fixed = [f"name={json.dumps(run_name)}", f"manual_seed={seed}"]
+            where = f"{src}: variant '{vname}', seed {seed}"
+            options = _load(opt, common + vover + fixed, where)
+            after: List[str] = []
+            if stage1_opt is not None and options.model_type == "HI_Diff_S2":
+                # overrides of the networks stage 2 takes from stage 1 must reach the stage-1 run too
+                shared = [o for o in vover if o.split("=", 1)[0].split(".")[0] in
+                          {f"network_{n}" for n in STAGE1_NETWORKS}]
+                s1name = f"{name}_stage1{'_' + vname if shared or s1extra else ''}_s{k}"
+                s1fixed = [f"name={json.dumps(s1name)}", f"manual_seed={seed}",
+                           f"path.experiments_root={json.dumps(str(options.path.experiments_root))}"]
+                s1where = f"{src}: stage 1 of variant '{vname}', seed {seed}"
+                s1 = _load(stage1_opt, stage1_common + common + shared + s1extra + s1fixed, s1where)
+                neutral = options_from_text(resolved_yaml(s1), ["name=stage1"], source=s1where)
+                key = (config_hash(neutral), k)
+                if key not in stage1_by_hash:
+                    text, h = _resolved(s1, s1where)
+                    stage1_by_hash[key] = Run(s1name, vname, k, seed, "stage1", s1, text, h)
+                    runs.append(stage1_by_hash[key])
+                link = stage1_by_hash[key].name
+                options = _load(opt, common + vover + fixed + [f"path.stage1={json.dumps(link)}"], where)
+                after = [link]
+            text, h = _resolved(options, where)
+            run = Run(run_name, vname, k, seed, "final", options, text, h, after)
+            run.eval_options, run.eval_text = _eval_options(test_raw, test_file, run, folder, eval_over)
+            runs.append(run)
+            variant.runs.append(run)
+        variants.append(variant)
+    taken: Dict[str, str] = {}
+    for r in runs:
+        if r.name in taken:
+            raise ConfigError(f"{src}: two runs would be named '{r.name}' (variant names clash with the derived "
+                              f"stage-1 names); rename a variant")
+        taken[r.name] = r.variant
+    return Sweep(name, sweep_file, folder, baseline, nproc, seed_list, variants, runs, limit)
