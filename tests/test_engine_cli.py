@@ -9,7 +9,7 @@ import yaml
 from engine_tiny_run import tiny_options, write_pairs
 from hidiff.config import load_options
 from hidiff.engine.checkpoint import safe_load
-from hidiff.engine.train_cli import main
+from hidiff.cli.train import main
 
 
 
