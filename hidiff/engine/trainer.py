@@ -286,7 +286,7 @@ class Trainer:
                 path = self.store.save(it, nets, build_state(self, ranks))
                 pruned = self.store.prune(self.opt.logger.keep_last)
                 if it == self.topt.total_iter:
-                    self.store.save_tagged("latest", nets)
+                    self.store.save_tagged("latest", nets, {"iter": it})
                 self.log.info("Saving models and training states at iteration %d (%s)%s", it, path,
                               f"; removed sets {pruned}" if pruned else "")
             except Exception as exc:

@@ -2,7 +2,7 @@
 
 A stage-2 option file names its stage-1 run (``path.stage1: <experiment name or
 run folder>``) instead of hand-edited file paths (the official S2 files point into
-a ``debug_`` folder, quirk 19).  Resolution happens at start-up and fails with a
+a ``debug_`` folder).  Resolution happens at start-up and fails with a
 clear message when a file is missing, before any training starts.
 """
 from __future__ import annotations
@@ -26,16 +26,39 @@ class PretrainSpec:
 
 
 def find_model_file(models_dir: Path, net: str, which="latest") -> Optional[Path]:
-    """``net_<x>_latest.pth`` (or the highest iteration) or ``net_<x>_<which>.pth``."""
-    if which != "latest":
-        p = models_dir / f"net_{net}_{int(which)}.pth"
-        return p if p.is_file() else None
-    latest = models_dir / f"net_{net}_latest.pth"
-    if latest.is_file():
-        return latest
-    pat = re.compile(rf"^net_{re.escape(net)}_(\d+)\.pth$")
-    iters = sorted((int(m.group(1)), p) for p in models_dir.glob(f"net_{net}_*.pth") if (m := pat.match(p.name)))
-    return iters[-1][1] if iters else None
+    """``net_<x>`` of :func:`find_model_files` (None if that unit lacks it)."""
+    return find_model_files(models_dir, (net,), which).get(net)
+
+
+def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:
+    """The files of ``nets`` in the checkpoint unit ``which`` ('latest', 'best' or an iteration) of a run.
+
+    In a training run folder (it has ``config.yml`` or ``training_states``) only one
+    complete unit counts (see :func:`hidiff.engine.checkpoint_store.latest_complete`):
+    a save killed between two network files never pairs one network of iteration
+    N with another of N-1.  A plain folder of weight files is read by name:
+    ``net_<x>_latest.pth``, else the highest ``net_<x>_<iter>.pth``.
+    """
+    from hidiff.engine.checkpoint_store import latest_complete
+
+    run = models_dir.parent
+    if (run / "config.yml").is_file() or (run / "training_states").is_dir():
+        unit = latest_complete(run, which)
+        return {} if unit is None else {n: unit.networks[n] for n in nets if n in unit.networks}
+    out = {}
+    for net in nets:
+        if which != "latest":
+            p = models_dir / f"net_{net}_{which}.pth"
+        else:
+            p = models_dir / f"net_{net}_latest.pth"
+            if not p.is_file():
+                pat = re.compile(rf"^net_{re.escape(net)}_(\d+)\.pth$")
+                iters = sorted((int(m.group(1)), f) for f in models_dir.glob(f"net_{net}_*.pth")
+                               if (m := pat.match(f.name)))
+                p = iters[-1][1] if iters else p
+        if p.is_file():
+            out[net] = p
+    return out
 
 
 def stage1_run_dir(options) -> Path:
@@ -56,13 +79,14 @@ def resolve_pretrained(options) -> Dict[str, PretrainSpec]:
     out: Dict[str, PretrainSpec] = {}
     if options.path.stage1 is not None:
         run = stage1_run_dir(options)
+        files = find_model_files(run / "models", STAGE1_NETWORKS, options.path.stage1_iter)
         for net in STAGE1_NETWORKS:
             if net not in options.networks or options.path.pretrain.get(net):
                 continue
-            f = find_model_file(run / "models", net, options.path.stage1_iter)
+            f = files.get(net)
             if f is None:
-                raise ConfigError(f"path.stage1: no net_{net} checkpoint ({options.path.stage1_iter}) in "
-                                  f"{run / 'models'}")
+                raise ConfigError(f"path.stage1: no net_{net} checkpoint ({options.path.stage1_iter}; a save that "
+                                  f"did not complete does not count) in {run / 'models'}")
             out[net] = PretrainSpec(f, options.path.strict_load.get(net, True),
                                     options.path.param_key.get(net, "params"))
     for net, p in options.path.pretrain.items():
@@ -74,5 +98,5 @@ def resolve_pretrained(options) -> Dict[str, PretrainSpec]:
         out[net] = PretrainSpec(f, options.path.strict_load.get(net, True), options.path.param_key.get(net, "params"))
     if options.is_train and options.model_type == "HI_Diff_S2" and "le" not in out:
         raise ConfigError("HI_Diff_S2 training needs the stage-1 weights: set path.stage1 to the stage-1 run "
-                          "(or path.pretrain_network_le / _g); a random frozen net_le would be useless (quirk 19)")
+                          "(or path.pretrain_network_le / _g); a random frozen net_le would be useless")
     return out
