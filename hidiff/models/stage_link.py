@@ -33,16 +33,17 @@ def find_model_file(models_dir: Path, net: str, which="latest") -> Optional[Path
 def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:
     """The files of ``nets`` in the checkpoint unit ``which`` ('latest', 'best' or an iteration) of a run.
 
-    In a training run folder (it has ``config.yml`` or ``training_states``) only one
-    complete unit counts (see :func:`hidiff.engine.checkpoint_store.latest_complete`):
-    a save killed between two network files never pairs one network of iteration
-    N with another of N-1.  A plain folder of weight files is read by name:
-    ``net_<x>_latest.pth``, else the highest ``net_<x>_<iter>.pth``.
+    In a run folder that keeps checkpoint units (it has ``training_states`` or
+    ``models/latest.json``) only one complete unit counts (see
+    :func:`hidiff.engine.checkpoint_store.latest_complete`): a save killed between
+    two network files never pairs one network of iteration N with another of N-1.
+    A plain folder of weight files is read by name: ``net_<x>_latest.pth``, else
+    the highest ``net_<x>_<iter>.pth``.
     """
     from hidiff.engine.checkpoint_store import latest_complete
 
     run = models_dir.parent
-    if (run / "config.yml").is_file() or (run / "training_states").is_dir():
+    if (run / "training_states").is_dir() or (models_dir / "latest.json").is_file():
         unit = latest_complete(run, which)
         return {} if unit is None else {n: unit.networks[n] for n in nets if n in unit.networks}
     out = {}
