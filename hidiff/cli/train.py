@@ -13,6 +13,13 @@ Resume: ``--resume auto`` continues the newest complete checkpoint of the
 experiment (or starts fresh when there is none); ``--resume PATH`` a given
 ``training_states/<iter>.state``.  A changed configuration is refused unless
 ``--allow-config-change`` (the difference is printed).
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM finishes the current iteration, saves a
+complete checkpoint of it and exits with code 4 (under torchrun every rank stops
+at the same iteration); a second signal exits at once.
+
+Exit codes: 0 done, 2 bad input (nothing was written), 3 stopped after too many
+non-finite steps, 4 stopped by a signal with the checkpoint saved.
 """
 from __future__ import annotations
 
@@ -24,7 +31,9 @@ from hidiff.errors import HidiffError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description="Train a hidiff model from an option file.")
+    p = argparse.ArgumentParser(prog="train.py", description="Train a hidiff model from an option file.",
+                                epilog="exit codes: 0 done, 2 bad input, 3 too many non-finite steps, "
+                                       "4 stopped by SIGINT/SIGTERM (checkpoint saved; resume with --resume auto)")
     p.add_argument("-opt", "--opt", required=True, help="path to the option YAML file")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override an option, e.g. -o train.total_iter=1000 (repeatable)")
@@ -44,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 2, 3, 4
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse arguments, train, return a process exit code (0 ok, 2 bad input, 3 training stopped)."""
+    """Parse arguments, train, return a process exit code (see the module docstring)."""
     from hidiff.config import load_options
     from hidiff.engine.nonfinite import NonFiniteLossError
     from hidiff.engine.trainer import Trainer
@@ -54,15 +66,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     resume = "auto" if args.auto_resume and args.resume is None else args.resume
     try:
         options = load_options(args.opt, list(args.override) + list(args.force_yml), is_train=True)
-        Trainer(options, launcher=args.launcher, resume=resume,
-                allow_config_change=args.allow_config_change, stop_after=args.stop_after).fit()
+        result = Trainer(options, launcher=args.launcher, resume=resume,
+                         allow_config_change=args.allow_config_change, stop_after=args.stop_after).fit()
     except NonFiniteLossError as exc:
         print(f"training stopped: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NONFINITE
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_BAD_INPUT
+    if result.stopped_by:
+        print(f"training stopped by {result.stopped_by} at iteration {result.last_iter}; its checkpoint is saved "
+              f"(continue with --resume auto)", file=sys.stderr)
+        return EXIT_SIGNAL
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

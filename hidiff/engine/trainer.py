@@ -36,6 +36,7 @@ from hidiff.engine.nonfinite import NonFiniteGuard
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
 from hidiff.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from hidiff.engine.setup import build_data, build_model_parts, log_setup, stamp, wrap_model
+from hidiff.engine.stop import StopRequest
 from hidiff.engine.training_state import (build_state, check_config_change, choose_resume, restore_state,
                                           verify_resume)
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
@@ -54,6 +55,7 @@ class TrainResult:
     skipped_steps: int
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    stopped_by: Optional[str] = None  # the signal that stopped the run early (a checkpoint of last_iter exists)
 
 
 class Trainer:
@@ -87,15 +89,19 @@ class Trainer:
         self._own_group = False
         self.tb = TensorBoard(None)
         self.pbar: Optional[ProgressBar] = None
+        self.stop = StopRequest()
+        self.stopping = False
 
     # ================================================================== public
     def fit(self) -> TrainResult:
         """Set everything up, train to ``total_iter``, save and validate at the end."""
+        self.stop.install()
         try:
             self._setup()
             self._loop()
             return self._finish()
         finally:
+            self.stop.uninstall()
             self._teardown()
 
     # =================================================================== setup
@@ -191,11 +197,18 @@ class Trainer:
                 self._validate(it)
             if it % o.logger.save_checkpoint_freq == 0 or it == total:
                 self._save(it)
+            if self.stopping:
+                break
         if it < total and it > self.start_iter:
             if it % o.logger.save_checkpoint_freq:
                 self._save(it)
-            self.log.info("stopping at iteration %d of %d (stop_after=%d); continue with --resume auto", it, total,
-                          self.stop_after)
+            if self.stopping:
+                self.log.warning("stopped by %s at iteration %d of %d; the checkpoint of iteration %d is saved; "
+                                 "continue with --resume auto", self.stop.name or "a signal on another rank", it,
+                                 total, it)
+            else:
+                self.log.info("stopping at iteration %d of %d (stop_after=%d); continue with --resume auto", it,
+                              total, self.stop_after)
         self.last_iter = it
 
     def _train_step(self, it: int) -> tuple[dict[str, Tensor], Tensor, float, bool]:
@@ -222,9 +235,10 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v
         self.amp.unscale_(self.optimizer)
         gnorm = self._clip()
-        # one host sync per step: every rank must agree on skipping (DDP grads are already all-reduced)
+        # one host sync per step: every rank must agree on skipping (DDP grads are already all-reduced) ...
         flag = torch.stack([gnorm.float().reshape(())] + [v.reshape(()) for v in sums.values()])
-        nonfinite = D.all_reduce_max(~flag.isfinite().all(), self.device) > 0
+        # ... and on stopping for a signal (any rank's), at this same iteration
+        nonfinite, self.stopping = D.any_over_ranks([~flag.isfinite().all(), self.stop.requested], self.device)
         detail = "" if not nonfinite else ", ".join(f"{k}={float(v):.4g}" for k, v in sums.items()) + \
             f", grad_norm={float(gnorm):.4g}"
         skip = self.guard.record(not nonfinite, it, detail=detail)
@@ -338,8 +352,9 @@ class Trainer:
     def _finish(self) -> TrainResult:
         self.log.info("End of training at iteration %d; %d step(s) skipped for non-finite values.",
                       self.last_iter, self.guard.total)
+        stopped = (self.stop.name or "a signal") if self.stopping and self.last_iter < self.topt.total_iter else None
         return TrainResult(self.exp_dir, self.start_iter, self.last_iter, self.guard.total, dict(self.best),
-                           dict(self.last_validation))
+                           dict(self.last_validation), stopped)
 
     def _teardown(self) -> None:
         if self.pbar is not None:
