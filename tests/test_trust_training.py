@@ -129,3 +129,85 @@ def test_tagged_sets_are_units_too(tmp_path):
     # killed while rewriting the tag: the marker is gone first, so the half-new pair is never taken
     (tmp_path / "models" / "latest.json").unlink()
     assert latest_complete(tmp_path) is None
+
+
+def _val_run_options(tmp_path: Path, **val):
+    from hidiff.config import options_from_text
+    write_pairs(tmp_path / "data")
+    lq, gt = write_pairs(tmp_path / "valdata", n=4)
+    opts = tiny_options(tmp_path, with_val=True, train={"total_iter": 2},
+                        val={"val_freq": 1, **val}, logger={"save_checkpoint_freq": 1})
+    opts["datasets"]["val"].update(dataroot_lq=str(lq), dataroot_gt=str(gt))
+    return options_from_text(yaml.safe_dump(opts, sort_keys=False)), lq
+
+
+def test_corrupt_val_image_is_skipped_counted_and_costs_no_checkpoint(tmp_path):
+    from hidiff.engine.trainer import Trainer
+    options, lq = _val_run_options(tmp_path)
+    bad = lq / "im02.png"
+    bad.write_bytes(bad.read_bytes()[:120])  # a truncated PNG: the header is intact, the pixels are not
+    result = Trainer(options).fit()
+    assert result.last_iter == 2
+    assert result.last_validation["tinyval"]["images"] == 3 and result.last_validation["tinyval"]["images_skipped"] == 1
+    run = result.experiment_dir
+    assert (run / "training_states" / "1.state").is_file() and (run / "training_states" / "2.state").is_file()
+    log = next(run.glob("train_tiny_*.log")).read_text()
+    assert "Validation tinyval (3 images); 1 unreadable image(s) skipped" in log
+    assert log.count("validation set tinyval: unreadable image skipped") == 2 and "im02.png" in log
+
+
+def test_save_img_writes_the_visualization_folder(tmp_path):
+    import cv2
+    import numpy as np
+
+    from hidiff.engine.trainer import Trainer
+    options, _ = _val_run_options(tmp_path, save_img=True)
+    run = Trainer(options).fit().experiment_dir
+    vis = run / "visualization" / "tinyval"
+    assert sorted(p.name for p in vis.iterdir()) == sorted(f"im{i:02d}_{it}.png" for i in range(4) for it in (1, 2))
+    img = cv2.imread(str(vis / "im01_2.png"), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (40, 40, 3) and img.dtype == np.uint8
+    off, _ = _val_run_options(tmp_path / "off")
+    assert not (Trainer(off).fit().experiment_dir / "visualization").exists()
+
+
+def test_val_pbar_draws_on_a_terminal_only(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    import re
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+
+    import torch
+
+    from hidiff.data.build import build_dataset
+    from hidiff.data.loader import build_dataloader
+    from hidiff.engine.validation import validate
+    from hidiff.models import build_model
+    options, _ = _val_run_options(tmp_path, pbar=True)
+    ds = options.datasets["val"]
+    loader = build_dataloader(build_dataset(ds, 0), phase="val", batch_size=1, num_workers=0, seed=0, rank=0,
+                              world_size=1)
+    model = build_model(options)
+
+    def run(stream, progress=True):
+        monkeypatch.setattr(sys, "stderr", stream)
+        return validate(model, {"tinyval": loader}, metric_fns={}, manual_seed=0, device=torch.device("cpu"),
+                        progress=progress)
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    with os.fdopen(slave, "w") as term:
+        assert run(term)["tinyval"]["images"] == 4
+        term.flush()
+        drawn = ""
+        while select.select([master], [], [], 2)[0]:
+            drawn += os.read(master, 65536).decode(errors="replace")
+    os.close(master)
+    assert "validating tinyval:   0%" in drawn and re.search(r" [1-4]/4 \[", drawn), drawn
+    with open(tmp_path / "stderr.txt", "w") as plain:  # not a terminal: silent
+        run(plain)
+    assert (tmp_path / "stderr.txt").read_text() == ""

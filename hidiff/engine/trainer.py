@@ -315,7 +315,9 @@ class Trainer:
 
     # ============================================================= validation
     def _validate(self, it: int) -> None:
+        from hidiff.data.image_io import write_png
         from hidiff.engine.validation import log_results, validate
+        from hidiff.runners.test_runner import to_uint8
 
         o = self.opt
         rng = capture_rng_state()  # validation must not shift the training random streams
@@ -325,6 +327,9 @@ class Trainer:
             if self.is_main and shown.get(set_name, 0) < TB_IMAGES_PER_SET:
                 shown[set_name] = shown.get(set_name, 0) + 1
                 self.tb.image(f"val/{set_name}/{key}", torch.cat([lq[0, :3], out[0], gt[0]], dim=-1), it)
+            if o.val.save_img:  # BasicSR: visualization/<set>/<image>_<iter>.png; each rank writes its share
+                name = f"{key.replace('/', '_').replace(chr(92), '_')}_{it}.png"
+                write_png(self.exp_dir / "visualization" / set_name / name, to_uint8(out))
 
         t0 = time.perf_counter()
         with contextlib.ExitStack() as stack:
@@ -333,7 +338,7 @@ class Trainer:
                     stack.enter_context(e.applied_to(self.model.trainable[n]))
             results = validate(self.model, self.val_sets, metric_fns=self.metric_fns, manual_seed=o.manual_seed,
                                device=self.device, tile=o.val.tile_options(), max_images=o.val.max_images,
-                               on_image=on_image)
+                               on_image=on_image, progress=o.val.pbar and self.is_main)
         restore_rng_state(rng)
         self.last_validation = results
         improved = update_best(self.best, results, it, o.val)
