@@ -211,3 +211,56 @@ def test_val_pbar_draws_on_a_terminal_only(tmp_path, monkeypatch):
     with open(tmp_path / "stderr.txt", "w") as plain:  # not a terminal: silent
         run(plain)
     assert (tmp_path / "stderr.txt").read_text() == ""
+
+
+def _register_test_losses():
+    import torch
+    from torch import nn
+
+    from hidiff.registry import LOSS_REGISTRY
+
+    class NaNValueLoss(nn.Module):
+        """A loss whose value is NaN (as a NaN in the data would make it)."""
+
+        def forward(self, pred, target):
+            return (pred - target).abs().mean() * float("nan")
+
+    class InfGradLoss(nn.Module):
+        """A finite loss (0) whose gradient is infinite: d sqrt(x)/dx at x = 0."""
+
+        def forward(self, pred, target):
+            return torch.sqrt((pred - pred.detach()).float().mean())
+
+    for cls in (NaNValueLoss, InfGradLoss):
+        if cls.__name__ not in LOSS_REGISTRY:
+            LOSS_REGISTRY.register(cls.__name__)(cls)
+
+
+def _nonfinite_run(tmp_path: Path, loss: str):
+    from hidiff.config import options_from_text
+    from hidiff.engine.trainer import Trainer
+    _register_test_losses()
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, train={"total_iter": 2, "pixel_opt": {"type": loss},
+                                         "max_consecutive_nonfinite": 0})
+    result = Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False))).fit()
+    assert result.skipped_steps == 2
+    return next(result.experiment_dir.glob("train_tiny_*.log")).read_text()
+
+
+def test_skipped_step_names_the_nonfinite_loss_term(tmp_path):
+    log = _nonfinite_run(tmp_path, "NaNValueLoss")
+    assert "iteration 1: non-finite loss or gradient, step skipped (1 skipped so far); first non-finite: " \
+           "loss term l_pix = nan" in log
+
+
+def test_skipped_step_names_the_first_parameter_with_a_nonfinite_gradient(tmp_path):
+    import re
+
+    from hidiff.archs import build_network
+    log = _nonfinite_run(tmp_path, "InfGradLoss")
+    m = re.search(r"iteration 1: non-finite loss or gradient, step skipped \(1 skipped so far\); first non-finite: "
+                  r"gradient of net_g\.(\S+)\n", log)
+    assert m, log
+    net_g = build_network(dict(tiny_options(tmp_path)["network_g"]))
+    assert m.group(1) in dict(net_g.named_parameters())

@@ -32,7 +32,7 @@ from hidiff.engine.best import COUNTS, save_best, update_best
 from hidiff.engine.checkpoint import cpu_state_dict
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.engine.logging import LogWindow, ProgressBar, TensorBoard, close_logger, setup_logger, train_line
-from hidiff.engine.nonfinite import NonFiniteGuard
+from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
 from hidiff.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from hidiff.engine.setup import build_data, build_model_parts, log_setup, stamp, wrap_model
@@ -239,18 +239,25 @@ class Trainer:
         flag = torch.stack([gnorm.float().reshape(())] + [v.reshape(()) for v in sums.values()])
         # ... and on stopping for a signal (any rank's), at this same iteration
         nonfinite, self.stopping = D.any_over_ranks([~flag.isfinite().all(), self.stop.requested], self.device)
-        detail = "" if not nonfinite else ", ".join(f"{k}={float(v):.4g}" for k, v in sums.items()) + \
-            f", grad_norm={float(gnorm):.4g}"
+        culprit = self._culprit(sums) if nonfinite else ""
+        detail = "" if not nonfinite else f"first non-finite: {culprit}; " + ", ".join(
+            f"{k}={float(v):.4g}" for k, v in sums.items()) + f", grad_norm={float(gnorm):.4g}"
         skip = self.guard.record(not nonfinite, it, detail=detail)
         self.amp.step(self.optimizer, skip)
         if skip:
             self.optimizer.zero_grad(set_to_none=True)
-            self.log.warning("iteration %d: non-finite loss or gradient, step skipped (%d skipped so far)", it,
-                             self.guard.total)
+            self.log.warning("iteration %d: non-finite loss or gradient, step skipped (%d skipped so far); first "
+                             "non-finite: %s", it, self.guard.total, culprit)
         else:
             for n, e in self.ema.items():
                 e.update(self.model.trainable[n])
         return sums, gnorm, data_s, skip
+
+    def _culprit(self, sums: dict[str, Tensor]) -> str:
+        """The first non-finite loss term or gradient, from the first rank that has one (all ranks call this)."""
+        found = D.all_gather_objects(first_nonfinite(sums, dict(self.model.trainable.items())))
+        rank = next((r for r, c in enumerate(found) if not c.startswith("the gradient norm")), 0)
+        return found[rank] + (f" (rank {rank})" if self.dist.distributed else "")
 
     def _clip(self) -> Tensor:
         if self.topt.use_grad_clip:
