@@ -77,6 +77,10 @@ def test_fresh_start_says_where_the_previous_run_went(tmp_path, capsys):
     assert f"was moved to {archived[0]}" in capsys.readouterr().out
     log = next((tmp_path / "experiments" / "tiny").glob("train_tiny_*.log")).read_text()
     assert f"the previous run folder was moved to {archived[0]}" in log
+    # lines logged while the start was being checked, before the log file existed, are in it too
+    assert main(["-opt", str(cfg), "-o", "name=other", "--resume", "auto"]) == 0
+    log = next((tmp_path / "experiments" / "other").glob("train_other_*.log")).read_text()
+    assert log.index("--resume auto: no complete checkpoint") < log.index("experiment other in")
 
 
 def _stage2(tmp_path: Path, stage1: str):

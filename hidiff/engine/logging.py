@@ -156,3 +156,25 @@ class LogWindow:
 
     def mean_gnorm(self) -> float:
         return float(self.gnorm) / self.steps if self.gnorm is not None and self.steps else float("nan")
+
+
+def log_window(t, w: LogWindow, it: int, lrs: list[float]) -> None:
+    """The periodic training line (losses averaged over ranks and steps) and its TensorBoard scalars."""
+    from hidiff.engine.distributed import reduce_mean_dict
+
+    stats = reduce_mean_dict(w.mean_terms(), t.device) if w.steps else {}
+    if not t.is_main:
+        return
+    iter_s = w.time / max(w.n, 1)
+    extra = {"grad_norm": w.mean_gnorm(), "it/s": w.n / max(w.time, 1e-9),
+             "samples/s": w.samples / max(w.time, 1e-9), "data_s": w.data / max(w.n, 1),
+             "skipped": float(t.guard.total)}
+    if t.device.type == "cuda":
+        extra["gpu_mem_gib"] = torch.cuda.max_memory_allocated(t.device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(t.device)
+    eta = iter_s * (t.topt.total_iter - it)
+    if "total" in stats and t.pbar is not None:
+        t.pbar.update(0, loss=f"{stats['total']:.4g}")
+    t.log.info(train_line(t.opt.name, t.batches.epoch, it, lrs, eta, iter_s, extra["data_s"], {**stats, **extra}))
+    t.tb.scalars({k: v for k, v in stats.items()}, it, prefix="losses/")
+    t.tb.scalars({"lr": lrs[0], **extra}, it, prefix="train/")

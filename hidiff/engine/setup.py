@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
 from hidiff.data.build import build_dataset
+from hidiff.engine import distributed as D
 from hidiff.engine.amp import Amp
 from hidiff.engine.checkpoint import load_network, load_state_into
 from hidiff.engine.checkpoint_store import VerifiedState
@@ -20,7 +21,24 @@ from hidiff.engine.ema import ModelEMA
 from hidiff.engine.lr_scheduler import build_scheduler
 from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
-from hidiff.errors import ConfigError
+from hidiff.errors import ConfigError, HidiffError
+
+
+def agreed(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on every rank; if it failed anywhere, raise everywhere (no rank is left waiting)."""
+    result, failure = None, None
+    try:
+        result = fn()
+    except Exception as exc:
+        failure = exc
+    errors = D.all_gather_objects(None if failure is None else
+                                  (isinstance(failure, HidiffError), f"{type(failure).__name__}: {failure}"))
+    if failure is not None:
+        raise failure
+    for rank, err in enumerate(errors):
+        if err is not None:
+            raise (ConfigError if err[0] else RuntimeError)(f"rank {rank} failed to start: {err[1]}")
+    return result
 
 
 def build_model_parts(t, verified: Optional[VerifiedState]) -> None:

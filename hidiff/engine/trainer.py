@@ -12,7 +12,8 @@ batch = batch x world size x accumulation.
 Start-up checks and builds everything in memory first (``preflight``, model,
 data, metrics, the resume state and its config check); only then does it touch
 the run folder (``run_folder``).  Parts: ``setup`` (what a run is made of),
-``training_state`` (resume), ``best`` (best scores), ``checkpoint_store`` (files).
+``training_state`` (resume, saving), ``best`` (best scores), ``checkpoint_store``
+(files), ``validation``, ``stop`` (SIGINT/SIGTERM).
 """
 from __future__ import annotations
 
@@ -22,27 +23,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from hidiff.engine import distributed as D
-from hidiff.engine.best import COUNTS, save_best, update_best
-from hidiff.engine.checkpoint import cpu_state_dict
 from hidiff.engine.checkpoint_store import CheckpointStore
-from hidiff.engine.logging import LogWindow, ProgressBar, TensorBoard, close_logger, setup_logger, train_line
+from hidiff.engine.logging import LogWindow, ProgressBar, TensorBoard, close_logger, log_window, setup_logger
 from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
-from hidiff.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
-from hidiff.engine.setup import build_data, build_model_parts, log_setup, stamp, wrap_model
+from hidiff.engine.seeding import restore_rng_state, seed_everything
+from hidiff.engine.setup import agreed, build_data, build_model_parts, log_setup, stamp, wrap_model
 from hidiff.engine.stop import StopRequest
-from hidiff.engine.training_state import (build_state, check_config_change, choose_resume, restore_state,
+from hidiff.engine.training_state import (check_config_change, choose_resume, restore_state, save_checkpoint,
                                           verify_resume)
-from hidiff.errors import CheckpointError, ConfigError, HidiffError
-
-#: how many validation images per set go to TensorBoard
-TB_IMAGES_PER_SET = 2
+from hidiff.engine.validation import validate_during_training
+from hidiff.errors import ConfigError
 
 
 @dataclass
@@ -125,10 +122,10 @@ class Trainer:
         started = stamp()
         early = EarlyLines()
         try:  # nothing on disk changes until every rank passed every check
-            self._agreed(lambda: check_training(o))
+            agreed(lambda: check_training(o))
             path = choose_resume(self.resume_arg, self.store, self.log, self.is_main)
-            verified = self._agreed(lambda: self._build(path))
-            self._agreed(lambda: wrap_model(self, verified))
+            verified = agreed(lambda: self._build(path))
+            agreed(lambda: wrap_model(self, verified))
         except BaseException:
             early.discard()
             raise
@@ -150,22 +147,6 @@ class Trainer:
         if verified is not None:
             restore_state(self, verified)
         return verified
-
-    def _agreed(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on every rank; if it failed anywhere, raise everywhere (no rank is left waiting)."""
-        result, failure = None, None
-        try:
-            result = fn()
-        except Exception as exc:
-            failure = exc
-        errors = D.all_gather_objects(None if failure is None else
-                                      (isinstance(failure, HidiffError), f"{type(failure).__name__}: {failure}"))
-        if failure is not None:
-            raise failure
-        for rank, err in enumerate(errors):
-            if err is not None:
-                raise (ConfigError if err[0] else RuntimeError)(f"rank {rank} failed to start: {err[1]}")
-        return result
 
     # ==================================================================== loop
     def _loop(self) -> None:
@@ -190,18 +171,18 @@ class Trainer:
             window.add(terms, gnorm, time.perf_counter() - t0, data_s, skipped, self._global_batch(it))
             self.pbar.update(1)
             if it % o.logger.print_freq == 0 or it == total:
-                self._log_window(window, it, lrs)
+                log_window(self, window, it, lrs)
                 window = LogWindow()
             # validate first, so that the checkpoint of this iteration holds its scores
             if self.val_sets and (it % o.val.val_freq == 0 or it == total):
-                self._validate(it)
+                validate_during_training(self, it)
             if it % o.logger.save_checkpoint_freq == 0 or it == total:
-                self._save(it)
+                save_checkpoint(self, it)
             if self.stopping:
                 break
         if it < total and it > self.start_iter:
             if it % o.logger.save_checkpoint_freq:
-                self._save(it)
+                save_checkpoint(self, it)
             if self.stopping:
                 self.log.warning("stopped by %s at iteration %d of %d; the checkpoint of iteration %d is saved; "
                                  "continue with --resume auto", self.stop.name or "a signal on another rank", it,
@@ -268,97 +249,6 @@ class Trainer:
     def _global_batch(self, it: int) -> int:
         per = self.progressive.sizes(it)[1] if self.progressive is not None else self.batch_size
         return per * self.dist.world_size * self.topt.grad_accum_steps
-
-    def _log_window(self, w: LogWindow, it: int, lrs: list[float]) -> None:
-        stats = D.reduce_mean_dict(w.mean_terms(), self.device) if w.steps else {}
-        if not self.is_main:
-            return
-        iter_s = w.time / max(w.n, 1)
-        extra = {"grad_norm": w.mean_gnorm(), "it/s": w.n / max(w.time, 1e-9),
-                 "samples/s": w.samples / max(w.time, 1e-9), "data_s": w.data / max(w.n, 1),
-                 "skipped": float(self.guard.total)}
-        if self.device.type == "cuda":
-            extra["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
-            torch.cuda.reset_peak_memory_stats(self.device)
-        eta = iter_s * (self.topt.total_iter - it)
-        if "total" in stats and self.pbar is not None:
-            self.pbar.update(0, loss=f"{stats['total']:.4g}")
-        self.log.info(train_line(self.opt.name, self.batches.epoch, it, lrs, eta, iter_s, extra["data_s"],
-                                 {**stats, **extra}))
-        self.tb.scalars({k: v for k, v in stats.items()}, it, prefix="losses/")
-        self.tb.scalars({"lr": lrs[0], **extra}, it, prefix="train/")
-
-    # ============================================================ checkpoints
-    def _network_payloads(self) -> dict[str, tuple[dict[str, Tensor], Optional[dict[str, Tensor]]]]:
-        nets = self.model.networks()
-        return {n: (cpu_state_dict(nets[n]), self.ema[n].state_dict() if n in self.ema else None)
-                for n in self.model.save_names}
-
-    def _save(self, it: int) -> None:
-        """Write a complete checkpoint set (rank 0); every rank learns whether it worked."""
-        mine = {"rng": capture_rng_state(),
-                "progressive": self.progressive.state_dict() if self.progressive is not None else None}
-        ranks = D.all_gather_objects(mine)
-        error: Optional[str] = None
-        failure: Optional[BaseException] = None
-        if self.is_main:
-            try:
-                nets = self._network_payloads()
-                path = self.store.save(it, nets, build_state(self, ranks))
-                pruned = self.store.prune(self.opt.logger.keep_last)
-                if it == self.topt.total_iter:
-                    self.store.save_tagged("latest", nets, {"iter": it})
-                self.log.info("Saving models and training states at iteration %d (%s)%s", it, path,
-                              f"; removed sets {pruned}" if pruned else "")
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                failure = exc
-        error = D.broadcast_object(error)
-        if error is not None:
-            msg = f"saving the checkpoint of iteration {it} in {self.exp_dir} failed: {error}"
-            if self.is_main:
-                raise CheckpointError(msg) from failure
-            raise CheckpointError(msg)
-
-    # ============================================================= validation
-    def _validate(self, it: int) -> None:
-        from hidiff.data.image_io import write_png
-        from hidiff.engine.validation import log_results, validate
-        from hidiff.runners.test_runner import to_uint8
-
-        o = self.opt
-        rng = capture_rng_state()  # validation must not shift the training random streams
-        shown: dict[str, int] = {}
-
-        def on_image(set_name: str, key: str, lq: Tensor, out: Tensor, gt: Tensor) -> None:
-            if self.is_main and shown.get(set_name, 0) < TB_IMAGES_PER_SET:
-                shown[set_name] = shown.get(set_name, 0) + 1
-                self.tb.image(f"val/{set_name}/{key}", torch.cat([lq[0, :3], out[0], gt[0]], dim=-1), it)
-            if o.val.save_img:  # BasicSR: visualization/<set>/<image>_<iter>.png; each rank writes its share
-                name = f"{key.replace('/', '_').replace(chr(92), '_')}_{it}.png"
-                write_png(self.exp_dir / "visualization" / set_name / name, to_uint8(out))
-
-        t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            if o.val.use_ema:
-                for n, e in self.ema.items():
-                    stack.enter_context(e.applied_to(self.model.trainable[n]))
-            results = validate(self.model, self.val_sets, metric_fns=self.metric_fns, manual_seed=o.manual_seed,
-                               device=self.device, tile=o.val.tile_options(), max_images=o.val.max_images,
-                               on_image=on_image, progress=o.val.pbar and self.is_main)
-        restore_rng_state(rng)
-        self.last_validation = results
-        improved = update_best(self.best, results, it, o.val)
-        if self.is_main:
-            log_results(self.log, results, self.best)
-            self.log.info("validation took %.1f s%s", time.perf_counter() - t0, " (EMA weights)"
-                          if self.ema and o.val.use_ema else "")
-            for set_name, vals in results.items():
-                self.tb.scalars({m: v for m, v in vals.items() if m not in COUNTS}, it,
-                                prefix=f"metrics/{set_name}/")
-        if improved and o.logger.keep_best:
-            save_best(self.store, self._network_payloads, self.best, it, o.val, next(iter(self.val_sets)),
-                      self.is_main, self.log)
 
     # ================================================================= finish
     def _finish(self) -> TrainResult:

@@ -1,4 +1,4 @@
-"""The training state of a checkpoint: which one to resume, the config-change check, build and restore.
+"""The training state of a checkpoint: which one to resume, the config-change check, save and restore.
 
 Resolving and checking only read files, so a resume that is refused (changed
 options, a corrupt state) leaves the run folder exactly as it was.
@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch import Tensor
 
 from hidiff.engine import distributed as D
+from hidiff.engine.checkpoint import cpu_state_dict
 from hidiff.engine.checkpoint_store import CheckpointStore, VerifiedState
-from hidiff.engine.seeding import seed_everything
+from hidiff.engine.seeding import capture_rng_state, seed_everything
 from hidiff.errors import CheckpointError, ConfigError
 
 
@@ -76,6 +78,39 @@ def build_state(t, ranks: list[Any]) -> dict[str, Any]:
         "world_size": t.dist.world_size, "hidiff_version": version(),
         "torch_version": str(torch.__version__),
     }
+
+
+def network_payloads(t) -> dict[str, tuple[dict[str, Tensor], Optional[dict[str, Tensor]]]]:
+    """``{suffix: (weights, EMA weights or None)}`` of the networks a checkpoint holds, as CPU copies."""
+    nets = t.model.networks()
+    return {n: (cpu_state_dict(nets[n]), t.ema[n].state_dict() if n in t.ema else None) for n in t.model.save_names}
+
+
+def save_checkpoint(t, it: int) -> None:
+    """Write the complete checkpoint unit of iteration ``it`` (rank 0); every rank learns whether it worked."""
+    mine = {"rng": capture_rng_state(),
+            "progressive": t.progressive.state_dict() if t.progressive is not None else None}
+    ranks = D.all_gather_objects(mine)
+    error: Optional[str] = None
+    failure: Optional[BaseException] = None
+    if t.is_main:
+        try:
+            nets = network_payloads(t)
+            path = t.store.save(it, nets, build_state(t, ranks))
+            pruned = t.store.prune(t.opt.logger.keep_last)
+            if it == t.topt.total_iter:
+                t.store.save_tagged("latest", nets, {"iter": it})
+            t.log.info("Saving models and training states at iteration %d (%s)%s", it, path,
+                       f"; removed sets {pruned}" if pruned else "")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            failure = exc
+    error = D.broadcast_object(error)
+    if error is not None:
+        msg = f"saving the checkpoint of iteration {it} in {t.exp_dir} failed: {error}"
+        if t.is_main:
+            raise CheckpointError(msg) from failure
+        raise CheckpointError(msg)
 
 
 def restore_state(t, v: VerifiedState) -> None:

@@ -9,9 +9,11 @@ noise is seeded from its key and ``manual_seed`` (the same code path as
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import sys
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -162,3 +164,52 @@ def log_results(log: logging.Logger, results: Mapping[str, Mapping[str, float]],
             b = best.get(f"{set_name}/{m}")
             tail = f"\tBest: {b['value']:.4f} @ {b['iter']} iter" if b else ""
             log.info("\t # %s: %.4f%s", m, v, tail)
+
+
+#: how many validation images per set go to TensorBoard
+TB_IMAGES_PER_SET = 2
+
+
+def validate_during_training(t, it: int) -> None:
+    """Validate trainer ``t`` at iteration ``it`` (EMA weights if ``val.use_ema``): log, TensorBoard, images, best.
+
+    The training random streams are restored afterwards, so validating never
+    changes what training does next.
+    """
+    from hidiff.data.image_io import write_png
+    from hidiff.engine.best import COUNTS, save_best, update_best
+    from hidiff.engine.seeding import capture_rng_state, restore_rng_state
+    from hidiff.engine.training_state import network_payloads
+    from hidiff.runners.test_runner import to_uint8
+
+    o = t.opt
+    rng = capture_rng_state()
+    shown: dict[str, int] = {}
+
+    def on_image(set_name: str, key: str, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> None:
+        if t.is_main and shown.get(set_name, 0) < TB_IMAGES_PER_SET:
+            shown[set_name] = shown.get(set_name, 0) + 1
+            t.tb.image(f"val/{set_name}/{key}", torch.cat([lq[0, :3], out[0], gt[0]], dim=-1), it)
+        if o.val.save_img:  # BasicSR: visualization/<set>/<image>_<iter>.png; each rank writes its share
+            name = f"{key.replace('/', '_').replace(chr(92), '_')}_{it}.png"
+            write_png(t.exp_dir / "visualization" / set_name / name, to_uint8(out))
+
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if o.val.use_ema:
+            for n, e in t.ema.items():
+                stack.enter_context(e.applied_to(t.model.trainable[n]))
+        results = validate(t.model, t.val_sets, metric_fns=t.metric_fns, manual_seed=o.manual_seed,
+                           device=t.device, tile=o.val.tile_options(), max_images=o.val.max_images,
+                           on_image=on_image, progress=o.val.pbar and t.is_main)
+    restore_rng_state(rng)
+    t.last_validation = results
+    improved = update_best(t.best, results, it, o.val)
+    if t.is_main:
+        log_results(t.log, results, t.best)
+        t.log.info("validation took %.1f s%s", time.perf_counter() - t0,
+                   " (EMA weights)" if t.ema and o.val.use_ema else "")
+        for set_name, vals in results.items():
+            t.tb.scalars({m: v for m, v in vals.items() if m not in COUNTS}, it, prefix=f"metrics/{set_name}/")
+    if improved and o.logger.keep_best:
+        save_best(t.store, lambda: network_payloads(t), t.best, it, o.val, next(iter(t.val_sets)), t.is_main, t.log)
