@@ -1,4 +1,5 @@
-"""SIGINT/SIGTERM stop a training run gracefully: step finished, checkpoint saved, exit code 4, resumable."""
+"""SIGINT/SIGTERM stop a training run gracefully (step finished, checkpoint saved, exit code 4, resumable);
+SIGKILL in the middle of a save leaves nothing that a reader would take."""
 from __future__ import annotations
 
 import os
@@ -15,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_env
-from engine_tiny_run import tiny_options, write_pairs
-from hidiff.engine.checkpoint_store import HANG_ENV, latest_complete
+from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
+from hidiff.engine.checkpoint_store import HANG_ENV, HANG_FIRST_ENV, latest_complete
 
 TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
 
@@ -140,6 +141,32 @@ def test_torchrun_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
     assert out.count(f"training stopped by SIGTERM at iteration {stopped}; its checkpoint is saved") == 1, out
     run = tmp_path / "experiments" / "tiny"
     assert latest_complete(run).iteration == stopped
+
+
+def test_sigkill_between_two_network_files_then_stage2_takes_the_previous_unit(tmp_path):
+    from hidiff.config import options_from_text
+    from hidiff.models.stage_link import resolve_pretrained
+
+    cfg = _config(tmp_path, save_checkpoint_freq=1)
+    env = run_env()
+    env[HANG_FIRST_ENV] = "2"
+    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path, env)
+    run = tmp_path / "experiments" / "tiny"
+    deadline = time.time() + 120
+    while not (run / "hang_2.marker").exists():
+        assert proc.p.poll() is None and time.time() < deadline, proc.output
+        time.sleep(0.1)
+    proc.p.send_signal(signal.SIGKILL)
+    assert proc.finish() == -signal.SIGKILL
+    assert (run / "models" / "net_g_2.pth").is_file() and not (run / "models" / "net_le_2.pth").exists()
+
+    unit = latest_complete(run)
+    assert unit.iteration == 1 and unit.networks == {n: run / "models" / f"net_{n}_1.pth" for n in ("g", "le")}
+    s2 = tiny_s2_options(tmp_path)
+    del s2["path"]["pretrain_network_g"], s2["path"]["pretrain_network_le"]
+    s2["path"]["stage1"] = "tiny"
+    specs = resolve_pretrained(options_from_text(yaml.safe_dump(s2, sort_keys=False)))
+    assert {n: s.path for n, s in specs.items()} == unit.networks
 
 
 def _children(pid: int) -> list[int]:

@@ -37,9 +37,11 @@ from hidiff.utils.atomic import atomic_write_text
 
 STATE_FORMAT = "hidiff-train-state"
 STATE_VERSION = 1
-# Test hook: when saving this iteration, hang after the network files and before
-# the state file (lets a test SIGKILL the process in the middle of a save).
+# Test hooks: when saving this iteration, hang after the network files and before
+# the state file, or after the first network file (lets a test SIGKILL the
+# process in the middle of a save).
 HANG_ENV = "HIDIFF_TEST_HANG_AFTER_NETWORKS"
+HANG_FIRST_ENV = "HIDIFF_TEST_HANG_AFTER_FIRST_NETWORK"
 
 _STATE_RE = re.compile(r"^(\d+)\.state$")
 
@@ -91,15 +93,16 @@ class CheckpointStore:
             save_network_file(path, params, ema)
             manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
                               "sha256": sha256_of(path)}
-        self._test_hang(iteration)
+            self._test_hang(iteration, HANG_FIRST_ENV)
+        self._test_hang(iteration, HANG_ENV)
         payload = dict(state, format=STATE_FORMAT, version=STATE_VERSION, iter=int(iteration), networks=manifest)
         out = self.state_path(iteration)
         save_object(out, payload)
         return out
 
-    def _test_hang(self, iteration: int) -> None:
-        if os.environ.get(HANG_ENV) == str(iteration):
-            atomic_write_text(self.root / f"hang_{iteration}.marker", "network files written, state not yet\n")
+    def _test_hang(self, iteration: int, env: str) -> None:
+        if os.environ.get(env) == str(iteration):
+            atomic_write_text(self.root / f"hang_{iteration}.marker", f"save of {iteration} paused ({env})\n")
             time.sleep(3600)
 
     def save_tagged(self, tag: str, nets: Mapping[str, tuple[Mapping[str, Tensor], Mapping[str, Tensor] | None]],

@@ -76,8 +76,10 @@ def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank:
     if error is not None:
         early.discard()
         raise CheckpointError(f"preparing the run folder {exp_dir} failed: {error}")
-    setup_logger(exp_dir / f"train_{options.name}_{stamp}.log" if is_main else None, rank)
-    early.replay_into_file()
+    try:
+        setup_logger(exp_dir / f"train_{options.name}_{stamp}.log" if is_main else None, rank)
+    finally:
+        early.replay_into_file()
     if is_main and options.logger.use_tb_logger:
         tb = TensorBoard(exp_dir / "tb_logger")
     return archived, tb
