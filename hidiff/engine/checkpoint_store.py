@@ -210,6 +210,9 @@ def latest_complete(exp_dir: str | os.PathLike, which: int | str = "latest") -> 
     if str(which) == "best":
         return _tagged_unit(root, "best")
     if str(which) != "latest":
+        if not str(which).isdigit():
+            raise CheckpointError(f"checkpoint of {root}: expected 'latest', 'best' or an iteration number, "
+                                  f"got {which!r}")
         return _iteration_unit(root, int(which))
     tagged = _tagged_unit(root, "latest")
     for it in reversed(CheckpointStore(root).iterations()):
