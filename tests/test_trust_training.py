@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
@@ -268,3 +269,22 @@ def test_skipped_step_names_the_first_parameter_with_a_nonfinite_gradient(tmp_pa
     assert m, log
     net_g = build_network(dict(tiny_options(tmp_path)["network_g"]))
     assert m.group(1) in dict(net_g.named_parameters())
+
+
+@pytest.mark.slow
+def test_refused_start_under_torchrun_changes_no_file_and_no_rank_hangs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO, run_env
+    _finished_run(tmp_path)
+    exp = tmp_path / "experiments"
+    before = _tree(exp)
+    bad = tiny_options(tmp_path, train={"total_iter": 2})
+    bad["datasets"]["train"]["dataroot_lq"] += "_typo"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "scripts" / "train.py"), "-opt", str(_write(tmp_path, bad)), "--launcher",
+                          "pytorch"], env=run_env(), capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert res.returncode != 0
+    assert res.stderr.count("input_typo") >= 2, res.stderr  # both ranks report it
+    assert _tree(exp) == before
