@@ -1,7 +1,7 @@
-"""Train a model: ``python scripts/train.py -opt options/X.yml`` (see hidiff/engine/train_cli.py)."""
+"""Train a model: ``python scripts/train.py -opt options/X.yml`` (see hidiff/cli/train.py)."""
 import sys
 
-from hidiff.engine.train_cli import main
+from hidiff.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ import yaml
 from engine_tiny_run import tiny_options, write_pairs
 from hidiff.config import load_options
 from hidiff.engine.checkpoint import safe_load
-from hidiff.engine.train_cli import main
+from hidiff.cli.train import main
 
 
 
@@ -25,8 +25,8 @@ def test_train_cli_run_folder_layout(tmp_path):
     run = tmp_path / "experiments" / "tiny"
     assert sorted(p.name for p in (run / "training_states").iterdir()) == ["2.state", "3.state"]  # keep_last 2
     models = sorted(p.name for p in (run / "models").iterdir())
-    assert models == sorted(["best.json"] + [f"net_{n}_{t}.pth" for n in ("g", "le") for t in (2, 3, "best",
-                                                                                                   "latest")])
+    assert models == sorted(["best.json", "latest.json"]
+                            + [f"net_{n}_{t}.pth" for n in ("g", "le") for t in (2, 3, "best", "latest")])
     assert re.fullmatch(r"train_tiny_\d{8}_\d{6}\.log", next(run.glob("train_*.log")).name)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tb = EventAccumulator(str(run / "tb_logger"), size_guidance={"images": 0, "scalars": 0})

@@ -3,4 +3,15 @@
 The trainer drives a stage model (``hidiff.models``) that only knows what is
 optimised; nothing here knows about HI-Diff.  Import submodules directly,
 e.g. ``from hidiff.engine.trainer import Trainer``.
+
+Where things are:
+
+- ``trainer``: start-up order and the training loop (one optimiser step per iteration);
+- ``preflight``: input checks before anything is built; ``setup``: model, optimiser, data, metrics (in memory);
+- ``run_folder``: the only start-up side effects (archive, folder, config.yml, log file, TensorBoard);
+- ``training_state``: which checkpoint to resume, the config-change check, saving and restoring the state;
+- ``checkpoint_store`` / ``checkpoint``: checkpoint units on disk (``latest_complete``), safe network files;
+- ``validation`` / ``best``: validation during training, best scores and ``net_<x>_best.pth``;
+- ``stop``: SIGINT/SIGTERM graceful stop; ``nonfinite``: skipped steps and their cause;
+- ``distributed``, ``amp``, ``ema``, ``optim``, ``lr_scheduler``, ``progressive``, ``seeding``, ``logging``.
 """

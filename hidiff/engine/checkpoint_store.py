@@ -4,14 +4,17 @@ Layout (BasicSR-compatible names)::
 
     <root>/models/net_<x>_<iter>.pth        {'params': sd[, 'params_ema': sd]}
     <root>/training_states/<iter>.state     everything else + a manifest of the net files
-    <root>/models/net_<x>_best.pth, best.json   best validation score so far
-    <root>/models/net_<x>_latest.pth        written at the end of training
+    <root>/models/net_<x>_best.pth, best.json     best validation score so far (+ manifest)
+    <root>/models/net_<x>_latest.pth, latest.json  written at the end of training (+ manifest)
 
-Crash safety: each file is written atomically, the network files first and the
-state file last, and the state lists the size and sha256 of every network file
-it needs.  A set is *complete* only when its state exists and every file it
-lists is present, intact and loadable, so a process killed mid-save (even by
-SIGKILL) leaves at worst an incomplete newest set that resume skips.
+A checkpoint is one unit: each file is written atomically, the network files
+first and the file that lists them (size and sha256) last: the state file of an
+iteration, ``<tag>.json`` of a tagged set (removed before its networks are
+rewritten).  A unit is *complete* only when that list exists and every file it
+names is present and intact, so a process killed mid-save (even by SIGKILL)
+leaves at worst an incomplete newest unit that every reader skips: resume
+(:meth:`CheckpointStore.latest_valid`) and everything that picks weights from a
+run folder (:func:`latest_complete`).
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
+import torch
 from torch import Tensor
 
 from hidiff.engine.checkpoint import safe_load, save_network_file, save_object
@@ -33,9 +37,11 @@ from hidiff.utils.atomic import atomic_write_text
 
 STATE_FORMAT = "hidiff-train-state"
 STATE_VERSION = 1
-# Test hook: when saving this iteration, hang after the network files and before
-# the state file (lets a test SIGKILL the process in the middle of a save).
+# Test hooks: when saving this iteration, hang after the network files and before
+# the state file, or after the first network file (lets a test SIGKILL the
+# process in the middle of a save).
 HANG_ENV = "HIDIFF_TEST_HANG_AFTER_NETWORKS"
+HANG_FIRST_ENV = "HIDIFF_TEST_HANG_AFTER_FIRST_NETWORK"
 
 _STATE_RE = re.compile(r"^(\d+)\.state$")
 
@@ -87,24 +93,34 @@ class CheckpointStore:
             save_network_file(path, params, ema)
             manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
                               "sha256": sha256_of(path)}
-        self._test_hang(iteration)
+            self._test_hang(iteration, HANG_FIRST_ENV)
+        self._test_hang(iteration, HANG_ENV)
         payload = dict(state, format=STATE_FORMAT, version=STATE_VERSION, iter=int(iteration), networks=manifest)
         out = self.state_path(iteration)
         save_object(out, payload)
         return out
 
-    def _test_hang(self, iteration: int) -> None:
-        if os.environ.get(HANG_ENV) == str(iteration):
-            atomic_write_text(self.root / f"hang_{iteration}.marker", "network files written, state not yet\n")
+    def _test_hang(self, iteration: int, env: str) -> None:
+        if os.environ.get(env) == str(iteration):
+            atomic_write_text(self.root / f"hang_{iteration}.marker", f"save of {iteration} paused ({env})\n")
             time.sleep(3600)
 
     def save_tagged(self, tag: str, nets: Mapping[str, tuple[Mapping[str, Tensor], Mapping[str, Tensor] | None]],
-                    info: dict[str, Any] | None = None) -> None:
-        """Write ``net_<x>_<tag>.pth`` for every net (e.g. 'latest', 'best') and ``<tag>.json``."""
+                    info: dict[str, Any]) -> None:
+        """Write ``net_<x>_<tag>.pth`` for every net (e.g. 'latest', 'best'), then ``<tag>.json`` naming them.
+
+        ``info`` must hold the iteration (``iter``); the marker is removed first, so
+        while the networks are rewritten no reader takes a mix of old and new files.
+        """
+        marker = self.models / f"{tag}.json"
+        marker.unlink(missing_ok=True)
+        manifest = {}
         for name, (params, ema) in nets.items():
-            save_network_file(self.net_path(name, tag), params, ema)
-        if info is not None:
-            atomic_write_text(self.models / f"{tag}.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+            path = self.net_path(name, tag)
+            save_network_file(path, params, ema)
+            manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
+                              "sha256": sha256_of(path)}
+        atomic_write_text(marker, json.dumps(dict(info, networks=manifest), indent=2, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------------- read
     def iterations(self) -> list[int]:
@@ -172,3 +188,73 @@ class CheckpointStore:
                     p.unlink(missing_ok=True)
                     removed.append(p)
         return removed
+
+
+@dataclass(frozen=True)
+class CheckpointUnit:
+    """Network files (and, for an iteration set, the training state) that were written as one unit."""
+
+    iteration: int
+    networks: dict[str, Path]  # suffix -> file, e.g. {'g': .../net_g_4.pth, 'le': .../net_le_4.pth}
+    state: Optional[Path]      # training_states/<iter>.state; None for a tagged set ('latest', 'best')
+
+
+def latest_complete(exp_dir: str | os.PathLike, which: int | str = "latest") -> CheckpointUnit | None:
+    """The complete checkpoint unit of a run folder that ``which`` names, or None.
+
+    ``which``: 'latest' (the highest complete iteration among the numbered sets and
+    the 'latest' tag), 'best', or an iteration number.  Incomplete units (a save
+    killed between two files, a truncated or replaced file) are never returned.
+    """
+    root = Path(exp_dir)
+    if str(which) == "best":
+        return _tagged_unit(root, "best")
+    if str(which) != "latest":
+        if not str(which).isdigit():
+            raise CheckpointError(f"checkpoint of {root}: expected 'latest', 'best' or an iteration number, "
+                                  f"got {which!r}")
+        return _iteration_unit(root, int(which))
+    tagged = _tagged_unit(root, "latest")
+    for it in reversed(CheckpointStore(root).iterations()):
+        if tagged is not None and tagged.iteration > it:
+            break
+        unit = _iteration_unit(root, it)
+        if unit is not None:
+            return unit
+    return tagged
+
+
+def _manifest_files(root: Path, manifest: Any) -> dict[str, Path] | None:
+    """The files of a manifest if every one is present and intact, else None."""
+    if not isinstance(manifest, dict) or not manifest:
+        return None
+    out = {}
+    for name, entry in manifest.items():
+        f = root / entry["file"]
+        if not f.is_file() or f.stat().st_size != entry["size"] or sha256_of(f) != entry["sha256"]:
+            return None
+        out[name] = f
+    return out
+
+
+def _iteration_unit(root: Path, iteration: int) -> CheckpointUnit | None:
+    path = CheckpointStore(root).state_path(iteration)
+    if not path.is_file():
+        return None
+    try:  # mmap: only the manifest is read, not the optimizer tensors
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        files = _manifest_files(root, state.get("networks")) if state.get("format") == STATE_FORMAT else None
+    except Exception:  # a truncated or foreign file is not a complete unit
+        return None
+    return None if files is None else CheckpointUnit(iteration, files, path)
+
+
+def _tagged_unit(root: Path, tag: str) -> CheckpointUnit | None:
+    marker = root / "models" / f"{tag}.json"
+    try:
+        info = json.loads(marker.read_text())
+        files = _manifest_files(root, info.get("networks"))
+        iteration = int(info["iter"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None if files is None else CheckpointUnit(iteration, files, None)

@@ -152,3 +152,11 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()
+
+
+def any_over_ranks(flags: list[bool | torch.Tensor], device: torch.device) -> list[bool]:
+    """For each flag (a bool or a 0-d tensor): True if it is true on any rank (one all-reduce, one sync)."""
+    t = torch.stack([torch.as_tensor(f, device=device).float().reshape(()) for f in flags])
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v > 0) for v in t.tolist()]

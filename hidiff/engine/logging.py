@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
+from torch import Tensor
 
 LOGGER_NAME = "hidiff"
 _FORMAT = "%(asctime)s %(levelname)s: %(message)s"
@@ -124,3 +125,56 @@ def train_line(name: str, epoch: int, iteration: int, lrs: list[float], eta_s: f
             f"[eta: {format_eta(eta_s)}, time (data): {iter_s:.3f} ({data_s:.3f})] ")
     return head + " ".join(f"{k}: {v:.4e}" if k.startswith("l_") or k == "total" else f"{k}: {v:.4g}"
                            for k, v in stats.items())
+
+
+class LogWindow:
+    """Running sums between two log lines (tensors stay on the device until printed)."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, Tensor] = {}
+        self.gnorm: Optional[Tensor] = None
+        self.n = self.steps = 0
+        self.time = self.data = 0.0
+        self.samples = 0
+
+    def add(self, terms: dict[str, Tensor], gnorm: Tensor, dt: float, data_s: float, skipped: bool,
+            global_batch: int) -> None:
+        self.n += 1
+        self.time += dt
+        self.data += data_s
+        self.samples += global_batch
+        if skipped:
+            return
+        self.steps += 1
+        for k, v in terms.items():
+            self.terms[k] = self.terms[k] + v if k in self.terms else v.clone()
+        g = gnorm.detach().float()
+        self.gnorm = g if self.gnorm is None else self.gnorm + g
+
+    def mean_terms(self) -> dict[str, Tensor]:
+        return {k: v / self.steps for k, v in self.terms.items()}
+
+    def mean_gnorm(self) -> float:
+        return float(self.gnorm) / self.steps if self.gnorm is not None and self.steps else float("nan")
+
+
+def log_window(t, w: LogWindow, it: int, lrs: list[float]) -> None:
+    """The periodic training line (losses averaged over ranks and steps) and its TensorBoard scalars."""
+    from hidiff.engine.distributed import reduce_mean_dict
+
+    stats = reduce_mean_dict(w.mean_terms(), t.device) if w.steps else {}
+    if not t.is_main:
+        return
+    iter_s = w.time / max(w.n, 1)
+    extra = {"grad_norm": w.mean_gnorm(), "it/s": w.n / max(w.time, 1e-9),
+             "samples/s": w.samples / max(w.time, 1e-9), "data_s": w.data / max(w.n, 1),
+             "skipped": float(t.guard.total)}
+    if t.device.type == "cuda":
+        extra["gpu_mem_gib"] = torch.cuda.max_memory_allocated(t.device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(t.device)
+    eta = iter_s * (t.topt.total_iter - it)
+    if "total" in stats and t.pbar is not None:
+        t.pbar.update(0, loss=f"{stats['total']:.4g}")
+    t.log.info(train_line(t.opt.name, t.batches.epoch, it, lrs, eta, iter_s, extra["data_s"], {**stats, **extra}))
+    t.tb.scalars({k: v for k, v in stats.items()}, it, prefix="losses/")
+    t.tb.scalars({"lr": lrs[0], **extra}, it, prefix="train/")

@@ -1,7 +1,10 @@
 """Skip optimiser steps whose loss or gradients are NaN/Inf, and stop a run that keeps doing so."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
 
 from hidiff.errors import HidiffError
 
@@ -38,3 +41,19 @@ class NonFiniteGuard:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.total = int(state.get("total", 0))
         self.consecutive = int(state.get("consecutive", 0))
+
+
+def first_nonfinite(terms: Mapping[str, Tensor], nets: Mapping[str, nn.Module]) -> str:
+    """What went non-finite first: a loss term (the named ones before 'total'), else a gradient.
+
+    Gradients are searched network by network in parameter order, so the answer
+    names the parameter nearest the input of the first network that overflowed.
+    """
+    for k in sorted(terms, key=lambda k: k == "total"):
+        if not torch.isfinite(terms[k]).all():
+            return f"loss term {k} = {float(terms[k])}"
+    for n, net in nets.items():
+        for name, p in net.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                return f"gradient of net_{n}.{name}"
+    return "the gradient norm"

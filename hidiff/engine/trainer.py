@@ -8,12 +8,17 @@ learning rate, the progressive schedule and the checkpoint/validation cadence
 are functions of the iteration number only, so they are the same for any world
 size; the YAML batch is per process (BasicSR), and the log states the global
 batch = batch x world size x accumulation.
+
+Start-up checks and builds everything in memory first (``preflight``, model,
+data, metrics, the resume state and its config check); only then does it touch
+the run folder (``run_folder``).  Parts: ``setup`` (what a run is made of),
+``training_state`` (resume, saving), ``best`` (best scores), ``checkpoint_store``
+(files), ``validation``, ``stop`` (SIGINT/SIGTERM).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,24 +26,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from hidiff.data.build import build_dataset
 from hidiff.engine import distributed as D
-from hidiff.engine.amp import Amp
-from hidiff.engine.checkpoint import cpu_state_dict, load_network, load_state_into
-from hidiff.engine.checkpoint_store import CheckpointStore, VerifiedState
-from hidiff.engine.ema import ModelEMA
-from hidiff.engine.logging import ProgressBar, TensorBoard, close_logger, setup_logger, train_line
-from hidiff.engine.lr_scheduler import build_scheduler
-from hidiff.engine.nonfinite import NonFiniteGuard
-from hidiff.engine.optim import build_optimizer
-from hidiff.engine.progressive import ProgressiveSchedule
-from hidiff.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
-from hidiff.errors import CheckpointError, ConfigError
-
-#: how many validation images per set go to TensorBoard
-TB_IMAGES_PER_SET = 2
+from hidiff.engine.checkpoint_store import CheckpointStore
+from hidiff.engine.logging import LogWindow, ProgressBar, TensorBoard, close_logger, log_window, setup_logger
+from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
+from hidiff.engine.run_folder import EarlyLines, open_run_folder
+from hidiff.engine.seeding import restore_rng_state, seed_everything
+from hidiff.engine.setup import agreed, build_data, build_model_parts, log_setup, stamp, wrap_model
+from hidiff.engine.stop import StopRequest
+from hidiff.engine.training_state import (check_config_change, choose_resume, restore_state, save_checkpoint,
+                                          verify_resume)
+from hidiff.engine.validation import validate_during_training
+from hidiff.errors import ConfigError
 
 
 @dataclass
@@ -51,10 +52,7 @@ class TrainResult:
     skipped_steps: int
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_validation: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def _inner_loader(loader):
-    return loader.loader if hasattr(loader, "loader") else loader
+    stopped_by: Optional[str] = None  # the signal that stopped the run early (a checkpoint of last_iter exists)
 
 
 class Trainer:
@@ -79,7 +77,7 @@ class Trainer:
         self.opt = options
         self.topt = options.train
         self.launcher = launcher
-        self.resume_arg = resume if resume is not None else (options.path.resume_state or "none")
+        self.resume_arg = str(resume if resume is not None else (options.path.resume_state or "none"))
         self.allow_config_change = allow_config_change
         if stop_after is not None and stop_after < 1:
             raise ConfigError(f"--stop-after: expected a positive number of iterations, got {stop_after}")
@@ -88,20 +86,25 @@ class Trainer:
         self._own_group = False
         self.tb = TensorBoard(None)
         self.pbar: Optional[ProgressBar] = None
-        self._archived: Optional[Path] = None
+        self.stop = StopRequest()
+        self.stopping = False
 
     # ================================================================== public
     def fit(self) -> TrainResult:
         """Set everything up, train to ``total_iter``, save and validate at the end."""
+        self.stop.install()
         try:
             self._setup()
             self._loop()
             return self._finish()
         finally:
+            self.stop.uninstall()
             self._teardown()
 
     # =================================================================== setup
     def _setup(self) -> None:
+        from hidiff.engine.preflight import check_training
+
         o = self.opt
         if self.topt.deterministic:  # before any CUDA context exists
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -116,224 +119,43 @@ class Trainer:
         self.exp_dir = Path(o.path.experiments_root) / o.name
         self.store = CheckpointStore(self.exp_dir, self.log)
         setup_logger(None, self.dist.rank)
+        started = stamp()
+        early = EarlyLines()
+        try:  # nothing on disk changes until every rank passed every check
+            agreed(lambda: check_training(o))
+            path = choose_resume(self.resume_arg, self.store, self.log, self.is_main)
+            verified = agreed(lambda: self._build(path))
+            agreed(lambda: wrap_model(self, verified))
+        except BaseException:
+            early.discard()
+            raise
+        archived, self.tb = open_run_folder(o, self.exp_dir, fresh=verified is None, is_main=self.is_main,
+                                            rank=self.dist.rank, stamp=started, early=early)
+        log_setup(self, verified, archived, self.log)
 
-        verified = self._resolve_resume()
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        if self.is_main:
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-            self.store.remove_stale_temp_files()
-        setup_logger(self.exp_dir / f"train_{o.name}_{stamp}.log" if self.is_main else None, self.dist.rank)
-        if self.is_main:
-            from hidiff.config import save_resolved
-            save_resolved(o, self.exp_dir / "config.yml")
-            if o.logger.use_tb_logger:
-                self.tb = TensorBoard(self.exp_dir / "tb_logger")
-
-        seed_everything(o.manual_seed + self.dist.rank)
-
-        self._build_model(verified)
-        self._build_data()
+    def _build(self, path: Optional[Path]):
+        """Verify the resume state and its options, build model, data and metrics (all in memory)."""
+        verified = None
+        if path is not None:
+            verified = verify_resume(path, self.log)
+            check_config_change(verified, self.opt, self.allow_config_change, self.log)
+        seed_everything(self.opt.manual_seed + self.dist.rank)
+        build_model_parts(self, verified)
+        build_data(self)
         self.guard = NonFiniteGuard(self.topt.max_consecutive_nonfinite)
-        self.start_iter, self.best = 0, {}
-        self._rank_state = None
+        self.start_iter, self.best, self.rank_state = 0, {}, None
         if verified is not None:
-            self._load_training_state(verified)
-        self._log_setup(verified)
-
-    def _resolve_resume(self) -> Optional[VerifiedState]:
-        """Rank 0 picks the state (or archives an old run on a fresh start); every rank verifies it."""
-        arg = str(self.resume_arg)
-        choice: Optional[str] = None
-        error: Optional[str] = None
-        if self.is_main:
-            try:
-                if arg == "auto":
-                    self.store.remove_stale_temp_files()
-                    v = self.store.latest_valid()
-                    choice = str(v.path) if v is not None else None
-                    if v is None:
-                        self.log.info("--resume auto: no complete checkpoint in %s; starting from scratch",
-                                      self.store.states)
-                elif arg not in ("none", "None", ""):
-                    choice = arg
-                if choice is None and self.exp_dir.is_dir() and any(self.exp_dir.iterdir()):
-                    stem = f"{self.exp_dir.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-                    archived, n = self.exp_dir.with_name(stem), 1
-                    while archived.exists():
-                        archived, n = self.exp_dir.with_name(f"{stem}_{n}"), n + 1
-                    self.exp_dir.rename(archived)
-                    self._archived = archived
-            except Exception as exc:  # shared with the other ranks below, then raised everywhere
-                error = f"{type(exc).__name__}: {exc}"
-        error, choice = D.broadcast_object((error, choice))
-        if error is not None:
-            raise CheckpointError(f"resolving --resume {arg}: {error}")
-        if choice is None:
-            return None
-        path = Path(choice)
-        if not path.is_file():
-            raise CheckpointError(f"--resume: state file not found: {path}")
-        return CheckpointStore(path.parent.parent, self.log).verify(path)
-
-    def _build_model(self, verified: Optional[VerifiedState]) -> None:
-        from hidiff.models import build_model
-        from hidiff.models.stage_link import resolve_pretrained
-
-        o, log = self.opt, self.log
-        model = build_model(o)
-        for net, spec in resolve_pretrained(o).items():
-            missing, unexpected, shapes = load_network(model.net(net), spec.path, param_key=spec.param_key,
-                                                       strict=spec.strict)
-            log.info("net_%s initialised from %s (param_key %s)%s", net, spec.path, spec.param_key,
-                     "" if spec.strict else f"; missing {len(missing)}, unexpected {len(unexpected)}, "
-                                            f"shape-mismatched {len(shapes)} keys skipped")
-        if verified is not None:
-            ignore = {n.removeprefix("network_") for n in o.path.ignore_resume_networks}
-            for name, payload in verified.networks.items():
-                if name in ignore:
-                    log.info("net_%s not restored from the checkpoint (path.ignore_resume_networks)", name)
-                    continue
-                load_state_into(model.net(name), payload["params"], strict=True,
-                                source=f"{verified.path} -> net_{name}")
-        model.to(self.device)
-        if self.topt.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.params = [p for p in model.trainable.parameters() if p.requires_grad]
-        self.ddp: Optional[nn.parallel.DistributedDataParallel] = None
-        self.step_module: nn.Module = model
-        if self.dist.distributed:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=o.dist_params.find_unused_parameters)
-            self.step_module = self.ddp
-        if self.topt.compile:
-            self.step_module = torch.compile(self.step_module)
-        self.ema: dict[str, ModelEMA] = {}
-        if self.topt.ema_decay > 0:
-            self.ema = {n: ModelEMA(net, self.topt.ema_decay) for n, net in model.trainable.items()}
-            if verified is not None:
-                for n, e in self.ema.items():
-                    payload = verified.networks.get(n, {})
-                    if "params_ema" in payload:
-                        e.load_state_dict(payload["params_ema"])
-                    else:
-                        log.warning("net_%s: the checkpoint has no params_ema; EMA restarts from the weights", n)
-        self.optimizer = build_optimizer(self.params, self.topt.optim_total)
-        sched = self.topt.scheduler.to_block() if self.topt.scheduler is not None else None
-        self.scheduler = build_scheduler(self.optimizer, sched, self.topt.warmup_iter, self.topt.total_iter)
-        self.amp = Amp(self.topt.amp.enabled, self.topt.amp.dtype, self.device, log)
-
-    def _build_data(self) -> None:
-        from hidiff.data.loader import build_dataloader
-        from hidiff.data.sampler import ResumableSampler
-
-        o, d = self.opt, self.dist
-        tr = o.datasets["train"]
-        self.train_set = build_dataset(tr, o.manual_seed)
-        self.sampler = ResumableSampler(len(self.train_set), seed=o.manual_seed, world_size=d.world_size,
-                                        rank=d.rank, shuffle=tr.use_shuffle, enlarge_ratio=tr.dataset_enlarge_ratio)
-        self.loader = build_dataloader(
-            self.train_set, phase="train", batch_size=tr.batch_size_per_gpu, num_workers=tr.num_worker_per_gpu,
-            seed=o.manual_seed, rank=d.rank, world_size=d.world_size, pin_memory=tr.pin_memory,
-            persistent_workers=tr.persistent_workers, prefetch=tr.prefetch_mode, drop_last=tr.drop_last,
-            sampler=self.sampler)
-        # A private generator for the loader's worker base seed: creating an iterator
-        # must not consume the global torch RNG that the model uses (exact resume).
-        _inner_loader(self.loader).generator = torch.Generator().manual_seed(o.manual_seed + d.rank)
-        self.batch_size = tr.batch_size_per_gpu
-        self.progressive = None
-        if tr.iters is not None:
-            self.progressive = ProgressiveSchedule(tr.iters, tr.gt_sizes, tr.mini_batch_sizes, seed=o.manual_seed,
-                                                   rank=d.rank)
-        self.val_sets: dict[str, Any] = {}
-        for key, ds in sorted(o.datasets.items()):
-            if ds.phase != "val":
-                continue
-            dataset = build_dataset(ds, o.manual_seed)
-            self.val_sets[ds.name] = build_dataloader(dataset, phase="val", batch_size=1,
-                                                      num_workers=ds.num_worker_per_gpu, seed=o.manual_seed,
-                                                      rank=d.rank, world_size=d.world_size)
-        self.metric_fns = {}
-        if self.val_sets:
-            from hidiff.engine.validation import build_metric_fns
-            self.metric_fns = build_metric_fns(o.val.metrics)
-            if not self.metric_fns:
-                self.log.warning("val: validation sets are configured but val.metrics is empty")
-
-    def _load_training_state(self, v: VerifiedState) -> None:
-        from hidiff.config import config_diff, config_hash
-
-        st, o, log = v.state, self.opt, self.log
-        if st.get("config_hash") != config_hash(o):
-            diff = "\n".join(config_diff(st.get("config", {}), o.to_dict())) or "(no difference in the saved dump)"
-            if not self.allow_config_change:
-                raise ConfigError(f"--resume {v.path}: the options differ from those the checkpoint was trained "
-                                  f"with:\n{diff}\nrun with --allow-config-change to resume anyway")
-            log.warning("resuming with changed options (--allow-config-change):\n%s", diff)
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.amp.load_state_dict(st.get("scaler") or {})
-        self.guard.load_state_dict(st.get("nonfinite", {}))
-        self.start_iter = int(st["iter"])
-        self.best = dict(st.get("best") or {})
-        sampler_state = dict(st["sampler"])
-        old_world = int(sampler_state.get("world_size", self.dist.world_size))
-        exact = old_world == self.dist.world_size
-        if not exact:
-            consumed = int(sampler_state["consumed"]) * old_world // self.dist.world_size
-            sampler_state.update(world_size=self.dist.world_size, consumed=min(consumed, self.sampler.num_samples))
-            log.warning("resume with %d processes instead of %d: the data order and random streams continue "
-                        "approximately, not bitwise", self.dist.world_size, old_world)
-        self.sampler.load_state_dict(sampler_state)
-        ranks = st.get("ranks") or []
-        self._rank_state = ranks[self.dist.rank] if exact and self.dist.rank < len(ranks) else None
-        if self._rank_state is None:
-            seed_everything(o.manual_seed + self.dist.rank + 7919 * self.start_iter)
-        elif self.progressive is not None and self._rank_state.get("progressive") is not None:
-            self.progressive.load_state_dict(self._rank_state["progressive"])
-
-    def _log_setup(self, verified: Optional[VerifiedState]) -> None:
-        o, d, log = self.opt, self.dist, self.log
-        tr = o.datasets["train"]
-        accum = self.topt.grad_accum_steps
-        log.info("hidiff %s, torch %s, device %s%s", _version(), torch.__version__, self.device,
-                 f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
-        log.info("experiment %s in %s; model %s; config hash %s", o.name, self.exp_dir, o.model_type,
-                 _hash(o)[:12])
-        for name, net in self.model.networks().items():
-            n = sum(p.numel() for p in net.parameters())
-            state = "trainable" if name in self.model.trainable else "frozen"
-            log.info("net_%s: %s, %s parameters (%s)", name, type(net).__name__, f"{n:,}", state)
-        log.info("world size %d (backend %s); batch per process %d x %d processes x %d accumulation = global "
-                 "batch %d", d.world_size, d.backend or "none", tr.batch_size_per_gpu, d.world_size, accum,
-                 tr.batch_size_per_gpu * d.world_size * accum)
-        if self.progressive is not None:
-            for row in self.progressive.describe():
-                log.info("progressive: iterations %d-%d: patch %d, batch %d per process (global %d)", row["from"],
-                         row["to"], row["patch"], row["batch"], row["batch"] * d.world_size * accum)
-        log.info("training set %s: %d items, %d samples per process per epoch; total_iter %d", tr.name,
-                 len(self.train_set), self.sampler.num_samples, self.topt.total_iter)
-        log.info("precision %s; EMA %s; grad clip %s; channels_last %s; compile %s", self.amp.name,
-                 self.topt.ema_decay or "off", self.topt.grad_clip_norm if self.topt.use_grad_clip else "off",
-                 self.topt.channels_last, self.topt.compile)
-        if self._archived is not None:
-            log.warning("fresh start: the previous run folder was moved to %s", self._archived)
-        if verified is not None:
-            log.info("Resuming training from epoch: %d, iter: %d (%s).", self.sampler.epoch, self.start_iter,
-                     verified.path)
+            restore_state(self, verified)
+        return verified
 
     # ==================================================================== loop
     def _loop(self) -> None:
         o, total = self.opt, self.topt.total_iter
-        self.epoch = self.sampler.epoch
-        self.sampler.set_epoch(self.epoch)
-        self.data_iter = iter(self.loader)
-        self.batches_this_pass = 0
-        if self._rank_state is not None:  # after the iterator exists: nothing may draw in between
-            restore_rng_state(self._rank_state["rng"])
+        self.batches.start()
+        if self.rank_state is not None:  # after the iterator exists: nothing may draw in between
+            restore_rng_state(self.rank_state["rng"])
         self.last_validation: dict[str, dict[str, float]] = {}
-        window = _Window()
+        window = LogWindow()
         self.pbar = ProgressBar(total, self.start_iter, o.logger.pbar and self.is_main)
         it = self.start_iter
         end = total if self.stop_after is None else min(total, it + self.stop_after)
@@ -349,45 +171,26 @@ class Trainer:
             window.add(terms, gnorm, time.perf_counter() - t0, data_s, skipped, self._global_batch(it))
             self.pbar.update(1)
             if it % o.logger.print_freq == 0 or it == total:
-                self._log_window(window, it, lrs)
-                window = _Window()
+                log_window(self, window, it, lrs)
+                window = LogWindow()
             # validate first, so that the checkpoint of this iteration holds its scores
             if self.val_sets and (it % o.val.val_freq == 0 or it == total):
-                self._validate(it)
+                validate_during_training(self, it)
             if it % o.logger.save_checkpoint_freq == 0 or it == total:
-                self._save(it)
+                save_checkpoint(self, it)
+            if self.stopping:
+                break
         if it < total and it > self.start_iter:
             if it % o.logger.save_checkpoint_freq:
-                self._save(it)
-            self.log.info("stopping at iteration %d of %d (stop_after=%d); continue with --resume auto", it, total,
-                          self.stop_after)
+                save_checkpoint(self, it)
+            if self.stopping:
+                self.log.warning("stopped by %s at iteration %d of %d; the checkpoint of iteration %d is saved; "
+                                 "continue with --resume auto", self.stop.name or "a signal on another rank", it,
+                                 total, it)
+            else:
+                self.log.info("stopping at iteration %d of %d (stop_after=%d); continue with --resume auto", it,
+                              total, self.stop_after)
         self.last_iter = it
-
-    def _next_batch(self) -> dict[str, Any]:
-        empty_passes = 0
-        while True:
-            try:
-                batch = next(self.data_iter)
-                self.batches_this_pass += 1
-                return batch
-            except StopIteration:
-                empty_passes = empty_passes + 1 if self.batches_this_pass == 0 else 0
-                if empty_passes > 1:
-                    raise ConfigError("the training loader yields no batches (dataset smaller than one batch?)")
-                self.epoch += 1
-                self.sampler.set_epoch(self.epoch)
-                self.data_iter = iter(self.loader)
-                self.batches_this_pass = 0
-
-    def _to_device(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        out = {}
-        for k, v in batch.items():
-            if torch.is_tensor(v):
-                v = v.to(self.device, non_blocking=True)
-                if self.topt.channels_last and v.dim() == 4:
-                    v = v.contiguous(memory_format=torch.channels_last)
-                out[k] = v
-        return out
 
     def _train_step(self, it: int) -> tuple[dict[str, Tensor], Tensor, float, bool]:
         accum = self.topt.grad_accum_steps
@@ -396,10 +199,10 @@ class Trainer:
         data_s = 0.0
         for m in range(accum):
             t = time.perf_counter()
-            batch = self._next_batch()
+            batch = self.batches.next()
             if self.progressive is not None:
                 batch = self.progressive.apply(batch, it)
-            batch = self._to_device(batch)
+            batch = self.batches.to_device(batch)
             data_s += time.perf_counter() - t
             sync = self.ddp.no_sync() if (self.ddp is not None and m < accum - 1) else contextlib.nullcontext()
             with sync:
@@ -413,21 +216,29 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v
         self.amp.unscale_(self.optimizer)
         gnorm = self._clip()
-        # one host sync per step: every rank must agree on skipping (DDP grads are already all-reduced)
+        # one host sync per step: every rank must agree on skipping (DDP grads are already all-reduced) ...
         flag = torch.stack([gnorm.float().reshape(())] + [v.reshape(()) for v in sums.values()])
-        nonfinite = D.all_reduce_max(~flag.isfinite().all(), self.device) > 0
-        detail = "" if not nonfinite else ", ".join(f"{k}={float(v):.4g}" for k, v in sums.items()) + \
-            f", grad_norm={float(gnorm):.4g}"
+        # ... and on stopping for a signal (any rank's), at this same iteration
+        nonfinite, self.stopping = D.any_over_ranks([~flag.isfinite().all(), self.stop.requested], self.device)
+        culprit = self._culprit(sums) if nonfinite else ""
+        detail = "" if not nonfinite else f"first non-finite: {culprit}; " + ", ".join(
+            f"{k}={float(v):.4g}" for k, v in sums.items()) + f", grad_norm={float(gnorm):.4g}"
         skip = self.guard.record(not nonfinite, it, detail=detail)
         self.amp.step(self.optimizer, skip)
         if skip:
             self.optimizer.zero_grad(set_to_none=True)
-            self.log.warning("iteration %d: non-finite loss or gradient, step skipped (%d skipped so far)", it,
-                             self.guard.total)
+            self.log.warning("iteration %d: non-finite loss or gradient, step skipped (%d skipped so far); first "
+                             "non-finite: %s", it, self.guard.total, culprit)
         else:
             for n, e in self.ema.items():
                 e.update(self.model.trainable[n])
         return sums, gnorm, data_s, skip
+
+    def _culprit(self, sums: dict[str, Tensor]) -> str:
+        """The first non-finite loss term or gradient, from the first rank that has one (all ranks call this)."""
+        found = D.all_gather_objects(first_nonfinite(sums, dict(self.model.trainable.items())))
+        rank = next((r for r, c in enumerate(found) if not c.startswith("the gradient norm")), 0)
+        return found[rank] + (f" (rank {rank})" if self.dist.distributed else "")
 
     def _clip(self) -> Tensor:
         if self.topt.use_grad_clip:
@@ -439,142 +250,13 @@ class Trainer:
         per = self.progressive.sizes(it)[1] if self.progressive is not None else self.batch_size
         return per * self.dist.world_size * self.topt.grad_accum_steps
 
-    def _log_window(self, w: "_Window", it: int, lrs: list[float]) -> None:
-        stats = D.reduce_mean_dict(w.mean_terms(), self.device) if w.steps else {}
-        if not self.is_main:
-            return
-        iter_s = w.time / max(w.n, 1)
-        extra = {"grad_norm": w.mean_gnorm(), "it/s": w.n / max(w.time, 1e-9),
-                 "samples/s": w.samples / max(w.time, 1e-9), "data_s": w.data / max(w.n, 1),
-                 "skipped": float(self.guard.total)}
-        if self.device.type == "cuda":
-            extra["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
-            torch.cuda.reset_peak_memory_stats(self.device)
-        eta = iter_s * (self.topt.total_iter - it)
-        if "total" in stats and self.pbar is not None:
-            self.pbar.update(0, loss=f"{stats['total']:.4g}")
-        self.log.info(train_line(self.opt.name, self.epoch, it, lrs, eta, iter_s, extra["data_s"],
-                                 {**stats, **extra}))
-        self.tb.scalars({k: v for k, v in stats.items()}, it, prefix="losses/")
-        self.tb.scalars({"lr": lrs[0], **extra}, it, prefix="train/")
-
-    # ============================================================ checkpoints
-    def _network_payloads(self) -> dict[str, tuple[dict[str, Tensor], Optional[dict[str, Tensor]]]]:
-        nets = self.model.networks()
-        return {n: (cpu_state_dict(nets[n]), self.ema[n].state_dict() if n in self.ema else None)
-                for n in self.model.save_names}
-
-    def _save(self, it: int) -> None:
-        """Write a complete checkpoint set (rank 0); every rank learns whether it worked."""
-        from hidiff.config import config_hash
-
-        mine = {"rng": capture_rng_state(),
-                "progressive": self.progressive.state_dict() if self.progressive is not None else None}
-        ranks = D.all_gather_objects(mine)
-        error: Optional[str] = None
-        failure: Optional[BaseException] = None
-        if self.is_main:
-            try:
-                nets = self._network_payloads()
-                state = {
-                    "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "scaler": self.amp.state_dict(),
-                    "sampler": self.sampler.state_dict(consumed=self.batches_this_pass * self.batch_size),
-                    "ranks": ranks, "best": self.best, "nonfinite": self.guard.state_dict(),
-                    "config_hash": config_hash(self.opt), "config": self.opt.to_dict(),
-                    "world_size": self.dist.world_size, "hidiff_version": _version(),
-                    "torch_version": str(torch.__version__),
-                }
-                path = self.store.save(it, nets, state)
-                pruned = self.store.prune(self.opt.logger.keep_last)
-                if it == self.topt.total_iter:
-                    self.store.save_tagged("latest", nets)
-                self.log.info("Saving models and training states at iteration %d (%s)%s", it, path,
-                              f"; removed sets {pruned}" if pruned else "")
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                failure = exc
-        error = D.broadcast_object(error)
-        if error is not None:
-            msg = f"saving the checkpoint of iteration {it} in {self.exp_dir} failed: {error}"
-            if self.is_main:
-                raise CheckpointError(msg) from failure
-            raise CheckpointError(msg)
-
-    # ============================================================= validation
-    def _validate(self, it: int) -> None:
-        from hidiff.engine.validation import log_results, validate
-
-        o = self.opt
-        rng = capture_rng_state()  # validation must not shift the training random streams
-        shown: dict[str, int] = {}
-
-        def on_image(set_name: str, key: str, lq: Tensor, out: Tensor, gt: Tensor) -> None:
-            if self.is_main and shown.get(set_name, 0) < TB_IMAGES_PER_SET:
-                shown[set_name] = shown.get(set_name, 0) + 1
-                self.tb.image(f"val/{set_name}/{key}", torch.cat([lq[0, :3], out[0], gt[0]], dim=-1), it)
-
-        t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            if o.val.use_ema:
-                for n, e in self.ema.items():
-                    stack.enter_context(e.applied_to(self.model.trainable[n]))
-            results = validate(self.model, self.val_sets, metric_fns=self.metric_fns, manual_seed=o.manual_seed,
-                               device=self.device, tile=o.val.tile_options(), max_images=o.val.max_images,
-                               on_image=on_image)
-        restore_rng_state(rng)
-        self.last_validation = results
-        improved = self._update_best(results, it)
-        if self.is_main:
-            log_results(self.log, results, self.best)
-            self.log.info("validation took %.1f s%s", time.perf_counter() - t0, " (EMA weights)"
-                          if self.ema and o.val.use_ema else "")
-            for set_name, vals in results.items():
-                self.tb.scalars({m: v for m, v in vals.items() if m != "images"}, it, prefix=f"metrics/{set_name}/")
-        if improved and o.logger.keep_best:
-            self._save_best(it)
-
-    def _update_best(self, results: dict[str, dict[str, float]], it: int) -> bool:
-        """Track the best value of every metric; True if the key metric improved."""
-        o = self.opt
-        key_metric = o.val.key_metric or next(iter(o.val.metrics), None)
-        key_set = next(iter(results), None)
-        improved = False
-        for set_name, vals in results.items():
-            for m, v in vals.items():
-                if m == "images" or m not in o.val.metrics or math.isnan(v):
-                    continue
-                higher = o.val.metrics[m].better == "higher"
-                tag = f"{set_name}/{m}"
-                old = self.best.get(tag)
-                if old is None or (v > old["value"] if higher else v < old["value"]):
-                    self.best[tag] = {"value": float(v), "iter": int(it)}
-                    improved |= (set_name == key_set and m == key_metric)
-        return improved
-
-    def _save_best(self, it: int) -> None:
-        error = None
-        if self.is_main:
-            try:
-                o = self.opt
-                key_metric = o.val.key_metric or next(iter(o.val.metrics))
-                key_set = next(iter(self.val_sets))
-                info = {"iter": it, "set": key_set, "metric": key_metric,
-                        "value": self.best[f"{key_set}/{key_metric}"]["value"]}
-                self.store.save_tagged("best", self._network_payloads(), info)
-                self.log.info("new best %s on %s: %.4f; saved net_<x>_best.pth", key_metric, key_set, info["value"])
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        error = D.broadcast_object(error)
-        if error is not None:
-            raise CheckpointError(f"saving the best checkpoint at iteration {it} failed: {error}")
-
     # ================================================================= finish
     def _finish(self) -> TrainResult:
         self.log.info("End of training at iteration %d; %d step(s) skipped for non-finite values.",
                       self.last_iter, self.guard.total)
+        stopped = (self.stop.name or "a signal") if self.stopping and self.last_iter < self.topt.total_iter else None
         return TrainResult(self.exp_dir, self.start_iter, self.last_iter, self.guard.total, dict(self.best),
-                           dict(self.last_validation))
+                           dict(self.last_validation), stopped)
 
     def _teardown(self) -> None:
         if self.pbar is not None:
@@ -583,44 +265,3 @@ class Trainer:
         close_logger()
         if self._own_group:
             D.cleanup()
-
-
-class _Window:
-    """Running sums between two log lines (tensors stay on the device until printed)."""
-
-    def __init__(self) -> None:
-        self.terms: dict[str, Tensor] = {}
-        self.gnorm: Optional[Tensor] = None
-        self.n = self.steps = 0
-        self.time = self.data = 0.0
-        self.samples = 0
-
-    def add(self, terms: dict[str, Tensor], gnorm: Tensor, dt: float, data_s: float, skipped: bool,
-            global_batch: int) -> None:
-        self.n += 1
-        self.time += dt
-        self.data += data_s
-        self.samples += global_batch
-        if skipped:
-            return
-        self.steps += 1
-        for k, v in terms.items():
-            self.terms[k] = self.terms[k] + v if k in self.terms else v.clone()
-        g = gnorm.detach().float()
-        self.gnorm = g if self.gnorm is None else self.gnorm + g
-
-    def mean_terms(self) -> dict[str, Tensor]:
-        return {k: v / self.steps for k, v in self.terms.items()}
-
-    def mean_gnorm(self) -> float:
-        return float(self.gnorm) / self.steps if self.gnorm is not None and self.steps else float("nan")
-
-
-def _version() -> str:
-    import hidiff
-    return getattr(hidiff, "__version__", "?")
-
-
-def _hash(options) -> str:
-    from hidiff.config import config_hash
-    return config_hash(options)

@@ -2,21 +2,25 @@
 
 The images of a val set are sharded over ranks (rank r takes items r, r+w, ...)
 and the per-image scores are gathered, so validation gives the same numbers
-with or without a process group and for any world size.  Each image's prior
+with or without a process group and for any world size.  An unreadable image
+is reported, skipped and counted (``images_skipped``); it never stops training.  Each image's prior
 noise is seeded from its key and ``manual_seed`` (the same code path as
 ``test.py``), so the numbers do not depend on order or sharding either.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import sys
+import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from hidiff.engine.distributed import all_gather_objects
-from hidiff.errors import ConfigError
+from hidiff.engine.distributed import all_gather_objects, get_rank
+from hidiff.errors import ConfigError, DataError
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -69,16 +73,41 @@ def _uint8(img: torch.Tensor) -> np.ndarray:
     return to_uint8(img)
 
 
+def _progress(enabled: bool, total: int, set_name: str):
+    """A tqdm bar over the images of one set, or None (disabled, or stderr is not a terminal)."""
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"validating {set_name}", unit="img", leave=False, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _items(loader, max_images: int | None, skipped: list[str]):
+    """The batches of ``loader`` (at most ``max_images`` items); unreadable ones go to ``skipped``."""
+    it = iter(loader)
+    n = 0
+    while max_images is None or n < max_images:
+        n += 1
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except DataError as exc:
+            skipped.append(str(exc))
+
+
 @torch.no_grad()
 def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, MetricFn], manual_seed: int,
              device: torch.device, tile=None, max_images: int | None = None,
-             on_image: Callable[[str, str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
-             ) -> dict[str, dict[str, float]]:
-    """Mean of every metric per val set: ``{set name: {metric: mean}}`` (same on every rank).
+             on_image: Callable[[str, str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+             progress: bool = False) -> dict[str, dict[str, float]]:
+    """Mean of every metric per val set: ``{set name: {metric: mean, 'images': n, 'images_skipped': k}}``.
 
     ``val_sets`` maps a set name to a loader that yields this rank's share
     (batch 1).  ``on_image(set, key, lq, out, gt)`` is called on every image of
-    this rank (e.g. to send a few to TensorBoard).
+    this rank (e.g. to send a few to TensorBoard).  Unreadable images are logged
+    (rank 0) and counted, not scored; ``progress`` shows a bar on a terminal.
+    The result is the same on every rank.
     """
     was_training = model.training
     model.eval()
@@ -86,25 +115,37 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
     try:
         restore = make_restorer(model, manual_seed, tile)
         for set_name, loader in val_sets.items():
-            rows = []
-            for i, batch in enumerate(loader):
-                if max_images is not None and i >= max_images:
-                    break
-                lq = batch["lq"].to(device)
-                gt = batch["gt"].to(device)
-                key = batch["key"][0] if isinstance(batch["key"], (list, tuple)) else str(batch["key"])
-                out = restore(lq, gt, key)
-                out_u8, gt_u8 = _uint8(out), _uint8(gt)
-                rows.append((key, {m: fn(out_u8, gt_u8) for m, fn in metric_fns.items()}))
-                if on_image is not None:
-                    on_image(set_name, key, lq, out, gt)
-            merged = {}
-            for part in all_gather_objects(rows):
+            rows, skipped = [], []
+            total = len(loader) if max_images is None else min(len(loader), max_images)
+            bar = _progress(progress, total, set_name)
+            try:
+                for batch in _items(loader, max_images, skipped):
+                    lq = batch["lq"].to(device)
+                    gt = batch["gt"].to(device)
+                    key = batch["key"][0] if isinstance(batch["key"], (list, tuple)) else str(batch["key"])
+                    out = restore(lq, gt, key)
+                    out_u8, gt_u8 = _uint8(out), _uint8(gt)
+                    rows.append((key, {m: fn(out_u8, gt_u8) for m, fn in metric_fns.items()}))
+                    if on_image is not None:
+                        on_image(set_name, key, lq, out, gt)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                if bar is not None:
+                    bar.close()
+            merged, unreadable = {}, {}
+            for part, bad in all_gather_objects((rows, skipped)):
                 for key, vals in part:
                     merged[key] = vals  # a key seen twice (rank padding) counts once
+                unreadable.update(dict.fromkeys(bad))
+            if get_rank() == 0:
+                for msg in unreadable:
+                    logging.getLogger("hidiff").warning("validation set %s: unreadable image skipped: %s",
+                                                        set_name, msg)
             results[set_name] = {m: float(np.mean([v[m] for v in merged.values()])) if merged else float("nan")
                                  for m in metric_fns}
             results[set_name]["images"] = float(len(merged))
+            results[set_name]["images_skipped"] = float(len(unreadable))
     finally:
         model.train(was_training)
     return results
@@ -114,10 +155,61 @@ def log_results(log: logging.Logger, results: Mapping[str, Mapping[str, float]],
                 best: Mapping[str, Mapping[str, Any]]) -> None:
     """BasicSR-style validation block with the best value so far."""
     for set_name, vals in results.items():
-        log.info("Validation %s (%d images)", set_name, int(vals.get("images", 0)))
+        skipped = int(vals.get("images_skipped", 0))
+        log.info("Validation %s (%d images)%s", set_name, int(vals.get("images", 0)),
+                 f"; {skipped} unreadable image(s) skipped" if skipped else "")
         for m, v in vals.items():
-            if m == "images":
+            if m in ("images", "images_skipped"):
                 continue
             b = best.get(f"{set_name}/{m}")
             tail = f"\tBest: {b['value']:.4f} @ {b['iter']} iter" if b else ""
             log.info("\t # %s: %.4f%s", m, v, tail)
+
+
+#: how many validation images per set go to TensorBoard
+TB_IMAGES_PER_SET = 2
+
+
+def validate_during_training(t, it: int) -> None:
+    """Validate trainer ``t`` at iteration ``it`` (EMA weights if ``val.use_ema``): log, TensorBoard, images, best.
+
+    The training random streams are restored afterwards, so validating never
+    changes what training does next.
+    """
+    from hidiff.data.image_io import write_png
+    from hidiff.engine.best import COUNTS, save_best, update_best
+    from hidiff.engine.seeding import capture_rng_state, restore_rng_state
+    from hidiff.engine.training_state import network_payloads
+    from hidiff.runners.test_runner import to_uint8
+
+    o = t.opt
+    rng = capture_rng_state()
+    shown: dict[str, int] = {}
+
+    def on_image(set_name: str, key: str, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> None:
+        if t.is_main and shown.get(set_name, 0) < TB_IMAGES_PER_SET:
+            shown[set_name] = shown.get(set_name, 0) + 1
+            t.tb.image(f"val/{set_name}/{key}", torch.cat([lq[0, :3], out[0], gt[0]], dim=-1), it)
+        if o.val.save_img:  # BasicSR: visualization/<set>/<image>_<iter>.png; each rank writes its share
+            name = f"{key.replace('/', '_').replace(chr(92), '_')}_{it}.png"
+            write_png(t.exp_dir / "visualization" / set_name / name, to_uint8(out))
+
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if o.val.use_ema:
+            for n, e in t.ema.items():
+                stack.enter_context(e.applied_to(t.model.trainable[n]))
+        results = validate(t.model, t.val_sets, metric_fns=t.metric_fns, manual_seed=o.manual_seed,
+                           device=t.device, tile=o.val.tile_options(), max_images=o.val.max_images,
+                           on_image=on_image, progress=o.val.pbar and t.is_main)
+    restore_rng_state(rng)
+    t.last_validation = results
+    improved = update_best(t.best, results, it, o.val)
+    if t.is_main:
+        log_results(t.log, results, t.best)
+        t.log.info("validation took %.1f s%s", time.perf_counter() - t0,
+                   " (EMA weights)" if t.ema and o.val.use_ema else "")
+        for set_name, vals in results.items():
+            t.tb.scalars({m: v for m, v in vals.items() if m not in COUNTS}, it, prefix=f"metrics/{set_name}/")
+    if improved and o.logger.keep_best:
+        save_best(t.store, lambda: network_payloads(t), t.best, it, o.val, next(iter(t.val_sets)), t.is_main, t.log)

@@ -26,16 +26,40 @@ class PretrainSpec:
 
 
 def find_model_file(models_dir: Path, net: str, which="latest") -> Optional[Path]:
-    """``net_<x>_latest.pth`` (or the highest iteration) or ``net_<x>_<which>.pth``."""
-    if which != "latest":
-        p = models_dir / f"net_{net}_{int(which)}.pth"
-        return p if p.is_file() else None
-    latest = models_dir / f"net_{net}_latest.pth"
-    if latest.is_file():
-        return latest
-    pat = re.compile(rf"^net_{re.escape(net)}_(\d+)\.pth$")
-    iters = sorted((int(m.group(1)), p) for p in models_dir.glob(f"net_{net}_*.pth") if (m := pat.match(p.name)))
-    return iters[-1][1] if iters else None
+    """``net_<x>`` of :func:`find_model_files` (None if that unit lacks it)."""
+    return find_model_files(models_dir, (net,), which).get(net)
+
+
+def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:
+    """The files of ``nets`` in the checkpoint unit ``which`` ('latest', 'best' or an iteration) of a run.
+
+    In a run folder that keeps checkpoint units (it has ``training_states`` or
+    ``models/latest.json``) only one complete unit counts (see
+    :func:`hidiff.engine.checkpoint_store.latest_complete`): a save killed between
+    two network files never pairs one network of iteration N with another of N-1.
+    A plain folder of weight files is read by name: ``net_<x>_latest.pth``, else
+    the highest ``net_<x>_<iter>.pth``.
+    """
+    from hidiff.engine.checkpoint_store import latest_complete
+
+    run = models_dir.parent
+    if (run / "training_states").is_dir() or (models_dir / "latest.json").is_file():
+        unit = latest_complete(run, which)
+        return {} if unit is None else {n: unit.networks[n] for n in nets if n in unit.networks}
+    out = {}
+    for net in nets:
+        if which != "latest":
+            p = models_dir / f"net_{net}_{which}.pth"
+        else:
+            p = models_dir / f"net_{net}_latest.pth"
+            if not p.is_file():
+                pat = re.compile(rf"^net_{re.escape(net)}_(\d+)\.pth$")
+                iters = sorted((int(m.group(1)), f) for f in models_dir.glob(f"net_{net}_*.pth")
+                               if (m := pat.match(f.name)))
+                p = iters[-1][1] if iters else p
+        if p.is_file():
+            out[net] = p
+    return out
 
 
 def stage1_run_dir(options) -> Path:
@@ -56,13 +80,14 @@ def resolve_pretrained(options) -> Dict[str, PretrainSpec]:
     out: Dict[str, PretrainSpec] = {}
     if options.path.stage1 is not None:
         run = stage1_run_dir(options)
+        files = find_model_files(run / "models", STAGE1_NETWORKS, options.path.stage1_iter)
         for net in STAGE1_NETWORKS:
             if net not in options.networks or options.path.pretrain.get(net):
                 continue
-            f = find_model_file(run / "models", net, options.path.stage1_iter)
+            f = files.get(net)
             if f is None:
-                raise ConfigError(f"path.stage1: no net_{net} checkpoint ({options.path.stage1_iter}) in "
-                                  f"{run / 'models'}")
+                raise ConfigError(f"path.stage1: no net_{net} checkpoint ({options.path.stage1_iter}; a save that "
+                                  f"did not complete does not count) in {run / 'models'}")
             out[net] = PretrainSpec(f, options.path.strict_load.get(net, True),
                                     options.path.param_key.get(net, "params"))
     for net, p in options.path.pretrain.items():

@@ -1,0 +1,85 @@
+"""The run folder ``experiments/<name>``: the only place a training start writes, and only once all checks passed.
+
+Order: archive the previous run (fresh start only), create the folder, remove
+temporary files a killed writer left, write ``config.yml``, open the log file
+(it receives the lines logged while the run was being checked and built) and
+TensorBoard.  A failure is decided by rank 0 and raised on every rank.
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import time
+from pathlib import Path
+from typing import Optional
+
+from hidiff.engine import distributed as D
+from hidiff.engine.checkpoint_store import CheckpointStore
+from hidiff.engine.logging import LOGGER_NAME, TensorBoard, setup_logger
+from hidiff.errors import CheckpointError
+
+
+class EarlyLines:
+    """Keeps the log records of the set-up phase so the log file, opened later, has them too."""
+
+    def __init__(self) -> None:
+        self.handler = logging.handlers.BufferingHandler(capacity=1 << 30)
+        logging.getLogger(LOGGER_NAME).addHandler(self.handler)
+
+    def replay_into_file(self) -> None:
+        log = logging.getLogger(LOGGER_NAME)
+        log.removeHandler(self.handler)
+        files = [h for h in log.handlers if isinstance(h, logging.FileHandler)]
+        for record in self.handler.buffer:
+            for h in files:
+                h.handle(record)
+        self.handler.close()
+
+    def discard(self) -> None:
+        logging.getLogger(LOGGER_NAME).removeHandler(self.handler)
+        self.handler.close()
+
+
+def archive_previous(exp_dir: Path) -> Optional[Path]:
+    """Move a non-empty ``exp_dir`` to ``<name>_archived_<time>[_n]``; the new path, or None."""
+    if not (exp_dir.is_dir() and any(exp_dir.iterdir())):
+        return None
+    stem = f"{exp_dir.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+    archived, n = exp_dir.with_name(stem), 1
+    while archived.exists():
+        archived, n = exp_dir.with_name(f"{stem}_{n}"), n + 1
+    exp_dir.rename(archived)
+    return archived
+
+
+def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank: int, stamp: str,
+                    early: EarlyLines) -> tuple[Optional[Path], TensorBoard]:
+    """Do a start's side effects (see the module docstring); returns (archived folder or None, TensorBoard)."""
+    from hidiff.config import save_resolved
+
+    archived: Optional[Path] = None
+    tb = TensorBoard(None)
+    error: Optional[str] = None
+    if is_main:
+        try:
+            if fresh:
+                archived = archive_previous(exp_dir)
+                if archived is not None:
+                    print(f"hidiff: fresh start of '{options.name}': the previous run folder {exp_dir} was moved "
+                          f"to {archived}", flush=True)
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            CheckpointStore(exp_dir).remove_stale_temp_files()
+            save_resolved(options, exp_dir / "config.yml")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    error = D.broadcast_object(error)
+    if error is not None:
+        early.discard()
+        raise CheckpointError(f"preparing the run folder {exp_dir} failed: {error}")
+    try:
+        setup_logger(exp_dir / f"train_{options.name}_{stamp}.log" if is_main else None, rank)
+    finally:
+        early.replay_into_file()
+    if is_main and options.logger.use_tb_logger:
+        tb = TensorBoard(exp_dir / "tb_logger")
+    return archived, tb

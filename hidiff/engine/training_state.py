@@ -1,0 +1,139 @@
+"""The training state of a checkpoint: which one to resume, the config-change check, save and restore.
+
+Resolving and checking only read files, so a resume that is refused (changed
+options, a corrupt state) leaves the run folder exactly as it was.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from hidiff.engine import distributed as D
+from hidiff.engine.checkpoint import cpu_state_dict
+from hidiff.engine.checkpoint_store import CheckpointStore, VerifiedState
+from hidiff.engine.seeding import capture_rng_state, seed_everything
+from hidiff.errors import CheckpointError, ConfigError
+
+
+def choose_resume(arg: str, store: CheckpointStore, log: logging.Logger, is_main: bool) -> Optional[Path]:
+    """The state file to resume, decided by rank 0 and the same on every rank (None: a fresh start).
+
+    ``arg``: 'auto' (the newest complete set of ``store``, else fresh), 'none' or a state file.
+    """
+    choice: Optional[str] = None
+    error: Optional[str] = None
+    if is_main:
+        try:
+            if arg == "auto":
+                v = store.latest_valid()
+                choice = str(v.path) if v is not None else None
+                if v is None:
+                    log.info("--resume auto: no complete checkpoint in %s; starting from scratch", store.states)
+            elif arg not in ("none", "None", ""):
+                choice = arg
+        except Exception as exc:  # shared with the other ranks below, then raised everywhere
+            error = f"{type(exc).__name__}: {exc}"
+    error, choice = D.broadcast_object((error, choice))
+    if error is not None:
+        raise CheckpointError(f"resolving --resume {arg}: {error}")
+    return None if choice is None else Path(choice)
+
+
+def verify_resume(path: Path, log: logging.Logger) -> VerifiedState:
+    """Load and check the chosen state and every network file it lists."""
+    if not path.is_file():
+        raise CheckpointError(f"--resume: state file not found: {path}")
+    return CheckpointStore(path.parent.parent, log).verify(path)
+
+
+def check_config_change(verified: VerifiedState, options, allow: bool, log: logging.Logger) -> None:
+    """Refuse a resume whose resolved options differ from the checkpoint's, unless ``allow`` (then log it)."""
+    from hidiff.config import config_diff, config_hash
+
+    st = verified.state
+    if st.get("config_hash") == config_hash(options):
+        return
+    diff = "\n".join(config_diff(st.get("config", {}), options.to_dict())) or "(no difference in the saved dump)"
+    if not allow:
+        raise ConfigError(f"--resume {verified.path}: the options differ from those the checkpoint was trained "
+                          f"with:\n{diff}\nrun with --allow-config-change to resume anyway")
+    log.warning("resuming with changed options (--allow-config-change):\n%s", diff)
+
+
+def build_state(t, ranks: list[Any]) -> dict[str, Any]:
+    """Everything but the networks that an exact resume needs (the state file's payload)."""
+    from hidiff.config import config_hash
+    from hidiff.engine.setup import version
+
+    return {
+        "epoch": t.batches.epoch, "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(), "scaler": t.amp.state_dict(),
+        "sampler": t.sampler.state_dict(consumed=t.batches.batches_this_pass * t.batch_size),
+        "ranks": ranks, "best": t.best, "nonfinite": t.guard.state_dict(),
+        "config_hash": config_hash(t.opt), "config": t.opt.to_dict(),
+        "world_size": t.dist.world_size, "hidiff_version": version(),
+        "torch_version": str(torch.__version__),
+    }
+
+
+def network_payloads(t) -> dict[str, tuple[dict[str, Tensor], Optional[dict[str, Tensor]]]]:
+    """``{suffix: (weights, EMA weights or None)}`` of the networks a checkpoint holds, as CPU copies."""
+    nets = t.model.networks()
+    return {n: (cpu_state_dict(nets[n]), t.ema[n].state_dict() if n in t.ema else None) for n in t.model.save_names}
+
+
+def save_checkpoint(t, it: int) -> None:
+    """Write the complete checkpoint unit of iteration ``it`` (rank 0); every rank learns whether it worked."""
+    mine = {"rng": capture_rng_state(),
+            "progressive": t.progressive.state_dict() if t.progressive is not None else None}
+    ranks = D.all_gather_objects(mine)
+    error: Optional[str] = None
+    failure: Optional[BaseException] = None
+    if t.is_main:
+        try:
+            nets = network_payloads(t)
+            path = t.store.save(it, nets, build_state(t, ranks))
+            pruned = t.store.prune(t.opt.logger.keep_last)
+            if it == t.topt.total_iter:
+                t.store.save_tagged("latest", nets, {"iter": it})
+            t.log.info("Saving models and training states at iteration %d (%s)%s", it, path,
+                       f"; removed sets {pruned}" if pruned else "")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            failure = exc
+    error = D.broadcast_object(error)
+    if error is not None:
+        msg = f"saving the checkpoint of iteration {it} in {t.exp_dir} failed: {error}"
+        if t.is_main:
+            raise CheckpointError(msg) from failure
+        raise CheckpointError(msg)
+
+
+def restore_state(t, v: VerifiedState) -> None:
+    """Load optimiser, scheduler, scaler, guard, best and sampler; pick this rank's random state."""
+    st, o, log = v.state, t.opt, t.log
+    t.optimizer.load_state_dict(st["optimizer"])
+    t.scheduler.load_state_dict(st["scheduler"])
+    t.amp.load_state_dict(st.get("scaler") or {})
+    t.guard.load_state_dict(st.get("nonfinite", {}))
+    t.start_iter = int(st["iter"])
+    t.best = dict(st.get("best") or {})
+    sampler_state = dict(st["sampler"])
+    old_world = int(sampler_state.get("world_size", t.dist.world_size))
+    exact = old_world == t.dist.world_size
+    if not exact:
+        consumed = int(sampler_state["consumed"]) * old_world // t.dist.world_size
+        sampler_state.update(world_size=t.dist.world_size, consumed=min(consumed, t.sampler.num_samples))
+        log.warning("resume with %d processes instead of %d: the data order and random streams continue "
+                    "approximately, not bitwise", t.dist.world_size, old_world)
+    t.sampler.load_state_dict(sampler_state)
+    ranks = st.get("ranks") or []
+    t.rank_state = ranks[t.dist.rank] if exact and t.dist.rank < len(ranks) else None
+    if t.rank_state is None:
+        seed_everything(o.manual_seed + t.dist.rank + 7919 * t.start_iter)
+    elif t.progressive is not None and t.rank_state.get("progressive") is not None:
+        t.progressive.load_state_dict(t.rank_state["progressive"])

@@ -1,0 +1,177 @@
+"""SIGINT/SIGTERM stop a training run gracefully (step finished, checkpoint saved, exit code 4, resumable);
+SIGKILL in the middle of a save leaves nothing that a reader would take."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_env
+from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
+from hidiff.engine.checkpoint_store import HANG_ENV, HANG_FIRST_ENV, latest_complete
+
+TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
+
+
+class Proc:
+    """A subprocess whose merged output is read line by line in a thread (waits never block forever)."""
+
+    def __init__(self, cmd: list[str], cwd: Path, env: dict | None = None) -> None:
+        self.p = subprocess.Popen(cmd, cwd=cwd, env=env or run_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._q: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.p.stdout:
+            self._q.put(line)
+        self._q.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                line = self._q.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if m := re.search(pattern, line):
+                return m
+        self.kill()
+        raise AssertionError(f"never saw {pattern!r}; output:\n{''.join(self.lines)}")
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            rc = self.p.wait(timeout=timeout)
+        finally:
+            self.kill()
+        while (line := self._q.get(timeout=10)) is not None:
+            self.lines.append(line)
+        return rc
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _config(tmp_path: Path, **logger) -> Path:
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, train={"total_iter": 100000},
+                        logger={"print_freq": 1, "save_checkpoint_freq": 100000, **logger})
+    cfg = tmp_path / "tiny.yml"
+    cfg.write_text(yaml.safe_dump(opts, sort_keys=False))
+    return cfg
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig):
+    cfg = _config(tmp_path)
+    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path)
+    proc.wait_for(r"iter:\s+1, lr:")
+    proc.p.send_signal(sig)
+    assert proc.finish() == 4, proc.output
+    m = re.search(rf"stopped by {sig.name} at iteration (\d+) of 100000; the checkpoint of iteration \1 is saved",
+                  proc.output)
+    assert m, proc.output
+    stopped = int(m.group(1))
+    assert f"training stopped by {sig.name} at iteration {stopped}; its checkpoint is saved" in proc.output
+    assert "Traceback" not in proc.output
+    run = tmp_path / "experiments" / "tiny"
+    unit = latest_complete(run)
+    assert unit.iteration == stopped and unit.state == run / "training_states" / f"{stopped}.state"
+    log = next(run.glob("train_tiny_*.log")).read_text()
+    assert f"stopped by {sig.name} at iteration {stopped}" in log
+    if sig != signal.SIGTERM:
+        return
+    res = subprocess.run(TRAIN + ["-opt", str(cfg), "--resume", "auto", "--stop-after", "1"], cwd=tmp_path,
+                         env=run_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"iter: {stopped} (" in res.stderr and latest_complete(run).iteration == stopped + 1
+
+
+def test_second_signal_exits_at_once(tmp_path):
+    """The first SIGTERM arrives while a checkpoint is being written (held there by a test hook)."""
+    cfg = _config(tmp_path, save_checkpoint_freq=2)
+    env = run_env()
+    env[HANG_ENV] = "2"
+    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path, env)
+    marker = tmp_path / "experiments" / "tiny" / "hang_2.marker"
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.p.poll() is None and time.time() < deadline, proc.output
+        time.sleep(0.1)
+    proc.p.send_signal(signal.SIGTERM)
+    proc.wait_for("SIGTERM received: finishing this iteration")
+    proc.p.send_signal(signal.SIGTERM)
+    assert proc.finish(timeout=30) == -signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
+    cfg = _config(tmp_path)
+    proc = Proc([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+                + TRAIN[1:] + ["-opt", str(cfg), "--launcher", "pytorch"], tmp_path)
+    proc.wait_for(r"iter:\s+1, lr:", timeout=180)
+    rank1 = [pid for pid in _children(proc.p.pid) if "RANK=1" in _environ(pid)]
+    assert len(rank1) == 1
+    os.kill(rank1[0], signal.SIGTERM)  # only rank 1 gets it: rank 0 must learn it and stop at the same step
+    proc.finish(timeout=120)
+    out = proc.output
+    m = re.search(r"stopped by a signal on another rank at iteration (\d+)", out)
+    assert m, out
+    stopped = int(m.group(1))
+    assert out.count(f"training stopped by a signal at iteration {stopped}; its checkpoint is saved") == 1, out
+    assert out.count(f"training stopped by SIGTERM at iteration {stopped}; its checkpoint is saved") == 1, out
+    run = tmp_path / "experiments" / "tiny"
+    assert latest_complete(run).iteration == stopped
+
+
+def test_sigkill_between_two_network_files_then_stage2_takes_the_previous_unit(tmp_path):
+    from hidiff.config import options_from_text
+    from hidiff.models.stage_link import resolve_pretrained
+
+    cfg = _config(tmp_path, save_checkpoint_freq=1)
+    env = run_env()
+    env[HANG_FIRST_ENV] = "2"
+    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path, env)
+    run = tmp_path / "experiments" / "tiny"
+    deadline = time.time() + 120
+    while not (run / "hang_2.marker").exists():
+        assert proc.p.poll() is None and time.time() < deadline, proc.output
+        time.sleep(0.1)
+    proc.p.send_signal(signal.SIGKILL)
+    assert proc.finish() == -signal.SIGKILL
+    assert (run / "models" / "net_g_2.pth").is_file() and not (run / "models" / "net_le_2.pth").exists()
+
+    unit = latest_complete(run)
+    assert unit.iteration == 1 and unit.networks == {n: run / "models" / f"net_{n}_1.pth" for n in ("g", "le")}
+    s2 = tiny_s2_options(tmp_path)
+    del s2["path"]["pretrain_network_g"], s2["path"]["pretrain_network_le"]
+    s2["path"]["stage1"] = "tiny"
+    specs = resolve_pretrained(options_from_text(yaml.safe_dump(s2, sort_keys=False)))
+    assert {n: s.path for n, s in specs.items()} == unit.networks
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _environ(pid: int) -> str:
+    return "\n".join(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0"))
