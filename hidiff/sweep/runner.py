@@ -155,7 +155,7 @@ class SweepRunner:
     # ------------------------------------------------------------------ commands
     def train_command(self, run: Run) -> List[str]:
         resume = "auto" if saved_hash(run) in (None, run.hash) and run.name not in self.retrained_inputs else "none"
-        tail = ["-m", "hidiff.engine.train_cli", "-opt", str(self.option_file(run)), "--resume", resume]
+        tail = ["-m", "hidiff.cli.train", "-opt", str(self.option_file(run)), "--resume", resume]
         if self.sweep.nproc > 1:
             return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc_per_node={self.sweep.nproc}"] + tail + ["--launcher", "pytorch"]
