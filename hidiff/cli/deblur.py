@@ -6,8 +6,10 @@
 
 Weights come from one of: ``--weights DIR`` (the authors' net_g.pth,
 net_le_dm.pth, net_d.pth; the architecture is recognised from the tensors, no
-YAML needed), ``--checkpoint FILE`` (one file holding several networks) or
-``--experiment NAME`` (experiments/NAME/models/net_*_latest.pth).
+YAML needed), ``--checkpoint FILE`` (a training state, restored with its run's
+recorded options, or one file holding several networks) or ``--experiment
+NAME`` (the run's newest complete checkpoint, with its recorded options).
+Weights or outputs with NaN/Inf values are refused, naming the file.
 
 Every image keeps its format: bit depth (16-bit in, 16-bit out), gray stays
 gray, alpha is kept unchanged, EXIF orientation is applied and the upright
@@ -27,54 +29,43 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from hidiff.errors import ConfigError, DataError, HidiffError
+from hidiff.cli.arguments import non_negative_int, positive_int
+from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 
 log = logging.getLogger("hidiff.deblur")
 
-# (name, device, experiments_root, timesteps) -> (pipeline, description).  The
-# default recognises the networks from their state_dicts; a config-aware loader
-# can be installed with set_experiment_loader().
-ExperimentLoader = Callable[[str, torch.device, Path, Optional[int]], tuple]
-
-
-def _default_experiment_loader(name: str, device: torch.device, root: Path, timesteps: Optional[int]):
-    from hidiff.runners.weights import experiment_pipeline
-    return experiment_pipeline(name, device, experiments_root=root, timesteps=timesteps)
-
-
-_experiment_loader: ExperimentLoader = _default_experiment_loader
-
-
-def set_experiment_loader(loader: ExperimentLoader) -> None:
-    """Install the function that turns ``--experiment NAME`` into a pipeline."""
-    global _experiment_loader
-    _experiment_loader = loader
-
 
 def add_weight_arguments(ap: argparse.ArgumentParser) -> None:
-    """--weights/--checkpoint/--experiment (one required), --experiments-root, --device, --timesteps."""
+    """--weights/--checkpoint/--experiment (exactly one), --experiments-root, --device, --timesteps."""
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", metavar="DIR", help="folder with the released net_g.pth, net_le_dm.pth, net_d.pth")
-    src.add_argument("--checkpoint", metavar="FILE", help="one file holding the networks")
-    src.add_argument("--experiment", metavar="NAME", help="a finished run in --experiments-root")
+    src.add_argument("--checkpoint", metavar="FILE", help="a training state or one file holding the networks")
+    src.add_argument("--experiment", metavar="NAME", help="a run in --experiments-root (its newest complete "
+                                                          "checkpoint)")
     ap.add_argument("--experiments-root", default="experiments", help="where --experiment looks (default: %(default)s)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--timesteps", type=int, help="diffusion steps (default: the official value for the denoiser)")
+    ap.add_argument("--timesteps", type=positive_int,
+                    help="diffusion steps (default: the run's recorded value, else the official one for the denoiser)")
 
 
 def load_pipeline(args: argparse.Namespace):
-    """(RestorationPipeline, description) from the arguments of :func:`add_weight_arguments`."""
-    from hidiff.inference.official_weights import load_checkpoint, load_official
+    """``(RestorationPipeline, description, Weights)`` from the arguments of :func:`add_weight_arguments`.
+
+    Weights that record their run's options (a training state, an experiment)
+    are restored with them; others are recognised from their tensor shapes.
+    """
     from hidiff.runners.test_runner import select_device
+    from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
 
     device = select_device(args.device)
     if args.weights:
-        pipeline, rec = load_official(args.weights, device, timesteps=args.timesteps)
-        return pipeline, rec.describe()
-    if args.checkpoint:
-        pipeline, rec = load_checkpoint(args.checkpoint, device, timesteps=args.timesteps)
-        return pipeline, rec.describe()
-    return _experiment_loader(args.experiment, device, Path(args.experiments_root), args.timesteps)
+        weights = from_release(args.weights)
+    elif args.checkpoint:
+        weights = from_checkpoint(args.checkpoint)
+    else:
+        weights = from_experiment(args.experiments_root, args.experiment)
+    pipeline, description = inference_pipeline(weights, device, args.timesteps)
+    return pipeline, description, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote it)")
     ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     add_weight_arguments(ap)
-    ap.add_argument("--seed", type=int, default=0,
+    ap.add_argument("--seed", type=non_negative_int, default=0,
                     help="base seed of the prior noise; each image's seed also depends on its file name")
     tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")
-    tile.add_argument("--tile", type=int, metavar="N", help="always tile, with N x N tiles")
-    tile.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
+    tile.add_argument("--tile", type=positive_int, metavar="N", help="always tile, with N x N tiles")
+    tile.add_argument("--overlap", type=non_negative_int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
     tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
-    tile.add_argument("--tile-batch", type=int, metavar="K",
+    tile.add_argument("--tile-batch", type=positive_int, metavar="K",
                       help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
@@ -121,14 +112,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     if todo:
         try:
-            pipeline, description = load_pipeline(args)
+            pipeline, description, weights = load_pipeline(args)
             if args.tile is not None and args.tile % pipeline.pad_multiple:
                 raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
+            _make_output_folder(Path(args.output))
         except HidiffError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"model: {description} on {pipeline.device}", file=sys.stderr)
-        done, more = _run(pipeline, todo, args, tile_for)
+        done, more = _run(pipeline, todo, args, tile_for, weights)
         failures += more
     print(f"summary: {done} deblurred, {skipped} skipped, {len(failures)} failed of {total} "
           f"image(s) in {time.perf_counter() - t0:.1f} s -> {args.output}", file=sys.stderr)
@@ -197,10 +189,11 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--output '{out_dir}' exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--output '{out_dir}': cannot create the folder ({exc.strerror or exc})") from None
+    ancestor = out_dir.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--output '{out_dir}': cannot create the folder ('{ancestor}' is not a folder)")
     inputs: dict[Path, Path] = {}  # resolved -> as given: one file named twice is deblurred once
     failures: list[tuple[Path, str]] = []
 
@@ -237,7 +230,15 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     return jobs, failures
 
 
-def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, list[tuple[Path, str]]]:
+def _make_output_folder(out_dir: Path) -> None:
+    """Create ``-o`` once the model has loaded (a refused model leaves no folder behind)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output '{out_dir}': cannot create the folder ({exc.strerror or exc})") from None
+
+
+def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tuple[int, list[tuple[Path, str]]]:
     import cv2
     from tqdm import tqdm
 
@@ -260,6 +261,9 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, 
                     bar.set_postfix_str(f"{name} tiles {done_tiles}/{total_tiles}")
 
             out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed), progress=tile_progress)
+            if not bool(torch.isfinite(out).all()):
+                raise CheckpointError(f"{src}: the restored image holds NaN/Inf values with the weights "
+                                      f"{weights.describe()}; not written")
             write_photo(dst, from_tensor(out), photo)
             done += 1
         except (HidiffError, RuntimeError, ValueError, OSError, MemoryError, cv2.error) as exc:
