@@ -129,8 +129,13 @@ def expected_outputs(world, sds: dict, timesteps: int) -> dict:
 # ------------------------------------------------------------------ test.py
 def test_experiment_on_the_command_line_wins_with_its_run_settings_and_complete_set(world):
     """--experiment beats path.pretrain_network_*, takes the newest *complete* set (2, not 4 or 6),
-    restores with the run's T=2 (the option file leaves T out), and every summary names the files + sha256."""
-    proc = run_test_py("-opt", world["opt"], "--experiment", "run_t2")
+    restores with the run's T=2 (the option file leaves T out), and every summary names the files + sha256.
+    The option file's own weight paths are not even needed (here they point at files that do not exist)."""
+    raw = yaml.safe_load(world["opt"].read_text())
+    raw["path"].update({f"pretrain_network_{s}": str(world["root"] / "gone" / f"net_{s}.pth") for s in NETS})
+    opt = world["root"] / "gone.yml"
+    opt.write_text(yaml.safe_dump(raw))
+    proc = run_test_py("-opt", opt, "--experiment", "run_t2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = world["root"] / "results" / "test_tiny" / "run_t2"
     want = expected_outputs(world, world["good"], timesteps=2)

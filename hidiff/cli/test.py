@@ -21,6 +21,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from hidiff.cli.arguments import positive_int
 
+log = logging.getLogger("hidiff")
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hidiff-test", description=__doc__,
@@ -80,7 +82,12 @@ def command_line_weights(args, options) -> Optional[Any]:
 
 
 def prepare(args):
-    """(options, weights or None), validated; nothing is written."""
+    """(options, weights or None), validated; nothing is written.
+
+    With weights on the command line, the option file's weight paths
+    (``path.pretrain_network_<x>``, ``datasets.<set>.weights``) are dropped, so
+    nothing checks or loads files that are not used.
+    """
     from hidiff.config import load_options
     from hidiff.config.load import apply_overrides
     from hidiff.config.schema import Options
@@ -91,16 +98,19 @@ def prepare(args):
 
     overrides = args.override + args.force_yml
     options = load_options(args.opt, overrides, is_train=False)
-    check_testing(options)
     weights = command_line_weights(args, options)
-    if weights is not None and weights.config is not None:
-        raw = apply_overrides(dict(load_yaml(args.opt)), overrides)
-        merged = merge_run_options(raw, weights, args.opt)
+    if weights is not None:
+        raw = merge_run_options(apply_overrides(dict(load_yaml(args.opt)), overrides), weights, args.opt)
+        raw["path"] = {k: v for k, v in (raw.get("path") or {}).items() if not str(k).startswith("pretrain_network_")}
+        for key, block in (raw.get("datasets") or {}).items():
+            if isinstance(block, dict) and block.pop("weights", None):
+                log.warning("datasets.%s.weights ignored: testing %s", key, weights.describe())
         try:
-            options = Options.from_yaml(merged, is_train=False, source=str(args.opt))
+            options = Options.from_yaml(raw, is_train=False, source=str(args.opt))
         except ConfigError as exc:
-            raise ConfigError(f"{args.opt} with the settings of {weights.config_source}: {exc}") from None
-        check_testing(options)
+            where = f" with the settings of {weights.config_source}" if weights.config_source else ""
+            raise ConfigError(f"{args.opt}{where}: {exc}") from None
+    check_testing(options)
     return options, weights
 
 

@@ -71,7 +71,7 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     """Run every ``test*``/``val*`` set of ``options``; returns ``{set name: summary}``.
 
     ``weights`` (a :class:`hidiff.runners.weights.Weights`, e.g. from the command
-    line) serves every set; without it, ``experiment`` names a run to test, and
+    line) serves every set, whatever weight files the option file names; without it, ``experiment`` names a run to test, and
     otherwise each set takes ``path.pretrain_network_<x>`` and its own ``weights``.
     """
     from hidiff.engine.validation import build_metric_fns
@@ -98,8 +98,6 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     read: Dict[tuple, Any] = {}  # sets naming the same files share one Weights
     for key, ds_opts in sets:
         if weights is not None:
-            if ds_opts.weights:
-                log.warning("datasets.%s.weights ignored: testing %s", key, weights.describe())
             set_weights = weights
         else:
             files = {s: p for s, p in options.path.pretrain.items() if p and s in suffixes}
