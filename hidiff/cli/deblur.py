@@ -15,7 +15,9 @@ Every image keeps its format: bit depth (16-bit in, 16-bit out), gray stays
 gray, alpha is kept unchanged, EXIF orientation is applied and the upright
 result written.  Inputs are never overwritten; existing outputs are skipped
 unless --overwrite.  Big images are restored in overlapping tiles (automatic
-unless --tile/--no-tile).  A file that cannot be read is reported and the rest
+unless --tile/--no-tile).  ``--prior-seeds K`` restores each photo from K
+initial noises and writes their mean (``--std-map``: also ``<name>_std.png``,
+their per-pixel spread).  A file that cannot be read is reported and the rest
 are still processed; the exit status is 1 if any image failed, 2 for bad usage.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from hidiff.cli.arguments import non_negative_int, positive_int
+from hidiff.cli.arguments import add_prior_seed_arguments, non_negative_int, positive_int
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 
 log = logging.getLogger("hidiff.deblur")
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
+    add_prior_seed_arguments(ap)
     ap.add_argument("--ext", help="output format by extension, e.g. png or tif (default: the input's)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -95,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        if args.std_map and args.prior_seeds < 2:
+            raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
         tile_for = _tile_chooser(args)
         jobs, failures = _plan(args)
     except HidiffError as exc:
@@ -113,6 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if todo:
         try:
             pipeline, description, weights = load_pipeline(args)
+            if args.prior_seeds > 1 and not pipeline.needs_prior:
+                raise ConfigError(f"--prior-seeds {args.prior_seeds}: this model has no diffusion prior, so every "
+                                  f"initial noise gives the same image")
             if args.tile is not None and args.tile % pipeline.pad_multiple:
                 raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
             _make_output_folder(Path(args.output))
@@ -243,8 +251,9 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tu
     from tqdm import tqdm
 
     from hidiff.inference.image_io import from_tensor, read_photo, to_tensor, write_photo
-    from hidiff.inference.pipeline import seed_from_key
+    from hidiff.data.image_io import write_png
     from hidiff.inference.tiler import restore_image
+    from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
 
     failures: list[tuple[Path, str]] = []
     done = 0
@@ -260,11 +269,17 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tu
                 if total_tiles > 1:
                     bar.set_postfix_str(f"{name} tiles {done_tiles}/{total_tiles}")
 
-            out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed), progress=tile_progress)
-            if not bool(torch.isfinite(out).all()):
-                raise CheckpointError(f"{src}: the restored image holds NaN/Inf values with the weights "
-                                      f"{weights.describe()}; not written")
-            write_photo(dst, from_tensor(out), photo)
+            outs = []
+            for k in range(args.prior_seeds):
+                out = restore_image(pipeline, lq, tile, seed=prior_seed(src.stem, args.seed, k),
+                                    progress=tile_progress)
+                if not bool(torch.isfinite(out).all()):
+                    raise CheckpointError(f"{src}: the restored image holds NaN/Inf values with the weights "
+                                          f"{weights.describe()}; not written")
+                outs.append(out)
+            write_photo(dst, from_tensor(combine_images(outs, args.prior_image)), photo)
+            if args.std_map:
+                write_png(dst.with_name(f"{dst.stem}_std.png"), std_map(outs))
             done += 1
         except (HidiffError, RuntimeError, ValueError, OSError, MemoryError, cv2.error) as exc:
             if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):

@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
-from hidiff.cli.arguments import positive_int
+from hidiff.cli.arguments import add_prior_seed_arguments, positive_int
 
 log = logging.getLogger("hidiff")
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", metavar="FILE", help="a training state or one file holding the networks")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--limit", type=positive_int, help="only the first N images of each set")
+    add_prior_seed_arguments(ap)
     return ap
 
 
@@ -115,14 +116,17 @@ def prepare(args):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.errors import HidiffError
+    from hidiff.errors import ConfigError, HidiffError
     from hidiff.runners.test_runner import run_test
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     try:
+        if args.std_map and args.prior_seeds < 2:
+            raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
         options, weights = prepare(args)
-        summaries = run_test(options, weights, device=args.device, limit=args.limit)
+        summaries = run_test(options, weights, device=args.device, limit=args.limit, prior_seeds=args.prior_seeds,
+                             prior_image=args.prior_image, std_map=args.std_map)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

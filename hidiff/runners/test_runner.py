@@ -25,7 +25,6 @@ import torch
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import write_png
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
-from hidiff.inference.pipeline import seed_from_key
 
 log = logging.getLogger("hidiff")
 
@@ -67,12 +66,15 @@ def check_output(out: torch.Tensor, image: str, weights) -> None:
 
 
 def run_test(options, weights=None, *, device: str = "auto", experiment: Optional[str] = None,
-             limit: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+             limit: Optional[int] = None, prior_seeds: int = 1, prior_image: str = "mean",
+             std_map: bool = False) -> Dict[str, Dict[str, Any]]:
     """Run every ``test*``/``val*`` set of ``options``; returns ``{set name: summary}``.
 
     ``weights`` (a :class:`hidiff.runners.weights.Weights`, e.g. from the command
     line) serves every set, whatever weight files the option file names; without it, ``experiment`` names a run to test, and
     otherwise each set takes ``path.pretrain_network_<x>`` and its own ``weights``.
+    ``prior_seeds`` > 1 restores each image from that many initial noises
+    (:mod:`hidiff.runners.prior_seeds`); ``std_map`` also writes their spread.
     """
     from hidiff.engine.validation import build_metric_fns
     from hidiff.evaluation.protocols import default_protocol_for, get_protocol
@@ -82,6 +84,8 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     dev = select_device(device)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: expected a positive number of images")
+    if prior_seeds < 1:
+        raise ConfigError(f"--prior-seeds {prior_seeds}: expected a positive number of initial noises")
     param_key = "params_ema" if options.val.use_ema else "params"
     if weights is None and experiment is not None:
         weights = from_experiment(options.path.experiments_root, experiment, param_key)
@@ -92,6 +96,9 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     torch.manual_seed(options.manual_seed)
     model = build_model(options)
     suffixes = list(model.save_names)
+    if (prior_seeds > 1 or std_map) and not model.has_prior:
+        raise ConfigError(f"--prior-seeds/--std-map: model_type {options.model_type} has no diffusion prior, so "
+                          f"every initial noise gives the same image")
 
     # everything is read and checked before the first folder is created
     plan = []
@@ -126,10 +133,11 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
 
     work = final.parent / f".{label}.partial-{os.getpid()}"
     for stale in final.parent.glob(f".{label}.partial-*") if final.parent.is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _alive(stale.name.rsplit("-", 1)[-1]):  # left by a killed run; a running one keeps its own
+            shutil.rmtree(stale, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        summaries = _run_sets(options, plan, model, dev, work, metric_fns, limit)
+        summaries = _run_sets(options, plan, model, dev, work, metric_fns, limit, prior_seeds, prior_image, std_map)
         _swap(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -143,6 +151,16 @@ def _load(model, weights, options) -> None:
     load_into(model, weights, strict=options.path.strict_load)
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _swap(work: Path, final: Path) -> None:
     """Replace ``final`` by ``work`` (the old folder is removed only once the new one is in place)."""
     old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -152,10 +170,26 @@ def _swap(work: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit) -> Dict[str, Dict[str, Any]]:
+def _score(out, gt_q, gt_u8, quantise, protocol, metric_fns, options, name: str) -> Dict[str, Any]:
+    """The protocol's metrics and ``val.metrics`` of one restoration."""
+    row = dict(protocol.score_pair(quantise(out), gt_q))
+    out_u8 = to_uint8(out)
+    for metric, fn in metric_fns.items():
+        m = options.val.metrics[metric]
+        try:
+            row[metric_column(metric, m.type)] = fn(out_u8, gt_u8)
+        except HidiffError as exc:
+            raise ConfigError(f"val.metrics.{metric} ({m.type}) cannot score {name}: {exc}; remove it from "
+                              f"val.metrics or change it; no results were written") from None
+    return row
+
+
+def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prior_seeds: int = 1,
+              prior_image: str = "mean", save_std_map: bool = False) -> Dict[str, Dict[str, Any]]:
     from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
     from hidiff.inference.self_ensemble import self_ensemble
     from hidiff.inference.tiler import restore_image
+    from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
 
     tile = options.val.tile_options()
     summaries: Dict[str, Dict[str, Any]] = {}
@@ -176,27 +210,29 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit) -> D
         for i in range(n):
             item = dataset[i]
             lq = item["lq"].unsqueeze(0)
-            seed = seed_from_key(item["key"], options.manual_seed)
-            with torch.inference_mode():
-                if options.val.self_ensemble:
-                    out = self_ensemble(lambda x: restore_image(pipeline, x, tile or "whole", seed=seed), lq)
-                else:
-                    out = restore_image(pipeline, lq, tile or "whole", seed=seed)
-            check_output(out, f"{ds_opts.name}/{item['key']}", weights)
+            name = f"{ds_opts.name}/{item['key']}"
+            outs = []
+            for k in range(prior_seeds):
+                seed = prior_seed(item["key"], options.manual_seed, k)
+                with torch.inference_mode():
+                    if options.val.self_ensemble:
+                        out = self_ensemble(lambda x: restore_image(pipeline, x, tile or "whole", seed=seed), lq)
+                    else:
+                        out = restore_image(pipeline, lq, tile or "whole", seed=seed)
+                check_output(out, name, weights)
+                outs.append(out)
             quantise = to_uint16 if protocol.name == "dpdd" else to_uint8
-            out_q, gt_q = quantise(out), quantise(item["gt"])
-            out_u8, gt_u8 = to_uint8(out), to_uint8(item["gt"])
+            gt_q, gt_u8 = quantise(item["gt"]), to_uint8(item["gt"])
+            row: Dict[str, Any] = {"name": item["key"],
+                                   **combine_rows([_score(o, gt_q, gt_u8, quantise, protocol, metric_fns, options, name)
+                                                   for o in outs])}
+            out = combine_images(outs, prior_image)
+            out_u8 = to_uint8(out)
             suffix = f"_{options.val.suffix}" if options.val.suffix else ""
             if options.val.save_img:
-                write_png(vis_dir / f"{item['key']}{suffix}.png", out_q)
-            row: Dict[str, Any] = {"name": item["key"], **protocol.score_pair(out_q, gt_q)}
-            for name, fn in metric_fns.items():
-                try:
-                    row[metric_column(name, options.val.metrics[name].type)] = fn(out_u8, gt_u8)
-                except HidiffError as exc:
-                    raise ConfigError(f"val.metrics.{name} ({options.val.metrics[name].type}) cannot score "
-                                      f"{ds_opts.name}/{item['key']}: {exc}; remove it from val.metrics or "
-                                      f"change it; no results were written") from None
+                write_png(vis_dir / f"{item['key']}{suffix}.png", quantise(out))
+            if save_std_map:
+                write_png(out_root / "std_map" / ds_opts.name / f"{item['key']}{suffix}.png", std_map(outs))
             if options.val.score_input:
                 lq_q = quantise(item["lq"][:3])
                 row.update({f"input_{k}": v for k, v in protocol.score_pair(lq_q, gt_q).items()})
@@ -218,6 +254,9 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit) -> D
             "val_metrics": {metric_column(k, m.type): {"type": m.type, "crop_border": m.crop_border,
                                                        "test_y_channel": m.test_y_channel}
                             for k, m in options.val.metrics.items()},
+            "prior_seeds": prior_seeds,
+            **({"prior_image": prior_image, "metrics_over_seeds": "mean, and <column>_std (ddof=1)"}
+               if prior_seeds > 1 else {}),
             "param_key": "params_ema" if options.val.use_ema else "params", "device": str(dev), "images": n,
             "seconds": round(time.perf_counter() - t0, 2),
         }
