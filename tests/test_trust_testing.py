@@ -324,3 +324,15 @@ def test_checkpoint_carrying_code_names_the_global_and_a_safe_remedy(tmp_path, w
     assert "posix.system" in err and str(evil) in err and "state_dict" in err
     assert "weights_only" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_library_run_test_refuses_options_that_contradict_the_experiment(world, tmp_path):
+    """run_test(options, experiment=...) (the demo's call) checks the typed options against the run too."""
+    from hidiff.errors import ConfigError
+    from hidiff.runners.test_runner import run_test
+
+    text = option_text(tmp_path, world["data"], world["relA"], timesteps=8)
+    opts = options_from_text(text, [f"path.experiments_root={world['exps']}"], is_train=False)
+    with pytest.raises(ConfigError, match=r"diffusion_schedule.timesteps: .* 8 .*trained with 2"):
+        run_test(opts, experiment="run_t2")
+    assert not (tmp_path / "results").exists()

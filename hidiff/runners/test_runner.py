@@ -79,7 +79,7 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     from hidiff.engine.validation import build_metric_fns
     from hidiff.evaluation.protocols import default_protocol_for, get_protocol
     from hidiff.models import build_model
-    from hidiff.runners.weights import from_experiment, from_files
+    from hidiff.runners.weights import from_experiment, from_files, merge_run_options
 
     dev = select_device(device)
     if limit is not None and limit < 1:
@@ -89,6 +89,8 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     param_key = "params_ema" if options.val.use_ema else "params"
     if weights is None and experiment is not None:
         weights = from_experiment(options.path.experiments_root, experiment, param_key)
+    if weights is not None:  # settings the weights' run recorded must not be contradicted
+        merge_run_options(options.to_dict(), weights, options.source or f"options '{options.name}'")
     sets = [(k, d) for k, d in sorted(options.datasets.items()) if d.phase in ("test", "val")]
     if not sets:
         raise ConfigError(f"{options.source}: no test_<n> dataset block to run")
