@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="base seed of the prior noise; each image's seed also depends on its file name")
     tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")
     tile.add_argument("--tile", type=positive_int, metavar="N", help="always tile, with N x N tiles")
-    tile.add_argument("--overlap", type=non_negative_int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
+    tile.add_argument("--overlap", type=non_negative_int, metavar="PX",
+                      help="overlap of neighbouring tiles (default 32)")
     tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
     tile.add_argument("--tile-batch", type=positive_int, metavar="K",
                       help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")

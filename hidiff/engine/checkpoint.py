@@ -41,9 +41,9 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
             raise CheckpointError(
                 f"refusing to load {p}: it refers to the Python object '{refused}', which unpickling would import "
                 f"and may call, so the file could run code; a weights file must hold only tensors and plain "
-                f"containers. If you trust where the file came from, load it in that environment and re-save only "
-                f"its tensors (e.g. torch.save({{'params': net.state_dict()}}, 'clean.pth')); otherwise delete "
-                f"it") from None
+                f"containers. If it is yours, re-save only the tensors from the trusted environment whose model "
+                f"wrote it (e.g. torch.save({{'params': net.state_dict()}}, 'clean.pth')); otherwise delete it"
+                ) from None
         with open(p, "rb") as fh:
             head = fh.read(2)  # a zip archive (torch.save) or a protocol-2 pickle (legacy torch.save)
         what = ("a torch file with contents the safe loader does not read" if head in (b"PK", b"\x80\x02")

@@ -71,8 +71,9 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     """Run every ``test*``/``val*`` set of ``options``; returns ``{set name: summary}``.
 
     ``weights`` (a :class:`hidiff.runners.weights.Weights`, e.g. from the command
-    line) serves every set, whatever weight files the option file names; without it, ``experiment`` names a run to test, and
-    otherwise each set takes ``path.pretrain_network_<x>`` and its own ``weights``.
+    line) serves every set, whatever weight files the option file names;
+    without it, ``experiment`` names a run to test, and otherwise each set
+    takes ``path.pretrain_network_<x>`` and its own ``weights``.
     ``prior_seeds`` > 1 restores each image from that many initial noises
     (:mod:`hidiff.runners.prior_seeds`); ``std_map`` also writes their spread.
     """

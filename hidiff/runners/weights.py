@@ -303,8 +303,10 @@ def inference_pipeline(weights: Weights, device, timesteps: Optional[int] = None
     load_into(model, weights)
     pipeline = model.to(device).eval().pipeline()
     steps = f", diffusion T={pipeline.diffusion.timesteps}" if pipeline.needs_prior else ""
-    trained = (weights.config.get("diffusion_schedule") or {}).get("timesteps")
-    note = f" (--timesteps; the run was trained with T={trained})" if timesteps is not None else ""
+    note = ""
+    if timesteps is not None and weights.config.get("diffusion_schedule") is not None:
+        trained = _diffusion_value(weights.config["diffusion_schedule"], "timesteps")
+        note = f" (--timesteps; the run was trained with T={trained})"
     return pipeline, f"{options.model_type} from {weights.describe()}{steps}{note}"
 
 
