@@ -169,6 +169,15 @@ def test_explicit_sources_that_disagree_are_refused(world):
     assert after == before
 
 
+def test_explicit_sources_that_agree_are_accepted(world, tmp_path):
+    """The run's training state and the run itself are the same weights: fine, tested with the run's settings."""
+    proc = run_test_py("-opt", world["opt"], "--checkpoint", world["state"], "--experiment", "run_t2",
+                       "-o", f"path.results_root={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "test_tiny" / "run_t2" / "Tiny" / "summary.json").read_text())
+    assert summary["meta"]["diffusion_steps"] == 2
+
+
 def test_option_file_contradicting_the_run_is_an_error(world):
     proc = run_test_py("-opt", world["opt"], "--experiment", "run_t2", "-o", "diffusion_schedule.timesteps=8",
                    "-o", "network_g.dim=16")
