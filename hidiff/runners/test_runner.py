@@ -118,7 +118,9 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
                                   f"path.pretrain_network_<x>, datasets.{key}.weights, --experiment, --weights "
                                   f"or --checkpoint")
             ident = tuple(sorted((s, str(p)) for s, p in files.items()))
-            set_weights = read.get(ident) or read.setdefault(ident, from_files(files, param_key=param_key))
+            if ident not in read:
+                read[ident] = from_files(files, param_key=param_key)
+            set_weights = read[ident]
         dataset = build_dataset(ds_opts, options.manual_seed)
         if len(dataset) == 0:
             raise ConfigError(f"datasets.{key}: no image pairs in {ds_opts.name}")

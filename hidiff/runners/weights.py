@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -84,8 +85,13 @@ def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str
             raise ConfigError(f"{where}{s}: weights file not found: {p}")
     sds = {s: _network_state(safe_load(p), param_key, str(p)) for s, p in paths.items()}
     if label is None:
-        label = "+".join(sorted({p.parent.name or p.stem for p in paths.values()})) or "weights"
+        label = "+".join(sorted({_folder_name(p.parent) or p.stem for p in paths.values()})) or "weights"
     return Weights(kind, label, sds, paths)
+
+
+def _folder_name(path: Path) -> str:
+    """The folder's own name, '..' and '.' resolved lexically (symlinks are not followed)."""
+    return Path(os.path.abspath(path)).name
 
 
 def from_release(folder: Any, param_key: str = "params") -> Weights:
@@ -97,7 +103,8 @@ def from_release(folder: Any, param_key: str = "params") -> Weights:
     if "g" not in files:
         raise CheckpointError(f"--weights {root}: expected the released files net_g.pth, net_le_dm.pth, net_d.pth; "
                               f"found {sorted(p.name for p in root.glob('*.pth')) or 'no .pth files'}")
-    return from_files(files, param_key=param_key, kind="weights", label=root.resolve().name, where="--weights net_")
+    return from_files(files, param_key=param_key, kind="weights", label=_folder_name(root) or "weights",
+                      where="--weights net_")
 
 
 def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
