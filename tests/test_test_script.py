@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 
@@ -43,6 +44,7 @@ def official_run(tmp_path_factory):
                                   "dataroot_gt": str(tmp / "set" / "target"),
                                   "dataroot_lq": str(tmp / "set" / "input")}}
     raw["path"]["results_root"] = str(tmp / "results")
+    raw["val"]["metrics"] = {"psnr": {"type": "psnr_uint8"}}  # ssim_basicsr needs 11x11 images
     opt = tmp / "test.yml"
     opt.write_text(yaml.safe_dump(raw))
     proc = subprocess.run([PY, "scripts/test.py", "-opt", str(opt)], cwd=REPO, env=run_env(),
@@ -53,7 +55,7 @@ def official_run(tmp_path_factory):
 
 def test_outputs_have_the_input_size(official_run):
     tmp, _, _ = official_run
-    vis = tmp / "results" / "test_HI_Diff_GoPro" / "visualization" / "GoPro"
+    vis = tmp / "results" / "test_HI_Diff_GoPro" / "pretrained" / "visualization" / "GoPro"
     for f in sorted((tmp / "set" / "input").glob("*.png")):
         out = cv2.imread(str(vis / f.name))
         assert out is not None, f"missing output for {f.name}"
@@ -62,14 +64,17 @@ def test_outputs_have_the_input_size(official_run):
 
 def test_reports_name_protocol_variants_seed_and_weights(official_run):
     tmp, _, proc = official_run
-    set_dir = tmp / "results" / "test_HI_Diff_GoPro" / "GoPro"
+    set_dir = tmp / "results" / "test_HI_Diff_GoPro" / "pretrained" / "GoPro"
     rows = list(csv.DictReader(open(set_dir / "metrics.csv")))
     assert [r["name"] for r in rows] == ["img00", "img01", "img02"]
     assert {"psnr_uint8_rgb", "ssim_matlab3d"} <= set(rows[0])
     summary = json.loads((set_dir / "summary.json").read_text())
     assert summary["protocol"] == "gopro"
     meta = summary["meta"]
-    assert meta["seed"] == 100 and set(meta["weights_sha256"]) == {"g", "le_dm", "d"}
+    assert meta["seed"] == 100 and set(meta["weights"]) == {"g", "le_dm", "d"}
+    for s in ("g", "le_dm", "d"):
+        f = tmp / "pretrained" / f"net_{s}.pth"
+        assert meta["weights"][s] == {"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
     assert "psnr_uint8_rgb" in proc.stdout  # the summary table is printed
 
 
@@ -85,8 +90,8 @@ def test_outputs_do_not_depend_on_processing_order(official_run):
                            "-o", f"datasets.test_1.dataroot_lq={solo}/input", "-o", f"path.results_root={tmp}/solo_res"],
                           cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = (tmp / "results" / "test_HI_Diff_GoPro" / "visualization" / "GoPro" / "img02.png").read_bytes()
-    b = (tmp / "solo_res" / "test_HI_Diff_GoPro" / "visualization" / "GoPro" / "img02.png").read_bytes()
+    a = (tmp / "results" / "test_HI_Diff_GoPro" / "pretrained" / "visualization" / "GoPro" / "img02.png").read_bytes()
+    b = (tmp / "solo_res" / "test_HI_Diff_GoPro" / "pretrained" / "visualization" / "GoPro" / "img02.png").read_bytes()
     assert a == b
 
 

@@ -6,14 +6,18 @@
 
 Weights come from one of: ``--weights DIR`` (the authors' net_g.pth,
 net_le_dm.pth, net_d.pth; the architecture is recognised from the tensors, no
-YAML needed), ``--checkpoint FILE`` (one file holding several networks) or
-``--experiment NAME`` (experiments/NAME/models/net_*_latest.pth).
+YAML needed), ``--checkpoint FILE`` (a training state, restored with its run's
+recorded options, or one file holding several networks) or ``--experiment
+NAME`` (the run's newest complete checkpoint, with its recorded options).
+Weights or outputs with NaN/Inf values are refused, naming the file.
 
 Every image keeps its format: bit depth (16-bit in, 16-bit out), gray stays
 gray, alpha is kept unchanged, EXIF orientation is applied and the upright
 result written.  Inputs are never overwritten; existing outputs are skipped
 unless --overwrite.  Big images are restored in overlapping tiles (automatic
-unless --tile/--no-tile).  A file that cannot be read is reported and the rest
+unless --tile/--no-tile).  ``--prior-seeds K`` restores each photo from K
+initial noises and writes their mean (``--std-map``: also ``<name>_std.png``,
+their per-pixel spread).  A file that cannot be read is reported and the rest
 are still processed; the exit status is 1 if any image failed, 2 for bad usage.
 """
 from __future__ import annotations
@@ -27,54 +31,43 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from hidiff.errors import ConfigError, DataError, HidiffError
+from hidiff.cli.arguments import add_prior_seed_arguments, non_negative_int, positive_int
+from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 
 log = logging.getLogger("hidiff.deblur")
 
-# (name, device, experiments_root, timesteps) -> (pipeline, description).  The
-# default recognises the networks from their state_dicts; a config-aware loader
-# can be installed with set_experiment_loader().
-ExperimentLoader = Callable[[str, torch.device, Path, Optional[int]], tuple]
-
-
-def _default_experiment_loader(name: str, device: torch.device, root: Path, timesteps: Optional[int]):
-    from hidiff.runners.weights import experiment_pipeline
-    return experiment_pipeline(name, device, experiments_root=root, timesteps=timesteps)
-
-
-_experiment_loader: ExperimentLoader = _default_experiment_loader
-
-
-def set_experiment_loader(loader: ExperimentLoader) -> None:
-    """Install the function that turns ``--experiment NAME`` into a pipeline."""
-    global _experiment_loader
-    _experiment_loader = loader
-
 
 def add_weight_arguments(ap: argparse.ArgumentParser) -> None:
-    """--weights/--checkpoint/--experiment (one required), --experiments-root, --device, --timesteps."""
+    """--weights/--checkpoint/--experiment (exactly one), --experiments-root, --device, --timesteps."""
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", metavar="DIR", help="folder with the released net_g.pth, net_le_dm.pth, net_d.pth")
-    src.add_argument("--checkpoint", metavar="FILE", help="one file holding the networks")
-    src.add_argument("--experiment", metavar="NAME", help="a finished run in --experiments-root")
+    src.add_argument("--checkpoint", metavar="FILE", help="a training state or one file holding the networks")
+    src.add_argument("--experiment", metavar="NAME", help="a run in --experiments-root (its newest complete "
+                                                          "checkpoint)")
     ap.add_argument("--experiments-root", default="experiments", help="where --experiment looks (default: %(default)s)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--timesteps", type=int, help="diffusion steps (default: the official value for the denoiser)")
+    ap.add_argument("--timesteps", type=positive_int,
+                    help="diffusion steps (default: the run's recorded value, else the official one for the denoiser)")
 
 
 def load_pipeline(args: argparse.Namespace):
-    """(RestorationPipeline, description) from the arguments of :func:`add_weight_arguments`."""
-    from hidiff.inference.official_weights import load_checkpoint, load_official
+    """``(RestorationPipeline, description, Weights)`` from the arguments of :func:`add_weight_arguments`.
+
+    Weights that record their run's options (a training state, an experiment)
+    are restored with them; others are recognised from their tensor shapes.
+    """
     from hidiff.runners.test_runner import select_device
+    from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
 
     device = select_device(args.device)
     if args.weights:
-        pipeline, rec = load_official(args.weights, device, timesteps=args.timesteps)
-        return pipeline, rec.describe()
-    if args.checkpoint:
-        pipeline, rec = load_checkpoint(args.checkpoint, device, timesteps=args.timesteps)
-        return pipeline, rec.describe()
-    return _experiment_loader(args.experiment, device, Path(args.experiments_root), args.timesteps)
+        weights = from_release(args.weights)
+    elif args.checkpoint:
+        weights = from_checkpoint(args.checkpoint)
+    else:
+        weights = from_experiment(args.experiments_root, args.experiment)
+    pipeline, description = inference_pipeline(weights, device, args.timesteps)
+    return pipeline, description, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,17 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote it)")
     ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     add_weight_arguments(ap)
-    ap.add_argument("--seed", type=int, default=0,
+    ap.add_argument("--seed", type=non_negative_int, default=0,
                     help="base seed of the prior noise; each image's seed also depends on its file name")
     tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")
-    tile.add_argument("--tile", type=int, metavar="N", help="always tile, with N x N tiles")
-    tile.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring tiles (default 32)")
+    tile.add_argument("--tile", type=positive_int, metavar="N", help="always tile, with N x N tiles")
+    tile.add_argument("--overlap", type=non_negative_int, metavar="PX",
+                      help="overlap of neighbouring tiles (default 32)")
     tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
-    tile.add_argument("--tile-batch", type=int, metavar="K",
+    tile.add_argument("--tile-batch", type=positive_int, metavar="K",
                       help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
+    add_prior_seed_arguments(ap)
     ap.add_argument("--ext", help="output format by extension, e.g. png or tif (default: the input's)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -104,6 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        if args.std_map and args.prior_seeds < 2:
+            raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
         tile_for = _tile_chooser(args)
         jobs, failures = _plan(args)
     except HidiffError as exc:
@@ -121,14 +118,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     if todo:
         try:
-            pipeline, description = load_pipeline(args)
+            pipeline, description, weights = load_pipeline(args)
+            if args.prior_seeds > 1 and not pipeline.needs_prior:
+                raise ConfigError(f"--prior-seeds {args.prior_seeds}: this model has no diffusion prior, so every "
+                                  f"initial noise gives the same image")
             if args.tile is not None and args.tile % pipeline.pad_multiple:
                 raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
+            _make_output_folder(Path(args.output))
         except HidiffError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"model: {description} on {pipeline.device}", file=sys.stderr)
-        done, more = _run(pipeline, todo, args, tile_for)
+        done, more = _run(pipeline, todo, args, tile_for, weights)
         failures += more
     print(f"summary: {done} deblurred, {skipped} skipped, {len(failures)} failed of {total} "
           f"image(s) in {time.perf_counter() - t0:.1f} s -> {args.output}", file=sys.stderr)
@@ -197,10 +198,11 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--output '{out_dir}' exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--output '{out_dir}': cannot create the folder ({exc.strerror or exc})") from None
+    ancestor = out_dir.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--output '{out_dir}': cannot create the folder ('{ancestor}' is not a folder)")
     inputs: dict[Path, Path] = {}  # resolved -> as given: one file named twice is deblurred once
     failures: list[tuple[Path, str]] = []
 
@@ -237,13 +239,22 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     return jobs, failures
 
 
-def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, list[tuple[Path, str]]]:
+def _make_output_folder(out_dir: Path) -> None:
+    """Create ``-o`` once the model has loaded (a refused model leaves no folder behind)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output '{out_dir}': cannot create the folder ({exc.strerror or exc})") from None
+
+
+def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tuple[int, list[tuple[Path, str]]]:
     import cv2
     from tqdm import tqdm
 
     from hidiff.inference.image_io import from_tensor, read_photo, to_tensor, write_photo
-    from hidiff.inference.pipeline import seed_from_key
+    from hidiff.data.image_io import write_png
     from hidiff.inference.tiler import restore_image
+    from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
 
     failures: list[tuple[Path, str]] = []
     done = 0
@@ -259,8 +270,17 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for) -> tuple[int, 
                 if total_tiles > 1:
                     bar.set_postfix_str(f"{name} tiles {done_tiles}/{total_tiles}")
 
-            out = restore_image(pipeline, lq, tile, seed=seed_from_key(src.stem, args.seed), progress=tile_progress)
-            write_photo(dst, from_tensor(out), photo)
+            outs = []
+            for k in range(args.prior_seeds):
+                out = restore_image(pipeline, lq, tile, seed=prior_seed(src.stem, args.seed, k),
+                                    progress=tile_progress)
+                if not bool(torch.isfinite(out).all()):
+                    raise CheckpointError(f"{src}: the restored image holds NaN/Inf values with the weights "
+                                          f"{weights.describe()}; not written")
+                outs.append(out)
+            write_photo(dst, from_tensor(combine_images(outs, args.prior_image)), photo)
+            if args.std_map:
+                write_png(dst.with_name(f"{dst.stem}_std.png"), std_map(outs))
             done += 1
         except (HidiffError, RuntimeError, ValueError, OSError, MemoryError, cv2.error) as exc:
             if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):

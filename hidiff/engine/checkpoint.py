@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,27 +36,48 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _unpickler_reason(exc)
-        if "Unsupported global" in reason or "Unsupported class" in reason:
+        refused = refused_global(exc)
+        if refused is not None:
             raise CheckpointError(
-                f"refusing to load {p}: it contains objects other than tensors and plain containers, which could "
-                f"run arbitrary code when unpickled ({reason})") from None
+                f"refusing to load {p}: it refers to the Python object '{refused}', which unpickling would import "
+                f"and may call, so the file could run code; a weights file must hold only tensors and plain "
+                f"containers. If it is yours, re-save only the tensors from the trusted environment whose model "
+                f"wrote it (e.g. torch.save({{'params': net.state_dict()}}, 'clean.pth')); otherwise delete it"
+                ) from None
         with open(p, "rb") as fh:
             head = fh.read(2)  # a zip archive (torch.save) or a protocol-2 pickle (legacy torch.save)
         what = ("a torch file with contents the safe loader does not read" if head in (b"PK", b"\x80\x02")
                 else "not a torch file")
-        raise CheckpointError(f"cannot read checkpoint {p}: {what} ({reason})") from None
+        raise CheckpointError(f"cannot read checkpoint {p}: {what} ({_unpickler_reason(exc)})") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError) as exc:
         raise CheckpointError(f"cannot read checkpoint {p}: it is truncated or not a torch file "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
+_GLOBAL = re.compile(r"(?:unsupported global|unsupported class)\W+(?:GLOBAL\s+)?([A-Za-z_][\w.]*)", re.IGNORECASE)
+
+
+def refused_global(exc: BaseException) -> str | None:
+    """The global (e.g. 'posix.system') a weights-only load refused, if that is why it failed."""
+    m = _GLOBAL.search(str(exc))
+    return m.group(1).rstrip(".") if m else None
+
+
 def _unpickler_reason(exc: BaseException) -> str:
-    """The one informative line of torch's weights-only error (e.g. 'Unsupported global: GLOBAL x.Y ...')."""
-    text = str(exc)
-    tail = text.split("WeightsUnpickler error:", 1)[-1]
-    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
-    return (lines[0] if lines else (text.splitlines() or ["unpickling failed"])[0]).split(" Please use")[0]
+    """The informative line of torch's weights-only error, without torch's advice to load unsafely."""
+    lines = [ln.strip() for ln in str(exc).split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "weights_only" not in ln.lower() and "weights only" not in ln.lower()]
+    return (useful or ["unpickling failed"])[0].split(" Please use")[0]
+
+
+def check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """Raise CheckpointError naming ``source`` and the tensors that hold NaN or Inf values."""
+    bad = [k for k, v in state.items() if isinstance(v, Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or Inf values ({', '.join(bad[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}); these weights cannot restore images (a diverged "
+                              f"run? take an earlier checkpoint)")
 
 
 def strip_prefixes(state: Mapping[str, Tensor], prefixes: tuple[str, ...] = PREFIXES) -> dict[str, Tensor]:
@@ -173,8 +195,9 @@ def save_object(path: str | os.PathLike, obj: Any) -> None:
     try:
         torch.load(buf, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        what = refused_global(exc) or _unpickler_reason(exc)
         raise CheckpointError(f"refusing to write {path}: it would hold an object that weights-only loading "
-                              f"rejects ({_unpickler_reason(exc)}); store plain types instead") from None
+                              f"rejects ({what}); store plain types instead") from None
     try:
         with atomic_open(path, "wb") as fh:
             fh.write(buf.getbuffer())

@@ -172,17 +172,29 @@ def _table(summaries: Sequence[Mapping[str, Any]], row_key: str) -> tuple[list[s
     for s in summaries:
         metric_cols += [c for c in s.get("means", {}) if c not in metric_cols]
         flag_cols += [c for c in s.get("flags", {}) if c not in flag_cols]
-    header = [row_key, "protocol", "n_images"] + metric_cols + [f"{c}_false" for c in flag_cols]
+    nets: list[str] = []
+    for s in summaries:
+        nets += [n for n in _weights(s) if n not in nets]
+    header = ([row_key, "protocol", "n_images"] + metric_cols + [f"{c}_false" for c in flag_cols]
+              + [f"weights_{n}_{k}" for n in nets for k in ("path", "sha256")])
     body = []
     for s in summaries:
+        w = _weights(s)
         body.append([s.get(row_key), s.get("protocol"), s.get("n_images")]
                     + [s.get("means", {}).get(c) for c in metric_cols]
-                    + [s["flags"][c]["n_false"] if c in s.get("flags", {}) else None for c in flag_cols])
+                    + [s["flags"][c]["n_false"] if c in s.get("flags", {}) else None for c in flag_cols]
+                    + [w.get(n, {}).get(k) for n in nets for k in ("path", "sha256")])
     return header, body
 
 
+def _weights(summary: Mapping[str, Any]) -> Mapping[str, Mapping[str, str]]:
+    """``meta.weights`` of a summary: ``{network: {"path", "sha256"}}`` (empty when not recorded)."""
+    w = (summary.get("meta") or {}).get("weights")
+    return w if isinstance(w, Mapping) else {}
+
+
 def summary_table_markdown(summaries: Sequence[Mapping[str, Any]], row_key: str = "set") -> str:
-    """One markdown table: a row per summary, a column per metric variant (means)."""
+    """One markdown table: a row per summary, a column per metric variant (means), then the weights used."""
     header, body = _table(summaries, row_key)
     right = [False, False] + [True] * (len(header) - 2)
     return _md_table(header, [[_fmt(v) for v in row] for row in body], right)

@@ -240,11 +240,13 @@ def build_pipeline(state_dicts: Mapping[str, StateDict], *, device: Union[str, t
     """Recognise, build, strictly load and return ``(RestorationPipeline, Recognised)``."""
     from hidiff.archs import build_network
     from hidiff.diffusion.latent_ddpm import build_diffusion
-    from hidiff.engine.checkpoint import load_state_into, strip_prefixes
+    from hidiff.engine.checkpoint import check_finite, load_state_into, strip_prefixes
     from hidiff.inference.pipeline import RestorationPipeline
 
     # saved from inside DDP or torch.compile: recognise the keys the networks will load
     sds = {_ALIASES.get(k, k): strip_prefixes(v) for k, v in state_dicts.items()}
+    for name, sd in sds.items():
+        check_finite(sd, (sources or {}).get(name, name))
     rec = recognise(sds, timesteps=timesteps)
     nets = {}
     for name, block in rec.networks.items():
@@ -287,16 +289,16 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu", *,
     Accepted layouts: ``{'net_g': ..., 'net_le_dm': ..., 'net_d': ...}`` (also
     with 'g'/'le_dm'/'d' keys or nested under 'networks'/'nets'), each value a
     ``{'params'[, 'params_ema']}`` dict or a bare state_dict; a hidiff training
-    state (``training_states/<iter>.state``: its network files are verified and
-    loaded); or a single prior-free ``net_g`` file.
+    or a single prior-free ``net_g`` file.  A training state is refused: its
+    run's recorded settings (not the shapes) decide how it restores.
     """
     from hidiff.engine.checkpoint import safe_load, select_params
 
     p = Path(path)
     obj = safe_load(p)
     if isinstance(obj, Mapping) and obj.get("format") == "hidiff-train-state":
-        from hidiff.engine.checkpoint_store import CheckpointStore
-        obj = CheckpointStore(p.parent.parent).verify(p).networks
+        raise CheckpointError(f"{p} is a training state: restore it with the settings its run recorded "
+                              f"(hidiff.runners.weights.from_checkpoint, or hidiff-deblur --checkpoint)")
     nets = _split_networks(obj, p)
     sds = {name: select_params(value, param_key, f"{p}[{name}]") for name, value in nets.items()}
     return build_pipeline(sds, device=device, timesteps=timesteps, sources={k: f"{p}[{k}]" for k in sds})
@@ -321,19 +323,15 @@ def _split_networks(obj: Any, path: Path) -> Dict[str, Any]:
 def load_experiment(name: str, device: Union[str, torch.device] = "cpu", *,
                     experiments_root: PathLike = "experiments", timesteps: Optional[int] = None,
                     param_key: str = "params_ema"):
-    """``experiments/<name>/models/net_{g,le_dm,d}_latest.pth`` -> (pipeline, Recognised), by shapes."""
-    from hidiff.engine.checkpoint import safe_load, select_params
-    from hidiff.models.stage_link import find_model_file
+    """A run's newest complete checkpoint set -> (pipeline, Recognised), networks recognised by shapes.
 
-    models = Path(experiments_root) / name / "models"
-    if not models.is_dir():
-        raise CheckpointError(f"experiment '{name}' has no models folder: {models}")
-    files = {}
-    for short in ("g", "le_dm", "d"):
-        f = find_model_file(models, short, "latest")
-        if f is not None:
-            files[f"net_{short}"] = f
-    if "net_g" not in files:
-        raise CheckpointError(f"experiment '{name}': no net_g checkpoint in {models}")
-    sds = {n: select_params(safe_load(f), param_key, f) for n, f in files.items()}
-    return build_pipeline(sds, device=device, timesteps=timesteps, sources={k: str(v) for k, v in files.items()})
+    The number of diffusion steps is the run's recorded one unless ``timesteps`` is given.
+    """
+    from hidiff.runners.weights import from_experiment
+
+    weights = from_experiment(experiments_root, name, param_key)
+    if timesteps is None:
+        timesteps = ((weights.config or {}).get("diffusion_schedule") or {}).get("timesteps")
+    return build_pipeline({f"net_{s}": sd for s, sd in weights.state_dicts.items() if s in ("g", "le_dm", "d")},
+                          device=device, timesteps=timesteps,
+                          sources={f"net_{s}": str(f) for s, f in weights.files.items()})

@@ -2,10 +2,19 @@
 
 Each image's prior noise is seeded from its file stem and ``manual_seed``
 (docs/quirks.md, quirk 13, fixed), so outputs do not depend on processing order or device.
+
+Results go to ``results/<options name>/<weights label>/`` (the experiment, the
+release folder or the checkpoint that was tested).  A run writes into a hidden
+sibling folder and swaps it in only when every set has been scored, so a re-run
+replaces the previous results as a whole and a failed run leaves them as they
+were.  Everything that can be checked up front (datasets, weights, metrics) is
+checked before any folder is created.
 """
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -15,8 +24,7 @@ import torch
 
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import write_png
-from hidiff.errors import ConfigError
-from hidiff.inference.pipeline import seed_from_key
+from hidiff.errors import CheckpointError, ConfigError, HidiffError
 
 log = logging.getLogger("hidiff")
 
@@ -45,47 +53,161 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
-             limit: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
-    """Run every ``test*``/``val*`` set of ``options``; returns ``{set name: summary}``."""
+def metric_column(name: str, metric_type: str) -> str:
+    """The report column of ``val.metrics.<name>`` (it names the metric variant)."""
+    return f"val_{metric_type}" if name == metric_type else f"val_{name}_{metric_type}"
+
+
+def check_output(out: torch.Tensor, image: str, weights) -> None:
+    """Refuse an output with NaN/Inf values, naming the image and the weights that produced it."""
+    if not bool(torch.isfinite(out).all()):
+        raise CheckpointError(f"restoring {image} gave NaN/Inf values with the weights {weights.describe()}; "
+                              f"these weights (or the diffusion settings) are broken; no results were written")
+
+
+def run_test(options, weights=None, *, device: str = "auto", experiment: Optional[str] = None,
+             limit: Optional[int] = None, prior_seeds: int = 1, prior_image: str = "mean",
+             std_map: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Run every ``test*``/``val*`` set of ``options``; returns ``{set name: summary}``.
+
+    ``weights`` (a :class:`hidiff.runners.weights.Weights`, e.g. from the command
+    line) serves every set, whatever weight files the option file names;
+    without it, ``experiment`` names a run to test, and otherwise each set
+    takes ``path.pretrain_network_<x>`` and its own ``weights``.
+    ``prior_seeds`` > 1 restores each image from that many initial noises
+    (:mod:`hidiff.runners.prior_seeds`); ``std_map`` also writes their spread.
+    """
+    from hidiff.engine.validation import build_metric_fns
     from hidiff.evaluation.protocols import default_protocol_for, get_protocol
-    from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
-    from hidiff.inference.self_ensemble import self_ensemble
-    from hidiff.inference.tiler import restore_image
     from hidiff.models import build_model
-    from hidiff.runners.weights import experiment_weights, load_weights
+    from hidiff.runners.weights import from_experiment, from_files, merge_run_options
 
     dev = select_device(device)
-    torch.manual_seed(options.manual_seed)
-    model = build_model(options)
-    suffixes = list(model.save_names)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: expected a positive number of images")
+    if prior_seeds < 1:
+        raise ConfigError(f"--prior-seeds {prior_seeds}: expected a positive number of initial noises")
     param_key = "params_ema" if options.val.use_ema else "params"
-    base_files: Dict[str, Any] = {}
-    if experiment is not None:
-        base_files.update(experiment_weights(options.path.experiments_root, experiment, suffixes))
-    base_files.update({k: v for k, v in options.path.pretrain.items() if v and k in suffixes})
-    tile = options.val.tile_options()
-    results_root = Path(options.path.results_root) / options.name
+    if weights is None and experiment is not None:
+        weights = from_experiment(options.path.experiments_root, experiment, param_key)
+    if weights is not None:  # settings the weights' run recorded must not be contradicted
+        merge_run_options(options.to_dict(), weights, options.source or f"options '{options.name}'")
     sets = [(k, d) for k, d in sorted(options.datasets.items()) if d.phase in ("test", "val")]
     if not sets:
         raise ConfigError(f"{options.source}: no test_<n> dataset block to run")
-    summaries: Dict[str, Dict[str, Any]] = {}
-    loaded: Optional[Dict[str, Any]] = None  # the weight files now in the model (sets often share them)
+    metric_fns = build_metric_fns(options.val.metrics)
+    torch.manual_seed(options.manual_seed)
+    model = build_model(options)
+    suffixes = list(model.save_names)
+    if (prior_seeds > 1 or std_map) and not model.has_prior:
+        raise ConfigError(f"--prior-seeds/--std-map: model_type {options.model_type} has no diffusion prior, so "
+                          f"every initial noise gives the same image")
+
+    # everything is read and checked before the first folder is created
+    plan = []
+    read: Dict[tuple, Any] = {}  # sets naming the same files share one Weights
     for key, ds_opts in sets:
-        files = dict(base_files)
-        files.update(ds_opts.weights or {})
-        missing = [s for s in suffixes if s not in files]
-        if missing:
-            raise ConfigError(f"datasets.{key}: no weights for {', '.join('net_' + m for m in missing)}; set "
-                              f"path.pretrain_network_<x>, datasets.{key}.weights or --experiment")
-        if files != loaded:
-            hashes = load_weights(model, files, param_key=param_key, strict=options.path.strict_load)
-            loaded = files
+        if weights is not None:
+            set_weights = weights
+        else:
+            files = {s: p for s, p in options.path.pretrain.items() if p and s in suffixes}
+            files.update(ds_opts.weights or {})
+            missing = [s for s in suffixes if s not in files]
+            if missing:
+                raise ConfigError(f"datasets.{key}: no weights for {', '.join('net_' + m for m in missing)}; set "
+                                  f"path.pretrain_network_<x>, datasets.{key}.weights, --experiment, --weights "
+                                  f"or --checkpoint")
+            ident = tuple(sorted((s, str(p)) for s, p in files.items()))
+            if ident not in read:
+                read[ident] = from_files(files, param_key=param_key)
+            set_weights = read[ident]
+        dataset = build_dataset(ds_opts, options.manual_seed)
+        if len(dataset) == 0:
+            raise ConfigError(f"datasets.{key}: no image pairs in {ds_opts.name}")
+        protocol = get_protocol(ds_opts.protocol or default_protocol_for(ds_opts.name))
+        plan.append((key, ds_opts, set_weights, dataset, protocol))
+    if weights is not None:
+        label = weights.label
+    else:
+        label = "+".join(sorted({w.label for _, _, w, _, _ in plan}))
+    final = Path(options.path.results_root) / options.name / label
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"results folder {final} exists and is not a folder")
+    for w in {id(w): w for _, _, w, _, _ in plan}.values():  # every set's weights must fit the model
+        _load(model, w, options)
+
+    work = final.parent / f".{label}.partial-{os.getpid()}"
+    for stale in final.parent.glob(f".{label}.partial-*") if final.parent.is_dir() else ():
+        if not _alive(stale.name.rsplit("-", 1)[-1]):  # left by a killed run; a running one keeps its own
+            shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        summaries = _run_sets(options, plan, model, dev, work, metric_fns, limit, prior_seeds, prior_image, std_map)
+        _swap(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("results in %s", final)
+    return summaries
+
+
+def _load(model, weights, options) -> None:
+    from hidiff.runners.weights import load_into
+    load_into(model, weights, strict=options.path.strict_load)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _swap(work: Path, final: Path) -> None:
+    """Replace ``final`` by ``work`` (the old folder is removed only once the new one is in place)."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _score(out, gt_q, gt_u8, quantise, protocol, metric_fns, options, name: str) -> Dict[str, Any]:
+    """The protocol's metrics and ``val.metrics`` of one restoration."""
+    row = dict(protocol.score_pair(quantise(out), gt_q))
+    out_u8 = to_uint8(out)
+    for metric, fn in metric_fns.items():
+        m = options.val.metrics[metric]
+        try:
+            row[metric_column(metric, m.type)] = fn(out_u8, gt_u8)
+        except HidiffError as exc:
+            raise ConfigError(f"val.metrics.{metric} ({m.type}) cannot score {name}: {exc}; remove it from "
+                              f"val.metrics or change it; no results were written") from None
+    return row
+
+
+def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prior_seeds: int = 1,
+              prior_image: str = "mean", save_std_map: bool = False) -> Dict[str, Dict[str, Any]]:
+    from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
+    from hidiff.inference.self_ensemble import self_ensemble
+    from hidiff.inference.tiler import restore_image
+    from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
+
+    tile = options.val.tile_options()
+    summaries: Dict[str, Dict[str, Any]] = {}
+    loaded = None
+    pipeline = None
+    for key, ds_opts, weights, dataset, protocol in plan:
+        if weights is not loaded:
+            _load(model, weights, options)
+            log.info("testing %s", weights.describe())
             model.to(dev).eval()
             pipeline = model.pipeline()
-        dataset = build_dataset(ds_opts, options.manual_seed)
-        protocol = get_protocol(ds_opts.protocol or default_protocol_for(ds_opts.name))
-        vis_dir = results_root / "visualization" / ds_opts.name
+            loaded = weights
+        vis_dir = out_root / "visualization" / ds_opts.name
         rows: List[Dict[str, Any]] = []
         n = len(dataset) if limit is None else min(limit, len(dataset))
         t0 = time.perf_counter()
@@ -93,26 +215,36 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
         for i in range(n):
             item = dataset[i]
             lq = item["lq"].unsqueeze(0)
-            seed = seed_from_key(item["key"], options.manual_seed)
-            with torch.inference_mode():
-                if options.val.self_ensemble:
-                    out = self_ensemble(lambda x: restore_image(pipeline, x, tile or "whole", seed=seed), lq)
-                else:
-                    out = restore_image(pipeline, lq, tile or "whole", seed=seed)
+            name = f"{ds_opts.name}/{item['key']}"
+            outs = []
+            for k in range(prior_seeds):
+                seed = prior_seed(item["key"], options.manual_seed, k)
+                with torch.inference_mode():
+                    if options.val.self_ensemble:
+                        out = self_ensemble(lambda x: restore_image(pipeline, x, tile or "whole", seed=seed), lq)
+                    else:
+                        out = restore_image(pipeline, lq, tile or "whole", seed=seed)
+                check_output(out, name, weights)
+                outs.append(out)
             quantise = to_uint16 if protocol.name == "dpdd" else to_uint8
-            out_q, gt_q = quantise(out), quantise(item["gt"])
+            gt_q, gt_u8 = quantise(item["gt"]), to_uint8(item["gt"])
+            row: Dict[str, Any] = {"name": item["key"],
+                                   **combine_rows([_score(o, gt_q, gt_u8, quantise, protocol, metric_fns, options, name)
+                                                   for o in outs])}
+            out = combine_images(outs, prior_image)
             out_u8 = to_uint8(out)
             suffix = f"_{options.val.suffix}" if options.val.suffix else ""
             if options.val.save_img:
-                write_png(vis_dir / f"{item['key']}{suffix}.png", out_q)
-            row: Dict[str, Any] = {"name": item["key"], **protocol.score_pair(out_q, gt_q)}
+                write_png(vis_dir / f"{item['key']}{suffix}.png", quantise(out))
+            if save_std_map:
+                write_png(out_root / "std_map" / ds_opts.name / f"{item['key']}{suffix}.png", std_map(outs))
             if options.val.score_input:
                 lq_q = quantise(item["lq"][:3])
                 row.update({f"input_{k}": v for k, v in protocol.score_pair(lq_q, gt_q).items()})
             rows.append(row)
             if options.val.comparison_grid and not grid_done:
-                write_comparison_grid(results_root / ds_opts.name / f"comparison_{item['key']}.png",
-                                      to_uint8(item["lq"][:3]), out_u8, to_uint8(item["gt"]))
+                write_comparison_grid(out_root / ds_opts.name / f"comparison_{item['key']}.png",
+                                      to_uint8(item["lq"][:3]), out_u8, gt_u8)
                 grid_done = True
             log.info("%s %d/%d %s %s", ds_opts.name, i + 1, n, item["key"],
                      " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
@@ -121,10 +253,19 @@ def run_test(options, *, device: str = "auto", experiment: Optional[str] = None,
             "protocol": protocol.name, "seed": options.manual_seed, "seeding": "per image: sha256(seed, stem)",
             "padding": f"mirror to multiple of {options.val.window_size}",
             "tiling": tile.describe() if tile is not None else "whole image",
-            "self_ensemble": options.val.self_ensemble, "weights_sha256": hashes,
-            "param_key": param_key, "device": str(dev), "images": n,
+            "self_ensemble": options.val.self_ensemble,
+            "weights_source": weights.describe(), "weights": weights.info(),
+            "diffusion_steps": pipeline.diffusion.timesteps if pipeline.needs_prior else None,
+            "val_metrics": {metric_column(k, m.type): {"type": m.type, "crop_border": m.crop_border,
+                                                       "test_y_channel": m.test_y_channel}
+                            for k, m in options.val.metrics.items()},
+            "prior_seeds": prior_seeds,
+            **({"prior_image": prior_image, "metrics_over_seeds": "mean, and <column>_std (ddof=1)"}
+               if prior_seeds > 1 else {}),
+            "param_key": "params_ema" if options.val.use_ema else "params", "device": str(dev), "images": n,
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        summaries[ds_opts.name] = write_set_report(results_root / ds_opts.name, rows, meta)
-    write_summary_table(results_root / "summary.md", list(summaries.values()))
+        summaries[ds_opts.name] = write_set_report(out_root / ds_opts.name, rows, meta)
+    for ext in ("md", "csv", "json"):
+        write_summary_table(out_root / f"summary.{ext}", list(summaries.values()))
     return summaries

@@ -1,80 +1,350 @@
-"""Loading the weights a test run (or deblur command) uses into a stage model's networks."""
+"""Where the weights of a test run, deblur command or export come from, and what their run recorded.
+
+Every source is read into a :class:`Weights`: finite state_dicts per network,
+the files they came from (reports name each path and sha256) and, where the
+source records it, the resolved options of the training run that made them
+(a training state holds ``config``; a run folder holds ``config.yml``).  Those
+options, not the ones of a test file, decide the networks and the diffusion
+schedule the weights are restored with (:func:`merge_run_options`).
+
+Sources: ``--experiment NAME`` (the newest *complete* checkpoint set of the
+run; never a mix of iterations), ``--checkpoint FILE`` (a training state or one
+file holding several networks), ``--weights DIR`` (the authors' release
+layout ``net_<x>.pth``) and the option file's ``path.pretrain_network_<x>``.
+"""
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-from hidiff.errors import ConfigError
+import torch
+from torch import Tensor
+
+from hidiff.errors import CheckpointError, ConfigError
 
 log = logging.getLogger("hidiff")
 
+StateDict = Dict[str, Tensor]
 
-def load_weights(model, files: Mapping[str, str | Path], *, param_key: str = "params",
-                 strict: Optional[Mapping[str, bool]] = None) -> Dict[str, str]:
-    """Load ``{suffix: file}`` into ``model``'s networks; returns ``{suffix: sha256}``.
 
-    ``param_key='params_ema'`` takes the EMA weights when the file has them and
-    falls back to ``params`` otherwise.
-    """
-    from hidiff.engine.checkpoint import load_network
-    from hidiff.evaluation.report import sha256_file
+@dataclass
+class Weights:
+    """The networks' state_dicts from one source, with what that source records about its run."""
 
-    nets = model.networks()
-    hashes: Dict[str, str] = {}
-    for suffix, path in files.items():
-        if suffix not in nets:
-            raise ConfigError(f"weights for network '{suffix}' given, but the model has only "
-                              f"{', '.join(sorted(nets))}")
-        p = Path(path)
+    kind: str                                   # 'experiment', 'checkpoint', 'weights' or 'options'
+    label: str                                  # names the results folder (results/<options name>/<label>)
+    state_dicts: Dict[str, StateDict]           # network suffix ('g', 'le_dm', 'd') -> state_dict
+    files: Dict[str, Path]                      # network suffix -> the file it was read from
+    config: Optional[Dict[str, Any]] = None     # the training run's resolved options, where recorded
+    config_source: Optional[str] = None
+    sha256: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from hidiff.utils.hashing import sha256_file
+        if not self.sha256:
+            self.sha256 = {s: sha256_file(f) for s, f in self.files.items()}
+
+    def info(self) -> Dict[str, Dict[str, str]]:
+        """``{suffix: {'path', 'sha256'}}`` for reports."""
+        return {s: {"path": str(self.files[s]), "sha256": self.sha256[s]} for s in sorted(self.files)}
+
+    def describe(self) -> str:
+        where = ", ".join(f"net_{s}={f}" for s, f in sorted(self.files.items()))
+        run = f"; settings from {self.config_source}" if self.config_source else ""
+        return f"{self.kind} '{self.label}' ({where}{run})"
+
+    def same_tensors(self, other: "Weights") -> List[str]:
+        """Suffixes whose tensors differ between the two sources (shared suffixes only)."""
+        differ = []
+        for s in sorted(set(self.state_dicts) & set(other.state_dicts)):
+            a, b = self.state_dicts[s], other.state_dicts[s]
+            if a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a):
+                differ.append(s)
+        return differ
+
+
+# ------------------------------------------------------------------- readers
+def _network_state(obj: Any, param_key: str, where: str) -> StateDict:
+    from hidiff.engine.checkpoint import check_finite, select_params, strip_prefixes
+    sd = strip_prefixes(select_params(obj, param_key, where))
+    check_finite(sd, where)
+    return sd
+
+
+def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str = "options",
+               label: Optional[str] = None, where: str = "path.pretrain_network_") -> Weights:
+    """One file per network (``{suffix: path}``), e.g. the option file's ``path.pretrain_network_<x>``."""
+    from hidiff.engine.checkpoint import safe_load
+    paths = {s: Path(p).expanduser() for s, p in files.items()}
+    for s, p in paths.items():
         if not p.is_file():
-            raise ConfigError(f"weights file for net_{suffix} not found: {p}")
-        load_network(nets[suffix], p, param_key=param_key, strict=(strict or {}).get(suffix, True))
-        hashes[suffix] = sha256_file(p)
-        log.info("loaded net_%s from %s", suffix, p)
-    return hashes
+            raise ConfigError(f"{where}{s}: weights file not found: {p}")
+    sds = {s: _network_state(safe_load(p), param_key, str(p)) for s, p in paths.items()}
+    if label is None:
+        label = "+".join(sorted({_folder_name(p.parent) or p.stem for p in paths.values()})) or "weights"
+    return Weights(kind, label, sds, paths)
 
 
-def experiment_weights(experiments_root: str | Path, name: str, suffixes, which="latest") -> Dict[str, Path]:
-    """``{suffix: models/net_<x>_<which>.pth}`` of a finished run, or a clear error."""
-    from hidiff.models.stage_link import find_model_file
-    models = Path(experiments_root) / name / "models"
-    if not models.is_dir():
-        raise ConfigError(f"experiment '{name}' has no models folder: {models}")
-    out = {}
-    for s in suffixes:
-        f = find_model_file(models, s, which)
-        if f is None:
-            raise ConfigError(f"experiment '{name}': no net_{s} checkpoint ({which}) in {models}")
-        out[s] = f
-    return out
+def _folder_name(path: Path) -> str:
+    """The folder's own name, '..' and '.' resolved lexically (symlinks are not followed)."""
+    return Path(os.path.abspath(path)).name
 
 
-def experiment_pipeline(name: str, device, experiments_root: str | Path = "experiments",
-                        timesteps: Optional[int] = None):
-    """``(RestorationPipeline, description)`` of a finished run, built from its saved ``config.yml``.
+def from_release(folder: Any, param_key: str = "params") -> Weights:
+    """A release folder: ``net_<x>.pth`` per network (the authors' layout)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise CheckpointError(f"--weights {root}: folder not found")
+    files = {p.stem[4:]: p for p in sorted(root.glob("net_*.pth"))}
+    if "g" not in files:
+        raise CheckpointError(f"--weights {root}: expected the released files net_g.pth, net_le_dm.pth, net_d.pth; "
+                              f"found {sorted(p.name for p in root.glob('*.pth')) or 'no .pth files'}")
+    return from_files(files, param_key=param_key, kind="weights", label=_folder_name(root) or "weights",
+                      where="--weights net_")
 
-    The resolved config carries everything the weights cannot (e.g. the number
-    of diffusion steps); runs without one fall back to recognising the networks
-    from their state_dict shapes.
+
+def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
+    root = verified.path.parent.parent
+    files = {name: root / entry["file"] for name, entry in verified.state.get("networks", {}).items()}
+    sds = {name: _network_state(obj, param_key, str(files[name])) for name, obj in verified.networks.items()}
+    config = verified.state.get("config")
+    return Weights(kind, label, sds, files, config if isinstance(config, Mapping) else None,
+                   str(verified.path) if isinstance(config, Mapping) else None,
+                   {n: e["sha256"] for n, e in verified.state["networks"].items()})
+
+
+def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
+    """A hidiff training state (verified against its manifest) or one file holding several networks."""
+    from hidiff.engine.checkpoint import safe_load
+    from hidiff.engine.checkpoint_store import STATE_FORMAT, CheckpointStore
+    from hidiff.inference.official_weights import _split_networks
+
+    p = Path(path)
+    obj = safe_load(p)
+    if isinstance(obj, Mapping) and obj.get("format") == STATE_FORMAT:
+        verified = CheckpointStore(p.parent.parent).verify(p)
+        return _from_state(verified, param_key, f"{p.parent.parent.name}_iter{verified.iteration}", "checkpoint")
+    nets = _split_networks(obj, p)
+    sds = {name[4:]: _network_state(v, param_key, f"{p}[{name}]") for name, v in nets.items()}
+    return Weights("checkpoint", p.stem, sds, {s: p for s in sds})
+
+
+def newest_complete_state(run: Path):
+    """The newest checkpoint set of ``run`` whose state and every network file it lists are intact."""
+    from hidiff.engine.checkpoint_store import CheckpointStore
+    store = CheckpointStore(run)
+    skipped = []
+    for it in reversed(store.iterations()):
+        try:
+            return store.verify(store.state_path(it)), skipped
+        except CheckpointError as exc:
+            skipped.append(f"iteration {it}: {exc}")
+    return None, skipped
+
+
+def from_experiment(experiments_root: Any, name: str, param_key: str = "params_ema") -> Weights:
+    """A run folder: its newest complete checkpoint set, else its complete ``net_<x>_latest.pth`` set.
+
+    Network files of a set whose state is missing or does not match them (a
+    save cut short) are never used, so all networks come from one iteration.
     """
-    from hidiff.config import load_options
-    from hidiff.models import build_model
+    from hidiff.config.yaml_io import load_yaml
+    from hidiff.registry import MODEL_REGISTRY
+    import hidiff.models  # noqa: F401  (registers the model classes)
 
     run = Path(experiments_root) / name
-    config = run / "config.yml"
-    if not config.is_file():
-        from hidiff.inference.official_weights import load_experiment
-        pipeline, rec = load_experiment(name, device, experiments_root=experiments_root, timesteps=timesteps)
-        return pipeline, rec.describe()
-    overrides = [f"diffusion_schedule.timesteps={int(timesteps)}"] if timesteps else []
-    options = load_options(config, overrides, is_train=False)
+    if not run.is_dir():
+        raise CheckpointError(f"--experiment {name}: no run folder {run}")
+    verified, skipped = newest_complete_state(run)
+    for reason in skipped:
+        log.warning("experiment %s: skipping an incomplete checkpoint set (%s)", name, reason)
+    if verified is not None:
+        return _from_state(verified, param_key, name, "experiment")
+    config_file = run / "config.yml"
+    config = load_yaml(config_file) if config_file.is_file() else None
+    models = run / "models"
+    if isinstance(config, Mapping) and config.get("model_type") in MODEL_REGISTRY:
+        wanted = list(MODEL_REGISTRY.get(config["model_type"]).save_names)
+    else:
+        wanted = sorted(p.name[4:-len("_latest.pth")] for p in models.glob("net_*_latest.pth"))
+    files = {s: models / f"net_{s}_latest.pth" for s in wanted}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if not files or missing:
+        detail = "; ".join(skipped) if skipped else "no training_states/<iter>.state"
+        raise CheckpointError(f"--experiment {name}: no complete checkpoint in {run} ({detail}; "
+                              f"missing {', '.join(missing) or 'net_<x>_latest.pth'})")
+    weights = from_files(files, param_key=param_key, kind="experiment", label=name, where=f"{models}/net_")
+    if isinstance(config, Mapping):
+        weights.config, weights.config_source = dict(config), str(config_file)
+    return weights
+
+
+# ------------------------------------------------------- the run's settings
+def _network_default(block: Mapping[str, Any], key: str):
+    from hidiff.archs import ARCH_REGISTRY
+    try:
+        param = inspect.signature(ARCH_REGISTRY.get(block["type"])).parameters.get(key)
+    except Exception:
+        return inspect.Parameter.empty
+    return param.default if param is not None else inspect.Parameter.empty
+
+
+def _diffusion_value(block: Mapping[str, Any], key: str):
+    """The effective value of ``diffusion_schedule.<key>`` (official defaults resolved)."""
+    from hidiff.config.schema import DiffusionOptions
+    from hidiff.config.typed import from_dict
+    opts = from_dict(DiffusionOptions, dict(block or {}), "diffusion_schedule")
+    if key == "apply_ldm":
+        return opts.apply_ldm
+    if key == "schedule":
+        return opts.resolved_schedule
+    return getattr(opts.build().settings, key, getattr(opts, key, None))
+
+
+def merge_run_options(raw: Mapping[str, Any], weights: Weights, where: str) -> Dict[str, Any]:
+    """``raw`` (an option file + overrides) with the networks and diffusion schedule of ``weights``' run.
+
+    A key ``raw`` sets explicitly to another value than the run's is a
+    ConfigError naming the key and both values; keys ``raw`` leaves out come
+    from the run.  Without recorded settings ``raw`` is returned unchanged.
+    """
+    if weights.config is None:
+        return dict(raw)
+    run = weights.config
+    src = weights.config_source
+    problems = []
+    if "model_type" in raw and raw["model_type"] != run.get("model_type"):
+        problems.append(f"model_type: {where} says {raw['model_type']!r}, the run {run.get('model_type')!r}")
+    for key, block in run.items():
+        if not key.startswith("network_") or key not in raw or not isinstance(block, Mapping):
+            continue
+        mine = raw[key] if isinstance(raw[key], Mapping) else {}
+        for k, v in mine.items():
+            theirs = block[k] if k in block else _network_default(block, k)
+            if theirs is inspect.Parameter.empty or _differs(v, theirs):
+                problems.append(f"{key}.{k}: {where} says {v!r}, the run was trained with "
+                                f"{'no such key' if theirs is inspect.Parameter.empty else repr(theirs)}")
+    mine_d = raw.get("diffusion_schedule")
+    if isinstance(mine_d, Mapping) and run.get("diffusion_schedule") is not None:
+        for k, v in mine_d.items():
+            try:
+                a, b = _diffusion_value(mine_d, k), _diffusion_value(run["diffusion_schedule"], k)
+            except ConfigError:
+                continue  # an invalid key is reported when the merged options are validated
+            if _differs(a, b):
+                problems.append(f"diffusion_schedule.{k}: {where} says {v!r} ({a!r}), the run was trained with "
+                                f"{b!r}")
+    if problems:
+        raise ConfigError(f"the weights {weights.describe()} were trained with other settings than {where} "
+                          f"states:\n  - " + "\n  - ".join(problems)
+                          + f"\n  remove these keys from {where} (the run's settings are used) or test other weights")
+    merged = {k: v for k, v in raw.items() if not k.startswith("network_") and k != "diffusion_schedule"}
+    merged["model_type"] = run.get("model_type", raw.get("model_type"))
+    merged.update({k: v for k, v in run.items() if k.startswith("network_")})
+    if run.get("diffusion_schedule") is not None:
+        merged["diffusion_schedule"] = dict(run["diffusion_schedule"])
+    return merged
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return float(a) != float(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    return a != b
+
+
+# ------------------------------------------------------------------- loading
+def load_into(model, weights: Weights, strict: Optional[Mapping[str, bool]] = None) -> None:
+    """Load ``weights`` into ``model``'s networks (strict unless ``strict[suffix]`` is false)."""
+    from hidiff.engine.checkpoint import load_state_into
+    nets = model.networks()
+    missing = [s for s in model.save_names if s not in weights.state_dicts]
+    if missing:
+        raise CheckpointError(f"{weights.describe()}: no weights for {', '.join('net_' + s for s in missing)}")
+    for s in model.save_names:
+        load_state_into(nets[s], weights.state_dicts[s], strict=(strict or {}).get(s, True),
+                        source=str(weights.files[s]))
+        log.debug("loaded net_%s from %s", s, weights.files[s])
+
+
+def run_options(weights: Weights, timesteps: Optional[int] = None):
+    """The typed options of ``weights``' run (networks, diffusion, padding), for inference only."""
+    from hidiff.config.schema import Options
+    cfg = weights.config or {}
+    raw: Dict[str, Any] = {k: v for k, v in cfg.items() if k.startswith("network_")}
+    raw.update(name=cfg.get("name", weights.label), model_type=cfg.get("model_type"))
+    if cfg.get("diffusion_schedule") is not None:
+        raw["diffusion_schedule"] = dict(cfg["diffusion_schedule"])
+        if timesteps is not None:
+            raw["diffusion_schedule"]["timesteps"] = int(timesteps)
+    val = cfg.get("val") or {}
+    raw["val"] = {k: val[k] for k in ("window_size", "use_ema") if k in val}
+    try:
+        return Options.from_yaml(raw, is_train=False, source=weights.config_source)
+    except ConfigError as exc:
+        raise ConfigError(f"{weights.config_source}: the run's recorded options do not build a model ({exc})") \
+            from None
+
+
+def inference_pipeline(weights: Weights, device, timesteps: Optional[int] = None):
+    """``(RestorationPipeline, description)``: from the run's recorded options, else recognised from shapes."""
+    from hidiff.inference.official_weights import build_pipeline
+    from hidiff.models import build_model
+
+    if weights.config is None:
+        pipeline, rec = build_pipeline({f"net_{s}": sd for s, sd in weights.state_dicts.items()}, device=device,
+                                       timesteps=timesteps,
+                                       sources={f"net_{s}": str(f) for s, f in weights.files.items()})
+        return pipeline, f"{rec.describe()} [{weights.kind} {weights.label}]"
+    options = run_options(weights, timesteps)
     model = build_model(options)
     if not hasattr(model, "pipeline"):
-        raise ConfigError(f"experiment '{name}' is a {options.model_type} run, which restores with the ground-truth "
-                          f"prior; deblur with its stage-2 run instead")
-    files = experiment_weights(experiments_root, name, model.save_names)
-    hashes = load_weights(model, files, param_key="params_ema" if options.val.use_ema else "params")
+        raise ConfigError(f"{weights.describe()}: a {options.model_type} run restores with the ground-truth "
+                          f"prior; use its stage-2 run instead")
+    load_into(model, weights)
     pipeline = model.to(device).eval().pipeline()
-    return pipeline, {"experiment": name, "model_type": options.model_type, "config": str(config),
-                      "weights_sha256": hashes}
+    steps = f", diffusion T={pipeline.diffusion.timesteps}" if pipeline.needs_prior else ""
+    note = ""
+    if timesteps is not None and weights.config.get("diffusion_schedule") is not None:
+        trained = _diffusion_value(weights.config["diffusion_schedule"], "timesteps")
+        note = f" (--timesteps; the run was trained with T={trained})"
+    return pipeline, f"{options.model_type} from {weights.describe()}{steps}{note}"
+
+
+def load_weights(model, files: Mapping[str, Any], *, param_key: str = "params",
+                 strict: Optional[Mapping[str, bool]] = None) -> Dict[str, str]:
+    """Load ``{suffix: file}`` into ``model``'s networks; returns ``{suffix: sha256}``."""
+    weights = from_files(files, param_key=param_key)
+    nets = model.networks()
+    unknown = [s for s in weights.state_dicts if s not in nets]
+    if unknown:
+        raise ConfigError(f"weights for network(s) {', '.join(unknown)} given, but the model has only "
+                          f"{', '.join(sorted(nets))}")
+    from hidiff.engine.checkpoint import load_state_into
+    for s, sd in weights.state_dicts.items():
+        load_state_into(nets[s], sd, strict=(strict or {}).get(s, True), source=str(weights.files[s]))
+    return dict(weights.sha256)
+
+
+def experiment_weights(experiments_root: Any, name: str, suffixes) -> Dict[str, Path]:
+    """``{suffix: file}`` of a run's newest complete checkpoint set (see :func:`from_experiment`)."""
+    files = from_experiment(experiments_root, name).files
+    missing = [s for s in suffixes if s not in files]
+    if missing:
+        raise CheckpointError(f"experiment '{name}': no net_{missing[0]} in its newest complete checkpoint")
+    return {s: files[s] for s in suffixes}
+
+
+def experiment_pipeline(name: str, device, experiments_root: Any = "experiments", timesteps: Optional[int] = None):
+    """``(RestorationPipeline, description dict)`` of a run, restored with the settings the run recorded."""
+    weights = from_experiment(experiments_root, name)
+    pipeline, text = inference_pipeline(weights, device, timesteps)
+    model_type = (weights.config or {}).get("model_type")
+    return pipeline, {"experiment": name, "model_type": model_type, "config": weights.config_source,
+                      "weights": weights.info(), "description": text}

@@ -1,0 +1,86 @@
+"""Export a trained or released model's inference graph to TorchScript and/or ONNX.
+
+    hidiff-export --weights pretrained/HI_Diff_GoPro -o exported/gopro_256 --height 256 --width 256
+    hidiff-export --checkpoint model.pth -o exported/model --format onnx --check
+
+Writes OUT.pt and/or OUT.onnx with inputs image (1,3,H,W) in [0,1] and noise
+x_T (1,16,256); see hidiff/inference/export.py.  Both run any H, W that are
+multiples of 8 (--height/--width is the example size; --static-onnx fixes the
+ONNX graph to it).  --check compares each file with eager PyTorch on a random
+input and prints the largest difference.  Weights with NaN/Inf values, or a
+model whose output on the example input is not finite, are refused before
+anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hidiff.cli.arguments import positive_int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hidiff.cli.deblur import add_weight_arguments
+
+    ap = argparse.ArgumentParser(prog="hidiff-export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_weight_arguments(ap)
+    ap.add_argument("-o", "--output", required=True, help="output path without extension")
+    ap.add_argument("--format", choices=["torchscript", "onnx", "both"], default="both")
+    ap.add_argument("--height", type=positive_int, default=256, help="exported image height (multiple of 8)")
+    ap.add_argument("--width", type=positive_int, default=256, help="exported image width (multiple of 8)")
+    ap.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
+    ap.add_argument("--static-onnx", action="store_true", help="fix the ONNX graph to --height x --width")
+    ap.add_argument("--check", action="store_true", help="verify each file against eager mode")
+    return ap
+
+
+def check_example_output(pipeline, weights, height: int, width: int) -> None:
+    """Refuse a model whose output on the example input holds NaN/Inf values."""
+    import torch
+
+    from hidiff.errors import CheckpointError
+    from hidiff.inference.export import InferenceGraph, example_inputs
+
+    with torch.no_grad():
+        out = InferenceGraph(pipeline).eval()(*example_inputs(pipeline, height, width))
+    if not bool(torch.isfinite(out).all()):
+        raise CheckpointError(f"the model gives NaN/Inf values on the {height}x{width} example input with the "
+                              f"weights {weights.describe()}; nothing was exported")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from hidiff.cli.deblur import load_pipeline
+    from hidiff.errors import HidiffError
+    from hidiff.inference.export import export_onnx, export_torchscript, parity
+
+    args = build_parser().parse_args(argv)
+    out = Path(args.output)
+    try:
+        pipeline, description, weights = load_pipeline(args)
+        print(f"model: {description}")
+        check_example_output(pipeline, weights, args.height, args.width)
+        meta = {"model": description, "weights": weights.info()}
+        written = []
+        if args.format in ("torchscript", "both"):
+            written.append(("torchscript", export_torchscript(pipeline, out.with_suffix(".pt"), height=args.height,
+                                                              width=args.width, metadata=meta)))
+        if args.format in ("onnx", "both"):
+            written.append(("onnx", export_onnx(pipeline, out.with_suffix(".onnx"), height=args.height,
+                                                width=args.width, opset=args.opset, dynamic=not args.static_onnx,
+                                                metadata=meta)))
+        for kind, path in written:
+            print(f"wrote {path}")
+            if args.check:
+                diff = parity(pipeline, path, kind, height=args.height, width=args.width)
+                print(f"max |{kind} - eager| = {diff:.3g}")
+    except HidiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

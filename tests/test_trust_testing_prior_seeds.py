@@ -1,0 +1,95 @@
+"""--prior-seeds K in test.py and hidiff-deblur: K initial noises per image, mean +- std, mean image, std map."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import PY, REPO, run_env
+from hidiff.archs import build_network
+from hidiff.cli.deblur import main as deblur_main
+from hidiff.config import options_from_text
+from hidiff.data.build import build_dataset
+from hidiff.diffusion import build_diffusion
+from hidiff.evaluation.protocols import get_protocol
+from hidiff.inference.pipeline import RestorationPipeline
+from hidiff.inference.tiler import restore_image
+from hidiff.runners.prior_seeds import prior_seed
+from hidiff.runners.test_runner import to_uint8
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_trust_testing import NETS, option_text, save_release, tiny_state_dicts, write_pairs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    data = write_pairs(root / "data", [(16, 24), (20, 16)])
+    sds = tiny_state_dicts(0)
+    sds["d"] = {k: v * 3 if v.is_floating_point() else v for k, v in sds["d"].items()}  # a prior that varies
+    rel = save_release(root / "rel", sds)
+    opt = root / "t.yml"
+    opt.write_text(option_text(root, data, rel, timesteps=3))
+    return root, data, rel, opt, sds
+
+
+def restorations(opt_path: Path, sds: dict, k: int) -> dict:
+    """{key: ([K float outputs], gt)}: seed k of an image is prior_seed(stem, manual_seed, k)."""
+    opts = options_from_text(opt_path.read_text(), is_train=False)
+    nets = {s: build_network(NETS[s]) for s in NETS}
+    for s, net in nets.items():
+        net.load_state_dict(sds[s])
+        net.eval()
+    pipe = RestorationPipeline(nets["g"], net_le_dm=nets["le_dm"], net_d=nets["d"],
+                               diffusion=build_diffusion("hidiff_local", timesteps=3))
+    out = {}
+    for item in build_dataset(opts.datasets["test_1"], opts.manual_seed):
+        with torch.no_grad():
+            outs = [restore_image(pipe, item["lq"].unsqueeze(0), "whole", seed=prior_seed(item["key"], 7, i))
+                    for i in range(k)]
+        out[item["key"]] = (outs, to_uint8(item["gt"]))
+    return out
+
+
+def test_test_py_reports_mean_and_std_over_seeds_and_writes_mean_image_and_std_map(setup):
+    root, _, _, opt, sds = setup
+    proc = subprocess.run([PY, str(REPO / "scripts" / "test.py"), "-opt", str(opt), "--prior-seeds", "3",
+                           "--std-map"], cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = root / "results" / "test_tiny" / "rel"
+    rows = {r["name"]: r for r in csv.DictReader(open(out / "Tiny" / "metrics.csv"))}
+    gopro = get_protocol("gopro")
+    for key, (outs, gt) in restorations(opt, sds, 3).items():
+        psnrs = [gopro.score_pair(to_uint8(o), gt)["psnr_uint8_rgb"] for o in outs]
+        assert np.std(psnrs) > 0  # the seeds really differ
+        assert float(rows[key]["psnr_uint8_rgb"]) == pytest.approx(np.mean(psnrs), abs=1e-9)
+        assert float(rows[key]["psnr_uint8_rgb_std"]) == pytest.approx(np.std(psnrs, ddof=1), abs=1e-9)
+        written = cv2.imread(str(out / "visualization" / "Tiny" / f"{key}.png"))[:, :, ::-1]
+        np.testing.assert_array_equal(written, to_uint8(torch.stack(outs).mean(0)))
+        std = cv2.imread(str(out / "std_map" / "Tiny" / f"{key}.png"), cv2.IMREAD_UNCHANGED)
+        want = torch.stack([o[0] for o in outs]).std(0).mean(0).mul(65535).round().numpy().astype(np.uint16)
+        assert std.dtype == np.uint16 and std.shape == written.shape[:2]
+        np.testing.assert_array_equal(std, want)
+
+
+def test_deblur_prior_seeds_first_seed_is_the_single_seed_run(setup, tmp_path, capsys):
+    _, data, rel, _, _ = setup
+    img = str(data / "input" / "img00.png")
+    assert deblur_main([img, "-o", str(tmp_path / "one"), "--weights", str(rel), "--quiet"]) == 0
+    assert deblur_main([img, "-o", str(tmp_path / "first"), "--weights", str(rel), "--prior-seeds", "2",
+                        "--prior-image", "first", "--quiet"]) == 0
+    assert deblur_main([img, "-o", str(tmp_path / "mean"), "--weights", str(rel), "--prior-seeds", "2",
+                        "--std-map", "--quiet"]) == 0
+    one = (tmp_path / "one" / "img00.png").read_bytes()
+    assert (tmp_path / "first" / "img00.png").read_bytes() == one
+    assert (tmp_path / "mean" / "img00.png").read_bytes() != one
+    std = cv2.imread(str(tmp_path / "mean" / "img00_std.png"), cv2.IMREAD_UNCHANGED)
+    assert std.dtype == np.uint16 and std.shape == (16, 24) and std.max() > 0
+    assert deblur_main([img, "-o", str(tmp_path / "bad"), "--weights", str(rel), "--std-map"]) == 2
+    assert "--std-map needs --prior-seeds" in capsys.readouterr().err and not (tmp_path / "bad").exists()
