@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from hidiff.errors import DataError
-from hidiff.sweep.report import axis_range, write_report
+from hidiff.sweep.report import axis_range, metrics_csv, write_report
 
 
 def _fake_sweep(folder, values):
-    """plan.json and eval/<run>/<set>/metrics.csv as the sweep runner and the test runner write them."""
+    """plan.json and eval/<run>/<run>/<set>/metrics.csv as the sweep runner and the test runner write them."""
     variants = []
     runs = []
     for v, per_seed in values.items():
@@ -23,7 +23,7 @@ def _fake_sweep(folder, values):
             names.append(run)
             runs.append({"name": run, "variant": v, "seed_index": k, "manual_seed": 10 + k, "stage": "final",
                          "after": [], "config_hash": "x"})
-            out = folder / "eval" / run / "set1"
+            out = metrics_csv(folder, run, "set1").parent
             out.mkdir(parents=True)
             (folder / "eval" / run / "eval.json").write_text(json.dumps({"sets": ["set1"]}))
             lines = ["name,psnr_uint8_rgb,ssim_matlab3d,input_psnr_uint8_rgb,input_ssim_matlab3d"]

@@ -12,6 +12,8 @@ from conftest import PY, REPO, run_env
 
 from sweep_tiny import write_tiny_sweep
 
+from hidiff.sweep.report import metrics_csv
+
 pytestmark = pytest.mark.slow
 
 
@@ -49,7 +51,7 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
         rec = json.loads((folder / "runs" / f"{run}.json").read_text())
         assert set(rec["weights_sha256"]) == ({"g", "le_dm", "d"} if "_prior" in run else {"g"})
         assert (folder / "options" / f"{run}.yml").is_file()
-        assert (folder / "eval" / run / "tinytest" / "metrics.csv").is_file()
+        assert metrics_csv(folder, run, "tinytest").is_file()
     prior = json.loads((folder / "runs" / "tiny_prior_s1.json").read_text())
     stage1 = json.loads((folder / "runs" / "tiny_stage1_s1.json").read_text())
     assert prior["inputs"] == {"tiny_stage1_s1": stage1["weights_sha256"]}

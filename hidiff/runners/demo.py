@@ -142,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hidiff.runners.test_runner import run_test
     options = load_options("options/demo_test.yml", is_train=False)
     run_test(options, experiment="demo_stage2")
+    results = Path(options.path.results_root) / options.name / "demo_stage2"  # results/<name>/<weights label>
     cols = get_protocol("gopro").headline
     import csv
-    rows = list(csv.DictReader(open(Path(options.path.results_root) / options.name / "demo_test" / "metrics.csv")))
+    rows = list(csv.DictReader(open(results / "demo_test" / "metrics.csv")))
     print()
     print(f"| image | blurry {cols[0]} | hidiff {cols[0]} | gain dB | blurry {cols[1]} | hidiff {cols[1]} |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -159,12 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     si = np.mean([float(r[f"input_{cols[1]}"]) for r in rows])
     so = np.mean([float(r[cols[1]]) for r in rows])
     print(f"| **mean** | {mi:.2f} | {mo:.2f} | {mo - mi:+.2f} | {si:.4f} | {so:.4f} |")
-    vis = Path(options.path.results_root) / options.name / "visualization" / "demo_test"
+    vis = results / "visualization" / "demo_test"
     pairs = {r["name"]: {"input": root / "test" / "input" / f"{r['name']}.png", "output": vis / f"{r['name']}.png",
                           "target": root / "test" / "target" / f"{r['name']}.png"} for r in rows}
     pic = side_by_side(pairs, Path(options.path.results_root) / options.name / "demo_comparison.png")
     print(f"\nmetrics: {cols[0]} / {cols[1]} as the GoPro protocol computes them (MATLAB-style RGB SSIM)")
     print(f"comparison picture: {pic}")
-    print(f"per-image report: {Path(options.path.results_root) / options.name / 'demo_test'}")
+    print(f"per-image report: {results / 'demo_test'}")
     print(f"demo finished in {time.time() - t0:.0f} s; PSNR gain over the blurry input: {mo - mi:+.2f} dB")
     return 0

@@ -1,6 +1,6 @@
 """The sweep's results: per-image table, statistics table, markdown summary and an honest chart.
 
-Reads every final run's ``eval/<run>/<set>/metrics.csv`` (written by the test
+Reads every final run's ``eval/<run>/<run>/<set>/metrics.csv`` (written by the test
 runner, one row per image) and writes ``per_image.csv``, ``results.csv``,
 ``results.md`` and ``chart_<set>_<metric>.png`` into the sweep folder.
 """
@@ -22,6 +22,14 @@ from hidiff.utils.atomic import atomic_write_bytes, atomic_write_text
 INPUT_PREFIX = "input_"
 
 
+
+def metrics_csv(folder: Path, run: str, set_name: str) -> Path:
+    """Where ``test.py`` leaves a run's per-image scores: ``<results_root>/<name>/<weights label>/<set>``.
+
+    A sweep's evaluation names both the options and the weights (``--experiment``) after the run.
+    """
+    return Path(folder) / "eval" / run / run / set_name / "metrics.csv"
+
 def _float(text: str) -> Optional[float]:
     try:
         v = float(text)
@@ -42,7 +50,7 @@ def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
             if not rec_path.is_file():
                 raise DataError(f"run {run} has no evaluation ({rec_path}); run the sweep to the end first")
             for set_name in json.loads(rec_path.read_text(encoding="utf-8"))["sets"]:
-                path = folder / "eval" / run / set_name / "metrics.csv"
+                path = metrics_csv(folder, run, set_name)
                 with open(path, newline="", encoding="utf-8") as fh:
                     for r in csv.DictReader(fh):
                         row = {"variant": v["name"], "seed_index": meta["seed_index"], "run": run, "set": set_name,

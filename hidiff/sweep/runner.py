@@ -4,7 +4,7 @@ The sweep folder (``<experiments_root>/sweeps/<name>/``) holds the option file o
 every run (``options/``) and its evaluation (``eval_options/``), the training and
 test logs (``logs/``), one record per finished run (``runs/<run>.json``: its
 options hash and the sha256 of its weights) and the evaluations' outputs
-(``eval/<run>/<set>/metrics.csv``).  A run is reused when its final checkpoint
+(``eval/<run>/<run>/<set>/metrics.csv``).  A run is reused when its final checkpoint
 exists, the options the trainer saved hash to the planned ones and the stage-1
 weights it started from are still the current ones; any other run is started
 with ``--resume auto`` (continuing where a killed sweep stopped) or, when its
@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 from hidiff.config import config_hash, load_options
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.registry import MODEL_REGISTRY
+from hidiff.sweep.report import metrics_csv
 from hidiff.sweep.spec import Run, Sweep
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.hashing import sha256_file
@@ -150,7 +151,7 @@ class SweepRunner:
         rec = _read_json(self.eval_record_file(run))
         return (rec is not None and rec.get("weights_sha256") == self.records[run.name]["weights_sha256"]
                 and rec.get("eval_hash") == config_hash(run.eval_options) and rec.get("limit") == self.sweep.eval_limit
-                and all((self.folder / "eval" / run.name / s / "metrics.csv").is_file() for s in rec.get("sets", [])))
+                and all(metrics_csv(self.folder, run.name, s).is_file() for s in rec.get("sets", [])))
 
     # ------------------------------------------------------------------ commands
     def train_command(self, run: Run) -> List[str]:
