@@ -344,8 +344,10 @@ def _encode_tiff_with_metadata(pixels: np.ndarray, exif: Optional[bytes], icc: O
 
 
 def write_photo(path: PathLike, rgb: np.ndarray, like: Photo) -> None:
-    """Atomically write restored RGB floats in the format of ``path``'s extension."""
-    atomic_write_bytes(path, encode_photo(rgb, like, Path(path).suffix or ".png"))
+    """Atomically write restored RGB floats in the format of ``path``'s extension (its folder created)."""
+    data = encode_photo(rgb, like, Path(path).suffix or ".png")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
 
 
 def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -390,3 +392,48 @@ def find_photos(spec: PathLike) -> list[Path]:
             raise DataError(f"no image files match '{text}'")
         return found
     raise DataError(f"input '{text}' does not exist")
+
+
+def walk_photos(folder: PathLike, exclude: Optional[PathLike] = None
+                ) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """``(photos, skipped, unreadable)`` of a folder tree, each sorted by path.
+
+    ``skipped``: entries that are not photos (other files, hidden entries,
+    links to folders, which are not followed, and the folder ``exclude``, so an
+    output folder inside the tree is never read back); ``unreadable``: folders
+    that cannot be listed and links that lead nowhere, each with the reason.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"input '{root}' is not a folder")
+    skip_dir = Path(exclude).resolve() if exclude is not None else None
+    photos: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def cannot_list(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename), f"cannot read the folder ({exc.strerror or exc})"))
+
+    for here, dirs, files in os.walk(root, onerror=cannot_list):
+        base = Path(here)
+        for d in list(dirs):
+            p = base / d
+            reason = ("hidden" if d.startswith(".") else "a link to a folder (not followed)" if p.is_symlink()
+                      else "the output folder" if skip_dir is not None and p.resolve() == skip_dir else None)
+            if reason:
+                dirs.remove(d)
+                skipped.append((p, reason))
+        dirs.sort()
+        for f in files:
+            p = base / f
+            if f.startswith("."):
+                skipped.append((p, "hidden"))
+            elif not p.exists():
+                unreadable.append((p, "a link that leads nowhere"))
+            elif not p.is_file():
+                skipped.append((p, "not a regular file"))
+            elif is_image_file(f):
+                photos.append(p)
+            else:
+                skipped.append((p, f"not an image ({', '.join(IMG_EXTENSIONS)})"))
+    return sorted(photos), sorted(skipped), sorted(unreadable)
