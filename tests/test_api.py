@@ -127,3 +127,29 @@ def test_large_input_is_tiled_automatically_like_the_command(tmp_path, weights_d
     assert deblur_main([str(src), "-o", str(tmp_path / "out"), "--weights", str(weights_dir), "--quiet"]) == 0
     cli = np.asarray(Image.open(tmp_path / "out" / "big.png"))
     np.testing.assert_array_equal(restorer.deblur(src), cli)
+
+
+def test_training_state_and_its_run_restore_with_the_runs_settings(tmp_path, rgb):
+    """A training state written by the CheckpointStore: its recorded T=2, not the default, is used everywhere."""
+    from hidiff.config import options_from_text
+    from hidiff.engine.checkpoint_store import CheckpointStore
+    from test_trust_testing import option_text, save_release as save_suffixed, tiny_state_dicts as suffixed_sds
+
+    sds = suffixed_sds(2)
+    release = save_suffixed(tmp_path / "rel", sds)
+    run_opts = options_from_text(option_text(tmp_path, tmp_path / "data", release, timesteps=2, name="run_t2"),
+                                 is_train=False)
+    store = CheckpointStore(tmp_path / "exps" / "run_t2")
+    store.save(2, {s: (sd, None) for s, sd in sds.items()}, {"config": run_opts.to_dict()})
+    src = tmp_path / "img.png"
+    Image.fromarray(rgb).save(src)
+    assert deblur_main([str(src), "-o", str(tmp_path / "cli"), "--checkpoint", str(store.state_path(2)),
+                        "--quiet"]) == 0
+    cli = np.asarray(Image.open(tmp_path / "cli" / "img.png"))
+    for source, kw in ((store.state_path(2), {}), (tmp_path / "exps" / "run_t2", {}),
+                       ("run_t2", {"experiments_root": tmp_path / "exps"})):
+        r = hidiff.load(source, device="cpu", **kw)
+        assert "T=2" in repr(r) and r.pipeline.diffusion.timesteps == 2
+        np.testing.assert_array_equal(r.deblur(src), cli)
+    r8 = hidiff.load(store.state_path(2), device="cpu", timesteps=8)
+    assert r8.pipeline.diffusion.timesteps == 8 and not np.array_equal(r8.deblur(src), cli)
