@@ -74,3 +74,16 @@ def test_profile_of_another_colour_space_is_dropped_and_plain_files_stay_plain(d
         assert im.getexif()[MAKE] == "HidiffCam"
     with Image.open(out / "plain.png") as im:
         assert "icc_profile" not in im.info and not im.getexif()
+
+
+def test_a_profile_larger_than_one_jpeg_segment_is_split_and_reassembled(tmp_path):
+    from hidiff.inference.image_io import read_photo, write_photo
+
+    src = tmp_path / "big_profile.png"
+    big = SRGB + bytes(range(256)) * 300  # 77 kB: more than one 64 kB APP2 segment holds
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(src, icc_profile=big)
+    photo = read_photo(src)
+    assert photo.icc_profile == big and photo.exif is None
+    write_photo(tmp_path / "out.jpg", photo.rgb, photo)
+    with Image.open(tmp_path / "out.jpg") as im:
+        assert im.info["icc_profile"] == big

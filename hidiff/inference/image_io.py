@@ -132,12 +132,13 @@ def _check_with_pillow(data: bytes, path: Path):
         with Image.open(io.BytesIO(data)) as im:
             mode, fmt = im.mode, im.format
             icc = im.info.get("icc_profile") or None
-            try:
+            orientation, upright_exif = 1, None
+            try:  # a broken EXIF block should not make the pixels unusable
                 exif = im.getexif()
                 orientation = int(exif.get(_EXIF_ORIENTATION, 1))
                 upright_exif = _upright_exif(exif)
-            except Exception:  # a broken EXIF block should not make the pixels unusable
-                orientation, upright_exif = 1, None
+            except Exception as exc:
+                log.warning("%s: EXIF not kept (%s)", path, exc)
             im.load()
     except UnidentifiedImageError:
         return 1, None, None, None, None
