@@ -102,8 +102,8 @@ class Restorer:
 
         * a float tensor (C,H,W) or (B,C,H,W) in [0,1] -> a float tensor of that shape, dtype and device;
           each image of a batch is restored as if given alone;
-        * an H x W x 3 (or H x W gray) array, uint8/uint16 or float in [0,1] -> an array of that shape and
-          dtype (gray comes back as ITU-R 601 luma);
+        * an H x W x 3 (or H x W gray, or H x W x 4 RGBA) array, uint8/uint16 or float in [0,1] -> an array
+          of that shape and dtype (gray comes back as ITU-R 601 luma, alpha unchanged);
         * a path to an image file -> an upright H x W x 3 RGB array in the file's sample type (uint8/uint16).
 
         The prior noise comes from ``seed`` and ``key`` (default: the file's stem for a path, '' otherwise),
@@ -165,8 +165,11 @@ class Restorer:
 
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
+        if a.ndim == 3 and a.shape[2] == 4:  # RGBA: the colour is restored, the alpha kept unchanged
+            rgb = self._deblur_array(a[:, :, :3], seed, key, tile)
+            return np.concatenate([rgb, a[:, :, 3:]], axis=2)
         if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-            raise DataError(f"deblur(): expected an H x W x 3 or H x W array, got shape {a.shape}")
+            raise DataError(f"deblur(): expected an H x W x 3, H x W x 4 (RGBA) or H x W array, got shape {a.shape}")
         if a.dtype in (np.uint8, np.uint16):
             rgb = a.astype(np.float32) / np.iinfo(a.dtype).max
         elif np.issubdtype(a.dtype, np.floating):

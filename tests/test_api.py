@@ -80,6 +80,9 @@ def test_input_kinds_round_trip_and_seeds_are_bitwise(tmp_path, restorer, rgb):
     assert a16.dtype == np.uint16 and a16.shape == rgb.shape
     af = restorer.deblur(rgb / 255.0, seed=7)
     assert af.dtype == np.float64 and np.abs(af - out.permute(1, 2, 0).numpy()).max() < 1e-6
+    alpha = np.tile(np.arange(rgb.shape[1], dtype=np.uint8), (rgb.shape[0], 1))[:, :, None]
+    rgba = restorer.deblur(np.concatenate([rgb, alpha], axis=2), seed=7)
+    np.testing.assert_array_equal(rgba, np.concatenate([a8, alpha], axis=2))
     gray = restorer.deblur(rgb[:, :, 1].copy(), seed=7)
     assert gray.shape == rgb.shape[:2] and gray.dtype == np.uint8
 
@@ -96,6 +99,8 @@ def test_input_kinds_round_trip_and_seeds_are_bitwise(tmp_path, restorer, rgb):
         restorer.deblur((x * 255).to(torch.uint8))
     with pytest.raises(DataError, match="got shape"):
         restorer.deblur(x[:2])
+    with pytest.raises(DataError, match="got shape"):
+        restorer.deblur(np.zeros((8, 8, 5), np.uint8))
     with pytest.raises(DataError, match="expected a tensor, a numpy array or a path"):
         restorer.deblur([1, 2, 3])
     with pytest.raises(DataError, match="does not exist|cannot read"):
