@@ -60,6 +60,7 @@ def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[s
         weights = from_experiment(path.parent, path.name)
     elif not path.exists() and (Path(experiments_root) / str(source)).is_dir():
         weights = from_experiment(experiments_root, str(source))
+        path = Path(experiments_root) / str(source)
     else:
         found = "a folder without net_*.pth, models/ or training_states/" if path.is_dir() else "nothing there"
         raise ConfigError(f"hidiff.load('{source}'): {found}; expected a folder with released net_<x>.pth files, "

@@ -54,6 +54,7 @@ def test_every_source_kind_gives_the_same_model(tmp_path, weights_dir, restorer,
                        ("run1", {"experiments_root": tmp_path / "exps"})):
         r = hidiff.load(source, device="cpu", **kw)
         assert torch.equal(r.deblur(x, seed=1), want), source
+        assert r.source.exists() and str(r.source) in repr(r)
     text = repr(restorer)
     assert str(weights_dir) in text and restorer.weights.sha256["g"][:12] in text and "cpu" in text
     assert restorer.device == torch.device("cpu") and restorer.to("cpu") is restorer
