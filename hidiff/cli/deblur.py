@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern (quote it)")
     ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    ap.add_argument("-r", "--recursive", action="store_true",
+                    help="also deblur the photos in sub-folders, mirroring the tree under -o")
     add_weight_arguments(ap)
     ap.add_argument("--seed", type=non_negative_int, default=0,
                     help="base seed of the prior noise; each image's seed also depends on its file name")
@@ -210,7 +212,11 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
         failures.append((path, reason))
         print(f"error: {path}: {reason}", file=sys.stderr)
 
+    subdirs: dict[Path, Path] = {}  # input -> its sub-folder under -o (--recursive)
     for spec in args.inputs:
+        if args.recursive and Path(spec).is_dir():
+            _walk_input(Path(spec), out_dir, inputs, subdirs, failures)
+            continue
         try:
             for p in find_photos(spec):
                 inputs.setdefault(p.resolve(), p)
@@ -221,7 +227,7 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     claimed: dict[Path, Path] = {}
     overwrites: list[tuple[Path, str]] = []
     for p in inputs.values():
-        dst = out_dir / (p.stem + (ext or p.suffix))
+        dst = out_dir / subdirs.get(p, Path()) / (p.stem + (ext or p.suffix))
         key = dst.resolve()
         if key in inputs:
             overwrites.append((p, f"its output '{dst}' would overwrite the input file '{inputs[key]}'"))
@@ -237,6 +243,26 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     if not jobs and not failures:
         raise DataError("no input images")
     return jobs, failures
+
+
+def _walk_input(folder: Path, out_dir: Path, inputs: dict, subdirs: dict, failures: list) -> None:
+    """--recursive: add the photos of ``folder``'s tree; say what was skipped, unreadable entries are failures."""
+    from hidiff.data.image_io import IMG_EXTENSIONS
+    from hidiff.inference.image_io import walk_photos
+
+    photos, skipped, unreadable = walk_photos(folder, exclude=out_dir)
+    for p, reason in skipped:
+        print(f"skip: {p}: {reason}", file=sys.stderr)
+    for p, reason in unreadable:
+        failures.append((p, reason))
+        print(f"error: {p}: {reason}", file=sys.stderr)
+    if not photos and not unreadable:
+        failures.append((folder, f"no images ({', '.join(IMG_EXTENSIONS)}) in the folder tree '{folder}'"))
+        print(f"error: {failures[-1][1]}", file=sys.stderr)
+    for p in photos:
+        if p.resolve() not in inputs:
+            inputs[p.resolve()] = p
+            subdirs[p] = p.parent.relative_to(folder)
 
 
 def _make_output_folder(out_dir: Path) -> None:

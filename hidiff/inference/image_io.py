@@ -8,8 +8,13 @@ floats, a photo must come back out the way it went in:
 * an alpha channel is not restored: it is reattached to the output unchanged
   (8-bit gray + alpha stays two channels in PNG/TIFF; 16-bit gray + alpha is
   written as RGBA, since neither OpenCV nor Pillow writes it);
-* EXIF orientation is applied on reading and the upright result is written
-  (without an orientation tag, so every viewer shows it the same way);
+* EXIF orientation is applied on reading and the upright result is written;
+* the EXIF block and ICC profile go back into JPEG, PNG and TIFF outputs, the
+  orientation tag reset to 1 (the pixels are upright already, so no viewer
+  turns them twice) and TIFF layout tags left out; a profile whose colour space
+  does not fit the output (a CMYK profile on RGB pixels) is dropped.  16-bit
+  TIFFs keep the EXIF main-IFD tags (Make, Model, DateTime, ...) but not its
+  sub-IFDs (exposure, GPS): no writer at hand holds both 16-bit RGB and those;
 * truncated or corrupt files raise :class:`DataError` with the path and reason.
 
 Pixels are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits, which Pillow
@@ -23,7 +28,10 @@ from __future__ import annotations
 import functools
 import glob
 import io
+import logging
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -39,8 +47,14 @@ from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
+log = logging.getLogger("hidiff.deblur")
 
 _EXIF_ORIENTATION = 0x0112
+_EXIF_SUB_IFDS = (0x8769, 0x8825, 0xA005)  # Exif, GPS, Interoperability pointers
+# TIFF tags that describe one file's pixel layout (or carry blobs handled apart, such as the ICC profile):
+# meaningless in another file, so they are not copied into the output's EXIF
+_TIFF_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323,
+                     324, 325, 338, 339, 340, 341, 513, 514, 529, 530, 531, 532, 700, 33723, 34377, 34675}
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "La"}
 # Pillow modes with no alpha: a 4th channel from OpenCV is then colour (CMYK), not transparency
 _OPAQUE_MODES = {"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "RGB", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -61,6 +75,8 @@ class Photo:
     gray: bool                   # the file stores one colour channel
     orientation: int             # EXIF orientation tag that was applied (1 = none)
     path: Path
+    exif: Optional[bytes] = None         # EXIF block to write back (orientation 1, layout tags removed)
+    icc_profile: Optional[bytes] = None  # the embedded ICC colour profile
 
     @property
     def bit_depth(self) -> int:
@@ -81,7 +97,7 @@ def read_photo(path: PathLike) -> Photo:
         raise DataError(f"cannot read '{path}': {exc.strerror or exc}") from None
     if not data:
         raise DataError(f"cannot read '{path}': the file is empty")
-    orientation, mode, fmt = _check_with_pillow(data, path)
+    orientation, mode, fmt, exif, icc = _check_with_pillow(data, path)
     raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DataError(f"cannot decode '{path}': corrupt data or an unsupported format")
@@ -103,29 +119,46 @@ def read_photo(path: PathLike) -> Photo:
     rgb = np.ascontiguousarray(color, dtype=np.float32) / _MAX_BY_DTYPE[raw.dtype]
     gray = raw.ndim == 2 or mode in _GRAY_MODES
     return Photo(rgb, None if alpha is None else np.ascontiguousarray(alpha), raw.dtype, gray,
-                 orientation, path)
+                 orientation, path, exif, icc)
 
 
-def _check_with_pillow(data: bytes, path: Path) -> tuple[int, Optional[str], Optional[str]]:
-    """(EXIF orientation, Pillow mode, Pillow format); raises DataError for truncated/corrupt files.
+def _check_with_pillow(data: bytes, path: Path):
+    """(EXIF orientation, Pillow mode, Pillow format, EXIF to write back, ICC profile).
 
-    Files Pillow cannot identify (a format only OpenCV reads) are left to OpenCV.
+    Raises DataError for truncated/corrupt files.  Files Pillow cannot identify
+    (a format only OpenCV reads) are left to OpenCV.
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, fmt = im.mode, im.format
-            try:
-                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
-            except Exception:  # a broken EXIF block should not make the pixels unusable
-                orientation = 1
+            icc = im.info.get("icc_profile") or None
+            orientation, upright_exif = 1, None
+            try:  # a broken EXIF block should not make the pixels unusable
+                exif = im.getexif()
+                orientation = int(exif.get(_EXIF_ORIENTATION, 1))
+                upright_exif = _upright_exif(exif)
+            except Exception as exc:
+                log.warning("%s: EXIF not kept (%s)", path, exc)
             im.load()
     except UnidentifiedImageError:
-        return 1, None, None
+        return 1, None, None, None, None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode '{path}': {exc}") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"refusing '{path}': {exc}") from None
-    return (orientation if orientation in range(1, 9) else 1), mode, fmt
+    return (orientation if orientation in range(1, 9) else 1), mode, fmt, upright_exif, icc
+
+
+def _upright_exif(exif: Image.Exif) -> Optional[bytes]:
+    """The EXIF block of upright pixels: orientation 1, this file's layout tags removed; None if empty."""
+    for tag in list(exif):
+        if tag in _TIFF_LAYOUT_TAGS:
+            del exif[tag]
+    if not len(exif):
+        return None
+    if _EXIF_ORIENTATION in exif:
+        exif[_EXIF_ORIENTATION] = 1
+    return exif.tobytes()  # reads the Exif/GPS sub-IFDs while the file is open
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,33 +229,126 @@ def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
     else:
         pixels = rgb[:, :, ::-1]  # RGB -> BGR for OpenCV
     pixels = quantize(pixels, dtype)
+    exif, icc = like.exif, _fitting_profile(like.icc_profile, gray=like.gray)
     if like.alpha is not None:
         if ext in NO_ALPHA_EXTENSIONS:
             raise DataError(f"cannot keep the alpha channel of '{like.path}' in a '{ext}' file")
         if pixels.ndim == 2 and dtype == np.uint8 and ext in (".png", ".tif", ".tiff"):
-            return _encode_gray_alpha(pixels, like.alpha, ext)
+            return _encode_gray_alpha(pixels, like.alpha, ext, exif, icc)
         colour = pixels[:, :, None] if pixels.ndim == 2 else pixels
         if pixels.ndim == 2:
             colour = np.repeat(colour, 3, axis=2)  # OpenCV writes 2 channels only via 4
+            icc = _fitting_profile(like.icc_profile, gray=False)
         pixels = np.concatenate([colour, like.alpha[:, :, None].astype(dtype)], axis=2)
+    if ext in (".tif", ".tiff") and (exif or icc):
+        return _encode_tiff_with_metadata(pixels, exif, icc)
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(pixels), params)
     if not ok:
         raise DataError(f"encoding the result of '{like.path}' as '{ext}' failed")
+    if ext in (".jpg", ".jpeg"):
+        return _jpeg_with_metadata(buf.tobytes(), exif, icc)
+    if ext == ".png":
+        return _png_with_metadata(buf.tobytes(), exif, icc)
     return buf.tobytes()
 
 
-def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, ext: str) -> bytes:
+def _encode_gray_alpha(gray: np.ndarray, alpha: np.ndarray, ext: str, exif: Optional[bytes],
+                       icc: Optional[bytes]) -> bytes:
     """8-bit gray + alpha as a two-channel (Pillow "LA") PNG or TIFF; OpenCV writes 1, 3 or 4 channels only."""
     im = Image.fromarray(np.ascontiguousarray(np.stack([gray, alpha.astype(np.uint8)], axis=2)))  # -> mode LA
     buf = io.BytesIO()
-    im.save(buf, "PNG" if ext == ".png" else "TIFF", **({"compression": "tiff_deflate"} if ext != ".png" else {}))
+    extra = {"compression": "tiff_deflate"} if ext != ".png" and not exif else {}  # see _encode_tiff_with_metadata
+    extra.update({k: v for k, v in (("exif", exif), ("icc_profile", icc)) if v})
+    im.save(buf, "PNG" if ext == ".png" else "TIFF", **extra)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------- metadata writing
+def _fitting_profile(icc: Optional[bytes], gray: bool) -> Optional[bytes]:
+    """``icc`` if its colour space (ICC header bytes 16-19) is the one written, else None."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc if icc[16:20] == (b"GRAY" if gray else b"RGB ") else None
+
+
+def _jpeg_with_metadata(jpeg: bytes, exif: Optional[bytes], icc: Optional[bytes]) -> bytes:
+    """Insert an APP1 EXIF segment and APP2 ICC_PROFILE segments after SOI and the JFIF APP0 segment."""
+    segments = []
+    if exif:
+        if len(exif) + 2 <= 0xFFFF:
+            segments.append(b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif)
+        else:
+            log.warning("EXIF block of %d bytes does not fit a JPEG segment; not written", len(exif))
+    if icc:
+        chunks = [icc[i:i + 65519] for i in range(0, len(icc), 65519)]
+        for n, chunk in enumerate(chunks, 1):
+            body = b"ICC_PROFILE\0" + bytes([n, len(chunks)]) + chunk
+            segments.append(b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body)
+    if not segments:
+        return jpeg
+    at = 2
+    if jpeg[2:4] == b"\xff\xe0":
+        at = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    return jpeg[:at] + b"".join(segments) + jpeg[at:]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_with_metadata(png: bytes, exif: Optional[bytes], icc: Optional[bytes]) -> bytes:
+    """Insert iCCP and eXIf chunks right after IHDR (both must precede the image data)."""
+    chunks = b""
+    if icc:
+        chunks += _png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    if not chunks:
+        return png
+    at = 8 + 12 + struct.unpack(">I", png[8:12])[0]  # signature, then IHDR (length, type, data, crc)
+    return png[:at] + chunks + png[at:]
+
+
+def _encode_tiff_with_metadata(pixels: np.ndarray, exif: Optional[bytes], icc: Optional[bytes]) -> bytes:
+    """A TIFF with the EXIF and ICC profile: Pillow for 8 bits, tifffile for 16 (see module doc).
+
+    ``pixels`` are OpenCV-ordered (gray, BGR or BGRA).  Pillow compresses
+    TIFFs through libtiff, which refuses the EXIF sub-IFD pointer, so 8-bit
+    files with EXIF are written uncompressed by Pillow's own writer.
+    """
+    if pixels.ndim == 3:
+        pixels = np.concatenate([pixels[:, :, 2::-1], pixels[:, :, 3:]], axis=2)  # -> RGB(A)
+    pixels = np.ascontiguousarray(pixels)
+    buf = io.BytesIO()
+    if pixels.dtype == np.uint8:
+        extra = {k: v for k, v in (("exif", exif), ("icc_profile", icc)) if v}
+        Image.fromarray(pixels).save(buf, "TIFF", **({} if exif else {"compression": "tiff_adobe_deflate"}), **extra)
+        return buf.getvalue()
+    import tifffile
+    tags = [(34675, "B", len(icc), icc, True)] if icc else []
+    if exif:
+        main = Image.Exif()
+        main.load(exif)
+        for tag, value in sorted(main.items()):
+            if tag in _EXIF_SUB_IFDS or tag in (282, 283, 296):  # tifffile writes the resolution itself
+                continue
+            if isinstance(value, str):
+                tags.append((tag, "s", 0, value, True))
+            elif isinstance(value, int) and 0 <= value < 1 << 32:
+                tags.append((tag, "H" if value < 1 << 16 else "I", 1, value, True))
+    rgb = pixels.ndim == 3
+    tifffile.imwrite(buf, pixels, photometric="rgb" if rgb else "minisblack", compression="zlib",
+                     extrasamples=("unassalpha",) if rgb and pixels.shape[2] == 4 else None,
+                     metadata=None, software=False, extratags=tags)
     return buf.getvalue()
 
 
 def write_photo(path: PathLike, rgb: np.ndarray, like: Photo) -> None:
-    """Atomically write restored RGB floats in the format of ``path``'s extension."""
-    atomic_write_bytes(path, encode_photo(rgb, like, Path(path).suffix or ".png"))
+    """Atomically write restored RGB floats in the format of ``path``'s extension (its folder created)."""
+    data = encode_photo(rgb, like, Path(path).suffix or ".png")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
 
 
 def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -267,3 +393,48 @@ def find_photos(spec: PathLike) -> list[Path]:
             raise DataError(f"no image files match '{text}'")
         return found
     raise DataError(f"input '{text}' does not exist")
+
+
+def walk_photos(folder: PathLike, exclude: Optional[PathLike] = None
+                ) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """``(photos, skipped, unreadable)`` of a folder tree, each sorted by path.
+
+    ``skipped``: entries that are not photos (other files, hidden entries,
+    links to folders, which are not followed, and the folder ``exclude``, so an
+    output folder inside the tree is never read back); ``unreadable``: folders
+    that cannot be listed and links that lead nowhere, each with the reason.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"input '{root}' is not a folder")
+    skip_dir = Path(exclude).resolve() if exclude is not None else None
+    photos: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def cannot_list(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename), f"cannot read the folder ({exc.strerror or exc})"))
+
+    for here, dirs, files in os.walk(root, onerror=cannot_list):
+        base = Path(here)
+        for d in list(dirs):
+            p = base / d
+            reason = ("hidden" if d.startswith(".") else "a link to a folder (not followed)" if p.is_symlink()
+                      else "the output folder" if skip_dir is not None and p.resolve() == skip_dir else None)
+            if reason:
+                dirs.remove(d)
+                skipped.append((p, reason))
+        dirs.sort()
+        for f in files:
+            p = base / f
+            if f.startswith("."):
+                skipped.append((p, "hidden"))
+            elif not p.exists():
+                unreadable.append((p, "a link that leads nowhere"))
+            elif not p.is_file():
+                skipped.append((p, "not a regular file"))
+            elif is_image_file(f):
+                photos.append(p)
+            else:
+                skipped.append((p, f"not an image ({', '.join(IMG_EXTENSIONS)})"))
+    return sorted(photos), sorted(skipped), sorted(unreadable)

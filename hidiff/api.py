@@ -1,0 +1,201 @@
+"""The Python API: ``hidiff.load(source)`` -> a :class:`Restorer` with ``deblur(x, seed=)``.
+
+    import hidiff
+    r = hidiff.load("experiments/pretrained_models/HI_Diff_GoPro")
+    sharp = r.deblur("photo.jpg", seed=0)          # H x W x 3 array in the file's sample type
+
+The source is read by the same functions as ``hidiff-deblur``'s
+``--weights/--checkpoint/--experiment`` (:mod:`hidiff.runners.weights`), and
+``deblur`` runs the same per-image seeding and tiler
+(:func:`hidiff.inference.tiler.restore_image`), so a path deblurred here equals
+the command's output for the same weights, seed and tiling.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from hidiff.errors import ConfigError, DataError
+
+# The model ``hidiff.load()`` gives without an argument; none ships yet.  A shipped model plugs in here
+# (e.g. a folder inside the package, or a download verified by sha256) and load() uses it as its source.
+DEFAULT_MODEL: Optional[str] = None
+
+
+def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[str, torch.device] = "auto",
+         timesteps: Optional[int] = None, experiments_root: Union[str, "os.PathLike[str]"] = "experiments"
+         ) -> "Restorer":
+    """A :class:`Restorer` from a weights folder, a checkpoint file, a run folder or an experiment name.
+
+    * a folder holding ``net_<x>.pth`` files: released weights (HI-Diff GoPro/RealBlur, Swintormer),
+      recognised from their tensor shapes;
+    * a file: a training state (``training_states/N.state``) or one file holding the networks
+      (``net_g_*.pth``);
+    * a run folder (with ``models/`` or ``training_states/``), or the name of a run in ``experiments_root``:
+      its newest complete checkpoint, restored with the settings the run recorded.
+
+    ``device``: 'auto' (CUDA if available), 'cpu', 'cuda' or a torch.device.
+    ``timesteps`` overrides the number of diffusion steps.
+    """
+    from hidiff.runners.test_runner import select_device
+    from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
+
+    if source is None:
+        if DEFAULT_MODEL is None:
+            raise ConfigError("hidiff.load(): no default model ships with hidiff yet; pass the weights to use: "
+                              "a folder with the released net_g.pth/net_le_dm.pth/net_d.pth (e.g. "
+                              "'experiments/pretrained_models/HI_Diff_GoPro'), a checkpoint file, a run folder "
+                              "or the name of a run in experiments/")
+        source = DEFAULT_MODEL
+    path = Path(source).expanduser()
+    if path.is_file():
+        weights = from_checkpoint(path)
+    elif path.is_dir() and any(path.glob("net_*.pth")):
+        weights = from_release(path)
+    elif path.is_dir() and ((path / "models").is_dir() or (path / "training_states").is_dir()):
+        weights = from_experiment(path.parent, path.name)
+    elif not path.exists() and (Path(experiments_root) / str(source)).is_dir():
+        weights = from_experiment(experiments_root, str(source))
+        path = Path(experiments_root) / str(source)
+    else:
+        found = "a folder without net_*.pth, models/ or training_states/" if path.is_dir() else "nothing there"
+        raise ConfigError(f"hidiff.load('{source}'): {found}; expected a folder with released net_<x>.pth files, "
+                          f"a checkpoint file, a run folder, or the name of a run in '{experiments_root}'")
+    if isinstance(device, str):
+        device = select_device(device)
+    pipeline, description = inference_pipeline(weights, torch.device(device), timesteps)
+    return Restorer(pipeline, weights, description, path)
+
+
+class Restorer:
+    """A loaded model: ``deblur`` images given as tensors, arrays or files."""
+
+    def __init__(self, pipeline, weights, description: str, source: Path) -> None:
+        self.pipeline = pipeline
+        self.weights = weights
+        self.description = description
+        self.source = source
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.device
+
+    def to(self, device: Union[str, torch.device]) -> "Restorer":
+        """Move the networks to ``device``; returns self."""
+        self.pipeline.to(torch.device(device))
+        return self
+
+    @property
+    def sha256(self) -> dict:
+        """``{network: sha256 of the file it came from}``."""
+        return {f"net_{s}": h for s, h in sorted(self.weights.sha256.items())}
+
+    def __repr__(self) -> str:
+        digests = ", ".join(f"{n}={h[:12]}" for n, h in self.sha256.items())
+        return f"hidiff.Restorer({self.description}; source '{self.source}'; sha256 {digests}; on {self.device})"
+
+    def deblur(self, image: Any, *, seed: int = 0, key: Optional[str] = None, tile: Any = None) -> Any:
+        """Deblur ``image`` and return the same kind of thing.
+
+        * a float tensor (C,H,W) or (B,C,H,W) in [0,1] -> a float tensor of that shape, dtype and device;
+          each image of a batch is restored as if given alone;
+        * an H x W x 3 (or H x W gray, or H x W x 4 RGBA) array, uint8/uint16 or float in [0,1] -> an array
+          of that shape and dtype (gray comes back as ITU-R 601 luma, alpha unchanged);
+        * a path to an image file -> an upright H x W x 3 RGB array in the file's sample type (uint8/uint16).
+
+        The prior noise comes from ``seed`` and ``key`` (default: the file's stem for a path, '' otherwise),
+        as in ``hidiff-deblur --seed``: the same seed gives bitwise the same output.  ``tile``: None
+        (automatic, as hidiff-deblur: tiled when large), 'whole', a tile size in pixels or a TileOptions.
+        """
+        from hidiff.inference.image_io import read_photo, to_tensor
+
+        if isinstance(image, (str, os.PathLike)):
+            photo = read_photo(image)
+            out = self._restore(to_tensor(photo.rgb), seed, Path(image).stem if key is None else key, tile)
+            return _to_samples(out[0].permute(1, 2, 0).numpy(), np.dtype(photo.dtype))
+        if isinstance(image, torch.Tensor):
+            return self._deblur_tensor(image, seed, key or "", tile)
+        if isinstance(image, np.ndarray):
+            return self._deblur_array(image, seed, key or "", tile)
+        raise DataError(f"deblur(): expected a tensor, a numpy array or a path to an image file, "
+                        f"got {type(image).__name__}")
+
+    # ------------------------------------------------------------ helpers
+    def _restore(self, lq: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
+        """(B,C,H,W) float32 CPU/any device -> (B,3,H,W) float32 in [0,1], one image at a time."""
+        from hidiff.inference.pipeline import seed_from_key
+        from hidiff.inference.tiler import TileOptions, restore_image
+
+        if isinstance(tile, int) and not isinstance(tile, bool):
+            tile = TileOptions(size=tile)
+        elif tile is not None and not isinstance(tile, (str, TileOptions)):
+            raise ConfigError(f"deblur(tile={tile!r}): expected None (automatic), 'whole', a size or TileOptions")
+        if isinstance(tile, TileOptions) and tile.size % self.pipeline.pad_multiple:
+            raise ConfigError(f"deblur(tile={tile.size}): must be a multiple of {self.pipeline.pad_multiple} "
+                              f"for this model")
+        image_seed = seed_from_key(key, int(seed))
+        outs = []
+        with torch.inference_mode():
+            for b in range(lq.shape[0]):
+                out = restore_image(self.pipeline, lq[b:b + 1], tile, seed=image_seed)
+                if not bool(torch.isfinite(out).all()):
+                    raise DataError(f"deblur(): the restored image holds NaN/Inf values with the weights "
+                                    f"{self.weights.describe()}")
+                outs.append(out.clamp_(0.0, 1.0))
+        return torch.cat(outs)
+
+    def _deblur_tensor(self, x: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise DataError(f"deblur(): expected a float tensor in [0,1], got {x.dtype}")
+        if x.dim() not in (3, 4) or x.shape[-3] != self.pipeline.in_channels:
+            raise DataError(f"deblur(): expected a ({self.pipeline.in_channels},H,W) or "
+                            f"(B,{self.pipeline.in_channels},H,W) tensor, got shape {tuple(x.shape)}")
+        _check_range(x.detach().float())
+        lq = x.detach().float()
+        out = self._restore(lq[None] if x.dim() == 3 else lq, seed, key, tile)
+        out = out.to(device=x.device, dtype=x.dtype)
+        return out[0] if x.dim() == 3 else out
+
+    def _deblur_array(self, a: np.ndarray, seed: int, key: str, tile: Any) -> np.ndarray:
+        import cv2
+        from hidiff.inference.image_io import to_tensor
+
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if a.ndim == 3 and a.shape[2] == 4:  # RGBA: the colour is restored, the alpha kept unchanged
+            rgb = self._deblur_array(a[:, :, :3], seed, key, tile)
+            return np.concatenate([rgb, a[:, :, 3:]], axis=2)
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+            raise DataError(f"deblur(): expected an H x W x 3, H x W x 4 (RGBA) or H x W array, got shape {a.shape}")
+        if a.dtype in (np.uint8, np.uint16):
+            rgb = a.astype(np.float32) / np.iinfo(a.dtype).max
+        elif np.issubdtype(a.dtype, np.floating):
+            rgb = a.astype(np.float32)
+            _check_range(torch.from_numpy(rgb))
+        else:
+            raise DataError(f"deblur(): expected uint8, uint16 or float samples, got {a.dtype}")
+        if rgb.ndim == 2:
+            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+        out = self._restore(to_tensor(rgb), seed, key, tile)[0].permute(1, 2, 0).numpy()
+        if a.ndim == 2:
+            out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2GRAY)
+        return _to_samples(out, a.dtype)
+
+
+def _check_range(x: torch.Tensor) -> None:
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise DataError(f"deblur(): expected values in [0,1], got [{lo:g}, {hi:g}] (scale 8-bit data by 1/255, "
+                        f"or pass the uint8 array itself)")
+
+
+def _to_samples(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float pixels in [0,1] as ``dtype`` (integers rounded like hidiff-deblur writes them)."""
+    from hidiff.inference.image_io import quantize
+    if dtype in (np.uint8, np.uint16):
+        return quantize(rgb, dtype)
+    return np.ascontiguousarray(rgb).astype(dtype)
