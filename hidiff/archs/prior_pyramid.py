@@ -10,15 +10,9 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+from einops.layers.torch import Rearrange
 
 from hidiff.archs.sample_wise import SampleWiseLinear
-
-
-class SwapTokensChannels(nn.Module):
-    """(B, N, C) <-> (B, C, N); the parameter-free slot of the official Rearrange layers."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(1, 2)
 
 
 def token_reducer(in_tokens: int, out_tokens: int, width: int) -> nn.Sequential:
@@ -26,8 +20,8 @@ def token_reducer(in_tokens: int, out_tokens: int, width: int) -> nn.Sequential:
 
     Indices 1 and 3 hold the weights, matching the official ``down_1``/``down_2`` keys.
     """
-    return nn.Sequential(SwapTokensChannels(), SampleWiseLinear(in_tokens, out_tokens),
-                         SwapTokensChannels(), SampleWiseLinear(width, width))
+    return nn.Sequential(Rearrange("b n c -> b c n"), SampleWiseLinear(in_tokens, out_tokens),
+                         Rearrange("b c n -> b n c"), SampleWiseLinear(width, width))
 
 
 def prior_pyramid(z1: torch.Tensor, down_1: Optional[nn.Module], down_2: Optional[nn.Module]):
