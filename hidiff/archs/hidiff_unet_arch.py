@@ -140,6 +140,8 @@ class Transformer(nn.Module):
       spend removing (demo: L1 0.063 at iteration 100, 0.031 at 200); short
       training runs learn deblurring sooner.  Only the initial values change.
 
+    Training memory: ``set_checkpoint_levels`` recomputes chosen stages in backward.
+
     ``dual_pixel_task=True`` (inp_channels=6, no global residual, ``skip_conv``) is
     Restormer's dual-pixel variant; no HI-Diff config uses it.
     """
