@@ -11,7 +11,8 @@ from hidiff.archs.basic_layer import BasicLayer
 
 class FastBasicLayer(BasicLayer):
     """``forward(x, prior, film, consume_input=True)``: without autograd, the HIM and the blocks
-    accumulate into x's storage (the caller must not need x afterwards)."""
+    accumulate into x's storage (the caller must not need x afterwards).  Build it with
+    ``fused=True`` (its HIM and blocks are then the fast classes that take ``inplace``)."""
 
     def forward(self, x: torch.Tensor, prior: Optional[torch.Tensor] = None,
                 film: Optional[torch.Tensor] = None, consume_input: bool = False) -> torch.Tensor:
