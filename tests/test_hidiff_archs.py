@@ -10,9 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hidiff.archs import build_network
-from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import (GDFN, MDTA, LayerNorm, attention_types, build_attention,
-                                           register_attention)
+from hidiff.archs.attention_registry import attention_types, build_attention, register_attention
+from hidiff.archs.fast.gdfn import FastGDFN
+from hidiff.archs.fast.him import FastHIM
+from hidiff.archs.fast.mdta import FastMDTA
+from hidiff.archs.gdfn import GDFN
+from hidiff.archs.him import HIM
+from hidiff.archs.layer_norm import LayerNorm
+from hidiff.archs.mdta import MDTA
+from hidiff.archs.prior_pyramid import prior_pyramid, token_reducer
 from hidiff.errors import ConfigError
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "hidiff_state_dicts.json").read_text())["configs"]
@@ -229,18 +235,19 @@ def mdta_reference(m: MDTA, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4])
-def test_mdta_fused_and_plain_match_float64_reference(heads):
+def test_mdta_fast_and_textbook_match_float64_reference(heads):
     torch.manual_seed(heads)
-    m = perturb_(MDTA(16, heads, bias=False))
+    m = perturb_(FastMDTA(16, heads, bias=False))
+    textbook = MDTA(16, heads, bias=False)
+    textbook.load_state_dict(m.state_dict())
     x = torch.randn(2, 16, 12, 10)
     ref = mdta_reference(m, x).float()
     m.float()
-    for fused in (True, False):
-        m.fused = fused
+    for net in (m, textbook):
         for xx in (x, x.contiguous(memory_format=torch.channels_last)):
             with torch.no_grad():
-                assert torch.allclose(m(xx), ref, atol=1e-5), (fused, heads)
-    m.fused, m.inference_chunk_pixels = True, 25  # two passes over 3-row stripes
+                assert torch.allclose(net(xx), ref, atol=1e-5), (type(net).__name__, heads)
+    m.inference_chunk_pixels = 25  # two passes over 3-row stripes
     xc = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert torch.allclose(m(xc), ref, atol=1e-5)
@@ -250,7 +257,9 @@ def test_mdta_fused_and_plain_match_float64_reference(heads):
 def test_him_matches_torch_multihead_attention():
     torch.manual_seed(0)
     dim, heads, pdim = 16, 2, 24
-    him = perturb_(HIM(dim, heads, pdim, bias=True))
+    him = perturb_(FastHIM(dim, heads, pdim, bias=True))
+    textbook = HIM(dim, heads, pdim, bias=True)
+    textbook.load_state_dict(him.state_dict())
     mha = nn.MultiheadAttention(dim, heads, kdim=pdim, vdim=pdim, batch_first=True)
     with torch.no_grad():
         mha.q_proj_weight.copy_(him.q.weight)
@@ -265,44 +274,49 @@ def test_him_matches_torch_multihead_attention():
     pn = F.layer_norm(p, (pdim,), him.norm2.body.weight, him.norm2.body.bias, 1e-5)
     with torch.no_grad():
         expected = (tokens + mha(xn, pn, pn, need_weights=False)[0]).transpose(1, 2).reshape(x.shape)
-        for fused in (True, False):
-            him.fused = fused
-            assert torch.allclose(him(x, p), expected, atol=1e-5), fused
-        him.fused, him.inference_chunk_pixels = True, 7  # pixel chunks (inference only)
+        for net in (him, textbook):
+            assert torch.allclose(net(x, p), expected, atol=1e-5), type(net).__name__
+        him.inference_chunk_pixels = 7  # pixel chunks (inference only)
         assert torch.allclose(him(x, p), expected, atol=1e-5)
         assert torch.allclose(him(x[:1], p[:1]), expected[:1], atol=1e-5)
 
 
 def test_gdfn_stripes_equal_whole_image_and_formula():
     torch.manual_seed(0)
-    f = perturb_(GDFN(8, 2.66, bias=True))
+    f = perturb_(FastGDFN(8, 2.66, bias=True))
+    textbook = GDFN(8, 2.66, bias=True)
+    textbook.load_state_dict(f.state_dict())
     x = torch.randn(2, 8, 13, 11).contiguous(memory_format=torch.channels_last)
     h = F.conv2d(F.conv2d(x, f.project_in.weight, f.project_in.bias), f.dwconv.weight, f.dwconv.bias,
                  padding=1, groups=f.dwconv.weight.shape[0])
     x1, x2 = h.chunk(2, 1)
     expected = F.conv2d(F.gelu(x1) * x2, f.project_out.weight, f.project_out.bias)
     with torch.no_grad():
+        assert torch.allclose(textbook(x), expected, atol=1e-5)
         for chunk in (None, 11, 30, 1000):  # 1 row, ~3 rows, whole image
             f.inference_chunk_pixels = chunk
             assert torch.allclose(f(x), expected, atol=1e-5), chunk
             assert torch.allclose(f(x[:1]), expected[:1], atol=1e-5), chunk
 
 
-@pytest.mark.parametrize("make", [lambda: MDTA(16, 2, bias=True, film_dim=12), lambda: GDFN(16, 2.66, True, 12)],
+@pytest.mark.parametrize("fast,textbook,args", [(FastMDTA, MDTA, (16, 2)), (FastGDFN, GDFN, (16, 2.66))],
                          ids=["mdta", "gdfn"])
-def test_branches_normalise_and_film_stripe_by_stripe(make):
+def test_branches_normalise_and_film_stripe_by_stripe(fast, textbook, args):
     torch.manual_seed(0)
-    branch = perturb_(make())
+    branch = perturb_(fast(*args, True, 12))
+    plain = textbook(*args, True, 12)
+    plain.load_state_dict(branch.state_dict())
     norm = perturb_(LayerNorm(16))
     film = torch.randn(2, 12)
     x = torch.randn(2, 16, 9, 7).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        expected = branch(norm(x), film)  # normalised outside, whole map
+        expected = plain(norm(x), film)  # normalised outside, whole map
         for chunk in (None, 14, 1000):
             branch.inference_chunk_pixels = chunk
             assert torch.allclose(branch(x, film, norm=norm), expected, atol=1e-5), chunk
-    with pytest.raises(ValueError, match="film=None"):
-        branch(x)
+    for module in (branch, plain):
+        with pytest.raises(ValueError, match="film=None"):
+            module(x)
 
 
 def test_prior_pyramid_shapes():
@@ -335,7 +349,7 @@ def test_inference_never_modifies_caller_tensors():
         y1 = g(x, z)
         y2 = g(x, z)
     assert torch.equal(x, x0) and torch.equal(z, z0) and torch.equal(y1, y2)
-    him = perturb_(HIM(8, 2, 64))
+    him = perturb_(FastHIM(8, 2, 64))
     m = torch.randn(1, 8, 4, 6)
     m0 = m.clone()
     with torch.no_grad():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import PY, REPO, run_env
 from hidiff.archs import build_network
-from hidiff.archs.restormer_blocks import MDTA
+from hidiff.archs.mdta import MDTA
 from hidiff.archs.swin_attention import SWDA
 from hidiff.archs.window_ops import PAD_MASK_VALUE, SHIFT_MASK_VALUE, sink_softmax, window_attention_mask
 from hidiff.config import load_options

@@ -31,55 +31,24 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
-from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import OverlapPatchEmbed, TransformerBlock, attention_types
-from hidiff.archs.unet_levels import add_unet_levels
+from hidiff.archs.attention_registry import attention_types
+from hidiff.archs.basic_layer import BasicLayer
+from hidiff.archs.fast.basic_layer import FastBasicLayer
+from hidiff.archs.prior_pyramid import prior_pyramid, token_reducer
+from hidiff.archs.unet_levels import STAGES, OverlapPatchEmbed, add_unet_levels, checkpoint_stages
 from hidiff.errors import ConfigError
 from hidiff.registry import ARCH_REGISTRY
 from hidiff.utils.suggest import did_you_mean
 
-LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
-          "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
+LEVELS = STAGES
 DEFAULT_HIM_LEVELS = tuple(name for name in LEVELS if name != "latent")
-# Which pyramid level feeds each stage (official: levels 2 and 3 both use z2).
 # Stripe size for inference (pixels); see Transformer(inference_chunk_pixels=...).
 DEFAULT_CHUNK_PIXELS = 16384
+# Which pyramid level feeds each stage (official: levels 2 and 3 both use z2).
 PRIOR_SCALE = {"encoder_level1": "z1", "encoder_level2": "z2", "encoder_level3": "z2", "latent": "z3",
                "decoder_level3": "z2", "decoder_level2": "z2", "decoder_level1": "z1", "refinement": "z1"}
-
-
-class BasicLayer(nn.Module):
-    """One U-Net stage: an optional HIM applied once, then ``num_blocks`` Transformer blocks.
-
-    ``prior_dim`` set -> the stage owns a HIM (``him``, created after ``blocks`` as in
-    the official state_dict).  ``film_dim`` set -> every block's attention and FFN is
-    FiLM-modulated by a prior vector (official bottleneck).
-    """
-
-    def __init__(self, dim: int, num_heads: int, num_blocks: int, ffn_expansion_factor: float, bias: bool,
-                 LayerNorm_type: str, prior_dim: Optional[int] = None, film_dim: Optional[int] = None,
-                 attn_type: str = "mdta", attn_options: Optional[dict] = None, fused: bool = True) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList([
-            TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, LayerNorm_type, film_dim=film_dim,
-                             attn_type=attn_type, fused=fused,
-                             attn_options={**(attn_options or {}), "block_index": i})
-            for i in range(num_blocks)])
-        self.him: Optional[HIM] = HIM(dim, num_heads, prior_dim, bias, fused) if prior_dim else None
-
-    def forward(self, x: torch.Tensor, prior: Optional[torch.Tensor] = None,
-                film: Optional[torch.Tensor] = None, consume_input: bool = False) -> torch.Tensor:
-        """Run the stage.  ``consume_input=True``: without autograd, x's storage may be
-        reused for the result (the caller must not need x afterwards)."""
-        own = consume_input
-        if self.him is not None:
-            x = self.him(x, prior, inplace=own)
-            own = True
-        for block in self.blocks:
-            x = block(x, film, inplace=own)
-            own = True
-        return x
 
 
 def _int_list(value, n: int, key: str) -> list:
@@ -153,13 +122,15 @@ class Transformer(nn.Module):
     - ``prior_pyramid=False``: single-scale prior: every HIM takes z1 and FiLM takes
       the token mean of z1; ``down_1``/``down_2`` are not built.
     - ``attn_types``: attention per stage (a name, a list of 8, or {stage: name});
-      see ``restormer_blocks.register_attention``.  ``attn_options`` maps an attention
+      see ``attention_registry.register_attention``.  ``attn_options`` maps an attention
       name to extra constructor kwargs for it.
-    - ``fused_attention``: memory-lean attention maths (False = textbook formulation).
+    - ``fused_attention``: build the CPU-fast formulations of MDTA, GDFN, HIM and the
+      blocks (:mod:`hidiff.archs.fast`); False builds the textbook classes (same
+      parameters and maths, up to float rounding).
     - ``channels_last``: run the feature maps in channels_last memory format (faster
       on CPU, copy-free LayerNorm); the output has the input's memory format.
-    - ``inference_chunk_pixels``: without autograd, the fused MDTA and HIM and the
-      GDFN run over row stripes of at most this many pixels (default 16384; exact
+    - ``inference_chunk_pixels``: without autograd, the fast MDTA, GDFN and HIM
+      run over row stripes of at most this many pixels (default 16384; exact
       maths up to float summation order; bounds the peak memory of large images and
       keeps temporaries cache-sized).  None or 0 disables it.  See
       ``set_inference_chunk_pixels``.
@@ -168,6 +139,8 @@ class Transformer(nn.Module):
       official default init adds a random image that the first ~150 iterations
       spend removing (demo: L1 0.063 at iteration 100, 0.031 at 200); short
       training runs learn deblurring sooner.  Only the initial values change.
+
+    Training memory: ``set_checkpoint_levels`` recomputes chosen stages in backward.
 
     ``dual_pixel_task=True`` (inp_channels=6, no global residual, ``skip_conv``) is
     Restormer's dual-pixel variant; no HI-Diff config uses it.
@@ -240,8 +213,10 @@ class Transformer(nn.Module):
         if need_z3:
             self.down_2 = token_reducer(self.num_tokens // 4, 1, self.prior_dim)
 
+        layer = FastBasicLayer if fused_attention else BasicLayer
+
         def stage(name: str) -> BasicLayer:
-            return BasicLayer(widths[name], n_heads[name], depth[name], ffn_expansion_factor, bias, LayerNorm_type,
+            return layer(widths[name], n_heads[name], depth[name], ffn_expansion_factor, bias, LayerNorm_type,
                               prior_dim=self.prior_dim if name in self.him_levels else None,
                               film_dim=self.prior_dim if (name == "latent" and self.film_bottleneck) else None,
                               attn_type=types[name], attn_options=attn_options.get(types[name]),
@@ -257,6 +232,18 @@ class Transformer(nn.Module):
             if self.output.bias is not None:
                 nn.init.zeros_(self.output.bias)
         self.set_inference_chunk_pixels(inference_chunk_pixels)
+        self.checkpoint_levels: frozenset = frozenset()
+
+    def set_checkpoint_levels(self, levels: Sequence[Union[str, int]]) -> None:
+        """Recompute the activations of these stages in backward instead of storing them.
+
+        ``levels``: U-Net levels 1-4 (1-3: the encoder and decoder stage of that level,
+        4: the latent) and/or stage names (e.g. ``'refinement'``); empty turns it off.
+        A chosen stage (its HIM and blocks) runs under ``torch.utils.checkpoint``
+        (use_reentrant=False) in training mode with autograd on; results and
+        gradients are unchanged, peak training memory drops.
+        """
+        self.checkpoint_levels = checkpoint_stages(levels)
 
     def set_inference_chunk_pixels(self, pixels: Optional[int]) -> None:
         """Set the stripe size (pixels) used by every chunk-aware submodule without autograd."""
@@ -288,6 +275,16 @@ class Transformer(nn.Module):
         return tokens, (z3 if self.film_bottleneck else None)
 
     # ------------------------------------------------------------------ forward
+    def _stage(self, name: str, x: torch.Tensor, tokens: Dict[str, torch.Tensor],
+               film: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run stage ``name`` on x, a temporary that nobody reads again (a fast stage may reuse its storage)."""
+        stage = getattr(self, name)
+        if name in self.checkpoint_levels and self.training and torch.is_grad_enabled():
+            return checkpoint(stage, x, tokens.get(name), film, use_reentrant=False)
+        if isinstance(stage, FastBasicLayer):
+            return stage(x, tokens.get(name), film, consume_input=True)
+        return stage(x, tokens.get(name), film)
+
     def forward(self, inp_img: torch.Tensor, prior: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Deblur ``inp_img`` (B, inp_channels, H, W), H and W multiples of 8, guided by ``prior``.
 
@@ -300,30 +297,27 @@ class Transformer(nn.Module):
             raise ValueError(f"inp_img: H and W must be multiples of 8, got {h}x{w}; pad the image first "
                              "(the inference pipeline does this)")
         tokens, film = self._stage_priors(prior, b)
-        p = tokens.get
 
         x = self.patch_embed(inp_img)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         skip = self.skip_conv(x) if self.dual_pixel_task else None
-        # Every stage input below is a temporary nobody reads again, so stages may
-        # reuse its storage at inference (consume_input=True).
-        enc1 = self.encoder_level1(x, p("encoder_level1"), consume_input=True)
+        enc1 = self._stage("encoder_level1", x, tokens)
         del x
-        enc2 = self.encoder_level2(self.down1_2(enc1), p("encoder_level2"), consume_input=True)
-        enc3 = self.encoder_level3(self.down2_3(enc2), p("encoder_level3"), consume_input=True)
-        dec = self.latent(self.down3_4(enc3), p("latent"), film, consume_input=True)
+        enc2 = self._stage("encoder_level2", self.down1_2(enc1), tokens)
+        enc3 = self._stage("encoder_level3", self.down2_3(enc2), tokens)
+        dec = self._stage("latent", self.down3_4(enc3), tokens, film)
 
         dec = self.reduce_chan_level3(torch.cat([self.up4_3(dec), enc3], 1))
         del enc3
-        dec = self.decoder_level3(dec, p("decoder_level3"), consume_input=True)
+        dec = self._stage("decoder_level3", dec, tokens)
         dec = self.reduce_chan_level2(torch.cat([self.up3_2(dec), enc2], 1))
         del enc2
-        dec = self.decoder_level2(dec, p("decoder_level2"), consume_input=True)
+        dec = self._stage("decoder_level2", dec, tokens)
         dec = torch.cat([self.up2_1(dec), enc1], 1)
         del enc1
-        dec = self.decoder_level1(dec, p("decoder_level1"), consume_input=True)
-        dec = self.refinement(dec, p("refinement"), consume_input=True)
+        dec = self._stage("decoder_level1", dec, tokens)
+        dec = self._stage("refinement", dec, tokens)
 
         if skip is not None:
             out = self.output(dec + skip)

@@ -5,7 +5,8 @@ rows, so ``nn.Linear`` on a handful of rows per sample - the prior tokens, the
 FiLM vectors - gives results that differ by a few float32 ulps between batch 1
 and batch 4.  Tiled inference promises outputs that are bitwise independent of
 the tile batch, so at inference every Linear of the prior path (latent encoder
-head, MLP-mixers, denoisers, HIM keys, prior pyramid, FiLM) runs one sample at
+head, MLP-mixers, denoisers, prior pyramid, and the HIM keys and FiLM of the
+CPU-fast blocks in :mod:`hidiff.archs.fast`) runs one sample at
 a time: each call then has the shape of a batch-1 call.  They are tiny (<= 16
 rows per sample), so the loop costs microseconds; in training mode the layer is
 an ordinary batched Linear.  Parameters and state_dict keys are those of
@@ -13,7 +14,7 @@ an ordinary batched Linear.  Parameters and state_dict keys are those of
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,6 +36,18 @@ class SampleWiseLinear(nn.Linear):
         if self.training or x.dim() < 2:
             return F.linear(x, self.weight, self.bias)
         return each_sample(super().forward, x)
+
+
+def sample_wise(*linears: Optional[nn.Linear]) -> Tuple[Optional[nn.Linear], ...]:
+    """Turn built ``nn.Linear`` layers into ``SampleWiseLinear`` in place (same parameters); None passes.
+
+    The layers keep their parameters, their initial values and their place in the
+    state_dict; only the inference-time forward changes.
+    """
+    for linear in linears:
+        if linear is not None:
+            linear.__class__ = SampleWiseLinear
+    return linears
 
 
 def per_sample(fn: Callable[..., torch.Tensor], *xs: torch.Tensor) -> torch.Tensor:

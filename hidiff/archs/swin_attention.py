@@ -24,7 +24,7 @@ padding is removed from the keys (masked) and from q, k, v (zeroed); maps that
 are already multiples (every map of the published Swintormer) take the exact
 published path.
 
-Registered in the attention factory of ``restormer_blocks`` as ``'swda'`` (the
+Registered in the attention factory (``attention_registry``) as ``'swda'`` (the
 mixed attention) and ``'swin'`` (spatial branch on all channels), so the HI-Diff
 U-Net can use them per stage (``Transformer(attn_types=[...])``).
 """
@@ -37,7 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hidiff.archs.restormer_blocks import branch_input, film_linears, register_attention
+from hidiff.archs.attention_registry import register_attention
+from hidiff.archs.film import apply_film, film_linears
+from hidiff.archs.sample_wise import sample_wise
 from hidiff.archs.window_ops import (log_cpb_table, relative_position_index, sink_softmax, window_attention_mask,
                                      window_merge, window_partition)
 from hidiff.errors import ConfigError
@@ -113,7 +115,7 @@ class SWDA(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
-        self.ln1, self.ln2 = film_linears(film_dim, dim)
+        self.ln1, self.ln2 = sample_wise(*film_linears(film_dim, dim))
 
     # ----------------------------------------------------------------- pieces
     def position_bias(self) -> torch.Tensor:
@@ -158,9 +160,7 @@ class SWDA(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
-        film_prep = branch_input(None, self.ln1, self.ln2, film, "SWDA")
-        if film_prep is not None:
-            x = film_prep(x)
+        x = apply_film(x, self.ln1, self.ln2, film, "SWDA")
         b, c, h, w = x.shape
         ws, shift = self.window_size, self.shift_size
         hp, wp = math.ceil(h / ws) * ws, math.ceil(w / ws) * ws

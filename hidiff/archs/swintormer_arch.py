@@ -31,11 +31,15 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from hidiff.archs.him import HIM, prior_pyramid, token_reducer
-from hidiff.archs.restormer_blocks import (GDFN, LayerNorm, attention_types, branch_input, build_attention,
-                                           film_linears)
+from hidiff.archs.attention_registry import attention_types, build_attention
+from hidiff.archs.fast.gdfn import FastGDFN
+from hidiff.archs.fast.him import FastHIM
+from hidiff.archs.film import apply_film, film_linears
+from hidiff.archs.prior_pyramid import prior_pyramid, token_reducer
+from hidiff.archs.sample_wise import sample_wise
 from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' and 'swda')
-from hidiff.archs.unet_levels import add_unet_levels
+from hidiff.archs.transformer_block import TransformerBlock
+from hidiff.archs.unet_levels import add_unet_levels, checkpoint_stages
 from hidiff.errors import ConfigError
 from hidiff.inference.padding import pad_to_multiple
 from hidiff.registry import ARCH_REGISTRY
@@ -71,33 +75,26 @@ class GatedFFN(nn.Module):
             raise ConfigError(f"ffn_expansion_factor={ffn_expansion_factor} gives no hidden channels")
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
-        self.ln1, self.ln2 = film_linears(film_dim, dim)
+        self.ln1, self.ln2 = sample_wise(*film_linears(film_dim, dim))
 
     def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
-        film_prep = branch_input(None, self.ln1, self.ln2, film, "GatedFFN")
-        if film_prep is not None:
-            x = film_prep(x)
+        x = apply_film(x, self.ln1, self.ln2, film, "GatedFFN")
         a, g = self.project_in(x).chunk(2, dim=1)
         return self.project_out(a * g)
 
 
-class SwintormerBlock(nn.Module):
-    """Pre-norm block: x + attn(LN(x)), then x + ffn(LN(x)); LN over channels per pixel (eps 1e-5)."""
+def swintormer_block(dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, attn_type: str,
+                     attn_options: Mapping, ffn_type: str, film_dim: Optional[int] = None) -> TransformerBlock:
+    """Pre-norm block x + attn(LN(x)), then x + ffn(LN(x)), with Swintormer's attention and FFN choices.
 
-    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, attn_type: str,
-                 attn_options: Mapping, ffn_type: str, film_dim: Optional[int] = None) -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(dim, "WithBias")
-        self.attn = build_attention(attn_type, dim, num_heads, bias, film_dim=film_dim, **attn_options)
-        self.norm2 = LayerNorm(dim, "WithBias")
-        if ffn_type == "glu_plain":
-            self.ffn: nn.Module = GatedFFN(dim, ffn_expansion_factor, bias, film_dim=film_dim)
-        else:
-            self.ffn = GDFN(dim, ffn_expansion_factor, bias, film_dim=film_dim)
-
-    def forward(self, x: torch.Tensor, film: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), film)
-        return x + self.ffn(self.norm2(x), film)
+    ``'gdfn'`` and ``'mdta'`` use the CPU-fast formulations (:mod:`hidiff.archs.fast`).
+    """
+    attn = build_attention(attn_type, dim, num_heads, bias, film_dim=film_dim, **attn_options)
+    if ffn_type == "glu_plain":
+        ffn: nn.Module = GatedFFN(dim, ffn_expansion_factor, bias, film_dim=film_dim)
+    else:
+        ffn = FastGDFN(dim, ffn_expansion_factor, bias, film_dim=film_dim)
+    return TransformerBlock(dim, attn, ffn, "WithBias")
 
 
 class Stage(nn.ModuleList):
@@ -275,8 +272,8 @@ class Swintormer(nn.Module):
                 if kind == "swda":
                     opts.update(attn_split=attn_split, channel_attn_scope=channel_attn_scope,
                                 channel_attn_temperature=channel_attn_temperature)
-                blocks.append(SwintormerBlock(width[name], heads[level], ffn_expansion_factor, bias, kind, opts,
-                                              self.ffn_type, film_dim=film))
+                blocks.append(swintormer_block(width[name], heads[level], ffn_expansion_factor, bias, kind, opts,
+                                               self.ffn_type, film_dim=film))
             return Stage(blocks)
 
         # Creation order = the published state_dict order.
@@ -302,13 +299,21 @@ class Swintormer(nn.Module):
             self.down_2 = token_reducer(self.num_tokens // 4, 1, self.prior_dim)
         stage_width = {s: widths[STAGE_LEVEL[s]] for s in STAGES}
         stage_width.update(decoder_level1=widths[0] * 2, refinement=widths[0] * 2)
-        self.hims = nn.ModuleDict({s: HIM(stage_width[s], heads[STAGE_LEVEL[s]], self.prior_dim, bias)
+        self.hims = nn.ModuleDict({s: FastHIM(stage_width[s], heads[STAGE_LEVEL[s]], self.prior_dim, bias)
                                    for s in self.him_levels})
         for block in self.latent:
             for m in (block.attn, block.ffn):
                 for lin in (getattr(m, "ln1", None), getattr(m, "ln2", None)):
                     if lin is not None:
                         lin.reset_parameters()
+
+    def set_checkpoint_levels(self, levels: Sequence[Union[str, int]]) -> None:
+        """Recompute these stages' blocks in backward (training with autograd only); replaces ``grad_checkpoint``.
+
+        ``levels``: U-Net levels 1-4 (1-3: the encoder and decoder stage of that level,
+        4: the latent) and/or stage names; empty turns checkpointing off.
+        """
+        self.checkpointed = checkpoint_stages(levels)
 
     # ------------------------------------------------------------------ helpers
     def _check_inputs(self, x: torch.Tensor, prior: Optional[torch.Tensor]) -> None:
