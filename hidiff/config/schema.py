@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Union, get_args
 
+from hidiff.archs.unet_levels import checkpoint_stages
 from hidiff.config import registries
 from hidiff.config.typed import MAX_SEED, Problems, check_field, convert, spec, to_dict, type_hints
 from hidiff.errors import ConfigError
@@ -346,6 +347,10 @@ class TrainOptions:
     max_consecutive_nonfinite: int = spec(20, "stop after this many skipped non-finite steps in a row (0: never)",
                                           ge=0)
     deterministic: bool = spec(False, "deterministic kernels")
+    checkpoint_levels: List[Union[int, str]] = spec(
+        doc="U-Net levels (1-4, 4 = latent) or stage names whose activations are recomputed in backward "
+            "instead of stored (activation checkpointing: less memory, more time; same gradients)",
+        default_factory=list)
 
     _aliases = {"optim_g": "optim_total"}
     _retired = {
@@ -353,6 +358,7 @@ class TrainOptions:
     }
 
     def validate(self, path: str) -> None:
+        checkpoint_stages(self.checkpoint_levels, f"{path}.checkpoint_levels")
         if self.scheduler is None:
             return
         cls = registries.lookup("scheduler", self.scheduler.type, f"{path}.scheduler.type")

@@ -64,6 +64,8 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     model.to(t.device)
     if topt.channels_last:
         model.to(memory_format=torch.channels_last)
+    if topt.checkpoint_levels:
+        _checkpoint_levels(model, topt.checkpoint_levels, log)
     t.model = model
     t.params = [p for p in model.trainable.parameters() if p.requires_grad]
     t.optimizer = build_optimizer(t.params, topt.optim_total)
@@ -221,3 +223,14 @@ def version() -> str:
 
 def stamp() -> str:
     return time.strftime("%Y%m%d_%H%M%S")
+
+
+def _checkpoint_levels(model, levels, log) -> None:
+    """Turn on activation checkpointing (``train.checkpoint_levels``) in every trained network that has levels."""
+    nets = {n: net for n, net in model.trainable.items() if hasattr(net, "set_checkpoint_levels")}
+    if not nets:
+        raise ConfigError(f"train.checkpoint_levels {list(levels)}: none of the trained networks "
+                          f"({', '.join(sorted(model.trainable))}) has U-Net levels to checkpoint")
+    for name, net in nets.items():
+        net.set_checkpoint_levels(levels)
+        log.info("net_%s: activation checkpointing of %s", name, ", ".join(sorted(net.checkpoint_levels)))
