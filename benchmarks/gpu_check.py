@@ -1,12 +1,13 @@
 """Prove hidiff's CUDA paths in one command: precision, resume, DDP, layouts, compile, prefetch, tiling, export, speed.
 
-On the GPU machine (one H100, the torch it already has; about 5 minutes, at most 8), from the repository root:
+On the GPU machine (one H100, the torch it already has; about 5 minutes, at most 8), from the repository root,
+as the device tool's one command (timeout_s 540; --carry: nothing, the working tree is enough):
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out $OUT/gpu_check
 
-(``--carry``: nothing to carry; the working tree is enough.)  It needs torch, numpy, pyyaml, opencv-python
-(cv2) and what hidiff itself imports (see pyproject.toml); scikit-image is not needed.  onnx, onnxruntime and
-onnxscript are needed only with --onnx and imported only then: without them that part is recorded as skipped.  On a CPU:
+It imports torch, numpy, pyyaml (yaml) and opencv-python (cv2), and hidiff's own modules on the training,
+data and inference paths; scikit-image, tensorboard and lpips are not needed.  onnx, onnxruntime and onnxscript
+are needed only with --onnx and imported only then: without them that part is recorded as skipped.  On a CPU:
 
     PYTHONPATH=. python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check
 
@@ -21,7 +22,8 @@ budget, and the whole run stops starting checks after --total-budget seconds):
 * amp_resume: fp16 training through the real trainer, stopped after 2 iterations and resumed from its
   checkpoint, ends with the same GradScaler state and weights as a straight 4-iteration run;
 * ddp: scripts/train.py under torchrun (world size 1, NCCL) trains and checkpoints;
-* channels_last, compile: train.channels_last / train.compile give fp32 losses within 1e-3 of the default;
+* channels_last, compile: train.channels_last / train.compile give fp32 losses within 0.5 % of the default
+  (TF32 convolutions, PyTorch's CUDA default; 0.1 % on the CPU);
 * prefetch: the CUDA (and CPU) prefetcher yields the same batches as the plain loader;
 * tiler_oom: a tile batch of 16 under a memory cap (torch.cuda.set_per_process_memory_fraction) halves on
   out-of-memory and gives the batch-1 result; tiler_auto: the automatic tile size follows free memory;
@@ -42,21 +44,27 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("numpy", "yaml", "cv2", "skimage", "onnx", "onnxruntime", "onnxscript")
+# module -> the distributions that provide it (versions are read from the metadata, nothing is imported)
+PACKAGES = {"numpy": ("numpy",), "yaml": ("PyYAML",),
+            "cv2": ("opencv-python", "opencv-python-headless", "opencv-contrib-python"),
+            "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "onnxscript": ("onnxscript",)}
 
 
 def environment() -> dict:
     """Versions of the packages the checks use ('missing' where absent)."""
-    import importlib
+    from importlib import metadata
     out = {}
-    for name in PACKAGES:
-        if importlib.util.find_spec(name) is None:
-            out[name] = "missing"
+    for module, dists in PACKAGES.items():
+        if importlib.util.find_spec(module) is None:
+            out[module] = "missing"
             continue
-        try:
-            out[name] = str(getattr(importlib.import_module(name), "__version__", "present"))
-        except Exception as exc:  # a broken install is reported, not fatal
-            out[name] = f"broken ({type(exc).__name__})"
+        out[module] = "present"
+        for dist in dists:
+            try:
+                out[module] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,15 +112,28 @@ def run_here(chk: Check, ctx: Context) -> dict:
             "budget_s": budget, "details": _jsonable(details)}
 
 
+def run_group(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new session; on timeout the whole process group is killed (a launcher's
+    workers too) and ``subprocess.TimeoutExpired`` is raised with the output so far."""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(list(cmd), timeout, output=out, stderr=err) from None
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
 def run_isolated(chk: Check, ctx: Context, timeout: float) -> dict:
-    """Run one check in a fresh interpreter, killed after ``timeout`` seconds; never raises."""
+    """Run one check in a fresh interpreter, killed (with its children) after ``timeout`` s; never raises."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "hidiff.profiling.checkrun", chk.name, ctx.to_json()]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+        proc = run_group(cmd, timeout)
     except subprocess.TimeoutExpired as exc:
-        tail = ((exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes)
-                else (exc.stderr or "")).strip().splitlines()[-8:]
+        tail = (exc.stderr or "").strip().splitlines()[-8:]
         return {"name": chk.name, "title": chk.title, "status": "failed",
                 "reason": f"killed at its budget of {timeout:.0f} s", "seconds": round(time.perf_counter() - t0, 2),
                 "budget_s": chk.budget(ctx), "details": {"stderr_tail": tail}}

@@ -13,7 +13,6 @@ import copy
 import logging
 import math
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -22,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from hidiff.profiling.checkrun import NO_CUDA, Context, check
+from hidiff.profiling.checkrun import NO_CUDA, Context, check, run_group
 
 STAGE_FILES = {"1": "options/stage1_gopro.yml", "2": "options/stage2_gopro.yml", "test": "options/test_gopro.yml"}
 # Tiny networks of the same classes for the dry run (per network block).
@@ -35,8 +34,9 @@ TINY: Dict[str, Dict[str, object]] = {
 }
 # Largest relative difference of a mixed-precision loss from the fp32 loss, any of the steps.
 AMP_TOLERANCE = {"bf16": 0.02, "fp16": 0.01}
-# Largest relative loss difference between two fp32 formulations of the same step (layout, compile).
-FP32_TOLERANCE = 1e-3
+# Largest relative loss difference between two fp32 runs of the same steps (memory layout, compile): CPU, and
+# CUDA, where convolutions run in TF32 (PyTorch's default) and the layouts pick different kernels.
+FP32_TOLERANCE = {"cpu": 1e-3, "cuda": 5e-3}
 
 
 # ------------------------------------------------------------------ helpers
@@ -171,8 +171,22 @@ def _losses(ctx: Context, spec, steps: int) -> dict:
     peak = torch.cuda.max_memory_allocated() if ctx.cuda else None
     del ts
     free_cuda()
-    return {"losses": losses, "nonfinite_steps": skipped, "median_step_s": statistics.median(times[1:] or times),
-            "cuda_peak_allocated_bytes": peak}
+    return {"losses": losses, "nonfinite_steps": skipped, "first_step_s": times[0],
+            "median_step_s": statistics.median(times[1:] or times), "cuda_peak_allocated_bytes": peak}
+
+
+def runs_table(runs: Dict[str, dict]) -> str:
+    """Markdown: one row per run of a comparison (first and last loss, difference, step times, memory)."""
+    lines = ["| run | first loss | last loss | max rel diff | non-finite steps | first step s | median s/step | "
+             "peak alloc GiB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in runs.items():
+        peak = r.get("cuda_peak_allocated_bytes")
+        diff = r.get("max_rel_diff_vs_fp32", r.get("max_rel_diff"))
+        lines.append(f"| {label} | {r['losses'][0]:.6g} | {r['losses'][-1]:.6g} | "
+                     f"{'-' if diff is None else f'{diff:.2e}'} | {r.get('nonfinite_steps', '-')} | "
+                     f"{r['first_step_s']:.3f} | {r['median_step_s']:.3f} | "
+                     f"{'n/a' if peak is None else f'{peak / 2**30:.2f}'} |")
+    return "\n".join(lines)
 
 
 def _precision_parity(ctx: Context, stage: str) -> dict:
@@ -204,7 +218,7 @@ def _precision_parity(ctx: Context, stage: str) -> dict:
                 parts[precision] = f"failed: loss differs from fp32 by {d:.3g} (relative) > {tol}"
     failed = {k: v for k, v in parts.items() if v.startswith("failed")}
     details = {"steps": steps, "batch": batch, "size": list(size), "tolerance_rel_vs_fp32": AMP_TOLERANCE,
-               "parts": parts, "runs": runs}
+               "parts": parts, "runs": runs, "table": runs_table(runs)}
     if failed:
         raise AssertionError("; ".join(f"{k} {v}" for k, v in failed.items()))
     return details
@@ -265,7 +279,7 @@ def ddp(ctx: Context) -> dict:
     script = Path(ctx.repo) / "scripts" / "train.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(script),
            "-opt", str(path), "--launcher", "pytorch"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, ctx_budget(ctx, "ddp") - 10))
+    proc = run_group(cmd, timeout=max(10, ctx_budget(ctx, "ddp") - 10))
     logs = sorted((root / "experiments").rglob("train_*.log"))
     text = "\n".join(p.read_text(errors="replace") for p in logs)
     details = {"command": " ".join(cmd[1:]), "exit_code": proc.returncode, "backend": backend,
@@ -319,9 +333,12 @@ def channels_last(ctx: Context) -> dict:
     d = rel_diff(runs["true"]["losses"], runs["false"]["losses"])
     if not all(math.isfinite(v) for r in runs.values() for v in r["losses"]):
         raise AssertionError("non-finite loss")
-    if d > FP32_TOLERANCE:
-        raise AssertionError(f"channels_last losses differ by {d:.3g} (relative) > {FP32_TOLERANCE}")
-    return {"runs": runs, "max_rel_diff": d, "tolerance": FP32_TOLERANCE}
+    tol = FP32_TOLERANCE["cuda" if ctx.cuda else "cpu"]
+    if d > tol:
+        raise AssertionError(f"channels_last losses differ by {d:.3g} (relative) > {tol}")
+    runs["true"]["max_rel_diff"] = d
+    return {"runs": runs, "max_rel_diff": d, "tolerance": tol,
+            "table": runs_table({f"channels_last={k}": v for k, v in runs.items()})}
 
 
 @check("compile", "train.compile (torch.compile): same losses as eager", 180, 60)
@@ -340,11 +357,15 @@ def compile_check(ctx: Context) -> dict:
 
     runs = _compare_steps(ctx, specs, 2 if ctx.dry_run else 6, prepare)
     d = rel_diff(runs["compiled"]["losses"], runs["eager"]["losses"])
-    details = {"runs": runs, "max_rel_diff": d, "tolerance": FP32_TOLERANCE,
+    tol = FP32_TOLERANCE["cuda" if ctx.cuda else "cpu"]
+    details = {"runs": runs, "max_rel_diff": d, "tolerance": tol,
                "backend": "eager (dry run)" if ctx.dry_run else "inductor",
+               "compile_s": runs["compiled"]["first_step_s"] - runs["eager"]["first_step_s"],
                "speedup_after_compile": runs["eager"]["median_step_s"] / runs["compiled"]["median_step_s"]}
-    if d > FP32_TOLERANCE:
-        raise AssertionError(f"compiled losses differ by {d:.3g} (relative) > {FP32_TOLERANCE}")
+    runs["compiled"]["max_rel_diff"] = d
+    details["table"] = runs_table(runs)
+    if d > tol:
+        raise AssertionError(f"compiled losses differ by {d:.3g} (relative) > {tol}")
     return details
 
 

@@ -129,6 +129,7 @@ def run_case(case: SpeedCase, specs: Sequence[StepSpec], *, warmup: int = 1, rep
         r["peak_bytes"] = peak
         r["memory_vs_plain"] = (peak / base_mem) if (peak and base_mem) else None
     return {"case": case.key, "title": case.title, "opt": case.opt, "batch": case.batch, "size_hw": list(case.size),
+            "memory_mode": memory,
             "load_average_before": timing["load_average_before"], "load_average_after": timing["load_average_after"],
             "warmup": warmup, "repeats": repeats, "rows": rows}
 
@@ -165,8 +166,11 @@ def format_table(results: Sequence[dict], machine: str, device: str) -> str:
                          f"| {r['cpu_s']:.2f} | {r['steps_per_s']:.3f} | {r['samples_per_s']:.2f} | "
                          f"{_x(r['speedup_vs_plain'])} | {_gib(r['peak_bytes'])} | {_gib(mem.get('delta_bytes'))} | "
                          f"{_x(r['memory_vs_plain'])} | {load} |")
+    modes = {res.get("memory_mode") for res in results}
+    where = {"subprocess": "each variant in a fresh process", "in_process": "one variant alive at a time",
+             "none": "not measured"}
     lines += ["", "Each case's variants were timed in one process, one step of each in turn (order rotating every "
               "round); 'speed vs plain' = median step time of plain / median of the variant. Peak memory: one step "
-              "after a warm-up step, each variant in a fresh process ('step delta' = the step's peak minus the "
-              "memory held before it: weights, gradients, optimiser state)."]
+              f"after a warm-up step, {'; '.join(where.get(m, str(m)) for m in sorted(modes, key=str))} ('step delta' "
+              "= the step's peak minus the memory held before it: weights, gradients, optimiser state)."]
     return "\n".join(lines)
