@@ -104,7 +104,8 @@ def run_case(case: SpeedCase, specs: Sequence[StepSpec], *, warmup: int = 1, rep
     if device.type == "cuda":
         torch.cuda.empty_cache()
     rows = []
-    base_s = timing["variants"].get(BASELINE, {}).get("median_s")
+    base = timing["variants"].get(BASELINE, {})
+    base_s = base.get("median_s")
     for spec in specs:
         if spec.label in skipped:
             rows.append({"variant": spec.label, "skipped": skipped[spec.label]})
@@ -114,6 +115,7 @@ def run_case(case: SpeedCase, specs: Sequence[StepSpec], *, warmup: int = 1, rep
                "checkpointing": spec.checkpointing, **t, "steps_per_s": 1.0 / t["median_s"],
                "samples_per_s": case.batch / t["median_s"],
                "speedup_vs_plain": (base_s / t["median_s"]) if base_s else None,
+               "round_speedups_vs_plain": [p / v for p, v in zip(base.get("samples_s", []), t["samples_s"])],
                "loss_after_timing": losses[spec.label]["total"]}
         if memory == "in_process":
             if log:
@@ -152,25 +154,27 @@ def format_table(results: Sequence[dict], machine: str, device: str) -> str:
     mem_name = "peak alloc GiB" if device.startswith("cuda") else "peak RSS GiB"
     lines = [f"machine: {machine}", "",
              f"| case | variant | median s/step | min-max s | cpu s | steps/s | samples/s | speed vs plain | "
-             f"{mem_name} | step delta GiB | memory vs plain | load before -> after |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"per round | {mem_name} | step delta GiB | memory vs plain | load before -> after |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for res in results:
         la, lb = res["load_average_before"], res["load_average_after"]
         load = f"{la[0]:.2f} -> {lb[0]:.2f}" if la and lb else "n/a"
         for r in res["rows"]:
             if "skipped" in r:
-                lines.append(f"| {res['title']} | {r['variant']} | n/a ({r['skipped']}) |" + " |" * 9)
+                lines.append(f"| {res['title']} | {r['variant']} | n/a ({r['skipped']}) |" + " |" * 10)
                 continue
             mem = r.get("memory") or {}
             lines.append(f"| {res['title']} | {r['variant']} | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} "
                          f"| {r['cpu_s']:.2f} | {r['steps_per_s']:.3f} | {r['samples_per_s']:.2f} | "
-                         f"{_x(r['speedup_vs_plain'])} | {_gib(r['peak_bytes'])} | {_gib(mem.get('delta_bytes'))} | "
+                         f"{_x(r['speedup_vs_plain'])} | {', '.join(_x(v) for v in r['round_speedups_vs_plain'])} | "
+                         f"{_gib(r['peak_bytes'])} | {_gib(mem.get('delta_bytes'))} | "
                          f"{_x(r['memory_vs_plain'])} | {load} |")
     modes = {res.get("memory_mode") for res in results}
     where = {"subprocess": "each variant in a fresh process", "in_process": "one variant alive at a time",
              "none": "not measured"}
     lines += ["", "Each case's variants were timed in one process, one step of each in turn (order rotating every "
-              "round); 'speed vs plain' = median step time of plain / median of the variant. Peak memory: one step "
+              "round); 'speed vs plain' = median step time of plain / median of the variant, 'per round' = the same "
+              "ratio within each round (steps run back to back). Peak memory: one step "
               f"after a warm-up step, {'; '.join(where.get(m, str(m)) for m in sorted(modes, key=str))} ('step delta' "
               "= the step's peak minus the memory held before it: weights, gradients, optimiser state)."]
     return "\n".join(lines)
