@@ -78,7 +78,8 @@ def test_benchmark_script_reports_speed_ratio_and_fresh_process_memory(tmp_path)
         r = rows[label]
         assert len(r["samples_s"]) == 2 and r["median_s"] > 0
         assert r["samples_per_s"] == pytest.approx(1 / r["median_s"])
-        assert r["memory"]["peak_rss_bytes"] > r["memory"]["delta_bytes"] > 0
+        mem = r["memory"]  # a tiny step may be served entirely from memory the warm-up step left resident
+        assert mem["peak_rss_bytes"] >= mem["rss_before_bytes"] > 0 and mem["delta_bytes"] >= 0
     assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["memory_vs_plain"] == 1.0
     ckpt = rows["fast+ckpt"]
     assert "skipped" in ckpt or ckpt["checkpointing"] is True
