@@ -1,7 +1,9 @@
 """Measuring models: parameters, MACs/FLOPs, synchronised latency and peak memory.
 
 ``hidiff-profile`` (hidiff/cli/profile.py) is the front end; ``benchmarks/speed.py`` reuses the same
-cases and the per-case subprocess measurement.
+cases and the per-case subprocess measurement.  ``train_step``/``train_speed``
+time the trainer's optimisation step for ``benchmarks/train_speed.py``;
+``checkrun``/``gpu_checks`` are the checks of ``benchmarks/gpu_check.py``.
 """
 from hidiff.profiling.cases import CASE_ORDER, Case, build_cases, parse_size
 from hidiff.profiling.counting import count_flops, count_parameters, reference_formulation

@@ -1,0 +1,121 @@
+"""Prove hidiff's CUDA paths in one command: precision, resume, DDP, layouts, compile, prefetch, tiling, export, speed.
+
+On the GPU machine (one H100, the torch it already has; about 5 minutes, at most 8), from the repository root,
+as the device tool's one command (timeout_s 540; --carry: nothing, the working tree is enough):
+
+    PYTHONPATH=. python benchmarks/gpu_check.py --out $OUT/gpu_check
+
+It imports torch, numpy, pyyaml (yaml) and opencv-python (cv2), and hidiff's own modules on the training,
+data and inference paths; scikit-image, tensorboard and lpips are not needed.  onnx, onnxruntime and onnxscript
+are needed only with --onnx and imported only then: without them that part is recorded as skipped.  On a CPU:
+
+    PYTHONPATH=. python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check
+
+runs the same checks with tiny networks and sizes, recording what needs CUDA as "skipped (no CUDA)".
+
+Checks (each independent, with its own time budget; by default each runs in a fresh process killed at its
+budget, and the whole run stops starting checks after --total-budget seconds):
+
+* amp_stage1 / amp_stage2: 20 training steps of the GoPro stage-1 / stage-2 networks at 2x256x256 in fp32,
+  bf16 and fp16 (GradScaler) from the same init and data: finite losses, mixed-precision losses within
+  2 % (bf16) / 1 % (fp16) of fp32 at every step;
+* amp_resume: fp16 training through the real trainer, stopped after 2 iterations and resumed from its
+  checkpoint, ends with the same GradScaler state and weights as a straight 4-iteration run;
+* ddp: scripts/train.py under torchrun (world size 1, NCCL) trains and checkpoints;
+* channels_last, compile: train.channels_last / train.compile give fp32 losses within 0.5 % of the default
+  (TF32 convolutions, PyTorch's CUDA default; 0.1 % on the CPU);
+* prefetch: the CUDA (and CPU) prefetcher yields the same batches as the plain loader;
+* tiler_oom: a tile batch of 16 under a memory cap (torch.cuda.set_per_process_memory_fraction) halves on
+  out-of-memory and gives the batch-1 result; tiler_auto: the automatic tile size follows free memory;
+* export: TorchScript parity with eager on CUDA; with --onnx also the ONNX file against onnxruntime (not in
+  the 8 minutes: the dynamo-based ONNX export takes minutes of CPU time);
+* speed_inference, speed_training: tables beside the plain fp32 formulation (timed interleaved).
+
+Writes ``gpu_check.json`` and ``gpu_check.md`` under --out; exits 1 if any check failed, 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+# module -> the distributions that provide it (versions are read from the metadata, nothing is imported)
+PACKAGES = {"numpy": ("numpy",), "yaml": ("PyYAML",),
+            "cv2": ("opencv-python", "opencv-python-headless", "opencv-contrib-python"),
+            "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "onnxscript": ("onnxscript",)}
+
+
+def environment() -> dict:
+    """Versions of the packages the checks use ('missing' where absent)."""
+    from importlib import metadata
+    out = {}
+    for module, dists in PACKAGES.items():
+        if importlib.util.find_spec(module) is None:
+            out[module] = "missing"
+            continue
+        out[module] = "present"
+        for dist in dists:
+            try:
+                out[module] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import hidiff.profiling.gpu_checks as gc_mod
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and the checks' files")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny networks and sizes; CUDA parts are skipped")
+    ap.add_argument("--only", default=None, help=f"comma-separated checks (default all: {','.join(gc_mod.ORDER)})")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the checks in this process (faster start; a hang is not cut off at its budget)")
+    ap.add_argument("--onnx", action="store_true",
+                    help="also export to ONNX and check it (the dynamo export takes minutes: outside the 8 minutes)")
+    ap.add_argument("--total-budget", type=float, default=None,
+                    help="seconds after which no further check starts (default 470; dry run: none)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from hidiff.profiling.checkrun import REGISTRY, Context, run_checks, write_reports
+    from hidiff.profiling.machine import describe_machine, machine_line
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else list(gc_mod.ORDER)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        print(f"gpu_check.py: error: --only: unknown check(s) {', '.join(unknown)}; known: {', '.join(gc_mod.ORDER)}",
+              file=sys.stderr)
+        return 2
+    if not args.dry_run and not torch.cuda.is_available():
+        print("gpu_check.py: error: no CUDA device here; run with --dry-run to check the code on the CPU",
+              file=sys.stderr)
+        return 2
+    device = "cpu" if args.dry_run else "cuda"
+    budget = args.total_budget if args.total_budget is not None else (None if args.dry_run else 470.0)
+    ctx = Context(out_dir=str(Path(args.out).resolve()), dry_run=args.dry_run, device=device, repo=str(REPO),
+                  extra={"onnx": args.onnx})
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    results = run_checks(ctx, names, isolate=not args.in_process, total_budget_s=budget,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
+    machine = describe_machine(device)
+    meta = {"title": "hidiff GPU check" + (" (dry run)" if args.dry_run else ""),
+            "command": " ".join(["python", "benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
+            "dry_run": args.dry_run, "device": device, "machine": machine, "machine_line": machine_line(machine),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "environment": environment(),
+            "started": started, "total_s": time.perf_counter() - t0}
+    paths = write_reports(args.out, "gpu_check", meta, results)
+    failed = [r["name"] for r in results if r["status"] == "failed"]
+    print(f"{len(results) - len(failed)}/{len(results)} checks passed; reports: "
+          f"{', '.join(str(p) for p in paths)}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Run independent checks, each with its own time budget, and write one JSON and one markdown report.
+
+A check is a function ``fn(ctx) -> details`` registered with :func:`check`.
+It passes by returning and fails by raising (the message and the last lines
+of the traceback are recorded).  Parts of a check that cannot run here are
+listed in ``details['parts']`` as ``'skipped (<reason>)'``.  With ``isolate=True`` every
+check runs in a fresh interpreter (``python -m hidiff.profiling.checkrun``)
+killed at its budget, so a crash, a hang, an out-of-memory state or a changed
+global setting of one check never reaches another; in-process runs record an
+overrun as a failure after the fact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+RESULT_MARK = "HIDIFF_CHECK_RESULT "
+NO_CUDA = "skipped (no CUDA)"
+
+
+@dataclass
+class Context:
+    """What every check may read: where to write, which device, how big."""
+
+    out_dir: str
+    dry_run: bool = False
+    device: str = "cpu"
+    repo: str = ""
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def work_dir(self, name: str) -> Path:
+        path = Path(self.out_dir) / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Context":
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Check:
+    name: str
+    title: str
+    budget_s: float
+    dry_budget_s: float
+    fn: Callable[[Context], dict]
+
+    def budget(self, ctx: Context) -> float:
+        return self.dry_budget_s if ctx.dry_run else self.budget_s
+
+
+REGISTRY: Dict[str, Check] = {}
+
+
+def check(name: str, title: str, budget_s: float, dry_budget_s: float):
+    """Register ``fn(ctx) -> details`` as check ``name`` (in definition order)."""
+    def wrap(fn: Callable[[Context], dict]) -> Callable[[Context], dict]:
+        REGISTRY[name] = Check(name, title, budget_s, dry_budget_s, fn)
+        return fn
+    return wrap
+
+
+def _jsonable(value):
+    """Details as JSON: tensors and numpy scalars become numbers, unknown objects their repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (ValueError, RuntimeError):
+            pass
+    return repr(value)
+
+
+def run_here(chk: Check, ctx: Context) -> dict:
+    """Run one check in this process; never raises."""
+    t0 = time.perf_counter()
+    status, reason, details = "passed", "", {}
+    try:
+        details = chk.fn(ctx) or {}
+    except BaseException as exc:  # a failing check must not stop the others
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        status = "failed"
+        reason = f"{type(exc).__name__}: {exc}".strip()
+        details = {"traceback": traceback.format_exc().strip().splitlines()[-12:]}
+    seconds = time.perf_counter() - t0
+    budget = chk.budget(ctx)
+    if status == "passed" and seconds > budget:
+        status, reason = "failed", f"took {seconds:.1f} s, over its budget of {budget:.0f} s"
+    return {"name": chk.name, "title": chk.title, "status": status, "reason": reason, "seconds": round(seconds, 2),
+            "budget_s": budget, "details": _jsonable(details)}
+
+
+def run_group(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new session; on timeout the whole process group is killed (a launcher's
+    workers too) and ``subprocess.TimeoutExpired`` is raised with the output so far."""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(list(cmd), timeout, output=out, stderr=err) from None
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def run_isolated(chk: Check, ctx: Context, timeout: float) -> dict:
+    """Run one check in a fresh interpreter, killed (with its children) after ``timeout`` s; never raises."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "hidiff.profiling.checkrun", chk.name, ctx.to_json()]
+    try:
+        proc = run_group(cmd, timeout)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stderr or "").strip().splitlines()[-8:]
+        return {"name": chk.name, "title": chk.title, "status": "failed",
+                "reason": f"killed at its budget of {timeout:.0f} s", "seconds": round(time.perf_counter() - t0, 2),
+                "budget_s": chk.budget(ctx), "details": {"stderr_tail": tail}}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        return {"name": chk.name, "title": chk.title, "status": "failed",
+                "reason": f"the check's process died (exit code {proc.returncode})",
+                "seconds": round(time.perf_counter() - t0, 2), "budget_s": chk.budget(ctx),
+                "details": {"stderr_tail": tail}}
+    result = json.loads(lines[-1][len(RESULT_MARK):])
+    result["process_seconds"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def run_checks(ctx: Context, names: Sequence[str], *, isolate: bool = True, total_budget_s: Optional[float] = None,
+               log: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """Run the named checks in order; a check that would start after ``total_budget_s`` is not run (failed)."""
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise KeyError(f"unknown check(s) {unknown}; known: {', '.join(REGISTRY)}")
+    start = time.perf_counter()
+    results = []
+    for name in names:
+        chk = REGISTRY[name]
+        left = None if total_budget_s is None else total_budget_s - (time.perf_counter() - start)
+        if left is not None and left < 5:
+            results.append({"name": name, "title": chk.title, "status": "failed",
+                            "reason": f"not run: the run's total budget of {total_budget_s:.0f} s was spent",
+                            "seconds": 0.0, "budget_s": chk.budget(ctx), "details": {}})
+            continue
+        if log:
+            log(f"[{name}] {chk.title} (budget {chk.budget(ctx):.0f} s) ...")
+        if isolate:
+            timeout = chk.budget(ctx) if left is None else min(chk.budget(ctx), left)
+            res = run_isolated(chk, ctx, timeout)
+        else:
+            res = run_here(chk, ctx)
+        results.append(res)
+        if log:
+            log(f"[{name}] {res['status']}{': ' + res['reason'] if res['reason'] else ''} ({res['seconds']:.1f} s)")
+    return results
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def markdown_report(meta: dict, results: Sequence[dict]) -> str:
+    """The report as markdown: a summary table, then every check's parts, tables and failure details."""
+    n_failed = sum(r["status"] == "failed" for r in results)
+    lines = [f"# {meta.get('title', 'checks')}", "",
+             f"- command: `{meta.get('command', '')}`",
+             f"- mode: {'dry run (CPU, tiny)' if meta.get('dry_run') else 'full'}",
+             f"- device: {meta.get('device')}; machine: {meta.get('machine_line', '')}",
+             f"- started {meta.get('started', '')}, {meta.get('total_s', 0):.0f} s in all",
+             f"- result: {'FAILED (' + str(n_failed) + ' failed)' if n_failed else 'all passed'}"]
+    env = meta.get("environment") or {}
+    if env:
+        lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    lines += ["", "| check | status | s (budget) | note |", "|---|---|---:|---|"]
+    for r in results:
+        lines.append(f"| {r['name']}: {_cell(r['title'])} | {r['status']} | {r['seconds']:.1f} ({r['budget_s']:.0f}) | "
+                     f"{_cell(r['reason'])} |")
+    for r in results:
+        d = r.get("details") or {}
+        lines += ["", f"## {r['name']}: {r['status']}", ""]
+        if r["reason"]:
+            lines.append(f"{r['reason']}")
+            lines.append("")
+        for part, state in (d.get("parts") or {}).items():
+            lines.append(f"- {part}: {state}")
+        for key, value in d.items():
+            if key in ("parts", "table", "traceback", "stderr_tail", "results", "rows", "runs"):
+                continue
+            lines.append(f"- {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+        if d.get("table"):
+            lines += ["", d["table"]]
+        for key in ("traceback", "stderr_tail"):
+            if d.get(key):
+                lines += ["", "```", *d[key], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out_dir: str | Path, stem: str, meta: dict, results: Sequence[dict]) -> List[Path]:
+    """``<stem>.json`` and ``<stem>.md`` under ``out_dir`` (written atomically)."""
+    from hidiff.utils.atomic import atomic_write_text
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {**meta, "passed": not any(r["status"] == "failed" for r in results), "checks": list(results)}
+    paths = [out / f"{stem}.json", out / f"{stem}.md"]
+    atomic_write_text(paths[0], json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(paths[1], markdown_report(meta, results))
+    return paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m hidiff.profiling.checkrun NAME CONTEXT_JSON``: one check, its result as one marked line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 2:
+        print("usage: python -m hidiff.profiling.checkrun NAME CONTEXT_JSON", file=sys.stderr)
+        return 2
+    import hidiff.profiling.gpu_checks  # noqa: F401  (registers the checks)
+    # As ``python -m`` this file is ``__main__``; the checks registered in the imported module.
+    from hidiff.profiling import checkrun
+    result = checkrun.run_here(checkrun.REGISTRY[args[0]], checkrun.Context.from_json(args[1]))
+    sys.stdout.flush()
+    print("\n" + RESULT_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""One optimisation step of a stage model, exactly as the trainer runs it, for timing and memory.
+
+A step is: zero the gradients, forward the stage model under the run's
+autocast (the model returns its loss terms), backward of ``'total'`` through
+:class:`hidiff.engine.amp.Amp` (GradScaler for fp16), unscale, clip the global
+gradient norm (``train.use_grad_clip`` / ``grad_clip_norm``), the non-finite
+check (one host sync, as the trainer), and the optimiser step
+(``train.optim_total``); ``train.channels_last`` and ``train.compile`` are
+honoured as the trainer honours them.  Networks start from a fresh random init (seed 0), so a
+stage-2 file needs no stage-1 weights.
+
+Formulations (options of ``network_g``):
+
+* ``fast``: the option file as shipped (fused attention maths, channels_last
+  feature maps, inference stripes);
+* ``plain``: the textbook formulation of the official code
+  (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``).
+
+``checkpointing`` additionally calls ``set_checkpoint_levels`` (activation
+checkpointing of every U-Net level) on each trainable network that has it.
+
+:func:`time_interleaved` times several variants in one process, one step of
+each in turn, so that a change of machine load hits every variant alike;
+:func:`measure_step_memory` measures one variant's peak in a fresh process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from hidiff.errors import ConfigError
+
+FORMULATIONS: Dict[str, Tuple[str, ...]] = {
+    "fast": (),
+    "plain": ("network_g.fused_attention=false", "network_g.channels_last=false",
+              "network_g.inference_chunk_pixels=0"),
+}
+PRECISIONS = ("fp32", "bf16", "fp16")
+RESULT_MARK = "HIDIFF_TRAIN_STEP "
+
+
+@dataclass
+class StepSpec:
+    """Everything needed to rebuild one training-step variant in another process."""
+
+    opt: str
+    batch: int
+    size: Tuple[int, int]
+    formulation: str = "fast"
+    precision: str = "fp32"
+    checkpointing: bool = False
+    device: str = "cpu"
+    threads: Optional[int] = None
+    overrides: List[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.formulation not in FORMULATIONS:
+            raise ConfigError(f"formulation: expected one of {', '.join(FORMULATIONS)}, got {self.formulation!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.batch < 1 or min(self.size) < 1:
+            raise ConfigError(f"batch and size must be positive, got batch {self.batch}, size {self.size}")
+        self.size = tuple(self.size)  # type: ignore[assignment]
+
+    @property
+    def label(self) -> str:
+        parts = [self.formulation]
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        if self.checkpointing:
+            parts.append("ckpt")
+        return "+".join(parts)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "StepSpec":
+        return cls(**json.loads(text))
+
+
+class UnsupportedVariant(RuntimeError):
+    """The variant cannot run here (e.g. no network offers activation checkpointing)."""
+
+
+def enable_checkpointing(model) -> List[str]:
+    """Activation checkpointing of every level on the trainable networks that offer it; their names."""
+    from hidiff.archs.hidiff_unet_arch import LEVELS
+    done = []
+    for name, net in model.trainable.items():
+        setter = getattr(net, "set_checkpoint_levels", None)
+        if callable(setter):
+            setter(list(LEVELS))
+            done.append(f"net_{name}")
+    if not done:
+        raise UnsupportedVariant("no trainable network has set_checkpoint_levels (activation checkpointing)")
+    return done
+
+
+def random_batch(batch: int, size: Tuple[int, int], device: torch.device, seed: int, in_channels: int = 3,
+                 ) -> Dict[str, torch.Tensor]:
+    """A fixed random (lq, gt) pair in [0, 1), the same for every variant of a seed."""
+    g = torch.Generator().manual_seed(seed)
+    lq = torch.rand((batch, in_channels, *size), generator=g)
+    gt = torch.rand((batch, 3, *size), generator=g)
+    return {"lq": lq.to(device), "gt": gt.to(device)}
+
+
+class TrainStep:
+    """A built variant: ``step()`` runs one optimisation step and returns the loss terms (host floats)."""
+
+    def __init__(self, spec: StepSpec, options=None) -> None:
+        from hidiff.engine.amp import Amp
+        from hidiff.engine.optim import build_optimizer
+        from hidiff.profiling.profiler import build_profile_model, load_profile_options
+
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available here")
+        overrides = list(FORMULATIONS[spec.formulation]) + list(spec.overrides)
+        self.options = options if options is not None else load_profile_options(spec.opt, overrides)
+        topt = self.options.train
+        if topt is None:
+            raise ConfigError(f"{spec.opt}: no 'train' block; a training step needs a training option file")
+        self.topt = topt
+        torch.manual_seed(spec.seed)
+        self.model = build_profile_model(self.options, self.device)
+        self.checkpointed = enable_checkpointing(self.model) if spec.checkpointing else []
+        self.model.train(True)
+        self.params = [p for p in self.model.trainable.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, topt.optim_total)
+        self.amp = Amp(spec.precision != "fp32", "bf16" if spec.precision == "fp32" else spec.precision,
+                       self.device)
+        if spec.precision != "fp32" and not self.amp.enabled:
+            raise UnsupportedVariant(f"{spec.precision} mixed precision needs CUDA (the trainer runs fp32 on "
+                                     f"{self.device.type})")
+        self.in_channels = int(getattr(self.model, "in_channels", 3))
+        if topt.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.set_data(spec.seed + 1)
+        self.step_module = torch.compile(self.model) if topt.compile else self.model
+        self.last: Dict[str, float] = {}
+
+    def set_data(self, seed: int) -> None:
+        """Use the random batch of ``seed`` from now on (channels_last when ``train.channels_last``)."""
+        data = random_batch(self.spec.batch, self.spec.size, self.device, seed, self.in_channels)
+        if self.topt.channels_last:
+            data = {k: v.contiguous(memory_format=torch.channels_last) for k, v in data.items()}
+        self.data = data
+
+    def step(self) -> Dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.amp.autocast():
+            terms = self.step_module(self.data)
+        self.amp.backward(terms["total"].float())
+        self.amp.unscale_(self.optimizer)
+        if self.topt.use_grad_clip:
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.topt.grad_clip_norm)
+        else:
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        values = torch.stack([gnorm.float().reshape(())] + [v.detach().float().reshape(()) for v in terms.values()])
+        host = values.cpu().tolist()  # the trainer's one host sync per step (non-finite check)
+        finite = all(v == v and abs(v) != float("inf") for v in host)
+        self.amp.step(self.optimizer, skip=not finite)
+        self.last = {"grad_norm": host[0], **{k: host[i + 1] for i, k in enumerate(terms)}}
+        return self.last
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(steps: Dict[str, Callable[[], object]], *, device: torch.device | str = "cpu",
+                     warmup: int = 1, repeats: int = 3, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Time ``steps`` (label -> one step) in turn, ``repeats`` rounds after ``warmup`` rounds.
+
+    The order rotates every round, so no variant always runs right after the
+    same other one.  Returns per label the samples (s), their median, min, max
+    and the process CPU time per step, plus the load average before and after.
+    """
+    from hidiff.profiling.machine import load_average
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"repeats must be >= 1 and warm-up >= 0, got {repeats} and {warmup}")
+    device = torch.device(device)
+    labels = list(steps)
+    for _ in range(warmup):
+        for label in labels:
+            steps[label]()
+    _sync(device)
+    wall: Dict[str, List[float]] = {k: [] for k in labels}
+    cpu: Dict[str, List[float]] = {k: [] for k in labels}
+    load_before = load_average()
+    for r in range(repeats):
+        order = labels[r % len(labels):] + labels[:r % len(labels)]
+        for label in order:
+            c0, t0 = time.process_time(), time.perf_counter()
+            steps[label]()
+            _sync(device)
+            wall[label].append(time.perf_counter() - t0)
+            cpu[label].append(time.process_time() - c0)
+            if log:
+                log(f"round {r + 1}/{repeats} {label}: {wall[label][-1]:.3f} s")
+    out = {label: {"samples_s": [round(s, 4) for s in wall[label]], "median_s": statistics.median(wall[label]),
+                   "min_s": min(wall[label]), "max_s": max(wall[label]),
+                   "cpu_s": statistics.fmean(cpu[label])} for label in labels}
+    return {"variants": out, "load_average_before": load_before, "load_average_after": load_average(),
+            "warmup": warmup, "repeats": repeats}
+
+
+def measure_step_memory(spec: StepSpec) -> dict:
+    """Peak memory of one step of ``spec``, in this process, after one warm-up step.
+
+    CPU: the RSS high-water mark of the step (reset after the warm-up); CUDA:
+    ``torch.cuda.max_memory_allocated`` of the step.  Both include what lives
+    through the step (weights, gradients, optimiser state); ``delta_bytes`` is
+    what the step adds to the memory held before it.
+    """
+    from hidiff.profiling.memory import PeakMemory
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    ts = TrainStep(spec)
+    ts.step()
+    meter = PeakMemory(ts.device)
+    meter.reset()
+    terms = ts.step()
+    mem = meter.read()
+    return {"label": spec.label, "memory": mem, "loss": terms["total"], "checkpointed": ts.checkpointed}
+
+
+def run_worker(module: str, args: Sequence[str], *, threads: Optional[int] = None,
+               timeout: Optional[float] = None, mark: str = RESULT_MARK) -> dict:
+    """``python -m module *args`` in a fresh interpreter; the JSON after ``mark`` on its stdout."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(mark)]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        raise RuntimeError(f"{module} failed (exit code {proc.returncode}):\n" + "\n".join(tail))
+    return json.loads(lines[-1][len(mark):])
+
+
+def memory_in_subprocess(spec: StepSpec, *, timeout: Optional[float] = None) -> dict:
+    """:func:`measure_step_memory` in a fresh process (nothing else ever allocated there)."""
+    return run_worker("hidiff.profiling.train_step", [spec.to_json()], threads=spec.threads, timeout=timeout)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m hidiff.profiling.train_step SPEC_JSON``: the memory of one variant, as one marked line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1:
+        print("usage: python -m hidiff.profiling.train_step SPEC_JSON", file=sys.stderr)
+        return 2
+    try:
+        result = measure_step_memory(StepSpec.from_json(args[0]))
+    except UnsupportedVariant as exc:
+        result = {"unsupported": str(exc)}
+    print(RESULT_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

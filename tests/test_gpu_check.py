@@ -1,0 +1,74 @@
+"""benchmarks/gpu_check.py: the dry run executes every check on the CPU and writes both reports."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import PY, REPO, run_env
+from hidiff.profiling import gpu_checks
+from hidiff.profiling.checkrun import NO_CUDA, REGISTRY, Check, Context, run_checks, run_isolated
+
+SCRIPT = str(REPO / "benchmarks" / "gpu_check.py")
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_check_and_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run([PY, SCRIPT, "--dry-run", "--in-process", "--out", str(out)], env=run_env(),
+                          capture_output=True, text=True, timeout=900)
+    data = json.loads((out / "gpu_check.json").read_text())
+    statuses = {c["name"]: (c["status"], c["reason"]) for c in data["checks"]}
+    assert proc.returncode == 0, (statuses, proc.stderr[-3000:])
+    assert data["dry_run"] is True and data["device"] == "cpu" and data["passed"] is True
+    assert [c["name"] for c in data["checks"]] == list(gpu_checks.ORDER)
+    for c in data["checks"]:
+        assert set(c) >= {"name", "title", "status", "reason", "seconds", "budget_s", "details"}
+        assert c["status"] == "passed", (c["name"], c["reason"])
+    parts = {c["name"]: c["details"].get("parts", {}) for c in data["checks"]}
+    assert parts["amp_stage1"] == {"fp32": "passed", "bf16": NO_CUDA, "fp16": NO_CUDA}
+    assert parts["prefetch"] == {"cpu": "passed", "cuda": NO_CUDA}
+    assert parts["export"]["torchscript"] == "passed" and parts["export"]["onnx"].startswith("skipped (")
+    assert parts["ddp"]["nccl"].startswith(NO_CUDA)
+    oom = next(c for c in data["checks"] if c["name"] == "tiler_oom")["details"]
+    assert oom["warnings"] and oom["tiles_per_call"][0] == 8
+    assert data["environment"]["numpy"] != "missing"
+    md = (out / "gpu_check.md").read_text()
+    assert "| check | status | s (budget) | note |" in md
+    for name in gpu_checks.ORDER:
+        assert f"## {name}: passed" in md
+    assert "| stage 1, 2x32x32 | plain |" in md  # the training speed table
+
+
+def test_isolated_check_is_killed_at_its_budget_and_a_failure_does_not_stop_the_others(tmp_path):
+    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
+    killed = run_isolated(REGISTRY["tiler_auto"], ctx, timeout=0.5)
+    assert killed["status"] == "failed" and "killed at its budget" in killed["reason"]
+
+    def broken(ctx):
+        raise ValueError("boom")
+
+    REGISTRY["_broken"] = Check("_broken", "always fails", 5, 5, broken)
+    try:
+        results = run_checks(ctx, ["_broken", "prefetch"], isolate=False)
+    finally:
+        del REGISTRY["_broken"]
+    assert [r["status"] for r in results] == ["failed", "passed"]
+    assert results[0]["reason"] == "ValueError: boom" and results[0]["details"]["traceback"]
+
+
+def test_isolated_check_reports_its_result_from_a_fresh_process(tmp_path):
+    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
+    res = run_isolated(REGISTRY["prefetch"], ctx, timeout=300)
+    assert res["status"] == "passed", res
+    assert res["details"]["parts"] == {"cpu": "passed", "cuda": NO_CUDA}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_full_run_without_cuda_and_unknown_checks_are_refused_before_anything_is_written(tmp_path):
+    for args in (["--out", str(tmp_path / "a")], ["--dry-run", "--only", "nope", "--out", str(tmp_path / "b")]):
+        proc = subprocess.run([PY, SCRIPT, *args], env=run_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "error" in proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -1,0 +1,91 @@
+"""benchmarks/train_speed.py and its machinery: the timed step is the trainer's step, variants interleave."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import PY, REPO, run_env
+from hidiff.errors import ConfigError
+from hidiff.profiling.gpu_checks import TINY
+from hidiff.profiling.train_speed import parse_batch_size
+from hidiff.profiling.train_step import StepSpec, TrainStep, UnsupportedVariant, time_interleaved
+
+S1 = str(REPO / "options" / "stage1_gopro.yml")
+S2 = str(REPO / "options" / "stage2_gopro.yml")
+
+
+def tiny(stage_blocks=("network_g", "network_le", "network_le_dm", "network_d")) -> list:
+    return [f"{block}.{k}={v}".replace(" ", "") for block in stage_blocks for k, v in TINY[block].items()]
+
+
+def test_plain_and_fast_formulations_take_the_same_training_step():
+    """Both formulations compute the official maths: same init, same data -> same losses over steps."""
+    losses = {}
+    for formulation in ("plain", "fast"):
+        ts = TrainStep(StepSpec(opt=S2, batch=2, size=(32, 32), formulation=formulation, overrides=tiny()))
+        out = []
+        for k in range(2):
+            ts.set_data(10 + k)
+            torch.manual_seed(20 + k)
+            out.append(ts.step())
+        losses[formulation] = out
+    for a, b in zip(losses["plain"], losses["fast"]):
+        assert set(a) == {"grad_norm", "l_pix", "l_diff", "total"}
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    # the second step saw updated weights: the optimiser stepped
+    assert losses["fast"][0]["total"] != losses["fast"][1]["total"]
+
+
+def test_mixed_precision_on_cpu_is_refused_as_unsupported_and_bad_specs_name_the_field():
+    with pytest.raises(UnsupportedVariant, match="needs CUDA"):
+        TrainStep(StepSpec(opt=S1, batch=1, size=(16, 16), precision="bf16", overrides=tiny(("network_g",
+                                                                                            "network_le"))))
+    with pytest.raises(ConfigError, match="formulation"):
+        StepSpec(opt=S1, batch=1, size=(16, 16), formulation="official")
+    with pytest.raises(ConfigError, match="BATCHxHxW"):
+        parse_batch_size("4x128x")
+    assert parse_batch_size("2x256") == (2, (256, 256))
+
+
+def test_time_interleaved_rotates_the_order_every_round():
+    calls = []
+    steps = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    res = time_interleaved(steps, warmup=1, repeats=3)
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert set(res["variants"]) == {"a", "b", "c"}
+    assert all(len(v["samples_s"]) == 3 for v in res["variants"].values())
+    with pytest.raises(ConfigError):
+        time_interleaved(steps, repeats=0)
+
+
+def test_benchmark_script_reports_speed_ratio_and_fresh_process_memory(tmp_path):
+    out = tmp_path / "speed.json"
+    cmd = [PY, str(REPO / "benchmarks" / "train_speed.py"), "--stages", "2", "--sizes", "1x32x32", "--repeats", "2",
+           "--threads", "1", "--json", str(out)] + [a for o in tiny() for a in ("-o", "2:" + o)]
+    proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| stage 2, 1x32x32 | plain |" in proc.stdout and "speed vs plain" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu" and data["threads"] == 1 and data["machine"]["load_average"] is not None
+    (res,) = data["results"]
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert set(rows) == {"plain", "fast", "fast+ckpt"}
+    for label in ("plain", "fast"):
+        r = rows[label]
+        assert len(r["samples_s"]) == 2 and r["median_s"] > 0
+        assert r["samples_per_s"] == pytest.approx(1 / r["median_s"])
+        mem = r["memory"]  # a tiny step may be served entirely from memory the warm-up step left resident
+        assert mem["peak_rss_bytes"] >= mem["rss_before_bytes"] > 0 and mem["delta_bytes"] >= 0
+    assert rows["plain"]["speedup_vs_plain"] == 1.0 and rows["plain"]["memory_vs_plain"] == 1.0
+    ckpt = rows["fast+ckpt"]
+    assert "skipped" in ckpt or ckpt["checkpointing"] is True
+
+
+def test_benchmark_script_rejects_bad_arguments_before_measuring():
+    proc = subprocess.run([PY, str(REPO / "benchmarks" / "train_speed.py"), "--stages", "3"], env=run_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--stages" in proc.stderr
