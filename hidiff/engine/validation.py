@@ -78,8 +78,9 @@ def _progress(enabled: bool, total: int, set_name: str):
     if not (enabled and sys.stderr.isatty()):
         return None
     from tqdm import tqdm
+    # mininterval=0: one redraw per image (an image takes far longer than a redraw)
     return tqdm(total=total, desc=f"validating {set_name}", unit="img", leave=False, dynamic_ncols=True,
-                file=sys.stderr)
+                mininterval=0, file=sys.stderr)
 
 
 def _items(loader, max_images: int | None, skipped: list[str]):
