@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +150,20 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def cleanup() -> None:
-    if is_dist():
+def cleanup(orderly: bool | None = None) -> None:
+    """Destroy the process group; every rank calls it once, at the end of its run.
+
+    ``orderly`` (default: no exception is propagating, i.e. a normal end): first a barrier, so no rank closes
+    its connections while a peer is still inside the last collective reading from them (gloo can abort the
+    peer then).  After an error the barrier is skipped: a failed rank may be alone here while the others wait
+    in another collective, and a mismatched collective would hang or abort instead of failing cleanly.
+    """
+    if not is_dist():
+        return
+    if orderly is None:
+        orderly = sys.exc_info()[0] is None
+    try:
+        if orderly:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
