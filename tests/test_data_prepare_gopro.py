@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_env
 from hidiff.data.image_io import read_raw
 from hidiff.data.paired_dataset import PairedImageDataset
 from hidiff.data.prepare.checks import PrepareReport, SplitScan, check_split
@@ -19,6 +19,7 @@ from hidiff.data.prepare.crops import crop_positions
 from hidiff.data.prepare.gopro import prepare_gopro
 from hidiff.data.prepare.placing import PrepareOptions
 from hidiff.errors import DataError
+from procs import run_checked
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 36, 64  # frames; crops of 32 with stride 16 give rows {0, 4} x cols {0, 16, 32}
@@ -70,8 +71,7 @@ def test_cli_official_archive(tmp_path):
     dst = tmp_path / "datasets"
     cmd = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "gopro", "--src", str(src), "--dst", str(dst),
            "--crop-size", "32", "--crop-stride", "16", "--val-crop", "16", "--lmdb", "--workers", "2"]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = run_checked(cmd, env=run_env(), cwd=REPO, timeout=300)
     # counts differ from the official set: loud warnings, not an error
     assert "GoPro train: found 8 pairs, the official set has 2103" in res.stderr
     assert "GoPro test: found 4 pairs, the official set has 1111" in res.stderr
@@ -112,8 +112,7 @@ def test_strict_fails_on_count_mismatch(tmp_path):
     src = make_large(tmp_path / "src")
     cmd = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "gopro", "--src", str(src), "--dst",
            str(tmp_path / "out"), "--strict", "--no-verify"]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.returncode == 1
+    res = run_checked(cmd, env=run_env(), cwd=REPO, timeout=300, returncode=1)
     assert "error: GoPro train: 1 problem(s) (--strict)" in res.stderr and "official set has 2103" in res.stderr
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from hidiff.config import options_from_text
 from hidiff.engine.checkpoint import safe_load
 from hidiff.engine.seeding import seed_everything
 from hidiff.models import build_model
+from procs import run_checked, torchrun
 
 LR = 0.5
 pytestmark = pytest.mark.slow
@@ -37,14 +37,11 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
     write_pairs(tmp_path / "data")
     env = run_env()
     ddp_cfg, single_cfg = _config(tmp_path, "ddp", 2), _config(tmp_path, "single", 4)
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "scripts" / "train.py"), "-opt", str(ddp_cfg), "--launcher", "pytorch",
-                          "--local-rank=0"],  # legacy argument: accepted and ignored
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
-    single = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "-opt", str(single_cfg)],
-                            env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert single.returncode == 0, single.stderr
+    run_checked(torchrun(2, REPO / "scripts" / "train.py", "-opt", ddp_cfg, "--launcher", "pytorch",
+                         "--local-rank=0",  # legacy argument: accepted and ignored
+                         log_dir=tmp_path / "torchrun"), env=env, cwd=tmp_path, timeout=300)
+    run_checked([sys.executable, REPO / "scripts" / "train.py", "-opt", single_cfg], env=env, cwd=tmp_path,
+                timeout=300)
 
     exp = tmp_path / "experiments"
     d, s = exp / "ddp", exp / "single"

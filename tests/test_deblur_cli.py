@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,12 +13,14 @@ import skimage
 import torch
 from PIL import Image, ImageOps
 
+from conftest import run_env
 from hidiff.archs import build_network
 from hidiff.cli.deblur import main
 from hidiff.diffusion.latent_ddpm import build_diffusion
 from hidiff.errors import CheckpointError
 from hidiff.inference.official_weights import build_pipeline, load_checkpoint, load_official, recognise
 from hidiff.inference.pipeline import RestorationPipeline
+from procs import run_checked
 
 REPO = Path(__file__).resolve().parents[1]
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -76,8 +77,7 @@ def test_cli_subprocess_folder_of_mixed_photos(tmp_path, inputs, photo):
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "scripts" / "deblur.py"), str(inputs), "-o", str(out),
            "--weights", str(weights), "--seed", "3"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert res.returncode == 1, res.stderr  # one file failed
+    res = run_checked(cmd, env=run_env(), cwd=tmp_path, timeout=300, returncode=1)  # one file failed
     assert "broken.png" in res.stderr and "truncated" in res.stderr
     assert "summary: 4 deblurred, 0 skipped, 1 failed of 5" in res.stderr
     assert sorted(os.listdir(out)) == ["deep.png", "gray.jpg", "rgba.png", "rotated.jpg"]
@@ -105,8 +105,8 @@ def test_cli_subprocess_folder_of_mixed_photos(tmp_path, inputs, photo):
 
     # second run: nothing is overwritten, every existing output is skipped
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    res2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert res2.returncode == 1 and "summary: 0 deblurred, 4 skipped, 1 failed of 5" in res2.stderr
+    res2 = run_checked(cmd, env=run_env(), cwd=tmp_path, timeout=300, returncode=1)
+    assert "summary: 0 deblurred, 4 skipped, 1 failed of 5" in res2.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 

@@ -5,7 +5,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,11 @@ import skimage
 import skimage.io
 from skimage.metrics import peak_signal_noise_ratio
 
+from conftest import run_env
 from hidiff.evaluation import evaluate_folders, get_protocol
 from hidiff.evaluation.report import (sha256_file, weights_info, write_comparison_grid, write_set_report,
                                       write_summary_table)
+from procs import run_checked
 
 REPO = Path(__file__).resolve().parents[1]
 SK_DATA = Path(skimage.__file__).parent / "data"
@@ -125,17 +126,15 @@ def _folders(tmp_path: Path) -> tuple[Path, Path, Path, dict]:
     return gt_dir, a_dir, b_dir, truth
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+def _run(args: list[str], cwd: Path, returncode: int = 0) -> subprocess.CompletedProcess:
+    return run_checked([sys.executable, REPO / "scripts" / "evaluate.py", *args], cwd=cwd, env=run_env(),
+                       timeout=300, returncode=returncode)
 
 
 def test_evaluate_script_compares_two_folders(tmp_path):
     gt_dir, a_dir, b_dir, truth = _folders(tmp_path)
     proc = _run(["--protocol", "basic", "--pred", str(a_dir), "--pred", str(b_dir), "--gt", str(gt_dir),
                  "--out", str(tmp_path / "report")], tmp_path)
-    assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("| method | protocol | n_images | psnr_uint8_rgb | ssim_basicsr |") for line in lines)
     row_a = next(line for line in lines if line.startswith("| methodA |"))
@@ -157,8 +156,8 @@ def test_evaluate_script_compares_two_folders(tmp_path):
 def test_evaluate_script_reports_missing_file_without_traceback(tmp_path):
     gt_dir, a_dir, _, _ = _folders(tmp_path)
     (a_dir / "im1.png").unlink()
-    proc = _run(["--set", "GoPro", "--no-count-check", "--pred", str(a_dir), "--gt", str(gt_dir)], tmp_path)
-    assert proc.returncode == 2
+    proc = _run(["--set", "GoPro", "--no-count-check", "--pred", str(a_dir), "--gt", str(gt_dir)], tmp_path,
+                returncode=2)
     assert "error:" in proc.stderr and "im1" in proc.stderr and "Traceback" not in proc.stderr
 
 

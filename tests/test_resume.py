@@ -19,8 +19,7 @@ from hidiff.engine.checkpoint import safe_load
 from hidiff.engine.checkpoint_store import HANG_ENV
 from hidiff.engine.trainer import Trainer
 from hidiff.errors import ConfigError
-
-
+from procs import explain, run_checked
 
 
 def _opts(d: dict):
@@ -100,30 +99,34 @@ def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
     env = run_env()
     env[HANG_ENV] = "10"
     exp = tmp_path / "experiments" / "killed"
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-opt", str(cfg)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    out = tmp_path / "killed_run.log"  # a file, not a pipe: a pipe nobody reads can fill up and stall the run
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-opt", str(cfg)], env=env,
+                                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.time() + 240
+        deadline = time.monotonic() + 600
         while not (exp / "hang_10.marker").exists():
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < deadline, "the training process never reached the checkpoint at iteration 10"
+            assert proc.poll() is None, explain(proc.args, proc.returncode, out.read_text(), "",
+                                                "the run ended before the checkpoint at iteration 10")
+            assert time.monotonic() < deadline, explain(proc.args, None, out.read_text(), "",
+                                                        "the run never reached the checkpoint at iteration 10")
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, explain(proc.args, proc.returncode, out.read_text(), "",
+                                                       "expected the SIGKILL of the test")
     assert (exp / "models" / "net_g_10.pth").is_file()       # network files of 10 written ...
     assert not (exp / "training_states" / "10.state").exists()  # ... but not its state: set incomplete
     # a temp file left by a writer killed mid-write must not confuse resume either
     (exp / "training_states" / ".10.state.x1y2.tmp").write_bytes(b"\x80\x02partial")
 
     env.pop(HANG_ENV)
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "-opt", str(cfg), "--resume", "auto"],
-                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr
+    res = run_checked([sys.executable, REPO / "scripts" / "train.py", "-opt", cfg, "--resume", "auto"],
+                      env=env, cwd=tmp_path, timeout=300)
     assert "Resuming training from epoch: 1, iter: 5" in res.stderr
     assert not list((exp / "training_states").glob(".*.tmp"))
     # the resumed run ends exactly where an uninterrupted one does

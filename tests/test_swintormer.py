@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -20,6 +19,7 @@ from hidiff.archs.swin_attention import SWDA
 from hidiff.archs.window_ops import PAD_MASK_VALUE, SHIFT_MASK_VALUE, sink_softmax, window_attention_mask
 from hidiff.config import load_options
 from hidiff.errors import ConfigError
+from procs import run_checked
 
 REFERENCE = REPO / "tests" / "data" / "swintormer_state_dict.json"
 # window 2: inputs are padded to multiples of 2 * 8 * 2 = 32, which keeps these CPU tests fast
@@ -441,9 +441,7 @@ def _train(tmp_path: Path, stage: int) -> Path:
         text = text.replace("path:\n", "path:\n  stage1: tiny_swintormer_s1\n")
     opt_file = tmp_path / f"{name}.yml"
     opt_file.write_text(text)
-    proc = subprocess.run([PY, str(REPO / "scripts" / "train.py"), "-opt", str(opt_file)], cwd=tmp_path,
-                          env=run_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_checked([PY, REPO / "scripts" / "train.py", "-opt", opt_file], cwd=tmp_path, env=run_env(), timeout=300)
     return tmp_path / "experiments" / name
 
 

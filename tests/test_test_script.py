@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import subprocess
 
 import cv2
 import numpy as np
@@ -15,6 +14,7 @@ import yaml
 from conftest import PY, REPO, run_env
 from hidiff.archs import build_network
 from hidiff.config.yaml_io import load_yaml
+from procs import run_checked
 
 
 def write_pairs(folder, sizes, seed=0):
@@ -47,9 +47,7 @@ def official_run(tmp_path_factory):
     raw["val"]["metrics"] = {"psnr": {"type": "psnr_uint8"}}  # ssim_basicsr needs 11x11 images
     opt = tmp / "test.yml"
     opt.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([PY, "scripts/test.py", "-opt", str(opt)], cwd=REPO, env=run_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_checked([PY, "scripts/test.py", "-opt", opt], cwd=REPO, env=run_env(), timeout=600)
     return tmp, opt, proc
 
 
@@ -86,18 +84,16 @@ def test_outputs_do_not_depend_on_processing_order(official_run):
     (solo / "target").mkdir(parents=True)
     for sub in ("input", "target"):
         (solo / sub / "img02.png").write_bytes((tmp / "set" / sub / "img02.png").read_bytes())
-    proc = subprocess.run([PY, "scripts/test.py", "-opt", str(opt), "-o", f"datasets.test_1.dataroot_gt={solo}/target",
-                           "-o", f"datasets.test_1.dataroot_lq={solo}/input", "-o", f"path.results_root={tmp}/solo_res"],
-                          cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_checked([PY, "scripts/test.py", "-opt", opt, "-o", f"datasets.test_1.dataroot_gt={solo}/target",
+                 "-o", f"datasets.test_1.dataroot_lq={solo}/input", "-o", f"path.results_root={tmp}/solo_res"],
+                cwd=REPO, env=run_env(), timeout=600)
     a = (tmp / "results" / "test_HI_Diff_GoPro" / "pretrained" / "visualization" / "GoPro" / "img02.png").read_bytes()
     b = (tmp / "solo_res" / "test_HI_Diff_GoPro" / "pretrained" / "visualization" / "GoPro" / "img02.png").read_bytes()
     assert a == b
 
 
 def test_missing_weights_are_a_clear_error(tmp_path):
-    proc = subprocess.run([PY, "scripts/test.py", "-opt", "options/test_gopro.yml", "-o",
-                           f"path.pretrain_network_g={tmp_path}/nope.pth"],
-                          cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
+    proc = run_checked([PY, "scripts/test.py", "-opt", "options/test_gopro.yml", "-o",
+                        f"path.pretrain_network_g={tmp_path}/nope.pth"],
+                       cwd=REPO, env=run_env(), timeout=300, returncode=2)
     assert "nope.pth" in proc.stderr and "not found" in proc.stderr

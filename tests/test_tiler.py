@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import run_env
 from hidiff.errors import ConfigError, DataError
 from hidiff.inference.tiler import (BLENDS, MODES, WHOLE_IMAGE, TileGrid, TileOptions, auto_tile_options,
                                     axis_profiles, axis_starts, restore_image, tile_seed, tiled_restore)
+from procs import run_checked
 
 
 def identity(tiles, indices, **kw):
@@ -336,9 +336,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
 
 def test_peak_memory_is_one_accumulator_plus_a_chunk():
     """12. A 2000x3000 image (117 tiles): peak growth = the output buffer + one chunk, not all tiles."""
-    res = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr
+    res = run_checked([sys.executable, "-c", MEMORY_PROBE], env=run_env(), timeout=300)
     growth = int(res.stdout.strip().splitlines()[-1])
     image_bytes = 3 * 2000 * 3000 * 4
     # materialising every tile would add ~1.3 x image_bytes on top of the accumulator

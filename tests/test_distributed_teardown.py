@@ -1,0 +1,27 @@
+"""distributed.cleanup(): a real (one-rank, gloo) process group is destroyed after a normal end and after an error."""
+from __future__ import annotations
+
+import pytest
+import torch.distributed as dist
+
+from hidiff.engine import distributed as D
+
+
+def _start_group(tmp_path, name: str) -> None:
+    store = dist.FileStore(str(tmp_path / name), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert D.is_dist() and D.get_world_size() == 1
+
+
+def test_cleanup_destroys_the_group_after_a_normal_end_and_after_an_error(tmp_path):
+    _start_group(tmp_path, "normal")
+    D.cleanup()  # barrier first (a normal end), then destroy
+    assert not D.is_dist()
+    _start_group(tmp_path, "error")
+    with pytest.raises(RuntimeError, match="a rank failed"):
+        try:
+            raise RuntimeError("a rank failed")
+        finally:
+            D.cleanup()  # an exception propagates: no barrier, still destroyed
+    assert not D.is_dist()
+    D.cleanup()  # without a group: nothing to do
