@@ -1,6 +1,7 @@
 """Train a model: ``python scripts/train.py -opt options/X.yml`` (see hidiff/cli/train.py)."""
+import sys
+
 from hidiff.cli.train import main
-from hidiff.engine.distributed import exit_process
 
 if __name__ == "__main__":
-    exit_process(main())
+    sys.exit(main())

@@ -57,7 +57,17 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 2, 3, 4
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse arguments, train, return a process exit code (see the module docstring)."""
+    """Parse arguments, train, return a process exit code (see the module docstring).
+
+    A torchrun worker does not return: it leaves with that code at once (``distributed.end_worker``).
+    """
+    from hidiff.engine.distributed import end_worker
+    code = _train(argv)
+    end_worker(code)
+    return code
+
+
+def _train(argv: Optional[Sequence[str]]) -> int:
     from hidiff.config import load_options
     from hidiff.engine.nonfinite import NonFiniteLossError
     from hidiff.engine.trainer import Trainer

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -157,7 +157,7 @@ def cleanup(orderly: bool | None = None) -> None:
     ``orderly`` (default: no exception is propagating, i.e. a normal end): first a barrier, so every rank has
     finished its last collective before any closes its connections.  After an error the barrier is skipped:
     a failed rank may be alone here while the others wait in another collective, and a mismatched collective
-    would hang or abort instead of failing cleanly.  A script ends with :func:`exit_process`.
+    would hang or abort instead of failing cleanly.  The train command ends with :func:`end_worker`.
     """
     if not is_dist():
         return
@@ -178,13 +178,14 @@ def any_over_ranks(flags: list[bool | torch.Tensor], device: torch.device) -> li
     return [bool(v > 0) for v in t.tolist()]
 
 
-def exit_process(code: int) -> NoReturn:
-    """End a script's process with exit status ``code``; a torchrun worker (WORLD_SIZE > 1) skips C++ teardown.
+def end_worker(code: int) -> None:
+    """In a torchrun worker (WORLD_SIZE > 1) leave now with exit status ``code``, skipping C++ teardown.
 
     DistributedDataParallel keeps the gloo process group's threads running after ``destroy_process_group``
     (torch 2.14; without DDP they stop), and at a normal interpreter exit they race the static destructors:
     about one 2-process run in 50 lost a worker to SIGABRT ("terminate called without an active exception")
     after a complete run.  A worker therefore flushes its logs and output and leaves with ``os._exit``.
+    Anywhere else this returns, so in-process callers get their exit code back.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         logging.shutdown()
@@ -192,4 +193,3 @@ def exit_process(code: int) -> NoReturn:
             if stream is not None:
                 stream.flush()
         os._exit(code)
-    sys.exit(code)
