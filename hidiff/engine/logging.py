@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -87,27 +87,6 @@ class TensorBoard:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-class ProgressBar:
-    """tqdm bar with ETA on rank 0; disabled when stderr is not a terminal or when asked."""
-
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, n: int = 1, **postfix: Any) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def format_eta(seconds: float) -> str:

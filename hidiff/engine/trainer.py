@@ -30,7 +30,7 @@ from torch import Tensor
 
 from hidiff.engine import distributed as D
 from hidiff.engine.checkpoint_store import CheckpointStore
-from hidiff.engine.logging import LogWindow, ProgressBar, TensorBoard, close_logger, log_window, setup_logger
+from hidiff.engine.logging import LogWindow, TensorBoard, close_logger, log_window, setup_logger
 from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
 from hidiff.engine.seeding import restore_rng_state, seed_everything
@@ -40,6 +40,7 @@ from hidiff.engine.training_state import (check_config_change, choose_resume, re
                                           verify_resume)
 from hidiff.engine.validation import validate_during_training
 from hidiff.errors import ConfigError
+from hidiff.utils.progress import Progress
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Trainer:
         self.log = logging.getLogger("hidiff")
         self._own_group = False
         self.tb = TensorBoard(None)
-        self.pbar: Optional[ProgressBar] = None
+        self.pbar: Optional[Progress] = None
         self.stop = StopRequest()
         self.stopping = False
 
@@ -156,7 +157,7 @@ class Trainer:
             restore_rng_state(self.rank_state["rng"])
         self.last_validation: dict[str, dict[str, float]] = {}
         window = LogWindow()
-        self.pbar = ProgressBar(total, self.start_iter, o.logger.pbar and self.is_main)
+        self.pbar = Progress(total, initial=self.start_iter, enabled=o.logger.pbar and self.is_main)
         it = self.start_iter
         end = total if self.stop_after is None else min(total, it + self.stop_after)
         if it >= total:

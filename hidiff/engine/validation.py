@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import sys
 import time
 from typing import Any, Callable, Mapping
 
@@ -21,6 +20,7 @@ import torch
 
 from hidiff.engine.distributed import all_gather_objects, get_rank
 from hidiff.errors import ConfigError, DataError
+from hidiff.utils.progress import Progress
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -73,16 +73,6 @@ def _uint8(img: torch.Tensor) -> np.ndarray:
     return to_uint8(img)
 
 
-def _progress(enabled: bool, total: int, set_name: str):
-    """A tqdm bar over the images of one set, or None (disabled, or stderr is not a terminal)."""
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-    # mininterval=0: one redraw per image (an image takes far longer than a redraw)
-    return tqdm(total=total, desc=f"validating {set_name}", unit="img", leave=False, dynamic_ncols=True,
-                mininterval=0, file=sys.stderr)
-
-
 def _items(loader, max_images: int | None, skipped: list[str]):
     """The batches of ``loader`` (at most ``max_images`` items); unreadable ones go to ``skipped``."""
     it = iter(loader)
@@ -118,7 +108,8 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
         for set_name, loader in val_sets.items():
             rows, skipped = [], []
             total = len(loader) if max_images is None else min(len(loader), max_images)
-            bar = _progress(progress, total, set_name)
+            bar = Progress(total, desc=f"validating {set_name}", unit="img", enabled=progress, leave=False,
+                           redraw_each=True)
             try:
                 for batch in _items(loader, max_images, skipped):
                     lq = batch["lq"].to(device)
@@ -129,11 +120,9 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
                     rows.append((key, {m: fn(out_u8, gt_u8) for m, fn in metric_fns.items()}))
                     if on_image is not None:
                         on_image(set_name, key, lq, out, gt)
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
             finally:
-                if bar is not None:
-                    bar.close()
+                bar.close()
             merged, unreadable = {}, {}
             for part, bad in all_gather_objects((rows, skipped)):
                 for key, vals in part:

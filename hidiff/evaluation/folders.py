@@ -10,13 +10,14 @@ import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hidiff.errors import DataError
 from hidiff.evaluation.image_io import PathLike, read_rgb
 from hidiff.evaluation.pairing import ImagePair, pair_by_name
 from hidiff.evaluation.protocols import Protocol, default_protocol_for, get_protocol
 from hidiff.evaluation.summary import summarize
+from hidiff.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ def _init_worker() -> None:
 
 def evaluate_folders(pred_dir: PathLike, gt_dir: PathLike, protocol: str | Protocol | None = None,
                      set_name: str | None = None, check_count: bool = True, workers: int = 1,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], dict]:
+                     progress: bool = True) -> tuple[list[dict], dict]:
     """Score every same-named image pair; returns ``(rows, summary)``.
+
+    ``progress``: a bar with ETA on a terminal (silent otherwise).
 
     ``protocol`` defaults to the one of ``set_name`` (``default_protocol_for``);
     ``set_name`` also selects the expected image count (e.g. 980 for RealBlur_J).
@@ -69,19 +72,19 @@ def evaluate_folders(pred_dir: PathLike, gt_dir: PathLike, protocol: str | Proto
     proto = get_protocol(protocol)
     pairs = pair_by_name(pred_dir, gt_dir, set_name=set_name, check_count=check_count)
     rows: list[dict] = []
+    bar = Progress(len(pairs), desc=f"scoring {set_name or guess_set_name(gt_dir)}", unit="img", enabled=progress)
     if workers > 1 and len(pairs) > 1:
         # 'spawn', not fork: forking after torch has used its thread pool can deadlock the children.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-            for i, row in enumerate(pool.map(_score_star, [(proto, p) for p in pairs], chunksize=4)):
+            for row in pool.map(_score_star, [(proto, p) for p in pairs], chunksize=4):
                 rows.append(row)
-                if progress:
-                    progress(i + 1, len(pairs))
+                bar.update(1)
     else:
-        for i, pair in enumerate(pairs):
+        for pair in pairs:
             rows.append(score_image_pair(proto, pair))
-            if progress:
-                progress(i + 1, len(pairs))
+            bar.update(1)
+    bar.close()
     for row in rows:
         if row.get("ecc_converged") is False:
             log.warning("%s: ECC alignment did not converge; scored unaligned (ecc_converged=False)", row["name"])

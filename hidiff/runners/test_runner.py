@@ -25,6 +25,7 @@ import torch
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import write_png
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
+from hidiff.utils.progress import Progress
 
 log = logging.getLogger("hidiff")
 
@@ -212,6 +213,7 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
         n = len(dataset) if limit is None else min(limit, len(dataset))
         t0 = time.perf_counter()
         grid_done = False
+        bar = Progress(n, desc=f"testing {ds_opts.name}", unit="img", redraw_each=True)
         for i in range(n):
             item = dataset[i]
             lq = item["lq"].unsqueeze(0)
@@ -248,6 +250,8 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
                 grid_done = True
             log.info("%s %d/%d %s %s", ds_opts.name, i + 1, n, item["key"],
                      " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+            bar.update(1)
+        bar.close()
         meta = {
             "set": ds_opts.name, "model": options.name, "model_type": options.model_type,
             "protocol": protocol.name, "seed": options.manual_seed, "seeding": "per image: sha256(seed, stem)",

@@ -29,6 +29,7 @@ from hidiff.sweep.report import metrics_csv
 from hidiff.sweep.spec import Run, Sweep
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.hashing import sha256_file
+from hidiff.utils.progress import Progress
 
 TEST_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test.py"
 
@@ -187,6 +188,7 @@ class SweepRunner:
         done = {f"train:{r.name}" for r in self.sweep.runs if r.name not in self.retrained}
         running: Dict[str, tuple] = {}
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+        bar = Progress(len(pending), desc=f"sweep {self.sweep.name}", unit="job")
         try:
             while pending or running:
                 for job in list(pending):
@@ -198,6 +200,7 @@ class SweepRunner:
                     if job.kind == "eval" and self.eval_reusable(job.run):
                         self.log(f"  reuse evaluation of {job.run.name}")
                         done.add(job.key)
+                        bar.update(1)
                         continue
                     cmd = self.train_command(job.run) if job.kind == "train" else self.eval_command(job.run)
                     log_path = self.folder / "logs" / f"{job.kind}_{job.run.name}.log"
@@ -221,7 +224,9 @@ class SweepRunner:
                     self._finish(job, proc.returncode, seconds, log_path)
                     done.add(key)
                     self.log(f"  done  {job.kind} {job.run.name} in {seconds:.0f} s")
+                    bar.update(1)
         finally:
+            bar.close()
             for job, proc, _, out, _ in running.values():
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
