@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 METHODS = ("wiener", "richardson_lucy")
-WIENER_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+WIENER_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 RL_GRID = (3, 5, 10, 20, 40, 80)
 GRIDS: Dict[str, Tuple[float, ...]] = {"wiener": WIENER_GRID, "richardson_lucy": RL_GRID}
 
@@ -49,8 +49,8 @@ def label(method: str, param: float) -> str:
 
 def tune_on_pairs(pairs: Sequence, grids: Mapping[str, Sequence[float]] = GRIDS
                   ) -> Tuple[Dict[str, float], Dict[str, Dict[float, float]]]:
-    """``(best, scores)``: per method the grid value of best mean PSNR over ``pairs`` (SyntheticPair-like:
-    ``blurry``, ``sharp``, ``kernel``) and every value's mean PSNR (ties: the first in the grid)."""
+    """Per method, the grid value of best mean PSNR over ``pairs`` (ties: the first in the grid) and every
+    value's mean PSNR: ``(best, scores)``.  A pair has ``blurry``, ``sharp`` and ``kernel`` (SyntheticPair)."""
     from hidiff.metrics.psnr import psnr_uint8
     best: Dict[str, float] = {}
     scores: Dict[str, Dict[float, float]] = {}
