@@ -78,12 +78,11 @@ def machine() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     import hidiff
     from hidiff.data.image_io import list_images
     from hidiff.errors import HidiffError
-    from hidiff.evaluation import deconvolution as dc
     from hidiff.evaluation import shake_benchmark as sb
-    from hidiff.utils.atomic import atomic_write_text
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -99,9 +98,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         restorers = {name: hidiff.load(source, device=args.device) for name, source in models.items()}
         log("== set")
         sb.build_or_verify(args.photos.resolve(), args.set.resolve(), params, log=lambda m: log("  " + m.strip()))
+        return run(args, params, restorers, log)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
+    """Tune the references, score every method on the built set, write and print the results."""
+    from hidiff.data.image_io import list_images
+    from hidiff.evaluation import deconvolution as dc
+    from hidiff.evaluation import shake_benchmark as sb
+    from hidiff.utils.atomic import atomic_write_text
 
     methods = {}
     tuned = {}
@@ -124,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     header = [
         "# Frozen camera-shake benchmark",
         "",
-        f"Command: `python benchmarks/shake_benchmark.py {shlex.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Command: `python benchmarks/shake_benchmark.py {shlex.join(args.argv)}`",
         "",
         f"Set: `{args.set}` (manifest sha256 {sb.set_digest(args.set.resolve())[:16]}): one centred "
         f"{params.crop}x{params.crop} pair per photo of `{args.photos}`, camera-shake kernel on a "

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hidiff.config import load_options
-from hidiff.data.blur_kernels import kernel_centroid, random_canvas_kernel, random_kernel, synthesize_pair
+from hidiff.data.blur_kernels import (kernel_centroid, kernel_pool, random_canvas_kernel, random_kernel,
+                                      synthesize_pair)
 from hidiff.data.synthetic_dataset import SyntheticBlurDataset
 from hidiff.errors import ConfigError
 
@@ -47,6 +48,15 @@ def test_without_a_range_nothing_changes():
     p = synthesize_pair(sharp, np.random.default_rng(5), kernel_size=15, noise_sigma=0.01)
     q = synthesize_pair(sharp, np.random.default_rng(5), kernel_size=15, noise_sigma=0.01, kernel_size_min=None)
     assert np.array_equal(p.blurry, q.blurry) and np.array_equal(p.kernel, q.kernel)
+
+
+def test_pool_kernels_get_their_own_canvas_and_the_plain_pool_is_unchanged():
+    plain = kernel_pool(21, 3, seed=2)
+    for j, (k, _) in enumerate(plain):
+        assert np.array_equal(k, random_kernel(21, np.random.default_rng([2, 7919, j]))[0])
+    ranged = [k for k, _ in kernel_pool(21, 8, seed=2, min_size=9)]
+    assert all(k.shape == (21, 21) and abs(k.sum() - 1) < 1e-9 for k in ranged)
+    assert len({_support(k) for k in ranged}) > 1
 
 
 def test_dataset_draws_canvas_per_sample_with_fixed_shapes(photos):
