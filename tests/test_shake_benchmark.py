@@ -137,7 +137,7 @@ def test_recipe_loads_builds_and_trains_on_the_users_photos(tmp_path, stage):
             nets[suffix] = build_network(block, f"network_{suffix}")
     if stage == "2":      # the networks a deblurring model ships: fp16 weights <= 4 MB
         shipped = sum(p.numel() for s in ("g", "le_dm", "d") for p in nets[s].parameters())
-        assert shipped * 2 <= 4 * 1024 * 1024
+        assert shipped * 2 <= 4_000_000
     ds = build_dataset(opt.datasets["train"], opt.manual_seed)
     item = ds[(0, 0)]
     assert item["lq"].shape == item["gt"].shape == (3, train["gt_size"], train["gt_size"])
@@ -155,3 +155,18 @@ def test_default_photos_gathered_with_attribution(tmp_path):
     with pytest.raises(DataError, match="same name"):
         gather_photos(tmp_path / "dst2", [clash], log=lambda m: None)
     assert not (tmp_path / "dst2").exists()
+
+
+def test_tile_estimate_prints_the_recipes_figures(tmp_path):
+    from hidiff.inference.tiler import TileGrid, auto_tile_options
+
+    out = tmp_path / "estimate.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tile_estimate.py"), "-opt",
+                           str(REPO / "options" / "default_stage2.yml"), "--photo", "600x800", "--runs", "1",
+                           "--json", str(out)], capture_output=True, text=True, env=run_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    f = json.loads(out.read_text())
+    assert f["tiles"] == len(TileGrid.build(600, 800, auto_tile_options(600, 800, "cpu"))) and f["tile_hw"] == [256, 256]
+    assert f["seconds_all_cores"] == pytest.approx(f["tiles"] * f["cpu_s_per_tile"] / 2)
+    assert f["shipped_params"] * 2 <= 4_000_000 and f["gmac_per_tile"] > 0
+    assert f"600x800 photo: {f['tiles']} tiles" in done.stdout and "MiB in fp16" in done.stdout
