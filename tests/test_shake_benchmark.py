@@ -166,7 +166,8 @@ def test_tile_estimate_prints_the_recipes_figures(tmp_path):
                            "--json", str(out)], capture_output=True, text=True, env=run_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     f = json.loads(out.read_text())
-    assert f["tiles"] == len(TileGrid.build(600, 800, auto_tile_options(600, 800, "cpu"))) and f["tile_hw"] == [256, 256]
+    assert f["tiles"] == len(TileGrid.build(600, 800, auto_tile_options(600, 800, "cpu")))
+    assert f["tile_hw"] == [256, 256]
     assert f["seconds_all_cores"] == pytest.approx(f["tiles"] * f["cpu_s_per_tile"] / 2)
     assert f["shipped_params"] * 2 <= 4_000_000 and f["gmac_per_tile"] > 0
     assert f"600x800 photo: {f['tiles']} tiles" in done.stdout and "MiB in fp16" in done.stdout
