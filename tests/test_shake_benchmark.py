@@ -124,10 +124,10 @@ def test_script_scores_input_deconvolution_and_a_model(tmp_path):
     assert not (tmp_path / "o2").exists() and not (tmp_path / "s2").exists()
 
 
-@pytest.mark.parametrize("stage", ["1", "2"])
-def test_recipe_loads_builds_and_trains_on_the_users_photos(tmp_path, stage):
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "plain"])
+def test_recipe_loads_builds_and_reads_the_users_photos(tmp_path, stage):
     photos = write_photos(tmp_path / "photos", size=(180, 190))
-    path = REPO / "options" / f"default_stage{stage}.yml"
+    path = REPO / "options" / f"default_{stage}.yml"
     opt = load_options(path, overrides=[f"datasets.train.sharp_root={photos}", f"datasets.val.sharp_root={photos}"])
     train = opt.datasets["train"].params
     assert (train["kernel_size"], train["kernel_size_min"], list(train["noise_sigma"])) == (41, 9, [0.0, 0.02])
@@ -135,7 +135,7 @@ def test_recipe_loads_builds_and_trains_on_the_users_photos(tmp_path, stage):
     for suffix, block in opt.networks.items():
         with torch.device("meta"):
             nets[suffix] = build_network(block, f"network_{suffix}")
-    if stage == "2":      # the networks a deblurring model ships: fp16 weights <= 4 MB
+    if stage == "stage2":      # the networks a deblurring model ships: fp16 weights <= 4 MB
         shipped = sum(p.numel() for s in ("g", "le_dm", "d") for p in nets[s].parameters())
         assert shipped * 2 <= 4_000_000
     ds = build_dataset(opt.datasets["train"], opt.manual_seed)
