@@ -29,7 +29,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -37,60 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "benchmarks" / "sweeps"
 
 
-# ----------------------------------------------------------------------------- classical baselines
-def _pad_reflect(img: np.ndarray, r: int) -> np.ndarray:
-    return np.pad(img, ((r, r), (r, r), (0, 0)), mode="reflect")
-
-
-def deconvolve(blurry: np.ndarray, kernel: np.ndarray, method: str, param: float) -> np.ndarray:
-    """Non-blind deconvolution of a uint8 RGB image per channel (reflect-padded against border ringing)."""
-    from skimage import restoration
-    r = kernel.shape[0]
-    x = _pad_reflect(blurry.astype(np.float64) / 255.0, r)
-    out = np.empty_like(x)
-    for c in range(x.shape[2]):
-        if method == "wiener":
-            out[..., c] = restoration.wiener(x[..., c], kernel, balance=param, clip=True)
-        else:
-            out[..., c] = restoration.richardson_lucy(x[..., c], kernel, num_iter=int(param), clip=True)
-    out = out[r:-r, r:-r]
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
-
-
-WIENER_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
-RL_GRID = (3, 5, 10, 20, 40, 80)
-
-
-def tune_classical(train_dir: Path, kernel_size: int, noise: Sequence[float], seed: int, crop: int, log: Callable,
-                   photos: int = 3) -> Dict[str, float]:
-    """Pick Wiener's balance and RL's iterations (best mean PSNR) once, on pairs made from *training* photos."""
-    from hidiff.data.blur_kernels import synthesize_pair
-    from hidiff.data.image_io import list_images, read_image
-    from hidiff.data.sample_rng import key_rng
-    from hidiff.data.synthetic_dataset import sharp_region
-    from hidiff.metrics.psnr import psnr_uint8
-
-    paths = list_images(train_dir)[:photos]
-    pairs = []
-    for path in paths:
-        photo = read_image(path)
-        side = min(crop, min(photo.shape[:2]) - kernel_size + 1)
-        region = sharp_region(photo, side, kernel_size, source=str(path))
-        pairs.append(synthesize_pair(region, key_rng(seed + 7, path.stem), kernel_size=kernel_size,
-                                     noise_sigma=tuple(noise)))
-    best = {}
-    for method, grid in (("wiener", WIENER_GRID), ("richardson_lucy", RL_GRID)):
-        scores = {p: float(np.mean([psnr_uint8(deconvolve(q.blurry, q.kernel, method, p), q.sharp) for q in pairs]))
-                  for p in grid}
-        best[method] = max(scores, key=scores.get)
-        log(f"  tuned {method} on {', '.join(p.name for p in paths)}: "
-            + ", ".join(f"{p}: {s:.2f}" for p, s in scores.items()) + f" -> {best[method]}")
-    return best
-
-
 def classical_rows(test_set: Path, tuned: Dict[str, float]) -> Dict[str, Dict[str, float]]:
     """Mean GoPro-protocol scores of Wiener and Richardson-Lucy (true kernels) on the frozen test pairs."""
     from hidiff.data.image_io import read_image_uint8
+    from hidiff.evaluation.deconvolution import deconvolve, label
     from hidiff.evaluation.protocols import get_protocol
 
     protocol = get_protocol("gopro")
@@ -101,9 +51,8 @@ def classical_rows(test_set: Path, tuned: Dict[str, float]) -> Dict[str, Dict[st
         kernel = np.load(test_set / "kernels" / f"{gt_path.stem}.npy")
         for method in scores:
             scores[method].append(protocol.score_pair(deconvolve(lq, kernel, method, tuned[method]), gt))
-    names = {"wiener": f"Wiener, true kernel (balance {tuned['wiener']})",
-             "richardson_lucy": f"Richardson-Lucy, true kernel ({int(tuned['richardson_lucy'])} iterations)"}
-    return {names[m]: {k: float(np.mean([s[k] for s in rows])) for k in rows[0]} for m, rows in scores.items()}
+    return {label(m, tuned[m]): {k: float(np.mean([s[k] for s in rows])) for k in rows[0]}
+            for m, rows in scores.items()}
 
 
 def downscaled_photos(src: Path, dst: Path, short_side: int) -> Path:
@@ -154,6 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from hidiff.data.synthetic_set import freeze_synthetic_set
     from hidiff.errors import HidiffError
+    from hidiff.evaluation.deconvolution import tune_classical
     from hidiff.sweep import RunFailed, SweepRunner, load_sweep, write_report
 
     def log(msg: str) -> None:

@@ -28,8 +28,8 @@ KWARG_RANGES: Dict[str, Dict[str, Dict[str, float]]] = {
                                      "out_channel", "inner_channel")}
     | {"num_refinement_blocks": _GE0, "ffn_expansion_factor": _GT0, "patch_expansion": _GT0,
        "channel_expansion": _GT0},
-    "dataset": {"gt_size": _GE1, "length": _GE1, "kernel_size": _GE1, "kernel_pool": _GE1, "noise_sigma": _GE0,
-                "seed": _SEED, "kernel_pool_seed": _SEED},
+    "dataset": {"gt_size": _GE1, "length": _GE1, "kernel_size": _GE1, "kernel_size_min": _GE1, "kernel_pool": _GE1,
+                "noise_sigma": _GE0, "seed": _SEED, "kernel_pool_seed": _SEED},
     "loss": {"loss_weight": _GE0},
     "scheduler": {"periods": _GE1, "milestones": _GE1, "restarts": _GE0, "restart_weights": _GE0,
                   "eta_mins": _GE0, "eta_min": _GE0, "gamma": _GT0},

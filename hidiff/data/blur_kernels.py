@@ -134,6 +134,34 @@ def random_kernel(size: int, rng: np.random.Generator) -> tuple[np.ndarray, Shak
     return trajectory_to_psf(path, size, params.exposure), params
 
 
+def check_min_kernel_size(min_size: Optional[int], size: int) -> Optional[int]:
+    """``None`` or an odd canvas side in [3, ``size``]."""
+    if min_size is None:
+        return None
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 3 or min_size % 2 == 0 \
+            or min_size > size:
+        raise ValueError(f"kernel_size_min must be an odd integer in [3, kernel_size={size}] or null, "
+                         f"got {min_size!r}")
+    return min_size
+
+
+def random_canvas_kernel(size: int, min_size: Optional[int],
+                         rng: np.random.Generator) -> tuple[np.ndarray, ShakeParams]:
+    """A kernel drawn on an odd canvas uniform in [``min_size``, ``size``], zero-padded to size x size.
+
+    The trajectory's length scales with its canvas, so small canvases give short
+    shakes; padding keeps every kernel (and the region it blurs) one size and
+    centred.  ``min_size`` None or equal to ``size``: :func:`random_kernel`, no
+    extra draw.
+    """
+    if min_size is None or min_size == size:
+        return random_kernel(size, rng)
+    canvas = min_size + 2 * int(rng.integers(0, (size - min_size) // 2 + 1))
+    kernel, params = random_kernel(canvas, rng)
+    pad = (size - canvas) // 2
+    return np.pad(kernel, pad), params
+
+
 def kernel_centroid(kernel: np.ndarray) -> tuple[float, float]:
     """(row, col) centre of mass of a kernel."""
     k = np.asarray(kernel, dtype=np.float64)
@@ -208,26 +236,34 @@ class SyntheticPair:
     params: ShakeParams
 
 
-def kernel_pool(size: int, count: int, seed: int) -> list:
-    """A fixed pool of ``count`` camera-shake kernels (a small benchmark's kernel set, like Levin's 8)."""
-    return [random_kernel(size, np.random.default_rng([int(seed), 7919, j])) for j in range(count)]
+def kernel_pool(size: int, count: int, seed: int, min_size: Optional[int] = None) -> list:
+    """A fixed pool of ``count`` camera-shake kernels (a small benchmark's kernel set, like Levin's 8).
+
+    ``min_size``: each kernel on its own canvas, as :func:`random_canvas_kernel`.
+    """
+    return [random_canvas_kernel(size, min_size, np.random.default_rng([int(seed), 7919, j]))
+            for j in range(count)]
 
 
 def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator, *, kernel_size: int = 31,
-                    noise_sigma: NoiseRange = (0.0, 0.02), pool: Optional[list] = None) -> SyntheticPair:
+                    noise_sigma: NoiseRange = (0.0, 0.02), pool: Optional[list] = None,
+                    kernel_size_min: Optional[int] = None) -> SyntheticPair:
     """Draw a kernel and a noise level from ``rng`` and blur the region ``sharp``.
 
     The sharp target is the centre of ``sharp`` that the valid convolution covers.
-    Draw order (fixed, part of the reproducibility contract): kernel, σ, noise.
+    Draw order (fixed, part of the reproducibility contract): [canvas,] kernel, σ, noise.
     With ``pool`` (from :func:`kernel_pool`) the kernel is one of the pool's,
-    chosen by ``rng``, instead of a fresh random trajectory.
+    chosen by ``rng``, instead of a fresh random trajectory.  With
+    ``kernel_size_min`` a fresh kernel's canvas is drawn in [kernel_size_min,
+    kernel_size] (see :func:`random_canvas_kernel`).
     """
     check_kernel_size(kernel_size)
+    check_min_kernel_size(kernel_size_min, kernel_size)
     lo, hi = noise_range(noise_sigma)
     if pool:
         kernel, params = pool[int(rng.integers(len(pool)))]
     else:
-        kernel, params = random_kernel(kernel_size, rng)
+        kernel, params = random_canvas_kernel(kernel_size, kernel_size_min, rng)
     sigma = float(rng.uniform(lo, hi)) if hi > lo else lo
     blurry = blur_image(sharp, kernel, rng, sigma)
     r = kernel_size // 2

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hidiff.data.blur_kernels import check_kernel_size, noise_range, synthesize_pair
+from hidiff.data.blur_kernels import check_kernel_size, check_min_kernel_size, noise_range, synthesize_pair
 from hidiff.data.blur_kernels import kernel_pool as make_kernel_pool
 from hidiff.data.corrupt_skip import SkipCounter, read_or_replace
 from hidiff.data.image_io import list_images, read_image
@@ -60,6 +60,8 @@ class SyntheticBlurDataset(Dataset):
         phase: ``'train'`` (random crops, fresh blur per sample) or ``'val'``/``'test'`` (frozen pairs).
         gt_size: crop size; required for training, optional for val/test (see module doc).
         kernel_size: odd PSF side in pixels (31 by default).
+        kernel_size_min: draw each kernel on an odd canvas uniform in [kernel_size_min, kernel_size],
+            zero-padded to kernel_size (short and long shakes in one set); None = always kernel_size.
         noise_sigma: Gaussian noise σ on [0, 1] images, a number or a ``[min, max]`` range
             drawn uniformly per sample.
         seed: base seed of every draw.
@@ -79,7 +81,7 @@ class SyntheticBlurDataset(Dataset):
                  noise_sigma: Union[float, Sequence[float]] = (0.0, 0.02), seed: int = 0,
                  length: Optional[int] = None, geometric_augs: bool = True, skip_corrupt: bool = False,
                  return_kernel: bool = False, kernel_pool: Optional[int] = None, kernel_pool_seed: int = 0,
-                 name: str = "synthetic") -> None:
+                 kernel_size_min: Optional[int] = None, name: str = "synthetic") -> None:
         self.name = name
         self.phase = check_phase(phase, name)
         self.gt_size = check_gt_size(gt_size, name)
@@ -88,6 +90,7 @@ class SyntheticBlurDataset(Dataset):
                               f"(photos differ in size and must be cropped to batch them)")
         try:
             self.kernel_size = check_kernel_size(kernel_size)
+            self.kernel_size_min = check_min_kernel_size(kernel_size_min, self.kernel_size)
             self.noise_sigma = noise_range(noise_sigma)
         except ValueError as exc:
             raise ConfigError(f"dataset '{name}': {exc}") from None
@@ -98,7 +101,8 @@ class SyntheticBlurDataset(Dataset):
         if kernel_pool is not None and (isinstance(kernel_pool, bool) or not isinstance(kernel_pool, int)
                                         or kernel_pool < 1):
             raise ConfigError(f"dataset '{name}': kernel_pool must be a positive integer or null, got {kernel_pool!r}")
-        self.pool = make_kernel_pool(self.kernel_size, kernel_pool, kernel_pool_seed) if kernel_pool else None
+        self.pool = make_kernel_pool(self.kernel_size, kernel_pool, kernel_pool_seed,
+                                     self.kernel_size_min) if kernel_pool else None
         self.sharp_root = str(sharp_root)
         if not Path(sharp_root).is_dir():
             raise DataError(f"dataset '{name}': sharp_root '{sharp_root}' does not exist or is not a folder")
@@ -149,7 +153,8 @@ class SyntheticBlurDataset(Dataset):
         else:
             rng = key_rng(self.seed, path.stem)
             region = sharp_region(photo, self.gt_size, k, source=str(path))
-        pair = synthesize_pair(region, rng, kernel_size=k, noise_sigma=self.noise_sigma, pool=self.pool)
+        pair = synthesize_pair(region, rng, kernel_size=k, noise_sigma=self.noise_sigma, pool=self.pool,
+                               kernel_size_min=self.kernel_size_min)
         lq, gt = pair.blurry.astype(np.float32) / 255.0, pair.sharp.astype(np.float32) / 255.0
         kernel = pair.kernel
         if self.phase == "train" and self.geometric_augs:
