@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Gather the default model's training photos into one folder (hidiff/data/default_photos.py).
+"""Gather the default model's training photos into one folder (hidiff.runners.default_photos.py).
 
     python scripts/prepare_default_photos.py --photos ../shared/photos/train [--dst datasets/default/train_sharp]
 
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dst", type=Path, default=REPO / "datasets" / "default" / "train_sharp", help="the folder filled")
     ap.add_argument("--no-skimage", action="store_true", help="leave out the scikit-image photos")
     args = ap.parse_args(argv)
-    from hidiff.data.default_photos import gather_photos
+    from hidiff.runners.default_photos import gather_photos
     from hidiff.errors import HidiffError
     try:
         gather_photos(args.dst, args.photos, skimage=not args.no_skimage)

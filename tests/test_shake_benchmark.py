@@ -16,7 +16,7 @@ import torch
 from hidiff.archs import build_network
 from hidiff.config import load_options
 from hidiff.data.blur_kernels import synthesize_pair
-from hidiff.data.default_photos import SKIMAGE_PHOTOS, gather_photos
+from hidiff.runners.default_photos import SKIMAGE_PHOTOS, gather_photos
 from hidiff.data.build import build_dataset
 from hidiff.errors import DataError
 from hidiff.evaluation.deconvolution import deconvolve, tune_on_pairs
