@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from hidiff.cli.prepare import main as prepare_main
-from hidiff.data.prepare import checks, placing, staging
+from hidiff.data.prepare import checks, dpdd, placing, staging
+from hidiff.data.prepare.dpdd import prepare_dpdd
 from hidiff.data.prepare.gopro import prepare_gopro
 from hidiff.data.prepare.placing import PrepareOptions
 from hidiff.data.prepare.realblur import prepare_realblur
@@ -100,6 +101,8 @@ def failing_placement(monkeypatch, n: int | None, exc: BaseException) -> list[in
     def place(src, dst, mode):
         calls[0] += 1
         if calls[0] == n:
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, exc.strerror, str(dst))  # as the system would, naming the file
             raise exc
         return real(src, dst, mode)
 
@@ -145,10 +148,13 @@ def test_failure_midway_with_overwrite_keeps_previous_set(prepared, monkeypatch,
     src, dst = prepared
     before = tree(dst)
     calls = failing_placement(monkeypatch, 9, exc)  # train (8 files) staged, then val fails
-    with pytest.raises(type(exc)):
+    with pytest.raises(type(exc)) as err:
         prepare_gopro(src, options(dst, lmdb=True, overwrite=True))
     assert calls[0] == 9
     assert tree(dst) == before
+    if isinstance(exc, OSError):  # the file being written is named by its final path
+        final = dst / "GoPro" / "val" / "input" / f"{TRAIN_SCENES[2]}-000001.png"
+        assert str(err.value) == f"[Errno {errno.ENOSPC}] No space left on device: '{final}'"
 
 
 def test_strict_rejects_a_later_variant_after_another_was_staged(tmp_path, monkeypatch):
@@ -258,3 +264,28 @@ def test_error_about_a_staged_file_names_its_final_path(tmp_path):
     final = dst / "test" / "GoPro" / "input" / f"{TEST_SCENES[0]}-000002.png"
     assert f"cannot decode image '{final}'" in str(err.value) and staging.PREFIX not in str(err.value)
     assert not dst.exists()
+
+
+def test_dpdd_failure_at_the_last_step_keeps_previous_set(tmp_path, monkeypatch):
+    base = tmp_path / "src" / "dd_dp_dataset_png"
+    for split, keys in (("train", ["t1"]), ("val", ["v1"]), ("test", ["img1", "img2"])):
+        for k in keys:
+            for folder, name in ((f"{split}_c/source", k), (f"{split}_c/target", k), (f"{split}_l/source", k + "_L"),
+                                 (f"{split}_r/source", k + "_R")):
+                (base / folder).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(base / folder / f"{name}.png"), frame(len(name) + len(folder), 12, 16))
+    np.save(base / "indoor_labels.npy", np.array([1]))
+    np.save(base / "outdoor_labels.npy", np.array([2]))
+    dst = tmp_path / "datasets"
+    prepare_dpdd(base.parent, options(dst))
+    before = tree(dst)
+    real = dpdd.place_file
+
+    def copy_label(src, target, mode):  # every image folder is staged by now; the label copy fails
+        real(src, target, mode)
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(dpdd, "place_file", copy_label)
+    with pytest.raises(OSError, match=str(dst / "DPDD" / "test" / "indoor_labels.npy")):
+        prepare_dpdd(base.parent, options(dst, overwrite=True, mode="copy"))
+    assert tree(dst) == before

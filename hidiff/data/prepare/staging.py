@@ -130,6 +130,16 @@ class Staging:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _name_final_paths(exc: BaseException, staged_root: str, dst: str) -> None:
+    """Rewrite the staged paths an error names into the final ones, so no message names the staging folder."""
+    if isinstance(exc, OSError):
+        for attr in ("filename", "filename2"):
+            if isinstance(getattr(exc, attr), str):
+                setattr(exc, attr, getattr(exc, attr).replace(staged_root, dst))
+    else:
+        exc.args = tuple(a.replace(staged_root, dst) if isinstance(a, str) else a for a in exc.args)
+
+
 @contextlib.contextmanager
 def staged(dst: Path, overwrite: bool, folders: Iterable[Path]) -> Iterator[Staging]:
     """Check ``folders`` against ``dst``, then yield a fresh :class:`Staging`; commit it on success.
@@ -148,9 +158,8 @@ def staged(dst: Path, overwrite: bool, folders: Iterable[Path]) -> Iterator[Stag
         stage.root.mkdir(parents=True)
         try:
             yield stage
-        except HidiffError as exc:  # name the final paths, never the staged ones
-            new, final = str(stage.root / "new"), str(dst)
-            exc.args = tuple(a.replace(new, final) if isinstance(a, str) else a for a in exc.args)
+        except (HidiffError, OSError) as exc:
+            _name_final_paths(exc, str(stage.root / "new"), str(dst))
             raise
         stage.commit()
     except BaseException:
