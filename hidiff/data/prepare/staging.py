@@ -127,6 +127,7 @@ class Staging:
             raise
 
     def remove(self) -> None:
+        """Delete the staging folder: what a failed run built, or the old outputs a committed one set aside."""
         shutil.rmtree(self.root, ignore_errors=True)
 
 
