@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hidiff-prepare",
         description="Check a downloaded deblurring benchmark and write the folder layout the option files "
-                    "expect (see datasets/README.md).")
+                    "expect (see datasets/README.md).  All or nothing: outputs are built in --dst/.hidiff-prepare-"
+                    "<pid>/ and moved into place only when everything succeeded.")
     p.add_argument("benchmark", choices=sorted(BENCHMARKS))
     p.add_argument("--src", required=True, type=Path, help="the extracted archive (or its parent folder)")
     p.add_argument("--dst", type=Path, default=Path("datasets"), help="output root (default: datasets/)")
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     place.add_argument("--symlink", dest="mode", action="store_const", const="symlink",
                        help="symlink files instead of hard-linking them")
     p.set_defaults(mode="link")
-    p.add_argument("--overwrite", action="store_true", help="replace the images in existing output folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing non-empty output folders (only once the whole preparation succeeded)")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="threads for decoding/cropping")
     p.add_argument("--crop-size", type=int, default=512, help="GoPro training crop size (default 512)")
     p.add_argument("--crop-stride", type=int, default=256, help="GoPro training crop stride (default 256)")

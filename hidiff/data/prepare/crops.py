@@ -13,7 +13,7 @@ from typing import Sequence
 
 from hidiff.data.image_io import encode_png_raw, read_raw
 from hidiff.data.prepare.checks import Pair, PrepareReport
-from hidiff.data.prepare.placing import prepare_output_dir
+from hidiff.data.prepare.staging import Staging
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
 
@@ -60,25 +60,25 @@ def _crop_pair_center(pair: Pair, out_dirs: dict[str, Path], size: int) -> int:
     return 1
 
 
-def write_grid_crops(pairs: Sequence[Pair], out_root: Path, size: int, stride: int, *, overwrite: bool,
+def write_grid_crops(pairs: Sequence[Pair], out_root: Path, size: int, stride: int, *, stage: Staging,
                      workers: int, report: PrepareReport) -> list[Path]:
-    """Cut every pair into grid crops under ``out_root/<role>/``; return the role folders."""
+    """Stage grid crops of every pair as ``out_root/<role>/``; return the (final) role folders."""
     roles = list(pairs[0].files) if pairs else ["input", "target"]
-    out_dirs = {role: prepare_output_dir(out_root / role, overwrite) for role in roles}
+    out_dirs = {role: stage.folder(out_root / role) for role in roles}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         n = sum(pool.map(lambda p: _crop_pair_grid(p, out_dirs, size, stride), pairs))
-    for d in out_dirs.values():
-        report.output(d, n)
-    return list(out_dirs.values())
+    for role in roles:
+        report.output(out_root / role, n)
+    return [out_root / role for role in roles]
 
 
-def write_center_crops(pairs: Sequence[Pair], out_root: Path, size: int, *, overwrite: bool, workers: int,
+def write_center_crops(pairs: Sequence[Pair], out_root: Path, size: int, *, stage: Staging, workers: int,
                        report: PrepareReport) -> list[Path]:
-    """One centred ``size`` x ``size`` crop per pair under ``out_root/<role>/<key>.png``."""
+    """Stage one centred ``size`` x ``size`` crop per pair as ``out_root/<role>/<key>.png``."""
     roles = list(pairs[0].files) if pairs else ["input", "target"]
-    out_dirs = {role: prepare_output_dir(out_root / role, overwrite) for role in roles}
+    out_dirs = {role: stage.folder(out_root / role) for role in roles}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         n = sum(pool.map(lambda p: _crop_pair_center(p, out_dirs, size), pairs))
-    for d in out_dirs.values():
-        report.output(d, n)
-    return list(out_dirs.values())
+    for role in roles:
+        report.output(out_root / role, n)
+    return [out_root / role for role in roles]

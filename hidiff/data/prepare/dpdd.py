@@ -23,6 +23,7 @@ from hidiff.data.dual_pixel_dataset import view_stem
 from hidiff.data.prepare.checks import (
     PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
 from hidiff.data.prepare.placing import PrepareOptions, place_file, write_pair_folders
+from hidiff.data.prepare.staging import staged
 from hidiff.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -68,31 +69,34 @@ def scan_split(folders: dict[str, Path], split: str) -> SplitScan:
 
 
 def prepare_dpdd(src: Path, opts: PrepareOptions) -> PrepareReport:
-    """Check DPDD and write the Restormer layout under ``<dst>/DPDD``."""
+    """Check DPDD and write the Restormer layout under ``<dst>/DPDD`` (all or nothing)."""
     src = Path(src)
     report = PrepareReport("DPDD", opts.log)
     root, layout = find_dpdd_root(src)
     report.note(f"DPDD: {layout} layout at {root}")
     make = _official_folders if layout == "official" else _restormer_folders
-    for split in SPLITS:
-        pairs = check_split(scan_split(make(root, split), split), report, strict=opts.strict, verify=opts.verify,
-                            workers=opts.workers)
-        if pairs:
-            write_pair_folders(pairs, opts.dst / "DPDD" / split, opts, report, roles=list(ROLES))
-    labels = {}
-    for name in LABEL_FILES:
-        found = sorted(src.rglob(name))
-        if found:
-            labels[name] = found[0]
-    if {"indoor_labels.npy", "outdoor_labels.npy"} <= set(labels) or \
-            {"indoor_labels.txt", "outdoor_labels.txt"} <= set(labels):
-        for name, path in labels.items():
-            place_file(path, opts.dst / "DPDD" / "test" / name, "copy")
-        report.note(f"DPDD: indoor/outdoor labels copied from {sorted(str(p.parent) for p in labels.values())[0]}")
-    else:
-        report.warn("no indoor_labels/outdoor_labels files found under the source; DPDD indoor/outdoor "
-                    "means need them (they ship with the Restormer copy of the test set) in DPDD/test")
-    if opts.lmdb:
-        report.note("DPDD: --lmdb ignored (DualPixelDataset reads the folders)")
-    report.save(opts.dst / "reports" / "prepare_dpdd.json")
+    scans = {split: scan_split(make(root, split), split) for split in SPLITS}
+    planned = [opts.dst / "DPDD" / split / role for split, scan in scans.items() if scan.pairs for role in ROLES]
+    with staged(opts.dst, opts.overwrite, planned) as stage:
+        for split, scan in scans.items():
+            pairs = check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
+            if pairs:
+                write_pair_folders(pairs, opts.dst / "DPDD" / split, opts, report, stage, roles=list(ROLES))
+        labels = {}
+        for name in LABEL_FILES:
+            found = sorted(src.rglob(name))
+            if found:
+                labels[name] = found[0]
+        if {"indoor_labels.npy", "outdoor_labels.npy"} <= set(labels) or \
+                {"indoor_labels.txt", "outdoor_labels.txt"} <= set(labels):
+            for name, path in labels.items():
+                place_file(path, stage.file(opts.dst / "DPDD" / "test" / name), "copy")
+            report.note(f"DPDD: indoor/outdoor labels copied from "
+                        f"{sorted(str(p.parent) for p in labels.values())[0]}")
+        else:
+            report.warn("no indoor_labels/outdoor_labels files found under the source; DPDD indoor/outdoor "
+                        "means need them (they ship with the Restormer copy of the test set) in DPDD/test")
+        if opts.lmdb:
+            report.note("DPDD: --lmdb ignored (DualPixelDataset reads the folders)")
+        report.save(stage.file(opts.dst / "reports" / "prepare_dpdd.json"))
     return report

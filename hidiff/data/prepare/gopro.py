@@ -33,6 +33,7 @@ from hidiff.data.prepare.checks import (
     PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
 from hidiff.data.prepare.crops import write_center_crops, write_grid_crops
 from hidiff.data.prepare.placing import PrepareOptions, build_lmdbs, write_pair_folders
+from hidiff.data.prepare.staging import Staging, staged
 from hidiff.data.prepare.val_split import split_by_scene
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_text
@@ -111,12 +112,34 @@ def scan_readme(folder: Path, split: str) -> SplitScan:
     return SplitScan("GoPro", split, pairs, unmatched)
 
 
-def _write_source_note(folder: Path, text: str) -> None:
-    atomic_write_text(folder / "SOURCE.txt", text + "\n")
+def planned_folders(scans: dict[str, SplitScan], opts: PrepareOptions) -> list[Path]:
+    """Every output folder a run with these scans writes (checked against ``--dst`` before any work)."""
+    g, roles = opts.dst / "GoPro", ("input", "target")
+    roots, lmdb_roots = [], []
+    if scans["train"].pairs:
+        roots += [g / "train", g / "crops" / "train"]
+        lmdb_roots.append(g / "crops" / "train")
+        if not opts.official_test_val and opts.val_scenes:
+            roots += [g / "val", g / "crops" / "val"]
+            lmdb_roots.append(g / "crops" / "val")
+    if scans["test"].pairs:
+        roots.append(opts.dst / "test" / "GoPro")
+        lmdb_roots.append(opts.dst / "test" / "GoPro")
+        if opts.official_test_val:
+            roots.append(g / "crops" / "val")
+            lmdb_roots.append(g / "crops" / "val")
+    folders = [r / role for r in roots for role in roles]
+    if opts.lmdb:
+        folders += [r / f"{role}.lmdb" for r in lmdb_roots for role in roles]
+    return folders
+
+
+def _write_source_note(stage: Staging, folder: Path, text: str) -> None:
+    atomic_write_text(stage.file(folder / "SOURCE.txt"), text + "\n")
 
 
 def prepare_gopro(src: Path, opts: PrepareOptions) -> PrepareReport:
-    """Check the GoPro source and write the prepared layout; see the module doc."""
+    """Check the GoPro source and write the prepared layout (all or nothing); see the module doc."""
     if opts.gopro_blur not in BLUR_FOLDERS:
         raise DataError(f"--gopro-blur must be one of {BLUR_FOLDERS}, got {opts.gopro_blur!r}")
     report = PrepareReport("GoPro", opts.log)
@@ -133,6 +156,13 @@ def prepare_gopro(src: Path, opts: PrepareOptions) -> PrepareReport:
                 scans[split] = scan_readme(folder, split)
         if split not in scans:
             scans[split] = SplitScan("GoPro", split, [], {"missing split folder(s)": [str(root / split)]})
+    with staged(opts.dst, opts.overwrite, planned_folders(scans, opts)) as stage:
+        _check_and_write(scans, opts, report, stage)
+    return report
+
+
+def _check_and_write(scans: dict[str, SplitScan], opts: PrepareOptions, report: PrepareReport,
+                     stage: Staging) -> None:
     checked = {s: check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
                for s, scan in scans.items()}
     train, test = checked["train"], checked["test"]
@@ -146,24 +176,22 @@ def prepare_gopro(src: Path, opts: PrepareOptions) -> PrepareReport:
         report.note(f"GoPro: validation = {len(val_pairs)} frames of the held-out training scene(s) "
                     f"{', '.join(val_scenes) or '(none)'}; training = {len(train_pairs)} frames")
     if train_pairs:
-        write_pair_folders(train_pairs, dst / "GoPro" / "train", opts, report)
+        write_pair_folders(train_pairs, dst / "GoPro" / "train", opts, report, stage)
         lmdb_folders += write_grid_crops(train_pairs, dst / "GoPro" / "crops" / "train", opts.crop_size,
-                                         opts.crop_stride, overwrite=opts.overwrite, workers=opts.workers,
-                                         report=report)
+                                         opts.crop_stride, stage=stage, workers=opts.workers, report=report)
     if val_pairs:
-        write_pair_folders(val_pairs, dst / "GoPro" / "val", opts, report)
+        write_pair_folders(val_pairs, dst / "GoPro" / "val", opts, report, stage)
         val_dirs = write_center_crops(val_pairs, dst / "GoPro" / "crops" / "val", opts.val_crop,
-                                      overwrite=opts.overwrite, workers=opts.workers, report=report)
+                                      stage=stage, workers=opts.workers, report=report)
         lmdb_folders += val_dirs
-        _write_source_note(dst / "GoPro" / "crops" / "val", f"{opts.val_crop}x{opts.val_crop} centre crops of "
-                           f"the held-out TRAINING scenes {', '.join(val_scenes)} (no test image)")
+        _write_source_note(stage, dst / "GoPro" / "crops" / "val", f"{opts.val_crop}x{opts.val_crop} centre "
+                           f"crops of the held-out TRAINING scenes {', '.join(val_scenes)} (no test image)")
     if test:
-        lmdb_folders += write_pair_folders(test, dst / "test" / "GoPro", opts, report)
+        lmdb_folders += write_pair_folders(test, dst / "test" / "GoPro", opts, report, stage)
         if opts.official_test_val:
             lmdb_folders += write_center_crops(test, dst / "GoPro" / "crops" / "val", opts.val_crop,
-                                               overwrite=opts.overwrite, workers=opts.workers, report=report)
-            _write_source_note(dst / "GoPro" / "crops" / "val", "LEAKAGE: " + LEAK_WARNING)
+                                               stage=stage, workers=opts.workers, report=report)
+            _write_source_note(stage, dst / "GoPro" / "crops" / "val", "LEAKAGE: " + LEAK_WARNING)
     if opts.lmdb:
-        build_lmdbs(lmdb_folders, report)
-    report.save(dst / "reports" / "prepare_gopro.json")
-    return report
+        build_lmdbs(lmdb_folders, report, stage)
+    report.save(stage.file(dst / "reports" / "prepare_gopro.json"))

@@ -19,11 +19,13 @@ from pathlib import Path
 from hidiff.data.prepare.checks import (
     PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
 from hidiff.data.prepare.placing import PrepareOptions, build_lmdbs, write_pair_folders
+from hidiff.data.prepare.staging import staged
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_text
 
 ROOT_NAMES = ("HIDE_dataset", "HIDE", "test/HIDE")
 SUBSETS = ("test-close-ups", "test-long-shot")
+ROLES = ("input", "target")
 
 
 def find_hide_root(src: Path) -> tuple[Path, str]:
@@ -81,7 +83,7 @@ def scan_readme(root: Path) -> SplitScan:
 
 
 def prepare_hide(src: Path, opts: PrepareOptions) -> PrepareReport:
-    """Check the HIDE test set and write ``test/HIDE/{input,target}``."""
+    """Check the HIDE test set and write ``test/HIDE/{input,target}`` (all or nothing)."""
     report = PrepareReport("HIDE", opts.log)
     root, layout = find_hide_root(Path(src))
     report.note(f"HIDE: {layout} layout at {root}")
@@ -90,13 +92,17 @@ def prepare_hide(src: Path, opts: PrepareOptions) -> PrepareReport:
         scan, subset_of = scan_official(root)
     else:
         scan = scan_readme(root)
-    pairs = check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
     out = opts.dst / "test" / "HIDE"
-    folders = write_pair_folders(pairs, out, opts, report, roles=["input", "target"])
-    if subset_of:
-        kept = {p.key: subset_of[p.key] for p in pairs}
-        atomic_write_text(out / "subsets.json", json.dumps(kept, indent=1, sort_keys=True) + "\n")
+    planned = [out / role for role in ROLES]
     if opts.lmdb:
-        build_lmdbs(folders, report)
-    report.save(opts.dst / "reports" / "prepare_hide.json")
+        planned += [out / f"{role}.lmdb" for role in ROLES]
+    with staged(opts.dst, opts.overwrite, planned) as stage:
+        pairs = check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
+        folders = write_pair_folders(pairs, out, opts, report, stage, roles=list(ROLES))
+        if subset_of:
+            kept = {p.key: subset_of[p.key] for p in pairs}
+            atomic_write_text(stage.file(out / "subsets.json"), json.dumps(kept, indent=1, sort_keys=True) + "\n")
+        if opts.lmdb:
+            build_lmdbs(folders, report, stage)
+        report.save(stage.file(opts.dst / "reports" / "prepare_hide.json"))
     return report

@@ -3,7 +3,9 @@
 A hard link costs no space, and the prepared set survives if the source is
 later deleted; we never write through it.  Where hard links are impossible
 (another file system) an absolute symlink is made instead.  ``--copy`` makes
-real copies.  Every file appears atomically (temporary name + rename).
+real copies.  Every file appears atomically (temporary name + rename), and
+whole outputs are built in a staging folder and moved into place only when
+the preparation succeeded (:mod:`hidiff.data.prepare.staging`).
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from hidiff.data.image_io import IMG_EXTENSIONS
 from hidiff.data.lmdb_io import write_lmdb
 from hidiff.data.prepare.checks import Pair, PrepareReport
+from hidiff.data.prepare.staging import Staging
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_open
 
@@ -49,21 +51,6 @@ class PrepareOptions:
             raise DataError(f"--val-scenes must be >= 0, got {self.val_scenes}")
 
 
-def prepare_output_dir(folder: Path, overwrite: bool) -> Path:
-    """Create ``folder``; an existing non-empty one needs ``overwrite`` (its images are then removed)."""
-    if folder.exists():
-        entries = list(folder.iterdir())
-        if entries and not overwrite:
-            raise DataError(f"output folder '{folder}' already exists and is not empty; pass --overwrite "
-                            f"to replace its contents")
-        for e in entries:
-            if e.is_file() or e.is_symlink():
-                if e.name.lower().endswith(IMG_EXTENSIONS) or e.name == "meta_info.txt":
-                    e.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def place_file(src: Path, dst: Path, mode: str) -> str:
     """Make ``dst`` a hard link, symlink or copy of ``src``; return the method used."""
     src = Path(src)
@@ -89,17 +76,18 @@ def place_file(src: Path, dst: Path, mode: str) -> str:
 
 
 def write_pair_folders(pairs: Sequence[Pair], out_root: Path, opts: PrepareOptions, report: PrepareReport,
-                       roles: Optional[Sequence[str]] = None) -> list[Path]:
-    """Place every pair's files as ``out_root/<role>/<key><ext>``; return the role folders."""
+                       stage: Staging, roles: Optional[Sequence[str]] = None) -> list[Path]:
+    """Stage every pair's files as ``out_root/<role>/<key><ext>``; return the (final) role folders."""
     roles = list(roles or (pairs[0].files if pairs else []))
     for role in roles:
         sources = {pair.files[role].parent.resolve() for pair in pairs}
         if (out_root / role).resolve() in sources:
             raise DataError(f"output folder '{out_root / role}' is also a source folder; choose another --dst")
-    folders = [prepare_output_dir(out_root / role, opts.overwrite) for role in roles]
+    folders = [out_root / role for role in roles]
+    staged = [stage.folder(folder) for folder in folders]
     methods: dict[str, int] = {}
     for pair in pairs:
-        for role, folder in zip(roles, folders):
+        for role, folder in zip(roles, staged):
             src = pair.files[role]
             used = place_file(src, folder / f"{pair.key}{src.suffix.lower()}", opts.mode)
             methods[used] = methods.get(used, 0) + 1
@@ -111,9 +99,9 @@ def write_pair_folders(pairs: Sequence[Pair], out_root: Path, opts: PrepareOptio
     return folders
 
 
-def build_lmdbs(folders: Sequence[Path], report: PrepareReport) -> None:
-    """Write ``<folder>.lmdb`` next to each folder (BasicSR layout with meta_info.txt)."""
+def build_lmdbs(folders: Sequence[Path], report: PrepareReport, stage: Staging) -> None:
+    """Stage ``<folder>.lmdb`` next to each (final) folder (BasicSR layout with meta_info.txt)."""
     for folder in folders:
         target = folder.with_name(folder.name + ".lmdb")
-        n = write_lmdb(folder, target)
+        n = write_lmdb(stage.folders[folder], stage.store(target))
         report.output(target, n)

@@ -26,6 +26,7 @@ from pathlib import Path
 from hidiff.data.prepare.checks import (
     Pair, PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
 from hidiff.data.prepare.placing import PrepareOptions, build_lmdbs, write_pair_folders
+from hidiff.data.prepare.staging import Staging, staged
 from hidiff.data.prepare.val_split import split_by_scene
 from hidiff.errors import DataError
 
@@ -161,7 +162,7 @@ def scan_variant(src: Path, variant: str, report: PrepareReport) -> dict[str, Sp
 
 
 def prepare_realblur(src: Path, opts: PrepareOptions) -> PrepareReport:
-    """Check RealBlur-J/-R (whichever are present) and write the prepared layout."""
+    """Check RealBlur-J/-R (whichever are present) and write the prepared layout (all or nothing)."""
     src = Path(src)
     report = PrepareReport("RealBlur", opts.log)
     found = {v: scan_variant(src, v, report) for v in VARIANTS}
@@ -170,6 +171,40 @@ def prepare_realblur(src: Path, opts: PrepareOptions) -> PrepareReport:
             f"RealBlur: layout not recognised under '{src}'. Expected RealBlur_{{J,R}}_{{train,test}}_list.txt "
             f"next to RealBlur-J_ECC_IMCORR_centroid_itensity_ref/ (official archive) or "
             f"RealBlur_J/{{train,test}}/{{input,target}}; {describe_folder(src)}")
+    with staged(opts.dst, opts.overwrite, planned_folders(found, opts)) as stage:
+        _check_and_write(src, found, opts, report, stage)
+    return report
+
+
+def _outputs(opts: PrepareOptions, name: str) -> tuple[Path, Path, Path]:
+    """The train, val and test output roots of one variant."""
+    return opts.dst / "RealBlur" / "train" / name, opts.dst / "RealBlur" / "val" / name, opts.dst / "test" / name
+
+
+def planned_folders(found: dict[str, dict[str, SplitScan] | None], opts: PrepareOptions) -> list[Path]:
+    """Every output folder a run with these scans writes (checked against ``--dst`` before any work)."""
+    folders = []
+    for variant, scans in found.items():
+        if scans is None:
+            continue
+        train_out, val_out, test_out = _outputs(opts, f"RealBlur_{variant}")
+        roots = []
+        if scans["train"].pairs:
+            roots.append(train_out)
+            if opts.val_scenes and not opts.official_test_val:
+                roots.append(val_out)
+        if scans["test"].pairs:
+            roots.append(test_out)
+            if opts.official_test_val:
+                roots.append(val_out)
+        folders += [r / role for r in roots for role in ("input", "target")]
+    if opts.lmdb:
+        folders += [f.with_name(f.name + ".lmdb") for f in folders]
+    return folders
+
+
+def _check_and_write(src: Path, found: dict[str, dict[str, SplitScan] | None], opts: PrepareOptions,
+                     report: PrepareReport, stage: Staging) -> None:
     lmdb_folders: list[Path] = []
     for variant, scans in found.items():
         name = f"RealBlur_{variant}"
@@ -185,12 +220,9 @@ def prepare_realblur(src: Path, opts: PrepareOptions) -> PrepareReport:
             train_pairs, val_pairs, val_scenes = split_by_scene(train, opts.val_scenes, name)
             report.note(f"{name}: validation = {len(val_pairs)} pairs of the held-out training scene(s) "
                         f"{', '.join(val_scenes) or '(none)'}; training = {len(train_pairs)} pairs")
-        for pairs, out in ((train_pairs, opts.dst / "RealBlur" / "train" / name),
-                           (val_pairs, opts.dst / "RealBlur" / "val" / name),
-                           (test, opts.dst / "test" / name)):
+        for pairs, out in zip((train_pairs, val_pairs, test), _outputs(opts, name)):
             if pairs:
-                lmdb_folders += write_pair_folders(pairs, out, opts, report, roles=["input", "target"])
+                lmdb_folders += write_pair_folders(pairs, out, opts, report, stage, roles=["input", "target"])
     if opts.lmdb:
-        build_lmdbs(lmdb_folders, report)
-    report.save(opts.dst / "reports" / "prepare_realblur.json")
-    return report
+        build_lmdbs(lmdb_folders, report, stage)
+    report.save(stage.file(opts.dst / "reports" / "prepare_realblur.json"))

@@ -1,0 +1,172 @@
+"""All-or-nothing preparation: build every output in a staging folder, then move it into place.
+
+A preparation writes nothing under ``--dst`` directly.  Every output (a folder
+of images, an ``.lmdb`` store, a note or report file) is built under
+``<dst>/.hidiff-prepare-<pid>/`` (the same file system, so moving is a
+rename).  Only when the whole preparation succeeded is each output moved to
+its final path; an existing one (``--overwrite``) is first renamed aside and
+deleted after every new output is in place.  On any failure, Ctrl-C
+included, the staging folder is removed and ``--dst`` is left as it was.
+Output folders are checked against the real destination before any work
+starts, so a refused run changes nothing either.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from hidiff.errors import DataError, HidiffError
+
+PREFIX = ".hidiff-prepare-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale(dst: Path) -> list[Path]:
+    """Delete staging folders under ``dst`` left by killed runs (their process is gone); return them."""
+    removed = []
+    if not dst.is_dir():
+        return removed
+    for entry in sorted(dst.iterdir()):
+        tail = entry.name[len(PREFIX):]
+        if entry.name.startswith(PREFIX) and tail.isdigit() and entry.is_dir() and not entry.is_symlink():
+            if int(tail) == os.getpid() or not _pid_alive(int(tail)):
+                shutil.rmtree(entry)
+                removed.append(entry)
+    return removed
+
+
+def check_destination(folders: Iterable[Path], overwrite: bool) -> None:
+    """Refuse (DataError) if an output folder exists non-empty without ``overwrite``, or is not a folder."""
+    for folder in folders:
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise DataError(f"output folder '{folder}' exists and is not a folder; move it away")
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+            raise DataError(f"output folder '{folder}' already exists and is not empty; pass --overwrite "
+                            f"to replace it")
+
+
+class Staging:
+    """The staging folder of one preparation and the outputs built in it (final path -> staged path)."""
+
+    def __init__(self, dst: Path, overwrite: bool) -> None:
+        self.dst = Path(dst)
+        self.overwrite = overwrite
+        self.root = self.dst / f"{PREFIX}{os.getpid()}"
+        self.folders: dict[Path, Path] = {}
+        self.files: dict[Path, Path] = {}
+
+    def _staged(self, final: Path) -> Path:
+        try:
+            rel = Path(final).relative_to(self.dst)
+        except ValueError:
+            raise DataError(f"output '{final}' is not under --dst '{self.dst}'") from None
+        return self.root / "new" / rel
+
+    def folder(self, final: Path) -> Path:
+        """Create and return the staged folder for the output folder ``final``."""
+        staged = self.folders.setdefault(Path(final), self._staged(final))
+        staged.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def store(self, final: Path) -> Path:
+        """The staged path of an output folder that its writer creates itself (an ``.lmdb`` store)."""
+        staged = self.folders.setdefault(Path(final), self._staged(final))
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def file(self, final: Path) -> Path:
+        """The staged path of the output file ``final`` (notes, reports, label files; replaced silently)."""
+        staged = self.files.setdefault(Path(final), self._staged(final))
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def commit(self) -> None:
+        """Move every staged output to its final path; on failure put everything back as it was."""
+        check_destination(self.folders, self.overwrite)
+        outputs = [(final, staged) for final, staged in {**self.folders, **self.files}.items() if staged.exists()
+                   or staged.is_symlink()]
+        created: list[Path] = []
+        moved: list[tuple[Path, Path, Optional[Path]]] = []  # (final, staged, old one set aside)
+        aside_root = self.root / "old"
+        try:
+            for final, staged in outputs:
+                missing = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
+                for parent in reversed(missing):
+                    parent.mkdir()
+                    created.append(parent)
+                aside = None
+                if final.exists() or final.is_symlink():
+                    aside = aside_root / final.relative_to(self.dst)
+                    aside.parent.mkdir(parents=True, exist_ok=True)
+                moved.append((final, staged, aside))
+                if aside is not None:
+                    os.rename(final, aside)
+                os.rename(staged, final)
+        except BaseException:
+            for final, staged, aside in reversed(moved):
+                with contextlib.suppress(OSError):
+                    if not staged.exists() and (final.exists() or final.is_symlink()):
+                        os.rename(final, staged)
+                    if aside is not None and (aside.exists() or aside.is_symlink()):
+                        os.rename(aside, final)
+            for parent in reversed(created):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+            raise
+
+    def remove(self) -> None:
+        """Delete the staging folder: what a failed run built, or the old outputs a committed one set aside."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _name_final_paths(exc: BaseException, staged_root: str, dst: str) -> None:
+    """Rewrite the staged paths an error names into the final ones, so no message names the staging folder."""
+    if isinstance(exc, OSError):
+        for attr in ("filename", "filename2"):
+            if isinstance(getattr(exc, attr), str):
+                setattr(exc, attr, getattr(exc, attr).replace(staged_root, dst))
+    else:
+        exc.args = tuple(a.replace(staged_root, dst) if isinstance(a, str) else a for a in exc.args)
+
+
+@contextlib.contextmanager
+def staged(dst: Path, overwrite: bool, folders: Iterable[Path]) -> Iterator[Staging]:
+    """Check ``folders`` against ``dst``, then yield a fresh :class:`Staging`; commit it on success.
+
+    On any exception (KeyboardInterrupt included) the staging folder is
+    removed, and so are the folders this run created to hold it, before re-raising.
+    """
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise DataError(f"--dst '{dst}' exists and is not a folder")
+    check_destination(folders, overwrite)
+    made = [p for p in [dst, *dst.parents] if not p.exists()]
+    remove_stale(dst)
+    stage = Staging(dst, overwrite)
+    try:
+        stage.root.mkdir(parents=True)
+        try:
+            yield stage
+        except (HidiffError, OSError) as exc:
+            _name_final_paths(exc, str(stage.root / "new"), str(dst))
+            raise
+        stage.commit()
+    except BaseException:
+        stage.remove()
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    stage.remove()
