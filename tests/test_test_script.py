@@ -15,16 +15,7 @@ from conftest import PY, REPO, run_env
 from hidiff.archs import build_network
 from hidiff.config.yaml_io import load_yaml
 from procs import run_checked
-
-
-def write_pairs(folder, sizes, seed=0):
-    rng = np.random.default_rng(seed)
-    for i, (h, w) in enumerate(sizes):
-        gt = (rng.random((h, w, 3)) * 255).astype(np.uint8)
-        lq = cv2.GaussianBlur(gt, (5, 5), 1.5)
-        for sub, img in (("target", gt), ("input", lq)):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(folder / sub / f"img{i:02d}.png"), img)
+from test_trust_testing import write_pairs
 
 
 @pytest.fixture(scope="module")
