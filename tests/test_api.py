@@ -1,7 +1,6 @@
 """hidiff.load / Restorer.deblur on tiny real weights: every source kind, every input kind, seeds, tiling."""
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import cv2
@@ -17,6 +16,7 @@ from hidiff.inference.tiler import TileOptions
 from test_deblur_cli import SKIMAGE_DATA, save_release, tiny_state_dicts
 
 from conftest import run_env
+from procs import run_checked
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def rgb() -> np.ndarray:
 
 def test_import_is_cheap_and_no_argument_says_what_to_pass():
     code = "import sys, hidiff; assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, env=run_env())
+    run_checked([sys.executable, "-c", code], env=run_env(), timeout=120)
     with pytest.raises(ConfigError, match="no default model ships"):
         hidiff.load()
 

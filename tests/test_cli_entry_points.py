@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import subprocess
 import sys
 
 import pytest
 
 from conftest import PY, REPO, run_env
+from procs import run_checked
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,9 +42,7 @@ def test_moved_commands_answer_help_under_their_name(command, capsys):
 
 @pytest.mark.parametrize("script", ["evaluate.py", "profile.py", "prepare_data.py"])
 def test_script_shims_run_from_a_checkout(script, tmp_path):
-    proc = subprocess.run([PY, str(REPO / "scripts" / script), "--help"], cwd=tmp_path, env=run_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_checked([PY, REPO / "scripts" / script, "--help"], cwd=tmp_path, env=run_env(), timeout=120)
     assert proc.stdout.startswith("usage: hidiff-")
 
 
@@ -55,8 +53,7 @@ def test_missing_optional_package_names_its_extra_before_anything_is_written(tmp
     code = ("import sys; sys.modules['lmdb'] = None  # as if the package were not installed\n"
             "from hidiff.cli.prepare import main\n"
             f"sys.exit(main(['gopro', '--src', {str(src)!r}, '--dst', {str(tmp_path / 'out')!r}, '--lmdb']))")
-    proc = subprocess.run([PY, "-c", code], env=run_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
+    proc = run_checked([PY, "-c", code], env=run_env(), timeout=120, returncode=1)
     assert "pip install 'hidiff[lmdb]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 

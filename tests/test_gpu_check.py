@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch
 from conftest import PY, REPO, run_env
 from hidiff.profiling import gpu_checks
 from hidiff.profiling.checkrun import NO_CUDA, REGISTRY, Check, Context, run_checks, run_isolated
+from procs import explain, run_checked
 
 SCRIPT = str(REPO / "benchmarks" / "gpu_check.py")
 
@@ -17,11 +17,13 @@ SCRIPT = str(REPO / "benchmarks" / "gpu_check.py")
 @pytest.mark.slow
 def test_dry_run_runs_every_check_and_writes_json_and_markdown(tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([PY, SCRIPT, "--dry-run", "--in-process", "--out", str(out)], env=run_env(),
-                          capture_output=True, text=True, timeout=900)
-    data = json.loads((out / "gpu_check.json").read_text())
+    proc = run_checked([PY, SCRIPT, "--dry-run", "--in-process", "--out", str(out)], env=run_env(), timeout=900,
+                       returncode=None)
+    report = out / "gpu_check.json"
+    assert report.is_file(), explain(proc.args, proc.returncode, proc.stdout, proc.stderr, "no gpu_check.json")
+    data = json.loads(report.read_text())
     statuses = {c["name"]: (c["status"], c["reason"]) for c in data["checks"]}
-    assert proc.returncode == 0, (statuses, proc.stderr[-3000:])
+    assert proc.returncode == 0, (statuses, explain(proc.args, proc.returncode, proc.stdout, proc.stderr, "failed"))
     assert data["dry_run"] is True and data["device"] == "cpu" and data["passed"] is True
     assert [c["name"] for c in data["checks"]] == list(gpu_checks.ORDER)
     for c in data["checks"]:
@@ -69,6 +71,6 @@ def test_isolated_check_reports_its_result_from_a_fresh_process(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_full_run_without_cuda_and_unknown_checks_are_refused_before_anything_is_written(tmp_path):
     for args in (["--out", str(tmp_path / "a")], ["--dry-run", "--only", "nope", "--out", str(tmp_path / "b")]):
-        proc = subprocess.run([PY, SCRIPT, *args], env=run_env(), capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2 and "error" in proc.stderr
+        proc = run_checked([PY, SCRIPT, *args], env=run_env(), timeout=120, returncode=2)
+        assert "error" in proc.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 
 import pytest
 
 from conftest import OPTIONS, PY, REPO, run_env
 from hidiff.config.yaml_io import load_yaml
+from procs import run_checked
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -26,8 +26,7 @@ def validator():
 def test_committed_schema_is_the_one_the_command_writes(tmp_path):
     # A fresh process: other tests register throw-away datasets and losses in this one's registries.
     out = tmp_path / "s.json"
-    subprocess.run([PY, str(REPO / "scripts" / "schema.py"), "-o", str(out)], check=True, env=run_env(),
-                   capture_output=True)
+    run_checked([PY, str(REPO / "scripts" / "schema.py"), "-o", str(out)], env=run_env(), timeout=300)
     assert out.read_text() == SCHEMA_FILE.read_text(), \
         "options/hidiff.schema.json is stale: python scripts/schema.py -o options/hidiff.schema.json"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import os
 import pickle
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from hidiff.errors import HidiffError
 from hidiff.metrics import lpips_weights
 from hidiff.metrics.backbones import (TORCHVISION_FILES, _empty_features, cache_dir, converted_weights_path, find_weights,
                                       load_vgg16_features, torchvision_weights_path)
+from procs import run_checked
 
 # A development machine's IQA fixtures (Kodak pairs with published LPIPS values); absent in CI.
 FIXTURES = Path(os.environ.get("HIDIFF_IQA_FIXTURES") or REPO.parent / "shared" / "fixtures" / "iqa")
@@ -167,9 +167,7 @@ def test_lpips_alex_runs_offline_and_orders_distortions():
 def test_get_lpips_weights_returns_at_once_when_cached_and_leaves_torch_hub_alone(tmp_path):
     env = run_env()
     env["TORCH_HOME"] = str(tmp_path / "torch")
-    proc = subprocess.run([PY, str(REPO / "scripts" / "get_lpips_weights.py")], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_checked([PY, REPO / "scripts" / "get_lpips_weights.py"], env=env, timeout=300)
     assert "downloading" not in proc.stdout and proc.stdout.count("already installed") == 2
     assert not (tmp_path / "torch").exists()
 

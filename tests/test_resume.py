@@ -102,7 +102,7 @@ def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
     out = tmp_path / "killed_run.log"  # a file, not a pipe: a pipe nobody reads can fill up and stall the run
     with out.open("w") as sink:
         proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "-opt", str(cfg)], env=env,
-                                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
+                                stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         while not (exp / "hang_10.marker").exists():
@@ -113,10 +113,12 @@ def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    finally:  # the trainer's whole process group (data loader workers too), also after a failed assertion
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, explain(proc.args, proc.returncode, out.read_text(), "",
                                                        "expected the SIGKILL of the test")
     assert (exp / "models" / "net_g_10.pth").is_file()       # network files of 10 written ...

@@ -10,6 +10,7 @@ import time
 import pytest
 from conftest import PY, REPO, run_env
 
+from procs import explain, run_checked
 from sweep_tiny import write_tiny_sweep
 
 from hidiff.sweep.report import metrics_csv
@@ -27,24 +28,29 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     folder = tmp_path / "experiments" / "sweeps" / "tiny"
     first = tmp_path / "experiments" / "tiny_stage1_s0"
     # 1) start the sweep one run at a time and kill it (with its trainer) once the first run has finished
-    proc = subprocess.Popen(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "first_sweep.log"  # a file, not a pipe: a pipe nobody reads can fill up and stall the run
+    with log.open("w") as sink:
+        proc = subprocess.Popen(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(),
+                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     record = folder / "runs" / "tiny_stage1_s0.json"
-    deadline = time.time() + 300
-    while not record.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert record.is_file(), "the first run never finished"
-    time.sleep(1.0)   # let the next run get going before the kill
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.time() + 300
+        while not record.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert record.is_file(), explain(proc.args, proc.poll(), "", log.read_text(), "the first run never finished")
+        time.sleep(1.0)   # let the next run get going before the kill
+    finally:  # the sweep with its trainer, also after a failed assertion
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=60)
     weights = first / "models" / "net_g_latest.pth"
     before = (weights.stat().st_mtime_ns, json.loads(record.read_text())["weights_sha256"])
     assert not (folder / "results.md").exists()
 
     # 2) the same command again: the finished run is reused, the rest trained, evaluated and compared
-    done = subprocess.run(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_checked(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), timeout=600)
     assert "reuse tiny_stage1_s0" in done.stdout and "start train tiny_stage1_s0" not in done.stdout
     assert (weights.stat().st_mtime_ns, json.loads(record.read_text())["weights_sha256"]) == before
     for run in ("tiny_prior_s0", "tiny_prior_s1", "tiny_noprior_s0", "tiny_noprior_s1"):
@@ -62,18 +68,15 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     assert (folder / "chart_tinytest_psnr_uint8_rgb.png").stat().st_size > 1000
 
     # 3) once more: nothing is trained or evaluated again, the report is the same
-    again = subprocess.run(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), capture_output=True,
-                           text=True, timeout=600)
-    assert again.returncode == 0 and "start " not in again.stdout
+    again = run_checked(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), timeout=600)
+    assert "start " not in again.stdout
     assert (folder / "results.md").read_text() == md
 
 
 def test_sweep_trains_with_torchrun_when_nproc_is_above_1(tmp_path):
     base, sweep_file = write_tiny_sweep(tmp_path, seeds=1, extra={
         "nproc": 2, "variants": [{"name": "noprior", "opt": "plain.yml"}]})
-    done = subprocess.run(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_checked(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(), timeout=600)
     log = (tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / "train_tiny_noprior_s0.log").read_text()
     assert "--nproc_per_node=2" in log and "world size 2" in log
     assert "noprior (baseline) | " in (tmp_path / "experiments" / "sweeps" / "tiny" / "results.md").read_text()

@@ -1,8 +1,6 @@
 """Sweep files: every run planned and validated before anything is written or started."""
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 from conftest import PY, REPO, run_env
@@ -10,6 +8,7 @@ from conftest import PY, REPO, run_env
 from hidiff.config import config_hash, load_options
 from hidiff.errors import ConfigError
 from hidiff.sweep.spec import load_sweep
+from procs import run_checked
 from sweep_tiny import write_tiny_sweep
 
 
@@ -78,9 +77,8 @@ def test_a_bad_override_in_the_last_variant_stops_the_cli_before_any_run(tmp_pat
     data = yaml.safe_load(sweep_file.read_text())
     data["variants"][1]["overrides"] = {"network_g.dimm": 8}
     sweep_file.write_text(yaml.safe_dump(data))
-    proc = subprocess.run([PY, str(REPO / "scripts" / "sweep.py"), "-opt", str(base), "--sweep", str(sweep_file)],
-                          capture_output=True, text=True, env=run_env(), cwd=tmp_path, timeout=300)
-    assert proc.returncode == 2
+    proc = run_checked([PY, str(REPO / "scripts" / "sweep.py"), "-opt", str(base), "--sweep", str(sweep_file)],
+                       env=run_env(), cwd=tmp_path, timeout=300, returncode=2)
     assert "variant 'noprior'" in proc.stderr and "dimm" in proc.stderr
     assert not (tmp_path / "experiments").exists()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from hidiff.errors import ConfigError
 from hidiff.profiling.gpu_checks import TINY
 from hidiff.profiling.train_speed import parse_batch_size
 from hidiff.profiling.train_step import StepSpec, TrainStep, UnsupportedVariant, time_interleaved
+from procs import run_checked
 
 S1 = str(REPO / "options" / "stage1_gopro.yml")
 S2 = str(REPO / "options" / "stage2_gopro.yml")
@@ -66,8 +66,7 @@ def test_benchmark_script_reports_speed_ratio_and_fresh_process_memory(tmp_path)
     out = tmp_path / "speed.json"
     cmd = [PY, str(REPO / "benchmarks" / "train_speed.py"), "--stages", "2", "--sizes", "1x32x32", "--repeats", "2",
            "--threads", "1", "--json", str(out)] + [a for o in tiny() for a in ("-o", "2:" + o)]
-    proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_checked(cmd, env=run_env(), timeout=600)
     assert "| stage 2, 1x32x32 | plain |" in proc.stdout and "speed vs plain" in proc.stdout
     data = json.loads(out.read_text())
     assert data["device"] == "cpu" and data["threads"] == 1 and data["machine"]["load_average"] is not None
@@ -86,6 +85,6 @@ def test_benchmark_script_reports_speed_ratio_and_fresh_process_memory(tmp_path)
 
 
 def test_benchmark_script_rejects_bad_arguments_before_measuring():
-    proc = subprocess.run([PY, str(REPO / "benchmarks" / "train_speed.py"), "--stages", "3"], env=run_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--stages" in proc.stderr
+    proc = run_checked([PY, REPO / "benchmarks" / "train_speed.py", "--stages", "3"], env=run_env(), timeout=120,
+                       returncode=2)
+    assert "--stages" in proc.stderr

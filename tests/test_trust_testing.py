@@ -9,7 +9,6 @@ import csv
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from hidiff.inference.pipeline import RestorationPipeline, seed_from_key
 from hidiff.inference.tiler import restore_image
 from hidiff.metrics import psnr_uint8
 from hidiff.runners.test_runner import to_uint8
+from procs import run_checked
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import NET_D, NET_G, NET_LE_DM  # noqa: E402
@@ -100,9 +100,9 @@ def world(tmp_path_factory):
             "exps": root / "exps", "state": store.state_path(2)}
 
 
-def run_test_py(*args, cwd=REPO):
-    return subprocess.run([PY, str(REPO / "scripts" / "test.py"), *map(str, args)], cwd=cwd, env=run_env(),
-                          capture_output=True, text=True, timeout=600)
+def run_test_py(*args, cwd=REPO, returncode=0):
+    return run_checked([PY, REPO / "scripts" / "test.py", *args], cwd=cwd, env=run_env(), timeout=600,
+                       returncode=returncode)
 
 
 def snapshot(folder: Path) -> dict:
@@ -136,7 +136,6 @@ def test_experiment_on_the_command_line_wins_with_its_run_settings_and_complete_
     opt = world["root"] / "gone.yml"
     opt.write_text(yaml.safe_dump(raw))
     proc = run_test_py("-opt", opt, "--experiment", "run_t2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
     out = world["root"] / "results" / "test_tiny" / "run_t2"
     want = expected_outputs(world, world["good"], timesteps=2)
     rows = {r["name"]: r for r in csv.DictReader(open(out / "Tiny" / "metrics.csv"))}
@@ -159,12 +158,11 @@ def test_experiment_on_the_command_line_wins_with_its_run_settings_and_complete_
 
 def test_explicit_sources_that_disagree_are_refused(world):
     before = snapshot(world["root"] / "results") if (world["root"] / "results").exists() else {}
-    proc = run_test_py("-opt", world["opt"], "--experiment", "run_t2", "--weights", world["relB"])
-    assert proc.returncode == 2
+    proc = run_test_py("-opt", world["opt"], "--experiment", "run_t2", "--weights", world["relB"], returncode=2)
     assert "--experiment run_t2" in proc.stderr and "--weights" in proc.stderr and "differ" in proc.stderr
     proc = run_test_py("-opt", world["opt"], "--weights", world["relB"], "-o",
-                   f"path.pretrain_network_g={world['relA'] / 'net_g.pth'}")
-    assert proc.returncode == 2 and "net_g differ" in proc.stderr
+                   f"path.pretrain_network_g={world['relA'] / 'net_g.pth'}", returncode=2)
+    assert "net_g differ" in proc.stderr
     after = snapshot(world["root"] / "results") if (world["root"] / "results").exists() else {}
     assert after == before
 
@@ -173,15 +171,13 @@ def test_explicit_sources_that_agree_are_accepted(world, tmp_path):
     """The run's training state and the run itself are the same weights: fine, tested with the run's settings."""
     proc = run_test_py("-opt", world["opt"], "--checkpoint", world["state"], "--experiment", "run_t2",
                        "-o", f"path.results_root={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "test_tiny" / "run_t2" / "Tiny" / "summary.json").read_text())
     assert summary["meta"]["diffusion_steps"] == 2
 
 
 def test_option_file_contradicting_the_run_is_an_error(world):
     proc = run_test_py("-opt", world["opt"], "--experiment", "run_t2", "-o", "diffusion_schedule.timesteps=8",
-                   "-o", "network_g.dim=16")
-    assert proc.returncode == 2
+                   "-o", "network_g.dim=16", returncode=2)
     assert "diffusion_schedule.timesteps" in proc.stderr and "8" in proc.stderr and "2" in proc.stderr
     assert "network_g.dim" in proc.stderr and "16" in proc.stderr
     assert not (world["root"] / "results" / "test_tiny" / "run_t2_contradiction").exists()
@@ -192,7 +188,6 @@ def test_rerun_replaces_results_whole_and_a_failed_run_keeps_them(world, tmp_pat
     opt = tmp_path / "t.yml"
     opt.write_text(option_text(tmp_path, data, world["relA"]))
     proc = run_test_py("-opt", opt, "-o", "val.metrics={}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "results" / "test_tiny" / "relA"
     assert sorted(p.name for p in (out / "visualization" / "Tiny").iterdir()) == ["img00.png", "img01.png",
                                                                                   "img02.png"]
@@ -200,13 +195,11 @@ def test_rerun_replaces_results_whole_and_a_failed_run_keeps_them(world, tmp_pat
     (data / "input" / "img01.png").unlink()
     (data / "target" / "img01.png").unlink()
     proc = run_test_py("-opt", opt, "-o", "val.metrics={}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "visualization" / "Tiny").iterdir()) == ["img00.png", "img02.png"]
     assert [r["name"] for r in csv.DictReader(open(out / "Tiny" / "metrics.csv"))] == ["img00", "img02"]
     before = snapshot(tmp_path / "results")
     # a run that fails after its first image (BasicSR SSIM cannot score the 8x8 image): nothing changes
-    proc = run_test_py("-opt", opt, "-o", "val.metrics.ssim.type=ssim_basicsr")
-    assert proc.returncode == 2
+    proc = run_test_py("-opt", opt, "-o", "val.metrics.ssim.type=ssim_basicsr", returncode=2)
     assert "val.metrics.ssim" in proc.stderr and "img02" in proc.stderr
     assert snapshot(tmp_path / "results") == before
     assert sorted(os.listdir(tmp_path / "results" / "test_tiny")) == ["relA"]  # no partial folder left
@@ -224,16 +217,14 @@ def test_a_later_set_that_cannot_run_stops_the_run_before_anything_is_written(wo
     raw["datasets"]["test_2"] = second
     opt = tmp_path / "t.yml"
     opt.write_text(yaml.safe_dump(raw))
-    proc = run_test_py("-opt", opt)
-    assert proc.returncode == 2
+    proc = run_test_py("-opt", opt, returncode=2)
     assert "missing" in proc.stderr
     assert not (tmp_path / "results").exists()
 
 
 def test_bogus_val_metric_is_refused(world, tmp_path):
     proc = run_test_py("-opt", world["opt"], "-o", "val.metrics.psnr.type=bogus", "-o",
-                   f"path.results_root={tmp_path}/results")
-    assert proc.returncode == 2
+                   f"path.results_root={tmp_path}/results", returncode=2)
     assert "val.metrics.psnr" in proc.stderr and "bogus" in proc.stderr
     assert not (tmp_path / "results").exists()
 
@@ -246,24 +237,23 @@ def test_non_finite_weights_and_outputs_are_refused_by_test_py(world, tmp_path):
     huge["g"]["output.weight"] = torch.full_like(huge["g"]["output.weight"], 3e38)  # finite, output overflows
     save_release(tmp_path / "huge", huge)
     results = tmp_path / "results"
-    proc = run_test_py("-opt", world["opt"], "--weights", tmp_path / "nan", "-o", f"path.results_root={results}")
-    assert proc.returncode == 2
+    proc = run_test_py("-opt", world["opt"], "--weights", tmp_path / "nan", "-o", f"path.results_root={results}",
+                       returncode=2)
     assert str(tmp_path / "nan" / "net_d.pth") in proc.stderr and "NaN or Inf" in proc.stderr
     assert not results.exists()
-    proc = run_test_py("-opt", world["opt"], "--weights", tmp_path / "huge", "-o", f"path.results_root={results}")
-    assert proc.returncode == 2
+    proc = run_test_py("-opt", world["opt"], "--weights", tmp_path / "huge", "-o", f"path.results_root={results}",
+                       returncode=2)
     assert "Tiny/img00" in proc.stderr and str(tmp_path / "huge" / "net_g.pth") in proc.stderr
     assert not (results / "test_tiny" / "huge").exists() and not list((results / "test_tiny").iterdir())
 
 
 def test_numeric_arguments_out_of_range_are_usage_errors(world, tmp_path):
-    proc = run_test_py("-opt", world["opt"], "--limit", "0")
-    assert proc.returncode == 2 and "--limit" in proc.stderr and "positive" in proc.stderr
+    proc = run_test_py("-opt", world["opt"], "--limit", "0", returncode=2)
+    assert "--limit" in proc.stderr and "positive" in proc.stderr
     img = str(world["data"] / "input" / "img00.png")
-    res = subprocess.run([PY, str(REPO / "scripts" / "deblur.py"), img, "-o", str(tmp_path / "o"),
-                          "--weights", str(world["relA"]), "--timesteps", "0"],
-                         capture_output=True, text=True, timeout=300, env=run_env())
-    assert res.returncode == 2 and "--timesteps" in res.stderr and "got 0" in res.stderr
+    res = run_checked([PY, REPO / "scripts" / "deblur.py", img, "-o", tmp_path / "o",
+                       "--weights", world["relA"], "--timesteps", "0"], timeout=300, env=run_env(), returncode=2)
+    assert "--timesteps" in res.stderr and "got 0" in res.stderr
     assert not (tmp_path / "o").exists()
     for flag, value in (("--tile", "-8"), ("--overlap", "-1"), ("--tile-batch", "0"), ("--seed", "-3")):
         with pytest.raises(SystemExit) as exc:
@@ -278,10 +268,8 @@ def test_numeric_arguments_out_of_range_are_usage_errors(world, tmp_path):
 def test_training_state_restores_with_the_runs_timesteps(world, tmp_path, capsys):
     img = str(world["data"] / "input" / "img00.png")
     state = str(world["state"])
-    res = subprocess.run([PY, str(REPO / "scripts" / "deblur.py"), img, "-o", str(tmp_path / "a"),
-                          "--checkpoint", state, "--quiet"], capture_output=True, text=True, timeout=300,
-                         env=run_env())
-    assert res.returncode == 0, res.stderr
+    res = run_checked([PY, REPO / "scripts" / "deblur.py", img, "-o", tmp_path / "a", "--checkpoint", state,
+                       "--quiet"], timeout=300, env=run_env())
     assert "T=2" in res.stderr
     assert deblur_main([img, "-o", str(tmp_path / "b"), "--checkpoint", state, "--timesteps", "2", "--quiet"]) == 0
     assert deblur_main([img, "-o", str(tmp_path / "c"), "--checkpoint", state, "--timesteps", "8", "--quiet"]) == 0
@@ -296,10 +284,9 @@ def test_non_finite_weights_and_outputs_are_refused_by_deblur_and_export(world, 
     nan = tiny_state_dicts(0)
     nan["le_dm"]["conv1.0.weight"][0] = float("inf")
     save_release(tmp_path / "nan", nan)
-    res = subprocess.run([PY, str(REPO / "scripts" / "deblur.py"), img, "-o", str(tmp_path / "o"),
-                          "--weights", str(tmp_path / "nan")], capture_output=True, text=True, timeout=300,
-                         env=run_env())
-    assert res.returncode == 2 and str(tmp_path / "nan" / "net_le_dm.pth") in res.stderr
+    res = run_checked([PY, REPO / "scripts" / "deblur.py", img, "-o", tmp_path / "o", "--weights", tmp_path / "nan"],
+                      timeout=300, env=run_env(), returncode=2)
+    assert str(tmp_path / "nan" / "net_le_dm.pth") in res.stderr
     assert "NaN or Inf" in res.stderr and not (tmp_path / "o").exists()
     assert export_main(["--weights", str(tmp_path / "nan"), "-o", str(tmp_path / "e" / "m"), "--height", "16",
                         "--width", "16"]) == 2

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from hidiff.inference.pipeline import RestorationPipeline
 from hidiff.inference.tiler import restore_image
 from hidiff.runners.prior_seeds import prior_seed
 from hidiff.runners.test_runner import to_uint8
+from procs import run_checked
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trust_testing import NETS, option_text, save_release, tiny_state_dicts, write_pairs  # noqa: E402
@@ -59,9 +59,8 @@ def restorations(opt_path: Path, sds: dict, k: int) -> dict:
 
 def test_test_py_reports_mean_and_std_over_seeds_and_writes_mean_image_and_std_map(setup):
     root, _, _, opt, sds = setup
-    proc = subprocess.run([PY, str(REPO / "scripts" / "test.py"), "-opt", str(opt), "--prior-seeds", "3",
-                           "--std-map"], cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_checked([PY, REPO / "scripts" / "test.py", "-opt", opt, "--prior-seeds", "3", "--std-map"], cwd=REPO,
+                env=run_env(), timeout=600)
     out = root / "results" / "test_tiny" / "rel"
     rows = {r["name"]: r for r in csv.DictReader(open(out / "Tiny" / "metrics.csv"))}
     gopro = get_protocol("gopro")

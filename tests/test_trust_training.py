@@ -273,18 +273,15 @@ def test_skipped_step_names_the_first_parameter_with_a_nonfinite_gradient(tmp_pa
 
 @pytest.mark.slow
 def test_refused_start_under_torchrun_changes_no_file_and_no_rank_hangs(tmp_path):
-    import subprocess
-    import sys
-
     from conftest import REPO, run_env
+    from procs import explain, run_checked, torchrun
     _finished_run(tmp_path)
     exp = tmp_path / "experiments"
     before = _tree(exp)
     bad = tiny_options(tmp_path, train={"total_iter": 2})
     bad["datasets"]["train"]["dataroot_lq"] += "_typo"
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "scripts" / "train.py"), "-opt", str(_write(tmp_path, bad)), "--launcher",
-                          "pytorch"], env=run_env(), capture_output=True, text=True, cwd=tmp_path, timeout=180)
-    assert res.returncode != 0
+    res = run_checked(torchrun(2, REPO / "scripts" / "train.py", "-opt", _write(tmp_path, bad), "--launcher", "pytorch",
+                               log_dir=tmp_path / "logs"), env=run_env(), cwd=tmp_path, timeout=180, returncode=None)
+    assert res.returncode != 0, explain(res.args, res.returncode, res.stdout, res.stderr, "expected a refusal")
     assert res.stderr.count("input_typo") >= 2, res.stderr  # both ranks report it
     assert _tree(exp) == before

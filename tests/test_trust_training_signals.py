@@ -18,18 +18,21 @@ import yaml
 from conftest import REPO, run_env
 from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
 from hidiff.engine.checkpoint_store import HANG_ENV, HANG_FIRST_ENV, latest_complete
+from procs import explain, run_checked, torchrun
 
 TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
 
 
 class Proc:
-    """A subprocess whose merged output is read line by line in a thread (waits never block forever)."""
+    """A subprocess in a session of its own whose merged output is read line by line in a thread: waits never
+    block forever, and a kill takes its whole process group (torchrun's ranks too)."""
 
-    def __init__(self, cmd: list[str], cwd: Path, env: dict | None = None) -> None:
-        self.p = subprocess.Popen(cmd, cwd=cwd, env=env or run_env(), stdout=subprocess.PIPE,
+    def __init__(self, cmd: list, cwd: Path, env: dict | None = None) -> None:
+        self.p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env or run_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
         self._q: queue.Queue = queue.Queue()
+        self._ended = False
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
@@ -37,38 +40,76 @@ class Proc:
             self._q.put(line)
         self._q.put(None)
 
+    def _take(self, timeout: float) -> str | None:
+        """The next output line, or None at its end or after ``timeout`` seconds."""
+        if self._ended:
+            return None
+        try:
+            line = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if line is None:
+            self._ended = True
+            return None
+        self.lines.append(line)
+        return line
+
     def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            try:
-                line = self._q.get(timeout=max(0.1, deadline - time.time()))
-            except queue.Empty:
-                break
+            line = self._take(max(0.1, deadline - time.time()))
             if line is None:
                 break
-            self.lines.append(line)
             if m := re.search(pattern, line):
                 return m
         self.kill()
-        raise AssertionError(f"never saw {pattern!r}; output:\n{''.join(self.lines)}")
+        raise AssertionError(self.explain(f"never saw {pattern!r} (within {timeout:g} s)"))
 
     def finish(self, timeout: float = 120) -> int:
+        """The exit status once it ends by itself within ``timeout`` seconds (else it is killed: a failure)."""
         try:
             rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(self.explain(f"did not end within {timeout:g} s (killed)")) from None
         finally:
             self.kill()
-        while (line := self._q.get(timeout=10)) is not None:
-            self.lines.append(line)
+        deadline = time.time() + 10
+        while time.time() < deadline and self._take(max(0.1, deadline - time.time())) is not None:
+            pass
         return rc
 
     def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
+        """SIGKILL to the whole process group, also when the leader already ended (ranks left behind)."""
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.p.wait(timeout=60)
+
+    def explain(self, why: str) -> str:
+        """Failure message: the command, how it ended (exit code or signal), failed torchrun ranks, output tail."""
+        while self._take(0) is not None:
+            pass
+        return explain(self.p.args, self.p.poll(), "", self.output, why)
 
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(cmd, cwd, env=None)`` starts a ``Proc``; whatever is still running when the test ends is killed."""
+    started: list[Proc] = []
+
+    def start(cmd: list, cwd: Path, env: dict | None = None) -> Proc:
+        started.append(Proc(cmd, cwd, env))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.kill()
 
 
 def _config(tmp_path: Path, **logger) -> Path:
@@ -81,12 +122,12 @@ def _config(tmp_path: Path, **logger) -> Path:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig):
+def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig, spawn):
     cfg = _config(tmp_path)
-    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path)
+    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path)
     proc.wait_for(r"iter:\s+1, lr:")
     proc.p.send_signal(sig)
-    assert proc.finish() == 4, proc.output
+    assert proc.finish() == 4, proc.explain(f"expected exit code 4 after {sig.name}")
     m = re.search(rf"stopped by {sig.name} at iteration (\d+) of 100000; the checkpoint of iteration \1 is saved",
                   proc.output)
     assert m, proc.output
@@ -100,42 +141,40 @@ def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig
     assert f"stopped by {sig.name} at iteration {stopped}" in log
     if sig != signal.SIGTERM:
         return
-    res = subprocess.run(TRAIN + ["-opt", str(cfg), "--resume", "auto", "--stop-after", "1"], cwd=tmp_path,
-                         env=run_env(), capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = run_checked(TRAIN + ["-opt", str(cfg), "--resume", "auto", "--stop-after", "1"], cwd=tmp_path,
+                      env=run_env(), timeout=120)
     assert f"iter: {stopped} (" in res.stderr and latest_complete(run).iteration == stopped + 1
 
 
-def test_second_signal_exits_at_once(tmp_path):
+def test_second_signal_exits_at_once(tmp_path, spawn):
     """The first SIGTERM arrives while a checkpoint is being written (held there by a test hook)."""
     cfg = _config(tmp_path, save_checkpoint_freq=2)
     env = run_env()
     env[HANG_ENV] = "2"
-    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path, env)
+    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path, env)
     marker = tmp_path / "experiments" / "tiny" / "hang_2.marker"
     deadline = time.time() + 120
     while not marker.exists():
-        assert proc.p.poll() is None and time.time() < deadline, proc.output
+        assert proc.p.poll() is None and time.time() < deadline, proc.explain("never held at the checkpoint of 2")
         time.sleep(0.1)
     proc.p.send_signal(signal.SIGTERM)
     proc.wait_for("SIGTERM received: finishing this iteration")
     proc.p.send_signal(signal.SIGTERM)
-    assert proc.finish(timeout=30) == -signal.SIGTERM
+    assert proc.finish(timeout=30) == -signal.SIGTERM, proc.explain("expected the second SIGTERM to end it")
 
 
 @pytest.mark.slow
-def test_torchrun_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
+def test_torchrun_ranks_stop_together_when_one_rank_is_signalled(tmp_path, spawn):
     cfg = _config(tmp_path)
-    proc = Proc([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-                + TRAIN[1:] + ["-opt", str(cfg), "--launcher", "pytorch"], tmp_path)
+    proc = spawn(torchrun(2, TRAIN[1], "-opt", cfg, "--launcher", "pytorch", log_dir=tmp_path / "logs"), tmp_path)
     proc.wait_for(r"iter:\s+1, lr:", timeout=180)
     rank1 = [pid for pid in _children(proc.p.pid) if "RANK=1" in _environ(pid)]
-    assert len(rank1) == 1
+    assert len(rank1) == 1, proc.explain(f"rank 1 among torchrun's children {_children(proc.p.pid)}")
     os.kill(rank1[0], signal.SIGTERM)  # only rank 1 gets it: rank 0 must learn it and stop at the same step
     proc.finish(timeout=120)
     out = proc.output
     m = re.search(r"stopped by a signal on another rank at iteration (\d+)", out)
-    assert m, out
+    assert m, proc.explain("rank 0 never reported the stop of rank 1")
     stopped = int(m.group(1))
     assert out.count(f"training stopped by a signal at iteration {stopped}; its checkpoint is saved") == 1, out
     assert out.count(f"training stopped by SIGTERM at iteration {stopped}; its checkpoint is saved") == 1, out
@@ -143,21 +182,21 @@ def test_torchrun_ranks_stop_together_when_one_rank_is_signalled(tmp_path):
     assert latest_complete(run).iteration == stopped
 
 
-def test_sigkill_between_two_network_files_then_stage2_takes_the_previous_unit(tmp_path):
+def test_sigkill_between_two_network_files_then_stage2_takes_the_previous_unit(tmp_path, spawn):
     from hidiff.config import options_from_text
     from hidiff.models.stage_link import resolve_pretrained
 
     cfg = _config(tmp_path, save_checkpoint_freq=1)
     env = run_env()
     env[HANG_FIRST_ENV] = "2"
-    proc = Proc(TRAIN + ["-opt", str(cfg)], tmp_path, env)
+    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path, env)
     run = tmp_path / "experiments" / "tiny"
     deadline = time.time() + 120
     while not (run / "hang_2.marker").exists():
-        assert proc.p.poll() is None and time.time() < deadline, proc.output
+        assert proc.p.poll() is None and time.time() < deadline, proc.explain("never held between the files of 2")
         time.sleep(0.1)
     proc.p.send_signal(signal.SIGKILL)
-    assert proc.finish() == -signal.SIGKILL
+    assert proc.finish() == -signal.SIGKILL, proc.explain("expected the SIGKILL of the test")
     assert (run / "models" / "net_g_2.pth").is_file() and not (run / "models" / "net_le_2.pth").exists()
 
     unit = latest_complete(run)
