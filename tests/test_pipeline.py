@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hidiff.inference.padding import crop, mirror_pad, pad_to_multiple
+from hidiff.utils.padding import crop, mirror_pad, pad_to_multiple
 from hidiff.inference.pipeline import RestorationPipeline, make_noise, seed_from_key
 from tiny import tiny_diffusion, tiny_networks
 

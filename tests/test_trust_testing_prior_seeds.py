@@ -21,7 +21,7 @@ from hidiff.evaluation.protocols import get_protocol
 from hidiff.inference.pipeline import RestorationPipeline
 from hidiff.inference.tiler import restore_image
 from hidiff.runners.prior_seeds import prior_seed
-from hidiff.runners.test_runner import to_uint8
+from hidiff.data.image_io import to_uint8
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_trust_testing import NETS, option_text, save_release, tiny_state_dicts, write_pairs  # noqa: E402

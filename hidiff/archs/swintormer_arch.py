@@ -37,7 +37,7 @@ from hidiff.archs.restormer_blocks import (GDFN, LayerNorm, attention_types, bra
 from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' and 'swda')
 from hidiff.archs.unet_levels import add_unet_levels
 from hidiff.errors import ConfigError
-from hidiff.inference.padding import pad_to_multiple
+from hidiff.utils.padding import pad_to_multiple
 from hidiff.registry import ARCH_REGISTRY
 from hidiff.utils.suggest import did_you_mean
 

@@ -77,7 +77,7 @@ def _optimizers() -> Dict[str, type]:
 
 
 def _schedulers() -> Dict[str, type]:
-    from hidiff.engine.lr_scheduler import SCHEDULERS
+    from hidiff.models.lr_scheduler import SCHEDULERS
     return dict(SCHEDULERS)
 
 

@@ -13,6 +13,7 @@ from typing import Iterable, Union
 
 import cv2
 import numpy as np
+import torch
 
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
@@ -134,6 +135,22 @@ def shrink_to(img: np.ndarray, side: int, *, short: bool = False) -> np.ndarray:
 def float_to_uint8(img: np.ndarray) -> np.ndarray:
     """Clip to [0, 1] and round to uint8 (round-half-to-even, as numpy does)."""
     return np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) or (3,H,W) float [0,1] -> HxWx3 uint8 RGB (clamp, x255, round), as BasicSR's tensor2img."""
+    if img.dim() == 4:
+        img = img[0]
+    arr = img.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+def to_uint16(img: torch.Tensor) -> np.ndarray:
+    """Like ``to_uint8`` with 16-bit precision (DPDD is scored on 16-bit images, as Restormer does)."""
+    if img.dim() == 4:
+        img = img[0]
+    arr = img.detach().double().clamp(0, 1).mul(65535.0).round().cpu().numpy().astype(np.uint16)
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
 
 
 def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:

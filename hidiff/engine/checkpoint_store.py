@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from hidiff.engine.checkpoint import safe_load, save_network_file, save_object
+from hidiff.utils.checkpoint import safe_load, save_network_file, save_object
 from hidiff.errors import CheckpointError
 from hidiff.utils.atomic import atomic_write_text
 

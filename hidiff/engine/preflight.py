@@ -89,7 +89,7 @@ def _datasets(options, phases: tuple) -> list[str]:
 
 def _weights(options) -> list[str]:
     """The stage-1 link and every ``path.pretrain_network_<x>`` resolve to files."""
-    from hidiff.models.stage_link import resolve_pretrained
+    from hidiff.engine.stage_link import resolve_pretrained
 
     problems = [f"path.pretrain_network_{net}: file not found: {Path(f).expanduser()}"
                 for net, f in sorted(options.path.pretrain.items()) if f and not Path(f).expanduser().is_file()]

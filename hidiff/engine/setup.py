@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from hidiff.data.build import build_dataset
 from hidiff.engine import distributed as D
 from hidiff.engine.amp import Amp
-from hidiff.engine.checkpoint import load_network, load_state_into
+from hidiff.utils.checkpoint import load_network, load_state_into
 from hidiff.engine.checkpoint_store import VerifiedState
 from hidiff.engine.ema import ModelEMA
-from hidiff.engine.lr_scheduler import build_scheduler
+from hidiff.models.lr_scheduler import build_scheduler
 from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
 from hidiff.errors import ConfigError, HidiffError
@@ -44,7 +44,7 @@ def agreed(fn: Callable[[], Any]) -> Any:
 def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     """The stage model on its device (pretrained / resumed weights), optimiser, scheduler, AMP."""
     from hidiff.models import build_model
-    from hidiff.models.stage_link import resolve_pretrained
+    from hidiff.engine.stage_link import resolve_pretrained
 
     o, log, topt = t.opt, t.log, t.topt
     model = build_model(o)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from hidiff.engine import distributed as D
-from hidiff.engine.checkpoint import cpu_state_dict
+from hidiff.utils.checkpoint import cpu_state_dict
 from hidiff.engine.checkpoint_store import CheckpointStore, VerifiedState
 from hidiff.engine.seeding import capture_rng_state, seed_everything
 from hidiff.errors import CheckpointError, ConfigError

@@ -69,7 +69,7 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
 
 
 def _uint8(img: torch.Tensor) -> np.ndarray:
-    from hidiff.runners.test_runner import to_uint8
+    from hidiff.data.image_io import to_uint8
     return to_uint8(img)
 
 
@@ -180,7 +180,7 @@ def validate_during_training(t, it: int) -> None:
     from hidiff.engine.best import COUNTS, save_best, update_best
     from hidiff.engine.seeding import capture_rng_state, restore_rng_state
     from hidiff.engine.training_state import network_payloads
-    from hidiff.runners.test_runner import to_uint8
+    from hidiff.data.image_io import to_uint8
 
     o = t.opt
     rng = capture_rng_state()

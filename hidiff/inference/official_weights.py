@@ -240,7 +240,7 @@ def build_pipeline(state_dicts: Mapping[str, StateDict], *, device: Union[str, t
     """Recognise, build, strictly load and return ``(RestorationPipeline, Recognised)``."""
     from hidiff.archs import build_network
     from hidiff.diffusion.latent_ddpm import build_diffusion
-    from hidiff.engine.checkpoint import check_finite, load_state_into, strip_prefixes
+    from hidiff.utils.checkpoint import check_finite, load_state_into, strip_prefixes
     from hidiff.inference.pipeline import RestorationPipeline
 
     # saved from inside DDP or torch.compile: recognise the keys the networks will load
@@ -267,7 +267,7 @@ def build_pipeline(state_dicts: Mapping[str, StateDict], *, device: Union[str, t
 def load_official(folder: PathLike, device: Union[str, torch.device] = "cpu", *,
                   timesteps: Optional[int] = None, param_key: str = "params"):
     """The authors' release folder (net_g.pth, net_le_dm.pth, net_d.pth) -> (pipeline, Recognised)."""
-    from hidiff.engine.checkpoint import safe_load, select_params
+    from hidiff.utils.checkpoint import safe_load, select_params
 
     root = Path(folder)
     if not root.is_dir():
@@ -292,7 +292,7 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu", *,
     or a single prior-free ``net_g`` file.  A training state is refused: its
     run's recorded settings (not the shapes) decide how it restores.
     """
-    from hidiff.engine.checkpoint import safe_load, select_params
+    from hidiff.utils.checkpoint import safe_load, select_params
 
     p = Path(path)
     obj = safe_load(p)
@@ -318,20 +318,3 @@ def _split_networks(obj: Any, path: Path) -> Dict[str, Any]:
         return {"net_g": obj}  # a single network file
     raise CheckpointError(f"{path}: no networks found; expected keys {', '.join(NET_FILES)} (or a 'networks' "
                           f"entry); top-level keys: {sorted(map(str, obj))[:10]}")
-
-
-def load_experiment(name: str, device: Union[str, torch.device] = "cpu", *,
-                    experiments_root: PathLike = "experiments", timesteps: Optional[int] = None,
-                    param_key: str = "params_ema"):
-    """A run's newest complete checkpoint set -> (pipeline, Recognised), networks recognised by shapes.
-
-    The number of diffusion steps is the run's recorded one unless ``timesteps`` is given.
-    """
-    from hidiff.runners.weights import from_experiment
-
-    weights = from_experiment(experiments_root, name, param_key)
-    if timesteps is None:
-        timesteps = ((weights.config or {}).get("diffusion_schedule") or {}).get("timesteps")
-    return build_pipeline({f"net_{s}": sd for s, sd in weights.state_dicts.items() if s in ("g", "le_dm", "d")},
-                          device=device, timesteps=timesteps,
-                          sources={f"net_{s}": str(f) for s, f in weights.files.items()})

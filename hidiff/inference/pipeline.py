@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hidiff.diffusion.latent_ddpm import LatentDDPM
-from hidiff.inference.padding import crop, pad_to_multiple
+from hidiff.utils.padding import crop, pad_to_multiple
 
 
 def seed_from_key(key: str, base_seed: int) -> int:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from hidiff.errors import ConfigError
-from hidiff.inference.padding import crop, pad_to_multiple
+from hidiff.utils.padding import crop, pad_to_multiple
 
 
 class StageModel(nn.Module):

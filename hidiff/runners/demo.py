@@ -53,7 +53,7 @@ def freeze_test_pairs(sharp_dir: Path, out_dir: Path, *, kernel_size: int, seed:
     """Write the frozen blurry/sharp test pairs (the synthetic dataset's test phase) as PNGs."""
     from hidiff.data.image_io import write_png
     from hidiff.data.synthetic_dataset import SyntheticBlurDataset
-    from hidiff.runners.test_runner import to_uint8
+    from hidiff.data.image_io import to_uint8
 
     ds = SyntheticBlurDataset(sharp_root=str(sharp_dir), phase="test", kernel_size=kernel_size,
                               noise_sigma=0.001, seed=seed, kernel_pool=KERNEL_POOL, kernel_pool_seed=POOL_SEED,

@@ -23,26 +23,10 @@ import numpy as np
 import torch
 
 from hidiff.data.build import build_dataset
-from hidiff.data.image_io import write_png
+from hidiff.data.image_io import to_uint8, to_uint16, write_png
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
 
 log = logging.getLogger("hidiff")
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) or (3,H,W) float [0,1] -> HxWx3 uint8 RGB (clamp, x255, round), as BasicSR's tensor2img."""
-    if img.dim() == 4:
-        img = img[0]
-    arr = img.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(arr.transpose(1, 2, 0))
-
-
-def to_uint16(img: torch.Tensor) -> np.ndarray:
-    """Like ``to_uint8`` with 16-bit precision (DPDD is scored on 16-bit images, as Restormer does)."""
-    if img.dim() == 4:
-        img = img[0]
-    arr = img.detach().double().clamp(0, 1).mul(65535.0).round().cpu().numpy().astype(np.uint16)
-    return np.ascontiguousarray(arr.transpose(1, 2, 0))
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -69,7 +69,7 @@ class Weights:
 
 # ------------------------------------------------------------------- readers
 def _network_state(obj: Any, param_key: str, where: str) -> StateDict:
-    from hidiff.engine.checkpoint import check_finite, select_params, strip_prefixes
+    from hidiff.utils.checkpoint import check_finite, select_params, strip_prefixes
     sd = strip_prefixes(select_params(obj, param_key, where))
     check_finite(sd, where)
     return sd
@@ -78,7 +78,7 @@ def _network_state(obj: Any, param_key: str, where: str) -> StateDict:
 def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str = "options",
                label: Optional[str] = None, where: str = "path.pretrain_network_") -> Weights:
     """One file per network (``{suffix: path}``), e.g. the option file's ``path.pretrain_network_<x>``."""
-    from hidiff.engine.checkpoint import safe_load
+    from hidiff.utils.checkpoint import safe_load
     paths = {s: Path(p).expanduser() for s, p in files.items()}
     for s, p in paths.items():
         if not p.is_file():
@@ -119,7 +119,7 @@ def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
 
 def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
     """A hidiff training state (verified against its manifest) or one file holding several networks."""
-    from hidiff.engine.checkpoint import safe_load
+    from hidiff.utils.checkpoint import safe_load
     from hidiff.engine.checkpoint_store import STATE_FORMAT, CheckpointStore
     from hidiff.inference.official_weights import _split_networks
 
@@ -262,7 +262,7 @@ def _differs(a: Any, b: Any) -> bool:
 # ------------------------------------------------------------------- loading
 def load_into(model, weights: Weights, strict: Optional[Mapping[str, bool]] = None) -> None:
     """Load ``weights`` into ``model``'s networks (strict unless ``strict[suffix]`` is false)."""
-    from hidiff.engine.checkpoint import load_state_into
+    from hidiff.utils.checkpoint import load_state_into
     nets = model.networks()
     missing = [s for s in model.save_names if s not in weights.state_dicts]
     if missing:
@@ -326,7 +326,7 @@ def load_weights(model, files: Mapping[str, Any], *, param_key: str = "params",
     if unknown:
         raise ConfigError(f"weights for network(s) {', '.join(unknown)} given, but the model has only "
                           f"{', '.join(sorted(nets))}")
-    from hidiff.engine.checkpoint import load_state_into
+    from hidiff.utils.checkpoint import load_state_into
     for s, sd in weights.state_dicts.items():
         load_state_into(nets[s], sd, strict=(strict or {}).get(s, True), source=str(weights.files[s]))
     return dict(weights.sha256)
