@@ -18,8 +18,8 @@ import skimage.io
 from skimage.metrics import peak_signal_noise_ratio
 
 from hidiff.evaluation import evaluate_folders, get_protocol
-from hidiff.evaluation.report import (sha256_file, weights_info, write_comparison_grid, write_set_report,
-                                      write_summary_table)
+from hidiff.evaluation.report import weights_info, write_comparison_grid, write_set_report, write_summary_table
+from hidiff.utils.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SK_DATA = Path(skimage.__file__).parent / "data"

@@ -1,9 +1,12 @@
-"""Image decoding for datasets: bytes or files -> RGB float32 arrays in [0, 1].
+"""Image files and arrays: decoding, quantising and writing.
 
-Datasets read one image per item (never a whole folder into RAM).  Every
-failure raises :class:`DataError` naming the file and the reason, instead of
-OpenCV's silent ``None``.  8-bit images are scaled by 1/255 and 16-bit ones
-(DPDD) by 1/65535; gray images are expanded to 3 channels and alpha is dropped.
+Datasets read one image per item (never a whole folder into RAM) as RGB float32
+in [0, 1]: 8-bit images are scaled by 1/255 and 16-bit ones (DPDD) by 1/65535;
+gray images are expanded to 3 channels and alpha is dropped.  Scoring reads
+results and ground truth with :func:`read_rgb`, which keeps the stored uint8 or
+uint16 values (metrics on 8-bit images must see them exactly) and refuses alpha.
+Every failure raises :class:`DataError` naming the file and the reason, instead
+of OpenCV's silent ``None``.
 """
 from __future__ import annotations
 
@@ -35,6 +38,11 @@ _SIGNATURES = {
 def is_image_file(name: PathLike) -> bool:
     """True if the file name has one of :data:`IMG_EXTENSIONS` (case-insensitive)."""
     return str(name).lower().endswith(IMG_EXTENSIONS)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file name with an image extension (case-insensitive)."""
+    return not name.startswith(".") and is_image_file(name)
 
 
 def list_images(folder: PathLike) -> list[Path]:
@@ -111,6 +119,27 @@ def read_bytes(path: PathLike) -> bytes:
 def read_raw(path: PathLike) -> np.ndarray:
     """Read an image file as OpenCV decodes it (channel order and bit depth untouched)."""
     return decode_raw(read_bytes(path), str(path))
+
+
+def read_rgb(path: PathLike) -> np.ndarray:
+    """HxWx3 RGB uint8/uint16 array of an image file; DataError names the file on failure."""
+    p = Path(path)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read image '{p}': {exc.strerror or exc}") from None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise DataError(f"cannot decode image '{p}' (empty, truncated or not an image)")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"image '{p}': unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if img.shape[2] == 3:
+        return np.ascontiguousarray(img[:, :, ::-1])
+    raise DataError(f"image '{p}' has {img.shape[2]} channels; expected gray or RGB (no alpha)")
 
 
 def read_image(path: PathLike) -> np.ndarray:

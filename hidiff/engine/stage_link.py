@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import ConfigError
 
 #: networks a stage-2 run takes from its stage-1 run
@@ -40,8 +41,6 @@ def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:
     A plain folder of weight files is read by name: ``net_<x>_latest.pth``, else
     the highest ``net_<x>_<iter>.pth``.
     """
-    from hidiff.engine.checkpoint_store import latest_complete
-
     run = models_dir.parent
     if (run / "training_states").is_dir() or (models_dir / "latest.json").is_file():
         unit = latest_complete(run, which)

@@ -18,17 +18,23 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from hidiff.data.image_io import to_uint8, write_png
+from hidiff.engine.best import COUNTS, save_best, update_best
 from hidiff.engine.distributed import all_gather_objects, get_rank
+from hidiff.engine.seeding import capture_rng_state, restore_rng_state
+from hidiff.engine.training_state import network_payloads
 from hidiff.errors import ConfigError, DataError
+from hidiff.inference.pipeline import seed_from_key
+from hidiff.inference.tiler import restore_image
+from hidiff.metrics import get_metric
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
     """``val.metrics`` blocks -> functions of two uint8 RGB images."""
-    from hidiff.metrics import get_metric
-
     out: dict[str, MetricFn] = {}
     for name, m in metrics.items():
         try:
@@ -54,9 +60,6 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
     path of ``test.py``: per-image seed, optional tiling); stage 1 restores with
     its GT-conditioned prior (an oracle number, docs/quirks.md, quirk 23).
     """
-    from hidiff.inference.pipeline import seed_from_key
-    from hidiff.inference.tiler import restore_image
-
     pipeline = model.pipeline() if hasattr(model, "pipeline") else None
 
     @torch.no_grad()
@@ -69,7 +72,6 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
 
 
 def _uint8(img: torch.Tensor) -> np.ndarray:
-    from hidiff.data.image_io import to_uint8
     return to_uint8(img)
 
 
@@ -77,7 +79,6 @@ def _progress(enabled: bool, total: int, set_name: str):
     """A tqdm bar over the images of one set, or None (disabled, or stderr is not a terminal)."""
     if not (enabled and sys.stderr.isatty()):
         return None
-    from tqdm import tqdm
     return tqdm(total=total, desc=f"validating {set_name}", unit="img", leave=False, dynamic_ncols=True,
                 file=sys.stderr)
 
@@ -176,12 +177,6 @@ def validate_during_training(t, it: int) -> None:
     The training random streams are restored afterwards, so validating never
     changes what training does next.
     """
-    from hidiff.data.image_io import write_png
-    from hidiff.engine.best import COUNTS, save_best, update_best
-    from hidiff.engine.seeding import capture_rng_state, restore_rng_state
-    from hidiff.engine.training_state import network_payloads
-    from hidiff.data.image_io import to_uint8
-
     o = t.opt
     rng = capture_rng_state()
     shown: dict[str, int] = {}
