@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 import cv2
 import numpy as np
@@ -203,20 +203,3 @@ def encode_png_raw(arr: np.ndarray, compress_level: int = 1) -> bytes:
 def write_png(path: PathLike, rgb: np.ndarray, compress_level: int = 1) -> None:
     """Atomically write an RGB uint8/uint16 array as a PNG file."""
     atomic_write_bytes(path, encode_png(rgb, compress_level))
-
-
-def image_size(path: PathLike) -> tuple[int, int]:
-    """(height, width) of an image file (decodes it; used by preparation checks)."""
-    img = read_image(path)
-    return int(img.shape[0]), int(img.shape[1])
-
-
-def check_decodes(paths: Iterable[PathLike]) -> list[tuple[str, str]]:
-    """Try to decode every file; return ``[(path, reason), ...]`` for those that fail."""
-    bad: list[tuple[str, str]] = []
-    for p in paths:
-        try:
-            read_image(p)
-        except DataError as exc:
-            bad.append((str(p), str(exc)))
-    return bad

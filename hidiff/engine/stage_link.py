@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import ConfigError
@@ -24,11 +24,6 @@ class PretrainSpec:
     path: Path
     strict: bool
     param_key: str
-
-
-def find_model_file(models_dir: Path, net: str, which="latest") -> Optional[Path]:
-    """``net_<x>`` of :func:`find_model_files` (None if that unit lacks it)."""
-    return find_model_files(models_dir, (net,), which).get(net)
 
 
 def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:

@@ -26,12 +26,6 @@ def seed_from_key(key: str, base_seed: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def make_noise(shape: Tuple[int, ...], seed: int) -> Tensor:
-    """x_T drawn on the CPU from ``seed`` (identical on every device)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(shape, generator=g, dtype=torch.float32)
-
-
 class RestorationPipeline:
     """blurry (B,C,H,W) in [0,1] -> restored (B,3,H,W); any H, W.
 

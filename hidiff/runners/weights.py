@@ -308,29 +308,6 @@ def inference_pipeline(weights: Weights, device, timesteps: Optional[int] = None
     return pipeline, f"{options.model_type} from {weights.describe()}{steps}{note}"
 
 
-def load_weights(model, files: Mapping[str, Any], *, param_key: str = "params",
-                 strict: Optional[Mapping[str, bool]] = None) -> Dict[str, str]:
-    """Load ``{suffix: file}`` into ``model``'s networks; returns ``{suffix: sha256}``."""
-    weights = from_files(files, param_key=param_key)
-    nets = model.networks()
-    unknown = [s for s in weights.state_dicts if s not in nets]
-    if unknown:
-        raise ConfigError(f"weights for network(s) {', '.join(unknown)} given, but the model has only "
-                          f"{', '.join(sorted(nets))}")
-    for s, sd in weights.state_dicts.items():
-        load_state_into(nets[s], sd, strict=(strict or {}).get(s, True), source=str(weights.files[s]))
-    return dict(weights.sha256)
-
-
-def experiment_weights(experiments_root: Any, name: str, suffixes) -> Dict[str, Path]:
-    """``{suffix: file}`` of a run's newest complete checkpoint set (see :func:`from_experiment`)."""
-    files = from_experiment(experiments_root, name).files
-    missing = [s for s in suffixes if s not in files]
-    if missing:
-        raise CheckpointError(f"experiment '{name}': no net_{missing[0]} in its newest complete checkpoint")
-    return {s: files[s] for s in suffixes}
-
-
 def experiment_pipeline(name: str, device, experiments_root: Any = "experiments", timesteps: Optional[int] = None):
     """``(RestorationPipeline, description dict)`` of a run, restored with the settings the run recorded."""
     weights = from_experiment(experiments_root, name)
