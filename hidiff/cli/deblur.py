@@ -249,7 +249,6 @@ def _make_output_folder(out_dir: Path) -> None:
 def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tuple[int, list[tuple[Path, str]]]:
     import cv2  # deferred: keeps the command's start (--help, bad flags) fast
 
-
     failures: list[tuple[Path, str]] = []
     done = 0
     bar = tqdm(todo, unit="img", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)

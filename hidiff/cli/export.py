@@ -18,15 +18,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from hidiff.cli.arguments import positive_int
-from hidiff.cli.deblur import add_weight_arguments, load_pipeline
 from hidiff.errors import CheckpointError, HidiffError
-from hidiff.inference.export import InferenceGraph, example_inputs, export_onnx, export_torchscript, parity
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hidiff.cli.deblur import add_weight_arguments  # deferred: the command imports without torch
+
     ap = argparse.ArgumentParser(prog="hidiff-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_weight_arguments(ap)
@@ -42,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_example_output(pipeline, weights, height: int, width: int) -> None:
     """Refuse a model whose output on the example input holds NaN/Inf values."""
+    import torch  # deferred: the command imports without torch
+
+    from hidiff.inference.export import InferenceGraph, example_inputs  # deferred: the command imports without torch
+
     with torch.no_grad():
         out = InferenceGraph(pipeline).eval()(*example_inputs(pipeline, height, width))
     if not bool(torch.isfinite(out).all()):
@@ -50,6 +52,10 @@ def check_example_output(pipeline, weights, height: int, width: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from hidiff.cli.deblur import load_pipeline  # deferred: the command imports without torch
+    from hidiff.inference.export import (  # deferred: the command imports without torch
+        export_onnx, export_torchscript, parity)
+
     args = build_parser().parse_args(argv)
     out = Path(args.output)
     try:

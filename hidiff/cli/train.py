@@ -27,9 +27,6 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from hidiff.config import load_options
-from hidiff.engine.nonfinite import NonFiniteLossError
-from hidiff.engine.trainer import Trainer
 from hidiff.errors import HidiffError
 
 
@@ -61,6 +58,10 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 2, 3, 4
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, train, return a process exit code (see the module docstring)."""
+    from hidiff.config import load_options  # deferred: the command imports without torch
+    from hidiff.engine.nonfinite import NonFiniteLossError  # deferred: the command imports without torch
+    from hidiff.engine.trainer import Trainer  # deferred: the command imports without torch
+
     args = build_parser().parse_args(argv)  # --local_rank is accepted and ignored (torchrun sets LOCAL_RANK)
     resume = "auto" if args.auto_resume and args.resume is None else args.resume
     try:
