@@ -77,9 +77,10 @@ def build(args):
         p, rec = load_checkpoint(args.checkpoint, timesteps=args.timesteps)
         return p, f"{rec.variant} weights from {args.checkpoint}"
     if args.experiment:
-        from hidiff.inference.official_weights import load_experiment
-        p, rec = load_experiment(args.experiment, experiments_root=args.experiments_root, timesteps=args.timesteps)
-        return p, f"{rec.describe()}; trained weights of experiment {args.experiment}"
+        from hidiff.runners.weights import experiment_pipeline
+        p, desc = experiment_pipeline(args.experiment, "cpu", experiments_root=args.experiments_root,
+                                      timesteps=args.timesteps)
+        return p, f"{desc['description']}; trained weights of experiment {args.experiment}"
     torch.manual_seed(0)
     spec = TINY if args.quick else {k: v for k, v in OFFICIAL_VARIANTS["HI-Diff GoPro"].items() if k != "diffusion"}
     p, rec = build_pipeline({k: build_network(v).state_dict() for k, v in spec.items()})
@@ -114,7 +115,7 @@ def tiled_with_whole_image_prior(pipeline, lq, opts):
     Isolates what tiling does to the U-Net from what it does to the prior.
     """
     import torch
-    from hidiff.inference.padding import pad_to_multiple
+    from hidiff.utils.padding import pad_to_multiple
     from hidiff.inference.tiler import tile_seed, tiled_restore
 
     g = torch.Generator().manual_seed(tile_seed(0, 0, 0, 0))  # restore_image's whole-image noise

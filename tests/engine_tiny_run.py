@@ -81,7 +81,7 @@ def write_stage1_weights(root: Path) -> dict[str, str]:
     import torch
 
     from hidiff.archs import build_network
-    from hidiff.engine.checkpoint import save_network_file
+    from hidiff.utils.checkpoint import save_network_file
 
     base = tiny_options(root)
     torch.manual_seed(0)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hidiff.data.blur_kernels import (
-    blur_image, convolve_valid, kernel_centroid, make_pair, random_kernel, synthesize_pair, trajectory_to_psf)
+from hidiff.data.blur_kernels import blur_image, convolve_valid, random_kernel, synthesize_pair, trajectory_to_psf
+
+
+def kernel_centroid(kernel: np.ndarray) -> tuple[float, float]:
+    """(row, col) centre of mass of a kernel."""
+    k = np.asarray(kernel, dtype=np.float64)
+    rows, cols = np.indices(k.shape)
+    total = k.sum()
+    return float((rows * k).sum() / total), float((cols * k).sum() / total)
 
 
 @pytest.mark.parametrize("size", [15, 31])
@@ -81,16 +88,17 @@ def test_noise_level_and_quantisation():
     assert abs(out.mean() / 255.0 - 0.5) < 0.002
 
 
-def test_make_pair_shapes_and_alignment():
+def test_synthesize_pair_shapes_and_alignment():
     rng = np.random.default_rng(5)
     sharp = rng.integers(0, 256, (64 + 30, 80 + 30, 3), dtype=np.uint8)
-    blurry, target, kernel = make_pair(sharp, np.random.default_rng(9))
+    first = synthesize_pair(sharp, np.random.default_rng(9))
+    blurry, target, kernel = first.blurry, first.sharp, first.kernel
     assert blurry.shape == target.shape == (64, 80, 3) and blurry.dtype == target.dtype == np.uint8
     np.testing.assert_array_equal(target, sharp[15:-15, 15:-15])
-    again = make_pair(sharp, np.random.default_rng(9))
-    assert np.array_equal(again[0], blurry) and np.array_equal(again[2], kernel)
+    again = synthesize_pair(sharp, np.random.default_rng(9))
+    assert np.array_equal(again.blurry, blurry) and np.array_equal(again.kernel, kernel)
     pair = synthesize_pair(sharp, np.random.default_rng(9), noise_sigma=0.0)
     expected = np.clip(np.rint(convolve_valid(sharp, pair.kernel) * 255), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(pair.blurry, expected)
     with pytest.raises(ValueError, match="odd"):
-        make_pair(sharp, rng, kernel_size=30)
+        synthesize_pair(sharp, rng, kernel_size=30)

@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, run_env
 from engine_tiny_run import tiny_options, write_pairs
 from hidiff.config import options_from_text
-from hidiff.engine.checkpoint import safe_load
+from hidiff.utils.checkpoint import safe_load
 from hidiff.engine.seeding import seed_everything
 from hidiff.models import build_model
 from procs import run_checked, torchrun

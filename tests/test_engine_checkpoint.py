@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from hidiff.engine.checkpoint import load_network, safe_load, save_network_file, save_object, strip_prefixes
+from hidiff.utils.checkpoint import load_network, safe_load, save_network_file, save_object, strip_prefixes
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.errors import CheckpointError
 

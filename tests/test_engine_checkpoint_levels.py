@@ -7,7 +7,7 @@ import yaml
 
 from engine_tiny_run import tiny_options, write_pairs
 from hidiff.config import options_from_text
-from hidiff.engine.checkpoint import safe_load
+from hidiff.utils.checkpoint import safe_load
 from hidiff.engine.trainer import Trainer
 from hidiff.errors import ConfigError
 

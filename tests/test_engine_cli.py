@@ -8,7 +8,7 @@ import yaml
 
 from engine_tiny_run import tiny_options, write_pairs
 from hidiff.config import load_options
-from hidiff.engine.checkpoint import safe_load
+from hidiff.utils.checkpoint import safe_load
 from hidiff.cli.train import main
 
 

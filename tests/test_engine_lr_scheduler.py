@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from hidiff.engine.lr_scheduler import (CosineAnnealingRestartCyclicLR, CosineAnnealingRestartLR,
+from hidiff.models.lr_scheduler import (CosineAnnealingRestartCyclicLR, CosineAnnealingRestartLR,
                                         MultiStepRestartLR, build_scheduler)
 from hidiff.errors import ConfigError
 

@@ -11,7 +11,7 @@ from engine_tiny_run import tiny_options, write_pairs
 from hidiff.config import options_from_text
 from hidiff.data.paired_dataset import PairedImageDataset
 from hidiff.data.sample_rng import split_index
-from hidiff.engine.checkpoint import safe_load
+from hidiff.utils.checkpoint import safe_load
 from hidiff.engine.nonfinite import NonFiniteLossError
 from hidiff.engine.trainer import Trainer
 from hidiff.registry import DATASET_REGISTRY

@@ -7,7 +7,7 @@ import stat
 import torch
 
 from hidiff.config import options_from_text, save_resolved
-from hidiff.engine.checkpoint import save_network_file
+from hidiff.utils.checkpoint import save_network_file
 from hidiff.models import build_model
 from hidiff.runners.weights import experiment_pipeline
 from hidiff.utils.atomic import atomic_write_text

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from hidiff.config import load_options
-from hidiff.data.blur_kernels import (kernel_centroid, kernel_pool, random_canvas_kernel, random_kernel,
+from hidiff.data.blur_kernels import (kernel_pool, random_canvas_kernel, random_kernel,
                                       synthesize_pair)
 from hidiff.data.synthetic_dataset import SyntheticBlurDataset
 from hidiff.errors import ConfigError
+from test_data_blur import kernel_centroid
 
 
 @pytest.fixture

@@ -4,9 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hidiff.inference.padding import crop, mirror_pad, pad_to_multiple
-from hidiff.inference.pipeline import RestorationPipeline, make_noise, seed_from_key
+from hidiff.inference.pipeline import RestorationPipeline, seed_from_key
+from hidiff.utils.padding import crop, mirror_pad, pad_to_multiple
 from tiny import tiny_diffusion, tiny_networks
+
+
+def make_noise(shape, seed: int) -> torch.Tensor:
+    """x_T drawn on the CPU from ``seed``."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

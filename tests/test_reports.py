@@ -18,8 +18,8 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from conftest import run_env
 from hidiff.evaluation import evaluate_folders, get_protocol
-from hidiff.evaluation.report import (sha256_file, weights_info, write_comparison_grid, write_set_report,
-                                      write_summary_table)
+from hidiff.evaluation.report import weights_info, write_comparison_grid, write_set_report, write_summary_table
+from hidiff.utils.hashing import sha256_file
 from procs import run_checked
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO, run_env
 from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
 from hidiff.config import options_from_text
-from hidiff.engine.checkpoint import safe_load
+from hidiff.utils.checkpoint import safe_load
 from hidiff.engine.checkpoint_store import HANG_ENV
 from hidiff.engine.trainer import Trainer
 from hidiff.errors import ConfigError

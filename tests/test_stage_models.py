@@ -9,7 +9,7 @@ from hidiff.errors import ConfigError
 from hidiff.losses import L1Loss
 from hidiff.models.hidiff_s1_model import HIDiffStage1
 from hidiff.models.hidiff_s2_model import HIDiffStage2
-from hidiff.models.stage_link import resolve_pretrained
+from hidiff.engine.stage_link import resolve_pretrained
 from tiny import tiny_diffusion, tiny_networks
 
 
@@ -82,7 +82,7 @@ def test_stage_restore_shapes_and_oracle_prior():
 
 
 def test_save_load_is_bitwise(tmp_path):
-    from hidiff.engine.checkpoint import load_network, save_network_file
+    from hidiff.utils.checkpoint import load_network, save_network_file
     nets = tiny_networks()
     other = tiny_networks()
     for k in nets:

@@ -86,7 +86,7 @@ def test_a_bad_override_in_the_last_variant_stops_the_cli_before_any_run(tmp_pat
 def _fake_finished(runner, run):
     """What a finished training run leaves behind, without training: config.yml, final weights, the record."""
     from hidiff.config import save_resolved
-    from hidiff.engine.checkpoint import save_network_file
+    from hidiff.utils.checkpoint import save_network_file
     from hidiff.models import build_model
 
     save_resolved(run.options, run.run_dir / "config.yml")

@@ -29,7 +29,7 @@ from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.inference.pipeline import RestorationPipeline, seed_from_key
 from hidiff.inference.tiler import restore_image
 from hidiff.metrics import psnr_uint8
-from hidiff.runners.test_runner import to_uint8
+from hidiff.data.image_io import to_uint8
 from procs import run_checked
 
 sys.path.insert(0, str(Path(__file__).parent))

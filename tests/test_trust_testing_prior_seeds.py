@@ -20,7 +20,7 @@ from hidiff.evaluation.protocols import get_protocol
 from hidiff.inference.pipeline import RestorationPipeline
 from hidiff.inference.tiler import restore_image
 from hidiff.runners.prior_seeds import prior_seed
-from hidiff.runners.test_runner import to_uint8
+from hidiff.data.image_io import to_uint8
 from procs import run_checked
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -10,7 +10,7 @@ import yaml
 from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
 from hidiff.cli.train import main
 from hidiff.engine.checkpoint_store import latest_complete
-from hidiff.models.stage_link import resolve_pretrained
+from hidiff.engine.stage_link import resolve_pretrained
 
 
 def _tree(root: Path) -> dict[str, str]:

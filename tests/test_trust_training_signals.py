@@ -184,7 +184,7 @@ def test_torchrun_ranks_stop_together_when_one_rank_is_signalled(tmp_path, spawn
 
 def test_sigkill_between_two_network_files_then_stage2_takes_the_previous_unit(tmp_path, spawn):
     from hidiff.config import options_from_text
-    from hidiff.models.stage_link import resolve_pretrained
+    from hidiff.engine.stage_link import resolve_pretrained
 
     cfg = _config(tmp_path, save_checkpoint_freq=1)
     env = run_env()

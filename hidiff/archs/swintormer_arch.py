@@ -41,7 +41,7 @@ from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' an
 from hidiff.archs.transformer_block import TransformerBlock
 from hidiff.archs.unet_levels import add_unet_levels, checkpoint_stages
 from hidiff.errors import ConfigError
-from hidiff.inference.padding import pad_to_multiple
+from hidiff.utils.padding import pad_to_multiple
 from hidiff.registry import ARCH_REGISTRY
 from hidiff.utils.suggest import did_you_mean
 

@@ -29,7 +29,7 @@ def non_negative_int(text: str) -> int:
 
 def add_prior_seed_arguments(ap: argparse.ArgumentParser) -> None:
     """--prior-seeds K, --prior-image mean|first, --std-map (see hidiff/runners/prior_seeds.py)."""
-    from hidiff.runners.prior_seeds import PRIOR_IMAGES
+    from hidiff.runners.prior_seeds import PRIOR_IMAGES  # deferred: the command imports without torch
     ap.add_argument("--prior-seeds", type=positive_int, default=1, metavar="K",
                     help="restore each image from K initial noises of the prior (default 1); metrics become "
                          "mean and <metric>_std over them")

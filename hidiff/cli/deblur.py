@@ -30,9 +30,17 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
 from hidiff.cli.arguments import add_prior_seed_arguments, non_negative_int, positive_int
+from hidiff.data.image_io import write_png
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
+from hidiff.inference.image_io import (WRITABLE_EXTENSIONS, find_photos, from_tensor, output_suffix, read_photo,
+                                       to_tensor, write_photo)
+from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options, restore_image
+from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
+from hidiff.runners.test_runner import select_device
+from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
 
 log = logging.getLogger("hidiff.deblur")
 
@@ -56,9 +64,6 @@ def load_pipeline(args: argparse.Namespace):
     Weights that record their run's options (a training state, an experiment)
     are restored with them; others are recognised from their tensor shapes.
     """
-    from hidiff.runners.test_runner import select_device
-    from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
-
     device = select_device(args.device)
     if args.weights:
         weights = from_release(args.weights)
@@ -141,8 +146,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # ------------------------------------------------------------------ helpers
 def _tile_chooser(args) -> Callable[[int, int, torch.device, int], object]:
     """Validate the tiling flags; return (h, w, device, multiple) -> TileOptions | 'whole'."""
-    from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options
-
     overrides = {k: v for k, v in (("overlap", args.overlap), ("blend", args.blend), ("batch", args.tile_batch),
                                    ("prior", args.prior)) if v is not None}
     if args.no_tile and (args.tile is not None or overrides):
@@ -182,8 +185,6 @@ def _as_flags(message: str) -> str:
 
 def _output_extension(ext: Optional[str]) -> Optional[str]:
     """``--ext`` as a lower-case suffix, refused (bad usage) unless it is a format the writer knows."""
-    from hidiff.inference.image_io import WRITABLE_EXTENSIONS, output_suffix
-
     if not ext:
         return None
     suffix = output_suffix(ext)
@@ -194,8 +195,6 @@ def _output_extension(ext: Optional[str]) -> Optional[str]:
 
 def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """(input, output) pairs; unusable inputs and output clashes become failures, an unusable -o raises."""
-    from hidiff.inference.image_io import find_photos
-
     ext = _output_extension(args.ext)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -274,13 +273,7 @@ def _make_output_folder(out_dir: Path) -> None:
 
 
 def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tuple[int, list[tuple[Path, str]]]:
-    import cv2
-    from tqdm import tqdm
-
-    from hidiff.inference.image_io import from_tensor, read_photo, to_tensor, write_photo
-    from hidiff.data.image_io import write_png
-    from hidiff.inference.tiler import restore_image
-    from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
+    import cv2  # deferred: keeps the command's start (--help, bad flags) fast
 
     failures: list[tuple[Path, str]] = []
     done = 0

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hidiff.cli.arguments import positive_int
+from hidiff.errors import CheckpointError, HidiffError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hidiff.cli.deblur import add_weight_arguments
+    from hidiff.cli.deblur import add_weight_arguments  # deferred: the command imports without torch
 
     ap = argparse.ArgumentParser(prog="hidiff-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,10 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_example_output(pipeline, weights, height: int, width: int) -> None:
     """Refuse a model whose output on the example input holds NaN/Inf values."""
-    import torch
+    import torch  # deferred: the command imports without torch
 
-    from hidiff.errors import CheckpointError
-    from hidiff.inference.export import InferenceGraph, example_inputs
+    from hidiff.inference.export import InferenceGraph, example_inputs  # deferred: the command imports without torch
 
     with torch.no_grad():
         out = InferenceGraph(pipeline).eval()(*example_inputs(pipeline, height, width))
@@ -52,9 +52,9 @@ def check_example_output(pipeline, weights, height: int, width: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.cli.deblur import load_pipeline
-    from hidiff.errors import HidiffError
-    from hidiff.inference.export import export_onnx, export_torchscript, parity
+    from hidiff.cli.deblur import load_pipeline  # deferred: the command imports without torch
+    from hidiff.inference.export import (  # deferred: the command imports without torch
+        export_onnx, export_torchscript, parity)
 
     args = build_parser().parse_args(argv)
     out = Path(args.output)

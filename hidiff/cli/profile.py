@@ -6,10 +6,13 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+import torch
+
 from hidiff.errors import HidiffError
 from hidiff.profiling.cases import CASE_ORDER, parse_size
 from hidiff.profiling.profiler import ProfileSpec, profile
 from hidiff.profiling.report import format_table, json_line
+from hidiff.utils.atomic import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +48,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.batch < 1 or args.runs < 1 or args.warmup < 0:
             raise HidiffError("--batch and --runs must be >= 1 and --warmup >= 0")
         if args.device == "cuda" and not args.counts_only:
-            import torch
             if not torch.cuda.is_available():
                 raise HidiffError("--device cuda: no CUDA device is available here (use --device cpu)")
         spec = ProfileSpec(opt=args.opt, size=parse_size(args.size), overrides=list(args.override),
@@ -59,7 +61,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(format_table(result))
     line = json_line(result)
     if args.json:
-        from hidiff.utils.atomic import atomic_write_text
         atomic_write_text(args.json, line + "\n")
     print(line, flush=True)
     return 0

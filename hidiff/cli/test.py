@@ -20,6 +20,7 @@ import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 from hidiff.cli.arguments import add_prior_seed_arguments, positive_int
+from hidiff.errors import ConfigError, HidiffError
 
 log = logging.getLogger("hidiff")
 
@@ -55,8 +56,8 @@ def _override_files(overrides: Sequence[str]) -> dict:
 
 def command_line_weights(args, options) -> Optional[Any]:
     """The weights the command line names (one source, or several that agree), else None."""
-    from hidiff.errors import ConfigError
-    from hidiff.runners.weights import from_checkpoint, from_experiment, from_files, from_release
+    from hidiff.runners.weights import (  # deferred: the command imports without torch
+        from_checkpoint, from_experiment, from_files, from_release)
 
     param_key = "params_ema" if options.val.use_ema else "params"
     sources: List[Tuple[str, Any]] = []
@@ -89,13 +90,12 @@ def prepare(args):
     (``path.pretrain_network_<x>``, ``datasets.<set>.weights``) are dropped, so
     nothing checks or loads files that are not used.
     """
-    from hidiff.config import load_options
-    from hidiff.config.load import apply_overrides
-    from hidiff.config.schema import Options
-    from hidiff.config.yaml_io import load_yaml
-    from hidiff.engine.preflight import check_testing
-    from hidiff.errors import ConfigError
-    from hidiff.runners.weights import merge_run_options
+    from hidiff.config import load_options  # deferred: the command imports without torch
+    from hidiff.config.load import apply_overrides  # deferred: the command imports without torch
+    from hidiff.config.schema import Options  # deferred: the command imports without torch
+    from hidiff.config.yaml_io import load_yaml  # deferred: the command imports without torch
+    from hidiff.engine.preflight import check_testing  # deferred: the command imports without torch
+    from hidiff.runners.weights import merge_run_options  # deferred: the command imports without torch
 
     overrides = args.override + args.force_yml
     options = load_options(args.opt, overrides, is_train=False)
@@ -116,8 +116,7 @@ def prepare(args):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.errors import ConfigError, HidiffError
-    from hidiff.runners.test_runner import run_test
+    from hidiff.runners.test_runner import run_test  # deferred: the command imports without torch
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
@@ -130,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from hidiff.evaluation.report import summary_table_markdown
+    from hidiff.evaluation.report import summary_table_markdown  # deferred: the command imports without torch
     print(summary_table_markdown(list(summaries.values())))
     return 0
 

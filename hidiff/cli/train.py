@@ -61,16 +61,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     A torchrun worker does not return: it leaves with that code at once (``distributed.end_worker``).
     """
-    from hidiff.engine.distributed import end_worker
+    from hidiff.engine.distributed import end_worker  # deferred: the command imports without torch
     code = _train(argv)
     end_worker(code)
     return code
 
 
 def _train(argv: Optional[Sequence[str]]) -> int:
-    from hidiff.config import load_options
-    from hidiff.engine.nonfinite import NonFiniteLossError
-    from hidiff.engine.trainer import Trainer
+    from hidiff.config import load_options  # deferred: the command imports without torch
+    from hidiff.engine.nonfinite import NonFiniteLossError  # deferred: the command imports without torch
+    from hidiff.engine.trainer import Trainer  # deferred: the command imports without torch
 
     args = build_parser().parse_args(argv)  # --local_rank is accepted and ignored (torchrun sets LOCAL_RANK)
     resume = "auto" if args.auto_resume and args.resume is None else args.resume

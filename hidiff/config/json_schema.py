@@ -30,6 +30,8 @@ from hidiff.config import registries
 from hidiff.config.schema import (FOLDER_NAME_PATTERN, LOADER_KEYS, Block, DatasetOptions, Options, PathOptions,
                                   ValOptions)
 from hidiff.config.typed import _MAPPINGS, _SEQUENCES, type_hints
+from hidiff.inference.tiler import BLENDS, MODES, PRIORS, TileOptions
+from hidiff.utils.atomic import atomic_write_text
 
 _RANGE_KEYS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
 
@@ -250,8 +252,6 @@ class _Generator:
                 "properties": props, "required": ["type"]}
 
     def tile_ref(self) -> Dict[str, Any]:
-        from hidiff.inference.tiler import BLENDS, MODES, PRIORS, TileOptions
-
         if "TileOptions" not in self.defs:
             schema = self.dataclass_schema(TileOptions)
             for name, choices in (("blend", BLENDS), ("mode", MODES), ("prior", PRIORS)):
@@ -324,7 +324,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    from hidiff.utils.atomic import atomic_write_text
     atomic_write_text(Path(args.output), text)
     print(f"wrote {args.output}")
     return 0

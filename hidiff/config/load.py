@@ -16,6 +16,7 @@ from typing import Any, Iterable, List, Mapping, MutableMapping
 from hidiff.config.schema import Options
 from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, parse_scalar
 from hidiff.errors import ConfigError
+from hidiff.utils.atomic import atomic_write_text
 
 
 def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) -> MutableMapping[str, Any]:
@@ -88,6 +89,5 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
 
 def save_resolved(options: Options, path: str | Path) -> None:
     """Write the resolved options atomically (the run folder's config.yml)."""
-    from hidiff.utils.atomic import atomic_write_text
     header = f"# resolved options of '{options.name}' (from {options.source})\n"
     atomic_write_text(path, header + resolved_yaml(options))

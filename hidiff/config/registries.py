@@ -12,8 +12,18 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, get_type_hints
 
+import torch.optim
+
+import hidiff.data  # noqa: F401  (registers the dataset classes)
+import hidiff.losses  # noqa: F401  (registers the loss classes)
+import hidiff.models  # noqa: F401  (registers the model classes)
+from hidiff.archs import ARCH_REGISTRY
 from hidiff.config.typed import MAX_SEED, Problems, check_range, convert
 from hidiff.errors import ConfigError
+from hidiff.evaluation.protocols import PROTOCOLS
+from hidiff.metrics import METRIC_REGISTRY
+from hidiff.models.lr_scheduler import SCHEDULERS
+from hidiff.registry import DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 from hidiff.utils.suggest import did_you_mean
 
 KINDS = ("arch", "model", "dataset", "loss", "metric", "scheduler", "optimizer", "protocol")
@@ -50,39 +60,28 @@ _INJECTED = {"dataset": ("phase",), "scheduler": ("optimizer", "warmup_iter"), "
 
 def _registry(kind: str):
     if kind == "arch":
-        from hidiff.archs import ARCH_REGISTRY
         return ARCH_REGISTRY
     if kind == "model":
-        import hidiff.models  # noqa: F401  (registers the model classes)
-        from hidiff.registry import MODEL_REGISTRY
         return MODEL_REGISTRY
     if kind == "dataset":
-        import hidiff.data  # noqa: F401  (registers the dataset classes)
-        from hidiff.registry import DATASET_REGISTRY
         return DATASET_REGISTRY
     if kind == "loss":
-        import hidiff.losses  # noqa: F401  (registers the loss classes)
-        from hidiff.registry import LOSS_REGISTRY
         return LOSS_REGISTRY
     if kind == "metric":
-        from hidiff.metrics import METRIC_REGISTRY
         return METRIC_REGISTRY
     raise KeyError(kind)
 
 
 def _optimizers() -> Dict[str, type]:
-    import torch.optim
     return {n: c for n, c in vars(torch.optim).items()
             if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer}
 
 
 def _schedulers() -> Dict[str, type]:
-    from hidiff.engine.lr_scheduler import SCHEDULERS
     return dict(SCHEDULERS)
 
 
 def _protocols() -> Dict[str, type]:
-    from hidiff.evaluation.protocols import PROTOCOLS
     return dict(PROTOCOLS)
 
 

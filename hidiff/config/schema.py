@@ -19,10 +19,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Union, get_args
 
+from hidiff.archs.hidiff_unet_arch import Transformer
+from hidiff.archs.latent_encoder_arch import LatentEncoder
 from hidiff.archs.unet_levels import checkpoint_stages
 from hidiff.config import registries
 from hidiff.config.typed import MAX_SEED, Problems, check_field, convert, spec, to_dict, type_hints
+from hidiff.diffusion import build_diffusion
 from hidiff.errors import ConfigError
+from hidiff.inference.tiler import TileOptions
 from hidiff.utils.suggest import did_you_mean
 
 #: one folder inside a root: not blank, not '.' or '..', no drive, no path separator
@@ -232,7 +236,6 @@ class DiffusionOptions:
 
     def build(self):
         """The LatentDDPM these options describe."""
-        from hidiff.diffusion import build_diffusion
         return build_diffusion(self.implementation, timesteps=self.timesteps, schedule=self.resolved_schedule,
                                linear_start=self.linear_start, linear_end=self.linear_end,
                                parameterization=self.parameterization, clip_denoised=self.clip_denoised,
@@ -423,7 +426,6 @@ class ValOptions:
         """The validated TileOptions, or None for whole-image inference."""
         if self.tile is None:
             return None
-        from hidiff.inference.tiler import TileOptions
         return TileOptions.from_dict(self.tile, where=f"{path}.tile")
 
 
@@ -607,9 +609,6 @@ class Options:
                 problems.add(f"datasets.train.{key}: {size} is not a multiple of {multiple} ({why}); "
                              f"use {below or above} or {above}")
 
-    def network_suffixes(self) -> List[str]:
-        return list(self.networks)
-
     def to_dict(self) -> Dict[str, Any]:
         """The resolved options as plain data (what is saved into the run folder)."""
         out: Dict[str, Any] = {"name": self.name, "model_type": self.model_type, "scale": self.scale,
@@ -635,9 +634,6 @@ def size_multiple(networks: Mapping[str, Block]) -> tuple:
     latent encoders start with a 4x pixel-unshuffle (multiples of 4); Swintormer
     pads its input itself.
     """
-    from hidiff.archs.hidiff_unet_arch import Transformer
-    from hidiff.archs.latent_encoder_arch import LatentEncoder
-
     multiple, reasons = 1, []
     for suffix, blk in networks.items():
         cls = registries.lookup("arch", blk.type, f"network_{suffix}.type")

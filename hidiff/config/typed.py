@@ -256,10 +256,11 @@ def from_dict(cls: type, data: Any, path: str) -> Any:
 
 def check_field(f: dataclasses.Field, value: Any, where: str) -> None:
     """Check ``value`` against the range and registry declared by :func:`spec`."""
+    from hidiff.config import registries  # deferred: registries imports this module (a cycle)
+
     check_range(value, f.metadata, where)
     kind = f.metadata.get("registry")
     if kind is not None and value is not None:
-        from hidiff.config import registries
         if isinstance(value, str):
             registries.check_name(kind, value, where)
         else:

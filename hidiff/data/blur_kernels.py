@@ -162,14 +162,6 @@ def random_canvas_kernel(size: int, min_size: Optional[int],
     return np.pad(kernel, pad), params
 
 
-def kernel_centroid(kernel: np.ndarray) -> tuple[float, float]:
-    """(row, col) centre of mass of a kernel."""
-    k = np.asarray(kernel, dtype=np.float64)
-    rows, cols = np.indices(k.shape)
-    total = k.sum()
-    return float((rows * k).sum() / total), float((cols * k).sum() / total)
-
-
 def _as_float(img: np.ndarray) -> np.ndarray:
     arr = np.asarray(img)
     if arr.dtype == np.uint8:
@@ -270,14 +262,3 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator, *, kernel_size:
     h, w = np.asarray(sharp).shape[:2]
     target = float_to_uint8(_as_float(np.asarray(sharp)[r:h - r, r:w - r]))
     return SyntheticPair(blurry, target, kernel, sigma, params)
-
-
-def make_pair(sharp: np.ndarray, rng: np.random.Generator, *, kernel_size: int = 31,
-              noise_sigma: NoiseRange = (0.0, 0.02)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(blurry_uint8, sharp_uint8, kernel)`` for a sharp region (see :func:`synthesize_pair`).
-
-    The kernel comes with the pair so that non-blind baselines (Wiener,
-    Richardson-Lucy) can use the true PSF.
-    """
-    pair = synthesize_pair(sharp, rng, kernel_size=kernel_size, noise_sigma=noise_sigma)
-    return pair.blurry, pair.sharp, pair.kernel

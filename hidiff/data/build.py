@@ -12,8 +12,6 @@ def build_dataset(ds_opts, default_seed: int):
     The phase comes from the block's key; ``seed`` defaults to ``manual_seed``
     and ``name`` to the block's name when the dataset takes them.
     """
-    import hidiff.data  # noqa: F401  (registers the dataset classes)
-
     cls = DATASET_REGISTRY.get(ds_opts.type)
     accepted = inspect.signature(cls).parameters
     params = dict(ds_opts.params)

@@ -1,18 +1,22 @@
-"""Image decoding for datasets: bytes or files -> RGB float32 arrays in [0, 1].
+"""Image files and arrays: decoding, quantising and writing.
 
-Datasets read one image per item (never a whole folder into RAM).  Every
-failure raises :class:`DataError` naming the file and the reason, instead of
-OpenCV's silent ``None``.  8-bit images are scaled by 1/255 and 16-bit ones
-(DPDD) by 1/65535; gray images are expanded to 3 channels and alpha is dropped.
+Datasets read one image per item (never a whole folder into RAM) as RGB float32
+in [0, 1]: 8-bit images are scaled by 1/255 and 16-bit ones (DPDD) by 1/65535;
+gray images are expanded to 3 channels and alpha is dropped.  Scoring reads
+results and ground truth with :func:`read_rgb`, which keeps the stored uint8 or
+uint16 values (metrics on 8-bit images must see them exactly) and refuses alpha.
+Every failure raises :class:`DataError` naming the file and the reason, instead
+of OpenCV's silent ``None``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 import cv2
 import numpy as np
+import torch
 
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
@@ -34,6 +38,11 @@ _SIGNATURES = {
 def is_image_file(name: PathLike) -> bool:
     """True if the file name has one of :data:`IMG_EXTENSIONS` (case-insensitive)."""
     return str(name).lower().endswith(IMG_EXTENSIONS)
+
+
+def is_image_name(name: str) -> bool:
+    """True for a visible file name with an image extension (case-insensitive)."""
+    return not name.startswith(".") and is_image_file(name)
 
 
 def list_images(folder: PathLike) -> list[Path]:
@@ -112,6 +121,27 @@ def read_raw(path: PathLike) -> np.ndarray:
     return decode_raw(read_bytes(path), str(path))
 
 
+def read_rgb(path: PathLike) -> np.ndarray:
+    """HxWx3 RGB uint8/uint16 array of an image file; DataError names the file on failure."""
+    p = Path(path)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read image '{p}': {exc.strerror or exc}") from None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise DataError(f"cannot decode image '{p}' (empty, truncated or not an image)")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"image '{p}': unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    if img.shape[2] == 3:
+        return np.ascontiguousarray(img[:, :, ::-1])
+    raise DataError(f"image '{p}' has {img.shape[2]} channels; expected gray or RGB (no alpha)")
+
+
 def read_image(path: PathLike) -> np.ndarray:
     """Read an image file as HxWx3 RGB float32 in [0, 1]; DataError names path and reason."""
     return decode_image(read_bytes(path), str(path))
@@ -136,6 +166,22 @@ def float_to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) or (3,H,W) float [0,1] -> HxWx3 uint8 RGB (clamp, x255, round), as BasicSR's tensor2img."""
+    if img.dim() == 4:
+        img = img[0]
+    arr = img.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+def to_uint16(img: torch.Tensor) -> np.ndarray:
+    """Like ``to_uint8`` with 16-bit precision (DPDD is scored on 16-bit images, as Restormer does)."""
+    if img.dim() == 4:
+        img = img[0]
+    arr = img.detach().double().clamp(0, 1).mul(65535.0).round().cpu().numpy().astype(np.uint16)
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
 def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:
     """Encode an HxWx3 RGB (or HxW gray) uint8/uint16 array as PNG bytes."""
     arr = np.asarray(rgb)
@@ -157,20 +203,3 @@ def encode_png_raw(arr: np.ndarray, compress_level: int = 1) -> bytes:
 def write_png(path: PathLike, rgb: np.ndarray, compress_level: int = 1) -> None:
     """Atomically write an RGB uint8/uint16 array as a PNG file."""
     atomic_write_bytes(path, encode_png(rgb, compress_level))
-
-
-def image_size(path: PathLike) -> tuple[int, int]:
-    """(height, width) of an image file (decodes it; used by preparation checks)."""
-    img = read_image(path)
-    return int(img.shape[0]), int(img.shape[1])
-
-
-def check_decodes(paths: Iterable[PathLike]) -> list[tuple[str, str]]:
-    """Try to decode every file; return ``[(path, reason), ...]`` for those that fail."""
-    bad: list[tuple[str, str]] = []
-    for p in paths:
-        try:
-            read_image(p)
-        except DataError as exc:
-            bad.append((str(p), str(exc)))
-    return bad

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from hidiff.diffusion.schedules import make_beta_schedule
 from hidiff.errors import ConfigError
+from hidiff.utils.suggest import did_you_mean
 
 PARAMETERIZATIONS = ("eps", "x0")
 TIME_ENCODINGS = ("plus_one_full", "index_tokens")
@@ -145,7 +146,6 @@ def build_diffusion(preset: str = "hidiff_local", **overrides) -> LatentDDPM:
     known = DiffusionSettings.__dataclass_fields__
     for key in overrides:
         if key not in known:
-            from hidiff.utils.suggest import did_you_mean
             raise ConfigError(f"diffusion.{key}: unknown option{did_you_mean(key, known)}")
     clean = {k: v for k, v in overrides.items() if v is not None}
     return LatentDDPM(replace(DIFFUSION_PRESETS[preset], **clean))

@@ -10,8 +10,10 @@ Where things are:
 - ``preflight``: input checks before anything is built; ``setup``: model, optimiser, data, metrics (in memory);
 - ``run_folder``: the only start-up side effects (archive, folder, config.yml, log file, TensorBoard);
 - ``training_state``: which checkpoint to resume, the config-change check, saving and restoring the state;
-- ``checkpoint_store`` / ``checkpoint``: checkpoint units on disk (``latest_complete``), safe network files;
+- ``checkpoint_store``: checkpoint units on disk (``latest_complete``); network files are ``hidiff.utils.checkpoint``;
+- ``stage_link``: which file each network starts from (``path`` block, the stage-1 run);
 - ``validation`` / ``best``: validation during training, best scores and ``net_<x>_best.pth``;
 - ``stop``: SIGINT/SIGTERM graceful stop; ``nonfinite``: skipped steps and their cause;
-- ``distributed``, ``amp``, ``ema``, ``optim``, ``lr_scheduler``, ``progressive``, ``seeding``, ``logging``.
+- ``distributed``, ``amp``, ``ema``, ``optim``, ``progressive``, ``seeding``, ``logging`` (LR schedules:
+  ``hidiff.models.lr_scheduler``, which the configuration validates against).
 """

@@ -18,7 +18,6 @@ run folder (:func:`latest_complete`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,9 +30,10 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from hidiff.engine.checkpoint import safe_load, save_network_file, save_object
 from hidiff.errors import CheckpointError
 from hidiff.utils.atomic import atomic_write_text
+from hidiff.utils.checkpoint import safe_load, save_network_file, save_object
+from hidiff.utils.hashing import sha256_file
 
 STATE_FORMAT = "hidiff-train-state"
 STATE_VERSION = 1
@@ -44,14 +44,6 @@ HANG_ENV = "HIDIFF_TEST_HANG_AFTER_NETWORKS"
 HANG_FIRST_ENV = "HIDIFF_TEST_HANG_AFTER_FIRST_NETWORK"
 
 _STATE_RE = re.compile(r"^(\d+)\.state$")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -92,7 +84,7 @@ class CheckpointStore:
             path = self.net_path(name, iteration)
             save_network_file(path, params, ema)
             manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
-                              "sha256": sha256_of(path)}
+                              "sha256": sha256_file(path)}
             self._test_hang(iteration, HANG_FIRST_ENV)
         self._test_hang(iteration, HANG_ENV)
         payload = dict(state, format=STATE_FORMAT, version=STATE_VERSION, iter=int(iteration), networks=manifest)
@@ -119,7 +111,7 @@ class CheckpointStore:
             path = self.net_path(name, tag)
             save_network_file(path, params, ema)
             manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
-                              "sha256": sha256_of(path)}
+                              "sha256": sha256_file(path)}
         atomic_write_text(marker, json.dumps(dict(info, networks=manifest), indent=2, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------------- read
@@ -146,7 +138,7 @@ class CheckpointStore:
             f = root / entry["file"]
             if not f.is_file():
                 raise CheckpointError(f"{state_path}: network file {f} is missing")
-            if f.stat().st_size != entry["size"] or sha256_of(f) != entry["sha256"]:
+            if f.stat().st_size != entry["size"] or sha256_file(f) != entry["sha256"]:
                 raise CheckpointError(f"{state_path}: network file {f} differs from the one this state was "
                                       "saved with (size/sha256 mismatch)")
             nets[name] = safe_load(f)
@@ -231,7 +223,7 @@ def _manifest_files(root: Path, manifest: Any) -> dict[str, Path] | None:
     out = {}
     for name, entry in manifest.items():
         f = root / entry["file"]
-        if not f.is_file() or f.stat().st_size != entry["size"] or sha256_of(f) != entry["sha256"]:
+        if not f.is_file() or f.stat().st_size != entry["size"] or sha256_file(f) != entry["sha256"]:
             return None
         out[name] = f
     return out

@@ -1,4 +1,4 @@
-"""Run logging: the text log, TensorBoard scalars/images and the tqdm progress bar.
+"""Run logging: the text log (through tqdm.write, so a progress bar is not torn) and TensorBoard scalars/images.
 
 Only rank 0 logs at INFO and writes files; other ranks log errors only (to the
 console).  Log line prefix as in BasicSR: ``%(asctime)s %(levelname)s: ``.
@@ -12,6 +12,9 @@ from typing import Mapping, Optional
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
+
+from hidiff.engine.distributed import reduce_mean_dict
 
 LOGGER_NAME = "hidiff"
 _FORMAT = "%(asctime)s %(levelname)s: %(message)s"
@@ -22,7 +25,6 @@ class _TqdmAwareHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm import tqdm
             tqdm.write(self.format(record), file=self.stream)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
@@ -66,7 +68,7 @@ class TensorBoard:
     def __init__(self, log_dir: Path | None) -> None:
         self.writer = None
         if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # deferred: tensorboard is slow to import
             self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
@@ -139,8 +141,6 @@ class LogWindow:
 
 def log_window(t, w: LogWindow, it: int, lrs: list[float]) -> None:
     """The periodic training line (losses averaged over ranks and steps) and its TensorBoard scalars."""
-    from hidiff.engine.distributed import reduce_mean_dict
-
     stats = reduce_mean_dict(w.mean_terms(), t.device) if w.steps else {}
     if not t.is_main:
         return

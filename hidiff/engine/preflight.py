@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hidiff.data.build import build_dataset
+from hidiff.engine.stage_link import resolve_pretrained
+from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import ConfigError, HidiffError
 
 #: ``path.resume_state`` words that are not a file (see ``train.py --resume``)
@@ -74,8 +77,6 @@ def _output_root(root: str, key: str, name: str) -> list[str]:
 
 def _datasets(options, phases: tuple) -> list[str]:
     """Build every dataset block of ``phases``; each failure is one problem."""
-    from hidiff.data.build import build_dataset
-
     problems = []
     for key, ds in sorted(options.datasets.items()):
         if ds.phase not in phases:
@@ -89,8 +90,6 @@ def _datasets(options, phases: tuple) -> list[str]:
 
 def _weights(options) -> list[str]:
     """The stage-1 link and every ``path.pretrain_network_<x>`` resolve to files."""
-    from hidiff.models.stage_link import resolve_pretrained
-
     problems = [f"path.pretrain_network_{net}: file not found: {Path(f).expanduser()}"
                 for net, f in sorted(options.path.pretrain.items()) if f and not Path(f).expanduser().is_file()]
     try:
@@ -103,8 +102,6 @@ def _weights(options) -> list[str]:
 
 def _metrics(options) -> list[str]:
     """Each ``val.metrics`` block builds (its options fit the metric's signature)."""
-    from hidiff.engine.validation import build_metric_fns
-
     problems = []
     for name, metric in options.val.metrics.items():
         try:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from hidiff.config import save_resolved
 from hidiff.engine import distributed as D
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.engine.logging import LOGGER_NAME, TensorBoard, setup_logger
@@ -55,8 +56,6 @@ def archive_previous(exp_dir: Path) -> Optional[Path]:
 def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank: int, stamp: str,
                     early: EarlyLines) -> tuple[Optional[Path], TensorBoard]:
     """Do a start's side effects (see the module docstring); returns (archived folder or None, TensorBoard)."""
-    from hidiff.config import save_resolved
-
     archived: Optional[Path] = None
     tb = TensorBoard(None)
     error: Optional[str] = None

@@ -12,16 +12,23 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+import hidiff
+from hidiff.config import config_hash
 from hidiff.data.build import build_dataset
+from hidiff.data.loader import build_dataloader
+from hidiff.data.sampler import ResumableSampler
 from hidiff.engine import distributed as D
 from hidiff.engine.amp import Amp
-from hidiff.engine.checkpoint import load_network, load_state_into
 from hidiff.engine.checkpoint_store import VerifiedState
 from hidiff.engine.ema import ModelEMA
-from hidiff.engine.lr_scheduler import build_scheduler
 from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
+from hidiff.engine.stage_link import resolve_pretrained
+from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import ConfigError, HidiffError
+from hidiff.models import build_model
+from hidiff.models.lr_scheduler import build_scheduler
+from hidiff.utils.checkpoint import load_network, load_state_into
 
 
 def agreed(fn: Callable[[], Any]) -> Any:
@@ -43,9 +50,6 @@ def agreed(fn: Callable[[], Any]) -> Any:
 
 def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     """The stage model on its device (pretrained / resumed weights), optimiser, scheduler, AMP."""
-    from hidiff.models import build_model
-    from hidiff.models.stage_link import resolve_pretrained
-
     o, log, topt = t.opt, t.log, t.topt
     model = build_model(o)
     for net, spec in resolve_pretrained(o).items():
@@ -145,9 +149,6 @@ class BatchStream:
 
 def build_data(t) -> None:
     """Training loader (resumable sampler, progressive schedule), validation loaders, metric functions."""
-    from hidiff.data.loader import build_dataloader
-    from hidiff.data.sampler import ResumableSampler
-
     o, d = t.opt, t.dist
     tr = o.datasets["train"]
     t.train_set = build_dataset(tr, o.manual_seed)
@@ -178,7 +179,6 @@ def build_data(t) -> None:
                                                rank=d.rank, world_size=d.world_size)
     t.metric_fns = {}
     if t.val_sets:
-        from hidiff.engine.validation import build_metric_fns
         t.metric_fns = build_metric_fns(o.val.metrics)
         if not t.metric_fns:
             t.log.warning("val: validation sets are configured but val.metrics is empty")
@@ -186,12 +186,10 @@ def build_data(t) -> None:
 
 def log_setup(t, verified: Optional[VerifiedState], archived, log: logging.Logger) -> None:
     """The run's header in the log: versions, networks, batch arithmetic, data, precision, resume."""
-    from hidiff.config import config_hash
-
     o, d = t.opt, t.dist
     tr = o.datasets["train"]
     accum = t.topt.grad_accum_steps
-    log.info("hidiff %s, torch %s, device %s%s", version(), torch.__version__, t.device,
+    log.info("hidiff %s, torch %s, device %s%s", hidiff.__version__, torch.__version__, t.device,
              f" ({torch.cuda.get_device_name(t.device)})" if t.device.type == "cuda" else "")
     log.info("experiment %s in %s; model %s; config hash %s", o.name, t.exp_dir, o.model_type, config_hash(o)[:12])
     for name, net in t.model.networks().items():
@@ -214,11 +212,6 @@ def log_setup(t, verified: Optional[VerifiedState], archived, log: logging.Logge
         log.warning("fresh start: the previous run folder was moved to %s", archived)
     if verified is not None:
         log.info("Resuming training from epoch: %d, iter: %d (%s).", t.sampler.epoch, t.start_iter, verified.path)
-
-
-def version() -> str:
-    import hidiff
-    return getattr(hidiff, "__version__", "?")
 
 
 def stamp() -> str:

@@ -32,6 +32,7 @@ from hidiff.engine import distributed as D
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.engine.logging import LogWindow, TensorBoard, close_logger, log_window, setup_logger
 from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
+from hidiff.engine.preflight import check_training
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
 from hidiff.engine.seeding import restore_rng_state, seed_everything
 from hidiff.engine.setup import agreed, build_data, build_model_parts, log_setup, stamp, wrap_model
@@ -104,8 +105,6 @@ class Trainer:
 
     # =================================================================== setup
     def _setup(self) -> None:
-        from hidiff.engine.preflight import check_training
-
         o = self.opt
         if self.topt.deterministic:  # before any CUDA context exists
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

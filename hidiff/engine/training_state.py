@@ -12,11 +12,13 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+import hidiff
+from hidiff.config import config_diff, config_hash
 from hidiff.engine import distributed as D
-from hidiff.engine.checkpoint import cpu_state_dict
 from hidiff.engine.checkpoint_store import CheckpointStore, VerifiedState
 from hidiff.engine.seeding import capture_rng_state, seed_everything
 from hidiff.errors import CheckpointError, ConfigError
+from hidiff.utils.checkpoint import cpu_state_dict
 
 
 def choose_resume(arg: str, store: CheckpointStore, log: logging.Logger, is_main: bool) -> Optional[Path]:
@@ -52,8 +54,6 @@ def verify_resume(path: Path, log: logging.Logger) -> VerifiedState:
 
 def check_config_change(verified: VerifiedState, options, allow: bool, log: logging.Logger) -> None:
     """Refuse a resume whose resolved options differ from the checkpoint's, unless ``allow`` (then log it)."""
-    from hidiff.config import config_diff, config_hash
-
     st = verified.state
     if st.get("config_hash") == config_hash(options):
         return
@@ -66,16 +66,13 @@ def check_config_change(verified: VerifiedState, options, allow: bool, log: logg
 
 def build_state(t, ranks: list[Any]) -> dict[str, Any]:
     """Everything but the networks that an exact resume needs (the state file's payload)."""
-    from hidiff.config import config_hash
-    from hidiff.engine.setup import version
-
     return {
         "epoch": t.batches.epoch, "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict(), "scaler": t.amp.state_dict(),
         "sampler": t.sampler.state_dict(consumed=t.batches.batches_this_pass * t.batch_size),
         "ranks": ranks, "best": t.best, "nonfinite": t.guard.state_dict(),
         "config_hash": config_hash(t.opt), "config": t.opt.to_dict(),
-        "world_size": t.dist.world_size, "hidiff_version": version(),
+        "world_size": t.dist.world_size, "hidiff_version": hidiff.__version__,
         "torch_version": str(torch.__version__),
     }
 

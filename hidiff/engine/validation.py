@@ -18,8 +18,15 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from hidiff.data.image_io import to_uint8, write_png
+from hidiff.engine.best import COUNTS, save_best, update_best
 from hidiff.engine.distributed import all_gather_objects, get_rank
+from hidiff.engine.seeding import capture_rng_state, restore_rng_state
+from hidiff.engine.training_state import network_payloads
 from hidiff.errors import ConfigError, DataError
+from hidiff.inference.pipeline import seed_from_key
+from hidiff.inference.tiler import restore_image
+from hidiff.metrics import get_metric
 from hidiff.utils.progress import Progress
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -27,8 +34,6 @@ MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
     """``val.metrics`` blocks -> functions of two uint8 RGB images."""
-    from hidiff.metrics import get_metric
-
     out: dict[str, MetricFn] = {}
     for name, m in metrics.items():
         try:
@@ -54,9 +59,6 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
     path of ``test.py``: per-image seed, optional tiling); stage 1 restores with
     its GT-conditioned prior (an oracle number, docs/quirks.md, quirk 23).
     """
-    from hidiff.inference.pipeline import seed_from_key
-    from hidiff.inference.tiler import restore_image
-
     pipeline = model.pipeline() if hasattr(model, "pipeline") else None
 
     @torch.no_grad()
@@ -69,7 +71,6 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
 
 
 def _uint8(img: torch.Tensor) -> np.ndarray:
-    from hidiff.runners.test_runner import to_uint8
     return to_uint8(img)
 
 
@@ -166,12 +167,6 @@ def validate_during_training(t, it: int) -> None:
     The training random streams are restored afterwards, so validating never
     changes what training does next.
     """
-    from hidiff.data.image_io import write_png
-    from hidiff.engine.best import COUNTS, save_best, update_best
-    from hidiff.engine.seeding import capture_rng_state, restore_rng_state
-    from hidiff.engine.training_state import network_payloads
-    from hidiff.runners.test_runner import to_uint8
-
     o = t.opt
     rng = capture_rng_state()
     shown: dict[str, int] = {}

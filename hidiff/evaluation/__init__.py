@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from hidiff.evaluation.folders import evaluate_folders
 from hidiff.evaluation.protocols import Protocol, default_protocol_for, get_protocol
-from hidiff.evaluation.report import (sha256_file, weights_info, write_comparison_grid, write_set_report,
-                                      write_summary_table)
+from hidiff.evaluation.report import weights_info, write_comparison_grid, write_set_report, write_summary_table
 
-__all__ = ["Protocol", "default_protocol_for", "evaluate_folders", "get_protocol", "sha256_file",
-           "weights_info", "write_comparison_grid", "write_set_report", "write_summary_table"]
+__all__ = ["Protocol", "default_protocol_for", "evaluate_folders", "get_protocol", "weights_info",
+           "write_comparison_grid", "write_set_report", "write_summary_table"]

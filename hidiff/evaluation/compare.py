@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hidiff.data.image_io import PathLike
 from hidiff.errors import ConfigError
 from hidiff.evaluation.folders import evaluate_folders
-from hidiff.evaluation.image_io import PathLike
 from hidiff.evaluation.protocols import Protocol
 from hidiff.evaluation.report import summary_table_markdown, write_set_report, write_summary_table
 

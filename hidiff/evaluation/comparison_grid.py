@@ -11,8 +11,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from hidiff.data.image_io import PathLike, float_to_uint8
 from hidiff.errors import DataError
-from hidiff.evaluation.image_io import PathLike
 from hidiff.utils.atomic import atomic_write_bytes
 
 Crop = tuple[int, int, int, int]  # top, left, height, width
@@ -32,7 +32,7 @@ def _to_uint8(img: np.ndarray, what: str) -> np.ndarray:
     if a.dtype == np.uint16:
         return np.rint(a.astype(np.float64) / 257.0).astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
-        return np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return float_to_uint8(a)
     raise DataError(f"comparison grid: {what} has unsupported dtype {a.dtype}")
 
 

@@ -12,8 +12,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cv2
+import torch
+
+from hidiff.data.image_io import PathLike, read_rgb
 from hidiff.errors import DataError
-from hidiff.evaluation.image_io import PathLike, read_rgb
 from hidiff.evaluation.pairing import ImagePair, pair_by_name
 from hidiff.evaluation.protocols import Protocol, default_protocol_for, get_protocol
 from hidiff.evaluation.summary import summarize
@@ -50,9 +53,6 @@ def _score_star(args: tuple[Protocol, ImagePair]) -> dict[str, Any]:
 
 def _init_worker() -> None:
     """One thread per worker process: the processes already use every core."""
-    import cv2
-    import torch
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hidiff.data.image_io import PathLike, is_image_name
 from hidiff.errors import DataError
 from hidiff.evaluation.benchmarks import lookup_set
-from hidiff.evaluation.image_io import PathLike, is_image_name
 
 _SHOW = 10
 

@@ -34,6 +34,7 @@ from hidiff.evaluation.benchmarks import lookup_set
 from hidiff.evaluation.realblur import ECC_GAUSS_FILT_SIZE, ECC_ITERATIONS, score_realblur
 from hidiff.metrics import lpips_alex, mae, psnr_float, psnr_uint8, ssim_basicsr, ssim_matlab3d, ssim_skimage
 from hidiff.metrics._arrays import check_pair, to_unit_float
+from hidiff.metrics.backbones import load_alexnet_features
 from hidiff.utils.kwargs import check_kwargs
 from hidiff.utils.suggest import did_you_mean
 
@@ -161,8 +162,6 @@ def get_protocol(name: str | Protocol, **options: Any) -> Protocol:
     check_kwargs(cls, options, f"protocol '{key}'")
     proto = cls(**options)
     if isinstance(proto, DPDDProtocol) and proto.lpips:
-        from hidiff.metrics.backbones import load_alexnet_features
-
         load_alexnet_features(required=True)  # fail now, not after scoring half the set
     return proto
 

@@ -27,15 +27,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hidiff.data.image_io import PathLike
 from hidiff.errors import DataError
 from hidiff.evaluation.comparison_grid import write_comparison_grid
 from hidiff.evaluation.folders import evaluate_folders  # re-exported: score a folder, then report it
-from hidiff.evaluation.image_io import PathLike
 from hidiff.evaluation.summary import metric_columns, summarize
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.hashing import sha256_file
 
-__all__ = ["sha256_file", "weights_info", "write_set_report", "write_summary_table", "write_comparison_grid",
+__all__ = ["weights_info", "write_set_report", "write_summary_table", "write_comparison_grid",
            "evaluate_folders", "json_safe", "set_summary_markdown", "summary_table_markdown"]
 
 

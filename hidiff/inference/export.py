@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.export import Dim
 
 from hidiff.errors import ConfigError
 from hidiff.utils.atomic import atomic_write_bytes
@@ -111,7 +112,6 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
     """
     onnx = require("onnx", "export", "ONNX export")
     require("onnxscript", "export", "ONNX export")  # torch.onnx.export(dynamo=True) imports it
-    from torch.export import Dim
 
     graph = InferenceGraph(pipeline).eval()
     inputs = example_inputs(pipeline, height, width)

@@ -27,7 +27,12 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from hidiff.archs import build_network
+from hidiff.archs.unet_levels import STAGES
+from hidiff.diffusion.latent_ddpm import build_diffusion
 from hidiff.errors import CheckpointError, ConfigError
+from hidiff.inference.pipeline import RestorationPipeline
+from hidiff.utils.checkpoint import check_finite, load_state_into, safe_load, select_params, strip_prefixes
 
 StateDict = Mapping[str, Tensor]
 PathLike = Union[str, Path]
@@ -35,8 +40,6 @@ PathLike = Union[str, Path]
 NET_FILES = ("net_g", "net_le_dm", "net_d")
 _ALIASES = {"g": "net_g", "le_dm": "net_le_dm", "d": "net_d", "network_g": "net_g",
             "network_le_dm": "net_le_dm", "network_d": "net_d"}
-_LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
-           "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 
 # The shipped HI-Diff configurations (docs/architecture.md 1.1); RealBlur_J and _R share them.
 _G_COMMON = dict(inp_channels=3, out_channels=3, dim=48, num_blocks=[3, 5, 6, 6], num_refinement_blocks=4,
@@ -130,9 +133,9 @@ def _recognise_unet(sd: StateDict) -> Dict[str, Any]:
     what = "net_g"
     dim, inp = _shape(sd, "patch_embed.proj.weight", what)[:2]
     out = _shape(sd, "output.weight", what)[0]
-    heads = [_shape(sd, f"{lvl}.blocks.0.attn.temperature", what)[0] for lvl in _LEVELS[:4]]
-    blocks = [_count(sd, f"{lvl}.blocks") for lvl in _LEVELS[:4]]
-    widths = {lvl: _shape(sd, f"{lvl}.blocks.0.norm1.body.weight", what)[0] for lvl in _LEVELS
+    heads = [_shape(sd, f"{lvl}.blocks.0.attn.temperature", what)[0] for lvl in STAGES[:4]]
+    blocks = [_count(sd, f"{lvl}.blocks") for lvl in STAGES[:4]]
+    widths = {lvl: _shape(sd, f"{lvl}.blocks.0.norm1.body.weight", what)[0] for lvl in STAGES
               if f"{lvl}.blocks.0.norm1.body.weight" in sd}
     hidden = {lvl: _shape(sd, f"{lvl}.blocks.0.ffn.project_out.weight", what)[1] for lvl in widths}
     kw: Dict[str, Any] = {
@@ -143,7 +146,7 @@ def _recognise_unet(sd: StateDict) -> Dict[str, Any]:
         "LayerNorm_type": "WithBias" if "encoder_level1.blocks.0.norm1.body.bias" in sd else "BiasFree",
         "dual_pixel_task": "skip_conv.weight" in sd,
     }
-    him_levels = [lvl for lvl in _LEVELS if f"{lvl}.him.q.weight" in sd]
+    him_levels = [lvl for lvl in STAGES if f"{lvl}.him.q.weight" in sd]
     film = "latent.blocks.0.attn.ln1.weight" in sd
     pyramid = "down_1.1.weight" in sd
     if not (him_levels or film):
@@ -154,7 +157,7 @@ def _recognise_unet(sd: StateDict) -> Dict[str, Any]:
     kw["embed_dim"] = prior_dim // 4
     kw["group"] = math.isqrt(_shape(sd, "down_1.1.weight", what)[1]) if pyramid else 4
     # ablation switches, only when they differ from the official network
-    if him_levels != [lvl for lvl in _LEVELS if lvl != "latent"]:
+    if him_levels != [lvl for lvl in STAGES if lvl != "latent"]:
         kw["him_levels"] = him_levels
     if not film:
         kw["film_bottleneck"] = False
@@ -238,11 +241,6 @@ def _check_prior_widths(nets: Mapping[str, Dict[str, Any]]) -> None:
 def build_pipeline(state_dicts: Mapping[str, StateDict], *, device: Union[str, torch.device] = "cpu",
                    timesteps: Optional[int] = None, sources: Optional[Mapping[str, str]] = None):
     """Recognise, build, strictly load and return ``(RestorationPipeline, Recognised)``."""
-    from hidiff.archs import build_network
-    from hidiff.diffusion.latent_ddpm import build_diffusion
-    from hidiff.engine.checkpoint import check_finite, load_state_into, strip_prefixes
-    from hidiff.inference.pipeline import RestorationPipeline
-
     # saved from inside DDP or torch.compile: recognise the keys the networks will load
     sds = {_ALIASES.get(k, k): strip_prefixes(v) for k, v in state_dicts.items()}
     for name, sd in sds.items():
@@ -267,8 +265,6 @@ def build_pipeline(state_dicts: Mapping[str, StateDict], *, device: Union[str, t
 def load_official(folder: PathLike, device: Union[str, torch.device] = "cpu", *,
                   timesteps: Optional[int] = None, param_key: str = "params"):
     """The authors' release folder (net_g.pth, net_le_dm.pth, net_d.pth) -> (pipeline, Recognised)."""
-    from hidiff.engine.checkpoint import safe_load, select_params
-
     root = Path(folder)
     if not root.is_dir():
         raise CheckpointError(f"weights folder not found: {root}")
@@ -292,8 +288,6 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu", *,
     or a single prior-free ``net_g`` file.  A training state is refused: its
     run's recorded settings (not the shapes) decide how it restores.
     """
-    from hidiff.engine.checkpoint import safe_load, select_params
-
     p = Path(path)
     obj = safe_load(p)
     if isinstance(obj, Mapping) and obj.get("format") == "hidiff-train-state":
@@ -318,20 +312,3 @@ def _split_networks(obj: Any, path: Path) -> Dict[str, Any]:
         return {"net_g": obj}  # a single network file
     raise CheckpointError(f"{path}: no networks found; expected keys {', '.join(NET_FILES)} (or a 'networks' "
                           f"entry); top-level keys: {sorted(map(str, obj))[:10]}")
-
-
-def load_experiment(name: str, device: Union[str, torch.device] = "cpu", *,
-                    experiments_root: PathLike = "experiments", timesteps: Optional[int] = None,
-                    param_key: str = "params_ema"):
-    """A run's newest complete checkpoint set -> (pipeline, Recognised), networks recognised by shapes.
-
-    The number of diffusion steps is the run's recorded one unless ``timesteps`` is given.
-    """
-    from hidiff.runners.weights import from_experiment
-
-    weights = from_experiment(experiments_root, name, param_key)
-    if timesteps is None:
-        timesteps = ((weights.config or {}).get("diffusion_schedule") or {}).get("timesteps")
-    return build_pipeline({f"net_{s}": sd for s, sd in weights.state_dicts.items() if s in ("g", "le_dm", "d")},
-                          device=device, timesteps=timesteps,
-                          sources={f"net_{s}": str(f) for s, f in weights.files.items()})

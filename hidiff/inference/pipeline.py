@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hidiff.diffusion.latent_ddpm import LatentDDPM
-from hidiff.inference.padding import crop, pad_to_multiple
+from hidiff.utils.padding import crop, pad_to_multiple
 
 
 def seed_from_key(key: str, base_seed: int) -> int:
@@ -24,12 +24,6 @@ def seed_from_key(key: str, base_seed: int) -> int:
     """
     digest = hashlib.sha256(f"{int(base_seed)}:{key}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def make_noise(shape: Tuple[int, ...], seed: int) -> Tensor:
-    """x_T drawn on the CPU from ``seed`` (identical on every device)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
 class RestorationPipeline:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hidiff.errors import ConfigError, DataError
-from hidiff.inference.padding import mirror_pad, pad_to_multiple
+from hidiff.utils.padding import mirror_pad, pad_to_multiple
 from hidiff.utils.suggest import did_you_mean
 
 log = logging.getLogger(__name__)

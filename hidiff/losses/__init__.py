@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hidiff.losses.pixel_loss import CharbonnierLoss, L1Loss, MSELoss
+from hidiff.errors import ConfigError
 from hidiff.losses.perceptual_loss import PerceptualLoss
+from hidiff.losses.pixel_loss import CharbonnierLoss, L1Loss, MSELoss
 from hidiff.registry import LOSS_REGISTRY
 from hidiff.utils.kwargs import build_from_registry, check_kwargs
 
 
 def check_loss_block(block: Any, where: str) -> None:
     """Validate a loss block's type and keywords at config-load time."""
-    from hidiff.errors import ConfigError
     try:
         cls = LOSS_REGISTRY.get(block.type)
     except Exception as exc:

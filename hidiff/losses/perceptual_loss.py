@@ -11,7 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from hidiff.errors import ConfigError
+from hidiff.metrics.backbones import load_vgg16_features
 from hidiff.registry import LOSS_REGISTRY
+from hidiff.utils.suggest import did_you_mean
 
 # index of each ReLU in torchvision's vgg16().features
 VGG16_LAYERS: Dict[str, int] = {
@@ -30,13 +32,11 @@ class PerceptualLoss(nn.Module):
         layer_weights = layer_weights or {"relu3_3": 1.0}
         for name in layer_weights:
             if name not in VGG16_LAYERS:
-                from hidiff.utils.suggest import did_you_mean
                 raise ConfigError(f"perceptual loss layer '{name}' is not a VGG16 ReLU"
                                   f"{did_you_mean(name, VGG16_LAYERS)}; known: {', '.join(VGG16_LAYERS)}")
         if criterion not in ("l1", "l2"):
             raise ConfigError(f"perceptual loss criterion must be 'l1' or 'l2', got '{criterion}'")
         if features is None:
-            from hidiff.metrics.backbones import load_vgg16_features
             features = load_vgg16_features(required=True)
         last = max(VGG16_LAYERS[n] for n in layer_weights)
         self.features = nn.Sequential(*list(features.children())[: last + 1]).eval()

@@ -63,7 +63,7 @@ def find_weights(net: str) -> Path | None:
 def _empty_features(net: str) -> nn.Sequential:
     """Uninitialised ``<net>().features`` on CPU (built on the meta device: the ~120 M-parameter
     classifier is never allocated or randomly initialised).  Every tensor must then be loaded."""
-    import torchvision
+    import torchvision  # deferred: slow to import, only the LPIPS/VGG backbones need it
 
     with torch.device("meta"):
         model = getattr(torchvision.models, net)(weights=None)

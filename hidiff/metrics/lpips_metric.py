@@ -25,7 +25,7 @@ def build_lpips(net: str = "alex") -> torch.nn.Module:
     if net not in _BACKBONE:
         raise ValueError(f"LPIPS net must be one of {sorted(_BACKBONE)}, got '{net}'")
     features = load_backbone_features(_BACKBONE[net], required=True)
-    import lpips
+    import lpips  # deferred: heavy, only LPIPS scoring needs it
 
     with warnings.catch_warnings():  # torchvision's 'pretrained=' deprecation, lpips' chatter
         warnings.simplefilter("ignore")

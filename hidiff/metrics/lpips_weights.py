@@ -31,12 +31,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 
 from hidiff.errors import CheckpointError, DataError, HidiffError
 from hidiff.metrics.backbones import (NETS, _empty_features, converted_weights_path, load_features_file,
                                       torchvision_weights_path)
+from hidiff.metrics.lpips_metric import lpips_distance
 from hidiff.utils.atomic import atomic_open
 from hidiff.utils.hashing import sha256_file
 
@@ -53,9 +55,9 @@ _N_HEADS = 5
 
 def _numpy_reconstruct() -> Callable:
     try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct  # deferred: numpy >= 2 name, tried first
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct  # deferred: numpy 1.x name
     return _reconstruct
 
 
@@ -177,7 +179,7 @@ def lpips_heads(ckpt: dict) -> list[torch.Tensor]:
 
 def check_heads_match_wheel(ckpt: dict, net: str) -> None:
     """Fail unless the ckpt's LPIPS heads are bit-identical to the ``lpips`` wheel's v0.1 heads."""
-    import lpips
+    import lpips  # deferred: heavy, only the head check needs it
 
     wheel_file = Path(lpips.__file__).parent / "weights" / "v0.1" / _LPIPS_HEAD_FILE[net]
     wheel = torch.load(wheel_file, map_location="cpu", weights_only=True)
@@ -255,10 +257,6 @@ def read_fixture_reference(fixture_dir: Path, method: str = "lpips_alex_v0.1",
 
 def fixture_lpips_alex(fixture_dir: Path) -> list[tuple[str, float, float]]:
     """``[(image, ours, published)]`` LPIPS-alex on the IQA fixture pairs (dist vs ref)."""
-    import cv2
-
-    from hidiff.metrics.lpips_metric import lpips_distance
-
     out = []
     for name, published in read_fixture_reference(fixture_dir).items():
         imgs = []

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from hidiff.errors import ConfigError
-from hidiff.inference.padding import crop, pad_to_multiple
+from hidiff.losses import L1Loss, build_loss
+from hidiff.utils.padding import crop, pad_to_multiple
 
 
 class StageModel(nn.Module):
@@ -100,7 +101,6 @@ def sum_losses(terms: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
 def build_losses(train_options, names: Iterable[str]) -> Dict[str, nn.Module]:
     """Instantiate the configured loss blocks among ``names`` (missing ones default to L1)."""
-    from hidiff.losses import L1Loss, build_loss
     out: Dict[str, nn.Module] = {}
     for name in names:
         block = getattr(train_options, name, None) if train_options is not None else None

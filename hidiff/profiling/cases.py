@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 
 CASE_ORDER = ("net_g", "net_le", "net_le_dm", "net_d", "chain", "pipeline", "train_step")
@@ -159,7 +160,6 @@ def build_cases(model, size: Tuple[int, int], *, batch: int = 1, device: torch.d
 def _train_step_case(model, options, size: Tuple[int, int], batch: int, device: torch.device,
                      in_ch: int) -> Case:
     """One optimisation step as the trainer runs it (fp32, no accumulation)."""
-    from hidiff.engine.optim import build_optimizer
     topt = getattr(options, "train", None)
     if topt is None:
         raise ConfigError("the train_step case needs a training option file (with a 'train' block)")

@@ -16,7 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from hidiff.config import load_options
+from hidiff.config.yaml_io import load_yaml
 from hidiff.errors import ConfigError
+from hidiff.models import build_model
 from hidiff.profiling.cases import Case, build_cases, padded_size
 from hidiff.profiling.counting import count_flops, count_parameters, reference_formulation
 from hidiff.profiling.machine import describe_machine, load_average
@@ -52,8 +55,6 @@ class ProfileSpec:
 
 def load_profile_options(path: str, overrides: Sequence[str] = ()):
     """Load an option file as training options when it has a ``train`` block (all its networks)."""
-    from hidiff.config import load_options
-    from hidiff.config.yaml_io import load_yaml
     raw = load_yaml(path)
     is_train = isinstance(raw, dict) and raw.get("train") is not None
     return load_options(path, overrides, is_train=is_train)
@@ -61,7 +62,6 @@ def load_profile_options(path: str, overrides: Sequence[str] = ()):
 
 def build_profile_model(options, device: torch.device | str):
     """The stage model of ``options`` with fresh weights on ``device`` (built directly there for meta)."""
-    from hidiff.models import build_model
     device = torch.device(device)
     if device.type == "meta":
         with torch.device("meta"):

@@ -6,6 +6,8 @@ motorcycle_left/right stays in one split).
 """
 from __future__ import annotations
 
+import argparse
+import csv
 import os
 import shutil
 import subprocess
@@ -14,7 +16,15 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import cv2
 import numpy as np
+
+from hidiff.config import load_options
+from hidiff.data.image_io import read_image_uint8, shrink_to, to_uint8, write_png
+from hidiff.data.synthetic_dataset import SyntheticBlurDataset
+from hidiff.evaluation.protocols import get_protocol
+from hidiff.runners.test_runner import run_test
+from hidiff.utils.atomic import atomic_write_bytes
 
 TRAIN_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png",
                 "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
@@ -28,13 +38,12 @@ TRAIN_MAX_SIDE = 320
 
 
 def skimage_data_dir() -> Path:
-    import skimage
+    import skimage  # deferred: slow to import, only the demo's photo copy needs it
     return Path(skimage.__file__).parent / "data"
 
 
 def copy_photos(names: Sequence[str], dst: Path, max_side: int | None = None) -> List[Path]:
     """Copy bundled photos to ``dst`` as RGB PNG, optionally downscaled to ``max_side``."""
-    from hidiff.data.image_io import read_image_uint8, shrink_to, write_png
     src = skimage_data_dir()
     dst.mkdir(parents=True, exist_ok=True)
     out = []
@@ -51,10 +60,6 @@ def copy_photos(names: Sequence[str], dst: Path, max_side: int | None = None) ->
 
 def freeze_test_pairs(sharp_dir: Path, out_dir: Path, *, kernel_size: int, seed: int) -> int:
     """Write the frozen blurry/sharp test pairs (the synthetic dataset's test phase) as PNGs."""
-    from hidiff.data.image_io import write_png
-    from hidiff.data.synthetic_dataset import SyntheticBlurDataset
-    from hidiff.runners.test_runner import to_uint8
-
     ds = SyntheticBlurDataset(sharp_root=str(sharp_dir), phase="test", kernel_size=kernel_size,
                               noise_sigma=0.001, seed=seed, kernel_pool=KERNEL_POOL, kernel_pool_seed=POOL_SEED,
                               name="demo_test")
@@ -94,8 +99,6 @@ def run_script(args: List[str]) -> None:
 
 def side_by_side(pairs: Dict[str, Dict[str, Path]], out: Path) -> Path:
     """blurry | restored | sharp for each test image, stacked vertically, with labels."""
-    import cv2
-    from hidiff.utils.atomic import atomic_write_bytes
     rows = []
     for key, files in sorted(pairs.items()):
         imgs = [cv2.imread(str(files[k]), cv2.IMREAD_COLOR) for k in ("input", "output", "target")]
@@ -113,7 +116,6 @@ def side_by_side(pairs: Dict[str, Dict[str, Path]], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--iters1", type=int, default=None, help="stage-1 iterations (default: the option file)")
     ap.add_argument("--iters2", type=int, default=None, help="stage-2 iterations (default: the option file)")
@@ -137,14 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd += ["-o", f"train.total_iter={iters}", "-o", f"train.scheduler.periods=[{iters}]"]
         run_script(training_command(cmd, processes))
     print("== 4/4 test on held-out photos", flush=True)
-    from hidiff.config import load_options
-    from hidiff.evaluation.protocols import get_protocol
-    from hidiff.runners.test_runner import run_test
     options = load_options("options/demo_test.yml", is_train=False)
     run_test(options, experiment="demo_stage2")
     results = Path(options.path.results_root) / options.name / "demo_stage2"  # results/<name>/<weights label>
     cols = get_protocol("gopro").headline
-    import csv
     rows = list(csv.DictReader(open(results / "demo_test" / "metrics.csv")))
     print()
     print(f"| image | blurry {cols[0]} | hidiff {cols[0]} | gain dB | blurry {cols[1]} | hidiff {cols[1]} |")

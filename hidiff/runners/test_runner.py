@@ -19,31 +19,22 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 from hidiff.data.build import build_dataset
-from hidiff.data.image_io import write_png
+from hidiff.data.image_io import to_uint8, to_uint16, write_png
+from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
+from hidiff.evaluation.protocols import default_protocol_for, get_protocol
+from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
+from hidiff.inference.self_ensemble import self_ensemble
+from hidiff.inference.tiler import restore_image
+from hidiff.models import build_model
+from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
+from hidiff.runners.weights import from_experiment, from_files, load_into, merge_run_options
 from hidiff.utils.progress import Progress
 
 log = logging.getLogger("hidiff")
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) or (3,H,W) float [0,1] -> HxWx3 uint8 RGB (clamp, x255, round), as BasicSR's tensor2img."""
-    if img.dim() == 4:
-        img = img[0]
-    arr = img.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(arr.transpose(1, 2, 0))
-
-
-def to_uint16(img: torch.Tensor) -> np.ndarray:
-    """Like ``to_uint8`` with 16-bit precision (DPDD is scored on 16-bit images, as Restormer does)."""
-    if img.dim() == 4:
-        img = img[0]
-    arr = img.detach().double().clamp(0, 1).mul(65535.0).round().cpu().numpy().astype(np.uint16)
-    return np.ascontiguousarray(arr.transpose(1, 2, 0))
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -78,11 +69,6 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     ``prior_seeds`` > 1 restores each image from that many initial noises
     (:mod:`hidiff.runners.prior_seeds`); ``std_map`` also writes their spread.
     """
-    from hidiff.engine.validation import build_metric_fns
-    from hidiff.evaluation.protocols import default_protocol_for, get_protocol
-    from hidiff.models import build_model
-    from hidiff.runners.weights import from_experiment, from_files, merge_run_options
-
     dev = select_device(device)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: expected a positive number of images")
@@ -153,7 +139,6 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
 
 
 def _load(model, weights, options) -> None:
-    from hidiff.runners.weights import load_into
     load_into(model, weights, strict=options.path.strict_load)
 
 
@@ -192,11 +177,6 @@ def _score(out, gt_q, gt_u8, quantise, protocol, metric_fns, options, name: str)
 
 def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prior_seeds: int = 1,
               prior_image: str = "mean", save_std_map: bool = False) -> Dict[str, Dict[str, Any]]:
-    from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
-    from hidiff.inference.self_ensemble import self_ensemble
-    from hidiff.inference.tiler import restore_image
-    from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
-
     tile = options.val.tile_options()
     summaries: Dict[str, Dict[str, Any]] = {}
     loaded = None

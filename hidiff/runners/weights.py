@@ -24,7 +24,18 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
+import hidiff.models  # noqa: F401  (registers the model classes)
+from hidiff.archs import ARCH_REGISTRY
+from hidiff.config.schema import DiffusionOptions, Options
+from hidiff.config.typed import from_dict
+from hidiff.config.yaml_io import load_yaml
+from hidiff.engine.checkpoint_store import STATE_FORMAT, CheckpointStore
 from hidiff.errors import CheckpointError, ConfigError
+from hidiff.inference.official_weights import _split_networks, build_pipeline
+from hidiff.models import build_model
+from hidiff.registry import MODEL_REGISTRY
+from hidiff.utils.checkpoint import check_finite, load_state_into, safe_load, select_params, strip_prefixes
+from hidiff.utils.hashing import sha256_file
 
 log = logging.getLogger("hidiff")
 
@@ -44,7 +55,6 @@ class Weights:
     sha256: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from hidiff.utils.hashing import sha256_file
         if not self.sha256:
             self.sha256 = {s: sha256_file(f) for s, f in self.files.items()}
 
@@ -69,7 +79,6 @@ class Weights:
 
 # ------------------------------------------------------------------- readers
 def _network_state(obj: Any, param_key: str, where: str) -> StateDict:
-    from hidiff.engine.checkpoint import check_finite, select_params, strip_prefixes
     sd = strip_prefixes(select_params(obj, param_key, where))
     check_finite(sd, where)
     return sd
@@ -78,7 +87,6 @@ def _network_state(obj: Any, param_key: str, where: str) -> StateDict:
 def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str = "options",
                label: Optional[str] = None, where: str = "path.pretrain_network_") -> Weights:
     """One file per network (``{suffix: path}``), e.g. the option file's ``path.pretrain_network_<x>``."""
-    from hidiff.engine.checkpoint import safe_load
     paths = {s: Path(p).expanduser() for s, p in files.items()}
     for s, p in paths.items():
         if not p.is_file():
@@ -119,10 +127,6 @@ def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
 
 def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
     """A hidiff training state (verified against its manifest) or one file holding several networks."""
-    from hidiff.engine.checkpoint import safe_load
-    from hidiff.engine.checkpoint_store import STATE_FORMAT, CheckpointStore
-    from hidiff.inference.official_weights import _split_networks
-
     p = Path(path)
     obj = safe_load(p)
     if isinstance(obj, Mapping) and obj.get("format") == STATE_FORMAT:
@@ -135,7 +139,6 @@ def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
 
 def newest_complete_state(run: Path):
     """The newest checkpoint set of ``run`` whose state and every network file it lists are intact."""
-    from hidiff.engine.checkpoint_store import CheckpointStore
     store = CheckpointStore(run)
     skipped = []
     for it in reversed(store.iterations()):
@@ -152,10 +155,6 @@ def from_experiment(experiments_root: Any, name: str, param_key: str = "params_e
     Network files of a set whose state is missing or does not match them (a
     save cut short) are never used, so all networks come from one iteration.
     """
-    from hidiff.config.yaml_io import load_yaml
-    from hidiff.registry import MODEL_REGISTRY
-    import hidiff.models  # noqa: F401  (registers the model classes)
-
     run = Path(experiments_root) / name
     if not run.is_dir():
         raise CheckpointError(f"--experiment {name}: no run folder {run}")
@@ -185,7 +184,6 @@ def from_experiment(experiments_root: Any, name: str, param_key: str = "params_e
 
 # ------------------------------------------------------- the run's settings
 def _network_default(block: Mapping[str, Any], key: str):
-    from hidiff.archs import ARCH_REGISTRY
     try:
         param = inspect.signature(ARCH_REGISTRY.get(block["type"])).parameters.get(key)
     except Exception:
@@ -195,8 +193,6 @@ def _network_default(block: Mapping[str, Any], key: str):
 
 def _diffusion_value(block: Mapping[str, Any], key: str):
     """The effective value of ``diffusion_schedule.<key>`` (official defaults resolved)."""
-    from hidiff.config.schema import DiffusionOptions
-    from hidiff.config.typed import from_dict
     opts = from_dict(DiffusionOptions, dict(block or {}), "diffusion_schedule")
     if key == "apply_ldm":
         return opts.apply_ldm
@@ -262,7 +258,6 @@ def _differs(a: Any, b: Any) -> bool:
 # ------------------------------------------------------------------- loading
 def load_into(model, weights: Weights, strict: Optional[Mapping[str, bool]] = None) -> None:
     """Load ``weights`` into ``model``'s networks (strict unless ``strict[suffix]`` is false)."""
-    from hidiff.engine.checkpoint import load_state_into
     nets = model.networks()
     missing = [s for s in model.save_names if s not in weights.state_dicts]
     if missing:
@@ -275,7 +270,6 @@ def load_into(model, weights: Weights, strict: Optional[Mapping[str, bool]] = No
 
 def run_options(weights: Weights, timesteps: Optional[int] = None):
     """The typed options of ``weights``' run (networks, diffusion, padding), for inference only."""
-    from hidiff.config.schema import Options
     cfg = weights.config or {}
     raw: Dict[str, Any] = {k: v for k, v in cfg.items() if k.startswith("network_")}
     raw.update(name=cfg.get("name", weights.label), model_type=cfg.get("model_type"))
@@ -294,9 +288,6 @@ def run_options(weights: Weights, timesteps: Optional[int] = None):
 
 def inference_pipeline(weights: Weights, device, timesteps: Optional[int] = None):
     """``(RestorationPipeline, description)``: from the run's recorded options, else recognised from shapes."""
-    from hidiff.inference.official_weights import build_pipeline
-    from hidiff.models import build_model
-
     if weights.config is None:
         pipeline, rec = build_pipeline({f"net_{s}": sd for s, sd in weights.state_dicts.items()}, device=device,
                                        timesteps=timesteps,
@@ -315,30 +306,6 @@ def inference_pipeline(weights: Weights, device, timesteps: Optional[int] = None
         trained = _diffusion_value(weights.config["diffusion_schedule"], "timesteps")
         note = f" (--timesteps; the run was trained with T={trained})"
     return pipeline, f"{options.model_type} from {weights.describe()}{steps}{note}"
-
-
-def load_weights(model, files: Mapping[str, Any], *, param_key: str = "params",
-                 strict: Optional[Mapping[str, bool]] = None) -> Dict[str, str]:
-    """Load ``{suffix: file}`` into ``model``'s networks; returns ``{suffix: sha256}``."""
-    weights = from_files(files, param_key=param_key)
-    nets = model.networks()
-    unknown = [s for s in weights.state_dicts if s not in nets]
-    if unknown:
-        raise ConfigError(f"weights for network(s) {', '.join(unknown)} given, but the model has only "
-                          f"{', '.join(sorted(nets))}")
-    from hidiff.engine.checkpoint import load_state_into
-    for s, sd in weights.state_dicts.items():
-        load_state_into(nets[s], sd, strict=(strict or {}).get(s, True), source=str(weights.files[s]))
-    return dict(weights.sha256)
-
-
-def experiment_weights(experiments_root: Any, name: str, suffixes) -> Dict[str, Path]:
-    """``{suffix: file}`` of a run's newest complete checkpoint set (see :func:`from_experiment`)."""
-    files = from_experiment(experiments_root, name).files
-    missing = [s for s in suffixes if s not in files]
-    if missing:
-        raise CheckpointError(f"experiment '{name}': no net_{missing[0]} in its newest complete checkpoint")
-    return {s: files[s] for s in suffixes}
 
 
 def experiment_pipeline(name: str, device, experiments_root: Any = "experiments", timesteps: Optional[int] = None):

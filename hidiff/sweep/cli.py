@@ -15,6 +15,9 @@ import sys
 from typing import Optional, Sequence
 
 from hidiff.errors import HidiffError
+from hidiff.sweep.report import write_report
+from hidiff.sweep.runner import RunFailed, SweepRunner
+from hidiff.sweep.spec import load_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.sweep.report import write_report
-    from hidiff.sweep.runner import RunFailed, SweepRunner
-    from hidiff.sweep.spec import load_sweep
-
     args = build_parser().parse_args(argv)
     try:
         if args.resamples < 1:

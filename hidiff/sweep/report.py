@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from hidiff.errors import DataError
@@ -182,8 +183,6 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
 
     The axis does not start at 0: the chart marks the break and says where it starts.
     """
-    import cv2
-
     lo, hi, at_ref = axis_range(means, stds, reference)
     origin = f"the blurry input ({_fmt(lo, metric)})" if at_ref else _fmt(lo, metric)
     font = cv2.FONT_HERSHEY_SIMPLEX

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import hidiff.models  # noqa: F401  (registers the model classes)
 from hidiff.config import config_hash, load_options
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.registry import MODEL_REGISTRY
@@ -51,7 +52,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 def final_weights(run: Run) -> Optional[Dict[str, Path]]:
     """``{suffix: net_<x>_latest.pth}`` of a finished run, or None while any is missing."""
-    import hidiff.models  # noqa: F401  (registers the model classes)
     names = MODEL_REGISTRY.get(run.options.model_type).save_names
     files = {n: run.run_dir / "models" / f"net_{n}_latest.pth" for n in names}
     return files if all(f.is_file() for f in files.values()) else None

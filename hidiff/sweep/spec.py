@@ -38,7 +38,7 @@ from hidiff.config import config_hash, load_options, options_from_text, resolved
 from hidiff.config.schema import Options
 from hidiff.config.yaml_io import dump_yaml, load_yaml
 from hidiff.errors import ConfigError
-from hidiff.models.stage_link import STAGE1_NETWORKS
+from hidiff.engine.stage_link import STAGE1_NETWORKS
 from hidiff.utils.suggest import did_you_mean
 
 TOP_KEYS = ("name", "seeds", "baseline", "nproc", "overrides", "stage1", "variants", "grid", "grid_label", "eval")

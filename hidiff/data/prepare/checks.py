@@ -184,12 +184,6 @@ def check_split(scan: SplitScan, report: PrepareReport, *, strict: bool, verify:
     return pairs
 
 
-def require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise DataError(f"{what}: expected a folder at '{path}'")
-    return path
-
-
 def describe_folder(path: Path, limit: int = 12) -> str:
     """A short listing of a folder, for 'layout not recognised' messages."""
     if not path.is_dir():

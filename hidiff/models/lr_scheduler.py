@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import torch
 
 from hidiff.errors import ConfigError
+from hidiff.utils.kwargs import check_kwargs
+from hidiff.utils.suggest import did_you_mean
 
 
 def _cumulative(periods: Sequence[int]) -> list[int]:
@@ -203,9 +205,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, block: dict[str, Any] | No
     schedule shorter than the run is refused (the official code crashes there
     mid-run; we say so before the first iteration).
     """
-    from hidiff.utils.kwargs import check_kwargs
-    from hidiff.utils.suggest import did_you_mean
-
     if block is None:
         return ConstantLR(optimizer, warmup_iter)
     block = dict(block)

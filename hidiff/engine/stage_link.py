@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
+from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import ConfigError
 
 #: networks a stage-2 run takes from its stage-1 run
@@ -25,11 +26,6 @@ class PretrainSpec:
     param_key: str
 
 
-def find_model_file(models_dir: Path, net: str, which="latest") -> Optional[Path]:
-    """``net_<x>`` of :func:`find_model_files` (None if that unit lacks it)."""
-    return find_model_files(models_dir, (net,), which).get(net)
-
-
 def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:
     """The files of ``nets`` in the checkpoint unit ``which`` ('latest', 'best' or an iteration) of a run.
 
@@ -40,8 +36,6 @@ def find_model_files(models_dir: Path, nets, which="latest") -> Dict[str, Path]:
     A plain folder of weight files is read by name: ``net_<x>_latest.pth``, else
     the highest ``net_<x>_<iter>.pth``.
     """
-    from hidiff.engine.checkpoint_store import latest_complete
-
     run = models_dir.parent
     if (run / "training_states").is_dir() or (models_dir / "latest.json").is_file():
         unit = latest_complete(run, which)
