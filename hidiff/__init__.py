@@ -10,6 +10,6 @@ __all__ = ["load", "Restorer"]
 
 def __getattr__(name):
     if name in __all__:
-        from hidiff import api
+        from hidiff import api  # deferred: import hidiff loads no torch; the API comes on first use
         return getattr(api, name)
     raise AttributeError(f"module 'hidiff' has no attribute '{name}'")

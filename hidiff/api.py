@@ -16,10 +16,16 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import cv2
 import numpy as np
 import torch
 
 from hidiff.errors import ConfigError, DataError
+from hidiff.inference.image_io import quantize, read_photo, to_tensor
+from hidiff.inference.pipeline import seed_from_key
+from hidiff.inference.tiler import TileOptions, restore_image
+from hidiff.runners.test_runner import select_device
+from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
 
 # The model ``hidiff.load()`` gives without an argument; none ships yet.  A shipped model plugs in here
 # (e.g. a folder inside the package, or a download verified by sha256) and load() uses it as its source.
@@ -41,8 +47,6 @@ def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[s
     ``device``: 'auto' (CUDA if available), 'cpu', 'cuda' or a torch.device.
     ``timesteps`` overrides the number of diffusion steps.
     """
-    from hidiff.runners.test_runner import select_device
-    from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
 
     if source is None:
         if DEFAULT_MODEL is None:
@@ -111,7 +115,6 @@ class Restorer:
         as in ``hidiff-deblur --seed``: the same seed gives bitwise the same output.  ``tile``: None
         (automatic, as hidiff-deblur: tiled when large), 'whole', a tile size in pixels or a TileOptions.
         """
-        from hidiff.inference.image_io import read_photo, to_tensor
 
         if isinstance(image, (str, os.PathLike)):
             photo = read_photo(image)
@@ -127,8 +130,6 @@ class Restorer:
     # ------------------------------------------------------------ helpers
     def _restore(self, lq: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
         """(B,C,H,W) float32 CPU/any device -> (B,3,H,W) float32 in [0,1], one image at a time."""
-        from hidiff.inference.pipeline import seed_from_key
-        from hidiff.inference.tiler import TileOptions, restore_image
 
         if isinstance(tile, int) and not isinstance(tile, bool):
             tile = TileOptions(size=tile)
@@ -161,8 +162,6 @@ class Restorer:
         return out[0] if x.dim() == 3 else out
 
     def _deblur_array(self, a: np.ndarray, seed: int, key: str, tile: Any) -> np.ndarray:
-        import cv2
-        from hidiff.inference.image_io import to_tensor
 
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
@@ -195,7 +194,6 @@ def _check_range(x: torch.Tensor) -> None:
 
 def _to_samples(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float pixels in [0,1] as ``dtype`` (integers rounded like hidiff-deblur writes them)."""
-    from hidiff.inference.image_io import quantize
     if dtype in (np.uint8, np.uint16):
         return quantize(rgb, dtype)
     return np.ascontiguousarray(rgb).astype(dtype)

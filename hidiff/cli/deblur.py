@@ -33,10 +33,11 @@ import torch
 from tqdm import tqdm
 
 from hidiff.cli.arguments import add_prior_seed_arguments, non_negative_int, positive_int
-from hidiff.data.image_io import write_png
+from hidiff.data.image_io import IMG_EXTENSIONS, write_png
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
-from hidiff.inference.image_io import (WRITABLE_EXTENSIONS, find_photos, from_tensor, output_suffix, read_photo,
-                                       to_tensor, write_photo)
+from hidiff.inference.image_io import (
+    WRITABLE_EXTENSIONS, find_photos, from_tensor, output_suffix, read_photo, to_tensor, walk_photos, write_photo
+)
 from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options, restore_image
 from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
 from hidiff.runners.test_runner import select_device
@@ -246,8 +247,6 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
 
 def _walk_input(folder: Path, out_dir: Path, inputs: dict, subdirs: dict, failures: list) -> None:
     """--recursive: add the photos of ``folder``'s tree; say what was skipped, unreadable entries are failures."""
-    from hidiff.data.image_io import IMG_EXTENSIONS
-    from hidiff.inference.image_io import walk_photos
 
     photos, skipped, unreadable = walk_photos(folder, exclude=out_dir)
     for p, reason in skipped:

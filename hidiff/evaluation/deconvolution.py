@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
+from skimage import restoration
+
+from hidiff.data.blur_kernels import synthesize_pair
+from hidiff.data.image_io import list_images, read_image
+from hidiff.data.sample_rng import key_rng
+from hidiff.data.synthetic_dataset import sharp_region
+from hidiff.metrics.psnr import psnr_uint8
 
 METHODS = ("wiener", "richardson_lucy")
 WIENER_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -25,7 +32,6 @@ def _pad_reflect(img: np.ndarray, r: int) -> np.ndarray:
 
 def deconvolve(blurry: np.ndarray, kernel: np.ndarray, method: str, param: float) -> np.ndarray:
     """Non-blind deconvolution of a uint8 RGB image per channel (reflect-padded against border ringing)."""
-    from skimage import restoration
     if method not in METHODS:
         raise ValueError(f"deconvolution method must be one of {METHODS}, got {method!r}")
     r = kernel.shape[0]
@@ -51,7 +57,6 @@ def tune_on_pairs(pairs: Sequence, grids: Mapping[str, Sequence[float]] = GRIDS
                   ) -> Tuple[Dict[str, float], Dict[str, Dict[float, float]]]:
     """Per method, the grid value of best mean PSNR over ``pairs`` (ties: the first in the grid) and every
     value's mean PSNR: ``(best, scores)``.  A pair has ``blurry``, ``sharp`` and ``kernel`` (SyntheticPair)."""
-    from hidiff.metrics.psnr import psnr_uint8
     best: Dict[str, float] = {}
     scores: Dict[str, Dict[float, float]] = {}
     for method, grid in grids.items():
@@ -64,10 +69,6 @@ def tune_on_pairs(pairs: Sequence, grids: Mapping[str, Sequence[float]] = GRIDS
 def training_pairs(paths: Sequence[Path], *, kernel_size: int, noise: Sequence[float], seed: int,
                    crop: int) -> List:
     """One synthetic pair per photo: its centred ``crop``² (smaller if the photo is), blurred as a test pair."""
-    from hidiff.data.blur_kernels import synthesize_pair
-    from hidiff.data.image_io import read_image
-    from hidiff.data.sample_rng import key_rng
-    from hidiff.data.synthetic_dataset import sharp_region
 
     pairs = []
     for path in paths:
@@ -82,7 +83,6 @@ def training_pairs(paths: Sequence[Path], *, kernel_size: int, noise: Sequence[f
 def tune_classical(train_dir: Path, kernel_size: int, noise: Sequence[float], seed: int, crop: int, log: Callable,
                    photos: int = 3) -> Dict[str, float]:
     """Pick Wiener's balance and RL's iterations (best mean PSNR) once, on pairs made from *training* photos."""
-    from hidiff.data.image_io import list_images
 
     paths = list_images(train_dir)[:photos]
     best, scores = tune_on_pairs(training_pairs(paths, kernel_size=kernel_size, noise=noise, seed=seed + 7,

@@ -24,7 +24,11 @@ from typing import Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from hidiff.data.image_io import list_images, read_image_uint8
+from hidiff.data.synthetic_set import freeze_synthetic_set
 from hidiff.errors import DataError
+from hidiff.evaluation.protocols import get_protocol
+from hidiff.utils.atomic import atomic_write_text
 
 CROP = 256
 KERNEL_SIZE = 31
@@ -53,7 +57,6 @@ def _sha256_file(path: Path) -> str:
 
 def verify_set(photos: Path, folder: Path, params: SetParams) -> dict:
     """The manifest of the set in ``folder`` after checking it is the one ``photos`` and ``params`` make."""
-    from hidiff.data.image_io import list_images
 
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     recorded = {"crop": manifest.get("crop"), "kernel_size": manifest.get("kernel_size"),
@@ -83,8 +86,6 @@ def build_or_verify(photos: Path, folder: Path, params: SetParams = SetParams(),
     A folder without ``manifest.json`` (never built, or a build cut short: the
     manifest is written last) is (re)built.
     """
-    from hidiff.data.image_io import list_images
-    from hidiff.data.synthetic_set import freeze_synthetic_set
 
     if not Path(photos).is_dir() or not list_images(photos):
         raise DataError(f"photo folder '{photos}' does not exist or holds no images")
@@ -104,8 +105,6 @@ def set_digest(folder: Path) -> str:
 
 def score_set(folder: Path, methods: Mapping[str, Method], log=print) -> List[dict]:
     """Per-image rows ``{key, method, psnr, ssim}`` of the blurry input and every method on the set."""
-    from hidiff.data.image_io import read_image_uint8
-    from hidiff.evaluation.protocols import get_protocol
 
     protocol = get_protocol(PROTOCOL)
     psnr_col, ssim_col = protocol.headline
@@ -157,7 +156,6 @@ def markdown_table(summary: Sequence[dict]) -> str:
 
 def write_results(out: Path, rows: Sequence[dict], header_lines: Sequence[str]) -> Dict[str, Path]:
     """``results.md`` (header lines + table), ``results.csv`` (per method), ``per_image.csv``."""
-    from hidiff.utils.atomic import atomic_write_text
 
     summary = summarize(rows)
     out.mkdir(parents=True, exist_ok=True)

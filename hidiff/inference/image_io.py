@@ -38,6 +38,7 @@ from typing import Optional, Union
 
 import cv2
 import numpy as np
+import tifffile
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -325,7 +326,6 @@ def _encode_tiff_with_metadata(pixels: np.ndarray, exif: Optional[bytes], icc: O
         extra = {k: v for k, v in (("exif", exif), ("icc_profile", icc)) if v}
         Image.fromarray(pixels).save(buf, "TIFF", **({} if exif else {"compression": "tiff_adobe_deflate"}), **extra)
         return buf.getvalue()
-    import tifffile
     tags = [(34675, "B", len(icc), icc, True)] if icc else []
     if exif:
         main = Image.Exif()

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from hidiff.utils.atomic import atomic_write_text
+
 RESULT_MARK = "HIDIFF_CHECK_RESULT "
 NO_CUDA = "skipped (no CUDA)"
 
@@ -220,7 +222,6 @@ def markdown_report(meta: dict, results: Sequence[dict]) -> str:
 
 def write_reports(out_dir: str | Path, stem: str, meta: dict, results: Sequence[dict]) -> List[Path]:
     """``<stem>.json`` and ``<stem>.md`` under ``out_dir`` (written atomically)."""
-    from hidiff.utils.atomic import atomic_write_text
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {**meta, "passed": not any(r["status"] == "failed" for r in results), "checks": list(results)}
@@ -236,9 +237,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args) != 2:
         print("usage: python -m hidiff.profiling.checkrun NAME CONTEXT_JSON", file=sys.stderr)
         return 2
-    import hidiff.profiling.gpu_checks  # noqa: F401  (registers the checks)
+    import hidiff.profiling.gpu_checks  # noqa: F401  # deferred: registers the checks; gpu_checks imports this module
     # As ``python -m`` this file is ``__main__``; the checks registered in the imported module.
-    from hidiff.profiling import checkrun
+    from hidiff.profiling import checkrun  # deferred: as `python -m` this file is __main__, not the module
     result = checkrun.run_here(checkrun.REGISTRY[args[0]], checkrun.Context.from_json(args[1]))
     sys.stdout.flush()
     print("\n" + RESULT_MARK + json.dumps(result), flush=True)

@@ -9,7 +9,10 @@ them; a missing one skips that part.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
+import importlib.util
 import logging
 import math
 import statistics
@@ -19,9 +22,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import cv2
+import numpy as np
 import torch
+import yaml
 
-from hidiff.profiling.checkrun import NO_CUDA, Context, check, run_group
+from hidiff.config import load_options
+from hidiff.config.load import apply_overrides
+from hidiff.config.yaml_io import load_yaml
+from hidiff.data.build import build_dataset
+from hidiff.data.loader import build_dataloader
+from hidiff.engine.checkpoint_store import CheckpointStore
+from hidiff.engine.trainer import Trainer
+from hidiff.inference.export import export_onnx, export_torchscript, parity
+from hidiff.inference.tiler import TileOptions, auto_tile_options, restore_image
+from hidiff.profiling.cases import build_cases
+from hidiff.profiling.checkrun import NO_CUDA, REGISTRY, Context, check, run_group
+from hidiff.profiling.machine import describe_machine, machine_line
+from hidiff.profiling.profiler import build_profile_model, load_profile_options
+from hidiff.profiling.train_speed import SpeedCase, format_table, run_case, variant_specs
+from hidiff.profiling.train_step import FORMULATIONS, StepSpec, TrainStep, time_interleaved
 
 STAGE_FILES = {"1": "options/stage1_gopro.yml", "2": "options/stage2_gopro.yml", "test": "options/test_gopro.yml"}
 # Tiny networks of the same classes for the dry run (per network block).
@@ -48,7 +68,6 @@ def tiny_overrides(ctx: Context, key: str) -> List[str]:
     """``-o`` style overrides shrinking the networks of option file ``key`` (dry run only)."""
     if not ctx.dry_run:
         return []
-    from hidiff.config.yaml_io import load_yaml
     raw = load_yaml(opt_path(ctx, key))
     out = []
     for block, values in TINY.items():
@@ -68,7 +87,6 @@ def sync(ctx: Context) -> None:
 
 
 def free_cuda() -> None:
-    import gc
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -81,8 +99,6 @@ def rel_diff(a: Sequence[float], b: Sequence[float]) -> float:
 
 def write_pairs(root: Path, n: int, size: int, seed: int = 0) -> tuple:
     """``n`` smooth random sharp/blurry PNG pairs of ``size`` px under ``root/input`` and ``root/target``."""
-    import cv2
-    import numpy as np
     rng = np.random.default_rng(seed)
     lq_dir, gt_dir = root / "input", root / "target"
     lq_dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +120,7 @@ def training_options(ctx: Context, root: Path, *, stage: str = "1", total_iter: 
     checkpoint cadence, and the constant learning rate.  The networks, losses,
     optimiser and clip are the file's.
     """
-    import yaml
 
-    from hidiff.config.load import apply_overrides
-    from hidiff.config.yaml_io import load_yaml
     crop = 32 if ctx.dry_run else 128
     lq, gt = write_pairs(root / "data", n=6, size=crop + 16)
     raw = copy.deepcopy(load_yaml(opt_path(ctx, stage)))
@@ -134,7 +147,6 @@ def training_options(ctx: Context, root: Path, *, stage: str = "1", total_iter: 
 
 def latest_state(experiments: Path):
     """The newest complete checkpoint of the only run under ``experiments``."""
-    from hidiff.engine.checkpoint_store import CheckpointStore
     runs = [p for p in experiments.iterdir() if p.is_dir() and "_archived_" not in p.name]
     if len(runs) != 1:
         raise AssertionError(f"expected one run folder under {experiments}, found {[p.name for p in runs]}")
@@ -146,8 +158,6 @@ def latest_state(experiments: Path):
 
 def pipeline_of(ctx: Context, formulation: str = "fast"):
     """The GoPro inference pipeline (``options/test_gopro.yml``, random weights) on the check's device."""
-    from hidiff.profiling.profiler import build_profile_model, load_profile_options
-    from hidiff.profiling.train_step import FORMULATIONS
     options = load_profile_options(opt_path(ctx, "test"), list(FORMULATIONS[formulation]) + tiny_overrides(ctx, "test"))
     model = build_profile_model(options, ctx.device)
     return model.pipeline().eval()
@@ -156,7 +166,6 @@ def pipeline_of(ctx: Context, formulation: str = "fast"):
 # ------------------------------------------------------------ precision
 def _losses(ctx: Context, spec, steps: int) -> dict:
     """``steps`` training steps of ``spec``: the same data and diffusion noise per step for every variant."""
-    from hidiff.profiling.train_step import TrainStep
     ts = TrainStep(spec)
     losses, skipped, times = [], 0, []
     for k in range(steps):
@@ -190,7 +199,6 @@ def runs_table(runs: Dict[str, dict]) -> str:
 
 
 def _precision_parity(ctx: Context, stage: str) -> dict:
-    from hidiff.profiling.train_step import StepSpec
     batch, size = train_size(ctx)
     steps = 2 if ctx.dry_run else 20
     base = StepSpec(opt=opt_path(ctx, stage), batch=batch, size=size, device=ctx.device,
@@ -237,8 +245,6 @@ def amp_stage2(ctx: Context) -> dict:
 @check("amp_resume", "fp16 GradScaler state saved and resumed through the trainer's checkpoints", 60, 40)
 def amp_resume(ctx: Context) -> dict:
     """Run A trains straight; run B stops half-way and resumes from its checkpoint; both must end alike."""
-    from hidiff.config import load_options
-    from hidiff.engine.trainer import Trainer
     root = ctx.work_dir("amp_resume")
     total = 2 if ctx.dry_run else 4
     extra = [] if ctx.dry_run else ["train.deterministic=true"]
@@ -295,13 +301,11 @@ def ddp(ctx: Context) -> dict:
 
 
 def ctx_budget(ctx: Context, name: str) -> float:
-    from hidiff.profiling.checkrun import REGISTRY
     return REGISTRY[name].budget(ctx)
 
 
 def _compare_steps(ctx: Context, specs: Dict[str, object], steps: int, prepare=None) -> dict:
     """Run each spec for ``steps`` steps on the same data; losses, step times and the largest loss difference."""
-    from hidiff.profiling.train_step import TrainStep
     out = {}
     for label, spec in specs.items():
         ts = TrainStep(spec)
@@ -324,7 +328,6 @@ def _compare_steps(ctx: Context, specs: Dict[str, object], steps: int, prepare=N
 
 @check("channels_last", "train.channels_last: same losses as the default layout", 45, 30)
 def channels_last(ctx: Context) -> dict:
-    from hidiff.profiling.train_step import StepSpec
     batch, size = train_size(ctx)
     ov = tiny_overrides(ctx, "1")
     specs = {flag: StepSpec(opt=opt_path(ctx, "1"), batch=batch, size=size, device=ctx.device,
@@ -344,7 +347,6 @@ def channels_last(ctx: Context) -> dict:
 @check("compile", "train.compile (torch.compile): same losses as eager", 180, 60)
 def compile_check(ctx: Context) -> dict:
     """CUDA: the trainer's torch.compile (inductor); dry run: dynamo with the eager backend (no C++ build)."""
-    from hidiff.profiling.train_step import StepSpec
     batch, size = train_size(ctx)
     ov = tiny_overrides(ctx, "1")
     specs = {"eager": StepSpec(opt=opt_path(ctx, "1"), batch=batch, size=size, device=ctx.device, overrides=ov),
@@ -371,9 +373,6 @@ def compile_check(ctx: Context) -> dict:
 
 @check("prefetch", "data prefetchers: same batches as the plain loader (CUDA side-stream copies)", 30, 20)
 def prefetch(ctx: Context) -> dict:
-    from hidiff.config import load_options
-    from hidiff.data.build import build_dataset
-    from hidiff.data.loader import build_dataloader
     root = ctx.work_dir("prefetch")
     options = load_options(training_options(ctx, root))
     block = options.datasets["train"]
@@ -440,7 +439,6 @@ class _Warnings(logging.Handler):
 
 @check("tiler_oom", "tiled inference: out-of-memory halves the tile batch, result unchanged", 60, 30)
 def tiler_oom(ctx: Context) -> dict:
-    from hidiff.inference.tiler import TileOptions, restore_image
     pipe = pipeline_of(ctx)
     side, tile = (96, 32) if ctx.dry_run else (768, 256)
     lq = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(3))
@@ -487,7 +485,6 @@ def tiler_oom(ctx: Context) -> dict:
 
 @check("tiler_auto", "tiled inference: automatic tile size from free memory", 60, 30)
 def tiler_auto(ctx: Context) -> dict:
-    from hidiff.inference.tiler import TileOptions, auto_tile_options, restore_image
     pipe = pipeline_of(ctx)
     details: dict = {}
     if ctx.cuda:
@@ -525,7 +522,6 @@ def tiler_auto(ctx: Context) -> dict:
 
 @check("export", "export parity: TorchScript (and ONNX with --onnx) against eager", 240, 60)
 def export(ctx: Context) -> dict:
-    from hidiff.inference.export import export_onnx, export_torchscript, parity
     pipe = pipeline_of(ctx)
     side = 32 if ctx.dry_run else 256
     root = ctx.work_dir("export")
@@ -557,18 +553,13 @@ def export(ctx: Context) -> dict:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
     return importlib.util.find_spec(name) is not None
 
 
 # ------------------------------------------------------------------- speed
 @check("speed_inference", "inference speed: fast fp32 / bf16 / fp16 beside plain fp32", 90, 40)
 def speed_inference(ctx: Context) -> dict:
-    import contextlib
 
-    from hidiff.profiling.cases import build_cases
-    from hidiff.profiling.profiler import build_profile_model, load_profile_options
-    from hidiff.profiling.train_step import FORMULATIONS, time_interleaved
     sizes = [(32, 32)] if ctx.dry_run else [(256, 256), (720, 1280)]
     variants = [("plain", "fp32"), ("fast", "fp32")] + ([("fast", "bf16"), ("fast", "fp16")] if ctx.cuda else [])
     tables, rows_all = [], []
@@ -623,8 +614,6 @@ def _speed_md(rows: List[dict], title: str, unit: str, key: str) -> str:
 
 @check("speed_training", "training speed: plain / fast / bf16 / fp16 / checkpointing, stages 1 and 2", 120, 50)
 def speed_training(ctx: Context) -> dict:
-    from hidiff.profiling.machine import describe_machine, machine_line
-    from hidiff.profiling.train_speed import SpeedCase, format_table, run_case, variant_specs
     batch, size = train_size(ctx)
     results = []
     for stage in ("1", "2"):

@@ -36,7 +36,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from hidiff.archs.hidiff_unet_arch import LEVELS
+from hidiff.engine.amp import Amp
+from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
+from hidiff.profiling.machine import load_average
+from hidiff.profiling.memory import PeakMemory
+from hidiff.profiling.profiler import build_profile_model, load_profile_options
 
 FORMULATIONS: Dict[str, Tuple[str, ...]] = {
     "fast": (),
@@ -94,7 +100,6 @@ class UnsupportedVariant(RuntimeError):
 
 def enable_checkpointing(model) -> List[str]:
     """Activation checkpointing of every level on the trainable networks that offer it; their names."""
-    from hidiff.archs.hidiff_unet_arch import LEVELS
     done = []
     for name, net in model.trainable.items():
         setter = getattr(net, "set_checkpoint_levels", None)
@@ -119,9 +124,6 @@ class TrainStep:
     """A built variant: ``step()`` runs one optimisation step and returns the loss terms (host floats)."""
 
     def __init__(self, spec: StepSpec, options=None) -> None:
-        from hidiff.engine.amp import Amp
-        from hidiff.engine.optim import build_optimizer
-        from hidiff.profiling.profiler import build_profile_model, load_profile_options
 
         self.spec = spec
         self.device = torch.device(spec.device)
@@ -189,7 +191,6 @@ def time_interleaved(steps: Dict[str, Callable[[], object]], *, device: torch.de
     same other one.  Returns per label the samples (s), their median, min, max
     and the process CPU time per step, plus the load average before and after.
     """
-    from hidiff.profiling.machine import load_average
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"repeats must be >= 1 and warm-up >= 0, got {repeats} and {warmup}")
     device = torch.device(device)
@@ -226,7 +227,6 @@ def measure_step_memory(spec: StepSpec) -> dict:
     through the step (weights, gradients, optimiser state); ``delta_bytes`` is
     what the step adds to the memory held before it.
     """
-    from hidiff.profiling.memory import PeakMemory
     if spec.threads:
         torch.set_num_threads(spec.threads)
     ts = TrainStep(spec)

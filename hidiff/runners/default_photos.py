@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
+from hidiff.data.image_io import list_images
 from hidiff.errors import DataError
+from hidiff.runners.demo import copy_photos
+from hidiff.utils.atomic import atomic_write_bytes, atomic_write_text
 
 #: scikit-image photos and the licence each one's docstring states (skimage.data)
 SKIMAGE_PHOTOS: Dict[str, str] = {
@@ -31,9 +34,6 @@ SKIMAGE_PHOTOS: Dict[str, str] = {
 def gather_photos(dst: Path, folders: Sequence[Path] = (), *, skimage: bool = True,
                   log: Callable[[str], None] = print) -> List[Path]:
     """Fill ``dst`` as described in the module doc; returns the photos in it (sorted).  Idempotent."""
-    from hidiff.data.image_io import list_images
-    from hidiff.runners.demo import copy_photos
-    from hidiff.utils.atomic import atomic_write_bytes, atomic_write_text
 
     stems = {Path(n).stem: f"scikit-image {n}" for n in SKIMAGE_PHOTOS} if skimage else {}
     copies = []
