@@ -75,3 +75,14 @@ def test_evaluate_draws_a_bar_on_a_terminal(tmp_path):
     code, drawn = _run_on_terminal(cmd)
     assert code == 0, drawn[-3000:]
     assert re.search(r"scoring \S+: +100%\|.*\| 2/2 \[", drawn), drawn[-3000:]
+
+
+def test_prepare_draws_a_bar_per_step_on_a_terminal(tmp_path):
+    from test_data_prepare_gopro import make_large
+    src = make_large(tmp_path / "src")
+    cmd = [PY, "scripts/prepare_data.py", "gopro", "--src", str(src), "--dst", str(tmp_path / "out"),
+           "--crop-size", "32", "--crop-stride", "16", "--val-crop", "16", "--workers", "1"]
+    code, drawn = _run_on_terminal(cmd)
+    assert code == 0, drawn[-3000:]
+    for step in ("decoding", "cropping", "placing"):
+        assert re.search(step + r" .*100%\|", drawn), (step, drawn[-3000:])

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 from hidiff.data.image_io import list_images, read_raw
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_text
+from hidiff.utils.progress import Progress
 
 # Official numbers of pairs (docs/protocols.md).
 OFFICIAL_COUNTS: dict[tuple[str, str], int] = {
@@ -162,10 +163,12 @@ def check_split(scan: SplitScan, report: PrepareReport, *, strict: bool, verify:
     bad: dict[str, list[str]] = {}
     if verify and pairs:
         report.log(f"  {title}: decoding {len(pairs)} pairs ...")
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+                Progress(len(pairs), desc=f"decoding {title}", unit="pair") as bar:
             for pair, errs in zip(pairs, pool.map(_verify_pair, pairs)):
                 if errs:
                     bad[pair.key] = errs
+                bar.update(1)
         for key, errs in bad.items():
             problems.extend(f"{title}: {e}" for e in errs)
         pairs = [p for p in pairs if p.key not in bad]

@@ -16,6 +16,7 @@ from hidiff.data.prepare.checks import Pair, PrepareReport
 from hidiff.data.prepare.staging import Staging
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
+from hidiff.utils.progress import Progress
 
 
 def axis_starts(length: int, size: int, stride: int) -> list[int]:
@@ -65,8 +66,12 @@ def write_grid_crops(pairs: Sequence[Pair], out_root: Path, size: int, stride: i
     """Stage grid crops of every pair as ``out_root/<role>/``; return the (final) role folders."""
     roles = list(pairs[0].files) if pairs else ["input", "target"]
     out_dirs = {role: stage.folder(out_root / role) for role in roles}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        n = sum(pool.map(lambda p: _crop_pair_grid(p, out_dirs, size, stride), pairs))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            Progress(len(pairs), desc=f"cropping {out_root}", unit="pair") as bar:
+        n = 0
+        for count in pool.map(lambda p: _crop_pair_grid(p, out_dirs, size, stride), pairs):
+            n += count
+            bar.update(1)
     for role in roles:
         report.output(out_root / role, n)
     return [out_root / role for role in roles]
@@ -77,8 +82,12 @@ def write_center_crops(pairs: Sequence[Pair], out_root: Path, size: int, *, stag
     """Stage one centred ``size`` x ``size`` crop per pair as ``out_root/<role>/<key>.png``."""
     roles = list(pairs[0].files) if pairs else ["input", "target"]
     out_dirs = {role: stage.folder(out_root / role) for role in roles}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        n = sum(pool.map(lambda p: _crop_pair_center(p, out_dirs, size), pairs))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            Progress(len(pairs), desc=f"cropping {out_root}", unit="pair") as bar:
+        n = 0
+        for count in pool.map(lambda p: _crop_pair_center(p, out_dirs, size), pairs):
+            n += count
+            bar.update(1)
     for role in roles:
         report.output(out_root / role, n)
     return [out_root / role for role in roles]

@@ -20,6 +20,7 @@ from hidiff.data.prepare.checks import Pair, PrepareReport
 from hidiff.data.prepare.staging import Staging
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_open
+from hidiff.utils.progress import Progress
 
 MODES = ("link", "symlink", "copy")
 
@@ -86,11 +87,13 @@ def write_pair_folders(pairs: Sequence[Pair], out_root: Path, opts: PrepareOptio
     folders = [out_root / role for role in roles]
     staged = [stage.folder(folder) for folder in folders]
     methods: dict[str, int] = {}
-    for pair in pairs:
-        for role, folder in zip(roles, staged):
-            src = pair.files[role]
-            used = place_file(src, folder / f"{pair.key}{src.suffix.lower()}", opts.mode)
-            methods[used] = methods.get(used, 0) + 1
+    with Progress(len(pairs), desc=f"placing {out_root}", unit="pair") as bar:
+        for pair in pairs:
+            for role, folder in zip(roles, staged):
+                src = pair.files[role]
+                used = place_file(src, folder / f"{pair.key}{src.suffix.lower()}", opts.mode)
+                methods[used] = methods.get(used, 0) + 1
+            bar.update(1)
     for folder in folders:
         report.output(folder, len(pairs))
     if methods.get("symlink") and opts.mode == "link":
