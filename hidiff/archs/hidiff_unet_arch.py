@@ -42,8 +42,7 @@ from hidiff.errors import ConfigError
 from hidiff.registry import ARCH_REGISTRY
 from hidiff.utils.suggest import did_you_mean
 
-LEVELS = STAGES
-DEFAULT_HIM_LEVELS = tuple(name for name in LEVELS if name != "latent")
+DEFAULT_HIM_LEVELS = tuple(name for name in STAGES if name != "latent")
 # Stripe size for inference (pixels); see Transformer(inference_chunk_pixels=...).
 DEFAULT_CHUNK_PIXELS = 16384
 # Which pyramid level feeds each stage (official: levels 2 and 3 both use z2).
@@ -70,11 +69,11 @@ def _him_levels(value) -> tuple:
     if value is None:
         return DEFAULT_HIM_LEVELS
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(f"him_levels: expected a list of stage names from {list(LEVELS)}, got {value!r}")
+        raise ConfigError(f"him_levels: expected a list of stage names from {list(STAGES)}, got {value!r}")
     for name in value:
-        if name not in LEVELS:
-            raise ConfigError(f"him_levels: unknown stage {name!r}{did_you_mean(str(name), LEVELS)}; "
-                              f"stages: {', '.join(LEVELS)}")
+        if name not in STAGES:
+            raise ConfigError(f"him_levels: unknown stage {name!r}{did_you_mean(str(name), STAGES)}; "
+                              f"stages: {', '.join(STAGES)}")
     if len(set(value)) != len(value):
         raise ConfigError(f"him_levels: duplicate stage names in {list(value)}")
     return tuple(value)
@@ -83,18 +82,18 @@ def _him_levels(value) -> tuple:
 def _attn_types(value) -> Dict[str, str]:
     """Normalise ``attn_types`` (one name, a list of 8, or a {stage: name} mapping) to a dict."""
     if isinstance(value, str):
-        types = {name: value for name in LEVELS}
+        types = {name: value for name in STAGES}
     elif isinstance(value, Mapping):
         for name in value:
-            if name not in LEVELS:
-                raise ConfigError(f"attn_types: unknown stage {name!r}{did_you_mean(str(name), LEVELS)}; "
-                                  f"stages: {', '.join(LEVELS)}")
-        types = {name: value.get(name, "mdta") for name in LEVELS}
-    elif isinstance(value, Sequence) and len(value) == len(LEVELS):
-        types = dict(zip(LEVELS, value))
+            if name not in STAGES:
+                raise ConfigError(f"attn_types: unknown stage {name!r}{did_you_mean(str(name), STAGES)}; "
+                                  f"stages: {', '.join(STAGES)}")
+        types = {name: value.get(name, "mdta") for name in STAGES}
+    elif isinstance(value, Sequence) and len(value) == len(STAGES):
+        types = dict(zip(STAGES, value))
     else:
-        raise ConfigError(f"attn_types: expected an attention name, a list of {len(LEVELS)} names "
-                          f"(one per stage: {', '.join(LEVELS)}) or a {{stage: name}} mapping, got {value!r}")
+        raise ConfigError(f"attn_types: expected an attention name, a list of {len(STAGES)} names "
+                          f"(one per stage: {', '.join(STAGES)}) or a {{stage: name}} mapping, got {value!r}")
     known = attention_types()
     for stage, name in types.items():
         if name not in known:
@@ -179,7 +178,7 @@ class Transformer(nn.Module):
                  "encoder_level3": num_blocks[2], "latent": num_blocks[3], "decoder_level3": num_blocks[2],
                  "decoder_level2": num_blocks[1], "decoder_level1": num_blocks[0],
                  "refinement": num_refinement_blocks}
-        for name in LEVELS:
+        for name in STAGES:
             if widths[name] % n_heads[name]:
                 raise ConfigError(f"heads: stage {name} has {widths[name]} channels, not divisible by "
                                   f"{n_heads[name]} heads (heads={heads}, dim={dim})")

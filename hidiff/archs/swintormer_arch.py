@@ -39,14 +39,12 @@ from hidiff.archs.prior_pyramid import prior_pyramid, token_reducer
 from hidiff.archs.sample_wise import sample_wise
 from hidiff.archs.swin_attention import SWDA  # noqa: F401  (registers 'swin' and 'swda')
 from hidiff.archs.transformer_block import TransformerBlock
-from hidiff.archs.unet_levels import add_unet_levels, checkpoint_stages
+from hidiff.archs.unet_levels import STAGES, add_unet_levels, checkpoint_stages
 from hidiff.errors import ConfigError
 from hidiff.utils.padding import pad_to_multiple
 from hidiff.registry import ARCH_REGISTRY
 from hidiff.utils.suggest import did_you_mean
 
-STAGES = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
-          "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 #: pyramid level of the prior each stage's HIM reads (as HI-Diff: levels 2 and 3 both use z2)
 PRIOR_SCALE = {"encoder_level1": "z1", "encoder_level2": "z2", "encoder_level3": "z2", "latent": "z3",
                "decoder_level3": "z2", "decoder_level2": "z2", "decoder_level1": "z1", "refinement": "z1"}

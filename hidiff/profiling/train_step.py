@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from hidiff.archs.hidiff_unet_arch import LEVELS
+from hidiff.archs.unet_levels import STAGES
 from hidiff.engine.amp import Amp
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
@@ -104,7 +104,7 @@ def enable_checkpointing(model) -> List[str]:
     for name, net in model.trainable.items():
         setter = getattr(net, "set_checkpoint_levels", None)
         if callable(setter):
-            setter(list(LEVELS))
+            setter(list(STAGES))
             done.append(f"net_{name}")
     if not done:
         raise UnsupportedVariant("no trainable network has set_checkpoint_levels (activation checkpointing)")
