@@ -74,11 +74,11 @@ def test_stage_restore_shapes_and_oracle_prior():
     nets = tiny_networks()
     s1 = HIDiffStage1(nets["g"], nets["le"], {"pixel_opt": L1Loss()}).eval()
     x = torch.rand(1, 3, 13, 19)
-    assert s1.restore(x, x).shape == x.shape
+    assert s1.pipeline().restore(x, gt=x).shape == x.shape
     with pytest.raises(ValueError, match="gt is required"):
-        s1.restore(x)
+        s1.pipeline().restore(x)
     s2 = HIDiffStage2(nets["g"], nets["le_dm"], nets["d"], tiny_diffusion()).eval()
-    assert s2.restore(x, noise=torch.zeros(1, 16, 64)).shape == x.shape
+    assert s2.pipeline().restore(x, noise=torch.zeros(1, 16, 64)).shape == x.shape
 
 
 def test_save_load_is_bitwise(tmp_path):

@@ -55,16 +55,16 @@ def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
 def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
     """``fn(lq, gt, key) -> output`` through the model's restoration path (one pipeline per call site).
 
-    Models with an inference pipeline go through ``restore_image`` (the code
-    path of ``test.py``: per-image seed, optional tiling); stage 1 restores with
-    its GT-conditioned prior (an oracle number, docs/quirks.md, quirk 23).
+    A pipeline restoring from the blurry image goes through ``restore_image`` (the
+    code path of ``test.py``: per-image seed, optional tiling); stage 1's pipeline
+    needs the ground truth (an oracle number, docs/quirks.md, quirk 23).
     """
-    pipeline = model.pipeline() if hasattr(model, "pipeline") else None
+    pipeline = model.pipeline()
 
     @torch.no_grad()
     def restore(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
-        if pipeline is None:
-            return model.restore(lq, gt)
+        if pipeline.needs_gt:
+            return pipeline.restore(lq, gt=gt)
         return restore_image(pipeline, lq, tile or "whole", seed=seed_from_key(key, manual_seed))
 
     return restore

@@ -33,6 +33,9 @@ class RestorationPipeline:
     (e.g. the published Swintormer or the no-prior baseline).
     """
 
+    #: restores from the blurry image alone (see :class:`OraclePipeline`)
+    needs_gt = False
+
     def __init__(self, net_g: nn.Module, *, net_le_dm: Optional[nn.Module] = None,
                  net_d: Optional[nn.Module] = None, diffusion: Optional[LatentDDPM] = None,
                  pad_multiple: int = 8, in_channels: int = 3) -> None:
@@ -109,3 +112,31 @@ class RestorationPipeline:
         return crop(out, size)
 
     __call__ = restore
+
+
+class OraclePipeline:
+    """Stage 1's restoration: the prior comes from the ground truth, so its numbers are an oracle.
+
+    pad lq and gt -> z = net_le(lq, gt) -> net_g(lq, z) -> crop (docs/quirks.md, quirk 23).
+    """
+
+    #: ``restore`` needs ``gt=``; such a pipeline validates a run but cannot deblur a new image
+    needs_gt = True
+    needs_prior = True
+
+    def __init__(self, net_g: nn.Module, net_le: nn.Module, pad_multiple: int = 8) -> None:
+        self.net_g = net_g
+        self.net_le = net_le
+        self.pad_multiple = int(pad_multiple)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net_g.parameters()).device
+
+    def restore(self, lq: Tensor, *, gt: Optional[Tensor] = None) -> Tensor:
+        """Pad both, prior from (lq, gt), run net_g, crop back."""
+        if gt is None:
+            raise ValueError("stage 1 restores with the ground-truth prior: gt is required")
+        lq_p, size = pad_to_multiple(lq, self.pad_multiple)
+        gt_p, _ = pad_to_multiple(gt, self.pad_multiple)
+        return crop(self.net_g(lq_p, self.net_le(lq_p, gt_p)), size)

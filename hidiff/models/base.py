@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from hidiff.errors import ConfigError
 from hidiff.losses import L1Loss, build_loss
-from hidiff.utils.padding import crop, pad_to_multiple
 
 
 class StageModel(nn.Module):
@@ -19,7 +17,8 @@ class StageModel(nn.Module):
     * ``self.frozen`` is a plain dict, so DDP never sees frozen networks;
       ``.to()`` / ``.float()`` still move them.
     * ``forward(batch)`` returns the loss terms, including ``'total'``.
-    * ``restore(lq, gt, noise)`` is the validation forward.
+    * ``pipeline()`` is the restoration path with the current networks: a
+      ``RestorationPipeline``, or stage 1's ``OraclePipeline`` (``needs_gt``).
     """
 
     #: networks written as ``models/net_<x>_<iter>.pth``
@@ -74,20 +73,12 @@ class StageModel(nn.Module):
     def has_prior(self) -> bool:
         return False
 
-    def _padded(self, *tensors: Tensor):
-        out = [pad_to_multiple(t, self.pad_multiple)[0] for t in tensors]
-        return out, tuple(tensors[0].shape[-2:])
-
-    @staticmethod
-    def _crop(x: Tensor, size) -> Tensor:
-        return crop(x, size)
-
     def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @torch.no_grad()
-    def restore(self, lq: Tensor, gt: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Tensor:
-        raise NotImplementedError  # pragma: no cover
+    def pipeline(self):  # pragma: no cover - abstract
+        """The restoration path with this model's (current) networks (validation, test, export)."""
+        raise NotImplementedError
 
 
 def sum_losses(terms: Dict[str, Tensor]) -> Dict[str, Tensor]:

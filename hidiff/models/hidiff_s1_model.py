@@ -1,12 +1,13 @@
 """HI-Diff stage 1: train the latent encoder and the U-Net with the ground-truth prior."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import Tensor
 
 from hidiff.archs import build_network
+from hidiff.inference.pipeline import OraclePipeline
 from hidiff.models.base import StageModel, build_losses, sum_losses
 from hidiff.registry import MODEL_REGISTRY
 
@@ -42,11 +43,6 @@ class HIDiffStage1(StageModel):
             terms["l_percep"] = self.perceptual(out, gt)
         return sum_losses(terms)
 
-    @torch.no_grad()
-    def restore(self, lq: Tensor, gt: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Tensor:
+    def pipeline(self) -> OraclePipeline:
         """Validation with the GT-conditioned prior: an oracle number (docs/quirks.md, quirk 23)."""
-        if gt is None:
-            raise ValueError("stage 1 restores with the ground-truth prior: gt is required")
-        (lq_p, gt_p), size = self._padded(lq, gt)
-        z = self.trainable["le"](lq_p, gt_p)
-        return self._crop(self.trainable["g"](lq_p, z), size)
+        return OraclePipeline(self.trainable["g"], self.trainable["le"], pad_multiple=self.pad_multiple)

@@ -80,7 +80,3 @@ class HIDiffStage2(StageModel):
         if self.perceptual is not None:
             terms["l_percep"] = self.perceptual(out, gt)
         return sum_losses(terms)
-
-    @torch.no_grad()
-    def restore(self, lq: Tensor, gt: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Tensor:
-        return self.pipeline().restore(lq, noise=noise)

@@ -49,7 +49,3 @@ class PlainRestoration(StageModel):
         if self.perceptual is not None:
             terms["l_percep"] = self.perceptual(out, batch["gt"])
         return sum_losses(terms)
-
-    @torch.no_grad()
-    def restore(self, lq: Tensor, gt: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Tensor:
-        return self.pipeline().restore(lq)

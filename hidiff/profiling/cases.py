@@ -131,19 +131,19 @@ def build_cases(model, size: Tuple[int, int], *, batch: int = 1, device: torch.d
                               lambda: d(x_t, z, diffusion.time_input(x_t, t_last)))
         cases["chain"] = Case("chain", f"diffusion chain (T={diffusion.timesteps} x net_d)", [d],
                               lambda: diffusion.sample(d, z, x_t))
-    if hasattr(model, "pipeline"):
-        pipe = model.pipeline()
+    pipe = model.pipeline()
+    if pipe.needs_gt:
+        gt = _tensor((batch, 3, *size), device, 3)
+        cases["pipeline"] = Case("pipeline", "stage-1 restore: pad + net_le(GT, blurry) + U-Net + crop",
+                                 [nets["le"], nets["g"]], lambda: pipe.restore(lq, gt=gt),
+                                 notes=["stage 1 restores with the ground-truth prior (an oracle)"])
+    else:
         parts = [m for m in (pipe.net_le_dm, pipe.net_d, pipe.net_g) if m is not None]
         label = "pipeline: pad + latent encoder + chain + U-Net + crop" if pipe.needs_prior else \
             "pipeline: pad + network + crop"
         cases["pipeline"] = Case("pipeline", label, parts,
                                  (lambda: pipe.restore(lq, noise=x_t)) if pipe.needs_prior else
                                  (lambda: pipe.restore(lq)))
-    elif "le" in nets and "g" in nets:
-        gt = _tensor((batch, 3, *size), device, 3)
-        cases["pipeline"] = Case("pipeline", "stage-1 restore: pad + net_le(GT, blurry) + U-Net + crop",
-                                 [nets["le"], nets["g"]], lambda: model.restore(lq, gt),
-                                 notes=["stage 1 restores with the ground-truth prior (an oracle)"])
     if "train_step" in want:
         cases["train_step"] = _train_step_case(model, options, (hp, wp), batch, device, in_ch)
 

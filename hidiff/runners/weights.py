@@ -295,7 +295,7 @@ def inference_pipeline(weights: Weights, device, timesteps: Optional[int] = None
         return pipeline, f"{rec.describe()} [{weights.kind} {weights.label}]"
     options = run_options(weights, timesteps)
     model = build_model(options)
-    if not hasattr(model, "pipeline"):
+    if model.pipeline().needs_gt:
         raise ConfigError(f"{weights.describe()}: a {options.model_type} run restores with the ground-truth "
                           f"prior; use its stage-2 run instead")
     load_into(model, weights)
