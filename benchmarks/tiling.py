@@ -114,12 +114,12 @@ def tiled_with_whole_image_prior(pipeline, lq, opts):
 
     Isolates what tiling does to the U-Net from what it does to the prior.
     """
-    import torch
     from hidiff.utils.padding import pad_to_multiple
-    from hidiff.inference.tiler import tile_seed, tiled_restore
+    from hidiff.inference.noise import tile_seed
+    from hidiff.inference.tiler import tiled_restore
 
-    g = torch.Generator().manual_seed(tile_seed(0, 0, 0, 0))  # restore_image's whole-image noise
-    prior = pipeline.prior(pad_to_multiple(lq, pipeline.pad_multiple)[0], pipeline.noise(1, generator=g))
+    noise = pipeline.noise(1, seed=tile_seed(0, 0, 0, 0))  # restore_image's whole-image noise
+    prior = pipeline.prior(pad_to_multiple(lq, pipeline.pad_multiple)[0], noise)
     return tiled_restore(lambda tiles, idx, prior: pipeline.restore(tiles, prior=prior), lq, opts,
                          global_prior=prior, multiple=pipeline.pad_multiple)
 

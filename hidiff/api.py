@@ -22,7 +22,7 @@ import torch
 
 from hidiff.errors import ConfigError, DataError
 from hidiff.inference.image_io import quantize, read_photo, to_tensor
-from hidiff.inference.pipeline import seed_from_key
+from hidiff.inference.noise import image_seed
 from hidiff.inference.tiler import TileOptions, restore_image
 from hidiff.runners.test_runner import select_device
 from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
@@ -138,11 +138,11 @@ class Restorer:
         if isinstance(tile, TileOptions) and tile.size % self.pipeline.pad_multiple:
             raise ConfigError(f"deblur(tile={tile.size}): must be a multiple of {self.pipeline.pad_multiple} "
                               f"for this model")
-        image_seed = seed_from_key(key, int(seed))
+        seed_of_image = image_seed(key, int(seed))
         outs = []
         with torch.inference_mode():
             for b in range(lq.shape[0]):
-                out = restore_image(self.pipeline, lq[b:b + 1], tile, seed=image_seed)
+                out = restore_image(self.pipeline, lq[b:b + 1], tile, seed=seed_of_image)
                 if not bool(torch.isfinite(out).all()):
                     raise DataError(f"deblur(): the restored image holds NaN/Inf values with the weights "
                                     f"{self.weights.describe()}")

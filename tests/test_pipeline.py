@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hidiff.inference.pipeline import RestorationPipeline, seed_from_key
+from hidiff.inference.noise import image_seed
+from hidiff.inference.pipeline import RestorationPipeline
 from hidiff.utils.padding import crop, mirror_pad, pad_to_multiple
 from tiny import tiny_diffusion, tiny_networks
 
@@ -63,11 +64,11 @@ def test_noise_controls_the_prior_and_is_reproducible(pipeline):
     assert pipeline.prior_shape == (16, 64)
 
 
-def test_seed_from_key_is_stable_and_distinct():
-    assert seed_from_key("GOPR0384_11_00_000001", 100) == seed_from_key("GOPR0384_11_00_000001", 100)
-    assert seed_from_key("a", 100) != seed_from_key("b", 100)
-    assert seed_from_key("a", 100) != seed_from_key("a", 101)
-    assert 0 <= seed_from_key("a", 0) < 2 ** 63
+def test_image_seed_is_stable_and_distinct():
+    assert image_seed("GOPR0384_11_00_000001", 100) == image_seed("GOPR0384_11_00_000001", 100)
+    assert image_seed("a", 100) != image_seed("b", 100)
+    assert image_seed("a", 100) != image_seed("a", 101)
+    assert 0 <= image_seed("a", 0) < 2 ** 63
 
 
 def test_prior_free_pipeline():

@@ -11,8 +11,9 @@ from torch import nn
 
 from conftest import run_env
 from hidiff.errors import ConfigError, DataError
+from hidiff.inference.noise import tile_seed
 from hidiff.inference.tiler import (BLENDS, MODES, WHOLE_IMAGE, TileGrid, TileOptions, auto_tile_options,
-                                    axis_profiles, axis_starts, restore_image, tile_seed, tiled_restore)
+                                    axis_profiles, axis_starts, restore_image, tiled_restore)
 from procs import run_checked
 
 

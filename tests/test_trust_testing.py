@@ -26,7 +26,8 @@ from hidiff.config import options_from_text
 from hidiff.data.build import build_dataset
 from hidiff.diffusion import build_diffusion
 from hidiff.engine.checkpoint_store import CheckpointStore
-from hidiff.inference.pipeline import RestorationPipeline, seed_from_key
+from hidiff.inference.noise import image_seed
+from hidiff.inference.pipeline import RestorationPipeline
 from hidiff.inference.tiler import restore_image
 from hidiff.metrics import psnr_uint8
 from hidiff.data.image_io import to_uint8
@@ -121,7 +122,7 @@ def expected_outputs(world, sds: dict, timesteps: int) -> dict:
     out = {}
     for item in build_dataset(opts.datasets["test_1"], opts.manual_seed):
         with torch.no_grad():
-            restored = restore_image(pipe, item["lq"].unsqueeze(0), "whole", seed=seed_from_key(item["key"], 7))
+            restored = restore_image(pipe, item["lq"].unsqueeze(0), "whole", seed=image_seed(item["key"], 7))
         out[item["key"]] = (to_uint8(restored), to_uint8(item["gt"]))
     return out
 

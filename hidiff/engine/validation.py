@@ -24,7 +24,7 @@ from hidiff.engine.distributed import all_gather_objects, get_rank
 from hidiff.engine.seeding import capture_rng_state, restore_rng_state
 from hidiff.engine.training_state import network_payloads
 from hidiff.errors import ConfigError, DataError
-from hidiff.inference.pipeline import seed_from_key
+from hidiff.inference.noise import image_seed
 from hidiff.inference.tiler import restore_image
 from hidiff.metrics import get_metric
 from hidiff.utils.progress import Progress
@@ -65,7 +65,7 @@ def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torc
     def restore(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
         if pipeline.needs_gt:
             return pipeline.restore(lq, gt=gt)
-        return restore_image(pipeline, lq, tile or "whole", seed=seed_from_key(key, manual_seed))
+        return restore_image(pipeline, lq, tile or "whole", seed=image_seed(key, manual_seed))
 
     return restore
 

@@ -6,24 +6,14 @@ this object, so there is exactly one restoration code path.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from hidiff.diffusion.latent_ddpm import LatentDDPM
+from hidiff.inference.noise import draw_noise
 from hidiff.utils.padding import crop, pad_to_multiple
-
-
-def seed_from_key(key: str, base_seed: int) -> int:
-    """A stable 63-bit seed for one image, from its file stem and the run seed.
-
-    Seeding the prior noise per image (instead of from a global RNG, docs/quirks.md, quirk 13)
-    makes each output independent of processing order and device.
-    """
-    digest = hashlib.sha256(f"{int(base_seed)}:{key}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class RestorationPipeline:
@@ -85,10 +75,9 @@ class RestorationPipeline:
         return self._prior_shape
 
     # -------------------------------------------------------------- restoring
-    def noise(self, batch: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Initial noise x_T (B, N, C') drawn on the CPU, moved to the pipeline device."""
-        shape = (batch, *self.prior_shape)
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+    def noise(self, batch: int, generator: Optional[torch.Generator] = None, *, seed: Optional[int] = None) -> Tensor:
+        """Initial noise x_T (B, N, C') on the pipeline device (:func:`hidiff.inference.noise.draw_noise`)."""
+        return draw_noise((batch, *self.prior_shape), seed, generator=generator, device=self.device)
 
     def prior(self, lq: Tensor, noise: Optional[Tensor] = None) -> Tensor:
         """z_hat from an already padded or unpadded blurry batch."""

@@ -37,7 +37,6 @@ break on sides shorter than the tile: those are padded as in ``'hidiff'`` mode.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, fields
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hidiff.errors import ConfigError, DataError
+from hidiff.inference.noise import tile_seed
 from hidiff.utils.padding import mirror_pad, pad_to_multiple
 from hidiff.utils.suggest import did_you_mean
 
@@ -260,12 +260,6 @@ class TileGrid:
 TileFn = Callable[..., Tensor]
 
 
-def tile_seed(seed: int, b: int, y: int, x: int) -> int:
-    """A 63-bit seed for the tile at (y, x) of image ``b``: a pure function of its arguments."""
-    digest = hashlib.sha256(f"tile:{int(seed)}:{b}:{y}:{x}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def tiled_restore(fn: TileFn, lq: Tensor, opts: TileOptions, *,
                   noise_fn: Optional[Callable[[TileIndex], Tensor]] = None,
                   global_prior: Optional[Tensor] = None, multiple: int = 1,
@@ -419,7 +413,7 @@ def restore_image(pipeline, lq: Tensor, tile: Union[TileOptions, str, None] = No
     ``tile_seed(seed, b, y, x)`` for the tile at (y, x), so a tile covering the
     whole image reproduces the whole-image run, and no output depends on batch
     composition or processing order (derive ``seed`` per image with
-    ``pipeline.seed_from_key``).
+    ``hidiff.inference.noise.image_seed``).
     """
     if tile is None:
         tile = auto_tile_options(lq.shape[-2], lq.shape[-1], pipeline.device, multiple=pipeline.pad_multiple)
@@ -430,8 +424,7 @@ def restore_image(pipeline, lq: Tensor, tile: Union[TileOptions, str, None] = No
     needs_prior = pipeline.needs_prior
 
     def noise_for(b: int, y: int, x: int) -> Tensor:
-        g = torch.Generator().manual_seed(tile_seed(seed, b, y, x))
-        return pipeline.noise(1, generator=g)[0]
+        return pipeline.noise(1, seed=tile_seed(seed, b, y, x))[0]
 
     with torch.no_grad():
         if tile is None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
+from hidiff.inference.noise import draw_noise
 
 CASE_ORDER = ("net_g", "net_le", "net_le_dm", "net_d", "chain", "pipeline", "train_step")
 
@@ -109,8 +110,7 @@ def build_cases(model, size: Tuple[int, int], *, batch: int = 1, device: torch.d
     gt_p = _tensor((batch, 3, hp, wp), device, 3)
     prior_shape = _prior_shape(model, device) if model.has_prior else None
     z = _tensor((batch, *prior_shape), device, 4) if prior_shape else None
-    x_t = (torch.randn((batch, *prior_shape), generator=torch.Generator().manual_seed(5)).to(device)
-           if prior_shape and device.type != "meta" else z)
+    x_t = (draw_noise((batch, *prior_shape), 5, device=device) if prior_shape and device.type != "meta" else z)
 
     cases: Dict[str, Case] = {}
     pad_note = f"on the padded {hp}x{wp} input" if (hp, wp) != tuple(size) else f"on {hp}x{wp}"

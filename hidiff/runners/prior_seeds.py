@@ -1,7 +1,7 @@
 """Several initial noises per image: how much the diffusion prior's randomness moves a restoration.
 
 Seed ``k`` of an image is derived from its file stem like the single seed
-(:func:`hidiff.inference.pipeline.seed_from_key`), and seed 0 *is* that seed,
+(:func:`hidiff.inference.noise.image_seed`), and seed 0 *is* that seed,
 so ``K = 1`` reproduces the ordinary run and no result depends on order.
 Metrics become the mean over the K restorations plus their standard deviation
 (``<column>_std``, ddof=1); the image written is the per-pixel mean of the K
@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hidiff.inference.pipeline import seed_from_key
+from hidiff.inference.noise import image_seed
 
 PRIOR_IMAGES = ("mean", "first")
 
 
 def prior_seed(key: str, base_seed: int, k: int) -> int:
     """The seed of restoration ``k`` of image ``key`` (k = 0 is the ordinary per-image seed)."""
-    return seed_from_key(key if k == 0 else f"{key}#prior{k}", base_seed)
+    return image_seed(key if k == 0 else f"{key}#prior{k}", base_seed)
 
 
 def combine_rows(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
