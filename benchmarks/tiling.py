@@ -116,12 +116,12 @@ def tiled_with_whole_image_prior(pipeline, lq, opts):
     """
     from hidiff.utils.padding import pad_to_multiple
     from hidiff.inference.noise import tile_seed
-    from hidiff.inference.tiler import tiled_restore
+    from hidiff.inference.tiler import run_tiles
 
     noise = pipeline.noise(1, seed=tile_seed(0, 0, 0, 0))  # restore_image's whole-image noise
     prior = pipeline.prior(pad_to_multiple(lq, pipeline.pad_multiple)[0], noise)
-    return tiled_restore(lambda tiles, idx, prior: pipeline.restore(tiles, prior=prior), lq, opts,
-                         global_prior=prior, multiple=pipeline.pad_multiple)
+    return run_tiles(lambda tiles, idx, prior: pipeline.restore(tiles, prior=prior), lq, opts,
+                     global_prior=prior, multiple=pipeline.pad_multiple)
 
 
 def child(args) -> None:

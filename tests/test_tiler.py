@@ -13,7 +13,7 @@ from conftest import run_env
 from hidiff.errors import ConfigError, DataError
 from hidiff.inference.noise import tile_seed
 from hidiff.inference.tiler import (BLENDS, MODES, WHOLE_IMAGE, TileGrid, TileOptions, auto_tile_options,
-                                    axis_profiles, axis_starts, restore_image, tiled_restore)
+                                    axis_profiles, axis_starts, restore_image, run_tiles)
 from procs import run_checked
 
 
@@ -90,10 +90,10 @@ def test_partition_of_unity_every_size(blend, mode):
         x = torch.rand(2, 3, h, w)  # B > 1, non-square sizes, sides smaller than the tile
         for batch in (1, 3):
             opts = TileOptions(size=32, overlap=12, blend=blend, mode=mode, batch=batch)
-            y = tiled_restore(identity, x, opts, batch_on_cpu=True)
+            y = run_tiles(identity, x, opts, batch_on_cpu=True)
             assert y.shape == x.shape and y.dtype == torch.float32
             torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
-            z = tiled_restore(pixelwise, x, opts, batch_on_cpu=True)
+            z = run_tiles(pixelwise, x, opts, batch_on_cpu=True)
             torch.testing.assert_close(z, 0.5 * x ** 2 + 0.1, atol=1e-6, rtol=0)
 
 
@@ -105,7 +105,7 @@ def test_six_to_three_channel_model(blend):
     def dual(tiles, indices):
         return 0.25 * tiles[:, :3] + 0.75 * tiles[:, 3:] ** 2
 
-    y = tiled_restore(dual, x, TileOptions(size=32, stride=20, blend=blend, batch=4), batch_on_cpu=True)
+    y = run_tiles(dual, x, TileOptions(size=32, stride=20, blend=blend, batch=4), batch_on_cpu=True)
     torch.testing.assert_close(y, 0.25 * x[:, :3] + 0.75 * x[:, 3:] ** 2, atol=1e-6, rtol=0)
 
 
@@ -119,7 +119,7 @@ def test_sides_smaller_than_tile_are_mirror_padded(h, w):
         return tiles
 
     x = torch.rand(1, 3, h, w)
-    y = tiled_restore(record, x, TileOptions(size=256, overlap=32))
+    y = run_tiles(record, x, TileOptions(size=256, overlap=32))
     assert y.shape == x.shape
     torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
     tile = seen[0][0]
@@ -143,7 +143,7 @@ def test_exact_fits():
     for n, expected_tiles in [(t, 1), (3 * t, 4), (t + 1, 2), (2 * t - stride, 2)]:
         calls.clear()
         x = torch.rand(1, 3, n, t)
-        torch.testing.assert_close(tiled_restore(count, x, TileOptions(size=t, stride=stride)), x,
+        torch.testing.assert_close(run_tiles(count, x, TileOptions(size=t, stride=stride)), x,
                                    atol=1e-6, rtol=0)
         assert sum(calls) == expected_tiles, n
     assert axis_starts(2 * t - stride, t, stride) == [0, t - stride]
@@ -162,7 +162,7 @@ def test_tile_equal_to_image_is_one_direct_forward():
         direct = net(x)
     for blend in BLENDS:
         calls.clear()
-        y = tiled_restore(run, x, TileOptions(size=96, blend=blend))
+        y = run_tiles(run, x, TileOptions(size=96, blend=blend))
         assert calls == [1]
         assert torch.equal(y, direct)
 
@@ -188,7 +188,7 @@ def test_hann_blend_hides_seams_of_a_real_conv():
     x = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
         whole = net(x)
-    err = {b: float((tiled_restore(lambda t, i: net(t), x, TileOptions(size=64, stride=40, blend=b)) - whole)
+    err = {b: float((run_tiles(lambda t, i: net(t), x, TileOptions(size=64, stride=40, blend=b)) - whole)
                     .abs().max()) for b in BLENDS}
     assert err["hann"] < err["linear"] < err["mean"]
 
@@ -199,11 +199,11 @@ def test_tile_batch_invariance_bitwise_real_network():
     x = torch.rand(2, 3, 200, 260)
     opts = dict(size=96, overlap=24, blend="hann")
     n_tiles = 2 * len(TileGrid.build(200, 260, TileOptions(**opts)))
-    ref = tiled_restore(lambda t, i: net(t), x, TileOptions(**opts, batch=1))
+    ref = run_tiles(lambda t, i: net(t), x, TileOptions(**opts, batch=1))
     for batch in (2, 3, 7, n_tiles):
         for fixed in (False, True):
-            y = tiled_restore(lambda t, i: net(t), x, TileOptions(**opts, batch=batch, fixed_model_batch=fixed),
-                              batch_on_cpu=True)
+            y = run_tiles(lambda t, i: net(t), x, TileOptions(**opts, batch=batch, fixed_model_batch=fixed),
+                          batch_on_cpu=True)
             assert torch.equal(y, ref), (batch, fixed)
 
 
@@ -215,13 +215,13 @@ def test_fixed_model_batch_pads_last_chunk():
         return tiles
 
     x = torch.rand(1, 3, 100, 100)  # 3 x 3 tiles of 48 with stride 26
-    tiled_restore(run, x, TileOptions(size=48, stride=26, batch=4, fixed_model_batch=True), batch_on_cpu=True)
+    run_tiles(run, x, TileOptions(size=48, stride=26, batch=4, fixed_model_batch=True), batch_on_cpu=True)
     assert sizes == [4, 4, 4]
     sizes.clear()
-    tiled_restore(run, x, TileOptions(size=48, stride=26, batch=4), batch_on_cpu=True)
+    run_tiles(run, x, TileOptions(size=48, stride=26, batch=4), batch_on_cpu=True)
     assert sizes == [4, 4, 1]
     sizes.clear()
-    tiled_restore(run, x, TileOptions(size=48, stride=26, batch=4))  # a CPU runs one tile per call
+    run_tiles(run, x, TileOptions(size=48, stride=26, batch=4))  # a CPU runs one tile per call
     assert sizes == [1] * 9
 
 
@@ -238,12 +238,12 @@ def test_per_tile_noise_is_independent_of_batch():
         return torch.randn(4, 4, generator=g)
 
     x = torch.rand(2, 3, 150, 170)
-    ref = tiled_restore(run, x, TileOptions(size=96, overlap=32, batch=1), noise_fn=noise_fn)
+    ref = run_tiles(run, x, TileOptions(size=96, overlap=32, batch=1), noise_fn=noise_fn)
     for batch in (2, 5, 64):
-        assert torch.equal(tiled_restore(run, x, TileOptions(size=96, overlap=32, batch=batch), noise_fn=noise_fn,
-                                         batch_on_cpu=True),
+        assert torch.equal(run_tiles(run, x, TileOptions(size=96, overlap=32, batch=batch), noise_fn=noise_fn,
+                                     batch_on_cpu=True),
                            ref)
-    other = tiled_restore(run, x, TileOptions(size=96, overlap=32), noise_fn=lambda ti: noise_fn(ti) + 1)
+    other = run_tiles(run, x, TileOptions(size=96, overlap=32), noise_fn=lambda ti: noise_fn(ti) + 1)
     assert not torch.equal(other, ref)  # the noise really reaches the model
     assert tile_seed(7, 0, 0, 96) != tile_seed(7, 0, 96, 0) != tile_seed(8, 0, 96, 0)
 
@@ -256,14 +256,14 @@ def test_global_prior_rows_follow_the_images():
         assert [int(p) for p in prior[:, 0]] == [10 * (i.b + 1) for i in indices]
         return tiles + prior.view(-1, 1, 1, 1)
 
-    y = tiled_restore(run, x, TileOptions(size=32, overlap=8, batch=5), global_prior=prior)
+    y = run_tiles(run, x, TileOptions(size=32, overlap=8, batch=5), global_prior=prior)
     torch.testing.assert_close(y, x + prior.view(-1, 1, 1, 1), atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------- 10. reduced precision, OOM
 def test_half_precision_outputs_accumulate_in_float32():
     x = torch.rand(1, 3, 70, 90)
-    y = tiled_restore(lambda t, i: t.half(), x, TileOptions(size=32, overlap=8))
+    y = run_tiles(lambda t, i: t.half(), x, TileOptions(size=32, overlap=8))
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     torch.testing.assert_close(y, x, atol=1e-3, rtol=0)
 
@@ -279,9 +279,9 @@ def test_out_of_memory_halves_tile_batch(caplog):
         return net(tiles)
 
     x = torch.rand(1, 3, 200, 200)
-    ref = tiled_restore(lambda t, i: net(t), x, TileOptions(size=96, overlap=24, batch=1))
+    ref = run_tiles(lambda t, i: net(t), x, TileOptions(size=96, overlap=24, batch=1))
     with caplog.at_level(logging.WARNING, logger="hidiff.inference.tiler"):
-        y = tiled_restore(limited, x, TileOptions(size=96, overlap=24, batch=8), batch_on_cpu=True)
+        y = run_tiles(limited, x, TileOptions(size=96, overlap=24, batch=8), batch_on_cpu=True)
     assert torch.equal(y, ref)
     assert seen[:3] == [8, 4, 2] and max(seen[3:]) <= 2
     assert "out of memory" in caplog.text
@@ -290,7 +290,7 @@ def test_out_of_memory_halves_tile_batch(caplog):
         raise torch.OutOfMemoryError("simulated")
 
     with pytest.raises(torch.OutOfMemoryError):
-        tiled_restore(always_oom, x, TileOptions(size=96, batch=4), batch_on_cpu=True)
+        run_tiles(always_oom, x, TileOptions(size=96, batch=4), batch_on_cpu=True)
 
 
 # ---------------------------------------------------------------- 11, 13. validation
@@ -326,11 +326,11 @@ def test_from_dict_yaml_block():
 
 MEMORY_PROBE = """
 import resource, sys, torch
-from hidiff.inference.tiler import TileOptions, tiled_restore
+from hidiff.inference.tiler import TileOptions, run_tiles
 x = torch.rand(1, 3, 2000, 3000)
-tiled_restore(lambda t, i: t * 0.5, torch.rand(1, 3, 300, 300), TileOptions(size=256, batch=4))  # warm-up
+run_tiles(lambda t, i: t * 0.5, torch.rand(1, 3, 300, 300), TileOptions(size=256, batch=4))  # warm-up
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-tiled_restore(lambda t, i: t * 0.5, x, TileOptions(size=256, overlap=32, batch=4))
+run_tiles(lambda t, i: t * 0.5, x, TileOptions(size=256, overlap=32, batch=4))
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
 """
 
@@ -347,9 +347,9 @@ def test_peak_memory_is_one_accumulator_plus_a_chunk():
 def test_tile_must_fit_model_size_divisor_and_input_must_be_4d():
     # e.g. Swintormer needs multiples of 256: refused before any forward runs
     with pytest.raises(ConfigError, match="multiple of 256"):
-        tiled_restore(identity, torch.rand(1, 3, 300, 300), TileOptions(size=320), multiple=256)
+        run_tiles(identity, torch.rand(1, 3, 300, 300), TileOptions(size=320), multiple=256)
     with pytest.raises(DataError, match="B,C,H,W"):
-        tiled_restore(identity, torch.rand(3, 64, 64), TileOptions(size=32))
+        run_tiles(identity, torch.rand(3, 64, 64), TileOptions(size=32))
 
 
 def test_automatic_default_on_cpu():

@@ -52,7 +52,7 @@ def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
     return out
 
 
-def make_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
+def validation_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
     """``fn(lq, gt, key) -> output`` through the model's restoration path (one pipeline per call site).
 
     A pipeline restoring from the blurry image goes through ``restore_image`` (the
@@ -105,7 +105,7 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
     model.eval()
     results: dict[str, dict[str, float]] = {}
     try:
-        restore = make_restorer(model, manual_seed, tile)
+        restore = validation_restorer(model, manual_seed, tile)
         for set_name, loader in val_sets.items():
             rows, skipped = [], []
             total = len(loader) if max_images is None else min(len(loader), max_images)

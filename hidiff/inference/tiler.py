@@ -260,12 +260,12 @@ class TileGrid:
 TileFn = Callable[..., Tensor]
 
 
-def tiled_restore(fn: TileFn, lq: Tensor, opts: TileOptions, *,
-                  noise_fn: Optional[Callable[[TileIndex], Tensor]] = None,
-                  global_prior: Optional[Tensor] = None, multiple: int = 1,
-                  device: Optional[Union[str, torch.device]] = None,
-                  progress: Optional[Callable[[int, int], None]] = None,
-                  batch_on_cpu: bool = False) -> Tensor:
+def run_tiles(fn: TileFn, lq: Tensor, opts: TileOptions, *,
+              noise_fn: Optional[Callable[[TileIndex], Tensor]] = None,
+              global_prior: Optional[Tensor] = None, multiple: int = 1,
+              device: Optional[Union[str, torch.device]] = None,
+              progress: Optional[Callable[[int, int], None]] = None,
+              batch_on_cpu: bool = False) -> Tensor:
     """Run ``fn`` over overlapping tiles of ``lq`` (B,C,H,W) and blend the outputs.
 
     ``fn(tiles, indices)`` maps a (b,C,t,t) chunk and its ``TileIndex`` list to
@@ -279,7 +279,7 @@ def tiled_restore(fn: TileFn, lq: Tensor, opts: TileOptions, *,
     accelerator path where there is none).  Returns (B,C_out,H,W) float32.
     """
     if lq.dim() != 4:
-        raise DataError(f"tiled_restore expects a (B,C,H,W) tensor, got shape {tuple(lq.shape)}")
+        raise DataError(f"run_tiles expects a (B,C,H,W) tensor, got shape {tuple(lq.shape)}")
     if multiple > 1 and opts.size % multiple:
         raise ConfigError(f"tile.size: {opts.size} is not a multiple of {multiple}, the size divisor of this "
                           f"model; use {max(multiple, opts.size // multiple * multiple)} or "
@@ -446,6 +446,6 @@ def restore_image(pipeline, lq: Tensor, tile: Union[TileOptions, str, None] = No
         def run(tiles: Tensor, indices: Sequence[TileIndex], **kw: Tensor) -> Tensor:
             return pipeline.restore(tiles, **kw)
 
-        return tiled_restore(run, lq, tile, noise_fn=noise_fn, global_prior=global_prior,
-                             multiple=pipeline.pad_multiple, device=pipeline.device, progress=progress,
-                             batch_on_cpu=batch_on_cpu)
+        return run_tiles(run, lq, tile, noise_fn=noise_fn, global_prior=global_prior,
+                         multiple=pipeline.pad_multiple, device=pipeline.device, progress=progress,
+                         batch_on_cpu=batch_on_cpu)
