@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from hidiff.metrics.psnr import psnr_float
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_PHOTOS = ROOT.parent / "shared" / "photos" / "test"
@@ -186,9 +187,8 @@ def run_case(args, case: str, size: tuple[int, int], photo: Path, save: Path | N
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.clip(a, 0, 1), np.clip(b, 0, 1)
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    """PSNR of two float outputs, clipped to the [0, 1] an image can show."""
+    return psnr_float(np.clip(a, 0, 1), np.clip(b, 0, 1))
 
 
 def parse_size(text: str) -> tuple[int, int]:
