@@ -70,10 +70,6 @@ def validation_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor
     return restore
 
 
-def _uint8(img: torch.Tensor) -> np.ndarray:
-    return to_uint8(img)
-
-
 def _items(loader, max_images: int | None, skipped: list[str]):
     """The batches of ``loader`` (at most ``max_images`` items); unreadable ones go to ``skipped``."""
     it = iter(loader)
@@ -117,7 +113,7 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
                     gt = batch["gt"].to(device)
                     key = batch["key"][0] if isinstance(batch["key"], (list, tuple)) else str(batch["key"])
                     out = restore(lq, gt, key)
-                    out_u8, gt_u8 = _uint8(out), _uint8(gt)
+                    out_u8, gt_u8 = to_uint8(out), to_uint8(gt)
                     rows.append((key, {m: fn(out_u8, gt_u8) for m, fn in metric_fns.items()}))
                     if on_image is not None:
                         on_image(set_name, key, lq, out, gt)

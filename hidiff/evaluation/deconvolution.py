@@ -15,7 +15,7 @@ import numpy as np
 from skimage import restoration
 
 from hidiff.data.blur_kernels import synthesize_pair
-from hidiff.data.image_io import list_images, read_image
+from hidiff.data.image_io import float_to_uint8, list_images, read_image
 from hidiff.data.sample_rng import key_rng
 from hidiff.data.synthetic_dataset import sharp_region
 from hidiff.metrics.psnr import psnr_uint8
@@ -43,7 +43,7 @@ def deconvolve(blurry: np.ndarray, kernel: np.ndarray, method: str, param: float
         else:
             out[..., c] = restoration.richardson_lucy(x[..., c], kernel, num_iter=int(param), clip=True)
     out = out[r:-r, r:-r]
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+    return float_to_uint8(out)
 
 
 def label(method: str, param: float) -> str:
