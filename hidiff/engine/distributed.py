@@ -113,14 +113,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_max(value: float | torch.Tensor, device: torch.device) -> float:
-    """The maximum of a scalar (number or 0-d tensor) over all ranks; the value itself without a group."""
-    t = torch.as_tensor(value, device=device).detach().float().reshape(1)
-    if is_dist():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
-
-
 def reduce_mean_dict(values: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
     """Average scalar tensors over ranks (for logging); a plain dict of floats."""
     if not values:
