@@ -135,18 +135,25 @@ def measure_case(spec: ProfileSpec, name: str) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def measure_in_subprocess(spec: ProfileSpec, name: str, *, timeout: Optional[float] = None) -> dict:
-    """``measure_case`` in a fresh interpreter (``python -m hidiff.profiling.worker``)."""
+def run_worker(module: str, args: Sequence[str], *, threads: Optional[int] = None,
+               timeout: Optional[float] = None, what: Optional[str] = None, mark: str = RESULT_MARK) -> dict:
+    """``python -m module *args`` in a fresh interpreter; the JSON after ``mark`` on its stdout."""
     env = dict(os.environ)
-    if spec.threads:
-        env["OMP_NUM_THREADS"] = str(spec.threads)
-    cmd = [sys.executable, "-m", "hidiff.profiling.worker", spec.to_json(), name]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(mark)]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        raise RuntimeError(f"profiling case '{name}' failed (exit code {proc.returncode}):\n" + "\n".join(tail))
-    return json.loads(lines[-1][len(RESULT_MARK):])
+        raise RuntimeError(f"{what or module} failed (exit code {proc.returncode}):\n" + "\n".join(tail))
+    return json.loads(lines[-1][len(mark):])
+
+
+def measure_in_subprocess(spec: ProfileSpec, name: str, *, timeout: Optional[float] = None) -> dict:
+    """``measure_case`` in a fresh interpreter (``python -m hidiff.profiling.worker``)."""
+    return run_worker("hidiff.profiling.worker", [spec.to_json(), name], threads=spec.threads, timeout=timeout,
+                      what=f"profiling case '{name}'")
 
 
 def profile(spec: ProfileSpec, *, latency: bool = True, in_process: bool = False, log=None) -> dict:

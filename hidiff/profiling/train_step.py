@@ -26,9 +26,7 @@ each in turn, so that a change of machine load hits every variant alike;
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,7 +40,7 @@ from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 from hidiff.profiling.machine import load_average
 from hidiff.profiling.memory import PeakMemory
-from hidiff.profiling.profiler import build_profile_model, load_profile_options
+from hidiff.profiling.profiler import build_profile_model, load_profile_options, run_worker
 
 FORMULATIONS: Dict[str, Tuple[str, ...]] = {
     "fast": (),
@@ -238,24 +236,10 @@ def measure_step_memory(spec: StepSpec) -> dict:
     return {"label": spec.label, "memory": mem, "loss": terms["total"], "checkpointed": ts.checkpointed}
 
 
-def run_worker(module: str, args: Sequence[str], *, threads: Optional[int] = None,
-               timeout: Optional[float] = None, mark: str = RESULT_MARK) -> dict:
-    """``python -m module *args`` in a fresh interpreter; the JSON after ``mark`` on its stdout."""
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(mark)]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        raise RuntimeError(f"{module} failed (exit code {proc.returncode}):\n" + "\n".join(tail))
-    return json.loads(lines[-1][len(mark):])
-
-
 def memory_in_subprocess(spec: StepSpec, *, timeout: Optional[float] = None) -> dict:
     """:func:`measure_step_memory` in a fresh process (nothing else ever allocated there)."""
-    return run_worker("hidiff.profiling.train_step", [spec.to_json()], threads=spec.threads, timeout=timeout)
+    return run_worker("hidiff.profiling.train_step", [spec.to_json()], threads=spec.threads, timeout=timeout,
+                      mark=RESULT_MARK)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
