@@ -14,6 +14,7 @@ from hidiff.archs.attention_registry import attention_types, build_attention, re
 from hidiff.archs.fast.gdfn import FastGDFN
 from hidiff.archs.fast.him import FastHIM
 from hidiff.archs.fast.mdta import FastMDTA
+from hidiff.archs.fast.stripes import inference_stripes
 from hidiff.archs.gdfn import GDFN
 from hidiff.archs.him import HIM
 from hidiff.archs.layer_norm import LayerNorm
@@ -383,6 +384,39 @@ def test_autocast_bf16_error_no_worse_than_textbook_path():
     assert torch.isfinite(y).all()
     assert err < 1.5 * err_plain and err < 0.05 * ref.abs().mean()
 
+
+
+def test_row_stripes_only_without_autograd_on_the_cpu():
+    """Stripes bound CPU memory; with autograd, and on any other device (CUDA, where the GPU check measured
+    them at about half the speed, or 'meta'), the image is taken whole."""
+    x = torch.zeros(1, 4, 10, 8)
+    with torch.no_grad():
+        assert inference_stripes(x, 24) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+        assert inference_stripes(x, None) == [(0, 10)] and inference_stripes(x, 80) == [(0, 10)]
+        assert inference_stripes(x.to("meta"), 24) == [(0, 10)]
+    with torch.enable_grad():
+        assert inference_stripes(x, 24) == [(0, 10)]
+
+def test_fast_mdta_under_fp16_autocast_keeps_the_gram_in_range():
+    """The raw Gram q k^T sums products over every pixel: over 128x128 pixels of a bright, smooth input it
+    passes float16's maximum (65504).  Found by the first GPU check (NaN losses at 256x256 under fp16 AMP)."""
+    torch.manual_seed(0)
+    m = FastMDTA(8, 2, bias=False)
+    textbook = MDTA(8, 2, bias=False)
+    textbook.load_state_dict(m.state_dict())
+    x = 12 + torch.rand(1, 8, 128, 128)
+    with torch.no_grad():
+        ref = textbook(x)
+        with torch.autocast("cpu", dtype=torch.float16):
+            y_whole, y_grad = m(x), None
+        with torch.enable_grad(), torch.autocast("cpu", dtype=torch.float16):
+            y_grad = m(x.requires_grad_())
+        m.inference_chunk_pixels = 4096  # stripes accumulate the same sums
+        with torch.autocast("cpu", dtype=torch.float16):
+            y_stripes = m(x)
+    for y in (y_whole, y_grad, y_stripes):
+        assert torch.isfinite(y).all()
+        assert (y.float() - ref).abs().max() < 2e-2 * ref.abs().max()
 
 # --------------------------------------------------------------------------- ablations
 def keys(net: nn.Module) -> list:

@@ -8,14 +8,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hidiff.archs.fast.memory import matmul_into
-from hidiff.archs.fast.stripes import branch_input, halo_rows, pointwise_depthwise, row_stripes
+from hidiff.archs.fast.stripes import branch_input, halo_rows, inference_stripes, pointwise_depthwise
 from hidiff.archs.gdfn import GDFN
 from hidiff.archs.sample_wise import sample_wise
 
 
 class FastGDFN(GDFN):
     """GDFN's maths with the gate GELU(x1) and the value x2 computed one after the other (contiguous
-    results, lower peak); without autograd the layer runs over row stripes of at most
+    results, lower peak); without autograd, on the CPU, the layer runs over row stripes of at most
     ``inference_chunk_pixels`` pixels (exact: one halo row is recomputed per side) and
     ``project_out`` is a token GEMM written straight into the output.
     """
@@ -37,7 +37,7 @@ class FastGDFN(GDFN):
             return super().forward(x if norm is None else norm(x), film)
         prep = branch_input(norm, self.ln1, self.ln2, film, "GDFN")
         b, c, h, w = x.shape
-        stripes = [(0, h)] if torch.is_grad_enabled() else row_stripes(h, w, self.inference_chunk_pixels)
+        stripes = inference_stripes(x, self.inference_chunk_pixels)
         if len(stripes) == 1:
             return self.project_out(self._gated(x if prep is None else prep(x)))
         w_out = self.project_out.weight.view(c, self.hidden).t()

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from hidiff.archs.fast.memory import matmul_into
-from hidiff.archs.fast.stripes import Prep, branch_input, halo_rows, pointwise_depthwise, row_stripes
+from hidiff.archs.fast.stripes import Prep, branch_input, halo_rows, inference_stripes, pointwise_depthwise
 from hidiff.archs.mdta import MDTA
 from hidiff.archs.sample_wise import per_sample, sample_wise
 
@@ -17,7 +17,7 @@ class FastMDTA(MDTA):
     outer product of their norms afterwards; the (C x C) attention is folded into ``project_out``, so
     one token GEMM yields the output; q, k, v are computed one after the other.
 
-    Without autograd both passes run over row stripes of at most ``inference_chunk_pixels``
+    Without autograd, on the CPU, both passes run over row stripes of at most ``inference_chunk_pixels``
     pixels (Gram and norms are sums over pixels, so the stripes accumulate them
     exactly), and the sums are taken one sample at a time.
     """
@@ -46,7 +46,7 @@ class FastMDTA(MDTA):
     def _fused(self, x: torch.Tensor, prep: Optional[Prep]) -> torch.Tensor:
         b, c, h, w = x.shape
         heads, d = self.num_heads, c // self.num_heads
-        stripes = [(0, h)] if torch.is_grad_enabled() else row_stripes(h, w, self.inference_chunk_pixels)
+        stripes = inference_stripes(x, self.inference_chunk_pixels)
         whole = None
         if len(stripes) == 1:
             whole = x if prep is None else prep(x)
@@ -85,7 +85,14 @@ class FastMDTA(MDTA):
 
 
 def _gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(B, P, d) x (B, P, d) -> (B, d, d): the sums over pixels of q_i k_j."""
+    """(B, P, d) x (B, P, d) -> (B, d, d): the sums over pixels of q_i k_j, in the inputs' dtype.
+
+    Autocast is switched off here: it would cast float32 q, k back to float16, whose range the
+    sums of raw (un-normalised) products over a 256x256 crop exceed.
+    """
+    if q.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(q.device.type):
+        with torch.autocast(q.device.type, enabled=False):
+            return q.transpose(1, 2) @ k
     return q.transpose(1, 2) @ k
 
 

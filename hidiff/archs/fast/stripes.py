@@ -25,6 +25,17 @@ def row_stripes(height: int, width: int, max_pixels: Optional[int]) -> List[Tupl
     return [(r, min(r + rows, height)) for r in range(0, height, rows)]
 
 
+def inference_stripes(x: torch.Tensor, max_pixels: Optional[int]) -> List[Tuple[int, int]]:
+    """The row stripes a fast block works in for x (B, C, H, W): several only without autograd, on the CPU.
+
+    Stripes bound the CPU's memory.  On CUDA the tiler bounds memory instead, and the stripes' many
+    small kernels cost more than they save (docs/speed.md, the GPU check), so x is taken whole there.
+    """
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return [(0, x.shape[2])]
+    return row_stripes(x.shape[2], x.shape[3], max_pixels)
+
+
 def halo_rows(x: torch.Tensor, r0: int, r1: int, prep: Optional[Prep] = None) -> Tuple[torch.Tensor, int]:
     """Rows [r0-1, r1+1) (clipped to the map) of x through ``prep``, and where row r0 sits in them.
 
