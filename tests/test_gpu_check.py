@@ -8,7 +8,8 @@ import torch
 
 from conftest import PY, REPO, run_env
 from hidiff.profiling import gpu_checks
-from hidiff.profiling.checkrun import NO_CUDA, REGISTRY, Check, Context, run_checks, run_isolated
+from hidiff.profiling.checkrun import (NO_CUDA, REGISTRY, Check, CheckFailed, Context, run_checks, run_isolated,
+                                      write_reports)
 from procs import explain, run_checked
 
 SCRIPT = str(REPO / "benchmarks" / "gpu_check.py")
@@ -59,6 +60,26 @@ def test_isolated_check_is_killed_at_its_budget_and_a_failure_does_not_stop_the_
         del REGISTRY["_broken"]
     assert [r["status"] for r in results] == ["failed", "passed"]
     assert results[0]["reason"] == "ValueError: boom" and results[0]["details"]["traceback"]
+
+
+def test_a_failed_check_keeps_what_it_measured_in_both_reports(tmp_path):
+    """The first GPU run lost the stage-2 loss table of a failed precision check; it stays now."""
+    def measured_then_failed(ctx):
+        raise CheckFailed("fp16 failed: loss differs", {"runs": {"fp16": {"losses": [0.5]}},
+                                                       "table": "| run | loss |\n|---|---:|\n| fp16 | 0.5 |"})
+
+    REGISTRY["_measured"] = Check("_measured", "fails with numbers", 5, 5, measured_then_failed)
+    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
+    try:
+        (res,) = run_checks(ctx, ["_measured"], isolate=False)
+    finally:
+        del REGISTRY["_measured"]
+    assert res["status"] == "failed" and res["details"]["runs"]["fp16"]["losses"] == [0.5]
+    write_reports(str(tmp_path), "r", {"title": "t", "command": "c", "dry_run": True, "device": "cpu",
+                                       "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0}, [res])
+    md = (tmp_path / "r.md").read_text()
+    assert "## _measured: failed" in md and "| fp16 | 0.5 |" in md
+    assert json.loads((tmp_path / "r.json").read_text())["checks"][0]["details"]["runs"]["fp16"]["losses"] == [0.5]
 
 
 def test_isolated_check_reports_its_result_from_a_fresh_process(tmp_path):

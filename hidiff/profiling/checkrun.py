@@ -94,6 +94,14 @@ def _jsonable(value):
     return repr(value)
 
 
+class CheckFailed(AssertionError):
+    """A check's failure that keeps what it measured (``details``) for the report."""
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 def run_here(chk: Check, ctx: Context) -> dict:
     """Run one check in this process; never raises."""
     t0 = time.perf_counter()
@@ -105,7 +113,7 @@ def run_here(chk: Check, ctx: Context) -> dict:
             raise
         status = "failed"
         reason = f"{type(exc).__name__}: {exc}".strip()
-        details = {"traceback": traceback.format_exc().strip().splitlines()[-12:]}
+        details = {**getattr(exc, "details", {}), "traceback": traceback.format_exc().strip().splitlines()[-12:]}
     seconds = time.perf_counter() - t0
     budget = chk.budget(ctx)
     if status == "passed" and seconds > budget:
