@@ -24,19 +24,17 @@ from hidiff.errors import ConfigError, DataError
 from hidiff.inference.image_io import quantize, read_photo, to_tensor
 from hidiff.inference.noise import image_seed
 from hidiff.inference.tiler import TileOptions, restore_image
+from hidiff.runners.default_model import default_model_folder
 from hidiff.runners.test_runner import select_device
 from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
-
-# The model ``hidiff.load()`` gives without an argument; none ships yet.  A shipped model plugs in here
-# (e.g. a folder inside the package, or a download verified by sha256) and load() uses it as its source.
-DEFAULT_MODEL: Optional[str] = None
-
 
 def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[str, torch.device] = "auto",
          timesteps: Optional[int] = None, experiments_root: Union[str, "os.PathLike[str]"] = "experiments"
          ) -> "Restorer":
     """A :class:`Restorer` from a weights folder, a checkpoint file, a run folder or an experiment name.
 
+    * nothing: hidiff's default model (``hidiff/pretrained/default/``, or the folder ``$HIDIFF_DEFAULT_MODEL``);
+    * a model folder (``net_<x>.pth`` + ``model.yml``, from ``hidiff-export --format model``);
     * a folder holding ``net_<x>.pth`` files: released weights (HI-Diff GoPro/RealBlur, Swintormer),
       recognised from their tensor shapes;
     * a file: a training state (``training_states/N.state``) or one file holding the networks
@@ -49,12 +47,12 @@ def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[s
     """
 
     if source is None:
-        if DEFAULT_MODEL is None:
-            raise ConfigError("hidiff.load(): no default model ships with hidiff yet; pass the weights to use: "
-                              "a folder with the released net_g.pth/net_le_dm.pth/net_d.pth (e.g. "
-                              "'experiments/pretrained_models/HI_Diff_GoPro'), a checkpoint file, a run folder "
-                              "or the name of a run in experiments/")
-        source = DEFAULT_MODEL
+        try:
+            source = default_model_folder()
+        except ConfigError as exc:
+            raise ConfigError(f"hidiff.load(): {exc}; here: a model folder or a folder with the released "
+                              f"net_<x>.pth files, a checkpoint file, a run folder or the name of a run in "
+                              f"experiments/") from None
     path = Path(source).expanduser()
     if path.is_file():
         weights = from_checkpoint(path)

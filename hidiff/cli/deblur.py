@@ -4,11 +4,13 @@
     hidiff-deblur 'shots/*.jpg' -o out/ --checkpoint model.pth --tile 512 --overlap 64
     hidiff-deblur img.png -o out/ --experiment my_stage2_run --device cuda
 
-Weights come from one of: ``--weights DIR`` (the authors' net_g.pth,
-net_le_dm.pth, net_d.pth; the architecture is recognised from the tensors, no
-YAML needed), ``--checkpoint FILE`` (a training state, restored with its run's
-recorded options, or one file holding several networks) or ``--experiment
-NAME`` (the run's newest complete checkpoint, with its recorded options).
+Weights come from one of: ``--weights DIR`` (a model folder, restored with its
+model.yml, or the authors' net_g.pth, net_le_dm.pth, net_d.pth, recognised from
+the tensors; no YAML needed), ``--checkpoint FILE`` (a training state, restored
+with its run's recorded options, or one file holding several networks) or
+``--experiment NAME`` (the run's newest complete checkpoint, with its recorded
+options).  With none of them, hidiff's default model is used, and said so
+(``hidiff/pretrained/default/``, or the model folder ``$HIDIFF_DEFAULT_MODEL``).
 Weights or outputs with NaN/Inf values are refused, naming the file.
 
 Every image keeps its format: bit depth (16-bit in, 16-bit out), gray stays
@@ -39,6 +41,7 @@ from hidiff.inference.image_io import (
     WRITABLE_EXTENSIONS, find_photos, from_tensor, output_suffix, read_photo, to_tensor, walk_photos, write_photo
 )
 from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options, restore_image
+from hidiff.runners.default_model import default_model_folder
 from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
 from hidiff.runners.test_runner import select_device
 from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
@@ -46,10 +49,12 @@ from hidiff.runners.weights import from_checkpoint, from_experiment, from_releas
 log = logging.getLogger("hidiff.deblur")
 
 
-def add_weight_arguments(ap: argparse.ArgumentParser) -> None:
-    """--weights/--checkpoint/--experiment (exactly one), --experiments-root, --device, --timesteps."""
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", metavar="DIR", help="folder with the released net_g.pth, net_le_dm.pth, net_d.pth")
+def add_weight_arguments(ap: argparse.ArgumentParser, required: bool = True) -> None:
+    """--weights/--checkpoint/--experiment (one; none: the default model unless ``required``),
+    --experiments-root, --device, --timesteps."""
+    src = ap.add_mutually_exclusive_group(required=required)
+    src.add_argument("--weights", metavar="DIR", help="a model folder, or the released net_g.pth, net_le_dm.pth, "
+                                                      "net_d.pth")
     src.add_argument("--checkpoint", metavar="FILE", help="a training state or one file holding the networks")
     src.add_argument("--experiment", metavar="NAME", help="a run in --experiments-root (its newest complete "
                                                           "checkpoint)")
@@ -65,15 +70,23 @@ def load_pipeline(args: argparse.Namespace):
     Weights that record their run's options (a training state, an experiment)
     are restored with them; others are recognised from their tensor shapes.
     """
-    device = select_device(args.device)
-    if args.weights:
-        weights = from_release(args.weights)
-    elif args.checkpoint:
-        weights = from_checkpoint(args.checkpoint)
-    else:
-        weights = from_experiment(args.experiments_root, args.experiment)
-    pipeline, description = inference_pipeline(weights, device, args.timesteps)
+    weights = load_weights(args)
+    pipeline, description = inference_pipeline(weights, select_device(args.device), args.timesteps)
     return pipeline, description, weights
+
+
+def load_weights(args: argparse.Namespace):
+    """The :class:`~hidiff.runners.weights.Weights` named by --weights/--checkpoint/--experiment."""
+    if args.weights:
+        return from_release(args.weights)
+    if args.checkpoint:
+        return from_checkpoint(args.checkpoint)
+    if args.experiment:
+        return from_experiment(args.experiments_root, args.experiment)
+    folder = default_model_folder()
+    print(f"no weights named: using hidiff's default model, {folder} (how it was trained: "
+          f"{folder / 'MODEL_CARD.md'})", file=sys.stderr)
+    return from_release(folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     ap.add_argument("-r", "--recursive", action="store_true",
                     help="also deblur the photos in sub-folders, mirroring the tree under -o")
-    add_weight_arguments(ap)
+    add_weight_arguments(ap, required=False)
     ap.add_argument("--seed", type=non_negative_int, default=0,
                     help="base seed of the prior noise; each image's seed also depends on its file name")
     tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")

@@ -1,7 +1,13 @@
-"""Export a trained or released model's inference graph to TorchScript and/or ONNX.
+"""Export a trained or released model's inference graph to TorchScript and/or ONNX, or as a model folder.
 
     hidiff-export --weights pretrained/HI_Diff_GoPro -o exported/gopro_256 --height 256 --width 256
     hidiff-export --checkpoint model.pth -o exported/model --format onnx --check
+    hidiff-export --experiment my_stage2_run -o models/mine --format model --half --card CARD.md
+
+``--format model`` writes a model folder at OUT (net_<x>.pth, model.yml with the run's
+network and diffusion options, MODEL_CARD.md from --card): what ``--weights`` and
+``hidiff.load()`` read without any option file.  ``--half`` stores float16 and
+verifies that no restored pixel moves by more than 1/255 (hidiff/runners/model_folder.py).
 
 Writes OUT.pt and/or OUT.onnx with inputs image (1,3,H,W) in [0,1] and noise
 x_T (1,16,256); see hidiff/inference/export.py.  Both run any H, W that are
@@ -29,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_weight_arguments(ap)
     ap.add_argument("-o", "--output", required=True, help="output path without extension")
-    ap.add_argument("--format", choices=["torchscript", "onnx", "both"], default="both")
+    ap.add_argument("--format", choices=["torchscript", "onnx", "both", "model"], default="both",
+                    help="model: a model folder at OUT (default: %(default)s)")
+    ap.add_argument("--half", action="store_true", help="--format model: store the weights as float16")
+    ap.add_argument("--card", metavar="FILE", help="--format model: a model card (markdown) to copy in")
     ap.add_argument("--height", type=positive_int, default=256, help="exported image height (multiple of 8)")
     ap.add_argument("--width", type=positive_int, default=256, help="exported image width (multiple of 8)")
     ap.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
@@ -56,9 +65,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.inference.export import (  # deferred: the command imports without torch
         export_onnx, export_torchscript, parity)
 
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     out = Path(args.output)
+    if args.format != "model" and (args.half or args.card):
+        ap.error("--half and --card go with --format model")
+    card = None
+    if args.card:
+        try:
+            card = Path(args.card).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            ap.error(f"--card {args.card}: cannot read it as UTF-8 text ({exc})")
     try:
+        if args.format == "model":
+            return _model_folder(args, out, card)
         pipeline, description, weights = load_pipeline(args)
         print(f"model: {description}")
         check_example_output(pipeline, weights, args.height, args.width)
@@ -79,6 +99,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _model_folder(args, out: Path, card: Optional[str]) -> int:
+    from hidiff.cli.deblur import load_weights  # deferred: the command imports without torch
+    from hidiff.runners.model_folder import write_model_folder  # deferred: the command imports without torch
+    from hidiff.runners.test_runner import select_device  # deferred: the command imports without torch
+
+    weights = load_weights(args)
+    report = write_model_folder(weights, out, half=args.half, card=card, device=select_device(args.device))
+    print(f"wrote model folder {report['folder']}: {', '.join(report['files'])} ({report['dtype']}, "
+          f"{report['bytes'] / 1e6:.2f} MB of weights; largest change of the check image's output "
+          f"{report['max_abs_diff_vs_source']:.3g})")
     return 0
 
 

@@ -40,6 +40,8 @@ from hidiff.utils.hashing import sha256_file
 log = logging.getLogger("hidiff")
 
 StateDict = Dict[str, Tensor]
+# A model folder's recorded options, beside its net_<x>.pth files (hidiff/runners/model_folder.py).
+MODEL_FILE = "model.yml"
 
 
 @dataclass
@@ -103,7 +105,11 @@ def _folder_name(path: Path) -> str:
 
 
 def from_release(folder: Any, param_key: str = "params") -> Weights:
-    """A release folder: ``net_<x>.pth`` per network (the authors' layout)."""
+    """A release folder: ``net_<x>.pth`` per network (the authors' layout).
+
+    A model folder (:mod:`hidiff.runners.model_folder`) also holds ``model.yml``, the options its run
+    recorded; its networks are then rebuilt from those, not recognised from their shapes.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise CheckpointError(f"--weights {root}: folder not found")
@@ -111,8 +117,16 @@ def from_release(folder: Any, param_key: str = "params") -> Weights:
     if "g" not in files:
         raise CheckpointError(f"--weights {root}: expected the released files net_g.pth, net_le_dm.pth, net_d.pth; "
                               f"found {sorted(p.name for p in root.glob('*.pth')) or 'no .pth files'}")
-    return from_files(files, param_key=param_key, kind="weights", label=_folder_name(root) or "weights",
-                      where="--weights net_")
+    model_file = root / MODEL_FILE
+    config = load_yaml(model_file) if model_file.is_file() else None
+    if model_file.is_file() and not (isinstance(config, Mapping) and isinstance(config.get("model_type"), str)):
+        raise ConfigError(f"{model_file}: expected a mapping with 'model_type' and the network_<x> blocks "
+                          f"(a model folder's recorded options)")
+    weights = from_files(files, param_key=param_key, kind="model" if config else "weights",
+                         label=_folder_name(root) or "weights", where="--weights net_")
+    if config:
+        weights.config, weights.config_source = dict(config), str(model_file)
+    return weights
 
 
 def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:

@@ -1,0 +1,127 @@
+"""Model folders (hidiff-export --format model) and the default model that hidiff-deblur / hidiff.load() use."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import hidiff
+from hidiff.cli.deblur import main as deblur_main
+from hidiff.cli.export import main as export_main
+from hidiff.config import options_from_text
+from hidiff.engine.checkpoint_store import CheckpointStore
+from hidiff.errors import CheckpointError, ConfigError
+from hidiff.runners import model_folder
+from hidiff.runners.default_model import ENV
+from hidiff.runners.weights import from_checkpoint, from_release
+from test_deblur_cli import SKIMAGE_DATA
+from test_trust_testing import option_text, save_release, tiny_state_dicts
+
+from conftest import run_env
+from procs import run_checked
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """A training state of a tiny stage-2 run that recorded T=2 (not the default)."""
+    root = tmp_path_factory.mktemp("mf")
+    sds = tiny_state_dicts(3)
+    release = save_release(root / "rel", sds)
+    opts = options_from_text(option_text(root, root / "data", release, timesteps=2, name="run_t2"), is_train=False)
+    store = CheckpointStore(root / "exps" / "run_t2")
+    store.save(2, {s: (sd, None) for s, sd in sds.items()}, {"config": opts.to_dict()})
+    return store.state_path(2)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "cat.png"
+    Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB").crop((150, 100, 222, 156)).save(path)
+    return path
+
+
+def test_half_model_folder_restores_like_its_training_state(tmp_path, state, photo, capsys):
+    card = tmp_path / "card.md"
+    card.write_text("# tiny\ntrained for two iterations\n", encoding="utf-8")
+    out = tmp_path / "models" / "tiny"
+    out.parent.mkdir()
+    assert export_main(["--checkpoint", str(state), "-o", str(out), "--format", "model", "--half",
+                        "--card", str(card)]) == 0
+    assert "float16" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "model.yml", "net_d.pth", "net_g.pth",
+                                                     "net_le_dm.pth"]
+    assert (out / "MODEL_CARD.md").read_text(encoding="utf-8") == card.read_text(encoding="utf-8")
+    recorded = yaml.safe_load((out / "model.yml").read_text())
+    assert recorded["model_type"] == "HI_Diff_S2" and recorded["diffusion_schedule"]["timesteps"] == 2
+    assert "path" not in recorded and "datasets" not in recorded
+    stored = torch.load(out / "net_g.pth", weights_only=True)["params"]
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert not list(out.parent.glob(".*partial*"))
+
+    folder = hidiff.load(out, device="cpu")
+    source = hidiff.load(state, device="cpu")
+    assert folder.weights.kind == "model" and folder.pipeline.diffusion.timesteps == 2
+    a, b = folder.deblur(photo).astype(int), source.deblur(photo).astype(int)
+    assert np.abs(a - b).max() <= 1  # float16 storage: within one 8-bit level
+    # the command reads the folder the same way
+    assert deblur_main([str(photo), "-o", str(tmp_path / "cli"), "--weights", str(out), "--quiet"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cli" / "cat.png")), folder.deblur(photo))
+
+
+def test_float32_folder_is_exact_and_refusals_leave_nothing(tmp_path, state, monkeypatch):
+    weights = from_checkpoint(state)
+    report = model_folder.write_model_folder(weights, tmp_path / "f32")
+    assert report["max_abs_diff_vs_source"] == 0.0 and report["dtype"] == "float32"
+    again = from_release(tmp_path / "f32")
+    assert again.same_tensors(weights) == []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="already exists"):
+        model_folder.write_model_folder(weights, tmp_path / "f32")
+    with pytest.raises(ConfigError, match="record no run options"):
+        model_folder.write_model_folder(from_release(_release_of(state)), tmp_path / "rel_out")
+    monkeypatch.setattr(model_folder, "HALF_TOLERANCE", 0.0)  # float16 cannot be exact: refused, nothing left
+    with pytest.raises(CheckpointError, match="nothing was written"):
+        model_folder.write_model_folder(weights, tmp_path / "f16", half=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _release_of(state):
+    """The release folder the ``state`` fixture was made from (released weights record no options)."""
+    return state.parents[3] / "rel"
+
+
+def test_a_broken_model_yml_is_named(tmp_path, state):
+    model_folder.write_model_folder(from_checkpoint(state), tmp_path / "m")
+    (tmp_path / "m" / "model.yml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match=r"m/model.yml: expected a mapping with 'model_type'"):
+        from_release(tmp_path / "m")
+
+
+def test_no_weights_named_uses_the_default_model_and_says_so(tmp_path, state, photo):
+    folder = tmp_path / "site_default"
+    model_folder.write_model_folder(from_checkpoint(state), folder, half=True)
+    env = {**run_env(), ENV: str(folder)}
+    proc = run_checked([sys.executable, "-m", "hidiff.cli.deblur", str(photo), "-o", str(tmp_path / "out"),
+                        "--quiet"], env=env, timeout=300)
+    assert f"using hidiff's default model, {folder}" in proc.stderr
+    want = hidiff.load(folder, device="cpu").deblur(photo)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "cat.png")), want)
+    code = ("import sys, numpy as np, hidiff; r = hidiff.load(device='cpu'); "
+            f"np.save(sys.argv[1], r.deblur({str(photo)!r})); print(r.weights.kind, r.source)")
+    proc = run_checked([sys.executable, "-c", code, str(tmp_path / "api.npy")], env=env, timeout=300)
+    assert proc.stdout.split() == ["model", str(folder)]
+    np.testing.assert_array_equal(np.load(tmp_path / "api.npy"), want)
+
+
+def test_without_a_default_model_the_command_says_what_to_pass_before_writing(tmp_path, photo, monkeypatch,
+                                                                              capsys):
+    monkeypatch.delenv(ENV, raising=False)
+    assert deblur_main([str(photo), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "no default model ships" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    monkeypatch.setenv(ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=f"{ENV}=.*nowhere: expected a model folder holding net_g.pth"):
+        hidiff.load()
