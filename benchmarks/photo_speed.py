@@ -34,15 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def parse_hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 3000x4000, got {text!r}") from None
-    if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"expected HxW of at least 8x8, got {text!r}")
-    return h, w
+from tile_estimate import parse_hw  # noqa: E402  (this folder is on sys.path when the script runs)
 
 
 def make_photo(src: Optional[Path], hw: tuple[int, int], dst: Path) -> Path:
