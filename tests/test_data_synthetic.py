@@ -46,6 +46,28 @@ def test_training_items_deterministic_per_index_and_epoch(photos):
     assert float(a["kernel"].sum()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_photos_are_decoded_once_per_process_and_the_cache_changes_no_item(photos, monkeypatch):
+    import hidiff.data.synthetic_dataset as sd
+
+    decoded = []
+    real = sd.read_raw
+    monkeypatch.setattr(sd, "read_raw", lambda path: decoded.append(path.name) or real(path))
+    kw = dict(gt_size=48, seed=3, length=9, return_kernel=True)
+    cached = SyntheticBlurDataset(str(photos), "train", **kw)
+    items = [cached[(i, 1)] for i in range(9)]
+    assert sorted(decoded) == sorted(PHOTOS)  # 9 items, 3 photos: each decoded once
+    monkeypatch.setattr(sd, "PHOTO_CACHE_BYTES", 0)  # nothing fits: every item decodes its photo
+    uncached = SyntheticBlurDataset(str(photos), "train", **kw)
+    decoded.clear()
+    for i, item in enumerate(items):
+        again = uncached[(i, 1)]
+        assert all(torch.equal(item[k], again[k]) for k in ("lq", "gt", "kernel")), i
+    assert len(decoded) == 9 and not uncached._photos
+    val = SyntheticBlurDataset(str(photos), "val", gt_size=48, seed=3)
+    first = val[0]["gt"]
+    assert torch.equal(val[0]["gt"], first)
+
+
 def test_returned_kernel_is_the_psf_of_the_transformed_pair(photos):
     ds = SyntheticBlurDataset(str(photos), "train", gt_size=40, kernel_size=9, noise_sigma=0.0, seed=0,
                               return_kernel=True)
