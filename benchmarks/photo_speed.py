@@ -62,8 +62,7 @@ def random_model_folder(opt: Path, dst: Path, seed: int = 0) -> Path:
     from hidiff.config import Options
     from hidiff.config.yaml_io import dump_yaml, load_yaml
     from hidiff.models import build_model
-    from hidiff.runners.model_folder import inference_options
-    from hidiff.runners.weights import MODEL_FILE
+    from hidiff.runners.weights import MODEL_FILE, inference_options
 
     raw = load_yaml(opt)
     torch.manual_seed(seed)

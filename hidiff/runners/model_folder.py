@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from hidiff.config.yaml_io import dump_yaml
 from hidiff.errors import CheckpointError, ConfigError
-from hidiff.runners.weights import MODEL_FILE, Weights, from_release, inference_pipeline
+from hidiff.runners.weights import MODEL_FILE, Weights, from_release, inference_options, inference_pipeline
 from hidiff.utils.hashing import sha256_file
 
 CARD_FILE = "MODEL_CARD.md"
@@ -28,19 +28,6 @@ CARD_FILE = "MODEL_CARD.md"
 HALF_TOLERANCE = 1 / 255
 # The verification input: a deterministic image of this size (a multiple of every model's divisor).
 CHECK_SIZE = 64
-
-
-def inference_options(config: Mapping[str, Any]) -> Dict[str, Any]:
-    """The part of a run's resolved options that rebuilds its networks for inference."""
-    out: Dict[str, Any] = {k: config[k] for k in ("name", "model_type") if k in config}
-    out.update({k: v for k, v in config.items() if k.startswith("network_")})
-    if config.get("diffusion_schedule") is not None:
-        out["diffusion_schedule"] = config["diffusion_schedule"]
-    val = config.get("val") or {}
-    kept = {k: val[k] for k in ("window_size", "use_ema") if k in val}
-    if kept:
-        out["val"] = kept
-    return out
 
 
 def check_image(seed: int = 0, channels: int = 3) -> torch.Tensor:

@@ -282,17 +282,29 @@ def load_into(model, weights: Weights, strict: Optional[Mapping[str, bool]] = No
         log.debug("loaded net_%s from %s", s, weights.files[s])
 
 
+def inference_options(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The part of a run's resolved options that rebuilds its networks for inference (what a model
+    folder's ``model.yml`` holds): name, model_type, the network_<x> blocks, diffusion_schedule and
+    ``val.window_size``/``val.use_ema``; keys the run did not record are left out."""
+    out: Dict[str, Any] = {k: config[k] for k in ("name", "model_type") if k in config}
+    out.update({k: v for k, v in config.items() if k.startswith("network_")})
+    if config.get("diffusion_schedule") is not None:
+        out["diffusion_schedule"] = dict(config["diffusion_schedule"])
+    val = config.get("val") or {}
+    kept = {k: val[k] for k in ("window_size", "use_ema") if k in val}
+    if kept:
+        out["val"] = kept
+    return out
+
+
 def run_options(weights: Weights, timesteps: Optional[int] = None):
     """The typed options of ``weights``' run (networks, diffusion, padding), for inference only."""
     cfg = weights.config or {}
-    raw: Dict[str, Any] = {k: v for k, v in cfg.items() if k.startswith("network_")}
+    raw = inference_options(cfg)
     raw.update(name=cfg.get("name", weights.label), model_type=cfg.get("model_type"))
-    if cfg.get("diffusion_schedule") is not None:
-        raw["diffusion_schedule"] = dict(cfg["diffusion_schedule"])
-        if timesteps is not None:
-            raw["diffusion_schedule"]["timesteps"] = int(timesteps)
-    val = cfg.get("val") or {}
-    raw["val"] = {k: val[k] for k in ("window_size", "use_ema") if k in val}
+    raw.setdefault("val", {})
+    if timesteps is not None and "diffusion_schedule" in raw:
+        raw["diffusion_schedule"]["timesteps"] = int(timesteps)
     try:
         return Options.from_yaml(raw, is_train=False, source=weights.config_source)
     except ConfigError as exc:
