@@ -13,7 +13,11 @@ Wiener's balance and Richardson-Lucy's iterations (both given the true kernel,
 scikit-image, per channel) are tuned by mean PSNR on pairs made the same way
 from ``--tune-photos`` (training photos only); without it they are left out.
 Each ``--model NAME=SOURCE`` is loaded by ``hidiff.load(SOURCE)`` and deblurs
-every blurry crop with ``--seed``.
+every blurry crop with ``--seed``.  A NAME given again adds another training run
+of the same recipe (another seed) to that row, which then shows the spread of
+the runs' means; ``--baseline NAME`` adds every row's mean difference to NAME
+with a 95 % bootstrap interval over images and runs (an ablation: ``--model
+default=... --model no-prior=run1 --model no-prior=run2 --baseline default``).
 
 Scores: RGB PSNR/SSIM over the whole image (MATLAB psnr/ssim on uint8).
 Writes results.md, results.csv, per_image.csv and tuned.json into ``--out``
@@ -42,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tune-count", type=int, default=8, help="first N tuning photos used (sorted by name)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE",
                     help="a hidiff model to score: NAME labels its row, SOURCE goes to hidiff.load() "
-                         "(weights folder, checkpoint, run folder or run name); repeatable")
+                         "(weights folder, checkpoint, run folder or run name); repeatable, and a NAME given "
+                         "again adds another run of that recipe (another training seed) to the same row")
+    ap.add_argument("--baseline", default=None, metavar="NAME",
+                    help="compare every row with this one (a --model NAME or 'blurry input'): mean PSNR "
+                         "difference and a 95%% bootstrap interval over images and training runs")
     ap.add_argument("--seed", type=int, default=0, help="the models' prior-noise seed")
     ap.add_argument("--device", default="cpu", help="device of the models: cpu, cuda or auto")
     ap.add_argument("--set", type=Path, default=REPO / "benchmarks" / "out" / "shake" / "set",
@@ -55,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_models(specs: Sequence[str]) -> dict:
-    """``['a=src', ...]`` -> ``{'a': 'src'}``, names unique and distinct from the fixed rows."""
+    """``['a=src1', 'a=src2', 'b=src3']`` -> ``{'a': ['src1', 'src2'], 'b': ['src3']}``: a name given again is
+    another run (training seed) of the same recipe; names differ from the fixed rows, sources are not repeated."""
     from hidiff.errors import ConfigError
     from hidiff.evaluation.shake_benchmark import BLURRY
     models = {}
@@ -63,9 +72,11 @@ def parse_models(specs: Sequence[str]) -> dict:
         name, sep, source = spec.partition("=")
         if not sep or not name.strip() or not source.strip():
             raise ConfigError(f"--model '{spec}': expected NAME=SOURCE, e.g. demo=experiments/demo_stage2")
-        if name in models or name == BLURRY:
-            raise ConfigError(f"--model '{spec}': the name '{name}' is already used")
-        models[name] = source
+        if name == BLURRY:
+            raise ConfigError(f"--model '{spec}': the name '{name}' is the fixed row of the blurry input")
+        if any(source in sources for sources in models.values()):
+            raise ConfigError(f"--model '{spec}': the source '{source}' is already given; each run is scored once")
+        models.setdefault(name, []).append(source)
     return models
 
 
@@ -81,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = list(argv if argv is not None else sys.argv[1:])
     import hidiff
     from hidiff.data.image_io import list_images
-    from hidiff.errors import HidiffError
+    from hidiff.errors import ConfigError, HidiffError
     from hidiff.evaluation import shake_benchmark as sb
 
     def log(msg: str) -> None:
@@ -95,7 +106,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise HidiffError(f"{what} '{folder}' does not exist or holds no images")
         if args.tune_count < 1:
             raise HidiffError(f"--tune-count must be >= 1, got {args.tune_count}")
-        restorers = {name: hidiff.load(source, device=args.device) for name, source in models.items()}
+        if args.baseline is not None and args.baseline not in (*models, sb.BLURRY):
+            raise ConfigError(f"--baseline '{args.baseline}': not a --model NAME (given: {', '.join(models) or 'none'})"
+                              f" nor '{sb.BLURRY}'")
+        restorers = {name: [hidiff.load(source, device=args.device) for source in sources]
+                     for name, sources in models.items()}
         log("== set")
         sb.build_or_verify(args.photos.resolve(), args.set.resolve(), params, log=lambda m: log("  " + m.strip()))
         return run(args, params, restorers, log)
@@ -121,11 +136,11 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
         best, scores = dc.tune_on_pairs(pairs)
         for m in dc.METHODS:
             log(f"  {m}: " + ", ".join(f"{p}: {s:.2f} dB" for p, s in scores[m].items()) + f" -> {best[m]}")
-            methods[dc.label(m, best[m])] = (lambda x, k, key, m=m: dc.deconvolve(x, k, m, best[m]))
+            methods[dc.label(m, best[m])] = [lambda x, k, key, m=m: dc.deconvolve(x, k, m, best[m])]
         tuned = {"chosen": best, "mean_psnr": {m: {str(p): s for p, s in scores[m].items()} for m in scores},
                  "photos": [p.name for p in paths], "seed": params.seed + 1}
-    for name, r in restorers.items():
-        methods[name] = (lambda x, k, key, r=r: r.deblur(x, seed=args.seed, key=key))
+    for name, runs in restorers.items():
+        methods[name] = [lambda x, k, key, r=r: r.deblur(x, seed=args.seed, key=key) for r in runs]
 
     log("== scoring")
     rows = sb.score_set(args.set.resolve(), methods, log=lambda m: log("  " + m.strip()))
@@ -141,13 +156,14 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
         (f"Wiener/Richardson-Lucy: true kernel, tuned on {len(tuned['photos'])} photos of `{args.tune_photos}` "
          f"-> balance {tuned['chosen']['wiener']}, {int(tuned['chosen']['richardson_lucy'])} iterations."
          if tuned else "Wiener/Richardson-Lucy: not run (no --tune-photos)."),
-    ] + [f"Model `{n}`: {r.description}, source `{r.source}`, seed {args.seed}." for n, r in restorers.items()] + [
+    ] + [f"Model `{n}`{f' run {i}' if len(runs) > 1 else ''}: {r.description}, source `{r.source}`, "
+         f"prior seed {args.seed}." for n, runs in restorers.items() for i, r in enumerate(runs)] + [
         f"Machine: {machine()}.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     if tuned:
         atomic_write_text(args.out / "tuned.json", json.dumps(tuned, indent=1, sort_keys=True) + "\n")
-    files = sb.write_results(args.out, rows, header)
+    files = sb.write_results(args.out, rows, header, baseline=args.baseline)
     print()
     print(files["results.md"].read_text(encoding="utf-8"))
     log("written: " + ", ".join(str(p) for p in files.values()))

@@ -93,9 +93,11 @@ def test_script_scores_input_deconvolution_and_a_model(tmp_path):
     photos = write_photos(tmp_path / "test")
     tune = write_photos(tmp_path / "train", size=(50, 52))
     weights = save_release(tmp_path / "tiny", tiny_state_dicts())
+    other = save_release(tmp_path / "tiny2", tiny_state_dicts(seed=1))
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "benchmarks" / "shake_benchmark.py"), "--photos", str(photos),
-           "--tune-photos", str(tune), "--model", f"tiny={weights}", "--set", str(tmp_path / "set"),
+           "--tune-photos", str(tune), "--model", f"tiny={weights}", "--model", f"tiny={other}",
+           "--baseline", BLURRY, "--set", str(tmp_path / "set"),
            "--out", str(out), "--crop", "40", "--kernel-size", "9"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=300)
     assert first.returncode == 0, first.stderr
@@ -106,10 +108,12 @@ def test_script_scores_input_deconvolution_and_a_model(tmp_path):
     assert tuned["photos"] == ["photo0.png", "photo1.png"] and set(tuned["chosen"]) == {"wiener", "richardson_lucy"}
     with open(out / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 4 and {r["key"] for r in rows} == {"photo0", "photo1"}
+    assert len(rows) == 2 * 5 and {r["key"] for r in rows} == {"photo0", "photo1"}
+    assert sorted(r["run"] for r in rows if r["method"] == "tiny") == ["0", "0", "1", "1"]
     with open(out / "results.csv") as f:
         summary = {r["method"]: r for r in csv.DictReader(f)}
     assert float(summary[BLURRY]["gain_db"]) == 0.0 and summary["tiny"]["images"] == "2"
+    assert summary["tiny"]["runs"] == "2" and f"Against `{BLURRY}`" in table and "| tiny | 2 vs 1 |" in table
     tiny = [float(r["psnr"]) for r in rows if r["method"] == "tiny"]
     assert float(summary["tiny"]["psnr"]) == pytest.approx(np.mean(tiny), abs=1e-3)
 
@@ -121,6 +125,11 @@ def test_script_scores_input_deconvolution_and_a_model(tmp_path):
     bad = subprocess.run(cmd[:2] + ["--photos", str(photos), "--model", "oops", "--out", str(tmp_path / "o2"),
                                     "--set", str(tmp_path / "s2")], capture_output=True, text=True, env=run_env())
     assert bad.returncode == 2 and "expected NAME=SOURCE" in bad.stderr
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "s2").exists()
+    bad = subprocess.run(cmd[:2] + ["--photos", str(photos), "--model", f"a={weights}", "--baseline", "b",
+                                    "--out", str(tmp_path / "o2"), "--set", str(tmp_path / "s2")],
+                         capture_output=True, text=True, env=run_env())
+    assert bad.returncode == 2 and "--baseline 'b': not a --model NAME (given: a)" in bad.stderr
     assert not (tmp_path / "o2").exists() and not (tmp_path / "s2").exists()
 
 
@@ -171,3 +180,32 @@ def test_tile_estimate_prints_the_recipes_figures(tmp_path):
     assert f["seconds_all_cores"] == pytest.approx(f["tiles"] * f["cpu_s_per_tile"] / 2)
     assert f["shipped_params"] * 2 <= 4_000_000 and f["gmac_per_tile"] > 0
     assert f"600x800 photo: {f['tiles']} tiles" in done.stdout and "MiB in fp16" in done.stdout
+
+
+def test_runs_of_one_recipe_are_one_row_with_their_spread_and_a_compared_interval(tmp_path):
+    from hidiff.evaluation.shake_benchmark import compare, summarize, write_results
+    rng = np.random.default_rng(0)
+    keys = [f"img{i}" for i in range(6)]
+    base = rng.normal(22.0, 2.0, size=6)
+    rows = [{"key": k, "method": BLURRY, "run": 0, "psnr": float(b), "ssim": 0.8} for k, b in zip(keys, base)]
+    for run, shift in enumerate([2.9, 3.1, 3.0]):
+        rows += [{"key": k, "method": "default", "run": run, "psnr": float(b + shift + 0.01 * i), "ssim": 0.9}
+                 for i, (k, b) in enumerate(zip(keys, base))]
+    rows += [{"key": k, "method": "no-prior", "run": 0, "psnr": float(b + 2.0), "ssim": 0.88}
+             for k, b in zip(keys, base)]
+    summary = {r["method"]: r for r in summarize(rows)}
+    assert summary["default"]["runs"] == 3 and summary["no-prior"]["runs"] == 1
+    assert summary["default"]["gain_db"] == pytest.approx(3.025, abs=1e-9)
+    assert summary["default"]["psnr_std"] == pytest.approx(0.1, abs=1e-9) and np.isnan(summary["no-prior"]["psnr_std"])
+    by = {c["method"]: c for c in compare(rows, "default")}
+    assert by["no-prior"]["diff_db"] == pytest.approx(-1.025, abs=1e-9)
+    assert by["no-prior"]["high"] < 0 and by["no-prior"]["verdict"] == "lower than default"
+    assert by[BLURRY]["baseline_runs"] == 3 and set(by) == {BLURRY, "no-prior"}
+    files = write_results(tmp_path, rows, ["# t"], baseline="default")
+    text = files["results.md"].read_text()
+    assert "| default | 25." in text and " ± 0.10 | 0.9000 | +3.03 | 6 | 3 |" in text
+    assert "| no-prior | 1 vs 3 | -1.03 | [" in text
+    with open(files["per_image.csv"]) as f:
+        assert sum(1 for r in csv.DictReader(f) if r["method"] == "default" and r["run"] == "2") == 6
+    with pytest.raises(DataError, match="method 'nothing'"):
+        compare(rows, "nothing")

@@ -20,13 +20,14 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from hidiff.data.image_io import list_images, read_image_uint8
 from hidiff.data.synthetic_set import freeze_synthetic_set
 from hidiff.errors import DataError
+from hidiff.evaluation.bootstrap import two_arm_bootstrap
 from hidiff.evaluation.protocols import get_protocol
 from hidiff.utils.atomic import atomic_write_text
 
@@ -103,8 +104,11 @@ def set_digest(folder: Path) -> str:
     return _sha256_file(folder / "manifest.json")
 
 
-def score_set(folder: Path, methods: Mapping[str, Method], log=print) -> List[dict]:
-    """Per-image rows ``{key, method, psnr, ssim}`` of the blurry input and every method on the set."""
+def score_set(folder: Path, methods: Mapping[str, Sequence[Method]], log=print) -> List[dict]:
+    """Per-image rows ``{key, method, run, psnr, ssim}`` of the blurry input and every method on the set.
+
+    A method has one run, or several (the same recipe trained with different seeds: ``run`` 0, 1, ...).
+    """
 
     protocol = get_protocol(PROTOCOL)
     psnr_col, ssim_col = protocol.headline
@@ -115,26 +119,64 @@ def score_set(folder: Path, methods: Mapping[str, Method], log=print) -> List[di
         gt = read_image_uint8(folder / "target" / f"{key}.png")
         lq = read_image_uint8(folder / "input" / f"{key}.png")
         kernel = np.load(folder / "kernels" / f"{key}.npy")
-        for name, method in {BLURRY: lambda x, k, key: x, **methods}.items():
-            out = method(lq, kernel, key)
-            if out.shape != gt.shape or out.dtype != np.uint8:
-                raise DataError(f"method '{name}' returned {out.dtype} {out.shape} for '{key}', "
-                                f"expected uint8 {gt.shape}")
-            s = protocol.score_pair(out, gt)
-            rows.append({"key": key, "method": name, "psnr": float(s[psnr_col]), "ssim": float(s[ssim_col])})
-        log(f"  {key}: " + ", ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows if r["key"] == key))
+        for name, runs in {BLURRY: [lambda x, k, key: x], **methods}.items():
+            for run, method in enumerate(runs):
+                out = method(lq, kernel, key)
+                if out.shape != gt.shape or out.dtype != np.uint8:
+                    raise DataError(f"method '{name}' returned {out.dtype} {out.shape} for '{key}', "
+                                    f"expected uint8 {gt.shape}")
+                s = protocol.score_pair(out, gt)
+                rows.append({"key": key, "method": name, "run": run, "psnr": float(s[psnr_col]),
+                             "ssim": float(s[ssim_col])})
+        log(f"  {key}: " + ", ".join(f"{run_label(r)} {r['psnr']:.2f}" for r in rows if r["key"] == key))
     return rows
 
 
+def run_label(row: dict) -> str:
+    """``method`` for a method's first run, ``method #i`` for the others."""
+    return row["method"] if row["run"] == 0 else f"{row['method']} #{row['run']}"
+
+
+def score_array(rows: Sequence[dict], method: str, metric: str = "psnr") -> np.ndarray:
+    """images x runs array of one method's scores (images in first-seen order)."""
+    keys = list(dict.fromkeys(r["key"] for r in rows))
+    runs = sorted({r["run"] for r in rows if r["method"] == method})
+    cell = {(r["key"], r["run"]): r[metric] for r in rows if r["method"] == method}
+    missing = [(k, i) for k in keys for i in runs if (k, i) not in cell]
+    if not runs or missing:
+        raise DataError(f"method '{method}': no {metric} for {missing[:1] or 'any image'}")
+    return np.array([[cell[(k, i)] for i in runs] for k in keys])
+
+
 def summarize(rows: Sequence[dict]) -> List[dict]:
-    """One row per method (first-seen order): mean PSNR/SSIM, mean PSNR gain over the blurry input, images."""
-    blurry = {r["key"]: r["psnr"] for r in rows if r["method"] == BLURRY}
+    """One row per method (first-seen order): mean PSNR/SSIM over images and runs, the standard deviation
+    of the per-run mean PSNR (NaN for one run), mean PSNR gain over the blurry input, images, runs."""
+    out = []
+    blurry = score_array(rows, BLURRY)[:, 0]
+    for name in dict.fromkeys(r["method"] for r in rows):
+        psnr, ssim = score_array(rows, name), score_array(rows, name, "ssim")
+        per_run = psnr.mean(axis=0)
+        out.append({"method": name, "psnr": float(psnr.mean()), "ssim": float(ssim.mean()),
+                    "psnr_std": float(per_run.std(ddof=1)) if per_run.size > 1 else float("nan"),
+                    "gain_db": float((psnr - blurry[:, None]).mean()), "images": psnr.shape[0],
+                    "runs": psnr.shape[1]})
+    return out
+
+
+def compare(rows: Sequence[dict], baseline: str, *, resamples: int = 10000, seed: int = 0) -> List[dict]:
+    """Every other method's mean PSNR difference to ``baseline`` with a 95 % interval
+    (:func:`hidiff.evaluation.bootstrap.two_arm_bootstrap`: images paired, each method's runs resampled)."""
+    base = score_array(rows, baseline)
     out = []
     for name in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == name]
-        out.append({"method": name, "psnr": float(np.mean([r["psnr"] for r in mine])),
-                    "ssim": float(np.mean([r["ssim"] for r in mine])),
-                    "gain_db": float(np.mean([r["psnr"] - blurry[r["key"]] for r in mine])), "images": len(mine)})
+        if name == baseline:
+            continue
+        mine = score_array(rows, name)
+        ci = two_arm_bootstrap(mine, base, resamples=resamples, seed=seed)
+        verdict = ci.verdict.replace("baseline", baseline)
+        out.append({"method": name, "baseline": baseline, "diff_db": ci.mean, "low": ci.low, "high": ci.high,
+                    "runs": mine.shape[1], "baseline_runs": base.shape[1], "images": ci.n_images,
+                    "verdict": verdict})
     return out
 
 
@@ -148,21 +190,46 @@ def _csv(header: Sequence[str], rows: Sequence[dict]) -> str:
 
 
 def markdown_table(summary: Sequence[dict]) -> str:
-    lines = ["| method | PSNR (dB) | SSIM | gain over blurry (dB) | images |", "|---|---:|---:|---:|---:|"]
+    """The results table; a method with several runs shows the spread of its per-run means."""
+    lines = ["| method | PSNR (dB) | SSIM | gain over blurry (dB) | images | runs |", "|---|---:|---:|---:|---:|---:|"]
     for r in summary:
-        lines.append(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['gain_db']:+.2f} | {r['images']} |")
+        spread = f" ± {r['psnr_std']:.2f}" if r["runs"] > 1 else ""
+        lines.append(f"| {r['method']} | {r['psnr']:.2f}{spread} | {r['ssim']:.4f} | {r['gain_db']:+.2f} | "
+                     f"{r['images']} | {r['runs']} |")
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, rows: Sequence[dict], header_lines: Sequence[str]) -> Dict[str, Path]:
-    """``results.md`` (header lines + table), ``results.csv`` (per method), ``per_image.csv``."""
+def markdown_comparison(comparison: Sequence[dict]) -> str:
+    """The differences to the baseline with their 95 % intervals and what they allow one to say."""
+    if not comparison:
+        return ""
+    base = comparison[0]["baseline"]
+    lines = [f"Against `{base}` (mean PSNR difference, 95 % bootstrap interval over images and training runs):",
+             "", "| method | runs | difference (dB) | 95 % interval | verdict |", "|---|---:|---:|---|---|"]
+    for c in comparison:
+        lines.append(f"| {c['method']} | {c['runs']} vs {c['baseline_runs']} | {c['diff_db']:+.2f} | "
+                     f"[{c['low']:+.2f}, {c['high']:+.2f}] | {c['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, rows: Sequence[dict], header_lines: Sequence[str],
+                  baseline: Optional[str] = None) -> Dict[str, Path]:
+    """``results.md`` (header lines, table, comparison with ``baseline``), ``results.csv`` (per method),
+    ``per_image.csv`` and, with a baseline, ``comparison.csv``."""
 
     summary = summarize(rows)
+    comparison = compare(rows, baseline) if baseline is not None else []
     out.mkdir(parents=True, exist_ok=True)
     files = {"results.md": out / "results.md", "results.csv": out / "results.csv",
              "per_image.csv": out / "per_image.csv"}
-    atomic_write_text(files["results.md"], "".join(f"{line}\n" for line in header_lines) + "\n"
-                      + markdown_table(summary))
-    atomic_write_text(files["results.csv"], _csv(["method", "psnr", "ssim", "gain_db", "images"], summary))
-    atomic_write_text(files["per_image.csv"], _csv(["key", "method", "psnr", "ssim"], rows))
+    text = "".join(f"{line}\n" for line in header_lines) + "\n" + markdown_table(summary)
+    if comparison:
+        text += "\n" + markdown_comparison(comparison)
+        files["comparison.csv"] = out / "comparison.csv"
+        atomic_write_text(files["comparison.csv"], _csv(["method", "baseline", "runs", "baseline_runs", "diff_db",
+                                                         "low", "high", "images", "verdict"], comparison))
+    atomic_write_text(files["results.md"], text)
+    atomic_write_text(files["results.csv"], _csv(["method", "psnr", "psnr_std", "ssim", "gain_db", "images",
+                                                  "runs"], summary))
+    atomic_write_text(files["per_image.csv"], _csv(["key", "method", "run", "psnr", "ssim"], rows))
     return files

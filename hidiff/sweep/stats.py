@@ -18,64 +18,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from hidiff.errors import DataError
+from hidiff.evaluation.bootstrap import NOT_DISTINGUISHABLE, Interval, paired_bootstrap, seed_spread
 
-NOT_DISTINGUISHABLE = "not distinguishable"
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean paired difference (variant - baseline) and its bootstrap confidence interval."""
-
-    mean: float
-    low: float
-    high: float
-    level: float
-    n_images: int
-    n_seeds: int
-
-    @property
-    def includes_zero(self) -> bool:
-        return self.low <= 0.0 <= self.high
-
-    @property
-    def verdict(self) -> str:
-        if self.includes_zero:
-            return NOT_DISTINGUISHABLE
-        return "higher than baseline" if self.mean > 0 else "lower than baseline"
-
-
-def seed_spread(values: np.ndarray) -> Tuple[float, float]:
-    """Mean and standard deviation (ddof 1; NaN for one seed: unknown) of the per-seed means of images x seeds."""
-    per_seed = np.asarray(values, dtype=np.float64).mean(axis=0)
-    std = float(per_seed.std(ddof=1)) if per_seed.size > 1 else float("nan")
-    return float(per_seed.mean()), std
-
-
-def paired_bootstrap(diff: np.ndarray, *, resamples: int = 10000, seed: int = 0, level: float = 0.95,
-                     chunk: int = 1000) -> Interval:
-    """Percentile bootstrap interval of the mean of an images x seeds array of paired differences.
-
-    Each resample draws images and seeds with replacement (independently) and
-    averages the differences over the drawn rows and columns.
-    """
-    d = np.asarray(diff, dtype=np.float64)
-    if d.ndim != 2 or d.size == 0:
-        raise DataError(f"paired_bootstrap: expected a non-empty images x seeds array, got shape {d.shape}")
-    if not np.isfinite(d).all():
-        raise DataError("paired_bootstrap: the differences contain NaN or infinity")
-    if resamples < 1 or not 0.0 < level < 1.0:
-        raise DataError(f"paired_bootstrap: resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
-    n_img, n_seed = d.shape
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, chunk):
-        b = min(chunk, resamples - start)
-        rows = rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=b).astype(np.float64)
-        cols = rng.multinomial(n_seed, np.full(n_seed, 1.0 / n_seed), size=b).astype(np.float64)
-        means[start:start + b] = ((rows @ d) * cols).sum(axis=1) / (n_img * n_seed)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return Interval(float(d.mean()), float(low), float(high), level, n_img, n_seed)
+__all__ = ["NOT_DISTINGUISHABLE", "Interval", "VariantResult", "analyse", "paired_bootstrap", "score_matrix",
+           "seed_spread"]
 
 
 @dataclass(frozen=True)

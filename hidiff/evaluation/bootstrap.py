@@ -1,0 +1,121 @@
+"""Bootstrap intervals of score differences between restoration methods (images x training seeds).
+
+A method's score is an images x seeds array (one column per training seed,
+or one column for a method without seeds).  Differences are taken image by
+image, so the spread between images that both methods share cancels; the
+seeded bootstrap resamples images and seeds with replacement, so both the
+choice of test images and the luck of a training run widen the interval.  An
+interval that contains 0 means the data cannot tell the two apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+from hidiff.errors import DataError
+
+NOT_DISTINGUISHABLE = "not distinguishable"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean paired difference (variant - baseline) and its bootstrap confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    level: float
+    n_images: int
+    n_seeds: int
+
+    @property
+    def includes_zero(self) -> bool:
+        return self.low <= 0.0 <= self.high
+
+    @property
+    def verdict(self) -> str:
+        if self.includes_zero:
+            return NOT_DISTINGUISHABLE
+        return "higher than baseline" if self.mean > 0 else "lower than baseline"
+
+
+def seed_spread(values: np.ndarray) -> Tuple[float, float]:
+    """Mean and standard deviation (ddof 1; NaN for one seed: unknown) of the per-seed means of images x seeds."""
+    per_seed = np.asarray(values, dtype=np.float64).mean(axis=0)
+    std = float(per_seed.std(ddof=1)) if per_seed.size > 1 else float("nan")
+    return float(per_seed.mean()), std
+
+
+def paired_bootstrap(diff: np.ndarray, *, resamples: int = 10000, seed: int = 0, level: float = 0.95,
+                     chunk: int = 1000) -> Interval:
+    """Percentile bootstrap interval of the mean of an images x seeds array of paired differences.
+
+    Each resample draws images and seeds with replacement (independently) and
+    averages the differences over the drawn rows and columns.
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    if d.ndim != 2 or d.size == 0:
+        raise DataError(f"paired_bootstrap: expected a non-empty images x seeds array, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise DataError("paired_bootstrap: the differences contain NaN or infinity")
+    if resamples < 1 or not 0.0 < level < 1.0:
+        raise DataError(f"paired_bootstrap: resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
+    n_img, n_seed = d.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, chunk):
+        b = min(chunk, resamples - start)
+        rows = rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=b).astype(np.float64)
+        cols = rng.multinomial(n_seed, np.full(n_seed, 1.0 / n_seed), size=b).astype(np.float64)
+        means[start:start + b] = ((rows @ d) * cols).sum(axis=1) / (n_img * n_seed)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return Interval(float(d.mean()), float(low), float(high), level, n_img, n_seed)
+
+
+def _check(name: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2 or a.size == 0:
+        raise DataError(f"{name}: expected a non-empty images x seeds array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise DataError(f"{name}: the scores contain NaN or infinity")
+    return a
+
+
+def two_arm_bootstrap(variant: np.ndarray, baseline: np.ndarray, *, resamples: int = 10000, seed: int = 0,
+                      level: float = 0.95, chunk: int = 1000) -> Interval:
+    """Interval of mean(variant) - mean(baseline) when the two were trained with different seeds.
+
+    ``variant`` is images x a, ``baseline`` images x b (the same images in the
+    same order; a and b may differ, e.g. 3 seeds against 1).  Each resample
+    draws the images once for both (the pairing) and each arm's seeds on their
+    own, so an arm with one seed adds no seed spread: its luck is not measured,
+    and the interval says so only through ``n_seeds`` (the smaller count).
+    """
+    a = _check("two_arm_bootstrap: variant", variant)
+    b = _check("two_arm_bootstrap: baseline", baseline)
+    if a.shape[0] != b.shape[0]:
+        raise DataError(f"two_arm_bootstrap: variant has {a.shape[0]} images, baseline {b.shape[0]}; "
+                        "both must be scored on the same images")
+    if resamples < 1 or not 0.0 < level < 1.0:
+        raise DataError(f"two_arm_bootstrap: resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
+    n_img = a.shape[0]
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+
+    def draw(n: int, size: int) -> np.ndarray:
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        rows = draw(n_img, k)
+        ca, cb = draw(a.shape[1], k), draw(b.shape[1], k)
+        mean_a = ((rows @ a) * ca).sum(axis=1) / (n_img * a.shape[1])
+        mean_b = ((rows @ b) * cb).sum(axis=1) / (n_img * b.shape[1])
+        means[start:start + k] = mean_a - mean_b
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return Interval(float(a.mean() - b.mean()), float(low), float(high), level, n_img,
+                    min(a.shape[1], b.shape[1]))
