@@ -1,7 +1,9 @@
 """Model folders (hidiff-export --format model) and the default model that hidiff-deblur / hidiff.load() use."""
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,8 @@ from test_trust_testing import option_text, save_release, tiny_state_dicts
 
 from conftest import run_env
 from procs import run_checked
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +129,31 @@ def test_without_a_default_model_the_command_says_what_to_pass_before_writing(tm
     monkeypatch.setenv(ENV, str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match=f"{ENV}=.*nowhere: expected a model folder holding net_g.pth"):
         hidiff.load()
+
+
+def test_before_after_picture_shows_the_default_model_output_of_the_real_photo(tmp_path, state):
+    """benchmarks/before_after.py: clock_motion (gray, real shake) beside the default model's output."""
+    folder = tmp_path / "site_default"
+    model_folder.write_model_folder(from_checkpoint(state), folder)
+    env = {**run_env(), ENV: str(folder)}
+    out = tmp_path / "ba.png"
+    script = str(REPO / "benchmarks" / "before_after.py")
+    proc = run_checked([sys.executable, script, "--crop", "100,150,60,80", "-o", str(out)], env=env, timeout=300)
+    assert f"written: {out}" in proc.stdout and "clock_motion.png: blurry photo, default" in proc.stdout
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    photo = SKIMAGE_DATA / "clock_motion.png"
+    before = np.asarray(Image.open(photo).convert("RGB"))
+    h, w = before.shape[:2]
+    header, gap = 28, 4                                      # comparison_grid's layout
+    assert grid.shape[1] == 2 * w + gap and grid.shape[0] == header + gap + h + gap + round(60 * w / 80)
+    panel = grid[header + gap:header + gap + h]
+    want = hidiff.load(folder, device="cpu").deblur(str(photo))
+    # the crop's outline is drawn on both panels; everywhere else they are the photo and the output
+    inside = np.ones((h, w), bool)
+    inside[98:163, 148:233] = False
+    np.testing.assert_array_equal(panel[:, :w][inside], before[inside])
+    np.testing.assert_array_equal(panel[:, w + gap:][inside], want[inside])
+    bad = subprocess.run([sys.executable, script, "--model", "x", "-o", str(tmp_path / "no.png")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "expected NAME=SOURCE" in bad.stderr and not (tmp_path / "no.png").exists()
+

@@ -1,8 +1,10 @@
-"""A qualitative comparison figure: blurry | output | ground truth, with zoomed crops.
+"""A qualitative comparison figure: blurry | output | ground truth (or any panels), with zoomed crops.
 
-The top row shows the three full images with each crop outlined in its own colour;
-every crop then gets a row of the three regions enlarged (nearest neighbour, so
-pixels stay visible) to the panel width.  Written as a PNG, atomically.
+The top row shows the full images side by side with each crop outlined in its own
+colour; every crop then gets a row of the same region of each image enlarged
+(nearest neighbour, so pixels stay visible) to the panel width.  Written as a PNG,
+atomically.  ``make_grid`` takes any number of same-sized panels (a before/after
+picture without ground truth); ``make_comparison_grid`` is its three-panel case.
 """
 from __future__ import annotations
 
@@ -58,12 +60,13 @@ def _hstack(panels: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
-def make_comparison_grid(blurry: np.ndarray, output: np.ndarray, gt: np.ndarray,
-                         crops: Sequence[Crop] | None = None,
-                         labels: Sequence[str] = ("blurry", "output", "ground truth")) -> np.ndarray:
+def make_grid(images: Sequence[np.ndarray], labels: Sequence[str],
+              crops: Sequence[Crop] | None = None) -> np.ndarray:
     """The figure as an RGB uint8 array (see module docstring); crops are (top, left, h, w)."""
-    imgs = [_to_uint8(x, n) for x, n in zip((blurry, output, gt), ("blurry", "output", "gt"))]
-    if not imgs[0].shape == imgs[1].shape == imgs[2].shape:
+    if not images or len(images) != len(labels):
+        raise DataError(f"comparison grid: {len(images)} images for {len(labels)} labels; give one label each")
+    imgs = [_to_uint8(x, n) for x, n in zip(images, labels)]
+    if len({i.shape for i in imgs}) != 1:
         raise DataError(f"comparison grid: images differ in size: {[i.shape for i in imgs]}")
     h, w = imgs[0].shape[:2]
     crops = list(crops) if crops is not None else [default_crop(h, w)]
@@ -92,13 +95,25 @@ def make_comparison_grid(blurry: np.ndarray, output: np.ndarray, gt: np.ndarray,
     return np.concatenate(out, axis=0)
 
 
+def make_comparison_grid(blurry: np.ndarray, output: np.ndarray, gt: np.ndarray,
+                         crops: Sequence[Crop] | None = None,
+                         labels: Sequence[str] = ("blurry", "output", "ground truth")) -> np.ndarray:
+    """blurry | output | ground truth (:func:`make_grid` with three panels)."""
+    return make_grid((blurry, output, gt), labels, crops)
+
+
+def write_grid(path: PathLike, grid: np.ndarray) -> None:
+    """Write a figure (RGB uint8) to ``path`` as PNG, atomically."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(grid[:, :, ::-1]))
+    if not ok:
+        raise DataError(f"comparison grid: PNG encoding failed for '{path}'")
+    atomic_write_bytes(path, buf.tobytes())
+
+
 def write_comparison_grid(path: PathLike, blurry: np.ndarray, output: np.ndarray, gt: np.ndarray,
                           crops: Sequence[Crop] | None = None,
                           labels: Sequence[str] = ("blurry", "output", "ground truth")) -> np.ndarray:
     """Write the comparison figure to ``path`` as PNG (atomically) and return it."""
     grid = make_comparison_grid(blurry, output, gt, crops, labels)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(grid[:, :, ::-1]))
-    if not ok:
-        raise DataError(f"comparison grid: PNG encoding failed for '{path}'")
-    atomic_write_bytes(path, buf.tobytes())
+    write_grid(path, grid)
     return grid
