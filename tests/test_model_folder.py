@@ -1,6 +1,7 @@
 """Model folders (hidiff-export --format model) and the default model that hidiff-deblur / hidiff.load() use."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,58 @@ def test_before_after_picture_shows_the_default_model_output_of_the_real_photo(t
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "expected NAME=SOURCE" in bad.stderr and not (tmp_path / "no.png").exists()
 
+
+
+STORED = REPO / "tests" / "data" / "default_model"
+
+
+def stored_output_difference(stored: Path, restorer) -> int:
+    """Largest difference, in 8-bit levels, between the restorer's output on the stored input and the stored output."""
+    want = np.asarray(Image.open(stored / "output.png").convert("RGB")).astype(int)
+    got = restorer.deblur(str(stored / "input.png"), seed=0).astype(int)
+    assert got.shape == want.shape
+    return int(np.abs(got - want).max())
+
+
+def test_stored_default_check_is_written_once_and_catches_a_changed_model(tmp_path, state):
+    folder = tmp_path / "site_default"
+    model_folder.write_model_folder(from_checkpoint(state), folder)
+    env = {**run_env(), ENV: str(folder)}
+    out = tmp_path / "check"
+    cmd = [sys.executable, str(REPO / "scripts" / "store_default_check.py"), "--out", str(out), "--size", "40"]
+    proc = run_checked(cmd, env=env, timeout=300)
+    assert f"stored: {out} (40x40 crop of chelsea.png" in proc.stdout
+    record = json.loads((out / "record.json").read_text())
+    restorer = hidiff.load(folder, device="cpu")
+    assert record["weights_sha256"] == restorer.sha256 and record["tolerance_levels"] == 1
+    assert stored_output_difference(out, restorer) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 2 and "pass --force" in again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a change that breaks the model (here: one U-Net weight tensor altered) moves the stored output
+    sd = torch.load(folder / "net_g.pth", weights_only=True)
+    key = next(k for k, v in sd["params"].items() if k.endswith("output.weight"))
+    sd["params"][key] = sd["params"][key] * 1.5 + 0.05
+    torch.save(sd, folder / "net_g.pth")
+    assert stored_output_difference(out, hidiff.load(folder, device="cpu")) > 1
+
+
+@pytest.mark.skipif(not (STORED / "record.json").is_file(), reason="no default model ships yet (docs/default_model.md)")
+def test_shipped_default_model_reproduces_its_stored_output(tmp_path, monkeypatch):
+    """The weights in hidiff/pretrained/default, reached as a new user does (no weights named)."""
+    monkeypatch.delenv(ENV, raising=False)
+    from hidiff.runners.default_model import PACKAGED, default_model_folder
+    assert default_model_folder() == PACKAGED
+    record = json.loads((STORED / "record.json").read_text())
+    restorer = hidiff.load(device="cpu")
+    assert restorer.sha256 == record["weights_sha256"], \
+        "the shipped weights changed: store their output again with scripts/store_default_check.py --force"
+    assert stored_output_difference(STORED, restorer) <= record["tolerance_levels"]
+    env = {k: v for k, v in run_env().items() if k != ENV}
+    proc = run_checked([sys.executable, "-m", "hidiff.cli.deblur", str(STORED / "input.png"), "-o",
+                        str(tmp_path / "out")], env=env, timeout=300)
+    assert "using hidiff's default model" in proc.stderr
+    want = np.asarray(Image.open(STORED / "output.png").convert("RGB")).astype(int)
+    got = np.asarray(Image.open(tmp_path / "out" / "input.png").convert("RGB")).astype(int)
+    assert np.abs(got - want).max() <= record["tolerance_levels"]
