@@ -34,9 +34,12 @@ def rgb() -> np.ndarray:
     return np.asarray(Image.open(SKIMAGE_DATA / "chelsea.png").convert("RGB"))[100:156, 150:222].copy()
 
 
-def test_import_is_cheap_and_no_argument_says_what_to_pass():
+def test_import_is_cheap_and_no_argument_says_what_to_pass(tmp_path, monkeypatch):
     code = "import sys, hidiff; assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)"
     run_checked([sys.executable, "-c", code], env=run_env(), timeout=120)
+    from hidiff.runners import default_model
+    monkeypatch.delenv(default_model.ENV, raising=False)
+    monkeypatch.setattr(default_model, "PACKAGED", tmp_path / "empty")   # a copy of hidiff without the weights
     with pytest.raises(ConfigError, match="no default model ships"):
         hidiff.load()
 

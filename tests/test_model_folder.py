@@ -125,6 +125,8 @@ def test_no_weights_named_uses_the_default_model_and_says_so(tmp_path, state, ph
 def test_without_a_default_model_the_command_says_what_to_pass_before_writing(tmp_path, photo, monkeypatch,
                                                                               capsys):
     monkeypatch.delenv(ENV, raising=False)
+    from hidiff.runners import default_model
+    monkeypatch.setattr(default_model, "PACKAGED", tmp_path / "empty")   # a copy of hidiff without the weights
     assert deblur_main([str(photo), "-o", str(tmp_path / "out"), "--quiet"]) == 2
     assert "no default model ships" in capsys.readouterr().err and not (tmp_path / "out").exists()
     monkeypatch.setenv(ENV, str(tmp_path / "nowhere"))
