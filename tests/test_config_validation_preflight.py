@@ -159,3 +159,25 @@ def test_unwritable_parent(data):
         assert "is not writable" in msg, msg
     finally:
         locked.chmod(0o700)
+
+
+def test_stage2_waits_for_an_unfinished_stage1_unless_the_iteration_is_named(data):
+    """A stage-1 run stopped at 2 of 4 iterations would hand stage 2 an early checkpoint without a word."""
+    from engine_tiny_run import tiny_s2_options
+    from hidiff.config import options_from_text
+    from hidiff.engine.trainer import Trainer
+
+    stage1 = tiny_options(data, train={"total_iter": 4}, logger={"save_checkpoint_freq": 2}, name="s1",
+                          datasets={"train": {"gt_size": 16}})
+    Trainer(options_from_text(yaml.safe_dump(stage1, sort_keys=False)), stop_after=2).fit()
+    s2 = tiny_s2_options(data)
+    del s2["path"]["pretrain_network_g"], s2["path"]["pretrain_network_le"]
+    s2["path"]["stage1"] = "s1"
+    msg = preflight_error(data, load(data, s2))
+    assert (f"path.stage1: the stage-1 run 's1' ({data / 'experiments' / 's1'}) has reached iteration 2 of its 4; "
+            "finish it first") in msg and "path.stage1_iter: 2" in msg, msg
+    s2["path"]["stage1_iter"] = 2                      # on purpose: accepted
+    check_training(load(data, s2))
+    Trainer(options_from_text(yaml.safe_dump(stage1, sort_keys=False)), resume="auto").fit()
+    s2["path"]["stage1_iter"] = "latest"               # finished: accepted
+    check_training(load(data, s2))

@@ -252,6 +252,8 @@ class PathOptions:
     ``strict_load_<x>``, ``param_key_<x>``.  ``stage1`` names the stage-1 run a
     stage-2 run starts from: an experiment name (its ``models/`` folder is used)
     or a path to a run folder; ``stage1_iter`` picks ``latest`` or an iteration.
+    Training refuses ``latest`` of a stage-1 run stopped before its ``total_iter``
+    (hidiff/engine/stage_link.py): naming the iteration starts from it on purpose.
     """
 
     pretrain: Dict[str, Optional[str]] = spec(doc="pretrain_network_<x>: weight file network_<x> starts from",
@@ -264,8 +266,8 @@ class PathOptions:
     experiments_root: str = spec("experiments", "folder holding one run folder per experiment name")
     results_root: str = spec("results", "folder holding the test results, one folder per name")
     stage1: Optional[str] = spec(None, "stage-2 runs: the stage-1 experiment name or run folder")
-    stage1_iter: Union[int, Literal["latest"]] = spec("latest", "which stage-1 checkpoint: 'latest' or an "
-                                                                "iteration", ge=1)
+    stage1_iter: Union[int, Literal["latest"]] = spec("latest", "which stage-1 checkpoint: 'latest' (of a "
+                                                                "finished run) or an iteration", ge=1)
     ignore_resume_networks: List[str] = spec(doc="network suffixes not restored on resume", default_factory=list)
 
     #: YAML key prefix -> field of the per-network keys

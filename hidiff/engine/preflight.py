@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from hidiff.data.build import build_dataset
-from hidiff.engine.stage_link import resolve_pretrained
+from hidiff.engine.stage_link import resolve_pretrained, stage1_unfinished
 from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import ConfigError, HidiffError
 
@@ -33,6 +33,8 @@ def check_training(options) -> None:
         problems.append(f"path.resume_state: no training state file at '{resume}'")
     problems += _datasets(options, ("train", "val"))
     problems += _weights(options)
+    if not any(p.startswith("path.stage1") for p in problems):
+        problems += [p for p in [stage1_unfinished(options)] if p]
     problems += _metrics(options)
     _raise(options, problems)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
+from hidiff.config import load_options
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import ConfigError
 
@@ -95,3 +96,30 @@ def resolve_pretrained(options) -> Dict[str, PretrainSpec]:
         raise ConfigError("HI_Diff_S2 training needs the stage-1 weights: set path.stage1 to the stage-1 run "
                           "(or path.pretrain_network_le / _g); a random frozen net_le would be useless (docs/quirks.md, quirk 19)")
     return out
+
+
+def stage1_unfinished(options) -> Optional[str]:
+    """Why stage 2 should not start yet, or None.
+
+    With ``path.stage1_iter: latest``, a stage-1 run that was stopped before its
+    ``train.total_iter`` (read from the run's ``config.yml``) would silently hand
+    stage 2 an early checkpoint.  Naming the iteration (``path.stage1_iter: N``)
+    starts from it on purpose; a folder without ``config.yml`` or checkpoint
+    units (released files) is taken as it is.
+    """
+    if options.path.stage1 is None or str(options.path.stage1_iter) != "latest":
+        return None
+    run = stage1_run_dir(options)
+    config = run / "config.yml"
+    unit = latest_complete(run) if (run / "training_states").is_dir() else None
+    if unit is None or not config.is_file():
+        return None
+    try:
+        planned = load_options(config, is_train=True).train.total_iter
+    except ConfigError:
+        return None
+    if unit.iteration >= planned:
+        return None
+    return (f"path.stage1: the stage-1 run '{options.path.stage1}' ({run}) has reached iteration {unit.iteration} "
+            f"of its {planned}; finish it first (train its option file again with --resume auto), or start from "
+            f"that checkpoint on purpose with path.stage1_iter: {unit.iteration}")
