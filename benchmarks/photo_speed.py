@@ -1,6 +1,7 @@
 """Time ``hidiff-deblur`` on a 12-megapixel photo: the default model measured, the GoPro model beside it.
 
-    python benchmarks/photo_speed.py [--photo FILE] [--size 3000x4000] [--threads 2] [--model FOLDER]
+    python benchmarks/photo_speed.py [--photo FILE] [--size 3000x4000] [--threads 2] [--tile-workers N]
+                                     [--model FOLDER]
 
 Each model deblurs the photo through the real command (``python -m hidiff.cli.deblur``, a fresh
 process, ``--device cpu``, the automatic tiling: 256-px tiles with 32-px overlap on a CPU), and the
@@ -125,6 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--photo", type=Path, default=None, help="a photo to resize (default: scikit-image's astronaut)")
     ap.add_argument("--size", type=parse_hw, default=(3000, 4000), help="photo size HxW (default 3000x4000)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the command (default 2)")
+    ap.add_argument("--tile-workers", type=int, default=None,
+                    help="hidiff-deblur --tile-workers (default: the command's, one tile per torch thread)")
     ap.add_argument("--model", type=Path, default=None, help="a model folder (default: the shipped default model)")
     ap.add_argument("--opt", type=Path, default=REPO / "options" / "default_stage2.yml",
                     help="without a model folder: this architecture at random weights")
@@ -134,6 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error("--threads must be >= 1")
+    if args.tile_workers is not None and args.tile_workers < 0:
+        ap.error("--tile-workers must be >= 0")
+    workers = [] if args.tile_workers is None else ["--tile-workers", str(args.tile_workers)]
     from hidiff.errors import ConfigError
     from hidiff.profiling.machine import describe_machine, machine_line
     from hidiff.runners.default_model import default_model_folder
@@ -151,12 +157,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except ConfigError:
                 folder = random_model_folder(args.opt, tmp / "default_random")
                 which = f"{args.opt.name} architecture, random weights (no default model ships yet)"
-        r = deblur(photo, folder, tmp / "out_default", args.threads)
+        r = deblur(photo, folder, tmp / "out_default", args.threads, workers)
         rows.append({"model": "default", "weights": which, "measured": "whole photo", "tiles": tiles_of(h, w), **r})
         if args.gopro != "skip":
             gopro = gopro_release(tmp / "gopro")
             if args.gopro == "full":
-                r = deblur(photo, gopro, tmp / "out_gopro", args.threads)
+                r = deblur(photo, gopro, tmp / "out_gopro", args.threads, workers)
                 rows.append({"model": "GoPro (official size)", "weights": "random", "measured": "whole photo",
                              "tiles": tiles_of(h, w), **r})
             else:
@@ -165,23 +171,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 img = cv2.imread(str(photo))
                 cv2.imwrite(str(tmp / "crop.png"), img[:ch, :cw])
                 cv2.imwrite(str(tmp / "tiny.png"), img[:8, :8])
-                crop = deblur(tmp / "crop.png", gopro, tmp / "out_crop", args.threads, ["--tile", "256"])
-                base = deblur(tmp / "tiny.png", gopro, tmp / "out_tiny", args.threads)
+                crop = deblur(tmp / "crop.png", gopro, tmp / "out_crop", args.threads, ["--tile", "256", *workers])
+                base = deblur(tmp / "tiny.png", gopro, tmp / "out_tiny", args.threads, workers)
                 per_tile = max(crop["wall_s"] - base["wall_s"], 0.0) / tiles_of(ch, cw, 256)
                 n = tiles_of(h, w)
                 rows.append({"model": "GoPro (official size)", "weights": "random",
                              "measured": f"estimate: {ch}x{cw} crop ({tiles_of(ch, cw, 256)} tiles) minus start-up",
                              "tiles": n, "wall_s": base["wall_s"] + n * per_tile, "peak_rss_gib": crop["peak_rss_gib"]})
     machine = machine_line(describe_machine("cpu"))
-    print(f"hidiff-deblur on a {h}x{w} photo ({h * w / 1e6:.1f} MP), {args.threads} thread(s); {machine}")
+    tiles_at_once = "default" if args.tile_workers is None else args.tile_workers
+    print(f"hidiff-deblur on a {h}x{w} photo ({h * w / 1e6:.1f} MP), {args.threads} thread(s), --tile-workers "
+          f"{tiles_at_once}; {machine}")
     print("| model | weights | measured | tiles | wall s | peak RSS GiB |")
     print("|---|---|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['weights']} | {r['measured']} | {r['tiles']} | {r['wall_s']:.1f} | "
               f"{r['peak_rss_gib']:.2f} |")
     if args.json:
-        args.json.write_text(json.dumps({"size": [h, w], "threads": args.threads, "machine": machine, "rows": rows},
-                                        indent=1) + "\n")
+        report = {"size": [h, w], "threads": args.threads, "tile_workers": args.tile_workers, "machine": machine,
+                  "rows": rows}
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -127,6 +127,12 @@ def test_checkpoint_file_and_release_folder_give_identical_results(tmp_path, inp
     c = cv2.imread(str(tmp_path / "c" / "deep.tif"), cv2.IMREAD_UNCHANGED)
     assert c.dtype == np.uint16 and c.shape == a.shape
     assert np.abs(c.astype(float) - a).mean() / 65535 < 0.05
+    # tiles restored one at a time or three at once (one thread each): the same bits
+    for workers in ("1", "3"):
+        assert main([img, "-o", str(tmp_path / f"w{workers}"), "--weights", str(tmp_path / "release"), "--tile",
+                     "48", "--overlap", "8", "--tile-workers", workers, "--quiet"]) == 0
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "w1" / "deep.png"), cv2.IMREAD_UNCHANGED),
+                                  cv2.imread(str(tmp_path / "w3" / "deep.png"), cv2.IMREAD_UNCHANGED))
 
 
 def test_refusals_and_usage_errors(tmp_path, inputs, capsys):
@@ -145,6 +151,8 @@ def test_refusals_and_usage_errors(tmp_path, inputs, capsys):
     assert "evil.pth" in capsys.readouterr().err
     # incompatible flags and invalid tiles
     assert main([img, "-o", str(tmp_path / "o"), "--weights", str(release), "--no-tile", "--tile", "64"]) == 2
+    assert main([img, "-o", str(tmp_path / "o"), "--weights", str(release), "--no-tile", "--tile-workers", "2"]) == 2
+    assert "--no-tile cannot be combined with" in capsys.readouterr().err
     assert main([img, "-o", str(tmp_path / "o"), "--weights", str(release), "--tile", "60", "--quiet"]) == 2
     assert "multiple of 8" in capsys.readouterr().err
     assert main([img, "-o", str(tmp_path / "o"), "--weights", str(release), "--tile", "64",

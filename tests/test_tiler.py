@@ -456,3 +456,48 @@ def test_hidiff_network_is_batch_invariant_when_batched_on_cpu():
     for batch in (2, 4):
         assert torch.equal(restore_image(pipe, x, TileOptions(**opts, batch=batch), seed=3, batch_on_cpu=True),
                            ref), batch
+
+
+# ------------------------------------------------------ CPU tile workers
+def test_cpu_workers_give_the_one_thread_result_bitwise(hidiff_pipeline):
+    """Tiles in 3 threads of one torch thread each == one tile at a time (here the test's thread setting)."""
+    x = torch.rand(2, 3, 150, 170)  # 2 images x 3 x 4 tiles of 64
+    opts = dict(size=64, overlap=16)
+    ref = restore_image(hidiff_pipeline, x, TileOptions(**opts, workers=1), seed=3)
+    threads = torch.get_num_threads()
+    seen = []
+    done = []
+    for workers in (2, 3, 64):
+        spy = Spy(hidiff_pipeline)
+        spy.restore = lambda lq, _s=spy, **kw: (seen.append(torch.get_num_threads()), _s._p.restore(lq, **kw))[1]
+        out = restore_image(spy, x, TileOptions(**opts, workers=workers), seed=3,
+                            progress=lambda d, n: done.append((d, n)))
+        assert torch.equal(out, ref), workers
+    assert set(seen) == {1} and torch.get_num_threads() == threads  # one thread per worker; the caller keeps its
+    assert done[:24] == [(k, 24) for k in range(1, 25)]
+    with torch.inference_mode():  # the caller's inference mode reaches the workers
+        assert torch.equal(restore_image(hidiff_pipeline, x, TileOptions(**opts, workers=2), seed=3), ref)
+
+
+def test_cpu_worker_error_stops_the_run_and_names_the_cause():
+    calls = []
+
+    def failing(tiles, indices):
+        calls.append(indices[0])
+        if len(calls) == 3:
+            raise DataError("tile 3 is broken")
+        return tiles
+
+    x = torch.rand(1, 3, 400, 400)  # 4 x 4 tiles of 128
+    with pytest.raises(DataError, match="tile 3 is broken"):
+        run_tiles(failing, x, TileOptions(size=128, overlap=32, workers=2))
+    assert len(calls) <= 3 + 2 * 2  # the tiles already queued may finish; the rest never start
+
+
+def test_cpu_workers_option_is_checked_and_resolved():
+    from hidiff.inference.tiler import cpu_workers
+    with pytest.raises(ConfigError, match=r"tile\.workers: expected an integer >= 0, got -1"):
+        TileOptions(size=64, workers=-1)
+    assert cpu_workers(0, 100) == torch.get_num_threads() and cpu_workers(4, 3) == 3 and cpu_workers(2, 9) == 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # autocast is per thread: no workers inside it
+        assert cpu_workers(2, 9) == 1

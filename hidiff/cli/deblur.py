@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
     tile.add_argument("--tile-batch", type=positive_int, metavar="K",
                       help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")
+    tile.add_argument("--tile-workers", type=non_negative_int, metavar="N",
+                      help="CPU: tiles restored at once, one thread each (default 0: as many as torch threads; "
+                           "the output does not depend on it)")
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
@@ -161,9 +164,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _tile_chooser(args) -> Callable[[int, int, torch.device, int], object]:
     """Validate the tiling flags; return (h, w, device, multiple) -> TileOptions | 'whole'."""
     overrides = {k: v for k, v in (("overlap", args.overlap), ("blend", args.blend), ("batch", args.tile_batch),
-                                   ("prior", args.prior)) if v is not None}
+                                   ("prior", args.prior), ("workers", args.tile_workers)) if v is not None}
     if args.no_tile and (args.tile is not None or overrides):
-        raise ConfigError("--no-tile cannot be combined with --tile/--overlap/--blend/--tile-batch/--prior")
+        raise ConfigError("--no-tile cannot be combined with --tile/--overlap/--blend/--tile-batch/--tile-workers/"
+                          "--prior")
     if args.no_tile:
         return lambda h, w, device, multiple: WHOLE_IMAGE
     try:
@@ -192,7 +196,7 @@ def _tile_chooser(args) -> Callable[[int, int, torch.device, int], object]:
 def _as_flags(message: str) -> str:
     """Name the command-line flags in a TileOptions message ('tile.batch' -> '--tile-batch')."""
     for field, flag in (("size", "--tile"), ("overlap", "--overlap"), ("blend", "--blend"),
-                        ("batch", "--tile-batch"), ("prior", "--prior")):
+                        ("batch", "--tile-batch"), ("workers", "--tile-workers"), ("prior", "--prior")):
         message = message.replace(f"tile.{field}", flag)
     return message
 
