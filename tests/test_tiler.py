@@ -460,7 +460,7 @@ def test_hidiff_network_is_batch_invariant_when_batched_on_cpu():
 
 # ------------------------------------------------------ CPU tile workers
 def test_cpu_workers_give_the_one_thread_result_bitwise(hidiff_pipeline):
-    """Tiles in 3 threads of one torch thread each == one tile at a time (here the test's thread setting)."""
+    """Tiles N at a time, one torch thread each: the same bits for every N and every thread count."""
     x = torch.rand(2, 3, 150, 170)  # 2 images x 3 x 4 tiles of 64
     opts = dict(size=64, overlap=16)
     ref = restore_image(hidiff_pipeline, x, TileOptions(**opts, workers=1), seed=3)
@@ -477,6 +477,9 @@ def test_cpu_workers_give_the_one_thread_result_bitwise(hidiff_pipeline):
     assert done[:24] == [(k, 24) for k in range(1, 25)]
     with torch.inference_mode():  # the caller's inference mode reaches the workers
         assert torch.equal(restore_image(hidiff_pipeline, x, TileOptions(**opts, workers=2), seed=3), ref)
+    torch.set_num_threads(2)  # (conftest restores it) every tile still runs the one-thread kernels
+    for workers in (0, 1):
+        assert torch.equal(restore_image(hidiff_pipeline, x, TileOptions(**opts, workers=workers), seed=3), ref)
 
 
 def test_cpu_worker_error_stops_the_run_and_names_the_cause():
@@ -500,4 +503,4 @@ def test_cpu_workers_option_is_checked_and_resolved():
         TileOptions(size=64, workers=-1)
     assert cpu_workers(0, 100) == torch.get_num_threads() and cpu_workers(4, 3) == 3 and cpu_workers(2, 9) == 2
     with torch.autocast("cpu", dtype=torch.bfloat16):   # autocast is per thread: no workers inside it
-        assert cpu_workers(2, 9) == 1
+        assert cpu_workers(2, 9) == 0

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")
     tile.add_argument("--tile-workers", type=non_negative_int, metavar="N",
                       help="CPU: tiles restored at once, one thread each (default 0: as many as torch threads; "
-                           "the output does not depend on it)")
+                           "the output does not depend on it nor on the thread count)")
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")

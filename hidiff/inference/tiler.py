@@ -28,14 +28,16 @@ out where two tiles overlap (docs/architecture.md 3.3).  Guarantees:
   too, and ``fixed_model_batch`` so even the last chunk has ``batch`` tiles;
 * on CUDA out-of-memory the tile batch is halved and the chunk retried (a
   warning is logged; see above for what a different batch can change);
-* on a CPU, ``workers`` tiles run at once, each in its own thread on one torch
-  thread (0, the default: as many as the process has torch threads).  The
-  network's small per-tile operations keep two threads of one call waiting for
-  each other, while two single-threaded tiles side by side do not: on 2 cores
-  2 workers ran 1.4-1.8x the speed of one 2-thread call (docs/speed.md).  Tiles
-  are still accumulated in raster order, so the result does not depend on
-  ``workers``; it equals a one-thread run, which for hidiff's networks is also
-  bitwise the same as a multi-threaded one (tests/test_tiler.py).
+* on a CPU every tile runs on one torch thread, ``workers`` of them at once,
+  each in a thread of its own (0, the default: as many as the process has
+  torch threads).  The network's small per-tile operations keep two threads of
+  one call waiting for each other, while two single-threaded tiles side by side
+  do not: on 2 cores 2 workers ran 1.56x the speed of one tile on 2 threads
+  (docs/speed.md).  Since a tile's kernels are always the one-thread kernels
+  and tiles are accumulated in raster order, a tiled CPU result is bitwise the
+  same for every ``workers`` and every thread count (tests/test_tiler.py).
+  Inside CPU autocast, whose state is per thread, tiles run one at a time in
+  the caller's thread instead.
 
 ``mode='swintormer'`` reproduces the reference grid of Swintormer's test.py
 (steps of ``stride``, the last tile flush with the border); with
@@ -96,7 +98,7 @@ class TileOptions:
     mode: str = "hidiff"         # 'hidiff' (balanced grid) | 'swintormer' (reference grid)
     prior: str = "per_tile"      # 'per_tile' | 'global' (one prior from the downscaled image)
     fixed_model_batch: bool = False  # pad the last chunk so the model always sees `batch` tiles
-    workers: int = 0             # CPU: tiles in flight, one torch thread each (0: the process's torch threads)
+    workers: int = 0             # CPU: tiles at once, one torch thread each (0: the process's torch threads)
 
     def __post_init__(self) -> None:
         _validate({f.name: getattr(self, f.name) for f in fields(self)}, "tile")
@@ -316,8 +318,8 @@ def run_tiles(fn: TileFn, lq: Tensor, opts: TileOptions, *,
     todo = grid.indices(batch)
     acc: Optional[Tensor] = None
     on_cpu = run_device.type == "cpu" and not batch_on_cpu  # see the module docstring
-    workers = cpu_workers(opts.workers, len(todo)) if on_cpu else 1
-    if workers > 1:
+    workers = cpu_workers(opts.workers, len(todo)) if on_cpu else 0
+    if workers:
         chunks = _tiles_in_threads(fn, src, todo, grid.tile, run_device, noise_fn, global_prior, workers)
     else:
         chunks = _chunks_in_turn(fn, src, todo, grid.tile, run_device, noise_fn, global_prior,
@@ -354,11 +356,10 @@ def _spread(profiles: Sequence[Tensor], starts: Sequence[int], n: int) -> Tensor
 
 
 def cpu_workers(requested: int, tiles: int) -> int:
-    """Tiles run at once on a CPU: ``requested``, or (0) the process's torch threads; at most ``tiles``.
-
-    Not inside CPU autocast, whose state is per thread (the workers would run without it)."""
+    """Tiles run at once on a CPU, one torch thread each: ``requested``, or (0) the process's torch threads;
+    at most ``tiles``.  0 inside CPU autocast, whose state is per thread: tiles then run in the caller's thread."""
     if torch.is_autocast_enabled("cpu"):
-        return 1
+        return 0
     return max(1, min(requested or torch.get_num_threads(), tiles))
 
 
