@@ -25,13 +25,6 @@ OUT = REPO / "tests" / "data" / "default_model"
 FILES = ("input.png", "output.png", "record.json")
 
 
-def centre_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    s = min(size, h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return np.ascontiguousarray(rgb[top:top + s, left:left + s])
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photo", type=Path, default=None, help="source photo (default: skimage's chelsea.png)")
@@ -42,6 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import cv2
     import hidiff
+    from hidiff.data.transforms import center_crop
     from hidiff.errors import HidiffError
     from hidiff.inference.image_io import quantize, read_photo
     from hidiff.runners.default_model import default_model_folder
@@ -61,7 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         photo = read_photo(args.photo)
         if photo.dtype != np.uint8 or photo.gray:
             raise HidiffError(f"--photo '{args.photo}': expected an 8-bit colour image")
-        crop = centre_crop(quantize(photo.rgb, np.uint8), args.size)
+        side = min(args.size, *photo.rgb.shape[:2])
+        crop = np.ascontiguousarray(center_crop(quantize(photo.rgb, np.uint8), side, side))
         restorer = hidiff.load(None, device="cpu")
         args.out.mkdir(parents=True, exist_ok=True)
         for name, rgb in (("input.png", crop), ("output.png", None)):
