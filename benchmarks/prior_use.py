@@ -61,22 +61,17 @@ def load_run(run: Path, which: str):
     return options, from_checkpoint(unit.state), unit.iteration  # EMA weights where the run kept them
 
 
-def uint8(x):
-    """(1,C,H,W) float in [0,1] -> HxWxC uint8, rounded."""
-    import numpy as np
-    return (x.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-
-
 def measure(model, pairs: Sequence[Dict], seed: int) -> Dict[str, Dict[str, float]]:
     """Per prior variant: mean PSNR, mean/max |output - own-prior output| (8-bit levels), relative prior change."""
     import numpy as np
     import torch
 
+    from hidiff.data.image_io import to_uint8 as uint8
     from hidiff.metrics.psnr import psnr_uint8
     from hidiff.utils.padding import crop, pad_to_multiple
 
-    stage1 = model.pipeline().needs_gt
     pipe = model.pipeline()
+    stage1 = pipe.needs_gt
     m = pipe.pad_multiple
     padded = [(pad_to_multiple(p["lq"][None], m), pad_to_multiple(p["gt"][None], m)[0]) for p in pairs]
     n = len(pairs)
@@ -105,13 +100,14 @@ def measure(model, pairs: Sequence[Dict], seed: int) -> Dict[str, Dict[str, floa
         for i, p in enumerate(pairs):
             (lq, size), _ = padded[i]
             own_z = prior_of(i, "own")
-            own = uint8(crop(model.networks()["g"](lq, own_z), size)).astype(np.int16)
             gt = uint8(p["gt"][None])
-            for v in variants:
+            own = None
+            for v in variants:  # "own" first: the reference of the others
                 z = own_z if v == "own" else prior_of(i, v)
                 if z.shape != own_z.shape:
                     raise ValueError(f"validation images differ in size; '{v}' needs equal sizes")
                 out = uint8(crop(model.networks()["g"](lq, z), size))
+                own = out.astype(np.int16) if own is None else own
                 diff = np.abs(out.astype(np.int16) - own)
                 rows[v]["psnr"].append(psnr_uint8(out, gt))
                 rows[v]["mean"].append(float(diff.mean()))
@@ -127,6 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     from hidiff.data.build import build_dataset
+    from hidiff.data.image_io import to_uint8 as uint8
     from hidiff.errors import HidiffError
     from hidiff.metrics.psnr import psnr_uint8
     from hidiff.models import build_model
