@@ -3,12 +3,9 @@ SIGKILL in the middle of a save leaves nothing that a reader would take."""
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,98 +15,9 @@ import yaml
 from conftest import REPO, run_env
 from engine_tiny_run import tiny_options, tiny_s2_options, write_pairs
 from hidiff.engine.checkpoint_store import HANG_ENV, HANG_FIRST_ENV, latest_complete
-from procs import explain, run_checked, torchrun
+from procs import run_checked, spawn, torchrun  # noqa: F401  (spawn: a fixture)
 
 TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
-
-
-class Proc:
-    """A subprocess in a session of its own whose merged output is read line by line in a thread: waits never
-    block forever, and a kill takes its whole process group (torchrun's ranks too)."""
-
-    def __init__(self, cmd: list, cwd: Path, env: dict | None = None) -> None:
-        self.p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env or run_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self._q: queue.Queue = queue.Queue()
-        self._ended = False
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.p.stdout:
-            self._q.put(line)
-        self._q.put(None)
-
-    def _take(self, timeout: float) -> str | None:
-        """The next output line, or None at its end or after ``timeout`` seconds."""
-        if self._ended:
-            return None
-        try:
-            line = self._q.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if line is None:
-            self._ended = True
-            return None
-        self.lines.append(line)
-        return line
-
-    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            line = self._take(max(0.1, deadline - time.time()))
-            if line is None:
-                break
-            if m := re.search(pattern, line):
-                return m
-        self.kill()
-        raise AssertionError(self.explain(f"never saw {pattern!r} (within {timeout:g} s)"))
-
-    def finish(self, timeout: float = 120) -> int:
-        """The exit status once it ends by itself within ``timeout`` seconds (else it is killed: a failure)."""
-        try:
-            rc = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(self.explain(f"did not end within {timeout:g} s (killed)")) from None
-        finally:
-            self.kill()
-        deadline = time.time() + 10
-        while time.time() < deadline and self._take(max(0.1, deadline - time.time())) is not None:
-            pass
-        return rc
-
-    def kill(self) -> None:
-        """SIGKILL to the whole process group, also when the leader already ended (ranks left behind)."""
-        try:
-            os.killpg(self.p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.p.wait(timeout=60)
-
-    def explain(self, why: str) -> str:
-        """Failure message: the command, how it ended (exit code or signal), failed torchrun ranks, output tail."""
-        while self._take(0) is not None:
-            pass
-        return explain(self.p.args, self.p.poll(), "", self.output, why)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-@pytest.fixture
-def spawn():
-    """``spawn(cmd, cwd, env=None)`` starts a ``Proc``; whatever is still running when the test ends is killed."""
-    started: list[Proc] = []
-
-    def start(cmd: list, cwd: Path, env: dict | None = None) -> Proc:
-        started.append(Proc(cmd, cwd, env))
-        return started[-1]
-
-    yield start
-    for proc in started:
-        proc.kill()
 
 
 def _config(tmp_path: Path, **logger) -> Path:

@@ -1,0 +1,218 @@
+"""Retrain hidiff's default model with one resumable command (docs/default_model.md).
+
+    python scripts/retrain_default.py --photos ../shared/photos/train [--ablation-seeds 3] [-o KEY=VALUE ...]
+
+Steps, each skipped when already done, so running the same command again after an
+interruption continues where it stopped:
+
+1. gather the training photos into the recipe's ``sharp_root`` (only with ``--photos``;
+   without it the folder must already hold photos);
+2. train stage 1 (options/default_stage1.yml), then stage 2 (default_stage2.yml), each with
+   ``--resume auto`` in a child process; a finished run returns at once;
+3. the no-prior ablation (default_plain.yml) for ``--ablation-seeds`` seeds (10, 11, ...);
+4. export stage 2 as a float16 model folder (``--export``, default experiments/default_model)
+   with the model card, which ``hidiff-deblur --weights DIR`` and ``hidiff.load(DIR)`` read.
+
+Every option file is loaded with the overrides before anything is written or started.
+SIGINT/SIGTERM reach the training child once (it finishes its iteration, saves a complete
+checkpoint and exits); the command then exits with code 4 and starts nothing more.  On Linux
+the child is also sent SIGTERM if the command itself dies (even by SIGKILL).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from hidiff.config import Options, load_options
+from hidiff.data.image_io import list_images
+from hidiff.engine.checkpoint_store import latest_complete
+from hidiff.errors import ConfigError, DataError
+
+STAGE1, STAGE2, PLAIN = "default_stage1.yml", "default_stage2.yml", "default_plain.yml"
+#: the ablation's first seed is the recipe's own ``manual_seed``; further seeds count up from it
+FIRST_SEED = 10
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SIGNAL = 0, 2, 4
+
+
+@dataclass
+class Training:
+    """One training run of the plan: its option file, the overrides it gets and where its run folder is."""
+
+    label: str
+    option_file: Path
+    overrides: List[str]
+    options: Options
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.options.path.experiments_root) / self.options.name
+
+    @property
+    def total_iter(self) -> int:
+        return self.options.train.total_iter
+
+    def reached(self) -> int:
+        """The iteration of the run's newest complete checkpoint (0: none yet)."""
+        unit = latest_complete(self.run_dir) if (self.run_dir / "training_states").is_dir() else None
+        return unit.iteration if unit else 0
+
+    def done(self) -> bool:
+        return self.reached() >= self.total_iter
+
+    def progress(self) -> str:
+        return f"{self.reached():,} of {self.total_iter:,} iterations"
+
+
+@dataclass
+class Plan:
+    """Everything the command will do, checked before any of it starts."""
+
+    photos: List[Path]
+    sharp_root: Path
+    trainings: List[Training]
+    export: Path
+    card: Optional[Path]
+    experiments_root: Path
+    stage2_name: str
+
+
+def _training(label: str, option_file: Path, overrides: List[str]) -> Training:
+    # a bad override fails here, naming the file
+    return Training(label, option_file, overrides, load_options(option_file, overrides, is_train=True))
+
+
+def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[Path] = (), ablation_seeds: int = 0,
+              export: Path = Path("experiments/default_model"), card: Optional[Path] = None) -> Plan:
+    """Load and check every option file and input; raises ConfigError/DataError before anything is written."""
+    options_dir = Path(options_dir)
+    for name in (STAGE1, STAGE2, PLAIN):
+        if not (options_dir / name).is_file():
+            raise ConfigError(f"{options_dir / name}: option file not found (run the command from the root of a "
+                              f"hidiff clone, or give --options-dir)")
+    if not isinstance(ablation_seeds, int) or ablation_seeds < 0:
+        raise ConfigError(f"--ablation-seeds: expected an integer >= 0, got {ablation_seeds!r}")
+    overrides = list(overrides)
+    stage1 = _training("stage 1", options_dir / STAGE1, overrides)
+    stage2 = _training("stage 2", options_dir / STAGE2, overrides)
+    trainings = [stage1, stage2]
+    for k in range(ablation_seeds):
+        seed = FIRST_SEED + k
+        extra = [] if k == 0 else [f"manual_seed={seed}", f"name=default_plain_seed{seed}"]
+        trainings.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
+    sharp_root = Path(stage1.options.datasets["train"].params["sharp_root"])
+    for folder in photos:
+        if not Path(folder).is_dir() or not list_images(folder):
+            raise DataError(f"--photos {folder}: not a folder of images (it is missing or holds none)")
+    for training in trainings:
+        for phase, block in training.options.datasets.items():
+            root = Path(block.params.get("sharp_root", sharp_root))
+            if (photos and root == sharp_root) or (root.is_dir() and list_images(root)):
+                continue
+            raise DataError(f"{root}: the photos of datasets.{phase}.sharp_root ({training.option_file.name}) are "
+                            f"missing; give --photos FOLDER (e.g. --photos ../shared/photos/train) to gather the "
+                            f"recipe's photos into {sharp_root}")
+    export = Path(export)
+    if export.exists() and not stage2.done():
+        raise ConfigError(f"--export {export}: already exists, but stage 2 has not finished; it would not be the "
+                          f"model trained now (move it away or name another folder)")
+    if card is not None and not Path(card).is_file():
+        raise ConfigError(f"--card {card}: file not found")
+    return Plan(list(photos), sharp_root, trainings, export, card, Path(stage2.options.path.experiments_root),
+                stage2.options.name)
+
+
+class _ChildSignals:
+    """Forward SIGINT/SIGTERM to the running child (in its own session, so a terminal's Ctrl-C reaches it once)."""
+
+    def __init__(self) -> None:
+        self.child: Optional[subprocess.Popen] = None
+        self.received: Optional[str] = None
+        self._saved = {}
+
+    def __enter__(self) -> "_ChildSignals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, _frame) -> None:
+        self.received = signal.Signals(signum).name
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+
+def _stop_with_parent(parent: int) -> Callable[[], None]:
+    """Child set-up (Linux): SIGTERM the training when this command dies, even by SIGKILL, so it stops cleanly
+    instead of training on unseen beside a restarted command in the same run folder."""
+
+    def setup() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:                                          # died before prctl took effect
+            os._exit(EXIT_SIGNAL)
+
+    return setup
+
+
+def train_command(training: Training) -> List[str]:
+    """The child's argv: hidiff's training command with ``--resume auto`` and the overrides."""
+    cmd = [sys.executable, "-m", "hidiff.cli.train", "-opt", str(training.option_file), "--resume", "auto"]
+    for item in training.overrides:
+        cmd += ["-o", item]
+    return cmd
+
+
+def run(plan: Plan, log: Callable[[str], None] = print) -> int:
+    """Carry out the plan; returns the command's exit code."""
+    from hidiff.runners.default_photos import gather_photos  # deferred: needs scikit-image
+
+    if plan.photos:
+        gather_photos(plan.sharp_root, plan.photos, log=log)
+    with _ChildSignals() as signals:
+        for training in plan.trainings:
+            if training.done():
+                log(f"== {training.label}: done ({training.progress()}, {training.run_dir})")
+                continue
+            log(f"== {training.label}: training from {training.progress()} ({training.option_file})")
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            signals.child = subprocess.Popen(train_command(training), env=env, start_new_session=True,
+                                             preexec_fn=_stop_with_parent(os.getpid()))
+            code = signals.child.wait()
+            signals.child = None
+            if code not in (0, EXIT_SIGNAL):
+                log(f"== {training.label} failed at {training.progress()} (exit code {code}; its messages are "
+                    f"above); nothing more was started")
+                return code
+            if code == EXIT_SIGNAL or signals.received:
+                log(f"== {training.label} stopped at {training.progress()} ({signals.received or 'a signal'}, "
+                    f"checkpoint saved); run the same command again to continue")
+                return EXIT_SIGNAL
+    return _export(plan, log)
+
+
+def _export(plan: Plan, log: Callable[[str], None]) -> int:
+    from hidiff.runners.model_folder import write_model_folder  # deferred: heavy imports
+    from hidiff.runners.weights import from_experiment  # deferred: heavy imports
+
+    if plan.export.exists():
+        log(f"== export: {plan.export} already exists (remove it to export again)")
+        return EXIT_OK
+    card = Path(plan.card).read_text(encoding="utf-8") if plan.card else None
+    plan.export.parent.mkdir(parents=True, exist_ok=True)
+    weights = from_experiment(plan.experiments_root, plan.stage2_name)
+    report = write_model_folder(weights, plan.export, half=True, card=card)
+    log(f"== export: wrote {report['folder']} ({report['bytes'] / 1e6:.2f} MB of float16 weights; largest "
+        f"change against float32 {report['max_abs_diff_vs_source']:.3g}); use it with "
+        f"hidiff-deblur PHOTO -o OUT --weights {plan.export}")
+    return EXIT_OK

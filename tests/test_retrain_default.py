@@ -1,0 +1,123 @@
+"""The default model's one retraining command: it checks everything first, runs stage 1 -> stage 2 -> export,
+stops cleanly on a signal and continues where it stopped when started again (the real recipe files, tiny sizes)."""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_env
+from engine_tiny_run import write_pairs
+from hidiff.errors import ConfigError, DataError
+from hidiff.runners.retrain_default import make_plan
+from procs import run_checked, spawn  # noqa: F401  (spawn: a fixture)
+
+COMMAND = [sys.executable, str(REPO / "scripts" / "retrain_default.py"), "--options-dir", str(REPO / "options")]
+
+
+def tiny(root: Path, total_iter: int = 4) -> list[str]:
+    """Overrides that shrink every training of the recipe and keep it inside ``root``."""
+    photos = root / "photos"
+    return [f"path.experiments_root={root / 'experiments'}",
+            f"datasets.train.sharp_root={photos}", f"datasets.val.sharp_root={photos}",
+            "datasets.train.gt_size=32", "datasets.train.length=8", "datasets.train.batch_size_per_gpu=2",
+            "datasets.train.num_worker_per_gpu=0", "datasets.val.gt_size=32", "datasets.val.length=1",
+            f"train.total_iter={total_iter}", f"train.scheduler.periods=[{total_iter}]",
+            "logger.save_checkpoint_freq=2", "logger.print_freq=1", f"val.val_freq={total_iter}",
+            "logger.use_tb_logger=false"]
+
+
+def with_overrides(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("-o", item)]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    sharp, _ = write_pairs(tmp_path / "pairs", n=3, size=80)
+    (tmp_path / "photos").mkdir()
+    for f in sorted(sharp.iterdir()):
+        (tmp_path / "photos" / f.name).write_bytes(f.read_bytes())
+    return tmp_path / "photos"
+
+
+def test_a_signal_stops_it_cleanly_and_the_same_command_finishes_the_recipe(tmp_path, photos, spawn):
+    export = tmp_path / "model"
+    args = COMMAND + ["--export", str(export), *with_overrides(tiny(tmp_path, total_iter=40))]
+    proc = spawn(args, cwd=tmp_path, env=run_env())
+    proc.wait_for(r"iter:\s+3,", timeout=180)                 # stage 1 is training
+    proc.p.send_signal(signal.SIGTERM)
+    assert proc.finish(timeout=120) == 4, proc.explain("expected exit code 4 after SIGTERM")
+    out = proc.output
+    assert "== stage 1 stopped at" in out and "run the same command again to continue" in out, out[-2000:]
+    stage1 = tmp_path / "experiments" / "default_stage1"
+    saved = sorted(int(p.stem) for p in (stage1 / "training_states").glob("*.state"))
+    assert saved and 3 <= saved[-1] < 40, saved                  # the iteration it stopped at was saved
+    assert not (tmp_path / "experiments" / "default_stage2").exists() and not export.exists()
+
+    done = run_checked(args, timeout=600, env=run_env(), cwd=tmp_path)
+    assert "Resuming training from epoch" in done.stdout + done.stderr
+    assert f"== stage 1: training from {saved[-1]:,} of 40 iterations" in done.stdout, done.stdout[-2000:]
+    assert "== stage 2: training from 0 of 40 iterations" in done.stdout
+    assert sorted(p.name for p in export.iterdir()) == ["MODEL_CARD.md", "model.yml", "net_d.pth", "net_g.pth",
+                                                          "net_le_dm.pth"]
+    assert (export / "MODEL_CARD.md").read_text() == (REPO / "docs" / "default_model.md").read_text()
+    weights = torch.load(export / "net_g.pth", map_location="cpu", weights_only=True)["params"]
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+
+    import hidiff
+    restorer = hidiff.load(export)
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    restored = restorer.deblur(image)
+    assert restored.shape == image.shape and restored.dtype == np.uint8
+
+    again = run_checked(args, timeout=300, env=run_env(), cwd=tmp_path)   # all done: nothing is redone
+    assert "== stage 1: done (40 of 40 iterations" in again.stdout and "== stage 2: done (40 of 40" in again.stdout
+    assert f"== export: {export} already exists" in again.stdout
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, photos):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    overrides = tiny(tmp_path) + [f"datasets.train.sharp_root={empty}"]
+    r = run_checked(COMMAND + with_overrides(overrides), timeout=120, env=run_env(), cwd=tmp_path, returncode=2)
+    assert f"{empty}: the photos of datasets.train.sharp_root (default_stage1.yml) are missing; give --photos" in r.stderr, r.stderr
+    r = run_checked(COMMAND + with_overrides(tiny(tmp_path) + ["train.totl_iter=3"]), timeout=120, env=run_env(),
+                    cwd=tmp_path, returncode=2)
+    assert "default_stage1.yml" in r.stderr and "did you mean 'total_iter'" in r.stderr, r.stderr
+    stale = tmp_path / "old_model"
+    stale.mkdir()
+    r = run_checked(COMMAND + ["--export", str(stale), *with_overrides(tiny(tmp_path))], timeout=120, env=run_env(),
+                    cwd=tmp_path, returncode=2)
+    assert f"--export {stale}: already exists, but stage 2 has not finished" in r.stderr
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_the_plan_names_every_training_and_the_ablation_seeds(tmp_path, photos):
+    plan = make_plan(REPO / "options", tiny(tmp_path), ablation_seeds=3, export=tmp_path / "model")
+    runs = [(t.label, t.run_dir.name, t.total_iter) for t in plan.trainings]
+    assert runs == [("stage 1", "default_stage1", 4), ("stage 2", "default_stage2", 4),
+                    ("no-prior ablation, seed 10", "default_plain", 4),
+                    ("no-prior ablation, seed 11", "default_plain_seed11", 4),
+                    ("no-prior ablation, seed 12", "default_plain_seed12", 4)]
+    assert "manual_seed=12" in plan.trainings[-1].overrides
+    with pytest.raises(DataError, match="--photos .*missing: not a folder of images"):
+        make_plan(REPO / "options", tiny(tmp_path), photos=[tmp_path / "missing"])
+    with pytest.raises(ConfigError, match="expected an integer >= 0"):
+        make_plan(REPO / "options", tiny(tmp_path), ablation_seeds=-1)
+
+
+def test_the_training_stops_cleanly_when_the_command_itself_is_killed(tmp_path, photos, spawn):
+    """SIGKILL of the command cannot be forwarded; the child learns it from the kernel (Linux) and saves."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux only")
+    args = COMMAND + ["--export", str(tmp_path / "model"), *with_overrides(tiny(tmp_path, total_iter=400))]
+    proc = spawn(args, cwd=tmp_path, env=run_env())
+    proc.wait_for(r"iter:\s+3,", timeout=180)
+    proc.p.send_signal(signal.SIGKILL)                         # the command only; its child is in another session
+    m = proc.wait_for(r"training stopped by SIGTERM at iteration (\d+); its checkpoint is saved", timeout=120)
+    saved = sorted(int(p.stem) for p in (tmp_path / "experiments" / "default_stage1" / "training_states").glob("*.state"))
+    assert saved[-1] == int(m.group(1)) >= 3, (saved, m.group(0))
