@@ -74,6 +74,15 @@ def test_a_signal_stops_it_cleanly_and_the_same_command_finishes_the_recipe(tmp_
     restored = restorer.deblur(image)
     assert restored.shape == image.shape and restored.dtype == np.uint8
 
+    status = run_checked(args + ["--dry-run", "--ablation-seeds", "1"], timeout=120, env=run_env(), cwd=tmp_path)
+    assert status.stdout.splitlines()[1:] == [
+        f"stage 1: done, 40 of 40 iterations (default_stage1.yml, {tmp_path / 'experiments' / 'default_stage1'})",
+        f"stage 2: done, 40 of 40 iterations (default_stage2.yml, {tmp_path / 'experiments' / 'default_stage2'})",
+        f"no-prior ablation, seed 10: to train, 0 of 40 iterations (default_plain.yml, "
+        f"{tmp_path / 'experiments' / 'default_plain'})",
+        f"export: {export} (exists, float16, card {REPO / 'docs' / 'default_model.md'})"], status.stdout
+    assert not (tmp_path / "experiments" / "default_plain").exists()          # a dry run starts nothing
+
     again = run_checked(args, timeout=300, env=run_env(), cwd=tmp_path)   # all done: nothing is redone
     assert "== stage 1: done (40 of 40 iterations" in again.stdout and "== stage 2: done (40 of 40" in again.stdout
     assert f"== export: {export} already exists" in again.stdout

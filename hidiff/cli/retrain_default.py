@@ -29,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the model card copied into it (default: docs/default_model.md beside the options folder)")
     ap.add_argument("--options-dir", type=Path, default=Path("options"), metavar="DIR",
                     help="where the recipe's option files are (default: %(default)s)")
+    ap.add_argument("--dry-run", action="store_true", help="print every step and how far it has come; start nothing")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="an override given to every training of the recipe (repeatable)")
     return ap
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.runners.retrain_default import make_plan, run  # deferred: the parser imports without torch
+    from hidiff.runners.retrain_default import describe, make_plan, run  # deferred: the parser imports without torch
 
     args = build_parser().parse_args(argv)
     card = args.card
@@ -44,6 +45,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         plan = make_plan(args.options_dir, args.override, photos=args.photos, ablation_seeds=args.ablation_seeds,
                          export=args.export, card=card)
+        if args.dry_run:
+            print("\n".join(describe(plan)))
+            return 0
         return run(plan)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -173,6 +173,19 @@ def train_command(training: Training) -> List[str]:
     return cmd
 
 
+def describe(plan: Plan) -> List[str]:
+    """One line per step with how far it has come (``--dry-run``)."""
+    lines = [f"photos: {'gather ' + ', '.join(map(str, plan.photos)) + ' into ' if plan.photos else ''}"
+             f"{plan.sharp_root} ({len(list_images(plan.sharp_root)) if plan.sharp_root.is_dir() else 0} photos now)"]
+    for training in plan.trainings:
+        state = "done" if training.done() else "to train"
+        lines.append(f"{training.label}: {state}, {training.progress()} ({training.option_file.name}, "
+                     f"{training.run_dir})")
+    lines.append(f"export: {plan.export} ({'exists' if plan.export.exists() else 'to write'}, float16"
+                 f"{', card ' + str(plan.card) if plan.card else ''})")
+    return lines
+
+
 def run(plan: Plan, log: Callable[[str], None] = print) -> int:
     """Carry out the plan; returns the command's exit code."""
     from hidiff.runners.default_photos import gather_photos  # deferred: needs scikit-image
