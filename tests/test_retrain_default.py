@@ -78,9 +78,9 @@ def test_a_signal_stops_it_cleanly_and_the_same_command_finishes_the_recipe(tmp_
     assert status.stdout.splitlines()[1:] == [
         f"stage 1: done, 40 of 40 iterations (default_stage1.yml, {tmp_path / 'experiments' / 'default_stage1'})",
         f"stage 2: done, 40 of 40 iterations (default_stage2.yml, {tmp_path / 'experiments' / 'default_stage2'})",
+        f"export: {export} (exists, float16, card {REPO / 'docs' / 'default_model.md'})",
         f"no-prior ablation, seed 10: to train, 0 of 40 iterations (default_plain.yml, "
-        f"{tmp_path / 'experiments' / 'default_plain'})",
-        f"export: {export} (exists, float16, card {REPO / 'docs' / 'default_model.md'})"], status.stdout
+        f"{tmp_path / 'experiments' / 'default_plain'})"], status.stdout
     assert not (tmp_path / "experiments" / "default_plain").exists()          # a dry run starts nothing
 
     again = run_checked(args, timeout=300, env=run_env(), cwd=tmp_path)   # all done: nothing is redone
@@ -107,12 +107,12 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, photos):
 
 def test_the_plan_names_every_training_and_the_ablation_seeds(tmp_path, photos):
     plan = make_plan(REPO / "options", tiny(tmp_path), ablation_seeds=3, export=tmp_path / "model")
-    runs = [(t.label, t.run_dir.name, t.total_iter) for t in plan.trainings]
+    runs = [(t.label, t.run_dir.name, t.total_iter) for t in plan.recipe + plan.ablation]
     assert runs == [("stage 1", "default_stage1", 4), ("stage 2", "default_stage2", 4),
                     ("no-prior ablation, seed 10", "default_plain", 4),
                     ("no-prior ablation, seed 11", "default_plain_seed11", 4),
                     ("no-prior ablation, seed 12", "default_plain_seed12", 4)]
-    assert "manual_seed=12" in plan.trainings[-1].overrides
+    assert "manual_seed=12" in plan.ablation[-1].overrides
     with pytest.raises(DataError, match="--photos .*missing: not a folder of images"):
         make_plan(REPO / "options", tiny(tmp_path), photos=[tmp_path / "missing"])
     with pytest.raises(ConfigError, match="expected an integer >= 0"):

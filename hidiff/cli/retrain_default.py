@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.runners.retrain_default import describe, make_plan, run  # deferred: the parser imports without torch
+    from hidiff.runners.retrain_default import EXIT_BAD_INPUT, describe, make_plan, run  # deferred: the parser imports without torch
 
     args = build_parser().parse_args(argv)
     card = args.card
@@ -51,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(plan)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,9 +9,9 @@ interruption continues where it stopped:
    without it the folder must already hold photos);
 2. train stage 1 (options/default_stage1.yml), then stage 2 (default_stage2.yml), each with
    ``--resume auto`` in a child process; a finished run returns at once;
-3. the no-prior ablation (default_plain.yml) for ``--ablation-seeds`` seeds (10, 11, ...);
-4. export stage 2 as a float16 model folder (``--export``, default experiments/default_model)
-   with the model card, which ``hidiff-deblur --weights DIR`` and ``hidiff.load(DIR)`` read.
+3. export stage 2 as a float16 model folder (``--export``, default experiments/default_model)
+   with the model card, which ``hidiff-deblur --weights DIR`` and ``hidiff.load(DIR)`` read;
+4. the no-prior ablation (default_plain.yml) for ``--ablation-seeds`` seeds (10, 11, ...).
 
 Every option file is loaded with the overrides before anything is written or started.
 SIGINT/SIGTERM reach the training child once (it finishes its iteration, saves a complete
@@ -37,7 +37,7 @@ from hidiff.errors import ConfigError, DataError
 STAGE1, STAGE2, PLAIN = "default_stage1.yml", "default_stage2.yml", "default_plain.yml"
 #: the ablation's first seed is the recipe's own ``manual_seed``; further seeds count up from it
 FIRST_SEED = 10
-EXIT_OK, EXIT_BAD_INPUT, EXIT_SIGNAL = 0, 2, 4
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SIGNAL = 0, 2, 4   # as hidiff's training command
 
 
 @dataclass
@@ -75,7 +75,8 @@ class Plan:
 
     photos: List[Path]
     sharp_root: Path
-    trainings: List[Training]
+    recipe: List[Training]           # stage 1, stage 2: the model exported
+    ablation: List[Training]         # the no-prior runs, after the export
     export: Path
     card: Optional[Path]
     experiments_root: Path
@@ -100,16 +101,16 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
     overrides = list(overrides)
     stage1 = _training("stage 1", options_dir / STAGE1, overrides)
     stage2 = _training("stage 2", options_dir / STAGE2, overrides)
-    trainings = [stage1, stage2]
+    ablation = []
     for k in range(ablation_seeds):
         seed = FIRST_SEED + k
         extra = [] if k == 0 else [f"manual_seed={seed}", f"name=default_plain_seed{seed}"]
-        trainings.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
+        ablation.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
     sharp_root = Path(stage1.options.datasets["train"].params["sharp_root"])
     for folder in photos:
         if not Path(folder).is_dir() or not list_images(folder):
             raise DataError(f"--photos {folder}: not a folder of images (it is missing or holds none)")
-    for training in trainings:
+    for training in [stage1, stage2, *ablation]:
         for phase, block in training.options.datasets.items():
             root = Path(block.params.get("sharp_root", sharp_root))
             if (photos and root == sharp_root) or (root.is_dir() and list_images(root)):
@@ -123,7 +124,7 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
                           f"model trained now (move it away or name another folder)")
     if card is not None and not Path(card).is_file():
         raise ConfigError(f"--card {card}: file not found")
-    return Plan(list(photos), sharp_root, trainings, export, card, Path(stage2.options.path.experiments_root),
+    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card, Path(stage2.options.path.experiments_root),
                 stage2.options.name)
 
 
@@ -177,13 +178,14 @@ def describe(plan: Plan) -> List[str]:
     """One line per step with how far it has come (``--dry-run``)."""
     lines = [f"photos: {'gather ' + ', '.join(map(str, plan.photos)) + ' into ' if plan.photos else ''}"
              f"{plan.sharp_root} ({len(list_images(plan.sharp_root)) if plan.sharp_root.is_dir() else 0} photos now)"]
-    for training in plan.trainings:
-        state = "done" if training.done() else "to train"
-        lines.append(f"{training.label}: {state}, {training.progress()} ({training.option_file.name}, "
-                     f"{training.run_dir})")
+    def line(training: Training) -> str:
+        return (f"{training.label}: {'done' if training.done() else 'to train'}, {training.progress()} "
+                f"({training.option_file.name}, {training.run_dir})")
+
+    lines += [line(t) for t in plan.recipe]
     lines.append(f"export: {plan.export} ({'exists' if plan.export.exists() else 'to write'}, float16"
                  f"{', card ' + str(plan.card) if plan.card else ''})")
-    return lines
+    return lines + [line(t) for t in plan.ablation]
 
 
 def run(plan: Plan, log: Callable[[str], None] = print) -> int:
@@ -193,34 +195,47 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> int:
     if plan.photos:
         gather_photos(plan.sharp_root, plan.photos, log=log)
     with _ChildSignals() as signals:
-        for training in plan.trainings:
-            if training.done():
-                log(f"== {training.label}: done ({training.progress()}, {training.run_dir})")
-                continue
-            log(f"== {training.label}: training from {training.progress()} ({training.option_file})")
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            signals.child = subprocess.Popen(train_command(training), env=env, start_new_session=True,
-                                             preexec_fn=_stop_with_parent(os.getpid()))
-            code = signals.child.wait()
-            signals.child = None
-            if code not in (0, EXIT_SIGNAL):
-                log(f"== {training.label} failed at {training.progress()} (exit code {code}; its messages are "
-                    f"above); nothing more was started")
-                return code
-            if code == EXIT_SIGNAL or signals.received:
-                log(f"== {training.label} stopped at {training.progress()} ({signals.received or 'a signal'}, "
-                    f"checkpoint saved); run the same command again to continue")
-                return EXIT_SIGNAL
-    return _export(plan, log)
+        code = _train_all(plan.recipe, signals, log)
+        if code == EXIT_OK and not signals.received:
+            _export(plan, log)
+            code = _train_all(plan.ablation, signals, log)
+    return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
 
 
-def _export(plan: Plan, log: Callable[[str], None]) -> int:
+def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Callable[[str], None]) -> int:
+    """Train each unfinished run in turn in a child process; stop at the first failure or signal."""
+    for training in trainings:
+        if training.done():
+            log(f"== {training.label}: done ({training.progress()}, {training.run_dir})")
+            continue
+        if signals.received:
+            return EXIT_SIGNAL
+        log(f"== {training.label}: training from {training.progress()} ({training.option_file})")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        signals.child = subprocess.Popen(train_command(training), env=env, start_new_session=True,
+                                         preexec_fn=_stop_with_parent(os.getpid()))
+        if signals.received:                       # arrived while the child was being started
+            signals.child.send_signal(signal.SIGTERM)
+        code = signals.child.wait()
+        signals.child = None
+        if code not in (EXIT_OK, EXIT_SIGNAL):
+            log(f"== {training.label} failed at {training.progress()} (exit code {code}; its messages are "
+                f"above); nothing more was started")
+            return code
+        if code == EXIT_SIGNAL or signals.received:
+            log(f"== {training.label} stopped at {training.progress()} ({signals.received or 'a signal'}, "
+                f"checkpoint saved); run the same command again to continue")
+            return EXIT_SIGNAL
+    return EXIT_OK
+
+
+def _export(plan: Plan, log: Callable[[str], None]) -> None:
     from hidiff.runners.model_folder import write_model_folder  # deferred: heavy imports
     from hidiff.runners.weights import from_experiment  # deferred: heavy imports
 
     if plan.export.exists():
         log(f"== export: {plan.export} already exists (remove it to export again)")
-        return EXIT_OK
+        return
     card = Path(plan.card).read_text(encoding="utf-8") if plan.card else None
     plan.export.parent.mkdir(parents=True, exist_ok=True)
     weights = from_experiment(plan.experiments_root, plan.stage2_name)
@@ -228,4 +243,3 @@ def _export(plan: Plan, log: Callable[[str], None]) -> int:
     log(f"== export: wrote {report['folder']} ({report['bytes'] / 1e6:.2f} MB of float16 weights; largest "
         f"change against float32 {report['max_abs_diff_vs_source']:.3g}); use it with "
         f"hidiff-deblur PHOTO -o OUT --weights {plan.export}")
-    return EXIT_OK
