@@ -93,7 +93,8 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, photos):
     empty.mkdir()
     overrides = tiny(tmp_path) + [f"datasets.train.sharp_root={empty}"]
     r = run_checked(COMMAND + with_overrides(overrides), timeout=120, env=run_env(), cwd=tmp_path, returncode=2)
-    assert f"{empty}: the photos of datasets.train.sharp_root (default_stage1.yml) are missing; give --photos" in r.stderr, r.stderr
+    expected = f"{empty}: the photos of datasets.train.sharp_root (default_stage1.yml) are missing; give --photos"
+    assert expected in r.stderr, r.stderr
     r = run_checked(COMMAND + with_overrides(tiny(tmp_path) + ["train.totl_iter=3"]), timeout=120, env=run_env(),
                     cwd=tmp_path, returncode=2)
     assert "default_stage1.yml" in r.stderr and "did you mean 'total_iter'" in r.stderr, r.stderr
@@ -128,5 +129,6 @@ def test_the_training_stops_cleanly_when_the_command_itself_is_killed(tmp_path, 
     proc.wait_for(r"iter:\s+3,", timeout=180)
     proc.p.send_signal(signal.SIGKILL)                         # the command only; its child is in another session
     m = proc.wait_for(r"training stopped by SIGTERM at iteration (\d+); its checkpoint is saved", timeout=120)
-    saved = sorted(int(p.stem) for p in (tmp_path / "experiments" / "default_stage1" / "training_states").glob("*.state"))
+    states = tmp_path / "experiments" / "default_stage1" / "training_states"
+    saved = sorted(int(p.stem) for p in states.glob("*.state"))
     assert saved[-1] == int(m.group(1)) >= 3, (saved, m.group(0))

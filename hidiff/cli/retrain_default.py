@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hidiff.errors import HidiffError
+from hidiff.runners import retrain_default as rd
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hidiff.runners import retrain_default as rd  # deferred: the parser imports without torch
-
     ap = argparse.ArgumentParser(prog="retrain_default.py", description=rd.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=Path, action="append", default=[], metavar="FOLDER",
@@ -36,22 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from hidiff.runners.retrain_default import EXIT_BAD_INPUT, describe, make_plan, run  # deferred: the parser imports without torch
-
     args = build_parser().parse_args(argv)
     card = args.card
     if card is None and (args.options_dir.parent / "docs" / "default_model.md").is_file():
         card = args.options_dir.parent / "docs" / "default_model.md"
     try:
-        plan = make_plan(args.options_dir, args.override, photos=args.photos, ablation_seeds=args.ablation_seeds,
-                         export=args.export, card=card)
+        plan = rd.make_plan(args.options_dir, args.override, photos=args.photos, ablation_seeds=args.ablation_seeds,
+                            export=args.export, card=card)
         if args.dry_run:
-            print("\n".join(describe(plan)))
+            print("\n".join(rd.describe(plan)))
             return 0
-        return run(plan)
+        return rd.run(plan)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return rd.EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

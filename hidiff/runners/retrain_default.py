@@ -124,8 +124,8 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
                           f"model trained now (move it away or name another folder)")
     if card is not None and not Path(card).is_file():
         raise ConfigError(f"--card {card}: file not found")
-    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card, Path(stage2.options.path.experiments_root),
-                stage2.options.name)
+    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card,
+                Path(stage2.options.path.experiments_root), stage2.options.name)
 
 
 class _ChildSignals:
@@ -212,8 +212,8 @@ def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Calla
             return EXIT_SIGNAL
         log(f"== {training.label}: training from {training.progress()} ({training.option_file})")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        signals.child = subprocess.Popen(train_command(training), env=env, start_new_session=True,
-                                         preexec_fn=_stop_with_parent(os.getpid()))
+        setup = _stop_with_parent(os.getpid()) if os.name == "posix" else None
+        signals.child = subprocess.Popen(train_command(training), env=env, start_new_session=True, preexec_fn=setup)
         if signals.received:                       # arrived while the child was being started
             signals.child.send_signal(signal.SIGTERM)
         code = signals.child.wait()
