@@ -1,8 +1,13 @@
-"""Exception types raised for bad user input.
+"""Exception types raised for bad user input, and the training command's exit codes.
 
 Every error names the file, key or value at fault and what was expected, so a
 user can fix the input without reading the source.
 """
+
+#: exit codes of ``hidiff-train`` (hidiff/cli/train.py), also read by the commands that run it as a child:
+#: done, bad input (nothing was written), stopped after too many non-finite steps, stopped by a signal
+#: (checkpoint saved)
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 2, 3, 4
 
 
 class HidiffError(Exception):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hidiff.errors import HidiffError
+from hidiff.errors import EXIT_BAD_INPUT, HidiffError
 from hidiff.runners import retrain_default as rd
 
 
@@ -48,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return rd.run(plan)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return rd.EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from hidiff.errors import HidiffError
+from hidiff.errors import EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_OK, EXIT_SIGNAL, HidiffError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train at most N iterations in this session, save and exit (resume with --resume auto)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
-
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 2, 3, 4
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

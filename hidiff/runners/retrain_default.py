@@ -32,12 +32,11 @@ from typing import Callable, List, Optional, Sequence
 from hidiff.config import Options, load_options
 from hidiff.data.image_io import list_images
 from hidiff.engine.checkpoint_store import latest_complete
-from hidiff.errors import ConfigError, DataError
+from hidiff.errors import EXIT_OK, EXIT_SIGNAL, ConfigError, DataError
 
 STAGE1, STAGE2, PLAIN = "default_stage1.yml", "default_stage2.yml", "default_plain.yml"
 #: the ablation's first seed is the recipe's own ``manual_seed``; further seeds count up from it
 FIRST_SEED = 10
-EXIT_OK, EXIT_BAD_INPUT, EXIT_SIGNAL = 0, 2, 4   # as hidiff's training command
 
 
 @dataclass
