@@ -35,8 +35,6 @@ from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import EXIT_OK, EXIT_SIGNAL, ConfigError, DataError
 
 STAGE1, STAGE2, PLAIN = "default_stage1.yml", "default_stage2.yml", "default_plain.yml"
-#: the ablation's first seed is the recipe's own ``manual_seed``; further seeds count up from it
-FIRST_SEED = 10
 
 
 @dataclass
@@ -78,8 +76,6 @@ class Plan:
     ablation: List[Training]         # the no-prior runs, after the export
     export: Path
     card: Optional[Path]
-    experiments_root: Path
-    stage2_name: str
 
 
 def _training(label: str, option_file: Path, overrides: List[str]) -> Training:
@@ -101,8 +97,10 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
     stage1 = _training("stage 1", options_dir / STAGE1, overrides)
     stage2 = _training("stage 2", options_dir / STAGE2, overrides)
     ablation = []
+    # the first seed is default_plain.yml's own manual_seed (run folder default_plain); the others count up from it
+    first_seed = load_options(options_dir / PLAIN, overrides, is_train=True).manual_seed if ablation_seeds else 0
     for k in range(ablation_seeds):
-        seed = FIRST_SEED + k
+        seed = first_seed + k
         extra = [] if k == 0 else [f"manual_seed={seed}", f"name=default_plain_seed{seed}"]
         ablation.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
     sharp_root = Path(stage1.options.datasets["train"].params["sharp_root"])
@@ -123,8 +121,7 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
                           f"model trained now (move it away or name another folder)")
     if card is not None and not Path(card).is_file():
         raise ConfigError(f"--card {card}: file not found")
-    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card,
-                Path(stage2.options.path.experiments_root), stage2.options.name)
+    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card)
 
 
 class _ChildSignals:
@@ -237,7 +234,8 @@ def _export(plan: Plan, log: Callable[[str], None]) -> None:
         return
     card = Path(plan.card).read_text(encoding="utf-8") if plan.card else None
     plan.export.parent.mkdir(parents=True, exist_ok=True)
-    weights = from_experiment(plan.experiments_root, plan.stage2_name)
+    stage2 = plan.recipe[-1].options
+    weights = from_experiment(stage2.path.experiments_root, stage2.name)
     report = write_model_folder(weights, plan.export, half=True, card=card)
     log(f"== export: wrote {report['folder']} ({report['bytes'] / 1e6:.2f} MB of float16 weights; largest "
         f"change against float32 {report['max_abs_diff_vs_source']:.3g}); use it with "
