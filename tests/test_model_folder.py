@@ -19,7 +19,7 @@ from hidiff.config import options_from_text
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.errors import CheckpointError, ConfigError
 from hidiff.runners import model_folder
-from hidiff.runners.default_model import ENV
+from hidiff.runners.default_model import ENV, PACKAGED
 from hidiff.runners.weights import from_checkpoint, from_release
 from test_deblur_cli import SKIMAGE_DATA
 from test_trust_testing import option_text, save_release, tiny_state_dicts
@@ -197,12 +197,14 @@ def test_stored_default_check_is_written_once_and_catches_a_changed_model(tmp_pa
     assert stored_output_difference(out, hidiff.load(folder, device="cpu")) > 1
 
 
-@pytest.mark.skipif(not (STORED / "record.json").is_file(), reason="no default model ships yet (docs/default_model.md)")
+@pytest.mark.skipif(not (PACKAGED / "net_g.pth").is_file(), reason="no default model ships yet (docs/default_model.md)")
 def test_shipped_default_model_reproduces_its_stored_output(tmp_path, monkeypatch):
     """The weights in hidiff/pretrained/default, reached as a new user does (no weights named)."""
     monkeypatch.delenv(ENV, raising=False)
-    from hidiff.runners.default_model import PACKAGED, default_model_folder
+    from hidiff.runners.default_model import default_model_folder
     assert default_model_folder() == PACKAGED
+    assert (STORED / "record.json").is_file(), \
+        f"{PACKAGED} ships weights but {STORED} holds no stored output: run scripts/store_default_check.py"
     record = json.loads((STORED / "record.json").read_text())
     restorer = hidiff.load(device="cpu")
     assert restorer.sha256 == record["weights_sha256"], \
