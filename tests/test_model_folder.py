@@ -217,3 +217,11 @@ def test_shipped_default_model_reproduces_its_stored_output(tmp_path, monkeypatc
     want = np.asarray(Image.open(STORED / "output.png").convert("RGB")).astype(int)
     got = np.asarray(Image.open(tmp_path / "out" / "input.png").convert("RGB")).astype(int)
     assert np.abs(got - want).max() <= record["tolerance_levels"]
+
+
+@pytest.mark.skipif(not (PACKAGED / "net_g.pth").is_file(), reason="no default model ships yet (docs/default_model.md)")
+def test_shipped_default_model_card_is_the_docs_card():
+    """The card beside the shipped weights is docs/default_model.md, so the two cannot drift apart."""
+    shipped = (PACKAGED / model_folder.CARD_FILE).read_text(encoding="utf-8")
+    assert shipped == (REPO / "docs" / "default_model.md").read_text(encoding="utf-8"), \
+        f"{PACKAGED / model_folder.CARD_FILE} differs from docs/default_model.md: copy the docs card over it"
