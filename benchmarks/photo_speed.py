@@ -8,8 +8,8 @@ process, ``--device cpu``, the automatic tiling: 256-px tiles with 32-px overlap
 benchmark prints its wall time, including start-up, model load, JPEG decoding and writing, and the
 process's peak resident memory (``wait4``'s ``ru_maxrss``).
 
-* Default model: ``--model FOLDER``, else hidiff's default model if this copy ships one, else the
-  architecture of ``--opt`` (options/default_stage2.yml) with random weights: speed does not depend on the
+* Default model: ``--model FOLDER``, else hidiff's default model if this copy ships one, else (or with
+  ``--random-weights``) the architecture of ``--opt`` (options/default_stage2.yml) with random weights: speed does not depend on the
   values, and the report says which was used.
 * GoPro model (official size, random weights): ``--gopro estimate`` (default) times the command on a crop
   of ``--gopro-crop`` pixels with forced 256-px tiles and on an 8x8 image (start-up and model load), and
@@ -129,6 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--tile-workers", type=int, default=None,
                     help="hidiff-deblur --tile-workers (default: the command's, one tile per torch thread)")
     ap.add_argument("--model", type=Path, default=None, help="a model folder (default: the shipped default model)")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="time the --opt architecture at random weights even where a default model ships")
     ap.add_argument("--opt", type=Path, default=REPO / "options" / "default_stage2.yml",
                     help="without a model folder: this architecture at random weights")
     ap.add_argument("--gopro", choices=["estimate", "full", "skip"], default="estimate")
@@ -151,12 +153,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         photo = make_photo(args.photo, args.size, tmp / "photo.jpg")
         if args.model is not None:
             folder, which = args.model, f"model folder {args.model}"
+        elif args.random_weights:
+            folder = random_model_folder(args.opt, tmp / "default_random")
+            which = f"{args.opt.name} architecture, random weights"
         else:
             try:
-                folder, which = default_model_folder(), "the shipped default model"
+                folder = default_model_folder()
+                which = f"hidiff's default model ({folder})"
             except ConfigError:
                 folder = random_model_folder(args.opt, tmp / "default_random")
-                which = f"{args.opt.name} architecture, random weights (no default model ships yet)"
+                which = f"{args.opt.name} architecture, random weights (no default model ships)"
         r = deblur(photo, folder, tmp / "out_default", args.threads, workers)
         rows.append({"model": "default", "weights": which, "measured": "whole photo", "tiles": tiles_of(h, w), **r})
         if args.gopro != "skip":

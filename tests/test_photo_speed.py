@@ -4,20 +4,34 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 import hidiff
+from hidiff.runners.default_model import ENV, PACKAGED
 from conftest import REPO, run_env
 from procs import run_checked
 
 
-def test_small_photo_through_the_real_command_reports_time_and_memory(tmp_path):
+def photo_speed_row(tmp_path, *extra):
     out = tmp_path / "figures.json"
     proc = run_checked([sys.executable, str(REPO / "benchmarks" / "photo_speed.py"), "--size", "200x240",
-                        "--threads", "1", "--gopro", "skip", "--json", str(out)], env=run_env(), timeout=600)
+                        "--threads", "1", "--gopro", "skip", "--json", str(out), *extra], env=run_env(), timeout=600)
     figures = json.loads(out.read_text())
     (row,) = figures["rows"]
     assert figures["size"] == [200, 240] and row["tiles"] == 1  # at most 512x512: one whole image
-    assert "random weights" in row["weights"] and row["wall_s"] > 0 and 0.05 < row["peak_rss_gib"] < 8
+    assert row["wall_s"] > 0 and 0.05 < row["peak_rss_gib"] < 8
     assert "| default |" in proc.stdout and "200x240 photo" in proc.stdout
+    return row
+
+
+def test_small_photo_through_the_real_command_reports_time_and_memory(tmp_path):
+    assert "default_stage2.yml architecture, random weights" in photo_speed_row(tmp_path, "--random-weights")["weights"]
+
+
+@pytest.mark.skipif(not (PACKAGED / "net_g.pth").is_file(), reason="no default model ships yet (docs/default_model.md)")
+def test_without_a_model_argument_the_shipped_default_model_is_timed(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert photo_speed_row(tmp_path)["weights"] == f"hidiff's default model ({PACKAGED})"
 
 
 def test_the_gopro_comparison_uses_the_official_networks(tmp_path):
