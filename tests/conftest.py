@@ -19,6 +19,12 @@ torch.set_num_threads(1)
 THREADS = torch.get_num_threads()
 
 
+def needs_shipped_default_model():
+    """Skip marker for tests of the packaged default model, in a copy of hidiff that ships none."""
+    from hidiff.runners.default_model import ships_default_model
+    return pytest.mark.skipif(not ships_default_model(), reason="no default model ships yet (docs/default_model.md)")
+
+
 def _seed_all(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -24,7 +24,7 @@ from hidiff.runners.weights import from_checkpoint, from_release
 from test_deblur_cli import SKIMAGE_DATA
 from test_trust_testing import option_text, save_release, tiny_state_dicts
 
-from conftest import run_env
+from conftest import needs_shipped_default_model, run_env
 from procs import run_checked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def test_stored_default_check_is_written_once_and_catches_a_changed_model(tmp_pa
     assert stored_output_difference(out, hidiff.load(folder, device="cpu")) > 1
 
 
-@pytest.mark.skipif(not (PACKAGED / "net_g.pth").is_file(), reason="no default model ships yet (docs/default_model.md)")
+@needs_shipped_default_model()
 def test_shipped_default_model_reproduces_its_stored_output(tmp_path, monkeypatch):
     """The weights in hidiff/pretrained/default, reached as a new user does (no weights named)."""
     monkeypatch.delenv(ENV, raising=False)
@@ -219,7 +219,7 @@ def test_shipped_default_model_reproduces_its_stored_output(tmp_path, monkeypatc
     assert np.abs(got - want).max() <= record["tolerance_levels"]
 
 
-@pytest.mark.skipif(not (PACKAGED / "net_g.pth").is_file(), reason="no default model ships yet (docs/default_model.md)")
+@needs_shipped_default_model()
 def test_shipped_default_model_card_is_the_docs_card():
     """The card beside the shipped weights is docs/default_model.md, so the two cannot drift apart."""
     shipped = (PACKAGED / model_folder.CARD_FILE).read_text(encoding="utf-8")

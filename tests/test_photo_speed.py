@@ -4,11 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
-
 import hidiff
 from hidiff.runners.default_model import ENV, PACKAGED
-from conftest import REPO, run_env
+from conftest import REPO, needs_shipped_default_model, run_env
 from procs import run_checked
 
 
@@ -28,7 +26,7 @@ def test_small_photo_through_the_real_command_reports_time_and_memory(tmp_path):
     assert "default_stage2.yml architecture, random weights" in photo_speed_row(tmp_path, "--random-weights")["weights"]
 
 
-@pytest.mark.skipif(not (PACKAGED / "net_g.pth").is_file(), reason="no default model ships yet (docs/default_model.md)")
+@needs_shipped_default_model()
 def test_without_a_model_argument_the_shipped_default_model_is_timed(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     assert photo_speed_row(tmp_path)["weights"] == f"hidiff's default model ({PACKAGED})"

@@ -15,6 +15,11 @@ PACKAGED = Path(__file__).resolve().parents[1] / "pretrained" / "default"
 ENV = "HIDIFF_DEFAULT_MODEL"
 
 
+def ships_default_model() -> bool:
+    """Whether this copy of hidiff holds the packaged default model (``hidiff/pretrained/default/``)."""
+    return (PACKAGED / "net_g.pth").is_file()
+
+
 def default_model_folder() -> Path:
     """The default model's folder, or a ConfigError that says what to pass instead."""
     chosen = os.environ.get(ENV)
@@ -23,7 +28,7 @@ def default_model_folder() -> Path:
         if not (folder / "net_g.pth").is_file():
             raise ConfigError(f"{ENV}={chosen}: expected a model folder holding net_g.pth (and model.yml)")
         return folder
-    if (PACKAGED / "net_g.pth").is_file():
+    if ships_default_model():
         return PACKAGED
     raise ConfigError("no default model ships with this copy of hidiff (hidiff/pretrained/default/ is empty); "
                       "name the weights to use: --weights DIR (released net_<x>.pth files or a model folder), "
