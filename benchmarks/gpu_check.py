@@ -17,8 +17,9 @@ Checks (each independent, with its own time budget; by default each runs in a fr
 budget, and the whole run stops starting checks after --total-budget seconds):
 
 * amp_stage1 / amp_stage2: 20 training steps of the GoPro stage-1 / stage-2 networks at 2x256x256 in fp32,
-  bf16 and fp16 (GradScaler) from the same init and data: finite losses, mixed-precision losses within
-  2 % (bf16) / 1 % (fp16) of fp32 at every step;
+  fp32 with TF32 off, bf16 and fp16 (GradScaler) from the same init and data: finite losses, mixed-precision
+  losses within 2 % (bf16) / 1 % (fp16) of fp32 at the first step, and at every step within that or twice
+  the drift of fp32 with TF32 off from fp32, where larger (rounding alone moves a 20-step trajectory);
 * amp_resume: fp16 training through the real trainer, stopped after 2 iterations and resumed from its
   checkpoint, ends with the same GradScaler state and weights as a straight 4-iteration run;
 * ddp: scripts/train.py under torchrun (world size 1, NCCL) trains and checkpoints;

@@ -31,7 +31,7 @@ def test_dry_run_runs_every_check_and_writes_json_and_markdown(tmp_path):
         assert set(c) >= {"name", "title", "status", "reason", "seconds", "budget_s", "details"}
         assert c["status"] == "passed", (c["name"], c["reason"])
     parts = {c["name"]: c["details"].get("parts", {}) for c in data["checks"]}
-    assert parts["amp_stage1"] == {"fp32": "passed", "bf16": NO_CUDA, "fp16": NO_CUDA}
+    assert parts["amp_stage1"] == {"fp32": "passed", "fp32-strict": NO_CUDA, "bf16": NO_CUDA, "fp16": NO_CUDA}
     assert parts["prefetch"] == {"cpu": "passed", "cuda": NO_CUDA}
     assert parts["export"]["torchscript"] == "passed" and parts["export"]["onnx"].startswith("skipped (")
     assert parts["ddp"]["nccl"].startswith(NO_CUDA)
@@ -95,3 +95,17 @@ def test_full_run_without_cuda_and_unknown_checks_are_refused_before_anything_is
         proc = run_checked([PY, SCRIPT, *args], env=run_env(), timeout=120, returncode=2)
         assert "error" in proc.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_amp_verdict_judges_the_first_step_strictly_and_later_steps_against_fp32_rounding_drift():
+    ref = [1.0, 0.9, 0.8, 0.7]
+    close = [1.001, 0.905, 0.79, 0.708]          # first step 0.1 %, worst 1.25 % (step 3)
+    v = gpu_checks.amp_verdict(close, ref, 0.01, None)
+    assert v["first_step_rel_diff"] == pytest.approx(0.001) and v["max_rel_diff"] == pytest.approx(0.0125)
+    assert v["problems"] and "worst step" in v["problems"][0] and "> 0.01" in v["problems"][0]
+    # fp32 with TF32 off drifted 0.8 % from fp32 over the same steps: up to 1.6 % is rounding's scale
+    v = gpu_checks.amp_verdict(close, ref, 0.01, 0.008)
+    assert v["allowed"] == pytest.approx(0.016) and v["problems"] == []
+    # the first step starts from the same weights: no drift excuses a difference there
+    v = gpu_checks.amp_verdict([1.02, 0.9, 0.8, 0.7], ref, 0.01, 0.05)
+    assert len(v["problems"]) == 1 and v["problems"][0].startswith("first-step loss differs from fp32 by 0.02")
