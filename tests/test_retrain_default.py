@@ -132,3 +132,61 @@ def test_the_training_stops_cleanly_when_the_command_itself_is_killed(tmp_path, 
     states = tmp_path / "experiments" / "default_stage1" / "training_states"
     saved = sorted(int(p.stem) for p in states.glob("*.state"))
     assert saved[-1] == int(m.group(1)) >= 3, (saved, m.group(0))
+
+
+def test_ablation_seeds_train_side_by_side_on_a_share_of_the_threads(tmp_path, photos):
+    """--ablation-jobs 2: both seeds' children run at once, one thread each, their lines told apart by seed."""
+    args = COMMAND + ["--export", str(tmp_path / "model"), "--ablation-seeds", "2", "--ablation-jobs", "2",
+                      *with_overrides(tiny(tmp_path, total_iter=4))]
+    done = run_checked(args, timeout=600, env=dict(run_env(), OMP_NUM_THREADS="2"), cwd=tmp_path)
+    out = done.stdout
+    assert "== no-prior ablation, seed 10: training from 0 of 4 iterations" in out, out[-3000:]
+    assert "[2 at once, 1 thread(s) each]" in out
+    for seed, folder in ((10, "default_plain"), (11, "default_plain_seed11")):
+        lines = [line for line in out.splitlines() if line.startswith(f"[seed {seed}] ")]
+        assert any("CPU threads 1" in line for line in lines), lines[:20]
+        assert any("End of training at iteration 4" in line for line in lines), lines[-5:]
+        states = sorted(int(p.stem) for p in (tmp_path / "experiments" / folder / "training_states").glob("*.state"))
+        assert states[-1] == 4, (folder, states)
+    # both were running before either finished: each seed's first line precedes the other's last
+    order = [int(line[6:8]) for line in out.splitlines() if line.startswith("[seed ")]
+    assert order.index(11) < len(order) - 1 - order[::-1].index(10), order
+    again = run_checked(args + ["--dry-run"], timeout=120, env=run_env(), cwd=tmp_path)
+    assert "no-prior ablation, seed 11: done, 4 of 4 iterations" in again.stdout
+    with pytest.raises(ConfigError, match="--ablation-jobs: expected an integer >= 1, got 0"):
+        make_plan(REPO / "options", tiny(tmp_path), ablation_seeds=2, ablation_jobs=0)
+
+
+def test_a_signal_stops_every_side_by_side_seed_with_its_checkpoint(tmp_path, photos):
+    """SIGTERM to the command reaches both running children once; each saves where it stopped and exits 4."""
+    import os
+    import re
+    import threading
+    import time
+
+    from hidiff.runners import retrain_default as rd
+
+    plan = make_plan(REPO / "options", tiny(tmp_path, total_iter=2000), ablation_seeds=2, ablation_jobs=2,
+                     export=tmp_path / "model")
+    folders = [t.run_dir for t in plan.ablation]
+
+    def both_training() -> bool:
+        logs = [sorted(folder.glob("train_*.log")) for folder in folders]
+        return all(files and re.search(r"iter:\s+3,", files[-1].read_text()) for files in logs)
+
+    def stop_when_both_train() -> None:
+        deadline = time.monotonic() + 300
+        while not both_training() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    messages: list[str] = []
+    threading.Thread(target=stop_when_both_train, daemon=True).start()
+    with rd._ChildSignals() as signals:
+        code = rd._train_all(plan.ablation, signals, messages.append, jobs=2)
+    assert code == 4 and signals.received == "SIGTERM", (code, messages)
+    for training in plan.ablation:
+        saved = sorted(int(p.stem) for p in (training.run_dir / "training_states").glob("*.state"))
+        assert saved and 3 <= saved[-1] < 2000, (training.run_dir, saved)
+        assert any(m.startswith(f"== {training.label} stopped at {saved[-1]:,} of 2,000 iterations (SIGTERM")
+                   for m in messages), messages

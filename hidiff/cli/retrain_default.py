@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gather these photos (and scikit-image's) into the recipe's sharp_root first; repeatable")
     ap.add_argument("--ablation-seeds", type=int, default=0, metavar="N",
                     help="also train the no-prior ablation (default_plain.yml) with N seeds (default: %(default)s)")
+    ap.add_argument("--ablation-jobs", type=int, default=1, metavar="J",
+                    help="train J of the ablation's seeds at once, the threads shared out among them "
+                         "(default: %(default)s)")
     ap.add_argument("--export", type=Path, default=Path("experiments/default_model"), metavar="DIR",
                     help="the model folder written at the end (default: %(default)s)")
     ap.add_argument("--card", type=Path, default=None, metavar="FILE",
@@ -41,6 +44,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         card = args.options_dir.parent / "docs" / "default_model.md"
     try:
         plan = rd.make_plan(args.options_dir, args.override, photos=args.photos, ablation_seeds=args.ablation_seeds,
+                            ablation_jobs=args.ablation_jobs,
                             export=args.export, card=card)
         if args.dry_run:
             print("\n".join(rd.describe(plan)))

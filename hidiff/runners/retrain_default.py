@@ -1,6 +1,7 @@
 """Retrain hidiff's default model with one resumable command (docs/default_model.md).
 
-    python scripts/retrain_default.py --photos ../shared/photos/train [--ablation-seeds 3] [-o KEY=VALUE ...]
+    python scripts/retrain_default.py --photos ../shared/photos/train [--ablation-seeds 3 [--ablation-jobs 2]]
+                                      [-o KEY=VALUE ...]
 
 Steps, each skipped when already done, so running the same command again after an
 interruption continues where it stopped:
@@ -11,10 +12,13 @@ interruption continues where it stopped:
    ``--resume auto`` in a child process; a finished run returns at once;
 3. export stage 2 as a float16 model folder (``--export``, default experiments/default_model)
    with the model card, which ``hidiff-deblur --weights DIR`` and ``hidiff.load(DIR)`` read;
-4. the no-prior ablation (default_plain.yml) for ``--ablation-seeds`` seeds (10, 11, ...).
+4. the no-prior ablation (default_plain.yml) for ``--ablation-seeds`` seeds (10, 11, ...),
+   ``--ablation-jobs`` of them at once (each child on its share of the threads, its lines prefixed
+   with its seed): the seeds are independent, and on a small CPU two one-thread trainings get
+   more done than one two-thread training (docs/default_model.md).
 
 Every option file is loaded with the overrides before anything is written or started.
-SIGINT/SIGTERM reach the training child once (it finishes its iteration, saves a complete
+SIGINT/SIGTERM reach every training child once (it finishes its iteration, saves a complete
 checkpoint and exits); the command then exits with code 4 and starts nothing more.  On Linux
 the child is also sent SIGTERM if the command itself dies (even by SIGKILL).
 """
@@ -25,9 +29,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import IO, Callable, Dict, List, Optional, Sequence
 
 from hidiff.config import Options, load_options
 from hidiff.data.image_io import list_images
@@ -76,6 +82,7 @@ class Plan:
     ablation: List[Training]         # the no-prior runs, after the export
     export: Path
     card: Optional[Path]
+    ablation_jobs: int = 1           # ablation seeds trained at once
 
 
 def _training(label: str, option_file: Path, overrides: List[str]) -> Training:
@@ -84,7 +91,8 @@ def _training(label: str, option_file: Path, overrides: List[str]) -> Training:
 
 
 def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[Path] = (), ablation_seeds: int = 0,
-              export: Path = Path("experiments/default_model"), card: Optional[Path] = None) -> Plan:
+              ablation_jobs: int = 1, export: Path = Path("experiments/default_model"),
+              card: Optional[Path] = None) -> Plan:
     """Load and check every option file and input; raises ConfigError/DataError before anything is written."""
     options_dir = Path(options_dir)
     for name in (STAGE1, STAGE2, PLAIN):
@@ -93,6 +101,8 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
                               f"hidiff clone, or give --options-dir)")
     if not isinstance(ablation_seeds, int) or ablation_seeds < 0:
         raise ConfigError(f"--ablation-seeds: expected an integer >= 0, got {ablation_seeds!r}")
+    if not isinstance(ablation_jobs, int) or ablation_jobs < 1:
+        raise ConfigError(f"--ablation-jobs: expected an integer >= 1, got {ablation_jobs!r}")
     overrides = list(overrides)
     stage1 = _training("stage 1", options_dir / STAGE1, overrides)
     stage2 = _training("stage 2", options_dir / STAGE2, overrides)
@@ -121,14 +131,15 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
                           f"model trained now (move it away or name another folder)")
     if card is not None and not Path(card).is_file():
         raise ConfigError(f"--card {card}: file not found")
-    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card)
+    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card, ablation_jobs)
 
 
 class _ChildSignals:
-    """Forward SIGINT/SIGTERM to the running child (in its own session, so a terminal's Ctrl-C reaches it once)."""
+    """Forward SIGINT/SIGTERM to the running children (each in its own session, so a terminal's Ctrl-C reaches
+    each once)."""
 
     def __init__(self) -> None:
-        self.child: Optional[subprocess.Popen] = None
+        self.children: List[subprocess.Popen] = []
         self.received: Optional[str] = None
         self._saved = {}
 
@@ -143,8 +154,9 @@ class _ChildSignals:
 
     def _handle(self, signum, _frame) -> None:
         self.received = signal.Signals(signum).name
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+        for child in list(self.children):
+            if child.poll() is None:
+                child.send_signal(signum)
 
 
 def _stop_with_parent(parent: int) -> Callable[[], None]:
@@ -194,35 +206,101 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> int:
         code = _train_all(plan.recipe, signals, log)
         if code == EXIT_OK and not signals.received:
             _export(plan, log)
-            code = _train_all(plan.ablation, signals, log)
+            code = _train_all(plan.ablation, signals, log, jobs=plan.ablation_jobs)
     return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
 
 
-def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Callable[[str], None]) -> int:
-    """Train each unfinished run in turn in a child process; stop at the first failure or signal."""
+def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Callable[[str], None],
+               jobs: int = 1) -> int:
+    """Train each unfinished run in a child process, ``jobs`` at a time; stop at the first failure or signal
+    (a failure also stops the other running children, which save their checkpoints)."""
+    pending: List[Training] = []
     for training in trainings:
         if training.done():
             log(f"== {training.label}: done ({training.progress()}, {training.run_dir})")
-            continue
-        if signals.received:
-            return EXIT_SIGNAL
-        log(f"== {training.label}: training from {training.progress()} ({training.option_file})")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        setup = _stop_with_parent(os.getpid()) if os.name == "posix" else None
-        signals.child = subprocess.Popen(train_command(training), env=env, start_new_session=True, preexec_fn=setup)
-        if signals.received:                       # arrived while the child was being started
-            signals.child.send_signal(signal.SIGTERM)
-        code = signals.child.wait()
-        signals.child = None
+        else:
+            pending.append(training)
+    jobs = max(1, min(jobs, len(pending)))
+    threads = _child_threads(jobs)
+    running: Dict[subprocess.Popen, Training] = {}
+    copiers: List[threading.Thread] = []
+    failure = EXIT_OK
+    while pending or running:
+        while pending and len(running) < jobs and not signals.received and failure == EXIT_OK:
+            training = pending.pop(0)
+            share = f" [{jobs} at once, {threads} thread(s) each]" if jobs > 1 else ""
+            log(f"== {training.label}: training from {training.progress()} ({training.option_file}){share}")
+            child = _start(training, threads if jobs > 1 else None)
+            if jobs > 1:
+                copiers.append(_copy_lines(child.stdout, f"[seed {training.options.manual_seed}] "))
+            running[child] = training
+            signals.children.append(child)
+            if signals.received:                   # arrived while the child was being started
+                child.send_signal(signal.SIGTERM)
+        if not running:
+            break
+        finished = _wait_any(list(running))
+        training = running.pop(finished)
+        signals.children.remove(finished)
+        code = finished.returncode
         if code not in (EXIT_OK, EXIT_SIGNAL):
+            others = "; the other running trainings were stopped (checkpoints saved)" if running else ""
             log(f"== {training.label} failed at {training.progress()} (exit code {code}; its messages are "
-                f"above); nothing more was started")
-            return code
-        if code == EXIT_SIGNAL or signals.received:
+                f"above){others}; nothing more was started")
+            failure = failure if failure != EXIT_OK else code
+            for child in running:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+        elif code == EXIT_SIGNAL or signals.received:
             log(f"== {training.label} stopped at {training.progress()} ({signals.received or 'a signal'}, "
                 f"checkpoint saved); run the same command again to continue")
-            return EXIT_SIGNAL
-    return EXIT_OK
+            failure = failure if failure != EXIT_OK else EXIT_SIGNAL
+    for copier in copiers:
+        copier.join()
+    if failure == EXIT_OK and signals.received:
+        return EXIT_SIGNAL
+    return failure
+
+
+def _child_threads(jobs: int) -> int:
+    """Threads for each of ``jobs`` children: this process's OMP_NUM_THREADS (or the CPU count) shared out."""
+    try:
+        total = int(os.environ.get("OMP_NUM_THREADS", "") or 0) or (os.cpu_count() or 1)
+    except ValueError:
+        total = os.cpu_count() or 1
+    return max(1, total // jobs)
+
+
+def _start(training: Training, threads: Optional[int]) -> subprocess.Popen:
+    """The training's child, in its own session; with ``threads`` it gets that many and its output is piped."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    setup = _stop_with_parent(os.getpid()) if os.name == "posix" else None
+    piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") if threads else {}
+    return subprocess.Popen(train_command(training), env=env, start_new_session=True, preexec_fn=setup, **piped)
+
+
+def _copy_lines(stream: IO[str], prefix: str) -> threading.Thread:
+    """Copy a child's lines to this process's stdout, each prefixed, so runs side by side stay apart."""
+    def copy() -> None:
+        for line in stream:
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
+        stream.close()
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_any(children: List[subprocess.Popen]) -> subprocess.Popen:
+    """The first of ``children`` to exit (polled: signals keep arriving in the main thread meanwhile)."""
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                return child
+        time.sleep(0.2)
 
 
 def _export(plan: Plan, log: Callable[[str], None]) -> None:
