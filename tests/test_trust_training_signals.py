@@ -20,9 +20,9 @@ from procs import run_checked, spawn, torchrun  # noqa: F401  (spawn: a fixture)
 TRAIN = [sys.executable, str(REPO / "scripts" / "train.py")]
 
 
-def _config(tmp_path: Path, **logger) -> Path:
+def _config(tmp_path: Path, workers: int = 0, **logger) -> Path:
     write_pairs(tmp_path / "data")
-    opts = tiny_options(tmp_path, train={"total_iter": 100000},
+    opts = tiny_options(tmp_path, train={"total_iter": 100000}, datasets={"train": {"num_worker_per_gpu": workers}},
                         logger={"print_freq": 1, "save_checkpoint_freq": 100000, **logger})
     cfg = tmp_path / "tiny.yml"
     cfg.write_text(yaml.safe_dump(opts, sort_keys=False))
@@ -52,6 +52,21 @@ def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig
     res = run_checked(TRAIN + ["-opt", str(cfg), "--resume", "auto", "--stop-after", "1"], cwd=tmp_path,
                       env=run_env(), timeout=120)
     assert f"iter: {stopped} (" in res.stderr and latest_complete(run).iteration == stopped + 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_reaches_the_loader_workers_too_and_still_saves(tmp_path, sig, spawn):
+    """Ctrl-C in a terminal, `kill -- -PGID`, `pkill -f train.py` and Slurm's scancel signal the DataLoader
+    workers as well; they leave the stop to the main process, which finishes the iteration and saves."""
+    cfg = _config(tmp_path, workers=2)
+    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path)
+    proc.wait_for(r"iter:\s+2, lr:")
+    os.killpg(proc.p.pid, sig)                    # the session's group: the main process and its workers
+    assert proc.finish() == 4, proc.explain(f"expected exit code 4 after {sig.name} to the process group")
+    m = re.search(rf"training stopped by {sig.name} at iteration (\d+); its checkpoint is saved", proc.output)
+    assert m and "Traceback" not in proc.output, proc.output[-3000:]
+    unit = latest_complete(tmp_path / "experiments" / "tiny")
+    assert unit is not None and unit.iteration == int(m.group(1)) >= 2
 
 
 def test_second_signal_exits_at_once(tmp_path, spawn):

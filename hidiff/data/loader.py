@@ -10,6 +10,7 @@ depend on it.
 from __future__ import annotations
 
 import random
+import signal
 from functools import partial
 from typing import Optional
 
@@ -30,7 +31,15 @@ def worker_seed(seed: int, rank: int, worker_id: int) -> int:
 
 
 def seed_worker(worker_id: int, *, seed: int, rank: int) -> None:
-    """``worker_init_fn``: seed python, numpy and torch in a DataLoader worker."""
+    """``worker_init_fn``: leave SIGINT/SIGTERM to the main process, seed python, numpy and torch.
+
+    Ctrl-C in a terminal, ``kill -- -PGID``, ``pkill -f`` and a cluster's job stop signal the workers too.  A
+    worker that died of it would make the main process raise at once (PyTorch's SIGCHLD check), before it
+    could finish its iteration and save the checkpoint.  The main process ends its workers itself when it
+    stops, and a worker whose main process is gone exits on its own (PyTorch's watchdog).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     s = worker_seed(seed, rank, worker_id)
     random.seed(s)
     np.random.seed(s)
