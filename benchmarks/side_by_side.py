@@ -1,0 +1,55 @@
+"""One training on all the threads against independent trainings side by side (ablation seeds).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--opt options/default_plain.yml]
+        [--batch 8] [--size 128] [--threads 2] [--jobs 2] [--seconds 120] [--rounds 3] [--json out.json]
+
+Alternates, ``--rounds`` times, a phase of one training process on ``--threads`` threads with a phase of
+``--jobs`` processes on ``threads // jobs`` each; every process counts the training steps it completes in
+the same ``--seconds`` window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase and their ratio per round
+(hidiff/profiling/side_by_side.py), with the machine and load.  ``retrain_default.py --ablation-jobs``
+uses the side-by-side arrangement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--opt", default=str(REPO / "options" / "default_plain.yml"), help="training option file")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=128, help="square crop size")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the single training")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings side by side (threads // jobs each)")
+    ap.add_argument("--seconds", type=float, default=120.0, help="counting window of every phase")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+    for name in ("batch", "size", "threads", "jobs", "rounds"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name}: expected an integer >= 1, got {getattr(args, name)}")
+    if args.seconds <= 0:
+        ap.error(f"--seconds: expected a positive number, got {args.seconds}")
+    if not Path(args.opt).is_file():
+        ap.error(f"--opt {args.opt}: file not found")
+    sys.path.insert(0, str(REPO))
+    from hidiff.profiling.machine import describe_machine, machine_line
+    from hidiff.profiling.side_by_side import compare, format_report
+    result = compare(args.opt, args.batch, (args.size, args.size), threads=args.threads, jobs=args.jobs,
+                     seconds=args.seconds, rounds=args.rounds, overrides=args.override, log=lambda m: print(m, file=sys.stderr, flush=True))
+    machine = describe_machine("cpu")
+    print(format_report(result, machine_line(machine)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**result, "machine": machine}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
