@@ -19,7 +19,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Sequence
 
+import torch
+
 from hidiff.profiling.machine import load_average
+from hidiff.profiling.train_step import StepSpec, TrainStep
 
 RESULT_MARK = "HIDIFF_SIDE_BY_SIDE "
 READY = "HIDIFF_SIDE_BY_SIDE_READY"
@@ -40,9 +43,6 @@ class WindowSpec:
 
 def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
     """Warm up one step, say ready, read the common start time, count the steps completed within the window."""
-    import torch
-
-    from hidiff.profiling.train_step import StepSpec, TrainStep
     torch.set_num_threads(spec.threads)
     ts = TrainStep(StepSpec(opt=spec.opt, batch=spec.batch, size=tuple(spec.size), threads=spec.threads,
                             overrides=list(spec.overrides), seed=spec.seed))

@@ -39,6 +39,7 @@ from hidiff.config import Options, load_options
 from hidiff.data.image_io import list_images
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import EXIT_OK, EXIT_SIGNAL, ConfigError, DataError
+from hidiff.utils.threads import threads_each
 
 STAGE1, STAGE2, PLAIN = "default_stage1.yml", "default_stage2.yml", "default_plain.yml"
 
@@ -221,7 +222,7 @@ def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Calla
         else:
             pending.append(training)
     jobs = max(1, min(jobs, len(pending)))
-    threads = _child_threads(jobs)
+    threads = threads_each(jobs)
     running: Dict[subprocess.Popen, Training] = {}
     copiers: List[threading.Thread] = []
     failure = EXIT_OK
@@ -260,15 +261,6 @@ def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Calla
     if failure == EXIT_OK and signals.received:
         return EXIT_SIGNAL
     return failure
-
-
-def _child_threads(jobs: int) -> int:
-    """Threads for each of ``jobs`` children: this process's OMP_NUM_THREADS (or the CPU count) shared out."""
-    try:
-        total = int(os.environ.get("OMP_NUM_THREADS", "") or 0) or (os.cpu_count() or 1)
-    except ValueError:
-        total = os.cpu_count() or 1
-    return max(1, total // jobs)
 
 
 def _start(training: Training, threads: Optional[int]) -> subprocess.Popen:

@@ -31,6 +31,7 @@ from hidiff.sweep.spec import Run, Sweep
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.hashing import sha256_file
 from hidiff.utils.progress import Progress
+from hidiff.utils.threads import threads_each
 
 TEST_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test.py"
 
@@ -169,6 +170,13 @@ class SweepRunner:
             cmd += ["--limit", str(self.sweep.eval_limit)]
         return cmd
 
+    def child_env(self) -> Dict[str, str]:
+        """The children's environment; with ``jobs`` > 1 each process gets its share of the threads (for
+        torchrun, each rank), as trainings on every core side by side mostly wait for one another."""
+        if self.jobs == 1:
+            return self.env
+        return dict(self.env, OMP_NUM_THREADS=str(threads_each(self.jobs * self.sweep.nproc, self.env)))
+
     # ------------------------------------------------------------------ main loop
     def execute(self) -> Dict[str, dict]:
         """Train and evaluate every run (reusing finished ones); returns the run records."""
@@ -207,7 +215,7 @@ class SweepRunner:
                     out = open(log_path, "a", encoding="utf-8")
                     out.write(f"$ {' '.join(cmd)}\n")
                     out.flush()
-                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.child_env())
                     running[job.key] = (job, proc, time.time(), out, log_path)
                     self.log(f"  start {job.kind} {job.run.name}")
                 if not running:
