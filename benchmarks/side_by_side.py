@@ -1,13 +1,19 @@
-"""One training on all the threads against independent trainings side by side (ablation seeds).
+"""Training throughput of two arrangements of a CPU, timed in alternation.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--opt options/default_plain.yml]
-        [--batch 8] [--size 128] [--threads 2] [--jobs 2] [--seconds 120] [--rounds 3] [--json out.json]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official]
+        [--opt options/default_plain.yml] [--batch 8] [--size 128] [--threads 2] [--jobs 2]
+        [--seconds 120] [--rounds 3] [--json out.json]
 
-Alternates, ``--rounds`` times, a phase of one training process on ``--threads`` threads with a phase of
-``--jobs`` processes on ``threads // jobs`` each; every process counts the training steps it completes in
-the same ``--seconds`` window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase and their ratio per round
-(hidiff/profiling/side_by_side.py), with the machine and load.  ``retrain_default.py --ablation-jobs``
-uses the side-by-side arrangement.
+``--compare jobs`` (default): one training process on ``--threads`` threads against ``--jobs`` independent
+trainings side by side on ``threads // jobs`` each (an ablation's seeds: ``retrain_default.py
+--ablation-jobs``).  ``--compare malloc``: one training with the system's malloc against one whose freed
+memory is kept for reuse (``train.keep_cpu_memory``, the trainer's default on a CPU).  ``--compare
+official``: the official code's formulation with the system's malloc against hidiff's default training path
+(e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``).  The two phases
+alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
+window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
+their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the
+machine and load.
 """
 from __future__ import annotations
 
@@ -22,11 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", choices=("jobs", "malloc", "official"), default="jobs", help="the two arrangements")
     ap.add_argument("--opt", default=str(REPO / "options" / "default_plain.yml"), help="training option file")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="square crop size")
     ap.add_argument("--threads", type=int, default=2, help="threads of the single training")
-    ap.add_argument("--jobs", type=int, default=2, help="trainings side by side (threads // jobs each)")
+    ap.add_argument("--jobs", type=int, default=2, help="--compare jobs: trainings side by side (threads // jobs each)")
     ap.add_argument("--seconds", type=float, default=120.0, help="counting window of every phase")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
@@ -41,9 +48,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error(f"--opt {args.opt}: file not found")
     sys.path.insert(0, str(REPO))
     from hidiff.profiling.machine import describe_machine, machine_line
-    from hidiff.profiling.side_by_side import compare, format_report
-    result = compare(args.opt, args.batch, (args.size, args.size), threads=args.threads, jobs=args.jobs,
-                     seconds=args.seconds, rounds=args.rounds, overrides=args.override, log=lambda m: print(m, file=sys.stderr, flush=True))
+    from hidiff.profiling.side_by_side import arrangements, compare, format_report
+    pair = arrangements(args.compare, args.threads, args.jobs)
+    result = compare(args.opt, args.batch, (args.size, args.size), pair, seconds=args.seconds,
+                     rounds=args.rounds, overrides=args.override, log=lambda m: print(m, file=sys.stderr, flush=True))
     machine = describe_machine("cpu")
     print(format_report(result, machine_line(machine)))
     if args.json:

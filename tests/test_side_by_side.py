@@ -1,34 +1,66 @@
-"""benchmarks/side_by_side.py: one training on all threads against trainings side by side, counted in one window."""
+"""benchmarks/side_by_side.py: two arrangements of the CPU (trainings side by side, kept malloc memory), each
+phase's fresh processes counted in one common window, phases alternated."""
 from __future__ import annotations
 
 import json
+import sys
+
+import pytest
 
 from conftest import PY, REPO, run_env
 from procs import run_checked
 
 TINY = ["network_g.dim=8", "network_g.num_blocks=[1,1,1,1]", "network_g.heads=[1,1,1,1]"]
+SCRIPT = str(REPO / "benchmarks" / "side_by_side.py")
 
 
-def test_both_phases_train_in_fresh_processes_and_the_report_gives_the_ratio(tmp_path):
+def _run(tmp_path, *extra: str):
     out = tmp_path / "side.json"
-    args = [PY, str(REPO / "benchmarks" / "side_by_side.py"), "--batch", "2", "--size", "32", "--seconds", "4",
-            "--rounds", "1", "--json", str(out)]
+    args = [PY, SCRIPT, "--batch", "2", "--size", "32", "--seconds", "4", "--rounds", "1", "--json", str(out),
+            *extra]
     for item in TINY:
         args += ["-o", item]
     proc = run_checked(args, timeout=300, env=dict(run_env(), OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE"))
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_trainings_side_by_side_against_one_on_all_threads(tmp_path):
+    proc, result = _run(tmp_path)
     (row,) = result["rounds"]
-    assert row["one"]["threads"] == [2] and row["side by side"]["threads"] == [1, 1]
-    assert row["one"]["steps"][0] > 0 and min(row["side by side"]["steps"]) > 0
-    assert abs(row["ratio"] - row["side by side"]["samples_per_s"] / row["one"]["samples_per_s"]) < 1e-9
-    assert row["one"]["samples_per_s"] == row["one"]["steps"][0] * 2 / 4.0
-    assert "| round | one training, 2 threads: samples/s | 2 side by side, 1 thread(s) each" in proc.stdout
-    assert f"median ratio: {result['median_ratio']:.2f}x" in proc.stdout
+    one, side = row["reference"], row["candidate"]
+    assert one["threads_seen"] == [2] and side["threads_seen"] == [1, 1]
+    assert one["steps"][0] > 0 and min(side["steps"]) > 0
+    assert abs(row["ratio"] - side["samples_per_s"] / one["samples_per_s"]) < 1e-9
+    assert one["samples_per_s"] == one["steps"][0] * 2 / 4.0
+    assert "| round | one training, 2 threads: samples/s | 2 side by side, 1 thread(s) each: samples/s |" in proc.stdout
+    assert f"median ratio (2 side by side, 1 thread(s) each over one training, 2 threads): " \
+           f"{result['median_ratio']:.2f}x" in proc.stdout
+
+
+def test_system_malloc_against_kept_memory(tmp_path):
+    proc, result = _run(tmp_path, "--compare", "malloc", "--threads", "1")
+    (row,) = result["rounds"]
+    system, kept = row["reference"], row["candidate"]
+    assert system["memory_kept"] == [False] and system["steps"][0] > 0 and kept["steps"][0] > 0
+    assert kept["memory_kept"] == [sys.platform.startswith("linux")]
+    assert "| round | system malloc, 1 threads: samples/s | freed memory kept, 1 threads: samples/s |" in proc.stdout
+
+
+def test_the_official_formulation_against_hidiffs_default_training_path(tmp_path):
+    proc, result = _run(tmp_path, "--compare", "official", "--threads", "1")
+    (row,) = result["rounds"]
+    official, default = row["reference"], row["candidate"]
+    assert (official["formulation"], official["keep_memory"]) == ("plain", False)
+    assert (default["formulation"], default["keep_memory"]) == ("fast", True)
+    assert official["steps"][0] > 0 and default["steps"][0] > 0
+    assert "| official formulation, system malloc, 1 threads: samples/s | hidiff default, 1 threads" in proc.stdout
 
 
 def test_bad_arguments_are_refused_before_anything_starts(tmp_path):
-    script = str(REPO / "benchmarks" / "side_by_side.py")
-    r = run_checked([PY, script, "--jobs", "0"], timeout=60, env=run_env(), returncode=2)
+    r = run_checked([PY, SCRIPT, "--jobs", "0"], timeout=60, env=run_env(), returncode=2)
     assert "--jobs: expected an integer >= 1, got 0" in r.stderr
-    r = run_checked([PY, script, "--opt", str(tmp_path / "none.yml")], timeout=60, env=run_env(), returncode=2)
+    r = run_checked([PY, SCRIPT, "--opt", str(tmp_path / "none.yml")], timeout=60, env=run_env(), returncode=2)
     assert f"--opt {tmp_path / 'none.yml'}: file not found" in r.stderr
+    r = run_checked([PY, SCRIPT, "--compare", "memory"], timeout=60, env=run_env(), returncode=2)
+    assert "invalid choice: 'memory'" in r.stderr

@@ -352,6 +352,8 @@ class TrainOptions:
     max_consecutive_nonfinite: int = spec(20, "stop after this many skipped non-finite steps in a row (0: never)",
                                           ge=0)
     deterministic: bool = spec(False, "deterministic kernels")
+    keep_cpu_memory: bool = spec(True, "on a CPU, malloc keeps freed memory for reuse instead of giving it back to "
+                                       "the OS (no page faults at every step; memory stays near its peak)")
     checkpoint_levels: List[Union[int, str]] = spec(
         doc="U-Net levels (1-4, 4 = latent) or stage names whose activations are recomputed in backward "
             "instead of stored (activation checkpointing: less memory, more time; same gradients)",

@@ -205,9 +205,10 @@ def log_setup(t, verified: Optional[VerifiedState], archived, log: logging.Logge
                      row["to"], row["patch"], row["batch"], row["batch"] * d.world_size * accum)
     log.info("training set %s: %d items, %d samples per process per epoch; total_iter %d", tr.name,
              len(t.train_set), t.sampler.num_samples, t.topt.total_iter)
-    log.info("precision %s; EMA %s; grad clip %s; channels_last %s; compile %s; CPU threads %d", t.amp.name,
-             t.topt.ema_decay or "off", t.topt.grad_clip_norm if t.topt.use_grad_clip else "off",
-             t.topt.channels_last, t.topt.compile, torch.get_num_threads())
+    log.info("precision %s; EMA %s; grad clip %s; channels_last %s; compile %s; CPU threads %d; freed CPU memory "
+             "kept for reuse %s", t.amp.name, t.topt.ema_decay or "off",
+             t.topt.grad_clip_norm if t.topt.use_grad_clip else "off", t.topt.channels_last, t.topt.compile,
+             torch.get_num_threads(), "yes" if t.cpu_memory_kept else "no")
     if archived is not None:
         log.warning("fresh start: the previous run folder was moved to %s", archived)
     if verified is not None:

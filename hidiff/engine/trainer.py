@@ -41,6 +41,7 @@ from hidiff.engine.training_state import (check_config_change, choose_resume, re
                                           verify_resume)
 from hidiff.engine.validation import validate_during_training
 from hidiff.errors import ConfigError
+from hidiff.utils.malloc import keep_freed_memory
 from hidiff.utils.progress import Progress
 
 
@@ -115,6 +116,8 @@ class Trainer:
         self.dist = D.init_distributed(self.launcher, o.num_gpu, backend)
         self._own_group = self._own_group and D.is_dist()
         self.device = self.dist.device
+        # before the model and the loader's workers (forked later, they inherit it)
+        self.cpu_memory_kept = self.device.type == "cpu" and self.topt.keep_cpu_memory and keep_freed_memory()
         self.is_main = self.dist.is_main
         self.exp_dir = Path(o.path.experiments_root) / o.name
         self.store = CheckpointStore(self.exp_dir, self.log)

@@ -1,10 +1,17 @@
-"""Throughput of independent trainings side by side against one training on all the threads.
+"""Training throughput of two arrangements of the CPU, timed in alternation (``benchmarks/side_by_side.py``).
 
-A small CPU runs one training's small operations poorly on several threads (they wait for each other), so
-independent runs (the seeds of an ablation) may get more done side by side, each on its share of the
-threads (``retrain_default.py --ablation-jobs``).  Each *phase* runs its trainings in fresh processes that
-warm up, report ready, and, once all are, count from one common start the optimisation steps
-(:class:`TrainStep`, as the trainer runs them) each completes within the same wall-clock window.  The two phases alternate for
+An *arrangement* is a number of independent training processes, the threads each gets, and whether glibc's
+malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on a CPU).  Two comparisons:
+
+* ``jobs``: one training on all the threads against independent trainings (an ablation's seeds) side by
+  side, each on its share (``retrain_default.py --ablation-jobs``, ``hidiff-sweep --jobs``);
+* ``malloc``: one training with the system's malloc against one whose freed memory is kept;
+* ``official``: the official code's formulation (``plain``, see :mod:`hidiff.profiling.train_step`) with
+  the system's malloc against hidiff's default training path (``fast``, freed memory kept).
+
+Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
+one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
+the same wall-clock window, with the CPU time and page faults of the window.  The two phases alternate for
 ``rounds`` rounds, so a change of machine load hits both alike; the figure is the ratio of samples per
 second summed over a phase's processes.
 """
@@ -12,20 +19,50 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 from hidiff.profiling.machine import load_average
 from hidiff.profiling.train_step import StepSpec, TrainStep
+from hidiff.utils.malloc import keep_freed_memory
 
 RESULT_MARK = "HIDIFF_SIDE_BY_SIDE "
 READY = "HIDIFF_SIDE_BY_SIDE_READY"
+
+
+@dataclass(frozen=True)
+class Arrangement:
+    """``jobs`` training processes of ``threads`` threads each; ``keep_memory``: malloc keeps freed memory;
+    ``formulation``: of :data:`hidiff.profiling.train_step.FORMULATIONS`."""
+
+    label: str
+    jobs: int
+    threads: int
+    keep_memory: bool = True
+    formulation: str = "fast"
+
+
+def arrangements(kind: str, threads: int, jobs: int) -> Tuple[Arrangement, Arrangement]:
+    """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc`` or ``official``)."""
+    if kind == "jobs":
+        share = max(1, threads // jobs)
+        return (Arrangement(f"one training, {threads} threads", 1, threads),
+                Arrangement(f"{jobs} side by side, {share} thread(s) each", jobs, share))
+    if kind == "malloc":
+        return (Arrangement(f"system malloc, {threads} threads", 1, threads, keep_memory=False),
+                Arrangement(f"freed memory kept, {threads} threads", 1, threads, keep_memory=True))
+    if kind == "official":
+        return (Arrangement(f"official formulation, system malloc, {threads} threads", 1, threads,
+                            keep_memory=False, formulation="plain"),
+                Arrangement(f"hidiff default, {threads} threads", 1, threads))
+    raise ValueError(f"comparison: expected 'jobs', 'malloc' or 'official', got {kind!r}")
 
 
 @dataclass
@@ -37,15 +74,18 @@ class WindowSpec:
     size: List[int]
     threads: int
     seconds: float
+    keep_memory: bool = True
+    formulation: str = "fast"
     overrides: List[str] = field(default_factory=list)
     seed: int = 0
 
 
 def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
     """Warm up one step, say ready, read the common start time, count the steps completed within the window."""
+    kept = keep_freed_memory() if spec.keep_memory else False
     torch.set_num_threads(spec.threads)
     ts = TrainStep(StepSpec(opt=spec.opt, batch=spec.batch, size=tuple(spec.size), threads=spec.threads,
-                            overrides=list(spec.overrides), seed=spec.seed))
+                            formulation=spec.formulation, overrides=list(spec.overrides), seed=spec.seed))
     ts.set_data(spec.seed)
     ts.step()
     print(READY, flush=True)
@@ -53,26 +93,31 @@ def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
     while time.time() < start_at:
         time.sleep(0.005)
     end = start_at + spec.seconds
+    before = resource.getrusage(resource.RUSAGE_SELF)
     steps = 0
     while True:
         ts.step()
         if time.time() > end:
             break
         steps += 1
-    return {"steps": steps, "seconds": spec.seconds, "threads": torch.get_num_threads()}
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"steps": steps, "seconds": spec.seconds, "threads": torch.get_num_threads(), "memory_kept": kept,
+            "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
+            "minor_faults": after.ru_minflt - before.ru_minflt, "peak_rss_gib": after.ru_maxrss / 2**20}
 
 
-def run_phase(opt: str, batch: int, size: Sequence[int], *, jobs: int, threads: int, seconds: float,
+def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangement, *, seconds: float,
               overrides: Sequence[str] = (), timeout: float = 900.0) -> dict:
-    """``jobs`` processes with ``threads`` threads each, counting steps in one common window."""
+    """The arrangement's processes, counting steps in one common window."""
     procs = []
-    for k in range(jobs):
-        spec = WindowSpec(opt=opt, batch=batch, size=list(size), threads=threads, seconds=seconds,
+    for k in range(arrangement.jobs):
+        spec = WindowSpec(opt=opt, batch=batch, size=list(size), threads=arrangement.threads, seconds=seconds,
+                          keep_memory=arrangement.keep_memory, formulation=arrangement.formulation,
                           overrides=list(overrides), seed=k)
         procs.append(subprocess.Popen([sys.executable, "-m", "hidiff.profiling.side_by_side",
                                        json.dumps(asdict(spec))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,
-                                      env={**os.environ, "OMP_NUM_THREADS": str(threads)}))
+                                      env={**os.environ, "OMP_NUM_THREADS": str(arrangement.threads)}))
     try:
         for proc in procs:                       # every worker has built its model and taken a warm-up step
             line = proc.stdout.readline()
@@ -97,45 +142,55 @@ def run_phase(opt: str, batch: int, size: Sequence[int], *, jobs: int, threads: 
             if proc.poll() is None:
                 proc.kill()
     steps = sum(r["steps"] for r in results)
-    return {"jobs": jobs, "threads_each": threads, "steps": [r["steps"] for r in results],
-            "threads": [r["threads"] for r in results],
-            "samples_per_s": steps * batch / seconds, "steps_per_s": steps / seconds}
+    per_step = max(steps, 1)
+    return {**asdict(arrangement), "steps": [r["steps"] for r in results],
+            "threads_seen": [r["threads"] for r in results], "memory_kept": [r["memory_kept"] for r in results],
+            "samples_per_s": steps * batch / seconds, "steps_per_s": steps / seconds,
+            "user_s_per_step": sum(r["user_s"] for r in results) / per_step,
+            "sys_s_per_step": sum(r["sys_s"] for r in results) / per_step,
+            "minor_faults_per_step": sum(r["minor_faults"] for r in results) / per_step,
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in results)}
 
 
-def compare(opt: str, batch: int, size: Sequence[int], *, threads: int, jobs: int, seconds: float, rounds: int,
-            overrides: Sequence[str] = (), log=None) -> dict:
-    """Alternate one training on ``threads`` threads with ``jobs`` trainings on ``threads // jobs`` each."""
-    share = max(1, threads // jobs)
+def compare(opt: str, batch: int, size: Sequence[int], pair: Tuple[Arrangement, Arrangement], *, seconds: float,
+            rounds: int, overrides: Sequence[str] = (), log=None) -> dict:
+    """Alternate the pair's phases for ``rounds`` rounds; ratio = candidate's samples/s over the reference's."""
+    reference, candidate = pair
     rows = []
     for r in range(rounds):
-        order = [("one", 1, threads), ("side by side", jobs, share)]
+        order = [("reference", reference), ("candidate", candidate)]
         if r % 2:
             order.reverse()
         row = {"round": r + 1, "load_before": load_average()}
-        for label, n, t in order:
-            row[label] = run_phase(opt, batch, size, jobs=n, threads=t, seconds=seconds, overrides=overrides)
+        for key, arrangement in order:
+            row[key] = run_phase(opt, batch, size, arrangement, seconds=seconds, overrides=overrides)
             if log:
-                log(f"round {r + 1}: {label}: {row[label]['samples_per_s']:.2f} samples/s "
-                    f"({n} x {t} thread(s), steps {row[label]['steps']})")
-        row["ratio"] = row["side by side"]["samples_per_s"] / max(row["one"]["samples_per_s"], 1e-12)
+                log(f"round {r + 1}: {arrangement.label}: {row[key]['samples_per_s']:.2f} samples/s "
+                    f"(steps {row[key]['steps']})")
+        row["ratio"] = row["candidate"]["samples_per_s"] / max(row["reference"]["samples_per_s"], 1e-12)
         row["load_after"] = load_average()
         rows.append(row)
-    return {"opt": opt, "batch": batch, "size": list(size), "threads": threads, "jobs": jobs,
-            "threads_each": share, "seconds": seconds, "rounds": rows,
+    return {"opt": opt, "batch": batch, "size": list(size), "seconds": seconds,
+            "reference": asdict(reference), "candidate": asdict(candidate), "rounds": rows,
             "median_ratio": statistics.median(r["ratio"] for r in rows)}
 
 
 def format_report(result: dict, machine: str) -> str:
-    """Markdown table of the rounds and the median ratio."""
+    """Markdown table of the rounds (samples/s, CPU seconds and page faults per step) and the median ratio."""
+    ref, cand = result["reference"]["label"], result["candidate"]["label"]
     lines = [f"{result['opt']}, batch {result['batch']} of {result['size'][0]}x{result['size'][1]}, "
              f"{result['seconds']:g} s windows; {machine}", "",
-             f"| round | one training, {result['threads']} threads: samples/s | {result['jobs']} side by side, "
-             f"{result['threads_each']} thread(s) each: samples/s | ratio | load before / after |",
-             "|---:|---:|---:|---:|---|"]
+             f"| round | {ref}: samples/s | {cand}: samples/s | ratio | CPU user + sys s per step | "
+             f"minor faults per step | peak RSS GiB | load before / after |",
+             "|---:|---:|---:|---:|---|---|---|---|"]
     for r in result["rounds"]:
-        lines.append(f"| {r['round']} | {r['one']['samples_per_s']:.2f} | {r['side by side']['samples_per_s']:.2f} "
-                     f"| {r['ratio']:.2f}x | {r['load_before']} / {r['load_after']} |")
-    lines.append(f"\nmedian ratio: {result['median_ratio']:.2f}x")
+        a, b = r["reference"], r["candidate"]
+        lines.append(f"| {r['round']} | {a['samples_per_s']:.2f} | {b['samples_per_s']:.2f} | {r['ratio']:.2f}x | "
+                     f"{a['user_s_per_step']:.2f} + {a['sys_s_per_step']:.2f} / "
+                     f"{b['user_s_per_step']:.2f} + {b['sys_s_per_step']:.2f} | "
+                     f"{a['minor_faults_per_step']:,.0f} / {b['minor_faults_per_step']:,.0f} | "
+                     f"{a['peak_rss_gib']:.2f} / {b['peak_rss_gib']:.2f} | {r['load_before']} / {r['load_after']} |")
+    lines.append(f"\nmedian ratio ({cand} over {ref}): {result['median_ratio']:.2f}x")
     return "\n".join(lines)
 
 
