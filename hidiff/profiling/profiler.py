@@ -143,10 +143,15 @@ def run_worker(module: str, args: Sequence[str], *, threads: Optional[int] = Non
         env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(mark)]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        raise RuntimeError(f"{what or module} failed (exit code {proc.returncode}):\n" + "\n".join(tail))
+    return worker_result(proc.returncode, proc.stdout, proc.stderr, mark=mark, what=what or module)
+
+
+def worker_result(returncode: Optional[int], stdout: str, stderr: str, *, mark: str, what: str) -> dict:
+    """The JSON a finished worker printed after ``mark``; a RuntimeError with its output's tail if it failed."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(mark)]
+    if returncode != 0 or not lines:
+        tail = (stderr or stdout).strip().splitlines()[-15:]
+        raise RuntimeError(f"{what} failed (exit code {returncode}):\n" + "\n".join(tail))
     return json.loads(lines[-1][len(mark):])
 
 

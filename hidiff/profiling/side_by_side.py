@@ -30,6 +30,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from hidiff.profiling.machine import load_average
+from hidiff.profiling.profiler import worker_result
 from hidiff.profiling.train_step import StepSpec, TrainStep
 from hidiff.utils.malloc import keep_freed_memory
 
@@ -132,11 +133,7 @@ def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangemen
         results = []
         for proc in procs:
             out, err = proc.communicate(timeout=timeout)
-            lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_MARK)]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"side-by-side worker failed (exit code {proc.returncode}):\n"
-                                   + "\n".join((err or out).strip().splitlines()[-15:]))
-            results.append(json.loads(lines[-1][len(RESULT_MARK):]))
+            results.append(worker_result(proc.returncode, out, err, mark=RESULT_MARK, what="side-by-side worker"))
     finally:
         for proc in procs:
             if proc.poll() is None:
