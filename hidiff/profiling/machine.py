@@ -8,6 +8,8 @@ from typing import Dict
 
 import torch
 
+from hidiff.utils.threads import usable_cores
+
 
 def _cpu_model() -> str:
     try:
@@ -42,7 +44,7 @@ def describe_machine(device: torch.device | str = "cpu") -> Dict[str, object]:
     device = torch.device(device)
     info: Dict[str, object] = {
         "cpu": _cpu_model(), "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "memory_gib": _memory_gib(), "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),

@@ -17,6 +17,11 @@ def thread_total(env: Optional[Mapping[str, str]] = None) -> int:
     value = env.get("OMP_NUM_THREADS", "")
     if value.strip().isdigit() and int(value) > 0:
         return int(value)
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else the CPU count)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
