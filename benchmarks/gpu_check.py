@@ -1,6 +1,7 @@
 """Prove hidiff's CUDA paths in one command: precision, resume, DDP, layouts, compile, prefetch, tiling, export, speed.
 
-On the GPU machine (one H100, the torch it already has; about 5 minutes, at most 8), from the repository root,
+On the GPU machine (one H100, the torch it already has; about 7.5 minutes expected from the checks' measured
+times, docs/speed.md), from the repository root,
 as the device tool's one command (timeout_s 540; --carry: nothing, the working tree is enough):
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out $OUT/gpu_check
@@ -14,7 +15,9 @@ are needed only with --onnx and imported only then: without them that part is re
 runs the same checks with tiny networks and sizes, recording what needs CUDA as "skipped (no CUDA)".
 
 Checks (each independent, with its own time budget; by default each runs in a fresh process killed at its
-budget, and the whole run stops starting checks after --total-budget seconds):
+budget, and the whole run stops starting checks after --total-budget seconds).  The compile check starts first
+in the background: it compiles on the CPU while the checks whose verdicts do not depend on timing run beside
+it; tiler_auto and the speed tables wait for it and run alone.  The report names what ran beside each check:
 
 * amp_stage1 / amp_stage2: 20 training steps of the GoPro stage-1 / stage-2 networks at 2x256x256 in fp32,
   fp32 with TF32 off, bf16 and fp16 (GradScaler) from the same init and data: finite losses, mixed-precision

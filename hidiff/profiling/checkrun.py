@@ -8,11 +8,18 @@ check runs in a fresh interpreter (``python -m hidiff.profiling.checkrun``)
 killed at its budget, so a crash, a hang, an out-of-memory state or a changed
 global setting of one check never reaches another; in-process runs record an
 overrun as a failure after the fact.
+
+Isolated runs may overlap checks to save wall time: a ``background`` check
+(one that waits mostly on the CPU, like a compiler) starts and the run goes on
+to the next checks beside it; a check marked ``alone`` (its figures are timings,
+or it squeezes the whole device's memory) first waits for every background
+check.  Each result says which checks ran ``beside`` it.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 import signal
 import subprocess
 import sys
@@ -62,6 +69,8 @@ class Check:
     budget_s: float
     dry_budget_s: float
     fn: Callable[[Context], dict]
+    background: bool = False
+    alone: bool = False
 
     def budget(self, ctx: Context) -> float:
         return self.dry_budget_s if ctx.dry_run else self.budget_s
@@ -70,10 +79,14 @@ class Check:
 REGISTRY: Dict[str, Check] = {}
 
 
-def check(name: str, title: str, budget_s: float, dry_budget_s: float):
-    """Register ``fn(ctx) -> details`` as check ``name`` (in definition order)."""
+def check(name: str, title: str, budget_s: float, dry_budget_s: float, *, background: bool = False,
+          alone: bool = False):
+    """Register ``fn(ctx) -> details`` as check ``name`` (in definition order).
+
+    ``background``: in isolated runs it runs beside the checks after it; ``alone``: no background check
+    runs beside it (timings, whole-device memory)."""
     def wrap(fn: Callable[[Context], dict]) -> Callable[[Context], dict]:
-        REGISTRY[name] = Check(name, title, budget_s, dry_budget_s, fn)
+        REGISTRY[name] = Check(name, title, budget_s, dry_budget_s, fn, background, alone)
         return fn
     return wrap
 
@@ -122,11 +135,15 @@ def run_here(chk: Check, ctx: Context) -> dict:
             "budget_s": budget, "details": _jsonable(details)}
 
 
-def run_group(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+def run_group(cmd: Sequence[str], timeout: float,
+              started: Optional[Callable[[subprocess.Popen], None]] = None) -> subprocess.CompletedProcess:
     """``subprocess.run`` in a new session; on timeout the whole process group is killed (a launcher's
-    workers too) and ``subprocess.TimeoutExpired`` is raised with the output so far."""
+    workers too) and ``subprocess.TimeoutExpired`` is raised with the output so far.  ``started`` is
+    handed the process as soon as it exists (to kill it from elsewhere)."""
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ), start_new_session=True)
+    if started:
+        started(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -136,12 +153,13 @@ def run_group(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
 
 
-def run_isolated(chk: Check, ctx: Context, timeout: float) -> dict:
+def run_isolated(chk: Check, ctx: Context, timeout: float,
+                 started: Optional[Callable[[subprocess.Popen], None]] = None) -> dict:
     """Run one check in a fresh interpreter, killed (with its children) after ``timeout`` s; never raises."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "hidiff.profiling.checkrun", chk.name, ctx.to_json()]
     try:
-        proc = run_group(cmd, timeout)
+        proc = run_group(cmd, timeout, started)
     except subprocess.TimeoutExpired as exc:
         tail = (exc.stderr or "").strip().splitlines()[-8:]
         return {"name": chk.name, "title": chk.title, "status": "failed",
@@ -159,33 +177,114 @@ def run_isolated(chk: Check, ctx: Context, timeout: float) -> dict:
     return result
 
 
+class _Background:
+    """One isolated check running in a thread (its work is in a child process), started now."""
+
+    def __init__(self, chk: Check, ctx: Context, timeout: float, log: Optional[Callable[[str], None]],
+                 started_s: float) -> None:
+        self.chk, self.result = chk, None
+        self.beside: List[str] = []
+        self.proc: Optional[subprocess.Popen] = None
+
+        def keep(proc: subprocess.Popen) -> None:
+            self.proc = proc
+
+        def work() -> None:
+            self.result = {**run_isolated(chk, ctx, timeout, keep), "started_s": started_s}
+            if log:
+                log(_finished_line(self.result))
+
+        self.thread = threading.Thread(target=work, name=f"check-{chk.name}", daemon=True)
+        self.thread.start()
+
+    def join(self) -> dict:
+        self.thread.join()
+        return self.result
+
+    def kill(self) -> None:
+        """Kill the check's process group (the run was interrupted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _finished_line(res: dict) -> str:
+    return f"[{res['name']}] {res['status']}{': ' + res['reason'] if res['reason'] else ''} ({res['seconds']:.1f} s)"
+
+
+class _Run:
+    """The state of one :func:`run_checks` call: its clock, its results and its background checks."""
+
+    def __init__(self, ctx: Context, isolate: bool, total_budget_s: Optional[float],
+                 log: Optional[Callable[[str], None]]) -> None:
+        self.ctx, self.isolate, self.total_budget_s, self.log = ctx, isolate, total_budget_s, log
+        self.start = time.perf_counter()
+        self.results: Dict[str, dict] = {}
+        self.running: List[_Background] = []
+
+    def settle(self) -> None:
+        """Wait for every background check and keep its result."""
+        for bg in self.running:
+            self.results[bg.chk.name] = {**bg.join(), "beside": bg.beside}
+        self.running.clear()
+
+    def kill(self) -> None:
+        for bg in self.running:
+            bg.kill()
+
+    def step(self, chk: Check) -> None:
+        """Wait for background checks if ``chk`` runs alone, then run it (or start it in the background)."""
+        ctx = self.ctx
+        if chk.alone:
+            self.settle()
+        left = (None if self.total_budget_s is None
+                else self.total_budget_s - (time.perf_counter() - self.start))
+        if left is not None and left < 5:
+            self.results[chk.name] = {
+                "name": chk.name, "title": chk.title, "status": "failed",
+                "reason": f"not run: the run's total budget of {self.total_budget_s:.0f} s was spent",
+                "seconds": 0.0, "budget_s": chk.budget(ctx), "details": {}}
+            return
+        timeout = chk.budget(ctx) if left is None else min(chk.budget(ctx), left)
+        background = self.isolate and chk.background
+        beside = [bg.chk.name for bg in self.running if bg.thread.is_alive()]
+        if self.log:
+            self.log(f"[{chk.name}] {chk.title} (budget {chk.budget(ctx):.0f} s)"
+                     + (" in the background, beside the next checks" if background else "")
+                     + (f", beside {', '.join(beside)}" if beside else "") + " ...")
+        started = round(time.perf_counter() - self.start, 2)
+        if background:
+            self.running.append(_Background(chk, ctx, timeout, self.log, started))
+            return
+        res = run_isolated(chk, ctx, timeout) if self.isolate else run_here(chk, ctx)
+        for bg in self.running:
+            if bg.chk.name in beside:
+                bg.beside.append(chk.name)
+        self.results[chk.name] = {**res, "started_s": started, "beside": beside}
+        if self.log:
+            self.log(_finished_line(res))
+
+
 def run_checks(ctx: Context, names: Sequence[str], *, isolate: bool = True, total_budget_s: Optional[float] = None,
                log: Optional[Callable[[str], None]] = None) -> List[dict]:
-    """Run the named checks in order; a check that would start after ``total_budget_s`` is not run (failed)."""
+    """Run the named checks in order; a check that would start after ``total_budget_s`` is not run (failed).
+
+    Isolated, a ``background`` check runs beside the checks after it until one marked ``alone`` (or the end);
+    results keep the order of ``names`` and list the checks that ran ``beside`` each."""
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise KeyError(f"unknown check(s) {unknown}; known: {', '.join(REGISTRY)}")
-    start = time.perf_counter()
-    results = []
-    for name in names:
-        chk = REGISTRY[name]
-        left = None if total_budget_s is None else total_budget_s - (time.perf_counter() - start)
-        if left is not None and left < 5:
-            results.append({"name": name, "title": chk.title, "status": "failed",
-                            "reason": f"not run: the run's total budget of {total_budget_s:.0f} s was spent",
-                            "seconds": 0.0, "budget_s": chk.budget(ctx), "details": {}})
-            continue
-        if log:
-            log(f"[{name}] {chk.title} (budget {chk.budget(ctx):.0f} s) ...")
-        if isolate:
-            timeout = chk.budget(ctx) if left is None else min(chk.budget(ctx), left)
-            res = run_isolated(chk, ctx, timeout)
-        else:
-            res = run_here(chk, ctx)
-        results.append(res)
-        if log:
-            log(f"[{name}] {res['status']}{': ' + res['reason'] if res['reason'] else ''} ({res['seconds']:.1f} s)")
-    return results
+    run = _Run(ctx, isolate, total_budget_s, log)
+    try:
+        for name in names:
+            run.step(REGISTRY[name])
+        run.settle()
+    except BaseException:  # Ctrl-C or a bug: no background check outlives the run
+        run.kill()
+        raise
+    return [run.results[n] for n in names]
 
 
 def _cell(text: str) -> str:
@@ -206,8 +305,9 @@ def markdown_report(meta: dict, results: Sequence[dict]) -> str:
         lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in env.items()))
     lines += ["", "| check | status | s (budget) | note |", "|---|---|---:|---|"]
     for r in results:
+        note = "; ".join(x for x in (r["reason"], "beside " + ", ".join(r["beside"]) if r.get("beside") else "") if x)
         lines.append(f"| {r['name']}: {_cell(r['title'])} | {r['status']} | {r['seconds']:.1f} ({r['budget_s']:.0f}) | "
-                     f"{_cell(r['reason'])} |")
+                     f"{_cell(note)} |")
     for r in results:
         d = r.get("details") or {}
         lines += ["", f"## {r['name']}: {r['status']}", ""]
