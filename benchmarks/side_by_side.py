@@ -1,6 +1,6 @@
 """Training throughput of two arrangements of a CPU, timed in alternation.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official|official-ckpt]
         [--opt options/default_plain.yml] [--batch 8] [--size 128] [--threads 2] [--jobs 2]
         [--seconds 120] [--rounds 3] [--json out.json]
 
@@ -9,7 +9,8 @@ trainings side by side on ``threads // jobs`` each (an ablation's seeds: ``retra
 --ablation-jobs``).  ``--compare malloc``: one training with the system's malloc against one whose freed
 memory is kept for reuse (``train.keep_cpu_memory``, the trainer's default on a CPU).  ``--compare
 official``: the official code's formulation with the system's malloc against hidiff's default training path
-(e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``).  The two phases
+(e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``); ``--compare official-ckpt``: the same
+reference against hidiff's default path with every U-Net level checkpointed (``train.checkpoint_levels``).  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
 window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--compare", choices=("jobs", "malloc", "official"), default="jobs", help="the two arrangements")
+    ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt"), default="jobs", help="the two arrangements")
     ap.add_argument("--opt", default=str(REPO / "options" / "default_plain.yml"), help="training option file")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="square crop size")

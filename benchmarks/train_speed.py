@@ -17,6 +17,9 @@ random init instead of the stage-1 weights), for
   ``set_checkpoint_levels`` (otherwise the row says why it is missing);
 * ``fast+bf16`` / ``fast+fp16`` with ``--precisions`` (CUDA only).
 
+On a CPU every process keeps freed memory for reuse, as the trainer does by default (``train.keep_cpu_memory``,
+docs/speed.md); ``--system-malloc`` measures with the C library's default instead.
+
 Reports steps/s, samples/s, the speed-up over plain (ratio of median step times, all
 variants timed in one process, one step of each in turn) and the peak memory of one
 step after a warm-up step, each variant in a fresh process (RSS on CPU,
@@ -58,6 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--precisions", default="fp32", help="comma-separated fp32,bf16,fp16 (others: CUDA only)")
     ap.add_argument("--no-checkpointing", action="store_true", help="leave out the activation-checkpointing row")
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="CPU: leave malloc as the C library sets it (default: keep freed memory, as the trainer)")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                     help="option override for every stage file, or for one with a stage prefix: "
                          "-o 2:network_d.block_num=1 (repeatable)")
@@ -69,6 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.errors import HidiffError
     from hidiff.profiling.machine import describe_machine, machine_line
     from hidiff.profiling.train_speed import SpeedCase, format_table, parse_batch_size, run_case, variant_specs
+    from hidiff.utils.malloc import keep_freed_memory
     try:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         bad = [s for s in stages if s not in STAGE_FILES]
@@ -82,6 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise HidiffError("--device cuda: no CUDA device is available here")
         if args.threads:
             torch.set_num_threads(args.threads)
+        kept = args.device == "cpu" and not args.system_malloc and keep_freed_memory()
         machine = describe_machine(args.device)
         results = []
         for stage in stages:
@@ -89,18 +96,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 case = SpeedCase(f"stage {stage}", str(REPO / STAGE_FILES[stage]), batch, size)
                 specs = variant_specs(case, precisions=precisions, checkpointing=not args.no_checkpointing,
                                       device=args.device, threads=args.threads,
-                                      overrides=stage_overrides(args.override, stage))
+                                      overrides=stage_overrides(args.override, stage), keep_memory=kept)
                 results.append(run_case(case, specs, warmup=args.warmup, repeats=args.repeats,
                                         memory="none" if args.no_memory else "subprocess",
                                         log=lambda m: print(m, file=sys.stderr, flush=True)))
     except (HidiffError, RuntimeError) as exc:  # RuntimeError: a memory-measuring process failed
         print(f"train_speed.py: error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(results, machine_line(machine), args.device))
+    malloc = "" if args.device != "cpu" else ("; freed memory kept for reuse (as the trainer)" if kept
+                                               else "; the C library's malloc settings")
+    print(format_table(results, machine_line(machine) + malloc, args.device))
     if args.json:
         from hidiff.utils.atomic import atomic_write_text
         payload = {"tool": "benchmarks/train_speed.py", "argv": list(argv if argv is not None else sys.argv[1:]),
-                   "machine": machine, "threads": torch.get_num_threads(), "device": args.device, "results": results}
+                   "machine": machine, "threads": torch.get_num_threads(), "device": args.device,
+                   "freed_memory_kept": bool(kept), "results": results}
         atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n")
     return 0
 

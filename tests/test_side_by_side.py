@@ -47,14 +47,17 @@ def test_system_malloc_against_kept_memory(tmp_path):
     assert "| round | system malloc, 1 threads: samples/s | freed memory kept, 1 threads: samples/s |" in proc.stdout
 
 
-def test_the_official_formulation_against_hidiffs_default_training_path(tmp_path):
-    proc, result = _run(tmp_path, "--compare", "official", "--threads", "1")
+@pytest.mark.parametrize("kind", ["official", "official-ckpt"])
+def test_the_official_formulation_against_hidiffs_default_training_path(tmp_path, kind):
+    proc, result = _run(tmp_path, "--compare", kind, "--threads", "1")
     (row,) = result["rounds"]
     official, default = row["reference"], row["candidate"]
-    assert (official["formulation"], official["keep_memory"]) == ("plain", False)
+    assert (official["formulation"], official["keep_memory"], official["checkpointing"]) == ("plain", False, False)
     assert (default["formulation"], default["keep_memory"]) == ("fast", True)
+    assert default["checkpointing"] is (kind == "official-ckpt")
     assert official["steps"][0] > 0 and default["steps"][0] > 0
-    assert "| official formulation, system malloc, 1 threads: samples/s | hidiff default, 1 threads" in proc.stdout
+    label = "hidiff default + checkpointing" if kind == "official-ckpt" else "hidiff default"
+    assert f"| official formulation, system malloc, 1 threads: samples/s | {label}, 1 threads" in proc.stdout
 
 
 def test_bad_arguments_are_refused_before_anything_starts(tmp_path):

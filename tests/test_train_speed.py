@@ -70,6 +70,8 @@ def test_benchmark_script_reports_speed_ratio_and_fresh_process_memory(tmp_path)
     assert "| stage 2, 1x32x32 | plain |" in proc.stdout and "speed vs plain" in proc.stdout
     data = json.loads(out.read_text())
     assert data["device"] == "cpu" and data["threads"] == 1 and data["machine"]["load_average"] is not None
+    # as the trainer on a CPU: glibc keeps freed memory (train.keep_cpu_memory), said in the header
+    assert data["freed_memory_kept"] is True and "freed memory kept for reuse (as the trainer)" in proc.stdout
     (res,) = data["results"]
     rows = {r["variant"]: r for r in res["rows"]}
     assert set(rows) == {"plain", "fast", "fast+ckpt"}

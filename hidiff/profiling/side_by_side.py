@@ -7,7 +7,9 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
   side, each on its share (``retrain_default.py --ablation-jobs``, ``hidiff-sweep --jobs``);
 * ``malloc``: one training with the system's malloc against one whose freed memory is kept;
 * ``official``: the official code's formulation (``plain``, see :mod:`hidiff.profiling.train_step`) with
-  the system's malloc against hidiff's default training path (``fast``, freed memory kept).
+  the system's malloc against hidiff's default training path (``fast``, freed memory kept);
+* ``official-ckpt``: the same reference against hidiff's default path with activation checkpointing of every
+  U-Net level (``train.checkpoint_levels``), the memory option.
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
@@ -41,17 +43,19 @@ READY = "HIDIFF_SIDE_BY_SIDE_READY"
 @dataclass(frozen=True)
 class Arrangement:
     """``jobs`` training processes of ``threads`` threads each; ``keep_memory``: malloc keeps freed memory;
-    ``formulation``: of :data:`hidiff.profiling.train_step.FORMULATIONS`."""
+    ``formulation``: of :data:`hidiff.profiling.train_step.FORMULATIONS`; ``checkpointing``: every level."""
 
     label: str
     jobs: int
     threads: int
     keep_memory: bool = True
     formulation: str = "fast"
+    checkpointing: bool = False
 
 
 def arrangements(kind: str, threads: int, jobs: int) -> Tuple[Arrangement, Arrangement]:
-    """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc`` or ``official``)."""
+    """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc``, ``official`` or
+    ``official-ckpt``)."""
     if kind == "jobs":
         share = max(1, threads // jobs)
         return (Arrangement(f"one training, {threads} threads", 1, threads),
@@ -59,11 +63,14 @@ def arrangements(kind: str, threads: int, jobs: int) -> Tuple[Arrangement, Arran
     if kind == "malloc":
         return (Arrangement(f"system malloc, {threads} threads", 1, threads, keep_memory=False),
                 Arrangement(f"freed memory kept, {threads} threads", 1, threads, keep_memory=True))
+    official = Arrangement(f"official formulation, system malloc, {threads} threads", 1, threads,
+                           keep_memory=False, formulation="plain")
     if kind == "official":
-        return (Arrangement(f"official formulation, system malloc, {threads} threads", 1, threads,
-                            keep_memory=False, formulation="plain"),
-                Arrangement(f"hidiff default, {threads} threads", 1, threads))
-    raise ValueError(f"comparison: expected 'jobs', 'malloc' or 'official', got {kind!r}")
+        return official, Arrangement(f"hidiff default, {threads} threads", 1, threads)
+    if kind == "official-ckpt":
+        return official, Arrangement(f"hidiff default + checkpointing, {threads} threads", 1, threads,
+                                     checkpointing=True)
+    raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official' or 'official-ckpt', got {kind!r}")
 
 
 @dataclass
@@ -79,6 +86,7 @@ class WindowSpec:
     formulation: str = "fast"
     overrides: List[str] = field(default_factory=list)
     seed: int = 0
+    checkpointing: bool = False
 
 
 def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
@@ -86,7 +94,8 @@ def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
     kept = keep_freed_memory() if spec.keep_memory else False
     torch.set_num_threads(spec.threads)
     ts = TrainStep(StepSpec(opt=spec.opt, batch=spec.batch, size=tuple(spec.size), threads=spec.threads,
-                            formulation=spec.formulation, overrides=list(spec.overrides), seed=spec.seed))
+                            formulation=spec.formulation, overrides=list(spec.overrides), seed=spec.seed,
+                            checkpointing=spec.checkpointing))
     ts.set_data(spec.seed)
     ts.step()
     print(READY, flush=True)
@@ -114,7 +123,7 @@ def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangemen
     for k in range(arrangement.jobs):
         spec = WindowSpec(opt=opt, batch=batch, size=list(size), threads=arrangement.threads, seconds=seconds,
                           keep_memory=arrangement.keep_memory, formulation=arrangement.formulation,
-                          overrides=list(overrides), seed=k)
+                          overrides=list(overrides), seed=k, checkpointing=arrangement.checkpointing)
         procs.append(subprocess.Popen([sys.executable, "-m", "hidiff.profiling.side_by_side",
                                        json.dumps(asdict(spec))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,

@@ -51,11 +51,13 @@ def parse_batch_size(text: str) -> Tuple[int, Tuple[int, int]]:
 
 def variant_specs(case: SpeedCase, *, formulations: Sequence[str] = ("plain", "fast"),
                   precisions: Sequence[str] = ("fp32",), checkpointing: bool = True, device: str = "cpu",
-                  threads: Optional[int] = None, overrides: Sequence[str] = ()) -> List[StepSpec]:
+                  threads: Optional[int] = None, overrides: Sequence[str] = (),
+                  keep_memory: bool = False) -> List[StepSpec]:
     """The variants of ``case``: every formulation in fp32, the fast one in every other precision, and the
-    fast one with activation checkpointing."""
+    fast one with activation checkpointing.  ``keep_memory``: their memory-measuring processes keep freed
+    memory as the trainer does on a CPU (the timing process sets it for itself)."""
     base = StepSpec(opt=case.opt, batch=case.batch, size=case.size, device=device, threads=threads,
-                    overrides=list(overrides))
+                    overrides=list(overrides), keep_memory=keep_memory)
     specs = [replace(base, formulation=f) for f in formulations]
     fast = "fast" if "fast" in formulations else formulations[-1]
     specs += [replace(base, formulation=fast, precision=p) for p in precisions if p != "fp32"]

@@ -41,6 +41,7 @@ from hidiff.errors import ConfigError
 from hidiff.profiling.machine import load_average
 from hidiff.profiling.memory import PeakMemory
 from hidiff.profiling.profiler import build_profile_model, load_profile_options, run_worker
+from hidiff.utils.malloc import keep_freed_memory
 
 FORMULATIONS: Dict[str, Tuple[str, ...]] = {
     "fast": (),
@@ -65,6 +66,9 @@ class StepSpec:
     threads: Optional[int] = None
     overrides: List[str] = field(default_factory=list)
     seed: int = 0
+    # glibc's malloc keeps freed memory, as the trainer on a CPU (train.keep_cpu_memory).  A process-wide
+    # setting: applied by the process that measures this variant alone (memory_in_subprocess), not by TrainStep.
+    keep_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
@@ -248,8 +252,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args) != 1:
         print("usage: python -m hidiff.profiling.train_step SPEC_JSON", file=sys.stderr)
         return 2
+    spec = StepSpec.from_json(args[0])
+    if spec.keep_memory and spec.device == "cpu":
+        keep_freed_memory()
     try:
-        result = measure_step_memory(StepSpec.from_json(args[0]))
+        result = measure_step_memory(spec)
     except UnsupportedVariant as exc:
         result = {"unsupported": str(exc)}
     print(RESULT_MARK + json.dumps(result), flush=True)
