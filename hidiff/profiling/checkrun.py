@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
