@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +131,36 @@ def test_background_check_runs_beside_the_next_checks_and_an_alone_check_waits_f
                                        "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0},
                   results)
     assert "| passed |" in (tmp_path / "r.md").read_text() and "beside compile" in (tmp_path / "r.md").read_text()
+
+
+def _processes_mentioning(text: str) -> list:
+    """PIDs whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_an_interrupted_run_leaves_no_background_check_running(tmp_path):
+    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
+
+    def log(line: str) -> None:
+        if line.startswith("[prefetch]"):
+            deadline = time.time() + 10
+            while not _processes_mentioning(str(tmp_path)) and time.time() < deadline:
+                time.sleep(0.05)
+            assert _processes_mentioning(str(tmp_path)), "the background check should be running now"
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_checks(ctx, ["compile", "prefetch"], isolate=True, log=log)
+    deadline = time.time() + 10
+    while _processes_mentioning(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(tmp_path)) == []

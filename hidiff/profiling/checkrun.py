@@ -185,9 +185,14 @@ class _Background:
         self.chk, self.result = chk, None
         self.beside: List[str] = []
         self.proc: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+        self._cancelled = False
 
         def keep(proc: subprocess.Popen) -> None:
-            self.proc = proc
+            with self._lock:
+                self.proc = proc
+                if self._cancelled:  # the run was interrupted before this process existed
+                    _kill_group(proc)
 
         def work() -> None:
             self.result = {**run_isolated(chk, ctx, timeout, keep), "started_s": started_s}
@@ -202,12 +207,19 @@ class _Background:
         return self.result
 
     def kill(self) -> None:
-        """Kill the check's process group (the run was interrupted)."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Kill the check's process group, now or as soon as it starts (the run was interrupted)."""
+        with self._lock:
+            self._cancelled = True
+            if self.proc is not None:
+                _kill_group(self.proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _finished_line(res: dict) -> str:
