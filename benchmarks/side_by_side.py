@@ -10,7 +10,8 @@ trainings side by side on ``threads // jobs`` each (an ablation's seeds: ``retra
 memory is kept for reuse (``train.keep_cpu_memory``, the trainer's default on a CPU).  ``--compare
 official``: the official code's formulation with the system's malloc against hidiff's default training path
 (e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``); ``--compare official-ckpt``: the same
-reference against hidiff's default path with every U-Net level checkpointed (``train.checkpoint_levels``).  The two phases
+reference against hidiff's default path with every U-Net stage checkpointed (``train.checkpoint_levels: [1, 2, 3,
+4, refinement]``).  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
 window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the

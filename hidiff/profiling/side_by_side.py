@@ -9,7 +9,7 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
 * ``official``: the official code's formulation (``plain``, see :mod:`hidiff.profiling.train_step`) with
   the system's malloc against hidiff's default training path (``fast``, freed memory kept);
 * ``official-ckpt``: the same reference against hidiff's default path with activation checkpointing of every
-  U-Net level (``train.checkpoint_levels``), the memory option.
+  U-Net stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``), the memory option.
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in

@@ -101,7 +101,8 @@ class UnsupportedVariant(RuntimeError):
 
 
 def enable_checkpointing(model) -> List[str]:
-    """Activation checkpointing of every level on the trainable networks that offer it; their names."""
+    """Activation checkpointing of every stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``) on the
+    trainable networks that offer it; their names."""
     done = []
     for name, net in model.trainable.items():
         setter = getattr(net, "set_checkpoint_levels", None)
