@@ -26,8 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -73,36 +73,19 @@ def arrangements(kind: str, threads: int, jobs: int) -> Tuple[Arrangement, Arran
     raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official' or 'official-ckpt', got {kind!r}")
 
 
-@dataclass
-class WindowSpec:
-    """One process of a phase: the training step to run and the window to count steps in."""
-
-    opt: str
-    batch: int
-    size: List[int]
-    threads: int
-    seconds: float
-    keep_memory: bool = True
-    formulation: str = "fast"
-    overrides: List[str] = field(default_factory=list)
-    seed: int = 0
-    checkpointing: bool = False
-
-
-def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
-    """Warm up one step, say ready, read the common start time, count the steps completed within the window."""
+def count_steps(spec: StepSpec, seconds: float, start_line: Callable[[], str]) -> dict:
+    """Warm up one step of ``spec``, say ready, read the common start time, count the steps completed within
+    the ``seconds`` window (``spec.keep_memory``: this process's malloc keeps freed memory)."""
     kept = keep_freed_memory() if spec.keep_memory else False
     torch.set_num_threads(spec.threads)
-    ts = TrainStep(StepSpec(opt=spec.opt, batch=spec.batch, size=tuple(spec.size), threads=spec.threads,
-                            formulation=spec.formulation, overrides=list(spec.overrides), seed=spec.seed,
-                            checkpointing=spec.checkpointing))
+    ts = TrainStep(spec)
     ts.set_data(spec.seed)
     ts.step()
     print(READY, flush=True)
     start_at = float(start_line())
     while time.time() < start_at:
         time.sleep(0.005)
-    end = start_at + spec.seconds
+    end = start_at + seconds
     before = resource.getrusage(resource.RUSAGE_SELF)
     steps = 0
     while True:
@@ -111,7 +94,7 @@ def count_steps(spec: WindowSpec, start_line: Callable[[], str]) -> dict:
             break
         steps += 1
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"steps": steps, "seconds": spec.seconds, "threads": torch.get_num_threads(), "memory_kept": kept,
+    return {"steps": steps, "seconds": seconds, "threads": torch.get_num_threads(), "memory_kept": kept,
             "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
             "minor_faults": after.ru_minflt - before.ru_minflt, "peak_rss_gib": after.ru_maxrss / 2**20}
 
@@ -121,11 +104,11 @@ def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangemen
     """The arrangement's processes, counting steps in one common window."""
     procs = []
     for k in range(arrangement.jobs):
-        spec = WindowSpec(opt=opt, batch=batch, size=list(size), threads=arrangement.threads, seconds=seconds,
-                          keep_memory=arrangement.keep_memory, formulation=arrangement.formulation,
-                          overrides=list(overrides), seed=k, checkpointing=arrangement.checkpointing)
+        spec = StepSpec(opt=opt, batch=batch, size=tuple(size), threads=arrangement.threads,
+                        formulation=arrangement.formulation, overrides=list(overrides), seed=k,
+                        checkpointing=arrangement.checkpointing, keep_memory=arrangement.keep_memory)
         procs.append(subprocess.Popen([sys.executable, "-m", "hidiff.profiling.side_by_side",
-                                       json.dumps(asdict(spec))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       spec.to_json(), repr(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "OMP_NUM_THREADS": str(arrangement.threads)}))
     try:
@@ -201,9 +184,9 @@ def format_report(result: dict, machine: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Worker entry: ``python -m hidiff.profiling.side_by_side SPEC_JSON``."""
+    """Worker entry: ``python -m hidiff.profiling.side_by_side STEP_SPEC_JSON SECONDS``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    result = count_steps(WindowSpec(**json.loads(args[0])), sys.stdin.readline)
+    result = count_steps(StepSpec.from_json(args[0]), float(args[1]), sys.stdin.readline)
     print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
 

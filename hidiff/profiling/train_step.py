@@ -67,7 +67,8 @@ class StepSpec:
     overrides: List[str] = field(default_factory=list)
     seed: int = 0
     # glibc's malloc keeps freed memory, as the trainer on a CPU (train.keep_cpu_memory).  A process-wide
-    # setting: applied by the process that measures this variant alone (memory_in_subprocess), not by TrainStep.
+    # setting: applied by the process that runs this variant alone (memory_in_subprocess's worker, the
+    # side-by-side workers), not by TrainStep.
     keep_memory: bool = False
 
     def __post_init__(self) -> None:
