@@ -107,13 +107,15 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
     overrides = list(overrides)
     stage1 = _training("stage 1", options_dir / STAGE1, overrides)
     stage2 = _training("stage 2", options_dir / STAGE2, overrides)
-    ablation = []
+    ablation: List[Training] = []
     # the first seed is default_plain.yml's own manual_seed (run folder default_plain); the others count up from it
-    first_seed = load_options(options_dir / PLAIN, overrides, is_train=True).manual_seed if ablation_seeds else 0
-    for k in range(ablation_seeds):
-        seed = first_seed + k
-        extra = [] if k == 0 else [f"manual_seed={seed}", f"name=default_plain_seed{seed}"]
-        ablation.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
+    if ablation_seeds:
+        first = load_options(options_dir / PLAIN, overrides, is_train=True)
+        ablation.append(Training(f"no-prior ablation, seed {first.manual_seed}", options_dir / PLAIN, overrides,
+                                 first))
+        for seed in range(first.manual_seed + 1, first.manual_seed + ablation_seeds):
+            extra = [f"manual_seed={seed}", f"name=default_plain_seed{seed}"]
+            ablation.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
     sharp_root = Path(stage1.options.datasets["train"].params["sharp_root"])
     for folder in photos:
         if not Path(folder).is_dir() or not list_images(folder):
