@@ -113,19 +113,25 @@ def test_amp_verdict_judges_the_first_step_strictly_and_later_steps_against_fp32
     assert len(v["problems"]) == 1 and v["problems"][0].startswith("first-step loss differs from fp32 by 0.02")
 
 
-def test_background_check_runs_beside_the_next_checks_and_an_alone_check_waits_for_it(tmp_path):
-    """The compile check starts in the background (it waits on the CPU); tiler_auto, which fills the device's
-    memory, and the speed tables wait for it; each result names what ran beside it."""
+def test_background_checks_run_beside_the_next_checks_and_an_alone_check_waits_for_them(tmp_path):
+    """The compile check (it waits on the CPU) and the ddp check (process start, rendezvous) start in the
+    background; tiler_auto, which fills the device's memory, and the speed tables wait for both; each result
+    names what ran beside it, background checks included."""
     ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
-    assert REGISTRY["compile"].background and REGISTRY["tiler_auto"].alone and REGISTRY["speed_training"].alone
+    assert REGISTRY["compile"].background and REGISTRY["ddp"].background
+    assert REGISTRY["tiler_auto"].alone and REGISTRY["speed_training"].alone
     lines = []
-    results = run_checks(ctx, ["compile", "prefetch", "tiler_auto"], isolate=True, log=lines.append)
+    names = ["compile", "ddp", "prefetch", "tiler_auto"]
+    results = run_checks(ctx, names, isolate=True, log=lines.append)
     by = {r["name"]: r for r in results}
-    assert [r["name"] for r in results] == ["compile", "prefetch", "tiler_auto"]
+    assert [r["name"] for r in results] == names
     assert all(r["status"] == "passed" for r in results), [(r["name"], r["reason"]) for r in results]
-    assert by["prefetch"]["beside"] == ["compile"] and by["compile"]["beside"] == ["prefetch"]
+    # prefetch starts at once after ddp: both background checks are still running then
+    assert by["prefetch"]["beside"] == ["compile", "ddp"]
+    assert by["compile"]["beside"] == ["ddp", "prefetch"] and by["ddp"]["beside"] == ["compile", "prefetch"]
     assert by["tiler_auto"]["beside"] == []
-    assert by["tiler_auto"]["started_s"] >= by["compile"]["started_s"] + by["compile"]["seconds"]
+    for name in ("compile", "ddp"):
+        assert by["tiler_auto"]["started_s"] >= by[name]["started_s"] + by[name]["seconds"]
     assert any("in the background" in ln for ln in lines) and any(ln.startswith("[compile] passed") for ln in lines)
     write_reports(str(tmp_path), "r", {"title": "t", "command": "c", "dry_run": True, "device": "cpu",
                                        "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0},

@@ -267,13 +267,15 @@ class _Run:
                      + (" in the background, beside the next checks" if background else "")
                      + (f", beside {', '.join(beside)}" if beside else "") + " ...")
         started = round(time.perf_counter() - self.start, 2)
-        if background:
-            self.running.append(_Background(chk, ctx, timeout, self.log, started))
-            return
-        res = run_isolated(chk, ctx, timeout) if self.isolate else run_here(chk, ctx)
         for bg in self.running:
             if bg.chk.name in beside:
                 bg.beside.append(chk.name)
+        if background:
+            bg = _Background(chk, ctx, timeout, self.log, started)
+            bg.beside.extend(beside)
+            self.running.append(bg)
+            return
+        res = run_isolated(chk, ctx, timeout) if self.isolate else run_here(chk, ctx)
         self.results[chk.name] = {**res, "started_s": started, "beside": beside}
         if self.log:
             self.log(_finished_line(res))
