@@ -1,7 +1,7 @@
 """Training throughput of two arrangements of a CPU, timed in alternation.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official|official-ckpt]
-        [--opt options/default_plain.yml] [--batch 8] [--size 128] [--threads 2] [--jobs 2]
+        [--checkpoint-levels all|1,refinement|...] [--opt options/default_plain.yml] [--batch 8] [--size 128] [--threads 2] [--jobs 2]
         [--seconds 120] [--rounds 3] [--json out.json]
 
 ``--compare jobs`` (default): one training process on ``--threads`` threads against ``--jobs`` independent
@@ -11,7 +11,7 @@ memory is kept for reuse (``train.keep_cpu_memory``, the trainer's default on a 
 official``: the official code's formulation with the system's malloc against hidiff's default training path
 (e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``); ``--compare official-ckpt``: the same
 reference against hidiff's default path with every U-Net stage checkpointed (``train.checkpoint_levels: [1, 2, 3,
-4, refinement]``).  The two phases
+4, refinement]``), or those of ``--checkpoint-levels`` (e.g. ``1,refinement``: the full-resolution stages).  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
 window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the
@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt"), default="jobs", help="the two arrangements")
+    ap.add_argument("--checkpoint-levels", default="all", metavar="LEVELS",
+                    help="--compare official-ckpt: the U-Net levels (1-4) and/or stage names checkpointed, "
+                         "comma-separated, as train.checkpoint_levels (default all: 1,2,3,4,refinement)")
     ap.add_argument("--opt", default=str(REPO / "options" / "default_plain.yml"), help="training option file")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="square crop size")
@@ -50,8 +53,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error(f"--opt {args.opt}: file not found")
     sys.path.insert(0, str(REPO))
     from hidiff.profiling.machine import describe_machine, machine_line
+    from hidiff.errors import ConfigError
     from hidiff.profiling.side_by_side import arrangements, compare, format_report
-    pair = arrangements(args.compare, args.threads, args.jobs)
+    from hidiff.profiling.train_step import parse_checkpoint_levels
+    try:
+        levels = parse_checkpoint_levels(args.checkpoint_levels)
+    except ConfigError as exc:
+        ap.error(str(exc))
+    pair = arrangements(args.compare, args.threads, args.jobs, levels)
     result = compare(args.opt, args.batch, (args.size, args.size), pair, seconds=args.seconds,
                      rounds=args.rounds, overrides=args.override, log=lambda m: print(m, file=sys.stderr, flush=True))
     machine = describe_machine("cpu")

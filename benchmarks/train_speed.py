@@ -1,7 +1,8 @@
 """Training speed and memory of HI-Diff on GoPro: plain vs fast formulation, timed interleaved.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py [--stages 1,2] [--sizes 4x128x128,2x256x256]
-        [--repeats 2] [--threads N] [--device cpu|cuda] [--precisions fp32,bf16] [--json out.json]
+        [--repeats 2] [--threads N] [--device cpu|cuda] [--precisions fp32,bf16]
+        [--checkpoint-levels all|1,refinement|...] [--json out.json]
 
 One optimisation step as the trainer runs it (forward of the stage model returning its
 loss terms, backward, global-norm clip, AdamW step with the option file's settings)
@@ -13,8 +14,9 @@ random init instead of the stage-1 weights), for
   of the official code; this formulation computes the official maths the official
   way (NCHW, unfused attention), so it stands in for it;
 * ``fast``: the shipped option files (fused attention maths, channels_last);
-* ``fast+ckpt``: fast with activation checkpointing, where the networks offer
-  ``set_checkpoint_levels`` (otherwise the row says why it is missing);
+* ``fast+ckpt``: fast with activation checkpointing of every U-Net stage, where the networks offer
+  ``set_checkpoint_levels`` (otherwise the row says why it is missing); ``--checkpoint-levels 1,refinement``
+  checkpoints only those (``train.checkpoint_levels``; row ``fast+ckpt[1,refinement]``);
 * ``fast+bf16`` / ``fast+fp16`` with ``--precisions`` (CUDA only).
 
 On a CPU every process keeps freed memory for reuse, as the trainer does by default (``train.keep_cpu_memory``,
@@ -60,6 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--precisions", default="fp32", help="comma-separated fp32,bf16,fp16 (others: CUDA only)")
     ap.add_argument("--no-checkpointing", action="store_true", help="leave out the activation-checkpointing row")
+    ap.add_argument("--checkpoint-levels", default="all", metavar="LEVELS",
+                    help="the checkpointing row's U-Net levels (1-4) and/or stage names, comma-separated, as "
+                         "train.checkpoint_levels (default all: 1,2,3,4,refinement)")
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
     ap.add_argument("--system-malloc", action="store_true",
                     help="CPU: leave malloc as the C library sets it (default: keep freed memory, as the trainer)")
@@ -74,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.errors import HidiffError
     from hidiff.profiling.machine import describe_machine, machine_line
     from hidiff.profiling.train_speed import SpeedCase, format_table, parse_batch_size, run_case, variant_specs
+    from hidiff.profiling.train_step import parse_checkpoint_levels
     from hidiff.utils.malloc import keep_freed_memory
     try:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -82,6 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise HidiffError(f"--stages: expected 1 and/or 2, got {args.stages!r}")
         sizes = [parse_batch_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
         precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+        levels = [] if args.no_checkpointing else parse_checkpoint_levels(args.checkpoint_levels)
         if args.repeats < 1 or args.warmup < 0:
             raise HidiffError("--repeats must be >= 1 and --warmup >= 0")
         if args.device == "cuda" and not torch.cuda.is_available():
@@ -94,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for stage in stages:
             for batch, size in sizes:
                 case = SpeedCase(f"stage {stage}", str(REPO / STAGE_FILES[stage]), batch, size)
-                specs = variant_specs(case, precisions=precisions, checkpointing=not args.no_checkpointing,
+                specs = variant_specs(case, precisions=precisions, checkpoint_levels=levels,
                                       device=args.device, threads=args.threads,
                                       overrides=stage_overrides(args.override, stage), keep_memory=kept)
                 results.append(run_case(case, specs, warmup=args.warmup, repeats=args.repeats,

@@ -8,6 +8,9 @@ import sys
 import pytest
 
 from conftest import PY, REPO, run_env
+from hidiff.errors import ConfigError
+from hidiff.profiling.side_by_side import arrangements
+from hidiff.profiling.train_step import ALL_STAGES, StepSpec, parse_checkpoint_levels
 from procs import run_checked
 
 TINY = ["network_g.dim=8", "network_g.num_blocks=[1,1,1,1]", "network_g.heads=[1,1,1,1]"]
@@ -47,16 +50,17 @@ def test_system_malloc_against_kept_memory(tmp_path):
     assert "| round | system malloc, 1 threads: samples/s | freed memory kept, 1 threads: samples/s |" in proc.stdout
 
 
-@pytest.mark.parametrize("kind", ["official", "official-ckpt"])
-def test_the_official_formulation_against_hidiffs_default_training_path(tmp_path, kind):
-    proc, result = _run(tmp_path, "--compare", kind, "--threads", "1")
+@pytest.mark.parametrize("kind, levels", [("official", None), ("official-ckpt", "1,refinement")])
+def test_the_official_formulation_against_hidiffs_default_training_path(tmp_path, kind, levels):
+    extra = ["--checkpoint-levels", levels] if levels else []
+    proc, result = _run(tmp_path, "--compare", kind, "--threads", "1", *extra)
     (row,) = result["rounds"]
     official, default = row["reference"], row["candidate"]
-    assert (official["formulation"], official["keep_memory"], official["checkpointing"]) == ("plain", False, False)
+    assert (official["formulation"], official["keep_memory"], official["checkpoint_levels"]) == ("plain", False, [])
     assert (default["formulation"], default["keep_memory"]) == ("fast", True)
-    assert default["checkpointing"] is (kind == "official-ckpt")
+    assert default["checkpoint_levels"] == ([1, "refinement"] if levels else [])
     assert official["steps"][0] > 0 and default["steps"][0] > 0
-    label = "hidiff default + checkpointing" if kind == "official-ckpt" else "hidiff default"
+    label = "hidiff default + checkpointing of 1, refinement" if levels else "hidiff default"
     assert f"| official formulation, system malloc, 1 threads: samples/s | {label}, 1 threads" in proc.stdout
 
 
@@ -67,3 +71,19 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path):
     assert f"--opt {tmp_path / 'none.yml'}: file not found" in r.stderr
     r = run_checked([PY, SCRIPT, "--compare", "memory"], timeout=60, env=run_env(), returncode=2)
     assert "invalid choice: 'memory'" in r.stderr
+    r = run_checked([PY, SCRIPT, "--compare", "official-ckpt", "--checkpoint-levels", "1,refinment"], timeout=60,
+                    env=run_env(), returncode=2)
+    assert "--checkpoint-levels: unknown level 'refinment'" in r.stderr and "did you mean 'refinement'" in r.stderr
+
+
+def test_checkpointing_every_stage_is_the_default_of_official_ckpt():
+    _, every = arrangements("official-ckpt", 2, 1)
+    assert every.checkpoint_levels == ALL_STAGES and every.label == "hidiff default + checkpointing, 2 threads"
+    _, some = arrangements("official-ckpt", 2, 1, [1, "refinement"])
+    assert some.label == "hidiff default + checkpointing of 1, refinement, 2 threads"
+    assert StepSpec("x.yml", 1, (8, 8), checkpoint_levels=list(ALL_STAGES)).label == "fast+ckpt"
+    assert StepSpec("x.yml", 1, (8, 8), checkpoint_levels=[1, "refinement"]).label == "fast+ckpt[1,refinement]"
+    assert parse_checkpoint_levels("all") == list(ALL_STAGES) and parse_checkpoint_levels("1, refinement") == [
+        1, "refinement"]
+    with pytest.raises(ConfigError, match="unknown level 5"):
+        StepSpec("x.yml", 1, (8, 8), checkpoint_levels=[5])

@@ -8,8 +8,9 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
 * ``malloc``: one training with the system's malloc against one whose freed memory is kept;
 * ``official``: the official code's formulation (``plain``, see :mod:`hidiff.profiling.train_step`) with
   the system's malloc against hidiff's default training path (``fast``, freed memory kept);
-* ``official-ckpt``: the same reference against hidiff's default path with activation checkpointing of every
-  U-Net stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``), the memory option.
+* ``official-ckpt``: the same reference against hidiff's default path with activation checkpointing
+  (``train.checkpoint_levels``, by default of every U-Net stage: ``[1, 2, 3, 4, refinement]``), the memory
+  option.
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
@@ -27,13 +28,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
 from hidiff.profiling.machine import load_average
 from hidiff.profiling.profiler import worker_result
-from hidiff.profiling.train_step import StepSpec, TrainStep
+from hidiff.profiling.train_step import ALL_STAGES, StepSpec, TrainStep
 from hidiff.utils.malloc import keep_freed_memory
 
 RESULT_MARK = "HIDIFF_SIDE_BY_SIDE "
@@ -43,19 +44,21 @@ READY = "HIDIFF_SIDE_BY_SIDE_READY"
 @dataclass(frozen=True)
 class Arrangement:
     """``jobs`` training processes of ``threads`` threads each; ``keep_memory``: malloc keeps freed memory;
-    ``formulation``: of :data:`hidiff.profiling.train_step.FORMULATIONS`; ``checkpointing``: every level."""
+    ``formulation``: of :data:`hidiff.profiling.train_step.FORMULATIONS`; ``checkpoint_levels``: as
+    ``train.checkpoint_levels`` (none if empty)."""
 
     label: str
     jobs: int
     threads: int
     keep_memory: bool = True
     formulation: str = "fast"
-    checkpointing: bool = False
+    checkpoint_levels: Tuple[Union[int, str], ...] = ()
 
 
-def arrangements(kind: str, threads: int, jobs: int) -> Tuple[Arrangement, Arrangement]:
+def arrangements(kind: str, threads: int, jobs: int,
+                 checkpoint_levels: Sequence[Union[int, str]] = ALL_STAGES) -> Tuple[Arrangement, Arrangement]:
     """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc``, ``official`` or
-    ``official-ckpt``)."""
+    ``official-ckpt``, whose candidate checkpoints ``checkpoint_levels``)."""
     if kind == "jobs":
         share = max(1, threads // jobs)
         return (Arrangement(f"one training, {threads} threads", 1, threads),
@@ -68,8 +71,9 @@ def arrangements(kind: str, threads: int, jobs: int) -> Tuple[Arrangement, Arran
     if kind == "official":
         return official, Arrangement(f"hidiff default, {threads} threads", 1, threads)
     if kind == "official-ckpt":
-        return official, Arrangement(f"hidiff default + checkpointing, {threads} threads", 1, threads,
-                                     checkpointing=True)
+        which = "" if tuple(checkpoint_levels) == ALL_STAGES else f" of {', '.join(map(str, checkpoint_levels))}"
+        return official, Arrangement(f"hidiff default + checkpointing{which}, {threads} threads", 1, threads,
+                                     checkpoint_levels=tuple(checkpoint_levels))
     raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official' or 'official-ckpt', got {kind!r}")
 
 
@@ -106,7 +110,7 @@ def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangemen
     for k in range(arrangement.jobs):
         spec = StepSpec(opt=opt, batch=batch, size=tuple(size), threads=arrangement.threads,
                         formulation=arrangement.formulation, overrides=list(overrides), seed=k,
-                        checkpointing=arrangement.checkpointing, keep_memory=arrangement.keep_memory)
+                        checkpoint_levels=list(arrangement.checkpoint_levels), keep_memory=arrangement.keep_memory)
         procs.append(subprocess.Popen([sys.executable, "-m", "hidiff.profiling.side_by_side",
                                        spec.to_json(), repr(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from hidiff.errors import ConfigError
-from hidiff.profiling.train_step import (StepSpec, TrainStep, UnsupportedVariant, measure_step_memory,
+from hidiff.profiling.train_step import (ALL_STAGES, StepSpec, TrainStep, UnsupportedVariant, measure_step_memory,
                                          memory_in_subprocess, time_interleaved)
 
 #: the variant every ratio refers to
@@ -50,19 +50,20 @@ def parse_batch_size(text: str) -> Tuple[int, Tuple[int, int]]:
 
 
 def variant_specs(case: SpeedCase, *, formulations: Sequence[str] = ("plain", "fast"),
-                  precisions: Sequence[str] = ("fp32",), checkpointing: bool = True, device: str = "cpu",
+                  precisions: Sequence[str] = ("fp32",), checkpoint_levels: Sequence = ALL_STAGES,
+                  device: str = "cpu",
                   threads: Optional[int] = None, overrides: Sequence[str] = (),
                   keep_memory: bool = False) -> List[StepSpec]:
     """The variants of ``case``: every formulation in fp32, the fast one in every other precision, and the
-    fast one with activation checkpointing.  ``keep_memory``: their memory-measuring processes keep freed
+    fast one with activation checkpointing of ``checkpoint_levels`` (none if empty).  ``keep_memory``: their memory-measuring processes keep freed
     memory as the trainer does on a CPU (the timing process sets it for itself)."""
     base = StepSpec(opt=case.opt, batch=case.batch, size=case.size, device=device, threads=threads,
                     overrides=list(overrides), keep_memory=keep_memory)
     specs = [replace(base, formulation=f) for f in formulations]
     fast = "fast" if "fast" in formulations else formulations[-1]
     specs += [replace(base, formulation=fast, precision=p) for p in precisions if p != "fp32"]
-    if checkpointing:
-        specs.append(replace(base, formulation=fast, checkpointing=True))
+    if checkpoint_levels:
+        specs.append(replace(base, formulation=fast, checkpoint_levels=list(checkpoint_levels)))
     return specs
 
 
@@ -114,7 +115,7 @@ def run_case(case: SpeedCase, specs: Sequence[StepSpec], *, warmup: int = 1, rep
             continue
         t = timing["variants"][spec.label]
         row = {"variant": spec.label, "formulation": spec.formulation, "precision": spec.precision,
-               "checkpointing": spec.checkpointing, **t, "steps_per_s": 1.0 / t["median_s"],
+               "checkpointing": spec.checkpointing, "checkpoint_levels": spec.checkpoint_levels, **t, "steps_per_s": 1.0 / t["median_s"],
                "samples_per_s": case.batch / t["median_s"],
                "speedup_vs_plain": (base_s / t["median_s"]) if base_s else None,
                "round_speedups_vs_plain": [p / v for p, v in zip(base.get("samples_s", []), t["samples_s"])],

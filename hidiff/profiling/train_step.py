@@ -16,8 +16,9 @@ Formulations (options of ``network_g``):
 * ``plain``: the textbook formulation of the official code
   (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``).
 
-``checkpointing`` additionally calls ``set_checkpoint_levels`` (activation
-checkpointing of every U-Net level) on each trainable network that has it.
+``checkpoint_levels`` (as ``train.checkpoint_levels``; :data:`ALL_STAGES` for every
+stage) additionally calls ``set_checkpoint_levels`` (activation checkpointing) on
+each trainable network that has it.
 
 :func:`time_interleaved` times several variants in one process, one step of
 each in turn, so that a change of machine load hits every variant alike;
@@ -30,11 +31,11 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from hidiff.archs.unet_levels import STAGES
+from hidiff.archs.unet_levels import STAGES, checkpoint_stages
 from hidiff.engine.amp import Amp
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
@@ -49,6 +50,8 @@ FORMULATIONS: Dict[str, Tuple[str, ...]] = {
               "network_g.inference_chunk_pixels=0"),
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: activation checkpointing of every U-Net stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``)
+ALL_STAGES: Tuple[str, ...] = tuple(STAGES)
 RESULT_MARK = "HIDIFF_TRAIN_STEP "
 
 
@@ -61,7 +64,7 @@ class StepSpec:
     size: Tuple[int, int]
     formulation: str = "fast"
     precision: str = "fp32"
-    checkpointing: bool = False
+    checkpoint_levels: List[Union[int, str]] = field(default_factory=list)
     device: str = "cpu"
     threads: Optional[int] = None
     overrides: List[str] = field(default_factory=list)
@@ -79,6 +82,12 @@ class StepSpec:
         if self.batch < 1 or min(self.size) < 1:
             raise ConfigError(f"batch and size must be positive, got batch {self.batch}, size {self.size}")
         self.size = tuple(self.size)  # type: ignore[assignment]
+        self.checkpoint_levels = list(self.checkpoint_levels)
+        checkpoint_stages(self.checkpoint_levels)  # an unknown level fails here, named
+
+    @property
+    def checkpointing(self) -> bool:
+        return bool(self.checkpoint_levels)
 
     @property
     def label(self) -> str:
@@ -86,7 +95,8 @@ class StepSpec:
         if self.precision != "fp32":
             parts.append(self.precision)
         if self.checkpointing:
-            parts.append("ckpt")
+            every = checkpoint_stages(self.checkpoint_levels) == frozenset(ALL_STAGES)
+            parts.append("ckpt" if every else "ckpt[" + ",".join(map(str, self.checkpoint_levels)) + "]")
         return "+".join(parts)
 
     def to_json(self) -> str:
@@ -97,18 +107,30 @@ class StepSpec:
         return cls(**json.loads(text))
 
 
+def parse_checkpoint_levels(text: str, key: str = "--checkpoint-levels") -> List[Union[int, str]]:
+    """``'1,refinement'`` -> [1, 'refinement'] (levels 1-4 as numbers, stage names as given); ``'all'`` ->
+    every stage; checked like ``train.checkpoint_levels``."""
+    if text.strip() == "all":
+        return list(ALL_STAGES)
+    levels: List[Union[int, str]] = [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
+    if not levels:
+        raise ConfigError(f"{key}: expected comma-separated U-Net levels (1-4) or stage names, or 'all'; got {text!r}")
+    checkpoint_stages(levels, key)
+    return levels
+
+
 class UnsupportedVariant(RuntimeError):
     """The variant cannot run here (e.g. no network offers activation checkpointing)."""
 
 
-def enable_checkpointing(model) -> List[str]:
-    """Activation checkpointing of every stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``) on the
+def enable_checkpointing(model, levels: Sequence[Union[int, str]] = ALL_STAGES) -> List[str]:
+    """Activation checkpointing of ``levels`` (as ``train.checkpoint_levels``; default every stage) on the
     trainable networks that offer it; their names."""
     done = []
     for name, net in model.trainable.items():
         setter = getattr(net, "set_checkpoint_levels", None)
         if callable(setter):
-            setter(list(STAGES))
+            setter(list(levels))
             done.append(f"net_{name}")
     if not done:
         raise UnsupportedVariant("no trainable network has set_checkpoint_levels (activation checkpointing)")
@@ -141,7 +163,7 @@ class TrainStep:
         self.topt = topt
         torch.manual_seed(spec.seed)
         self.model = build_profile_model(self.options, self.device)
-        self.checkpointed = enable_checkpointing(self.model) if spec.checkpointing else []
+        self.checkpointed = enable_checkpointing(self.model, spec.checkpoint_levels) if spec.checkpointing else []
         self.model.train(True)
         self.params = [p for p in self.model.trainable.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, topt.optim_total)
