@@ -79,6 +79,7 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path):
 def test_checkpointing_every_stage_is_the_default_of_official_ckpt():
     _, every = arrangements("official-ckpt", 2, 1)
     assert every.checkpoint_levels == ALL_STAGES and every.label == "hidiff default + checkpointing, 2 threads"
+    assert arrangements("official-ckpt", 2, 1, [1, 2, 3, 4, "refinement"])[1].label == every.label
     _, some = arrangements("official-ckpt", 2, 1, [1, "refinement"])
     assert some.label == "hidiff default + checkpointing of 1, refinement, 2 threads"
     assert StepSpec("x.yml", 1, (8, 8), checkpoint_levels=list(ALL_STAGES)).label == "fast+ckpt"

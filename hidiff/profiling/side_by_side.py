@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
+from hidiff.archs.unet_levels import checkpoint_stages
 from hidiff.profiling.machine import load_average
 from hidiff.profiling.profiler import worker_result
 from hidiff.profiling.train_step import ALL_STAGES, StepSpec, TrainStep
@@ -71,7 +72,8 @@ def arrangements(kind: str, threads: int, jobs: int,
     if kind == "official":
         return official, Arrangement(f"hidiff default, {threads} threads", 1, threads)
     if kind == "official-ckpt":
-        which = "" if tuple(checkpoint_levels) == ALL_STAGES else f" of {', '.join(map(str, checkpoint_levels))}"
+        every = checkpoint_stages(checkpoint_levels) == frozenset(ALL_STAGES)
+        which = "" if every else f" of {', '.join(map(str, checkpoint_levels))}"
         return official, Arrangement(f"hidiff default + checkpointing{which}, {threads} threads", 1, threads,
                                      checkpoint_levels=tuple(checkpoint_levels))
     raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official' or 'official-ckpt', got {kind!r}")
