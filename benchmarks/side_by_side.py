@@ -1,8 +1,8 @@
 """Training throughput of two arrangements of a CPU, timed in alternation.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official|official-ckpt]
-        [--checkpoint-levels all|1,refinement|...] [--opt options/default_plain.yml] [--batch 8] [--size 128] [--threads 2] [--jobs 2]
-        [--seconds 120] [--rounds 3] [--json out.json]
+        [--checkpoint-levels all|1,refinement|...] [--opt options/default_plain.yml] [--batch 8] [--size 128]
+        [--threads 2] [--jobs 2] [--seconds 120] [--rounds 3] [--json out.json]
 
 ``--compare jobs`` (default): one training process on ``--threads`` threads against ``--jobs`` independent
 trainings side by side on ``threads // jobs`` each (an ablation's seeds: ``retrain_default.py
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt"), default="jobs", help="the two arrangements")
-    ap.add_argument("--checkpoint-levels", default="all", metavar="LEVELS",
+    ap.add_argument("--checkpoint-levels", default=None, metavar="LEVELS",
                     help="--compare official-ckpt: the U-Net levels (1-4) and/or stage names checkpointed, "
                          "comma-separated, as train.checkpoint_levels (default all: 1,2,3,4,refinement)")
     ap.add_argument("--opt", default=str(REPO / "options" / "default_plain.yml"), help="training option file")
@@ -49,6 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ap.error(f"--{name}: expected an integer >= 1, got {getattr(args, name)}")
     if args.seconds <= 0:
         ap.error(f"--seconds: expected a positive number, got {args.seconds}")
+    if args.checkpoint_levels is not None and args.compare != "official-ckpt":
+        ap.error(f"--checkpoint-levels: only --compare official-ckpt checkpoints, got --compare {args.compare}")
     if not Path(args.opt).is_file():
         ap.error(f"--opt {args.opt}: file not found")
     sys.path.insert(0, str(REPO))
@@ -57,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.profiling.side_by_side import arrangements, compare, format_report
     from hidiff.profiling.train_step import parse_checkpoint_levels
     try:
-        levels = parse_checkpoint_levels(args.checkpoint_levels)
+        levels = parse_checkpoint_levels(args.checkpoint_levels or "all")
     except ConfigError as exc:
         ap.error(str(exc))
     pair = arrangements(args.compare, args.threads, args.jobs, levels)

@@ -62,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--precisions", default="fp32", help="comma-separated fp32,bf16,fp16 (others: CUDA only)")
     ap.add_argument("--no-checkpointing", action="store_true", help="leave out the activation-checkpointing row")
-    ap.add_argument("--checkpoint-levels", default="all", metavar="LEVELS",
+    ap.add_argument("--checkpoint-levels", default=None, metavar="LEVELS",
                     help="the checkpointing row's U-Net levels (1-4) and/or stage names, comma-separated, as "
                          "train.checkpoint_levels (default all: 1,2,3,4,refinement)")
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurements")
@@ -88,7 +88,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise HidiffError(f"--stages: expected 1 and/or 2, got {args.stages!r}")
         sizes = [parse_batch_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
         precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-        levels = [] if args.no_checkpointing else parse_checkpoint_levels(args.checkpoint_levels)
+        if args.no_checkpointing and args.checkpoint_levels is not None:
+            raise HidiffError("--checkpoint-levels picks the checkpointing row's levels; --no-checkpointing leaves "
+                              "the row out: give one of them")
+        levels = [] if args.no_checkpointing else parse_checkpoint_levels(args.checkpoint_levels or "all")
         if args.repeats < 1 or args.warmup < 0:
             raise HidiffError("--repeats must be >= 1 and --warmup >= 0")
         if args.device == "cuda" and not torch.cuda.is_available():

@@ -74,6 +74,9 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path):
     r = run_checked([PY, SCRIPT, "--compare", "official-ckpt", "--checkpoint-levels", "1,refinment"], timeout=60,
                     env=run_env(), returncode=2)
     assert "--checkpoint-levels: unknown level 'refinment'" in r.stderr and "did you mean 'refinement'" in r.stderr
+    r = run_checked([PY, SCRIPT, "--compare", "official", "--checkpoint-levels", "1"], timeout=60, env=run_env(),
+                    returncode=2)
+    assert "--checkpoint-levels: only --compare official-ckpt checkpoints, got --compare official" in r.stderr
 
 
 def test_checkpointing_every_stage_is_the_default_of_official_ckpt():

@@ -90,3 +90,9 @@ def test_benchmark_script_rejects_bad_arguments_before_measuring():
     proc = run_checked([PY, REPO / "benchmarks" / "train_speed.py", "--stages", "3"], env=run_env(), timeout=120,
                        returncode=2)
     assert "--stages" in proc.stderr
+    proc = run_checked([PY, REPO / "benchmarks" / "train_speed.py", "--no-checkpointing", "--checkpoint-levels", "1"],
+                       env=run_env(), timeout=120, returncode=2)
+    assert "--no-checkpointing leaves the row out: give one of them" in proc.stderr
+    proc = run_checked([PY, REPO / "benchmarks" / "train_speed.py", "--checkpoint-levels", "5"], env=run_env(),
+                       timeout=120, returncode=2)
+    assert "--checkpoint-levels: unknown level 5" in proc.stderr

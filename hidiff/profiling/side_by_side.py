@@ -32,10 +32,9 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
-from hidiff.archs.unet_levels import checkpoint_stages
 from hidiff.profiling.machine import load_average
 from hidiff.profiling.profiler import worker_result
-from hidiff.profiling.train_step import ALL_STAGES, StepSpec, TrainStep
+from hidiff.profiling.train_step import ALL_STAGES, StepSpec, TrainStep, every_stage
 from hidiff.utils.malloc import keep_freed_memory
 
 RESULT_MARK = "HIDIFF_SIDE_BY_SIDE "
@@ -72,8 +71,7 @@ def arrangements(kind: str, threads: int, jobs: int,
     if kind == "official":
         return official, Arrangement(f"hidiff default, {threads} threads", 1, threads)
     if kind == "official-ckpt":
-        every = checkpoint_stages(checkpoint_levels) == frozenset(ALL_STAGES)
-        which = "" if every else f" of {', '.join(map(str, checkpoint_levels))}"
+        which = "" if every_stage(checkpoint_levels) else f" of {', '.join(map(str, checkpoint_levels))}"
         return official, Arrangement(f"hidiff default + checkpointing{which}, {threads} threads", 1, threads,
                                      checkpoint_levels=tuple(checkpoint_levels))
     raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official' or 'official-ckpt', got {kind!r}")

@@ -95,7 +95,7 @@ class StepSpec:
         if self.precision != "fp32":
             parts.append(self.precision)
         if self.checkpointing:
-            every = checkpoint_stages(self.checkpoint_levels) == frozenset(ALL_STAGES)
+            every = every_stage(self.checkpoint_levels)
             parts.append("ckpt" if every else "ckpt[" + ",".join(map(str, self.checkpoint_levels)) + "]")
         return "+".join(parts)
 
@@ -105,6 +105,11 @@ class StepSpec:
     @classmethod
     def from_json(cls, text: str) -> "StepSpec":
         return cls(**json.loads(text))
+
+
+def every_stage(levels: Sequence[Union[int, str]]) -> bool:
+    """Whether ``levels`` (as ``train.checkpoint_levels``) name every U-Net stage, however spelled."""
+    return checkpoint_stages(levels) == frozenset(ALL_STAGES)
 
 
 def parse_checkpoint_levels(text: str, key: str = "--checkpoint-levels") -> List[Union[int, str]]:
