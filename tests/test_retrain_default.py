@@ -190,3 +190,44 @@ def test_a_signal_stops_every_side_by_side_seed_with_its_checkpoint(tmp_path, ph
         assert saved and 3 <= saved[-1] < 2000, (training.run_dir, saved)
         assert any(m.startswith(f"== {training.label} stopped at {saved[-1]:,} of 2,000 iterations (SIGTERM")
                    for m in messages), messages
+
+
+SIDE_BY_SIDE_DRIVER = """
+import sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from test_retrain_default import tiny
+from hidiff.runners import retrain_default as rd
+root = Path(sys.argv[1])
+plan = rd.make_plan(Path(sys.argv[3]) / "options", tiny(root, total_iter=2000), ablation_seeds=2, ablation_jobs=2,
+                    export=root / "model")
+with rd._ChildSignals() as signals:
+    sys.exit(rd._train_all(plan.ablation, signals, print, jobs=2))
+"""
+
+
+def test_side_by_side_seeds_save_when_the_command_is_killed_and_their_output_has_nowhere_to_go(
+        tmp_path, photos, spawn):
+    """With seeds side by side, each child's output is piped through the command.  When the command dies (a
+    SIGKILL, a closed terminal) that pipe has no reader: the parent-death SIGTERM must still end in a saved
+    checkpoint, not in a BrokenPipeError raised from the stop handler's message."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux only")
+    import re
+    import time
+
+    proc = spawn([sys.executable, "-c", SIDE_BY_SIDE_DRIVER, str(tmp_path), str(REPO / "tests"), str(REPO)],
+                 cwd=tmp_path, env=run_env())
+    proc.wait_for(r"\[seed 11\] .*iter:\s+3,", timeout=240)
+    proc.p.send_signal(signal.SIGKILL)
+    proc.finish(timeout=30)
+    for folder in ("default_plain", "default_plain_seed11"):
+        log = sorted((tmp_path / "experiments" / folder).glob("train_*.log"))[-1]
+        deadline, m = time.monotonic() + 120, None
+        while m is None and time.monotonic() < deadline:
+            m = re.search(r"stopped by SIGTERM at iteration (\d+) of 2000; the checkpoint of iteration \1 is saved",
+                          log.read_text())
+            time.sleep(0.2)
+        assert m, (folder, log.read_text()[-1500:])
+        saved = sorted(int(p.stem) for p in (log.parent / "training_states").glob("*.state"))
+        assert saved[-1] == int(m.group(1)) >= 3, (folder, saved, m.group(0))

@@ -43,6 +43,10 @@ class StopRequest:
         self.signum = signum
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_DFL)
-        # os.write: safe inside a signal handler (the logging module takes locks)
-        os.write(2, f"hidiff: {signal.Signals(signum).name} received: finishing this iteration and saving a "
-                    f"checkpoint; send it again to exit at once\n".encode())
+        # os.write: safe inside a signal handler (the logging module takes locks).  The message may have
+        # nowhere to go (a pipe whose reader died, which is often why the signal came): the stop must not fail.
+        try:
+            os.write(2, f"hidiff: {signal.Signals(signum).name} received: finishing this iteration and saving a "
+                        f"checkpoint; send it again to exit at once\n".encode())
+        except OSError:
+            pass
