@@ -11,6 +11,8 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
 * ``official-ckpt``: the same reference against hidiff's default path with activation checkpointing
   (``train.checkpoint_levels``, by default of every U-Net stage: ``[1, 2, 3, 4, refinement]``), the memory
   option.
+* ``recompute``: hidiff's default path with the feed-forward's hidden activations stored
+  (``train.recompute_ffn: false``) against the default, which recomputes them in backward.
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
@@ -45,7 +47,7 @@ READY = "HIDIFF_SIDE_BY_SIDE_READY"
 class Arrangement:
     """``jobs`` training processes of ``threads`` threads each; ``keep_memory``: malloc keeps freed memory;
     ``formulation``: of :data:`hidiff.profiling.train_step.FORMULATIONS`; ``checkpoint_levels``: as
-    ``train.checkpoint_levels`` (none if empty)."""
+    ``train.checkpoint_levels`` (none if empty); ``overrides``: option overrides of this arrangement."""
 
     label: str
     jobs: int
@@ -53,12 +55,13 @@ class Arrangement:
     keep_memory: bool = True
     formulation: str = "fast"
     checkpoint_levels: Tuple[Union[int, str], ...] = ()
+    overrides: Tuple[str, ...] = ()
 
 
 def arrangements(kind: str, threads: int, jobs: int,
                  checkpoint_levels: Sequence[Union[int, str]] = ALL_STAGES) -> Tuple[Arrangement, Arrangement]:
-    """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc``, ``official`` or
-    ``official-ckpt``, whose candidate checkpoints ``checkpoint_levels``)."""
+    """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc``, ``official``,
+    ``official-ckpt``, whose candidate checkpoints ``checkpoint_levels``, or ``recompute``)."""
     if kind == "jobs":
         share = max(1, threads // jobs)
         return (Arrangement(f"one training, {threads} threads", 1, threads),
@@ -66,6 +69,10 @@ def arrangements(kind: str, threads: int, jobs: int,
     if kind == "malloc":
         return (Arrangement(f"system malloc, {threads} threads", 1, threads, keep_memory=False),
                 Arrangement(f"freed memory kept, {threads} threads", 1, threads, keep_memory=True))
+    if kind == "recompute":
+        return (Arrangement(f"hidiff default, feed-forward stored, {threads} threads", 1, threads,
+                            overrides=("train.recompute_ffn=false",)),
+                Arrangement(f"hidiff default (feed-forward recomputed), {threads} threads", 1, threads))
     official = Arrangement(f"official formulation, system malloc, {threads} threads", 1, threads,
                            keep_memory=False, formulation="plain")
     if kind == "official":
@@ -74,7 +81,8 @@ def arrangements(kind: str, threads: int, jobs: int,
         which = "" if every_stage(checkpoint_levels) else f" of {', '.join(map(str, checkpoint_levels))}"
         return official, Arrangement(f"hidiff default + checkpointing{which}, {threads} threads", 1, threads,
                                      checkpoint_levels=tuple(checkpoint_levels))
-    raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official' or 'official-ckpt', got {kind!r}")
+    raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official', 'official-ckpt' or 'recompute', "
+                     f"got {kind!r}")
 
 
 def count_steps(spec: StepSpec, seconds: float, start_line: Callable[[], str]) -> dict:
@@ -109,7 +117,7 @@ def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangemen
     procs = []
     for k in range(arrangement.jobs):
         spec = StepSpec(opt=opt, batch=batch, size=tuple(size), threads=arrangement.threads,
-                        formulation=arrangement.formulation, overrides=list(overrides), seed=k,
+                        formulation=arrangement.formulation, overrides=[*overrides, *arrangement.overrides], seed=k,
                         checkpoint_levels=list(arrangement.checkpoint_levels), keep_memory=arrangement.keep_memory)
         procs.append(subprocess.Popen([sys.executable, "-m", "hidiff.profiling.side_by_side",
                                        spec.to_json(), repr(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from hidiff.archs.fast.memory import matmul_into
 from hidiff.archs.fast.stripes import branch_input, halo_rows, inference_stripes, pointwise_depthwise
@@ -18,9 +19,15 @@ class FastGDFN(GDFN):
     results, lower peak); without autograd, on the CPU, the layer runs over row stripes of at most
     ``inference_chunk_pixels`` pixels (exact: one halo row is recomputed per side) and
     ``project_out`` is a token GEMM written straight into the output.
+
+    With ``recompute_hidden`` (``train.recompute_ffn``), a training forward keeps only the block's input and
+    the gated product for backward: LayerNorm, ``project_in``, the depthwise conv and the GELU gate are run
+    again in backward instead of stored (about three quarters of the GDFN's stored activations; the
+    gradients are the same, bit for bit).
     """
 
     fused = True
+    recompute_hidden = False
     inference_chunk_pixels: Optional[int] = None
     takes_norm = True  # forward(x, film, norm=...) normalises stripe by stripe
 
@@ -39,7 +46,12 @@ class FastGDFN(GDFN):
         b, c, h, w = x.shape
         stripes = inference_stripes(x, self.inference_chunk_pixels)
         if len(stripes) == 1:
-            return self.project_out(self._gated(x if prep is None else prep(x)))
+            if self.recompute_hidden and torch.is_grad_enabled():
+                # no random numbers inside, so the RNG state need not be saved and restored
+                gated = checkpoint(self._prepared_gate, x, prep, use_reentrant=False, preserve_rng_state=False)
+            else:
+                gated = self._prepared_gate(x, prep)
+            return self.project_out(gated)
         w_out = self.project_out.weight.view(c, self.hidden).t()
         out = x.new_empty(b, h, w, c)
         for r0, r1 in stripes:
@@ -52,9 +64,20 @@ class FastGDFN(GDFN):
             out = out + self.project_out.bias.to(out.dtype).view(1, c, 1, 1)
         return out
 
+    def _prepared_gate(self, x: torch.Tensor, prep) -> torch.Tensor:
+        return self._gated(x if prep is None else prep(x))
+
     def _gated(self, u: torch.Tensor, top: int = 0, rows: Optional[int] = None) -> torch.Tensor:
         """GELU(x1) * x2 for the rows [top, top+rows) of u."""
         n = self.hidden
         gate = F.gelu(pointwise_depthwise(self.project_in, self.dwconv, u, 0, n, top, rows))
         value = pointwise_depthwise(self.project_in, self.dwconv, u, n, 2 * n, top, rows)
         return gate * value if torch.is_grad_enabled() else gate.mul_(value)
+
+
+def set_ffn_recompute(net: nn.Module, on: bool) -> int:
+    """Turn ``recompute_hidden`` on or off in every :class:`FastGDFN` of ``net``; returns how many there are."""
+    blocks = [m for m in net.modules() if isinstance(m, FastGDFN)]
+    for m in blocks:
+        m.recompute_hidden = on
+    return len(blocks)
