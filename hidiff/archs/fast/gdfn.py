@@ -74,10 +74,3 @@ class FastGDFN(GDFN):
         value = pointwise_depthwise(self.project_in, self.dwconv, u, n, 2 * n, top, rows)
         return gate * value if torch.is_grad_enabled() else gate.mul_(value)
 
-
-def set_ffn_recompute(net: nn.Module, on: bool) -> int:
-    """Turn ``recompute_hidden`` on or off in every :class:`FastGDFN` of ``net``; returns how many there are."""
-    blocks = [m for m in net.modules() if isinstance(m, FastGDFN)]
-    for m in blocks:
-        m.recompute_hidden = on
-    return len(blocks)

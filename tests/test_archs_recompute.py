@@ -1,15 +1,17 @@
-"""train.recompute_ffn: the fast GDFN recomputes its hidden activations in backward.  The gradients are the
-same bit for bit, far fewer activations are stored, and the trainer and the training benchmark honour it."""
+"""train.recompute_ffn / recompute_attention: the fast GDFN and MDTA recompute their inner activations in
+backward.  The gradients are the same bit for bit, far fewer activations are stored, and the trainer and the
+training benchmark honour the options."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hidiff.archs.fast.gdfn import FastGDFN, set_ffn_recompute
+from conftest import REPO
+from hidiff.archs.fast.gdfn import FastGDFN
+from hidiff.archs.fast.mdta import FastMDTA
+from hidiff.archs.fast.recompute import set_recompute
 from hidiff.config import config_hash, load_options
 from test_archs_checkpoint import TINY_G, TINY_SWIN, _loss_and_grads, _net
-
-from conftest import REPO
 
 
 def _stored_bytes(net, x, z) -> int:
@@ -25,64 +27,83 @@ def _stored_bytes(net, x, z) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("spec,shape", [(TINY_G, (2, 3, 16, 24)), ({**TINY_SWIN, "ffn_type": "gdfn"}, (2, 3, 32, 32))],
+def _count_calls(module, method: str) -> list:
+    calls, original = [0], getattr(module, method)
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return original(*a, **k)
+
+    setattr(module, method, counted)
+    return calls
+
+
+@pytest.mark.parametrize("spec,shape", [(TINY_G, (2, 3, 16, 24)),
+                                        ({**TINY_SWIN, "ffn_type": "gdfn"}, (2, 3, 32, 32))],
                          ids=["hidiff", "swin_gdfn"])
 @pytest.mark.parametrize("levels", [[], [1, 2, 3, 4, "refinement"]], ids=["alone", "inside_checkpointed_levels"])
-def test_recomputed_feed_forward_gives_identical_gradients_and_stores_less(spec, shape, levels):
+@pytest.mark.parametrize("ffn,attention", [(True, False), (False, True), (True, True)],
+                         ids=["ffn", "attention", "both"])
+def test_recomputation_gives_identical_gradients_and_stores_less(spec, shape, levels, ffn, attention):
     net = _net(spec)
     net.set_checkpoint_levels(levels)
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(2))
     z = torch.randn(shape[0], 16, net.prior_dim, generator=torch.Generator().manual_seed(3))
     stored = _stored_bytes(net, x, z)
     ref_loss, ref_grads = _loss_and_grads(net, x, z)
-    blocks = set_ffn_recompute(net, True)
-    assert blocks == sum(isinstance(m, FastGDFN) for m in net.modules()) > 0
-    calls = [0]
-    first = next(m for m in net.modules() if isinstance(m, FastGDFN))
-    original = first._gated
-    first._gated = lambda *a, **k: (calls.__setitem__(0, calls[0] + 1), original(*a, **k))[1]
+    ffns, attns = set_recompute(net, ffn, attention)
+    assert ffns == sum(isinstance(m, FastGDFN) for m in net.modules()) > 0
+    assert attns == sum(isinstance(m, FastMDTA) for m in net.modules())
+    if attention and not attns:
+        pytest.skip("this network has no MDTA")
+    first = next(m for m in net.modules() if isinstance(m, FastGDFN if ffn else FastMDTA))
+    calls = _count_calls(first, "_prepared_gate" if ffn else "_qkv")
     loss, grads = _loss_and_grads(net, x, z)
     assert torch.equal(loss, ref_loss)
     for key, g in grads.items():
         assert torch.equal(g, ref_grads[key]), key
     assert calls[0] == (2 if not levels else 3)    # forward, recomputation (+ the stage's own recomputation)
     if not levels:                                 # with levels checkpointed, the stages store only their inputs
-        assert _stored_bytes(net, x, z) < 0.8 * stored
+        assert _stored_bytes(net, x, z) < (0.8 if ffn else 0.95) * stored
     calls[0] = 0
-    with torch.no_grad():                          # inference: nothing to recompute
-        net.eval()(x, z)
-    assert calls[0] == 1
+    net.eval()
+    with torch.no_grad():                          # inference computes as before: nothing to recompute
+        net(x, z)
+    assert calls[0] == (1 if ffn else 0)
 
 
 def test_the_official_formulation_never_recomputes():
     net = _net(TINY_G, fused_attention=False)
     x, z = torch.rand(1, 3, 16, 16), torch.randn(1, 16, net.prior_dim)
-    ref_loss, ref_grads = _loss_and_grads(net, x, z)
-    set_ffn_recompute(net, True)
+    ref_loss, _ = _loss_and_grads(net, x, z)
+    set_recompute(net, True, True)
     stored = _stored_bytes(net, x, z)
-    set_ffn_recompute(net, False)
+    set_recompute(net, False, False)
     assert stored == _stored_bytes(net, x, z)      # fused=False takes the official path, stored as before
     loss, _ = _loss_and_grads(net, x, z)
     assert torch.equal(loss, ref_loss)
 
 
-def test_the_option_defaults_on_and_does_not_change_the_config_hash():
+def test_the_options_default_on_and_do_not_change_the_config_hash():
     opt = REPO / "options" / "stage1_gopro.yml"
-    on, off = load_options(opt, is_train=True), load_options(opt, ["train.recompute_ffn=false"], is_train=True)
-    assert on.train.recompute_ffn and not off.train.recompute_ffn
+    on = load_options(opt, is_train=True)
+    off = load_options(opt, ["train.recompute_ffn=false", "train.recompute_attention=false"], is_train=True)
+    assert on.train.recompute_ffn and on.train.recompute_attention
+    assert not off.train.recompute_ffn and not off.train.recompute_attention
     assert config_hash(on) == config_hash(off)     # memory for time: a run resumes whichever way it is set
 
 
 def test_the_training_benchmark_steps_as_the_trainer_does():
     from hidiff.profiling.train_step import StepSpec, TrainStep
 
+    off = ["train.recompute_ffn=false", "train.recompute_attention=false"]
     steps = {}
-    for formulation, overrides in (("fast", []), ("fast", ["train.recompute_ffn=false"]), ("plain", [])):
+    for formulation, overrides in (("fast", []), ("fast", off), ("plain", [])):
         spec = StepSpec(opt=str(REPO / "options" / "default_stage1.yml"), formulation=formulation, batch=1,
                         size=(32, 32), overrides=overrides)
         ts = TrainStep(spec)
-        flags = {m.recompute_hidden for net in ts.model.trainable.values() for m in net.modules()
-                 if isinstance(m, FastGDFN)}
+        flags = {(m.recompute_hidden if isinstance(m, FastGDFN) else m.recompute_inputs)
+                 for net in ts.model.trainable.values() for m in net.modules() if isinstance(m, (FastGDFN, FastMDTA))}
         steps[(formulation, bool(overrides))] = (flags, ts.step())
     assert steps[("fast", False)][0] == {True} and steps[("fast", True)][0] == {False}
     assert True not in steps[("plain", False)][0]              # the official formulation stores as it did
