@@ -12,8 +12,8 @@ official``: the official code's formulation with the system's malloc against hid
 (e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``); ``--compare official-ckpt``: the same
 reference against hidiff's default path with every U-Net stage checkpointed (``train.checkpoint_levels: [1, 2, 3,
 4, refinement]``), or those of ``--checkpoint-levels`` (e.g. ``1,refinement``: the full-resolution stages).  ``--compare recompute``: hidiff's default path
-with the blocks' inner activations stored (``train.recompute_ffn: false, recompute_attention: false``) against
-the default, which recomputes them in backward (the same gradients; the time it costs, the memory it saves).  The two phases
+with the feed-forward's depthwise outputs and gate stored (``train.recompute_ffn: false``) against the default,
+which recomputes them in backward (the same gradients; the time it costs, the memory it saves).  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
 window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the

@@ -15,13 +15,12 @@ from hidiff.errors import ConfigError
 def _train(tmp_path, name, levels, recompute=True):
     opts = tiny_options(tmp_path, name=name,
                         train={"total_iter": 2, "checkpoint_levels": levels, "use_grad_clip": False,
-                               "recompute_ffn": recompute, "recompute_attention": recompute},
+                               "recompute_ffn": recompute},
                         logger={"save_checkpoint_freq": 2, "print_freq": 1})
     res = Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False))).fit()
     log = next(res.experiment_dir.glob("train_*.log")).read_text()
     assert ("activation checkpointing" in log) == bool(levels)
-    said = "net_g: 8 feed-forward blocks (train.recompute_ffn) and 8 attention blocks (train.recompute_attention) " \
-           "recompute their inner activations in backward"
+    said = "net_g: the feed-forward blocks recompute their depthwise conv and GELU gate in backward"
     assert (said in log) == recompute, log
     return {n: safe_load(res.experiment_dir / "models" / f"net_{n}_2.pth")["params"] for n in ("g", "le")}
 
@@ -35,7 +34,7 @@ def test_checkpointed_levels_train_to_the_same_weights(tmp_path):
             torch.testing.assert_close(ckpt[net][k], plain[net][k], rtol=1e-5, atol=1e-6, msg=f"net_{net}.{k}")
 
 
-def test_recomputed_inner_activations_train_to_the_same_weights_bit_for_bit(tmp_path):
+def test_recomputed_feed_forward_trains_to_the_same_weights_bit_for_bit(tmp_path):
     write_pairs(tmp_path / "data")
     stored = _train(tmp_path, "stored", [], recompute=False)
     recomputed = _train(tmp_path, "recomputed", [])

@@ -358,12 +358,9 @@ class TrainOptions:
         doc="U-Net levels (1-4, 4 = latent) or stage names whose activations are recomputed in backward "
             "instead of stored (activation checkpointing: less memory, more time; same gradients)",
         default_factory=list)
-    recompute_ffn: bool = spec(True, "the fast formulation's feed-forward (GDFN) recomputes its hidden activations "
-                                     "(LayerNorm, 1x1 in, depthwise, GELU gate) in backward instead of storing "
-                                     "them: about half the stored activations; the gradients are the same")
-    recompute_attention: bool = spec(True, "the fast formulation's attention (MDTA) recomputes LayerNorm and its "
-                                           "q, k, v convolutions in backward instead of storing their inputs; "
-                                           "the gradients are the same")
+    recompute_ffn: bool = spec(True, "the fast formulation's feed-forward (GDFN) recomputes its depthwise conv "
+                                     "and GELU gate in backward instead of storing them (less memory at about "
+                                     "the same speed; the gradients are the same)")
 
     _aliases = {"optim_g": "optim_total"}
     _retired = {

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 import hidiff
-from hidiff.archs.fast.recompute import set_recompute
+from hidiff.archs.fast.gdfn import set_ffn_recompute
 from hidiff.config import config_hash
 from hidiff.data.build import build_dataset
 from hidiff.data.loader import build_dataloader
@@ -72,12 +72,9 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     if topt.checkpoint_levels:
         _checkpoint_levels(model, topt.checkpoint_levels, log)
     for name, net in model.trainable.items():
-        ffns, attns = set_recompute(net, topt.recompute_ffn, topt.recompute_attention)
-        said = [f"{ffns} feed-forward blocks (train.recompute_ffn)" if ffns and topt.recompute_ffn else "",
-                f"{attns} attention blocks (train.recompute_attention)" if attns and topt.recompute_attention else ""]
-        if any(said):
-            log.info("net_%s: %s recompute their inner activations in backward", name,
-                     " and ".join(x for x in said if x))
+        if set_ffn_recompute(net, topt.recompute_ffn) and topt.recompute_ffn:
+            log.info("net_%s: the feed-forward blocks recompute their depthwise conv and GELU gate in backward "
+                     "(train.recompute_ffn)", name)
     t.model = model
     t.params = [p for p in model.trainable.parameters() if p.requires_grad]
     t.optimizer = build_optimizer(t.params, topt.optim_total)

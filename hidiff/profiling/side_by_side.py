@@ -11,9 +11,8 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
 * ``official-ckpt``: the same reference against hidiff's default path with activation checkpointing
   (``train.checkpoint_levels``, by default of every U-Net stage: ``[1, 2, 3, 4, refinement]``), the memory
   option.
-* ``recompute``: hidiff's default path with the blocks' inner activations stored
-  (``train.recompute_ffn: false, recompute_attention: false``) against the default, which recomputes them in
-  backward.
+* ``recompute``: hidiff's default path with the feed-forward's depthwise outputs and gate stored
+  (``train.recompute_ffn: false``) against the default, which recomputes them in backward.
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
@@ -71,9 +70,9 @@ def arrangements(kind: str, threads: int, jobs: int,
         return (Arrangement(f"system malloc, {threads} threads", 1, threads, keep_memory=False),
                 Arrangement(f"freed memory kept, {threads} threads", 1, threads, keep_memory=True))
     if kind == "recompute":
-        return (Arrangement(f"hidiff default, nothing recomputed, {threads} threads", 1, threads,
-                            overrides=("train.recompute_ffn=false", "train.recompute_attention=false")),
-                Arrangement(f"hidiff default (inner activations recomputed), {threads} threads", 1, threads))
+        return (Arrangement(f"hidiff default, feed-forward stored, {threads} threads", 1, threads,
+                            overrides=("train.recompute_ffn=false",)),
+                Arrangement(f"hidiff default (feed-forward recomputed), {threads} threads", 1, threads))
     official = Arrangement(f"official formulation, system malloc, {threads} threads", 1, threads,
                            keep_memory=False, formulation="plain")
     if kind == "official":

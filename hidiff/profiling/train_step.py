@@ -12,10 +12,10 @@ stage-2 file needs no stage-1 weights.
 Formulations (options of ``network_g``):
 
 * ``fast``: the option file as shipped (fused attention maths, channels_last
-  feature maps, inference stripes, the blocks' inner activations recomputed in backward);
+  feature maps, inference stripes, the feed-forward's depthwise conv and gate recomputed in backward);
 * ``plain``: the textbook formulation of the official code
   (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``,
-  ``train.recompute_ffn: false, recompute_attention: false``).
+  ``train.recompute_ffn: false``).
 
 ``checkpoint_levels`` (as ``train.checkpoint_levels``; :data:`ALL_STAGES` for every
 stage) additionally calls ``set_checkpoint_levels`` (activation checkpointing) on
@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from hidiff.archs.fast.recompute import set_recompute
+from hidiff.archs.fast.gdfn import set_ffn_recompute
 from hidiff.archs.unet_levels import STAGES, checkpoint_stages
 from hidiff.engine.amp import Amp
 from hidiff.engine.optim import build_optimizer
@@ -49,8 +49,7 @@ from hidiff.utils.malloc import keep_freed_memory
 FORMULATIONS: Dict[str, Tuple[str, ...]] = {
     "fast": (),
     "plain": ("network_g.fused_attention=false", "network_g.channels_last=false",
-              "network_g.inference_chunk_pixels=0", "train.recompute_ffn=false",
-              "train.recompute_attention=false"),
+              "network_g.inference_chunk_pixels=0", "train.recompute_ffn=false"),
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: activation checkpointing of every U-Net stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``)
@@ -173,7 +172,7 @@ class TrainStep:
         self.model = build_profile_model(self.options, self.device)
         self.checkpointed = enable_checkpointing(self.model, spec.checkpoint_levels) if spec.checkpointing else []
         for net in self.model.trainable.values():
-            set_recompute(net, topt.recompute_ffn, topt.recompute_attention)
+            set_ffn_recompute(net, topt.recompute_ffn)
         self.model.train(True)
         self.params = [p for p in self.model.trainable.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, topt.optim_total)

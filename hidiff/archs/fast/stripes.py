@@ -54,11 +54,20 @@ def pointwise_depthwise(pw: nn.Conv2d, dw: nn.Conv2d, u: torch.Tensor, lo: int, 
     Computing the channel groups of a layer separately keeps each result contiguous
     (fast elementwise ops) and lets the caller free one group before the next.
     """
-    y = F.conv2d(u, pw.weight[lo:hi], None if pw.bias is None else pw.bias[lo:hi])
-    y = F.conv2d(y, dw.weight[lo:hi], None if dw.bias is None else dw.bias[lo:hi], padding=1, groups=hi - lo)
+    y = depthwise(dw, pointwise(pw, u, lo, hi), lo, hi)
     if rows is None or (top == 0 and rows == y.shape[2]):
         return y
     return y[:, :, top:top + rows]
+
+
+def pointwise(pw: nn.Conv2d, u: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Output channels [lo, hi) of the 1x1 conv ``pw`` of u."""
+    return F.conv2d(u, pw.weight[lo:hi], None if pw.bias is None else pw.bias[lo:hi])
+
+
+def depthwise(dw: nn.Conv2d, y: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """The channels [lo, hi) of the depthwise 3x3 conv ``dw`` (padding 1), applied to y (those channels only)."""
+    return F.conv2d(y, dw.weight[lo:hi], None if dw.bias is None else dw.bias[lo:hi], padding=1, groups=hi - lo)
 
 
 def branch_input(norm: Optional[nn.Module], ln1: Optional[nn.Linear], ln2: Optional[nn.Linear],
