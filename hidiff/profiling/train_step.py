@@ -14,8 +14,8 @@ Formulations (options of ``network_g``):
 * ``fast``: the option file as shipped (fused attention maths, channels_last
   feature maps, inference stripes, the feed-forward's depthwise conv and gate recomputed in backward);
 * ``plain``: the textbook formulation of the official code
-  (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``,
-  ``train.recompute_ffn: false``).
+  (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``; it never recomputes, whatever
+  ``train.recompute_ffn`` says).
 
 ``checkpoint_levels`` (as ``train.checkpoint_levels``; :data:`ALL_STAGES` for every
 stage) additionally calls ``set_checkpoint_levels`` (activation checkpointing) on
@@ -49,7 +49,7 @@ from hidiff.utils.malloc import keep_freed_memory
 FORMULATIONS: Dict[str, Tuple[str, ...]] = {
     "fast": (),
     "plain": ("network_g.fused_attention=false", "network_g.channels_last=false",
-              "network_g.inference_chunk_pixels=0", "train.recompute_ffn=false"),
+              "network_g.inference_chunk_pixels=0"),
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: activation checkpointing of every U-Net stage (``train.checkpoint_levels: [1, 2, 3, 4, refinement]``)
