@@ -11,9 +11,10 @@ memory is kept for reuse (``train.keep_cpu_memory``, the trainer's default on a 
 official``: the official code's formulation with the system's malloc against hidiff's default training path
 (e.g. ``--opt options/stage1_gopro.yml --batch 4 --seconds 300``); ``--compare official-ckpt``: the same
 reference against hidiff's default path with every U-Net stage checkpointed (``train.checkpoint_levels: [1, 2, 3,
-4, refinement]``), or those of ``--checkpoint-levels`` (e.g. ``1,refinement``: the full-resolution stages).  ``--compare recompute``: hidiff's default path
-with the feed-forward's depthwise outputs and gate stored (``train.recompute_ffn: false``) against the default,
-which recomputes them in backward (the same gradients; the time it costs, the memory it saves).  The two phases
+4, refinement]``), or those of ``--checkpoint-levels`` (e.g. ``1,refinement``: the full-resolution stages).
+``--compare recompute``: hidiff's default path with the feed-forward's depthwise outputs and gate stored
+(``train.recompute_ffn: false``) against the default, which recomputes them in backward (the same gradients;
+the time it costs, the memory it saves).  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
 window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the
@@ -32,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt", "recompute"), default="jobs", help="the two arrangements")
+    ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt", "recompute"), default="jobs",
+                    help="the two arrangements")
     ap.add_argument("--checkpoint-levels", default=None, metavar="LEVELS",
                     help="--compare official-ckpt: the U-Net levels (1-4) and/or stage names checkpointed, "
                          "comma-separated, as train.checkpoint_levels (default all: 1,2,3,4,refinement)")
