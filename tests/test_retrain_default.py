@@ -234,3 +234,27 @@ def test_side_by_side_seeds_save_when_the_command_is_killed_and_their_output_has
         assert m, (folder, log.read_text()[-1500:])
         saved = sorted(int(p.stem) for p in (log.parent / "training_states").glob("*.state"))
         assert saved[-1] == int(m.group(1)) >= 3, (folder, saved, m.group(0))
+
+
+def test_ablation_only_trains_the_seeds_and_nothing_of_the_recipe(tmp_path, photos):
+    """``--ablation-only``: the prior-free seeds train beside shipped weights; stage 1, stage 2 and the export
+    are neither trained nor written, and the dry run says they are skipped."""
+    export = tmp_path / "model"
+    args = COMMAND + ["--export", str(export), "--ablation-seeds", "2", "--ablation-only",
+                      *with_overrides(tiny(tmp_path, total_iter=3))]
+    status = run_checked(args + ["--dry-run"], timeout=120, env=run_env(), cwd=tmp_path)
+    assert status.stdout.splitlines()[1:4] == ["stage 1: skipped (--ablation-only)",
+                                               "stage 2: skipped (--ablation-only)",
+                                               "export: skipped (--ablation-only)"], status.stdout
+    done = run_checked(args, timeout=600, env=run_env(), cwd=tmp_path)
+    experiments = tmp_path / "experiments"
+    assert sorted(p.name for p in experiments.iterdir()) == ["default_plain", "default_plain_seed11"], done.stdout
+    for folder in ("default_plain", "default_plain_seed11"):
+        saved = sorted(int(p.stem) for p in (experiments / folder / "training_states").glob("*.state"))
+        assert saved[-1] == 3, (folder, saved)
+    assert not export.exists()
+    again = run_checked(args, timeout=300, env=run_env(), cwd=tmp_path)
+    assert "== no-prior ablation, seed 11: done (3 of 3 iterations" in again.stdout, again.stdout[-2000:]
+    r = run_checked(COMMAND + ["--ablation-only", *with_overrides(tiny(tmp_path))], timeout=120, env=run_env(),
+                    cwd=tmp_path, returncode=2)
+    assert "--ablation-only: trains only the ablation's seeds, so it needs --ablation-seeds N >= 1" in r.stderr

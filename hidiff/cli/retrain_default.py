@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ablation-jobs", type=int, default=1, metavar="J",
                     help="train J of the ablation's seeds at once, the threads shared out among them "
                          "(default: %(default)s)")
+    ap.add_argument("--ablation-only", action="store_true",
+                    help="train only the ablation's seeds (needs --ablation-seeds): no stage 1, stage 2 or export")
     ap.add_argument("--export", type=Path, default=Path("experiments/default_model"), metavar="DIR",
                     help="the model folder written at the end (default: %(default)s)")
     ap.add_argument("--card", type=Path, default=None, metavar="FILE",
@@ -44,8 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         card = args.options_dir.parent / "docs" / "default_model.md"
     try:
         plan = rd.make_plan(args.options_dir, args.override, photos=args.photos, ablation_seeds=args.ablation_seeds,
-                            ablation_jobs=args.ablation_jobs,
-                            export=args.export, card=card)
+                            ablation_jobs=args.ablation_jobs, export=args.export, card=card,
+                            ablation_only=args.ablation_only)
         if args.dry_run:
             print("\n".join(rd.describe(plan)))
             return 0

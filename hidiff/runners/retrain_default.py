@@ -17,6 +17,9 @@ interruption continues where it stopped:
    with its seed): the seeds are independent, and on a small CPU two one-thread trainings get
    more done than one two-thread training (docs/default_model.md).
 
+``--ablation-only`` skips steps 2 and 3: the prior-free runs need nothing from the default model, so
+its ablation can be (re)trained beside the shipped weights without retraining them.
+
 Every option file is loaded with the overrides before anything is written or started.
 SIGINT/SIGTERM reach every training child once (it finishes its iteration, saves a complete
 checkpoint and exits); the command then exits with code 4 and starts nothing more.  On Linux
@@ -84,6 +87,7 @@ class Plan:
     export: Path
     card: Optional[Path]
     ablation_jobs: int = 1           # ablation seeds trained at once
+    ablation_only: bool = False      # skip the recipe and the export
 
 
 def _training(label: str, option_file: Path, overrides: List[str]) -> Training:
@@ -93,7 +97,7 @@ def _training(label: str, option_file: Path, overrides: List[str]) -> Training:
 
 def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[Path] = (), ablation_seeds: int = 0,
               ablation_jobs: int = 1, export: Path = Path("experiments/default_model"),
-              card: Optional[Path] = None) -> Plan:
+              card: Optional[Path] = None, ablation_only: bool = False) -> Plan:
     """Load and check every option file and input; raises ConfigError/DataError before anything is written."""
     options_dir = Path(options_dir)
     for name in (STAGE1, STAGE2, PLAIN):
@@ -104,6 +108,8 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
         raise ConfigError(f"--ablation-seeds: expected an integer >= 0, got {ablation_seeds!r}")
     if not isinstance(ablation_jobs, int) or ablation_jobs < 1:
         raise ConfigError(f"--ablation-jobs: expected an integer >= 1, got {ablation_jobs!r}")
+    if ablation_only and not ablation_seeds:
+        raise ConfigError("--ablation-only: trains only the ablation's seeds, so it needs --ablation-seeds N >= 1")
     overrides = list(overrides)
     stage1 = _training("stage 1", options_dir / STAGE1, overrides)
     stage2 = _training("stage 2", options_dir / STAGE2, overrides)
@@ -120,7 +126,7 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
     for folder in photos:
         if not Path(folder).is_dir() or not list_images(folder):
             raise DataError(f"--photos {folder}: not a folder of images (it is missing or holds none)")
-    for training in [stage1, stage2, *ablation]:
+    for training in ablation if ablation_only else [stage1, stage2, *ablation]:
         for phase, block in training.options.datasets.items():
             root = Path(block.params.get("sharp_root", sharp_root))
             if (photos and root == sharp_root) or (root.is_dir() and list_images(root)):
@@ -129,12 +135,12 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
                             f"missing; give --photos FOLDER (e.g. --photos ../shared/photos/train) to gather the "
                             f"recipe's photos into {sharp_root}")
     export = Path(export)
-    if export.exists() and not stage2.done():
+    if export.exists() and not stage2.done() and not ablation_only:
         raise ConfigError(f"--export {export}: already exists, but stage 2 has not finished; it would not be the "
                           f"model trained now (move it away or name another folder)")
     if card is not None and not Path(card).is_file():
         raise ConfigError(f"--card {card}: file not found")
-    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card, ablation_jobs)
+    return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card, ablation_jobs, ablation_only)
 
 
 class _ChildSignals:
@@ -193,6 +199,9 @@ def describe(plan: Plan) -> List[str]:
         return (f"{training.label}: {'done' if training.done() else 'to train'}, {training.progress()} "
                 f"({training.option_file.name}, {training.run_dir})")
 
+    if plan.ablation_only:
+        return lines + [f"{t.label}: skipped (--ablation-only)" for t in plan.recipe] + [
+            "export: skipped (--ablation-only)"] + [line(t) for t in plan.ablation]
     lines += [line(t) for t in plan.recipe]
     lines.append(f"export: {plan.export} ({'exists' if plan.export.exists() else 'to write'}, float16"
                  f"{', card ' + str(plan.card) if plan.card else ''})")
@@ -206,6 +215,9 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> int:
     if plan.photos:
         gather_photos(plan.sharp_root, plan.photos, log=log)
     with _ChildSignals() as signals:
+        if plan.ablation_only:
+            code = _train_all(plan.ablation, signals, log, jobs=plan.ablation_jobs)
+            return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
         code = _train_all(plan.recipe, signals, log)
         if code == EXIT_OK and not signals.received:
             _export(plan, log)
