@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM stop a training run gracefully (step finished, checkpoint saved, exit code 4, resumable);
+"""SIGINT/SIGTERM/SIGHUP stop a training run gracefully (step finished, checkpoint saved, exit code 4, resumable);
 SIGKILL in the middle of a save leaves nothing that a reader would take."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _config(tmp_path: Path, workers: int = 0, **logger) -> Path:
     return cfg
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig, spawn):
     cfg = _config(tmp_path)
     proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path)
@@ -54,9 +54,9 @@ def test_signal_saves_the_checkpoint_of_that_iteration_and_exits_4(tmp_path, sig
     assert f"iter: {stopped} (" in res.stderr and latest_complete(run).iteration == stopped + 1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_to_the_whole_process_group_reaches_the_loader_workers_too_and_still_saves(tmp_path, sig, spawn):
-    """Ctrl-C in a terminal, `kill -- -PGID`, `pkill -f train.py` and Slurm's scancel signal the DataLoader
+    """Ctrl-C or a closed terminal, `kill -- -PGID`, `pkill -f train.py` and Slurm's scancel signal the DataLoader
     workers as well; they leave the stop to the main process, which finishes the iteration and saves."""
     cfg = _config(tmp_path, workers=2)
     proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path)
@@ -84,6 +84,45 @@ def test_second_signal_exits_at_once(tmp_path, spawn):
     proc.wait_for("SIGTERM received: finishing this iteration")
     proc.p.send_signal(signal.SIGTERM)
     assert proc.finish(timeout=30) == -signal.SIGTERM, proc.explain("expected the second SIGTERM to end it")
+
+
+def _held_at_checkpoint_2(tmp_path: Path, spawn):
+    """A training held inside the checkpoint of iteration 2 (a test hook), so signals arrive mid-stop."""
+    cfg = _config(tmp_path, save_checkpoint_freq=2)
+    env = run_env()
+    env[HANG_ENV] = "2"
+    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path, env)
+    marker = tmp_path / "experiments" / "tiny" / "hang_2.marker"
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.p.poll() is None and time.time() < deadline, proc.explain("never held at the checkpoint of 2")
+        time.sleep(0.1)
+    return proc
+
+
+def test_repeated_sighup_still_ends_in_a_saved_checkpoint(tmp_path, spawn):
+    """The parent-death signal comes once per thread of the dead command, possibly after the first one was
+    handled: the repeats, sent while the training finishes its iteration and saves, must not end it unsaved."""
+    cfg = _config(tmp_path)
+    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path)
+    proc.wait_for(r"iter:\s+1, lr:")
+    proc.p.send_signal(signal.SIGHUP)
+    proc.wait_for("SIGHUP received: finishing this iteration")
+    for _ in range(3):
+        proc.p.send_signal(signal.SIGHUP)
+        time.sleep(0.02)
+    assert proc.finish(timeout=120) == 4, proc.explain("expected exit code 4 after repeated SIGHUPs")
+    m = re.search(r"training stopped by SIGHUP at iteration (\d+); its checkpoint is saved", proc.output)
+    assert m, proc.output[-2000:]
+    assert latest_complete(tmp_path / "experiments" / "tiny").iteration == int(m.group(1))
+
+
+def test_sigterm_after_sighup_exits_at_once(tmp_path, spawn):
+    proc = _held_at_checkpoint_2(tmp_path, spawn)
+    proc.p.send_signal(signal.SIGHUP)
+    proc.wait_for("SIGHUP received: finishing this iteration and saving a checkpoint; Ctrl-C or SIGTERM exits at once")
+    proc.p.send_signal(signal.SIGTERM)
+    assert proc.finish(timeout=30) == -signal.SIGTERM, proc.explain("expected the SIGTERM to end it")
 
 
 @pytest.mark.slow

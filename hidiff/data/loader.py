@@ -31,15 +31,17 @@ def worker_seed(seed: int, rank: int, worker_id: int) -> int:
 
 
 def seed_worker(worker_id: int, *, seed: int, rank: int) -> None:
-    """``worker_init_fn``: leave SIGINT/SIGTERM to the main process, seed python, numpy and torch.
+    """``worker_init_fn``: leave SIGINT/SIGTERM/SIGHUP to the main process, seed python, numpy and torch.
 
-    Ctrl-C in a terminal, ``kill -- -PGID``, ``pkill -f`` and a cluster's job stop signal the workers too.  A
+    Ctrl-C or a closed terminal, ``kill -- -PGID``, ``pkill -f`` and a cluster's job stop signal the workers too.  A
     worker that died of it would make the main process raise at once (PyTorch's SIGCHLD check), before it
     could finish its iteration and save the checkpoint.  The main process ends its workers itself when it
     stops, and a worker whose main process is gone exits on its own (PyTorch's watchdog).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):   # not on Windows
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     s = worker_seed(seed, rank, worker_id)
     random.seed(s)
     np.random.seed(s)

@@ -40,7 +40,7 @@ from hidiff.engine.stop import StopRequest
 from hidiff.engine.training_state import (check_config_change, choose_resume, restore_state, save_checkpoint,
                                           verify_resume)
 from hidiff.engine.validation import validate_during_training
-from hidiff.errors import ConfigError
+from hidiff.errors import ConfigError, HidiffError
 from hidiff.utils.malloc import keep_freed_memory
 from hidiff.utils.progress import Progress
 
@@ -91,6 +91,8 @@ class Trainer:
         self.pbar: Optional[Progress] = None
         self.stop = StopRequest()
         self.stopping = False
+        self.run_open = False   # the run folder and its log file exist
+        self.iter = 0           # the iteration being trained
 
     # ================================================================== public
     def fit(self) -> TrainResult:
@@ -100,9 +102,20 @@ class Trainer:
             self._setup()
             self._loop()
             return self._finish()
+        except BaseException as exc:
+            self._log_failure(exc)
+            raise
         finally:
             self.stop.uninstall()
             self._teardown()
+
+    def _log_failure(self, exc: BaseException) -> None:
+        """Put an unexpected end into the run's log file: the console may be gone (a dead pipe, a closed
+        terminal), and the log is where a reader looks for why a run stopped."""
+        if not self.run_open or isinstance(exc, KeyboardInterrupt):
+            return  # before the run folder, bad input is printed and nothing is written; Ctrl-C is a stop
+        trace = None if isinstance(exc, HidiffError) else exc   # a bug gets its traceback, a known error its message
+        self.log.error("training ended at iteration %d by %s: %s", self.iter, type(exc).__name__, exc, exc_info=trace)
 
     # =================================================================== setup
     def _setup(self) -> None:
@@ -134,6 +147,7 @@ class Trainer:
             raise
         archived, self.tb = open_run_folder(o, self.exp_dir, fresh=verified is None, is_main=self.is_main,
                                             rank=self.dist.rank, stamp=started, early=early)
+        self.run_open = True
         log_setup(self, verified, archived, self.log)
 
     def _build(self, path: Optional[Path]):
@@ -166,6 +180,7 @@ class Trainer:
             self.log.info("the checkpoint is at iteration %d >= total_iter %d: nothing to train", it, total)
         while it < end:
             it += 1
+            self.iter = it
             lrs = self.scheduler.step_to(it)
             t0 = time.perf_counter()
             terms, gnorm, data_s, skipped = self._train_step(it)

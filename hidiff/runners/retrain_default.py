@@ -23,7 +23,7 @@ its ablation can be (re)trained beside the shipped weights without retraining th
 Every option file is loaded with the overrides before anything is written or started.
 SIGINT/SIGTERM reach every training child once (it finishes its iteration, saves a complete
 checkpoint and exits); the command then exits with code 4 and starts nothing more.  On Linux
-the child is also sent SIGTERM if the command itself dies (even by SIGKILL).
+the child is also sent SIGHUP if the command itself dies (even by SIGKILL): the same clean stop.
 """
 from __future__ import annotations
 
@@ -169,12 +169,17 @@ class _ChildSignals:
 
 
 def _stop_with_parent(parent: int) -> Callable[[], None]:
-    """Child set-up (Linux): SIGTERM the training when this command dies, even by SIGKILL, so it stops cleanly
-    instead of training on unseen beside a restarted command in the same run folder."""
+    """Child set-up (Linux): SIGHUP the training when this command dies, even by SIGKILL, so it stops cleanly
+    instead of training on unseen beside a restarted command in the same run folder.
+
+    SIGHUP, not SIGTERM: Linux sends the parent-death signal once for every thread of this command as each
+    exits (the output copiers are threads), and a second SIGTERM would end the training at once, unsaved; a
+    training ignores a repeated SIGHUP (hidiff/engine/stop.py).
+    """
 
     def setup() -> None:
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGHUP)    # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             return
         if os.getppid() != parent:                                          # died before prctl took effect
