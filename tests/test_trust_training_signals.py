@@ -176,3 +176,29 @@ def _children(pid: int) -> list[int]:
 
 def _environ(pid: int) -> str:
     return "\n".join(Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0"))
+
+
+def test_a_stop_whose_output_has_no_reader_still_saves_and_exits_4(tmp_path):
+    """The command that piped a training's output dies, then the training is told to stop: it saves, and its
+    exit code still says "stopped by a signal, checkpoint saved" (the closing line has nowhere to go)."""
+    import subprocess
+
+    cfg = _config(tmp_path)
+    proc = subprocess.Popen(TRAIN + ["-opt", str(cfg)], cwd=tmp_path, env=run_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        for line in proc.stdout:
+            if re.search(r"iter:\s+1, lr:", line) or time.time() > deadline:
+                break
+        proc.stdout.close()                          # the reader is gone
+        proc.send_signal(signal.SIGHUP)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 4, code
+    run = tmp_path / "experiments" / "tiny"
+    log = next(run.glob("train_tiny_*.log")).read_text()
+    m = re.search(r"stopped by SIGHUP at iteration (\d+) of 100000; the checkpoint of iteration \1 is saved", log)
+    assert m and latest_complete(run).iteration == int(m.group(1)) >= 1, log[-2000:]

@@ -24,6 +24,8 @@ non-finite steps, 4 stopped by a signal with the checkpoint saved.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -76,16 +78,26 @@ def _train(argv: Optional[Sequence[str]]) -> int:
         result = Trainer(options, launcher=args.launcher, resume=resume,
                          allow_config_change=args.allow_config_change, stop_after=args.stop_after).fit()
     except NonFiniteLossError as exc:
-        print(f"training stopped: {exc}", file=sys.stderr)
+        _say(f"training stopped: {exc}")
         return EXIT_NONFINITE
     except HidiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return EXIT_BAD_INPUT
     if result.stopped_by:
-        print(f"training stopped by {result.stopped_by} at iteration {result.last_iter}; its checkpoint is saved "
-              f"(continue with --resume auto)", file=sys.stderr)
+        _say(f"training stopped by {result.stopped_by} at iteration {result.last_iter}; its checkpoint is saved "
+             f"(continue with --resume auto)")
         return EXIT_SIGNAL
     return EXIT_OK
+
+
+def _say(message: str) -> None:
+    """The closing line on stderr.  Its reader may be gone (a closed terminal, a killed command that piped
+    it, which is often why the training stopped); the exit code must still tell what happened."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr = open(os.devnull, "w")   # nothing more to say: also spare the exit's flush
 
 
 if __name__ == "__main__":  # pragma: no cover
