@@ -69,23 +69,6 @@ def test_a_signal_to_the_whole_process_group_reaches_the_loader_workers_too_and_
     assert unit is not None and unit.iteration == int(m.group(1)) >= 2
 
 
-def test_second_signal_exits_at_once(tmp_path, spawn):
-    """The first SIGTERM arrives while a checkpoint is being written (held there by a test hook)."""
-    cfg = _config(tmp_path, save_checkpoint_freq=2)
-    env = run_env()
-    env[HANG_ENV] = "2"
-    proc = spawn(TRAIN + ["-opt", str(cfg)], tmp_path, env)
-    marker = tmp_path / "experiments" / "tiny" / "hang_2.marker"
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert proc.p.poll() is None and time.time() < deadline, proc.explain("never held at the checkpoint of 2")
-        time.sleep(0.1)
-    proc.p.send_signal(signal.SIGTERM)
-    proc.wait_for("SIGTERM received: finishing this iteration")
-    proc.p.send_signal(signal.SIGTERM)
-    assert proc.finish(timeout=30) == -signal.SIGTERM, proc.explain("expected the second SIGTERM to end it")
-
-
 def _held_at_checkpoint_2(tmp_path: Path, spawn):
     """A training held inside the checkpoint of iteration 2 (a test hook), so signals arrive mid-stop."""
     cfg = _config(tmp_path, save_checkpoint_freq=2)
@@ -98,6 +81,17 @@ def _held_at_checkpoint_2(tmp_path: Path, spawn):
         assert proc.p.poll() is None and time.time() < deadline, proc.explain("never held at the checkpoint of 2")
         time.sleep(0.1)
     return proc
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_while_stopping_exits_at_once(tmp_path, spawn, first):
+    """The first signal arrives while a checkpoint is being written; a SIGTERM after it ends the process."""
+    proc = _held_at_checkpoint_2(tmp_path, spawn)
+    proc.p.send_signal(first)
+    again = "send it again to exit at once" if first == signal.SIGTERM else "Ctrl-C or SIGTERM exits at once"
+    proc.wait_for(f"{first.name} received: finishing this iteration and saving a checkpoint; {again}")
+    proc.p.send_signal(signal.SIGTERM)
+    assert proc.finish(timeout=30) == -signal.SIGTERM, proc.explain("expected the SIGTERM to end it")
 
 
 def test_repeated_sighup_still_ends_in_a_saved_checkpoint(tmp_path, spawn):
@@ -115,14 +109,6 @@ def test_repeated_sighup_still_ends_in_a_saved_checkpoint(tmp_path, spawn):
     m = re.search(r"training stopped by SIGHUP at iteration (\d+); its checkpoint is saved", proc.output)
     assert m, proc.output[-2000:]
     assert latest_complete(tmp_path / "experiments" / "tiny").iteration == int(m.group(1))
-
-
-def test_sigterm_after_sighup_exits_at_once(tmp_path, spawn):
-    proc = _held_at_checkpoint_2(tmp_path, spawn)
-    proc.p.send_signal(signal.SIGHUP)
-    proc.wait_for("SIGHUP received: finishing this iteration and saving a checkpoint; Ctrl-C or SIGTERM exits at once")
-    proc.p.send_signal(signal.SIGTERM)
-    assert proc.finish(timeout=30) == -signal.SIGTERM, proc.explain("expected the SIGTERM to end it")
 
 
 @pytest.mark.slow
