@@ -182,7 +182,7 @@ def test_a_signal_stops_every_side_by_side_seed_with_its_checkpoint(tmp_path, ph
 
     messages: list[str] = []
     threading.Thread(target=stop_when_both_train, daemon=True).start()
-    with rd._ChildSignals() as signals:
+    with rd.ChildSignals() as signals:
         code = rd._train_all(plan.ablation, signals, messages.append, jobs=2)
     assert code == 4 and signals.received == "SIGTERM", (code, messages)
     for training in plan.ablation:
@@ -201,7 +201,7 @@ from hidiff.runners import retrain_default as rd
 root = Path(sys.argv[1])
 plan = rd.make_plan(Path(sys.argv[3]) / "options", tiny(root, total_iter=2000), ablation_seeds=2, ablation_jobs=2,
                     export=root / "model")
-with rd._ChildSignals() as signals:
+with rd.ChildSignals() as signals:
     sys.exit(rd._train_all(plan.ablation, signals, print, jobs=2))
 """
 

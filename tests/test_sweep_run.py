@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -80,3 +81,52 @@ def test_sweep_trains_with_torchrun_when_nproc_is_above_1(tmp_path):
     log = (tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / "train_tiny_noprior_s0.log").read_text()
     assert "--nproc_per_node=2" in log and "world size 2" in log
     assert "noprior (baseline) | " in (tmp_path / "experiments" / "sweeps" / "tiny" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
+def test_a_stopped_sweep_leaves_each_running_training_saved(tmp_path, how):
+    """Ctrl-C in the sweep's terminal (SIGINT to its process group), SIGTERM to the sweep (a scheduler, `kill`)
+    and SIGKILL of the sweep: every training it was running finishes its iteration, saves that checkpoint and
+    stops; none is killed unsaved and none trains on unseen."""
+    from hidiff.engine.checkpoint_store import latest_complete
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    runs = ("tiny_stage1_s0", "tiny_noprior_s0")                 # with --jobs 2 these two train at once
+    cmd = _sweep(base, sweep_file, 2) + ["-o", "train.total_iter=100000", "-o", "logger.save_checkpoint_freq=100000"]
+    log = tmp_path / "sweep.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=run_env(), stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    logs = [tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / f"train_{run}.log" for run in runs]
+    try:
+        deadline = time.time() + 300
+        while not all(p.is_file() and "iter:       3," in p.read_text() for p in logs):
+            assert proc.poll() is None and time.time() < deadline, explain(proc.args, proc.poll(), "",
+                                                                          log.read_text(), "runs never trained")
+            time.sleep(0.2)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    expected = {"ctrl-c": 130, "sigterm": 130, "sigkill": -signal.SIGKILL}[how]
+    assert code == expected, explain(proc.args, code, "", log.read_text(), f"expected exit code {expected}")
+    signal_name = {"ctrl-c": "SIGINT", "sigterm": "SIGTERM", "sigkill": "SIGHUP"}[how]
+    for run in runs:
+        run_dir = tmp_path / "experiments" / run
+        deadline, text = time.time() + 120, ""
+        while time.time() < deadline:     # after a SIGKILL of the sweep its trainings stop on their own
+            text = next(run_dir.glob("train_*.log")).read_text()
+            if "End of training" in text:
+                break
+            time.sleep(0.2)
+        m = re.search(rf"stopped by {signal_name} at iteration (\d+) of 100000; the checkpoint of iteration \1 is "
+                      rf"saved", text)
+        assert m, (run, text[-1500:])
+        assert latest_complete(run_dir).iteration == int(m.group(1)) >= 3
+    if how != "sigkill":
+        assert "run the same command again to continue" in log.read_text()

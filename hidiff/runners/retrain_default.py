@@ -27,7 +27,6 @@ the child is also sent SIGHUP if the command itself dies (even by SIGKILL): the 
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -42,6 +41,7 @@ from hidiff.config import Options, load_options
 from hidiff.data.image_io import list_images
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import EXIT_OK, EXIT_SIGNAL, ConfigError, DataError
+from hidiff.utils.children import ChildSignals, start_child
 from hidiff.utils.threads import threads_each
 
 STAGE1, STAGE2, PLAIN = "default_stage1.yml", "default_stage2.yml", "default_plain.yml"
@@ -143,51 +143,6 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
     return Plan(list(photos), sharp_root, [stage1, stage2], ablation, export, card, ablation_jobs, ablation_only)
 
 
-class _ChildSignals:
-    """Forward SIGINT/SIGTERM to the running children (each in its own session, so a terminal's Ctrl-C reaches
-    each once)."""
-
-    def __init__(self) -> None:
-        self.children: List[subprocess.Popen] = []
-        self.received: Optional[str] = None
-        self._saved = {}
-
-    def __enter__(self) -> "_ChildSignals":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, _frame) -> None:
-        self.received = signal.Signals(signum).name
-        for child in list(self.children):
-            if child.poll() is None:
-                child.send_signal(signum)
-
-
-def _stop_with_parent(parent: int) -> Callable[[], None]:
-    """Child set-up (Linux): SIGHUP the training when this command dies, even by SIGKILL, so it stops cleanly
-    instead of training on unseen beside a restarted command in the same run folder.
-
-    SIGHUP, not SIGTERM: Linux sends the parent-death signal once for every thread of this command as each
-    exits (the output copiers are threads), and a second SIGTERM would end the training at once, unsaved; a
-    training ignores a repeated SIGHUP (hidiff/engine/stop.py).
-    """
-
-    def setup() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGHUP)    # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:                                          # died before prctl took effect
-            os._exit(EXIT_SIGNAL)
-
-    return setup
-
-
 def train_command(training: Training) -> List[str]:
     """The child's argv: hidiff's training command with ``--resume auto`` and the overrides."""
     cmd = [sys.executable, "-m", "hidiff.cli.train", "-opt", str(training.option_file), "--resume", "auto"]
@@ -219,7 +174,7 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> int:
 
     if plan.photos:
         gather_photos(plan.sharp_root, plan.photos, log=log)
-    with _ChildSignals() as signals:
+    with ChildSignals() as signals:
         if plan.ablation_only:
             code = _train_all(plan.ablation, signals, log, jobs=plan.ablation_jobs)
             return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
@@ -230,7 +185,7 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> int:
     return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
 
 
-def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Callable[[str], None],
+def _train_all(trainings: Sequence[Training], signals: ChildSignals, log: Callable[[str], None],
                jobs: int = 1) -> int:
     """Train each unfinished run in a child process, ``jobs`` at a time; stop at the first failure or signal
     (a failure also stops the other running children, which save their checkpoints)."""
@@ -283,13 +238,13 @@ def _train_all(trainings: Sequence[Training], signals: _ChildSignals, log: Calla
 
 
 def _start(training: Training, threads: Optional[int]) -> subprocess.Popen:
-    """The training's child, in its own session; with ``threads`` it gets that many and its output is piped."""
+    """The training's child (hidiff/utils/children.py); with ``threads`` it gets that many and its output is
+    piped."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    setup = _stop_with_parent(os.getpid()) if os.name == "posix" else None
     piped = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") if threads else {}
-    return subprocess.Popen(train_command(training), env=env, start_new_session=True, preexec_fn=setup, **piped)
+    return start_child(train_command(training), env=env, **piped)
 
 
 def _copy_lines(stream: IO[str], prefix: str) -> threading.Thread:

@@ -6,6 +6,9 @@ The whole sweep file (and every run's options) is validated before the first run
 starts.  Run it again after an interruption: finished runs are reused and the
 others continue from their latest checkpoint.  Results land in
 ``<experiments_root>/sweeps/<name>/`` (results.md, results.csv, per_image.csv, charts).
+Ctrl-C or SIGTERM reach each running training once: it finishes its iteration, saves its checkpoint and
+stops (a second one ends them at once); if the sweep itself dies, even by SIGKILL, its trainings are sent
+SIGHUP (Linux) and do the same.
 Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Optional, Sequence
 
 from hidiff.errors import HidiffError
 from hidiff.sweep.report import write_report
-from hidiff.sweep.runner import RunFailed, SweepRunner
+from hidiff.sweep.runner import RunFailed, SweepRunner, SweepStopped
 from hidiff.sweep.spec import load_sweep
 
 
@@ -59,6 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         print("finished runs are kept; run the same command again to continue", file=sys.stderr)
         return 1
+    except SweepStopped as exc:
+        print(f"{exc}: the running trainings saved their checkpoints; finished runs are kept, run the same "
+              f"command again to continue", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept, run the same command again to continue", file=sys.stderr)
         return 130

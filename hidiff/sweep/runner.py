@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,15 +28,25 @@ from hidiff.registry import MODEL_REGISTRY
 from hidiff.sweep.report import metrics_csv
 from hidiff.sweep.spec import Run, Sweep
 from hidiff.utils.atomic import atomic_write_text
+from hidiff.utils.children import ChildSignals, start_child
 from hidiff.utils.hashing import sha256_file
 from hidiff.utils.progress import Progress
 from hidiff.utils.threads import threads_each
 
 TEST_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test.py"
+STOP_WAIT_S = 900   # how long a stopping training may take to finish its iteration and save
 
 
 class RunFailed(HidiffError):
     """A training run or evaluation of the sweep exited with an error."""
+
+
+class SweepStopped(Exception):
+    """SIGINT/SIGTERM reached the sweep: the running trainings saved their checkpoints and stopped."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -197,54 +206,64 @@ class SweepRunner:
         running: Dict[str, tuple] = {}
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         bar = Progress(len(pending), desc=f"sweep {self.sweep.name}", unit="job")
-        try:
-            while pending or running:
-                for job in list(pending):
-                    if len(running) >= self.jobs:
+        # children in their own sessions: SIGINT/SIGTERM reach each once, through this process; SIGHUP if it dies
+        with ChildSignals() as signals:
+            try:
+                while running or (pending and not signals.received):
+                    if not signals.received:
+                        self._start_ready(pending, running, done, signals, bar)
+                    if not running:
+                        if pending and not signals.received:   # cannot happen: dependencies always come first
+                            raise RunFailed(f"jobs wait on missing dependencies: {[j.key for j in pending]}")
                         break
-                    if not all(a in done for a in job.after):
-                        continue
-                    pending.remove(job)
-                    if job.kind == "eval" and self.eval_reusable(job.run):
-                        self.log(f"  reuse evaluation of {job.run.name}")
-                        done.add(job.key)
+                    time.sleep(0.2)
+                    for key, (job, proc, t0, out, log_path) in list(running.items()):
+                        if proc.poll() is None:
+                            continue
+                        out.close()
+                        del running[key]
+                        seconds = time.time() - t0
+                        if signals.received and proc.returncode != 0:
+                            self.log(f"  stopped {job.kind} {job.run.name} ({signals.received}; a training saved "
+                                     f"its checkpoint)")
+                            continue
+                        self._finish(job, proc.returncode, seconds, log_path)
+                        done.add(key)
+                        self.log(f"  done  {job.kind} {job.run.name} in {seconds:.0f} s")
                         bar.update(1)
-                        continue
-                    cmd = self.train_command(job.run) if job.kind == "train" else self.eval_command(job.run)
-                    log_path = self.folder / "logs" / f"{job.kind}_{job.run.name}.log"
-                    out = open(log_path, "a", encoding="utf-8")
-                    out.write(f"$ {' '.join(cmd)}\n")
-                    out.flush()
-                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.child_env())
-                    running[job.key] = (job, proc, time.time(), out, log_path)
-                    self.log(f"  start {job.kind} {job.run.name}")
-                if not running:
-                    if pending:  # cannot happen with a valid plan: dependencies always come first
-                        raise RunFailed(f"jobs wait on missing dependencies: {[j.key for j in pending]}")
-                    break
-                time.sleep(0.2)
-                for key, (job, proc, t0, out, log_path) in list(running.items()):
-                    if proc.poll() is None:
-                        continue
+            finally:
+                bar.close()
+                # after a failure or a bug: the other trainings save and stop (a step can take minutes on a CPU)
+                signals.stop_all(STOP_WAIT_S, self.log)
+                for _, _, _, out, _ in running.values():
                     out.close()
-                    del running[key]
-                    seconds = time.time() - t0
-                    self._finish(job, proc.returncode, seconds, log_path)
-                    done.add(key)
-                    self.log(f"  done  {job.kind} {job.run.name} in {seconds:.0f} s")
-                    bar.update(1)
-        finally:
-            bar.close()
-            for job, proc, _, out, _ in running.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                out.close()
+        if signals.received:
+            raise SweepStopped(signals.received)
         return self.records
+
+    def _start_ready(self, pending: List["Job"], running: Dict[str, tuple], done: set, signals: ChildSignals,
+                     bar: Progress) -> None:
+        """Start the pending jobs whose dependencies are done, up to ``jobs`` running."""
+        for job in list(pending):
+            if len(running) >= self.jobs:
+                break
+            if not all(a in done for a in job.after):
+                continue
+            pending.remove(job)
+            if job.kind == "eval" and self.eval_reusable(job.run):
+                self.log(f"  reuse evaluation of {job.run.name}")
+                done.add(job.key)
+                bar.update(1)
+                continue
+            cmd = self.train_command(job.run) if job.kind == "train" else self.eval_command(job.run)
+            log_path = self.folder / "logs" / f"{job.kind}_{job.run.name}.log"
+            out = open(log_path, "a", encoding="utf-8")
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+            proc = start_child(cmd, env=self.child_env(), stdout=out, stderr=subprocess.STDOUT)
+            signals.children.append(proc)
+            running[job.key] = (job, proc, time.time(), out, log_path)
+            self.log(f"  start {job.kind} {job.run.name}")
 
     def _finish(self, job: Job, rc: int, seconds: float, log_path: Path) -> None:
         run = job.run
