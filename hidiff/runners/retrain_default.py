@@ -175,12 +175,10 @@ def run(plan: Plan, log: Callable[[str], None] = print) -> int:
     if plan.photos:
         gather_photos(plan.sharp_root, plan.photos, log=log)
     with ChildSignals() as signals:
-        if plan.ablation_only:
-            code = _train_all(plan.ablation, signals, log, jobs=plan.ablation_jobs)
-            return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
-        code = _train_all(plan.recipe, signals, log)
+        code = EXIT_OK if plan.ablation_only else _train_all(plan.recipe, signals, log)
         if code == EXIT_OK and not signals.received:
-            _export(plan, log)
+            if not plan.ablation_only:
+                _export(plan, log)
             code = _train_all(plan.ablation, signals, log, jobs=plan.ablation_jobs)
     return EXIT_SIGNAL if code == EXIT_OK and signals.received else code
 

@@ -48,10 +48,11 @@ class ChildSignals:
                 child.send_signal(signum)
 
     def stop_all(self, wait_s: float, log: Callable[[str], None]) -> None:
-        """SIGTERM every running child once and wait up to ``wait_s`` for each to save and exit; a child
-        still running then is killed (and said so)."""
+        """SIGTERM every running child (unless a forwarded signal already told it to stop: a second one would
+        end it unsaved) and wait up to ``wait_s`` for each to save and exit; a child still running then is
+        killed (and said so)."""
         for child in self.children:
-            if child.poll() is None:
+            if child.poll() is None and self.received is None:
                 child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + wait_s
         for child in self.children:
