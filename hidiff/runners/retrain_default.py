@@ -221,9 +221,7 @@ def _train_all(trainings: Sequence[Training], signals: ChildSignals, log: Callab
             log(f"== {training.label} failed at {training.progress()} (exit code {code}; its messages are "
                 f"above){others}; nothing more was started")
             failure = failure if failure != EXIT_OK else code
-            for child in running:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
+            signals.stop_running()
         elif code == EXIT_SIGNAL or signals.received:
             log(f"== {training.label} stopped at {training.progress()} ({signals.received or 'a signal'}, "
                 f"checkpoint saved); run the same command again to continue")

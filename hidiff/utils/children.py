@@ -31,6 +31,7 @@ class ChildSignals:
         self.children: List[subprocess.Popen] = []
         self.received: Optional[str] = None
         self._saved: dict = {}
+        self._told: set = set()   # pids sent SIGTERM by stop_running
 
     def __enter__(self) -> "ChildSignals":
         for sig in FORWARDED:
@@ -47,13 +48,18 @@ class ChildSignals:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    def stop_all(self, wait_s: float, log: Callable[[str], None]) -> None:
-        """SIGTERM every running child (unless a forwarded signal already told it to stop: a second one would
-        end it unsaved) and wait up to ``wait_s`` for each to save and exit; a child still running then is
-        killed (and said so)."""
+    def stop_running(self) -> None:
+        """SIGTERM each running child once: not again, and not after a forwarded signal already told it to stop
+        (a second signal ends a training at once, unsaved)."""
         for child in self.children:
-            if child.poll() is None and self.received is None:
+            if child.poll() is None and self.received is None and child.pid not in self._told:
                 child.send_signal(signal.SIGTERM)
+                self._told.add(child.pid)
+
+    def stop_all(self, wait_s: float, log: Callable[[str], None]) -> None:
+        """:meth:`stop_running`, then wait up to ``wait_s`` for each child to save and exit; a child still
+        running then is killed (and said so)."""
+        self.stop_running()
         deadline = time.monotonic() + wait_s
         for child in self.children:
             try:
