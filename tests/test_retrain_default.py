@@ -220,7 +220,8 @@ def test_side_by_side_seeds_save_when_the_command_is_killed_and_their_output_has
 
     proc = spawn([sys.executable, "-c", SIDE_BY_SIDE_DRIVER, str(tmp_path), str(REPO / "tests"), str(REPO)],
                  cwd=tmp_path, env=run_env())
-    proc.wait_for(r"\[seed 11\] .*iter:\s+3,", timeout=240)
+    for _ in range(2):   # each seed's line of iteration 3 (they start seconds apart)
+        proc.wait_for(r"\[seed 1[01]\] .*iter:\s+3,", timeout=240)
     proc.p.send_signal(signal.SIGKILL)
     proc.finish(timeout=30)
     for folder in ("default_plain", "default_plain_seed11"):
