@@ -130,3 +130,86 @@ def test_a_stopped_sweep_leaves_each_running_training_saved(tmp_path, how):
         assert latest_complete(run_dir).iteration == int(m.group(1)) >= 3
     if how != "sigkill":
         assert "run the same command again to continue" in log.read_text()
+
+
+def _failing_stage1(tmp_path, plain_iters):
+    """The tiny sweep (1 seed) with its stage-1 run reading a copy of the data that the test can take away, so
+    that run fails mid-training while the prior-free run trains beside it."""
+    import shutil
+
+    import yaml
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    shutil.copytree(tmp_path / "data", tmp_path / "data_s1")
+    for name, changes in (("stage1.yml", {"total_iter": 100000, "root": "data_s1"}),
+                          ("plain.yml", {"total_iter": plain_iters})):
+        opts = yaml.safe_load((tmp_path / name).read_text())
+        opts["train"]["total_iter"] = changes["total_iter"]
+        opts["logger"]["save_checkpoint_freq"] = 100000
+        if "root" in changes:
+            for key in ("dataroot_lq", "dataroot_gt"):
+                opts["datasets"]["train"][key] = opts["datasets"]["train"][key].replace("/data/", "/data_s1/")
+        (tmp_path / name).write_text(yaml.safe_dump(opts, sort_keys=False))
+    return base, sweep_file
+
+
+def _run_until_stage1_fails(tmp_path, cmd):
+    """Start the sweep, wait until both runs train, take the stage-1 run's data away; returns (exit code, log)."""
+    import shutil
+
+    log = tmp_path / "sweep.log"
+    logs = [tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / f"train_{run}.log"
+            for run in ("tiny_stage1_s0", "tiny_noprior_s0")]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=run_env(), stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not all(p.is_file() and "iter:       3," in p.read_text() for p in logs):
+            assert proc.poll() is None and time.time() < deadline, explain(proc.args, proc.poll(), "",
+                                                                          log.read_text(), "runs never trained")
+            time.sleep(0.2)
+        shutil.rmtree(tmp_path / "data_s1")     # a data share that goes away under a long run
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    return code, log.read_text()
+
+
+def test_a_failed_run_stops_the_others_once_each_saving_its_checkpoint(tmp_path):
+    """Without --keep-going a failure ends the sweep: the training beside the failed one is sent SIGTERM once,
+    finishes its iteration and saves it (not killed unsaved by a second signal), and nothing new starts."""
+    from hidiff.engine.checkpoint_store import latest_complete
+
+    base, sweep_file = _failing_stage1(tmp_path, plain_iters=100000)
+    code, out = _run_until_stage1_fails(tmp_path, _sweep(base, sweep_file, 2))
+    assert code == 1, explain(_sweep(base, sweep_file, 2), code, "", out, "expected exit code 1")
+    assert "FAILED train tiny_stage1_s0: stopping the 1 other running job(s)" in out
+    assert "train of tiny_stage1_s0 failed" in out and "data_s1" in out    # the failed run's log tail is shown
+    assert "start train tiny_prior_s0" not in out
+    text = next((tmp_path / "experiments" / "tiny_noprior_s0").glob("train_*.log")).read_text()
+    m = re.search(r"stopped by SIGTERM at iteration (\d+) of 100000; the checkpoint of iteration \1 is saved", text)
+    assert m, text[-1500:]
+    assert latest_complete(tmp_path / "experiments" / "tiny_noprior_s0").iteration == int(m.group(1)) >= 3
+    assert not (tmp_path / "experiments" / "sweeps" / "tiny" / "results.md").exists()
+
+
+def test_keep_going_finishes_the_other_runs_and_skips_what_needs_the_failed_one(tmp_path):
+    base, sweep_file = _failing_stage1(tmp_path, plain_iters=150)
+    cmd = _sweep(base, sweep_file, 2) + ["--keep-going"]
+    code, out = _run_until_stage1_fails(tmp_path, cmd)
+    assert code == 1, explain(cmd, code, "", out, "expected exit code 1")
+    failed = out.index("FAILED train tiny_stage1_s0")
+    assert out.index("done  train tiny_noprior_s0") > failed      # still training when the other failed
+    assert "done  eval tiny_noprior_s0" in out
+    for job in ("train", "eval"):
+        assert f"skip  {job} tiny_prior_s0 (it needs train tiny_stage1_s0, which failed)" in out
+    assert "1 job(s) failed and 2 that needed them were skipped" in out
+    folder = tmp_path / "experiments" / "sweeps" / "tiny"
+    rec = json.loads((folder / "runs" / "tiny_noprior_s0.json").read_text())
+    assert rec["status"] == "trained" and set(rec["weights_sha256"]) == {"g"}
+    assert metrics_csv(folder, "tiny_noprior_s0", "tinytest").is_file()
+    assert not (folder / "runs" / "tiny_stage1_s0.json").exists()
+    assert not (folder / "results.md").exists()     # no comparison from a sweep with a run missing

@@ -9,6 +9,8 @@ others continue from their latest checkpoint.  Results land in
 Ctrl-C or SIGTERM reach each running training once: it finishes its iteration, saves its checkpoint and
 stops (a second one ends them at once); if the sweep itself dies, even by SIGKILL, its trainings are sent
 SIGHUP (Linux) and do the same.
+When a run fails, the sweep stops the other running trainings the same way and exits 1; with
+``--keep-going`` the others go on (runs that need the failed one are skipped) and it exits 1 at the end.
 Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted.
 """
 from __future__ import annotations
@@ -35,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override an option of every evaluation (repeatable)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (replaces the sweep file's)")
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="when a run fails, let the others go on (and skip what needs the failed one) instead of "
+                        "stopping them; the sweep still exits 1 and writes no report until every run has finished")
     p.add_argument("--check", action="store_true", help="validate the sweep and list its runs; run nothing")
     return p
 
@@ -45,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.resamples < 1:
             raise HidiffError(f"--resamples: expected a positive number, got {args.resamples}")
         sweep = load_sweep(args.sweep, args.opt, args.override, args.eval_o, seeds=args.seeds)
-        runner = SweepRunner(sweep, jobs=args.jobs)
+        runner = SweepRunner(sweep, jobs=args.jobs, keep_going=args.keep_going)
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -90,18 +90,20 @@ class SweepRunner:
     """Schedules the runs of a :class:`Sweep` ``jobs`` at a time, dependencies first."""
 
     def __init__(self, sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None, keep_going: bool = False) -> None:
         if jobs < 1:
             raise ConfigError(f"--jobs: expected a positive number, got {jobs}")
         if not TEST_SCRIPT.is_file():
             raise ConfigError(f"the sweep evaluates with {TEST_SCRIPT}, which is missing (run from a source checkout)")
-        self.sweep, self.jobs, self.log = sweep, jobs, log
+        self.sweep, self.jobs, self.log, self.keep_going = sweep, jobs, log, keep_going
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.folder = sweep.folder
         self.records: Dict[str, dict] = {}
         self.retrained: set = set()          # runs trained in this call
         self.retrained_inputs: set = set()   # runs whose stage-1 run trains anew: their old weights are stale
+        self.failures: List[str] = []        # with keep_going: what failed, in order
+        self.lost: Dict[str, str] = {}       # failed jobs and the jobs skipped because of them -> the failed one
 
     # ------------------------------------------------------------------ files
     def option_file(self, run: Run) -> Path:
@@ -227,7 +229,21 @@ class SweepRunner:
                             self.log(f"  stopped {job.kind} {job.run.name} ({signals.received}; a training saved "
                                      f"its checkpoint)")
                             continue
-                        self._finish(job, proc.returncode, seconds, log_path)
+                        try:
+                            self._finish(job, proc.returncode, seconds, log_path)
+                        except RunFailed as exc:
+                            if not self.keep_going:
+                                if running:
+                                    self.log(f"  FAILED {job.kind} {job.run.name}: stopping the {len(running)} "
+                                             f"other running job(s), each saves its checkpoint (--keep-going "
+                                             f"lets them finish)")
+                                raise
+                            self.failures.append(str(exc))
+                            self.lost[key] = key
+                            self.log(f"  FAILED {job.kind} {job.run.name} (exit {proc.returncode}; log {log_path}); "
+                                     f"the other jobs go on")
+                            bar.update(1)
+                            continue
                         done.add(key)
                         self.log(f"  done  {job.kind} {job.run.name} in {seconds:.0f} s")
                         bar.update(1)
@@ -239,6 +255,11 @@ class SweepRunner:
                     out.close()
         if signals.received:
             raise SweepStopped(signals.received)
+        if self.failures:
+            skipped = len(self.lost) - len(self.failures)
+            raise RunFailed(f"{len(self.failures)} job(s) failed" + (f" and {skipped} that needed them were skipped"
+                                                                     if skipped else "")
+                            + "; every other job finished:\n" + "\n".join(self.failures))
         return self.records
 
     def _start_ready(self, pending: List["Job"], running: Dict[str, tuple], done: set, signals: ChildSignals,
@@ -247,6 +268,13 @@ class SweepRunner:
         for job in list(pending):
             if len(running) >= self.jobs:
                 break
+            missing = [self.lost[a] for a in job.after if a in self.lost]
+            if missing:     # keep_going: a job it needs failed
+                pending.remove(job)
+                self.lost[job.key] = missing[0]
+                self.log(f"  skip  {job.kind} {job.run.name} (it needs {missing[0].replace(':', ' ')}, which failed)")
+                bar.update(1)
+                continue
             if not all(a in done for a in job.after):
                 continue
             pending.remove(job)
