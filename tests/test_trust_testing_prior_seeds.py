@@ -92,3 +92,38 @@ def test_deblur_prior_seeds_first_seed_is_the_single_seed_run(setup, tmp_path, c
     assert std.dtype == np.uint16 and std.shape == (16, 24) and std.max() > 0
     assert deblur_main([img, "-o", str(tmp_path / "bad"), "--weights", str(rel), "--std-map"]) == 2
     assert "--std-map needs --prior-seeds" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_deblur_std_map_never_overwrites_an_input_or_another_output(setup, tmp_path, capsys):
+    """`<name>_std.png` is an output like the image itself: it may not land on an input, on another image's
+    output in the same run, or on an earlier run's file without --overwrite."""
+    _, data, rel, _, _ = setup
+    src = tmp_path / "in"
+    src.mkdir()
+    a = cv2.imread(str(data / "input" / "img00.png"))
+    cv2.imwrite(str(src / "a.png"), a)
+    cv2.imwrite(str(src / "a_std.png"), a[:, :20])      # another photo whose name is a's std map's
+    before = (src / "a_std.png").read_bytes()
+    flags = ["--weights", str(rel), "--prior-seeds", "2", "--std-map", "--quiet"]
+    # -o is the input folder, written as tif: a.tif is new, but a's std map would replace the input a_std.png
+    assert deblur_main([str(src), "-o", str(src), "--ext", "tif"] + flags) == 1
+    err = capsys.readouterr().err
+    assert f"its output '{src / 'a_std.png'}' would overwrite the input file" in err
+    assert (src / "a_std.png").read_bytes() == before
+    assert sorted(q.name for q in src.iterdir()) == ["a.png", "a_std.png", "a_std.tif", "a_std_std.png"]
+    for made in ("a_std.tif", "a_std_std.png"):         # a_std.png's own outputs, which clash with nothing
+        (src / made).unlink()
+    # another folder: a's std map and the restored a_std.png would share a name; one is refused, none is lost
+    out = tmp_path / "out"
+    assert deblur_main([str(src), "-o", str(out)] + flags) == 1
+    err = capsys.readouterr().err
+    assert "output name a_std.png already used by" in err and "1 deblurred, 0 skipped, 1 failed of 2" in err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a.png", "a_std.png"]
+    assert cv2.imread(str(out / "a_std.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16   # a's std map, whole
+    # an earlier run's std map is kept unless --overwrite
+    (out / "a.png").unlink()
+    kept = (out / "a_std.png").read_bytes()
+    assert deblur_main([str(src / "a.png"), "-o", str(out)] + flags) == 0
+    assert f"skip: {out / 'a_std.png'} exists" in capsys.readouterr().err
+    assert not (out / "a.png").exists() and (out / "a_std.png").read_bytes() == kept

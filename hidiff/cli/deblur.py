@@ -133,8 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     total = len(jobs) + len(failures)
     todo = []
     for src, dst in jobs:
-        if dst.exists() and not args.overwrite:
-            print(f"skip: {dst} exists (use --overwrite to replace it)", file=sys.stderr)
+        existing = [o for o in _outputs(dst, args.std_map) if o.exists()]
+        if existing and not args.overwrite:
+            print(f"skip: {existing[0]} exists (use --overwrite to replace it)", file=sys.stderr)
         else:
             todo.append((src, dst))
     skipped = len(jobs) - len(todo)
@@ -245,13 +246,16 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     overwrites: list[tuple[Path, str]] = []
     for p in inputs.values():
         dst = out_dir / subdirs.get(p, Path()) / (p.stem + (ext or p.suffix))
-        key = dst.resolve()
-        if key in inputs:
-            overwrites.append((p, f"its output '{dst}' would overwrite the input file '{inputs[key]}'"))
-        elif key in claimed:
-            fail(p, f"output name {dst.name} already used by {claimed[key]}")
+        outs = {o.resolve(): o for o in _outputs(dst, args.std_map)}
+        on_input = [k for k in outs if k in inputs]
+        taken = [k for k in outs if k in claimed]
+        if on_input:
+            overwrites.append((p, f"its output '{outs[on_input[0]]}' would overwrite the input file "
+                                  f"'{inputs[on_input[0]]}'"))
+        elif taken:
+            fail(p, f"output name {outs[taken[0]].name} already used by {claimed[taken[0]]}")
         else:
-            claimed[key] = p
+            claimed.update((k, p) for k in outs)
             jobs.append((p, dst))
     if overwrites and not jobs:  # e.g. -o is the input folder: a usage error, not a list of failures
         raise ConfigError(f"--output '{out_dir}': {overwrites[0][1]}; choose another --output folder or --ext")
@@ -260,6 +264,11 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     if not jobs and not failures:
         raise DataError("no input images")
     return jobs, failures
+
+
+def _outputs(dst: Path, std_map: bool) -> list[Path]:
+    """The files written for one image: the restored image and, with ``--std-map``, ``<name>_std.png``."""
+    return [dst, dst.with_name(f"{dst.stem}_std.png")] if std_map else [dst]
 
 
 def _walk_input(folder: Path, out_dir: Path, inputs: dict, subdirs: dict, failures: list) -> None:
@@ -315,7 +324,7 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tu
                 outs.append(out)
             write_photo(dst, from_tensor(combine_images(outs, args.prior_image)), photo)
             if args.std_map:
-                write_png(dst.with_name(f"{dst.stem}_std.png"), std_map(outs))
+                write_png(_outputs(dst, True)[1], std_map(outs))
             done += 1
         except (HidiffError, RuntimeError, ValueError, OSError, MemoryError, cv2.error) as exc:
             if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
