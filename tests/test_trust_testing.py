@@ -206,6 +206,41 @@ def test_rerun_replaces_results_whole_and_a_failed_run_keeps_them(world, tmp_pat
     assert sorted(os.listdir(tmp_path / "results" / "test_tiny")) == ["relA"]  # no partial folder left
 
 
+def test_results_of_other_weights_are_never_replaced(world, tmp_path):
+    """Two runs' checkpoints get their own results folders (not both 'models'), and weights that share a
+    label with earlier results (two release folders named alike) move those results aside, not over them."""
+    import shutil
+
+    def sha(folder: Path, name: str = "summary.json") -> set:
+        return {v["sha256"] for s in json.loads((folder / name).read_text()) for v in s["meta"]["weights"].values()}
+
+    for run, rel in (("runA", world["relA"]), ("runB", world["relB"])):
+        (tmp_path / run / "models").mkdir(parents=True)
+        for s in NETS:
+            shutil.copy(rel / f"net_{s}.pth", tmp_path / run / "models" / f"net_{s}_1000.pth")
+        opt = tmp_path / f"{run}.yml"
+        opt.write_text(option_text(tmp_path, world["data"], tmp_path / run / "models", name="t").replace(
+            ".pth", "_1000.pth"))
+        run_test_py("-opt", opt, "-o", "val.save_img=false")
+    results = tmp_path / "results" / "t"
+    assert sorted(os.listdir(results)) == ["runA_iter1000", "runB_iter1000"]
+    assert sha(results / "runA_iter1000") != sha(results / "runB_iter1000")
+    # the same label, other weights: the earlier results are archived, then a rerun of the same weights replaces
+    for parent, rel in (("p1", world["relA"]), ("p2", world["relB"])):
+        shutil.copytree(rel, tmp_path / parent / "rel")
+        (tmp_path / f"{parent}.yml").write_text(option_text(tmp_path, world["data"], tmp_path / parent / "rel",
+                                                            name="u"))
+    run_test_py("-opt", tmp_path / "p1.yml", "-o", "val.save_img=false")
+    first = sha(tmp_path / "results" / "u" / "rel")
+    proc = run_test_py("-opt", tmp_path / "p2.yml", "-o", "val.save_img=false")
+    assert "held results of other weights or test sets: moved to" in proc.stderr + proc.stdout
+    folders = sorted(os.listdir(tmp_path / "results" / "u"))
+    assert len(folders) == 2 and folders[0] == "rel" and folders[1].startswith("rel_archived_"), folders
+    assert sha(tmp_path / "results" / "u" / folders[1]) == first != sha(tmp_path / "results" / "u" / "rel")
+    run_test_py("-opt", tmp_path / "p2.yml", "-o", "val.save_img=false")
+    assert len(os.listdir(tmp_path / "results" / "u")) == 2
+
+
 @pytest.mark.parametrize("broken", ["dataset", "weights"])
 def test_a_later_set_that_cannot_run_stops_the_run_before_anything_is_written(world, tmp_path, broken):
     raw = yaml.safe_load(world["opt"].read_text())

@@ -7,11 +7,14 @@ Results go to ``results/<options name>/<weights label>/`` (the experiment, the
 release folder or the checkpoint that was tested).  A run writes into a hidden
 sibling folder and swaps it in only when every set has been scored, so a re-run
 replaces the previous results as a whole and a failed run leaves them as they
-were.  Everything that can be checked up front (datasets, weights, metrics) is
+were.  Results of other weights or other sets in that folder (another checkpoint
+of the run, a folder that happens to share the label) are never replaced: they are
+moved to ``<label>_archived_<time>`` first, as a training start does with its run folder.  Everything that can be checked up front (datasets, weights, metrics) is
 checked before any folder is created.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,6 +26,7 @@ import torch
 
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import to_uint8, to_uint16, write_png
+from hidiff.engine.run_folder import archive_previous
 from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
 from hidiff.evaluation.protocols import default_protocol_for, get_protocol
@@ -152,8 +156,27 @@ def _alive(pid: str) -> bool:
     return True
 
 
+def _results_identity(folder: Path) -> Optional[list]:
+    """What a results folder holds, from its summary.json: sorted (set, protocol, weights' sha256) per set;
+    None when there is no readable summary."""
+    try:
+        summaries = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        return sorted((str(s["set"]), str(s["protocol"]),
+                       tuple(sorted((k, v["sha256"]) for k, v in s["meta"]["weights"].items())))
+                      for s in summaries)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _swap(work: Path, final: Path) -> None:
-    """Replace ``final`` by ``work`` (the old folder is removed only once the new one is in place)."""
+    """Replace ``final`` by ``work`` (the old folder is removed only once the new one is in place); results of
+    other weights or sets, or a folder without a readable summary, are archived instead of removed."""
+    if final.exists():
+        held = _results_identity(final)
+        if held is None or held != _results_identity(work):
+            archived = archive_previous(final)
+            if archived is not None:
+                log.warning("%s held results of other weights or test sets: moved to %s", final, archived)
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     if final.exists():
         final.rename(old)

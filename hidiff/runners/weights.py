@@ -95,8 +95,21 @@ def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str
             raise ConfigError(f"{where}{s}: weights file not found: {p}")
     sds = {s: _network_state(safe_load(p), param_key, str(p)) for s, p in paths.items()}
     if label is None:
-        label = "+".join(sorted({_folder_name(p.parent) or p.stem for p in paths.values()})) or "weights"
+        label = "+".join(sorted({_file_label(p, s) for s, p in paths.items()})) or "weights"
     return Weights(kind, label, sds, paths)
+
+
+def _file_label(path: Path, suffix: str) -> str:
+    """A results label for one weights file: ``<run>_iter<N>`` / ``<run>_latest`` for a run's
+    ``models/net_<x>_<N|latest>.pth``, the folder's name for a release's ``net_<x>.pth``, else
+    ``<folder>_<file stem>``; so two different files never share a label by their folder alone."""
+    folder, stem = _folder_name(path.parent), path.stem
+    tail = stem[len(f"net_{suffix}_"):] if stem.startswith(f"net_{suffix}_") else None
+    if folder == "models" and tail:
+        return f"{_folder_name(path.parent.parent)}_{'iter' + tail if tail.isdigit() else tail}"
+    if stem == f"net_{suffix}":
+        return folder or stem
+    return f"{folder}_{stem}" if folder else stem
 
 
 def _folder_name(path: Path) -> str:
