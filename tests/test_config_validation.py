@@ -83,6 +83,17 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
     assert "datasets.val.name: expected a plain folder name" in msg, msg
 
 
+def test_val_and_test_set_names_are_unique(tmp_path):
+    """A set's name is its results folder and report row: two sets named alike would replace each other."""
+    opt = tiny_options(tmp_path, with_val=True)
+    opt["datasets"]["val_2"] = dict(opt["datasets"]["val"], name="TinyVal", protocol="basic")
+    opt["datasets"]["train"]["name"] = "tinyval"     # a training set may share it: it has no results
+    msg = load_error(tmp_path, opt)
+    assert "datasets.val_2.name: 'TinyVal' is also the name of datasets.val;" in msg, msg
+    opt["datasets"]["val_2"]["name"] = "other"
+    load_options(write(tmp_path, opt))
+
+
 def test_gt_size_must_suit_the_networks(tmp_path):
     """The U-Net halves the crop three times: 31 fails at load, with the sizes that would work."""
     msg = load_error(tmp_path, edited(tmp_path, "datasets.train", "gt_size", 31))

@@ -573,6 +573,16 @@ class Options:
                 if net not in self.networks:
                     problems.add(f"path.ignore_resume_networks: there is no network_{net} block"
                                  f"{did_you_mean(net, self.networks)}")
+        if ok("datasets"):
+            named: Dict[str, str] = {}
+            for key, ds in self.datasets.items():
+                if ds.phase == "train":
+                    continue
+                other = named.setdefault(ds.name.casefold(), key)
+                if other != key:
+                    problems.add(f"datasets.{key}.name: '{ds.name}' is also the name of datasets.{other}; each "
+                                 f"val/test set needs its own name (it names the set's results folder and its "
+                                 f"row in reports, where one would replace the other)")
         if ok("datasets", "networks"):
             for key, ds in self.datasets.items():
                 for net in ds.weights or {}:
