@@ -83,6 +83,18 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
     assert "datasets.val.name: expected a plain folder name" in msg, msg
 
 
+def test_is_train_is_the_commands(tmp_path):
+    """`is_train: false` in a training file (or `-o is_train=false`) would switch off the training checks."""
+    opt = dict(tiny_options(tmp_path), is_train=False)
+    msg = load_error(tmp_path, opt)
+    assert "is_train: False contradicts the command, which trains" in msg, msg
+    with pytest.raises(ConfigError, match="contradicts the command, which tests"):
+        load_options(write(tmp_path, dict(opt, is_train=True)), is_train=False)
+    assert load_options(write(tmp_path, dict(opt, is_train=True))).is_train is True
+    with pytest.raises(ConfigError, match="is_train: False contradicts"):
+        load_options(write(tmp_path, tiny_options(tmp_path)), ["is_train=false"])
+
+
 def test_val_and_test_set_names_are_unique(tmp_path):
     """A set's name is its results folder and report row: two sets named alike would replace each other."""
     opt = tiny_options(tmp_path, with_val=True)

@@ -288,7 +288,7 @@ class _Generator:
         top = self.dataclass_schema(Options, skip=("datasets", "networks", "source", "path"))
         props = top["properties"]
         props["name"]["pattern"] = FOLDER_NAME_PATTERN
-        props["is_train"] = {"description": "train (true) or test (false); normally set by the command",
+        props["is_train"] = {"description": "train (true) or test (false): set by the command; a file may only repeat it",
                              "type": "boolean"}
         props["path"] = {"description": "weights, resume, output roots and the stage-1 link", "$ref": "#/$defs/path"}
         props["datasets"] = {

@@ -525,7 +525,13 @@ class Options:
                     failed.add("datasets")
                 else:
                     datasets[str(k)] = ds
-        plain.setdefault("is_train", is_train)
+        if "is_train" in plain:     # BasicSR files may carry it; the command decides
+            with problems.guard():
+                given = convert(plain.pop("is_train"), bool, "is_train")
+                if given != is_train:
+                    problems.add(f"is_train: {given} contradicts the command, which "
+                                 f"{'trains' if is_train else 'tests'}; the command sets it: remove the key")
+        plain["is_train"] = is_train
         hints = type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         typed: Dict[str, Any] = {}
