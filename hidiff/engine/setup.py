@@ -189,6 +189,28 @@ def build_data(t) -> None:
             t.log.warning("val: validation sets are configured but val.metrics is empty")
 
 
+def check_first_sample(t) -> None:
+    """One forward of the stage model on the first training sample (batch 1, no gradients, every random state
+    restored afterwards, so the run is the same with or without it): network blocks that do not fit together,
+    or a crop the images cannot give, fail here, before the run folder is written or a previous run archived."""
+    item = t.train_set[0]
+    batch = t.batches.to_device({k: v.unsqueeze(0) for k, v in item.items() if torch.is_tensor(v)})
+    devices = [t.device.index or 0] if t.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        try:
+            t.model(batch)
+        except torch.OutOfMemoryError:
+            raise ConfigError(f"out of memory in one forward pass of a single training sample "
+                              f"(lq {tuple(batch['lq'].shape)}) on {t.device}: use a smaller "
+                              f"datasets.train.gt_size or smaller networks") from None
+        except (RuntimeError, ValueError) as exc:
+            nets = ", ".join(f"network_{n}" for n in t.opt.networks)
+            raise ConfigError(f"the networks do not fit together or do not fit the data: a forward pass of the "
+                              f"first training sample (lq {tuple(batch['lq'].shape)}, gt "
+                              f"{tuple(batch['gt'].shape)}) failed with {type(exc).__name__}: {exc}; check the "
+                              f"channel and width keys of {nets}") from None
+
+
 def log_setup(t, verified: Optional[VerifiedState], archived, log: logging.Logger) -> None:
     """The run's header in the log: versions, networks, batch arithmetic, data, precision, resume."""
     o, d = t.opt, t.dist

@@ -35,7 +35,8 @@ from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
 from hidiff.engine.preflight import check_training
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
 from hidiff.engine.seeding import restore_rng_state, seed_everything
-from hidiff.engine.setup import agreed, build_data, build_model_parts, log_setup, stamp, wrap_model
+from hidiff.engine.setup import (agreed, build_data, build_model_parts, check_first_sample, log_setup, stamp,
+                                 wrap_model)
 from hidiff.engine.stop import StopRequest
 from hidiff.engine.training_state import (check_config_change, choose_resume, restore_state, save_checkpoint,
                                           verify_resume)
@@ -159,6 +160,7 @@ class Trainer:
         seed_everything(self.opt.manual_seed + self.dist.rank)
         build_model_parts(self, verified)
         build_data(self)
+        check_first_sample(self)
         self.guard = NonFiniteGuard(self.topt.max_consecutive_nonfinite)
         self.start_iter, self.best, self.rank_state = 0, {}, None
         if verified is not None:
