@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +32,13 @@ def test_console_script_target_is_a_main_taking_argv(command):
     main = getattr(importlib.import_module(module_name), attr)
     assert callable(main)
     assert "argv" in inspect.signature(main).parameters, f"{command}: main(argv=None) lets tests call it"
+
+
+@pytest.mark.parametrize("command", sorted(SCRIPTS))
+def test_every_command_also_runs_as_a_module(command):
+    """``python -m hidiff.cli.evaluate`` did nothing and exited 0: the module had no ``__main__`` block."""
+    source = importlib.util.find_spec(SCRIPTS[command].partition(":")[0]).origin
+    assert 'if __name__ == "__main__"' in Path(source).read_text(encoding="utf-8"), source
 
 
 @pytest.mark.parametrize("command", ["hidiff-evaluate", "hidiff-profile", "hidiff-prepare"])

@@ -83,6 +83,47 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
     assert "datasets.val.name: expected a plain folder name" in msg, msg
 
 
+@pytest.mark.parametrize("edit, expected", [
+    (lambda o: o["train"]["optim_total"].update(lr=float("inf")), "lr: expected a finite value >= 0, got inf"),
+    (lambda o: o["train"].update(grad_clip_norm=float("inf")), "grad_clip_norm: expected a finite value > 0"),
+    (lambda o: o["train"].pop("optim_total"), "train.optim_total: a training file needs an optimiser"),
+    (lambda o: o["train"].update(warmup_iter=20), "train.warmup_iter: 20 is not below train.total_iter 20"),
+    (lambda o: o["train"].update(scheduler={"type": "CosineAnnealingRestartLR", "periods": [20],
+                                            "restart_weights": [1, 0.5]}),
+     "train.scheduler.restart_weights: 2 weight(s) for 1 period(s)"),
+    (lambda o: o.update(diffusion_schedule={"timesteps": 3}),
+     "diffusion_schedule: model_type HI_Diff_S1 has no diffusion prior"),
+    (lambda o: o.update(scale=2), "scale: expected a value >= 1 and <= 1, got 2"),
+    (lambda o: o["path"].update(ignore_resume_networks=["network_dm"]),
+     "path.ignore_resume_networks: there is no network_dm block"),
+    (lambda o: o["datasets"]["train"].update(batch_size_per_gpus=4), "did you mean 'batch_size_per_gpu'"),
+])
+def test_values_the_run_could_not_use_are_refused_at_load(tmp_path, edit, expected):
+    """Each of these loaded before and failed later (an infinite lr at the first step, a missing optimiser when
+    it was built) or was silently ignored (a stage-1 diffusion_schedule, scale 2)."""
+    opt = tiny_options(tmp_path, with_val=True)
+    edit(opt)
+    msg = load_error(tmp_path, opt)
+    assert expected in msg, msg
+
+
+def test_a_network_prefix_in_ignore_resume_networks_is_the_network(tmp_path):
+    opt = tiny_options(tmp_path)
+    opt["path"]["ignore_resume_networks"] = ["network_le", "g"]
+    assert load_options(write(tmp_path, opt)).path.ignore_resume_networks == ["network_le", "g"]
+
+
+def test_a_falling_linear_beta_schedule_is_refused(tmp_path):
+    from engine_tiny_run import tiny_s2_options
+
+    opt = tiny_s2_options(tmp_path)
+    opt["diffusion_schedule"].update(linear_start=0.9, linear_end=0.1)
+    msg = load_error(tmp_path, opt)
+    assert "diffusion_schedule.linear_start: 0.9 is above linear_end 0.1" in msg, msg
+    opt["diffusion_schedule"].update(schedule="cosine")
+    load_options(write(tmp_path, opt))
+
+
 def test_is_train_is_the_commands(tmp_path):
     """`is_train: false` in a training file (or `-o is_train=false`) would switch off the training checks."""
     opt = dict(tiny_options(tmp_path), is_train=False)

@@ -114,5 +114,28 @@ def test_export_script(tmp_path, tiny_sds, capsys):
     assert "max |torchscript - eager|" in capsys.readouterr().out
     info = read_description(out.with_suffix(".pt"))
     assert info["inputs"]["image"] == [1, 3, 24, 32] and info["diffusion_steps"] == 2
-    assert main(["--weights", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    assert main(["--weights", str(tmp_path / "nope"), "-o", str(out) + "_2"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_export_names_its_files_and_never_replaces_one_unasked(tmp_path, tiny_sds, capsys):
+    """``-o name_v1.5`` wrote name_v1.pt (with_suffix ate the '.5'), and a second export replaced it silently."""
+    from hidiff.cli.export import main
+
+    release = tmp_path / "release"
+    release.mkdir()
+    for name, sd in tiny_sds.items():
+        torch.save({"params": sd}, release / f"{name}.pth")
+    args = ["--weights", str(release), "--format", "torchscript", "--height", "16", "--width", "16",
+            "--timesteps", "2"]
+    assert main(args + ["-o", str(tmp_path / "out" / "tiny_v1.5")]) == 0
+    written = tmp_path / "out" / "tiny_v1.5.pt"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny_v1.5.pt"]
+    before = written.read_bytes()
+    assert main(args + ["-o", str(tmp_path / "out" / "tiny_v1.5"), "--height", "24"]) == 2
+    assert "already exist" in capsys.readouterr().err and written.read_bytes() == before
+    assert main(args + ["-o", str(written), "--height", "24", "--overwrite"]) == 0     # a .pt ending is the file
+    assert read_description(written)["inputs"]["image"] == [1, 3, 24, 16]
+    with pytest.raises(SystemExit) as exit_:
+        main(args + ["-o", str(tmp_path / "x"), "--format", "onnx", "--opset", "13"])
+    assert exit_.value.code == 2 and "--opset 13" in capsys.readouterr().err

@@ -161,6 +161,26 @@ def test_evaluate_script_reports_missing_file_without_traceback(tmp_path):
     assert "error:" in proc.stderr and "im1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_evaluate_out_is_checked_before_scoring_and_an_other_comparison_is_kept(tmp_path, capsys):
+    from hidiff.cli.evaluate import main
+
+    gt_dir, a_dir, b_dir, _ = _folders(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(["--pred", str(a_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "afile")]) == 2
+    captured = capsys.readouterr()
+    assert "--out" in captured.err and "is not a folder" in captured.err and "methodA" not in captured.out
+    report = tmp_path / "report"
+    assert main(["--pred", str(a_dir), "--pred", str(b_dir), "--gt", str(gt_dir), "--out", str(report)]) == 0
+    first = (report / "comparison.json").read_text()
+    assert main(["--pred", str(a_dir), "--pred", str(b_dir), "--gt", str(gt_dir), "--out", str(report)]) == 0
+    assert not list(tmp_path.glob("report_archived_*"))       # the same comparison again: replaced in place
+    assert main(["--pred", str(b_dir), "--gt", str(gt_dir), "--out", str(report)]) == 0
+    assert sorted(p.name for p in report.iterdir()) == ["comparison.csv", "comparison.json", "comparison.md",
+                                                        "methodB"]      # no stale methodA beside the table
+    (archived,) = tmp_path.glob("report_archived_*")
+    assert (archived / "comparison.json").read_text() == first and (archived / "methodA").is_dir()
+
+
 def test_evaluate_folders_api_matches_protocol(tmp_path):
     gt_dir, a_dir, _, truth = _folders(tmp_path)
     rows, summary = evaluate_folders(a_dir, gt_dir, "gopro")

@@ -103,7 +103,7 @@ network_le_dm: {{type: latent_encoder_gelu, in_chans: 3, embed_dim: 16, block_nu
 network_d: {{type: denoising, in_channel: 64, out_channel: 64, inner_channel: 32, block_num: 3}}
 diffusion_schedule: {{timesteps: 3}}
 path: {{experiments_root: {root}/exp, stage1: my_stage1}}
-train: {{total_iter: 2, pixel_opt: {{type: L1Loss}}, pixel_diff_opt: {{type: L1Loss}}}}
+train: {{total_iter: 2, optim_total: {{type: AdamW, lr: 1.0e-3}}, pixel_opt: {{type: L1Loss}}, pixel_diff_opt: {{type: L1Loss}}}}
 """
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hidiff.errors import HidiffError
+from hidiff.errors import ConfigError, HidiffError
 from hidiff.evaluation.compare import compare_folders, comparison_markdown, write_comparison
 from hidiff.evaluation.protocols import PROTOCOLS, default_protocol_for, get_protocol
 
@@ -37,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_output_folder(out: Path) -> None:
+    """``--out`` must be a folder or creatable as one: found before any image is scored."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    ancestor = out.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {out}: cannot create the folder ('{ancestor}' is not a folder)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -49,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_lpips:
         options["lpips"] = False
     try:
+        if args.out is not None:
+            check_output_folder(args.out)
         protocol = get_protocol(name, **options)
         results = compare_folders(args.pred, args.gt, protocol, labels=args.label, set_name=args.set_name,
                                   check_count=not args.no_count_check, workers=args.workers)
@@ -61,3 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -34,17 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hidiff-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_weight_arguments(ap)
-    ap.add_argument("-o", "--output", required=True, help="output path without extension")
+    ap.add_argument("-o", "--output", required=True,
+                    help="output path; .pt / .onnx are added (a given .pt or .onnx ending is replaced)")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing .pt / .onnx files")
     ap.add_argument("--format", choices=["torchscript", "onnx", "both", "model"], default="both",
                     help="model: a model folder at OUT (default: %(default)s)")
     ap.add_argument("--half", action="store_true", help="--format model: store the weights as float16")
     ap.add_argument("--card", metavar="FILE", help="--format model: a model card (markdown) to copy in")
     ap.add_argument("--height", type=positive_int, default=256, help="exported image height (multiple of 8)")
     ap.add_argument("--width", type=positive_int, default=256, help="exported image width (multiple of 8)")
-    ap.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
+    ap.add_argument("--opset", type=positive_int, default=18,
+                    help="ONNX opset (at least 18, the first that torch's exporter writes; default 18)")
     ap.add_argument("--static-onnx", action="store_true", help="fix the ONNX graph to --height x --width")
     ap.add_argument("--check", action="store_true", help="verify each file against eager mode")
     return ap
+
+
+MIN_OPSET = 18
+
+
+def output_files(out: Path, fmt: str) -> dict:
+    """``{format: file}`` for ``-o out``: ``out.pt`` / ``out.onnx``; a ``.pt`` or ``.onnx`` ending given with
+    ``-o`` is replaced, any other dot in the name is kept (``gopro_v1.5`` -> ``gopro_v1.5.pt``)."""
+    base = out.with_suffix("") if out.suffix.lower() in (".pt", ".onnx") else out
+    kinds = {"torchscript": ".pt", "onnx": ".onnx"}
+    wanted = kinds if fmt == "both" else {fmt: kinds[fmt]}
+    return {k: base.with_name(base.name + ext) for k, ext in wanted.items()}
 
 
 def check_example_output(pipeline, weights, height: int, width: int) -> None:
@@ -76,19 +91,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             card = Path(args.card).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             ap.error(f"--card {args.card}: cannot read it as UTF-8 text ({exc})")
+    if args.format in ("onnx", "both") and args.opset < MIN_OPSET:
+        ap.error(f"--opset {args.opset}: torch's ONNX exporter writes opset {MIN_OPSET} or newer")
     try:
         if args.format == "model":
             return _model_folder(args, out, card)
+        targets = output_files(out, args.format)
+        existing = [str(p) for p in targets.values() if p.exists()]
+        if existing and not args.overwrite:
+            raise HidiffError(f"{', '.join(existing)} already exist(s); use --overwrite to replace, or another -o")
         pipeline, description, weights = load_pipeline(args)
         print(f"model: {description}")
         check_example_output(pipeline, weights, args.height, args.width)
         meta = {"model": description, "weights": weights.info()}
         written = []
         if args.format in ("torchscript", "both"):
-            written.append(("torchscript", export_torchscript(pipeline, out.with_suffix(".pt"), height=args.height,
+            written.append(("torchscript", export_torchscript(pipeline, targets["torchscript"], height=args.height,
                                                               width=args.width, metadata=meta)))
         if args.format in ("onnx", "both"):
-            written.append(("onnx", export_onnx(pipeline, out.with_suffix(".onnx"), height=args.height,
+            written.append(("onnx", export_onnx(pipeline, targets["onnx"], height=args.height,
                                                 width=args.width, opset=args.opset, dynamic=not args.static_onnx,
                                                 metadata=meta)))
         for kind, path in written:

@@ -77,3 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{report.benchmark}: done, {n_warn} warning(s); report in {args.dst / 'reports'}"
           + ("  <-- read the warnings above" if n_warn else ""))
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

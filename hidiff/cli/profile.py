@@ -64,3 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         atomic_write_text(args.json, line + "\n")
     print(line, flush=True)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

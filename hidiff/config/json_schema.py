@@ -327,3 +327,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     atomic_write_text(Path(args.output), text)
     print(f"wrote {args.output}")
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -10,7 +10,7 @@ ranges below (YAML can say ``dim: -4``; an annotation cannot).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, get_type_hints
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, get_type_hints
 
 import torch.optim
 
@@ -138,8 +138,10 @@ def keyword_options(kind: str, component: Callable) -> Dict[str, Tuple[Any, Any]
             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
 
 
-def check_kwargs(kind: str, component: Callable, kwargs: Mapping[str, Any], where: str) -> None:
-    """Every unknown, missing, mistyped or out-of-range keyword of a block, raised together."""
+def check_kwargs(kind: str, component: Callable, kwargs: Mapping[str, Any], where: str,
+                 also: Sequence[str] = ()) -> None:
+    """Every unknown, missing, mistyped or out-of-range keyword of a block, raised together (``also``: other
+    keys the block accepts, e.g. a dataset block's loader keys, offered as suggestions too)."""
     params = inspect.signature(component).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -153,8 +155,9 @@ def check_kwargs(kind: str, component: Callable, kwargs: Mapping[str, Any], wher
             problems.add(f"{at}: set by hidiff itself, not by the option file"
                          + ("; use train.warmup_iter" if key == "warmup_iter" else ""))
         elif key not in options:
-            problems.add(f"{at}: unknown option for '{cname}'{did_you_mean(key, options)}; "
-                         f"accepted: {', '.join(options)}")
+            problems.add(f"{at}: unknown option for '{cname}'{did_you_mean(key, list(options) + list(also))}; "
+                         f"accepted: {', '.join(options)}" + (f"; and the block's own keys: {', '.join(also)}"
+                                                              if also else ""))
         else:
             with problems.guard():
                 convert(value, options[key][0], at)

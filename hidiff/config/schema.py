@@ -173,7 +173,7 @@ class DatasetOptions:
         problems = Problems()
         with problems.guard():
             registries.check_kwargs("dataset", registries.lookup("dataset", self.type, f"{path}.type"),
-                                    self.params, path)
+                                    self.params, path, also=LOADER_KEYS)
         prog = [self.mini_batch_sizes, self.iters, self.gt_sizes]
         if any(p is not None for p in prog):
             if any(p is None for p in prog):
@@ -225,6 +225,11 @@ class DiffusionOptions:
     time_encoding: Optional[Literal["plus_one_full", "index_tokens"]] = spec(
         None, "how the step index reaches the denoiser (null: official)")
     q_sample_uses_alpha_bar: Optional[bool] = spec(None, "forward noising with alpha-bar (null: official)")
+
+    def validate(self, path: str) -> None:
+        if self.resolved_schedule != "cosine" and self.linear_start > self.linear_end:
+            raise ConfigError(f"{path}.linear_start: {self.linear_start} is above linear_end {self.linear_end}; "
+                              f"the betas (the noise added per step) would fall instead of rise")
 
     @property
     def implementation(self) -> str:
@@ -373,6 +378,10 @@ class TrainOptions:
             return
         cls = registries.lookup("scheduler", self.scheduler.type, f"{path}.scheduler.type")
         periods = self.scheduler.kwargs.get("periods")
+        weights = self.scheduler.kwargs.get("restart_weights")
+        if isinstance(periods, list) and isinstance(weights, list) and len(weights) != len(periods):
+            raise ConfigError(f"{path}.scheduler.restart_weights: {len(weights)} weight(s) for {len(periods)} "
+                              f"period(s); give one weight per period")
         if hasattr(cls, "total") and isinstance(periods, list) and sum(periods) < self.total_iter:
             raise ConfigError(f"{path}.scheduler.periods: the periods sum to {sum(periods)} but "
                               f"{path}.total_iter is {self.total_iter}; make the periods cover the whole run")
@@ -468,7 +477,8 @@ class Options:
     name: str = spec(doc="experiment name: the run folder inside path.experiments_root (a plain folder name)")
     model_type: str = spec(doc="the stage model", registry="model")
     is_train: bool = True
-    scale: int = spec(1, "upscaling factor (1 for deblurring)", ge=1)
+    scale: int = spec(1, "upscaling factor: BasicSR's key; deblurring restores at the input's size, so 1", ge=1,
+                      le=1)
     num_gpu: Union[int, Literal["auto"]] = spec("auto", "GPUs to use ('auto': all visible)", ge=0)
     manual_seed: int = spec(100, "seed of every random generator", ge=0, le=MAX_SEED)
     datasets: Dict[str, DatasetOptions] = field(default_factory=dict)
@@ -575,7 +585,7 @@ class Options:
                     if net not in self.networks:
                         problems.add(f"path.{kind}_{net}: there is no network_{net} block"
                                      f"{did_you_mean(net, self.networks)}")
-            for net in self.path.ignore_resume_networks:
+            for net in (n.removeprefix("network_") for n in self.path.ignore_resume_networks):
                 if net not in self.networks:
                     problems.add(f"path.ignore_resume_networks: there is no network_{net} block"
                                  f"{did_you_mean(net, self.networks)}")
@@ -604,6 +614,13 @@ class Options:
                 problems.add("train: a training option file needs a 'train' block")
             if "train" not in self.datasets and ok("datasets"):
                 problems.add("datasets.train: a training option file needs a 'train' dataset")
+            if self.train is not None and ok("train"):
+                if self.train.optim_total is None:
+                    problems.add("train.optim_total: a training file needs an optimiser (e.g. {type: AdamW, "
+                                 "lr: 2.0e-4}; BasicSR's optim_g is read as optim_total)")
+                if self.train.warmup_iter >= self.train.total_iter:
+                    problems.add(f"train.warmup_iter: {self.train.warmup_iter} is not below train.total_iter "
+                                 f"{self.train.total_iter}; the run would end while still warming up")
             tr = self.datasets.get("train")
             if tr is not None and tr.iters is not None and self.train is not None \
                     and sum(tr.iters) != self.train.total_iter:

@@ -99,11 +99,12 @@ def check_range(value: Any, meta: Mapping[str, Any], path: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    bad = (math.isnan(value)
+    bad = (math.isnan(value) or math.isinf(value)
            or ("ge" in meta and not value >= meta["ge"]) or ("gt" in meta and not value > meta["gt"])
            or ("le" in meta and not value <= meta["le"]) or ("lt" in meta and not value < meta["lt"]))
     if bad:
-        raise ConfigError(f"{path}: expected a value {range_text(meta)}, got {value!r}")
+        finite = "finite " if math.isinf(value) else ""
+        raise ConfigError(f"{path}: expected a {finite}value {range_text(meta)}, got {value!r}")
 
 
 def type_hints(cls: type) -> Dict[str, Any]:

@@ -18,6 +18,7 @@ from hidiff.engine import distributed as D
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.engine.logging import LOGGER_NAME, TensorBoard, setup_logger
 from hidiff.errors import CheckpointError
+from hidiff.utils.archive import archive_previous
 
 
 class EarlyLines:
@@ -39,18 +40,6 @@ class EarlyLines:
     def discard(self) -> None:
         logging.getLogger(LOGGER_NAME).removeHandler(self.handler)
         self.handler.close()
-
-
-def archive_previous(exp_dir: Path) -> Optional[Path]:
-    """Move a non-empty ``exp_dir`` to ``<name>_archived_<time>[_n]``; the new path, or None."""
-    if not (exp_dir.is_dir() and any(exp_dir.iterdir())):
-        return None
-    stem = f"{exp_dir.name}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-    archived, n = exp_dir.with_name(stem), 1
-    while archived.exists():
-        archived, n = exp_dir.with_name(f"{stem}_{n}"), n + 1
-    exp_dir.rename(archived)
-    return archived
 
 
 def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank: int, stamp: str,

@@ -1,6 +1,8 @@
 """Score several result folders (methods) against one ground truth and tabulate them."""
 from __future__ import annotations
 
+import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,9 @@ from hidiff.errors import ConfigError
 from hidiff.evaluation.folders import evaluate_folders
 from hidiff.evaluation.protocols import Protocol
 from hidiff.evaluation.report import summary_table_markdown, write_set_report, write_summary_table
+from hidiff.utils.archive import archive_previous
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,10 +63,29 @@ def _safe_dirname(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "method"
 
 
+def _identity(results: Sequence[MethodResult]) -> list:
+    return sorted((r.label, str(r.summary.get("set")), str(r.summary.get("protocol"))) for r in results)
+
+
+def _comparison_identity(out: Path):
+    """(method, set, protocol) of the comparison written in ``out`` before, or None when there is none."""
+    try:
+        old = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+        return sorted((str(s["method"]), str(s.get("set")), str(s.get("protocol"))) for s in old)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_comparison(out_dir: PathLike, results: Sequence[MethodResult], meta: Mapping[str, Any] | None = None
                      ) -> list[dict]:
-    """``out_dir/<method>/{metrics.csv,summary.json,summary.md}`` and ``out_dir/comparison.{md,csv,json}``."""
+    """``out_dir/<method>/{metrics.csv,summary.json,summary.md}`` and ``out_dir/comparison.{md,csv,json}``.
+
+    A previous comparison in ``out_dir`` of other methods, sets or protocols is moved to
+    ``<out_dir>_archived_<time>`` first, so that no method folder of it is left beside the new table."""
     out = Path(out_dir)
+    if _comparison_identity(out) not in (None, _identity(results)):
+        archived = archive_previous(out)
+        logger.warning("%s held a comparison of other methods or sets: moved to %s", out, archived)
     summaries = []
     used: set[str] = set()
     for r in results:

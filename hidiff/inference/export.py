@@ -126,6 +126,10 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
         program = torch.onnx.export(graph, inputs, dynamo=True, input_names=names, output_names=["restored"],
                                     opset_version=opset, optimize=optimize, dynamic_shapes=shapes, verbose=False)
     model = program.model_proto
+    wrote = {o.domain: o.version for o in model.opset_import}.get("", None)
+    if wrote != opset:
+        raise ConfigError(f"ONNX opset {opset} was asked for but torch's exporter wrote opset {wrote}; nothing "
+                          f"was written; use --opset {wrote}")
     onnx.helper.set_model_props(model, {"hidiff": _description(pipeline, inputs, metadata, dynamic)})
     atomic_write_bytes(path, model.SerializeToString())
     return Path(path)

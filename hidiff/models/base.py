@@ -25,6 +25,8 @@ class StageModel(nn.Module):
     save_names: Sequence[str] = ()
     #: networks the option file must declare
     required_networks: Sequence[str] = ()
+    #: reads ``diffusion_schedule`` (a file for any other stage may not carry one)
+    uses_diffusion: bool = False
 
     def __init__(self, trainable: Dict[str, nn.Module], frozen: Optional[Dict[str, nn.Module]] = None,
                  pad_multiple: int = 8) -> None:
@@ -44,6 +46,9 @@ class StageModel(nn.Module):
         if missing:
             raise ConfigError(f"model_type {options.model_type}: missing block(s) "
                               f"{', '.join('network_' + m for m in missing)}")
+        if options.diffusion_schedule is not None and not cls.uses_diffusion:
+            raise ConfigError(f"diffusion_schedule: model_type {options.model_type} has no diffusion prior, so "
+                              f"this block would be ignored; remove it")
 
     @classmethod
     def from_options(cls, options) -> "StageModel":  # pragma: no cover - abstract

@@ -26,7 +26,6 @@ import torch
 
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import to_uint8, to_uint16, write_png
-from hidiff.engine.run_folder import archive_previous
 from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import CheckpointError, ConfigError, HidiffError
 from hidiff.evaluation.protocols import default_protocol_for, get_protocol
@@ -36,6 +35,7 @@ from hidiff.inference.tiler import restore_image
 from hidiff.models import build_model
 from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
 from hidiff.runners.weights import from_experiment, from_files, load_into, merge_run_options
+from hidiff.utils.archive import archive_previous
 from hidiff.utils.progress import Progress
 
 log = logging.getLogger("hidiff")
