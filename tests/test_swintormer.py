@@ -468,3 +468,19 @@ def test_tiny_swintormer_with_prior_trains_stage1_then_stage2(tmp_path):
     assert changed and any(k.startswith("hims.") for k in changed)
     with torch.no_grad():
         assert net(torch.rand(1, 3, 40, 52), torch.randn(1, 16, 16)).shape == (1, 3, 40, 52)
+
+
+def test_the_pipeline_takes_the_networks_default_input_channels():
+    """A Swintormer block without inp_channels is the dual-pixel network (6 channels); its pipeline took 3."""
+    import yaml
+
+    from hidiff.config import options_from_text
+    from hidiff.models import build_model
+
+    opts = {"name": "dp", "model_type": "PlainRestoration",
+            "network_g": {"type": "Swintormer", "dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1,
+                          "heads": [1, 1, 1, 1], "window_size": 4},
+            "datasets": {"test_1": {"name": "x", "type": "PairedImageIRDataset", "dataroot_lq": ".",
+                                    "dataroot_gt": "."}}}
+    model = build_model(options_from_text(yaml.safe_dump(opts), is_train=False))
+    assert model.trainable["g"].inp_channels == 6 and model.pipeline().in_channels == 6

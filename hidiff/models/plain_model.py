@@ -35,8 +35,8 @@ class PlainRestoration(StageModel):
     def from_options(cls, options) -> "PlainRestoration":
         net_g = build_network(options.networks["g"], "network_g")
         losses = build_losses(options.train, ("pixel_opt", "perceptual_opt")) if options.is_train else {}
-        kw = options.networks["g"].kwargs
-        in_ch = int(kw.get("inp_channels", kw.get("in_channels", 3)))
+        # the built network's own count: its default may not be 3 (Swintormer's is 6, two dual-pixel views)
+        in_ch = int(getattr(net_g, "inp_channels", 3))
         return cls(net_g, losses, pad_multiple=options.val.window_size, in_channels=in_ch)
 
     def pipeline(self) -> RestorationPipeline:
