@@ -97,6 +97,7 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
     (lambda o: o["path"].update(ignore_resume_networks=["network_dm"]),
      "path.ignore_resume_networks: there is no network_dm block"),
     (lambda o: o["datasets"]["train"].update(batch_size_per_gpus=4), "did you mean 'batch_size_per_gpu'"),
+    (lambda o: o["train"]["optim_total"].update(type="LBFGS"), "train.optim_total.type"),
 ])
 def test_values_the_run_could_not_use_are_refused_at_load(tmp_path, edit, expected):
     """Each of these loaded before and failed later (an infinite lr at the first step, a missing optimiser when

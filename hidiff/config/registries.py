@@ -72,9 +72,14 @@ def _registry(kind: str):
     raise KeyError(kind)
 
 
+# The trainer calls step() without a closure on dense gradients: LBFGS needs a closure, SparseAdam sparse ones.
+_UNUSABLE_OPTIMIZERS = ("LBFGS", "SparseAdam")
+
+
 def _optimizers() -> Dict[str, type]:
     return {n: c for n, c in vars(torch.optim).items()
-            if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer}
+            if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+            and n not in _UNUSABLE_OPTIMIZERS}
 
 
 def _schedulers() -> Dict[str, type]:
