@@ -176,6 +176,15 @@ def test_stage2_waits_for_an_unfinished_stage1_unless_the_iteration_is_named(dat
     msg = preflight_error(data, load(data, s2))
     assert (f"path.stage1: the stage-1 run 's1' ({data / 'experiments' / 's1'}) has reached iteration 2 of its 4; "
             "finish it first") in msg and "path.stage1_iter: 2" in msg, msg
+    # a config.yml that the current schema no longer loads (an older hidiff's key): its total_iter still counts
+    config = data / "experiments" / "s1" / "config.yml"
+    saved = config.read_text()
+    config.write_text(saved + "retired_key: 1\n")
+    assert "has reached iteration 2 of its 4" in preflight_error(data, load(data, s2))
+    config.write_text("not: [a, training, file\n")
+    msg = preflight_error(data, load(data, s2))
+    assert "cannot tell whether the stage-1 run 's1' finished" in msg and "path.stage1_iter: 2" in msg, msg
+    config.write_text(saved)
     s2["path"]["stage1_iter"] = 2                      # on purpose: accepted
     check_training(load(data, s2))
     Trainer(options_from_text(yaml.safe_dump(stage1, sort_keys=False)), resume="auto").fit()

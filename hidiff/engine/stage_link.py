@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from hidiff.config import load_options
+from hidiff.config.yaml_io import load_yaml
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.errors import ConfigError
 
@@ -116,8 +117,13 @@ def stage1_unfinished(options) -> Optional[str]:
         return None
     try:
         planned = load_options(config, is_train=True).train.total_iter
-    except ConfigError:
-        return None
+    except ConfigError as exc:     # e.g. written by an older hidiff: its planned length is still in the file
+        try:
+            planned = int(load_yaml(config)["train"]["total_iter"])
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return (f"path.stage1: cannot tell whether the stage-1 run '{options.path.stage1}' finished: its "
+                    f"{config} does not load ({exc}); start from its checkpoint on purpose with "
+                    f"path.stage1_iter: {unit.iteration}")
     if unit.iteration >= planned:
         return None
     return (f"path.stage1: the stage-1 run '{options.path.stage1}' ({run}) has reached iteration {unit.iteration} "
