@@ -465,7 +465,8 @@ class DistOptions:
     """``dist_params``: process-group settings (the launcher itself is torchrun)."""
 
     backend: Literal["auto", "nccl", "gloo"] = spec("auto", "process-group backend (auto: nccl on CUDA, else gloo)")
-    port: int = spec(29500, "rendezvous port when not launched by torchrun", ge=1, le=65535)
+    port: int = spec(29500, "BasicSR's slurm rendezvous port; unused: torchrun sets the port (--master_port), "
+                            "as under BasicSR's own pytorch launcher", ge=1, le=65535)
     find_unused_parameters: bool = spec(False, "DDP find_unused_parameters")
 
 
