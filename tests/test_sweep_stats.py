@@ -93,3 +93,22 @@ def test_two_arm_interval_covers_a_known_shift_with_unequal_seed_counts():
         two_arm_bootstrap(variant, base[:11])
     with pytest.raises(DataError, match="NaN or infinity"):
         two_arm_bootstrap(variant, np.full((12, 1), np.nan))
+
+
+def test_one_image_gives_no_verdict_however_many_seeds():
+    """Resampling one image cannot vary the images: the interval says nothing about any other image, so a
+    one-image sweep gets no 'higher'/'lower' (it did, from a zero-width interval)."""
+    from hidiff.evaluation.bootstrap import TOO_FEW_IMAGES
+
+    assert paired_bootstrap(np.array([[0.01]]), seed=0).verdict == TOO_FEW_IMAGES
+    assert paired_bootstrap(np.array([[0.3, 0.5, 0.4]]), seed=0).verdict == TOO_FEW_IMAGES
+    assert paired_bootstrap(np.full((4, 3), 0.5), seed=0).verdict == "higher than baseline"  # 4 images, all +0.5
+
+
+def test_an_infinite_score_is_refused_by_name():
+    """An output identical to its target has PSNR inf in metrics.csv; the report crashed with a bare KeyError."""
+    values = np.full((2, 2), 30.0)
+    rows = _rows("a", values)
+    rows[3]["psnr"] = float("inf")
+    with pytest.raises(DataError, match="psnr of image 'im1' at seed index 1 is inf"):
+        score_matrix(rows, "a", "s", "psnr", ["im0", "im1"], [0, 1])

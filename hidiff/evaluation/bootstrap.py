@@ -17,6 +17,8 @@ import numpy as np
 from hidiff.errors import DataError
 
 NOT_DISTINGUISHABLE = "not distinguishable"
+#: one image: resampling cannot vary the images, so the interval says nothing about other images
+TOO_FEW_IMAGES = "too few images to tell"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Interval:
 
     @property
     def verdict(self) -> str:
+        if self.n_images < 2:
+            return TOO_FEW_IMAGES
         if self.includes_zero:
             return NOT_DISTINGUISHABLE
         return "higher than baseline" if self.mean > 0 else "lower than baseline"

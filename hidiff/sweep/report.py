@@ -32,11 +32,12 @@ def metrics_csv(folder: Path, run: str, set_name: str) -> Path:
     return Path(folder) / "eval" / run / run / set_name / "metrics.csv"
 
 def _float(text: str) -> Optional[float]:
+    """A number of metrics.csv (inf kept: an exact restoration's PSNR, refused by name when compared); else None."""
     try:
         v = float(text)
     except (TypeError, ValueError):
         return None
-    return v if math.isfinite(v) else None
+    return None if math.isnan(v) else v
 
 
 def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:

@@ -12,6 +12,7 @@ seed-to-seed spread it is somewhat too narrow, as any interval from 3 seeds is.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -43,8 +44,14 @@ def score_matrix(rows: Iterable[Mapping], variant: str, set_name: str, metric: s
     """images x seeds array of ``metric`` for one variant and set; every cell must be present."""
     cell: Dict[Tuple[str, int], float] = {}
     for r in rows:
-        if r["variant"] == variant and r["set"] == set_name:
-            cell[(str(r["image"]), int(r["seed_index"]))] = float(r[metric])
+        if r["variant"] == variant and r["set"] == set_name and metric in r:
+            value = float(r[metric])
+            if not math.isfinite(value):
+                raise DataError(f"variant '{variant}', set '{set_name}': {metric} of image '{r['image']}' at seed "
+                                f"index {r['seed_index']} is {value} (an output identical to its target gives an "
+                                f"infinite PSNR); a mean and its interval need finite values, so compare another "
+                                f"metric or leave this image out")
+            cell[(str(r["image"]), int(r["seed_index"]))] = value
     missing = [(i, s) for i in images for s in seeds if (i, s) not in cell]
     if missing:
         i, s = missing[0]
