@@ -14,7 +14,7 @@ import torch
 from conftest import run_env
 from hidiff.data.image_io import read_raw
 from hidiff.data.paired_dataset import PairedImageDataset
-from hidiff.data.prepare.checks import PrepareReport, SplitScan, check_split
+from hidiff.data.prepare.checks import Pair, PrepareReport, SplitScan, check_split
 from hidiff.data.prepare.crops import crop_positions
 from hidiff.data.prepare.gopro import prepare_gopro
 from hidiff.data.prepare.placing import PrepareOptions
@@ -118,9 +118,12 @@ def test_strict_fails_on_count_mismatch(tmp_path):
 
 def test_strict_passes_when_counts_match(tmp_path):
     src = make_large(tmp_path / "src")
-    scan = SplitScan("GoPro", "train", [], {})
+    pair = Pair("s_0001", {"input": src / "a.png", "target": src / "b.png"}, "s")
     report = PrepareReport("GoPro", log=lambda _m: None)
-    assert check_split(scan, report, strict=True, verify=True, expected=0) == []
+    assert check_split(SplitScan("GoPro", "train", [pair], {}), report, strict=True, verify=False,
+                       expected=1) == [pair]
+    with pytest.raises(DataError, match="GoPro train: no usable image pair"):     # an empty split never passes
+        check_split(SplitScan("GoPro", "train", [], {}), report, strict=True, verify=True, expected=0)
     opts = options(tmp_path / "out", strict=False)
     prepare_gopro(src, opts)  # the real run works in non-strict mode
 

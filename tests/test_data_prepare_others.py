@@ -66,6 +66,20 @@ def test_hide_missing_gt_is_named(tmp_path):
     assert names(tmp_path / "out" / "test" / "HIDE" / "input") == ["1fromGOPR0950", "5fromGOPR1096"]
 
 
+def test_a_split_without_one_usable_pair_writes_nothing_and_keeps_a_prepared_set(tmp_path):
+    """Every GT missing: the split is refused; with --overwrite it used to replace a good set by empty folders."""
+    src = make_hide(tmp_path / "src")
+    prepare_hide(src, opts(tmp_path / "out"))
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    for gt in (src / "HIDE_dataset" / "GT").glob("*fromGOPR0*.png"):
+        gt.unlink()
+    for gt in (src / "HIDE_dataset" / "GT").glob("*.png"):
+        gt.unlink()
+    with pytest.raises(DataError, match="HIDE test: no usable image pair .*nothing was written"):
+        prepare_hide(src, opts(tmp_path / "out", overwrite=True))
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
+
+
 # ---------------------------------------------------------------- RealBlur
 def make_realblur_j(root: Path) -> Path:
     folder = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref"

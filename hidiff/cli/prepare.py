@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from hidiff.cli.arguments import positive_int
 from hidiff.data.prepare.checks import PrepareReport
 from hidiff.data.prepare.dpdd import prepare_dpdd
 from hidiff.data.prepare.gopro import prepare_gopro
@@ -51,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(mode="link")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing non-empty output folders (only once the whole preparation succeeded)")
-    p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="threads for decoding/cropping")
-    p.add_argument("--crop-size", type=int, default=512, help="GoPro training crop size (default 512)")
-    p.add_argument("--crop-stride", type=int, default=256, help="GoPro training crop stride (default 256)")
-    p.add_argument("--val-crop", type=int, default=256, help="GoPro validation centre-crop size (default 256)")
+    p.add_argument("--workers", type=positive_int, default=max(1, os.cpu_count() or 1), help="threads for decoding/cropping")
+    p.add_argument("--crop-size", type=positive_int, default=512, help="GoPro training crop size (default 512)")
+    p.add_argument("--crop-stride", type=positive_int, default=256, help="GoPro training crop stride (default 256)")
+    p.add_argument("--val-crop", type=positive_int, default=256, help="GoPro validation centre-crop size (default 256)")
     p.add_argument("--gopro-blur", choices=("blur", "blur_gamma"), default="blur",
                    help="which GOPRO_Large input folder to use (default: blur, as Restormer/HI-Diff)")
     return p

@@ -176,6 +176,9 @@ def check_split(scan: SplitScan, report: PrepareReport, *, strict: bool, verify:
         problems.append(f"{title}: found {len(scan.pairs)} pairs, the official set has {expected}")
     report.counts[title] = {"found": len(scan.pairs), "kept": len(pairs), "expected": expected or 0,
                             "unmatched": sum(len(v) for v in scan.unmatched.values()), "undecodable": len(bad)}
+    if not pairs:   # never write (or with --overwrite replace a good set by) empty folders
+        raise DataError(f"{title}: no usable image pair (found {len(scan.pairs)}, "
+                        f"{len(bad)} undecodable); nothing was written" + "".join(f"\n  {p}" for p in problems))
     if problems:
         if strict:
             raise DataError(f"{title}: {len(problems)} problem(s) (--strict):\n  " + "\n  ".join(problems))
