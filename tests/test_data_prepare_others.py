@@ -80,6 +80,27 @@ def test_a_split_without_one_usable_pair_writes_nothing_and_keeps_a_prepared_set
     assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
 
 
+def test_a_set_prepared_again_never_mixes_with_the_earlier_one(tmp_path):
+    """An LMDB store of a first run stayed beside the image folders of a second run (--overwrite replaced only
+    what the second run wrote): readers of input.lmdb got the old images. Now --overwrite replaces the set whole,
+    and without it the leftover is named before any work."""
+    src = make_hide(tmp_path / "src")
+    out = tmp_path / "out" / "test" / "HIDE"
+    prepare_hide(src, opts(tmp_path / "out", lmdb=True))
+    assert {"input.lmdb", "target.lmdb", "subsets.json"} <= {p.name for p in out.iterdir()}
+    (src / "HIDE_dataset" / "test" / "test-close-ups" / "2fromGOPR0950.png").unlink()
+    for role in ("input", "target"):                     # so that only the leftover check can refuse
+        (out / role).rename(tmp_path / f"moved_{role}")
+    with pytest.raises(DataError, match="already holds input.lmdb, target.lmdb from an earlier preparation"):
+        prepare_hide(src, opts(tmp_path / "out"))
+    for role in ("input", "target"):
+        (tmp_path / f"moved_{role}").rename(out / role)
+    prepare_hide(src, opts(tmp_path / "out", overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["input", "subsets.json", "target"]
+    assert names(out / "input") == ["1fromGOPR0950", "5fromGOPR1096"]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".hidiff-prepare-")]
+
+
 # ---------------------------------------------------------------- RealBlur
 def make_realblur_j(root: Path) -> Path:
     folder = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref"

@@ -8,7 +8,10 @@ its final path; an existing one (``--overwrite``) is first renamed aside and
 deleted after every new output is in place.  On any failure, Ctrl-C
 included, the staging folder is removed and ``--dst`` is left as it was.
 Output folders are checked against the real destination before any work
-starts, so a refused run changes nothing either.
+starts, so a refused run changes nothing either.  A set folder (``test/HIDE``)
+holds one run's outputs only: ``--overwrite`` sets aside what an earlier run
+left there beside the new outputs (an ``.lmdb`` store the new run does not
+write), and without it such a leftover is refused.
 """
 from __future__ import annotations
 
@@ -47,14 +50,37 @@ def remove_stale(dst: Path) -> list[Path]:
     return removed
 
 
-def check_destination(folders: Iterable[Path], overwrite: bool) -> None:
-    """Refuse (DataError) if an output folder exists non-empty without ``overwrite``, or is not a folder."""
+def set_folders(folders: Iterable[Path]) -> set:
+    """The folders that hold a preparation's output folders (``test/HIDE`` for ``test/HIDE/input``): each holds
+    one prepared set, all of it written by one run."""
+    return {Path(f).parent for f in folders}
+
+
+def leftovers(folders: Iterable[Path], outputs: Iterable[Path]) -> list:
+    """Entries of the set folders that are not among ``outputs``: what an earlier preparation left there."""
+    outputs = {Path(o) for o in outputs}
+    return sorted(entry for parent in set_folders(folders) if parent.is_dir() for entry in parent.iterdir()
+                  if entry not in outputs and not entry.name.startswith(PREFIX))
+
+
+def check_destination(folders: Iterable[Path], overwrite: bool, files: Optional[Iterable[Path]] = None) -> None:
+    """Refuse (DataError) if an output folder exists non-empty without ``overwrite``, or is not a folder, or (without
+    ``overwrite``) a set folder holds other outputs of an earlier preparation, which would mix with this one's
+    (before the work, when the files it writes are not known yet, ``files`` is None: folders only)."""
+    folders = [Path(f) for f in folders]
     for folder in folders:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise DataError(f"output folder '{folder}' exists and is not a folder; move it away")
         if folder.is_dir() and any(folder.iterdir()) and not overwrite:
             raise DataError(f"output folder '{folder}' already exists and is not empty; pass --overwrite "
                             f"to replace it")
+    if not overwrite:
+        old = [e for e in leftovers(folders, [*folders, *(files or ())]) if files is not None or e.is_dir()]
+        if old:
+            names = [e.name for e in old if e.parent == old[0].parent]
+            raise DataError(f"'{old[0].parent}' already holds {', '.join(names)} from an earlier preparation, "
+                            f"which would mix with this one; pass --overwrite to replace the whole set, or "
+                            f"choose another --dst")
 
 
 class Staging:
@@ -94,11 +120,13 @@ class Staging:
 
     def commit(self) -> None:
         """Move every staged output to its final path; on failure put everything back as it was."""
-        check_destination(self.folders, self.overwrite)
+        check_destination(self.folders, self.overwrite, self.files)
         outputs = [(final, staged) for final, staged in {**self.folders, **self.files}.items() if staged.exists()
                    or staged.is_symlink()]
+        # --overwrite replaces a set whole: what an earlier run left beside the new outputs is set aside too
+        outputs += [(old, None) for old in leftovers(self.folders, [*self.folders, *self.files])]
         created: list[Path] = []
-        moved: list[tuple[Path, Path, Optional[Path]]] = []  # (final, staged, old one set aside)
+        moved: list[tuple[Path, Optional[Path], Optional[Path]]] = []  # (final, staged or None, old one set aside)
         aside_root = self.root / "old"
         try:
             for final, staged in outputs:
@@ -113,11 +141,12 @@ class Staging:
                 moved.append((final, staged, aside))
                 if aside is not None:
                     os.rename(final, aside)
-                os.rename(staged, final)
+                if staged is not None:
+                    os.rename(staged, final)
         except BaseException:
             for final, staged, aside in reversed(moved):
                 with contextlib.suppress(OSError):
-                    if not staged.exists() and (final.exists() or final.is_symlink()):
+                    if staged is not None and not staged.exists() and (final.exists() or final.is_symlink()):
                         os.rename(final, staged)
                     if aside is not None and (aside.exists() or aside.is_symlink()):
                         os.rename(aside, final)
