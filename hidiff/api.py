@@ -53,6 +53,8 @@ def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[s
             raise ConfigError(f"hidiff.load(): {exc}; here: a model folder or a folder with the released "
                               f"net_<x>.pth files, a checkpoint file, a run folder or the name of a run in "
                               f"experiments/") from None
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"hidiff.load(): expected a path or a run name, got {type(source).__name__} {source!r}")
     path = Path(source).expanduser()
     if path.is_file():
         weights = from_checkpoint(path)
@@ -148,6 +150,8 @@ class Restorer:
         return torch.cat(outs)
 
     def _deblur_tensor(self, x: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
+        if x.numel() == 0:
+            raise DataError(f"deblur(): the tensor holds no pixels (shape {tuple(x.shape)})")
         if not x.is_floating_point():
             raise DataError(f"deblur(): expected a float tensor in [0,1], got {x.dtype}")
         if x.dim() not in (3, 4) or x.shape[-3] != self.pipeline.in_channels:
@@ -160,9 +164,10 @@ class Restorer:
         return out[0] if x.dim() == 3 else out
 
     def _deblur_array(self, a: np.ndarray, seed: int, key: str, tile: Any) -> np.ndarray:
-
-        if a.ndim == 3 and a.shape[2] == 1:
-            a = a[:, :, 0]
+        if a.size == 0:
+            raise DataError(f"deblur(): the array holds no pixels (shape {a.shape})")
+        if a.ndim == 3 and a.shape[2] == 1:  # H x W x 1: restored as gray, returned in the same shape
+            return self._deblur_array(a[:, :, 0], seed, key, tile)[:, :, None]
         if a.ndim == 3 and a.shape[2] == 4:  # RGBA: the colour is restored, the alpha kept unchanged
             rgb = self._deblur_array(a[:, :, :3], seed, key, tile)
             return np.concatenate([rgb, a[:, :, 3:]], axis=2)

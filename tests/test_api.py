@@ -42,6 +42,8 @@ def test_import_is_cheap_and_no_argument_says_what_to_pass(tmp_path, monkeypatch
     monkeypatch.setattr(default_model, "PACKAGED", tmp_path / "empty")   # a copy of hidiff without the weights
     with pytest.raises(ConfigError, match="no default model ships"):
         hidiff.load()
+    with pytest.raises(ConfigError, match="expected a path or a run name, got int 5"):
+        hidiff.load(5)
 
 
 def test_every_source_kind_gives_the_same_model(tmp_path, weights_dir, restorer, rgb):
@@ -89,6 +91,8 @@ def test_input_kinds_round_trip_and_seeds_are_bitwise(tmp_path, restorer, rgb):
     np.testing.assert_array_equal(rgba, np.concatenate([a8, alpha], axis=2))
     gray = restorer.deblur(rgb[:, :, 1].copy(), seed=7)
     assert gray.shape == rgb.shape[:2] and gray.dtype == np.uint8
+    one = restorer.deblur(rgb[:, :, 1:2].copy(), seed=7)      # H x W x 1 comes back as H x W x 1
+    assert one.shape == rgb.shape[:2] + (1,) and np.array_equal(one[:, :, 0], gray)
 
     path = tmp_path / "cat.png"
     Image.fromarray(rgb).save(path)
@@ -107,6 +111,10 @@ def test_input_kinds_round_trip_and_seeds_are_bitwise(tmp_path, restorer, rgb):
         restorer.deblur(np.zeros((8, 8, 5), np.uint8))
     with pytest.raises(DataError, match="expected a tensor, a numpy array or a path"):
         restorer.deblur([1, 2, 3])
+    with pytest.raises(DataError, match="holds no pixels"):
+        restorer.deblur(np.zeros((0, 16, 3), np.uint8))
+    with pytest.raises(DataError, match="holds no pixels"):
+        restorer.deblur(torch.zeros(0, 3, 16, 16))
     with pytest.raises(DataError, match="does not exist|cannot read"):
         restorer.deblur(tmp_path / "missing.png")
 
