@@ -98,6 +98,8 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
      "path.ignore_resume_networks: there is no network_dm block"),
     (lambda o: o["datasets"]["train"].update(batch_size_per_gpus=4), "did you mean 'batch_size_per_gpu'"),
     (lambda o: o["train"]["optim_total"].update(type="LBFGS"), "train.optim_total.type"),
+    (lambda o: o["val"].update(tile={"size": 20, "overlap": 4}), "val.tile.size: 20 is not a multiple of 8"),
+    (lambda o: o["val"].update(tile={"size": 16, "overlap": 4}), "val.tile: stage 1 restores with the prior"),
 ])
 def test_values_the_run_could_not_use_are_refused_at_load(tmp_path, edit, expected):
     """Each of these loaded before and failed later (an infinite lr at the first step, a missing optimiser when
@@ -265,3 +267,16 @@ def test_valid_files_still_load_unchanged(tmp_path):
     loaded = load_options(write(tmp_path, opt))
     assert loaded.name == "tiny" and loaded.manual_seed == 11 and loaded.train.grad_clip_norm == 0.01
     assert loaded.datasets["train"].params["dataroot_lq"] == opt["datasets"]["train"]["dataroot_lq"]
+
+
+def test_overrides_name_themselves_and_follow_the_files_spelling(tmp_path):
+    path = write(tmp_path, tiny_options(tmp_path))
+    with pytest.raises(ConfigError, match=r"override 'datasets.train.dataroot_lq=@data/x': the value is not valid "
+                                          r"YAML .*quote it"):
+        load_options(path, ["datasets.train.dataroot_lq=@data/x"])
+    opt = tiny_options(tmp_path)
+    opt["train"]["optim_g"] = opt["train"].pop("optim_total")        # BasicSR's spelling in the file
+    path = write(tmp_path, opt)
+    assert load_options(path, ["train.optim_total.lr=5e-4"]).train.optim_total.kwargs["lr"] == 5e-4
+    assert load_options(write(tmp_path, tiny_options(tmp_path)),
+                        ["train.optim_g.lr=2e-4"]).train.optim_total.kwargs["lr"] == 2e-4

@@ -62,3 +62,15 @@ def test_train_cli_errors(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(tiny_options(tmp_path), sort_keys=False))
     assert main(["-opt", str(cfg), "--resume", str(tmp_path / "nope.state")]) == 2
     assert "state file not found" in capsys.readouterr().err
+
+
+def test_auto_resume_and_another_resume_are_a_usage_error(tmp_path, capsys):
+    """``--auto_resume --resume none`` started fresh and dropped --auto_resume without a word."""
+    import pytest
+
+    opt = tmp_path / "tiny.yml"
+    opt.write_text(yaml.safe_dump(tiny_options(tmp_path)))
+    with pytest.raises(SystemExit) as exc:
+        main(["-opt", str(opt), "--auto_resume", "--resume", "none"])
+    assert exc.value.code == 2 and "--auto_resume contradicts --resume none" in capsys.readouterr().err
+    assert not (tmp_path / "experiments").exists()

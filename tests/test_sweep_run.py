@@ -83,6 +83,25 @@ def test_sweep_trains_with_torchrun_when_nproc_is_above_1(tmp_path):
     assert "noprior (baseline) | " in (tmp_path / "experiments" / "sweeps" / "tiny" / "results.md").read_text()
 
 
+def _start_until_iteration_3(cmd, tmp_path, runs):
+    """Start the sweep (its own session, output to a file); return (process, log file) once each of ``runs``
+    has logged iteration 3. The process is killed if they never do."""
+    log = tmp_path / "sweep.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=run_env(), stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    logs = [tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / f"train_{run}.log" for run in runs]
+    deadline = time.time() + 300
+    while not all(p.is_file() and "iter:       3," in p.read_text() for p in logs):
+        if proc.poll() is not None or time.time() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+            raise AssertionError(explain(proc.args, proc.poll(), "", log.read_text(), "runs never trained"))
+        time.sleep(0.2)
+    return proc, log
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
 def test_a_stopped_sweep_leaves_each_running_training_saved(tmp_path, how):
     """Ctrl-C in the sweep's terminal (SIGINT to its process group), SIGTERM to the sweep (a scheduler, `kill`)
@@ -93,17 +112,8 @@ def test_a_stopped_sweep_leaves_each_running_training_saved(tmp_path, how):
     base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
     runs = ("tiny_stage1_s0", "tiny_noprior_s0")                 # with --jobs 2 these two train at once
     cmd = _sweep(base, sweep_file, 2) + ["-o", "train.total_iter=100000", "-o", "logger.save_checkpoint_freq=100000"]
-    log = tmp_path / "sweep.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=run_env(), stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    logs = [tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / f"train_{run}.log" for run in runs]
+    proc, log = _start_until_iteration_3(cmd, tmp_path, runs)
     try:
-        deadline = time.time() + 300
-        while not all(p.is_file() and "iter:       3," in p.read_text() for p in logs):
-            assert proc.poll() is None and time.time() < deadline, explain(proc.args, proc.poll(), "",
-                                                                          log.read_text(), "runs never trained")
-            time.sleep(0.2)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
         else:
@@ -157,18 +167,8 @@ def _run_until_stage1_fails(tmp_path, cmd):
     """Start the sweep, wait until both runs train, take the stage-1 run's data away; returns (exit code, log)."""
     import shutil
 
-    log = tmp_path / "sweep.log"
-    logs = [tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / f"train_{run}.log"
-            for run in ("tiny_stage1_s0", "tiny_noprior_s0")]
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=run_env(), stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc, log = _start_until_iteration_3(cmd, tmp_path, ("tiny_stage1_s0", "tiny_noprior_s0"))
     try:
-        deadline = time.time() + 300
-        while not all(p.is_file() and "iter:       3," in p.read_text() for p in logs):
-            assert proc.poll() is None and time.time() < deadline, explain(proc.args, proc.poll(), "",
-                                                                          log.read_text(), "runs never trained")
-            time.sleep(0.2)
         shutil.rmtree(tmp_path / "data_s1")     # a data share that goes away under a long run
         code = proc.wait(timeout=300)
     finally:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from hidiff.errors import ConfigError
 
 
 def _integer(text: str) -> int:
@@ -37,3 +40,14 @@ def add_prior_seed_arguments(ap: argparse.ArgumentParser) -> None:
                     help="with K > 1, write the per-pixel mean of the K restorations or the first seed's")
     ap.add_argument("--std-map", action="store_true",
                     help="also write the per-pixel standard deviation over the K restorations (16-bit gray PNG)")
+
+
+def check_output_folder(out: Path, flag: str) -> None:
+    """``out`` is a folder or can be created as one (ConfigError naming ``flag``): found before any work."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} '{out}' exists and is not a folder")
+    ancestor = out.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} '{out}': cannot create the folder ('{ancestor}' is not a folder)")

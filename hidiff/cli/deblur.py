@@ -34,7 +34,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from hidiff.cli.arguments import add_prior_seed_arguments, non_negative_int, positive_int
+from hidiff.cli.arguments import add_prior_seed_arguments, check_output_folder, non_negative_int, positive_int
 from hidiff.data.image_io import IMG_EXTENSIONS, write_png
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 from hidiff.inference.image_io import (
@@ -216,13 +216,7 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """(input, output) pairs; unusable inputs and output clashes become failures, an unusable -o raises."""
     ext = _output_extension(args.ext)
     out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--output '{out_dir}' exists and is not a folder")
-    ancestor = out_dir.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"--output '{out_dir}': cannot create the folder ('{ancestor}' is not a folder)")
+    check_output_folder(out_dir, "--output")
     inputs: dict[Path, Path] = {}  # resolved -> as given: one file named twice is deblurred once
     failures: list[tuple[Path, str]] = []
 

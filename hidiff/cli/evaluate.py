@@ -6,7 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
-from hidiff.errors import ConfigError, HidiffError
+from hidiff.cli.arguments import check_output_folder
+from hidiff.errors import HidiffError
 from hidiff.evaluation.compare import compare_folders, comparison_markdown, write_comparison
 from hidiff.evaluation.protocols import PROTOCOLS, default_protocol_for, get_protocol
 
@@ -37,17 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def check_output_folder(out: Path) -> None:
-    """``--out`` must be a folder or creatable as one: found before any image is scored."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    ancestor = out.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"--out {out}: cannot create the folder ('{ancestor}' is not a folder)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -61,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         options["lpips"] = False
     try:
         if args.out is not None:
-            check_output_folder(args.out)
+            check_output_folder(args.out, "--out")
         protocol = get_protocol(name, **options)
         results = compare_folders(args.pred, args.gt, protocol, labels=args.label, set_name=args.set_name,
                                   check_count=not args.no_count_check, workers=args.workers)

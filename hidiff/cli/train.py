@@ -71,7 +71,10 @@ def _train(argv: Optional[Sequence[str]]) -> int:
     from hidiff.engine.nonfinite import NonFiniteLossError  # deferred: the command imports without torch
     from hidiff.engine.trainer import Trainer  # deferred: the command imports without torch
 
-    args = build_parser().parse_args(argv)  # --local_rank is accepted and ignored (torchrun sets LOCAL_RANK)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --local_rank is accepted and ignored (torchrun sets LOCAL_RANK)
+    if args.auto_resume and args.resume not in (None, "auto"):
+        parser.error(f"--auto_resume contradicts --resume {args.resume}; give one of them")
     resume = "auto" if args.auto_resume and args.resume is None else args.resume
     try:
         options = load_options(args.opt, list(args.override) + list(args.force_yml), is_train=True)

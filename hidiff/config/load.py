@@ -33,13 +33,33 @@ def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) ->
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node, MutableMapping):
                 raise ConfigError(f"override '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+            part = _spelled_as_in_file(node, part)
             if node.get(part) is None:
                 node[part] = {}
             node = node[part]
         if not isinstance(node, MutableMapping):
             raise ConfigError(f"override '{item}': '{'.'.join(parts[:-1])}' is not a mapping")
-        node[parts[-1]] = parse_scalar(raw)
+        try:
+            value = parse_scalar(raw)
+        except ConfigError as exc:
+            why = " ".join(str(exc).replace("<override>: invalid YAML:", "").split())
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({why}); quote it, e.g. "
+                              f"{key}='\"{raw}\"'") from None
+        node[_spelled_as_in_file(node, parts[-1])] = value
     return data
+
+
+#: keys with two accepted spellings (BasicSR's and hidiff's); an override follows the one the file uses
+_SPELLINGS = ({"optim_g", "optim_total"},)
+
+
+def _spelled_as_in_file(node: MutableMapping[str, Any], key: str) -> str:
+    for names in _SPELLINGS:
+        if key in names:
+            present = [n for n in names if n in node and n != key]
+            if present and key not in node:
+                return present[0]
+    return key
 
 
 def load_options(path: str | Path, overrides: Iterable[str] = (), is_train: bool = True) -> Options:

@@ -639,6 +639,11 @@ class Options:
         if val_ok and self.val.window_size % multiple:
             problems.add(f"val.window_size: {self.val.window_size} is not a multiple of {multiple} ({why}); "
                          f"images are padded to it before entering the network")
+        size = (self.val.tile or {}).get("size") if val_ok else None
+        if isinstance(size, int) and not isinstance(size, bool) and size % multiple:
+            below, above = size // multiple * multiple, (size // multiple + 1) * multiple
+            problems.add(f"val.tile.size: {size} is not a multiple of {multiple} ({why}); use {below or above} or "
+                         f"{above}")
         train = self.datasets.get("train") if datasets_ok else None
         if train is None:
             return

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from hidiff.archs import build_network
+from hidiff.errors import ConfigError
 from hidiff.inference.pipeline import OraclePipeline
 from hidiff.models.base import StageModel, build_losses, sum_losses
 from hidiff.registry import MODEL_REGISTRY
@@ -23,6 +24,13 @@ class HIDiffStage1(StageModel):
         super().__init__({"g": net_g, "le": net_le}, pad_multiple=pad_multiple)
         self.pixel = losses["pixel_opt"]
         self.perceptual = losses.get("perceptual_opt")
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        super().check_options(options)
+        if options.val.tile is not None:
+            raise ConfigError("val.tile: stage 1 restores with the prior of the sharp image, whole (an oracle "
+                              "number); it has no tiled path, so this block would be ignored; remove it")
 
     @classmethod
     def from_options(cls, options) -> "HIDiffStage1":
