@@ -9,7 +9,8 @@ sibling folder and swaps it in only when every set has been scored, so a re-run
 replaces the previous results as a whole and a failed run leaves them as they
 were.  Results of other weights or other sets in that folder (another checkpoint
 of the run, a folder that happens to share the label) are never replaced: they are
-moved to ``<label>_archived_<time>`` first, as a training start does with its run folder.  Everything that can be checked up front (datasets, weights, metrics) is
+moved to ``<label>_archived_<time>`` first, as a training start does with its run
+folder.  Everything that can be checked up front (datasets, weights, metrics) is
 checked before any folder is created.
 """
 from __future__ import annotations
