@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, MutableMapping
 
-from hidiff.config.schema import Options
+from hidiff.config.schema import Options, TrainOptions
 from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, parse_scalar
 from hidiff.errors import ConfigError
 from hidiff.utils.atomic import atomic_write_text
@@ -49,8 +49,9 @@ def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) ->
     return data
 
 
-#: keys with two accepted spellings (BasicSR's and hidiff's); an override follows the one the file uses
-_SPELLINGS = ({"optim_g", "optim_total"},)
+#: keys with two accepted spellings (BasicSR's and hidiff's, the schema's alias tables); an override follows
+#: the one the file uses
+_SPELLINGS = tuple({alias, name} for alias, name in TrainOptions._aliases.items())
 
 
 def _spelled_as_in_file(node: MutableMapping[str, Any], key: str) -> str:

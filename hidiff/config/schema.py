@@ -639,21 +639,16 @@ class Options:
         if val_ok and self.val.window_size % multiple:
             problems.add(f"val.window_size: {self.val.window_size} is not a multiple of {multiple} ({why}); "
                          f"images are padded to it before entering the network")
-        size = (self.val.tile or {}).get("size") if val_ok else None
-        if isinstance(size, int) and not isinstance(size, bool) and size % multiple:
-            below, above = size // multiple * multiple, (size // multiple + 1) * multiple
-            problems.add(f"val.tile.size: {size} is not a multiple of {multiple} ({why}); use {below or above} or "
-                         f"{above}")
+        sizes = [("val.tile.size", (self.val.tile or {}).get("size"))] if val_ok else []
         train = self.datasets.get("train") if datasets_ok else None
-        if train is None:
-            return
-        sizes = [("gt_size", train.params.get("gt_size"))]
-        sizes += [(f"gt_sizes[{i}]", s) for i, s in enumerate(train.gt_sizes or [])]
+        if train is not None:
+            sizes += [("datasets.train.gt_size", train.params.get("gt_size"))]
+            sizes += [(f"datasets.train.gt_sizes[{i}]", s) for i, s in enumerate(train.gt_sizes or [])]
         for key, size in sizes:
             if isinstance(size, int) and not isinstance(size, bool) and size % multiple:
                 below, above = size // multiple * multiple, (size // multiple + 1) * multiple
-                problems.add(f"datasets.train.{key}: {size} is not a multiple of {multiple} ({why}); "
-                             f"use {below or above} or {above}")
+                problems.add(f"{key}: {size} is not a multiple of {multiple} ({why}); use {below or above} or "
+                             f"{above}")
 
     def to_dict(self) -> Dict[str, Any]:
         """The resolved options as plain data (what is saved into the run folder)."""
