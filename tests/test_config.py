@@ -67,6 +67,14 @@ def test_each_error_names_key_and_fix(text, edit, expected):
         assert fragment in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("literal, value", [("2e-4", 2e-4), ("1e4", 1e4), (".5e1", 5.0), ("-.5", -0.5),
+                                            ("+.5e-2", 5e-3), ("1_000.5", 1000.5)])
+def test_every_float_spelling_is_a_number(literal, value):
+    """Floats without a leading digit or an exponent sign are numbers too, not strings that fail later."""
+    from hidiff.config.yaml_io import load_yaml_text
+    assert load_yaml_text(f"x: {literal}")["x"] == pytest.approx(value)
+
+
 def test_duplicate_keys_fail(tmp_path, text):
     path = tmp_path / "dup.yml"
     path.write_text(text.replace("manual_seed: 7", "manual_seed: 7\nmanual_seed: 8"))
