@@ -324,6 +324,15 @@ def test_from_dict_yaml_block():
         TileOptions.from_dict([128], where="myval.tile")
 
 
+def test_whole_floats_are_integers_as_in_the_option_schema():
+    """`size: 2.56e2` is 256, as integer keys of the option schema read it; 256.5 is refused."""
+    opts = TileOptions.from_dict({"size": 2.56e2, "overlap": 3.2e1, "workers": 1.0})
+    assert opts == TileOptions(size=256, overlap=32, workers=1)
+    assert type(opts.size) is int and type(opts.overlap) is int and type(TileOptions(size=128.0).size) is int
+    with pytest.raises(ConfigError, match=r"val\.tile\.size: expected an integer >= 1, got 256\.5"):
+        TileOptions.from_dict({"size": 256.5})
+
+
 MEMORY_PROBE = """
 import resource, sys, torch
 from hidiff.inference.tiler import TileOptions, run_tiles

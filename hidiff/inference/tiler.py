@@ -101,7 +101,10 @@ class TileOptions:
     workers: int = 0             # CPU: tiles at once, one torch thread each (0: the process's torch threads)
 
     def __post_init__(self) -> None:
-        _validate({f.name: getattr(self, f.name) for f in fields(self)}, "tile")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        _validate(values, "tile")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     @property
     def step(self) -> int:
@@ -126,7 +129,7 @@ class TileOptions:
         values = {f.name: f.default for f in fields(cls)}
         values.update(d)
         _validate(values, where)
-        return cls(**dict(d))
+        return cls(**values)
 
     @classmethod
     def swintormer_reference(cls, size: int = 512, batch: int = 30) -> "TileOptions":
@@ -141,9 +144,12 @@ class TileOptions:
         return out
 
 
-def _validate(v: Mapping[str, Any], where: str) -> None:
+def _validate(v: dict, where: str) -> None:
+    """Check ``v`` in place; a whole float such as ``1e3`` becomes an int, as in the option schema."""
     def positive_int(key: str, allow_zero: bool = False) -> None:
         val = v[key]
+        if isinstance(val, float) and val.is_integer():
+            v[key] = val = int(val)
         low = 0 if allow_zero else 1
         if isinstance(val, bool) or not isinstance(val, int) or val < low:
             raise ConfigError(f"{where}.{key}: expected an integer >= {low}, got {val!r}")
