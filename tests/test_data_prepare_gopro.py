@@ -138,6 +138,25 @@ def test_official_test_val_warns_and_uses_test_crops(tmp_path):
     assert "LEAKAGE" in (g / "crops" / "val" / "SOURCE.txt").read_text()
 
 
+@pytest.mark.parametrize("first", [{"val_scenes": 1}, {"official_test_val": True}])
+def test_a_validation_set_the_new_run_does_not_write_is_refused_or_removed(tmp_path, first):
+    """After `--val-scenes 0`, an earlier run's validation crops (held-out scenes now trained on, or test
+    crops) would stay and be read as this preparation's: refused, and removed with --overwrite."""
+    src = make_large(tmp_path / "src")
+    out = tmp_path / "out"
+    prepare_gopro(src, options(out, verify=False, **first))
+    g = out / "GoPro"
+    assert names(g / "crops" / "val" / "input")
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    with pytest.raises(DataError, match=r"GoPro/(crops/)?val' holds a set from an earlier preparation .*--overwrite"):
+        prepare_gopro(src, options(out, verify=False, val_scenes=0, overwrite=False))
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before  # nothing touched
+    prepare_gopro(src, options(out, verify=False, val_scenes=0, overwrite=True))
+    assert not (g / "crops" / "val").exists() and not (g / "val").exists()
+    assert len(names(g / "train" / "input")) == 8
+    assert not [p for p in out.iterdir() if p.name.startswith(".hidiff-prepare-")]
+
+
 def test_readme_layout_and_val_scenes_option(tmp_path):
     src = tmp_path / "GoPro"
     seed = 0

@@ -162,6 +162,24 @@ def test_realblur_readme_layout_and_official_test_val(tmp_path):
         prepare_realblur(tmp_path / "out" / "reports", opts(tmp_path / "out3"))
 
 
+def test_realblur_validation_set_not_written_again_is_removed_with_overwrite(tmp_path):
+    """An earlier `--official-test-val` run left the test set as RealBlur/val; a run with `--val-scenes 0`
+    must not leave it there to be read as a validation set."""
+    for split, keys in (("train", ["scene010_1", "scene011_1"]), ("test", ["scene050_1"])):
+        for i, k in enumerate(keys):
+            write(tmp_path / "RealBlur_R" / split / "input" / f"{k}.png", img(i))
+            write(tmp_path / "RealBlur_R" / split / "target" / f"{k}.png", img(i + 9))
+    out = tmp_path / "out"
+    prepare_realblur(tmp_path, opts(out, official_test_val=True))
+    val = out / "RealBlur" / "val" / "RealBlur_R"
+    with pytest.raises(DataError, match="RealBlur_R' holds a set from an earlier preparation"):
+        prepare_realblur(tmp_path, opts(out, val_scenes=0))
+    assert names(val / "input") == ["scene050_1"]
+    prepare_realblur(tmp_path, opts(out, val_scenes=0, overwrite=True))
+    assert not val.exists()
+    assert names(out / "RealBlur" / "train" / "RealBlur_R" / "input") == ["scene010_1", "scene011_1"]
+
+
 # ---------------------------------------------------------------- DPDD
 DPDD_TEST = ["img2", "img10", "img1", "img3"]
 

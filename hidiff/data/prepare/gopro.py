@@ -134,6 +134,20 @@ def planned_folders(scans: dict[str, SplitScan], opts: PrepareOptions) -> list[P
     return folders
 
 
+def retired_folders(scans: dict[str, SplitScan], opts: PrepareOptions) -> list[Path]:
+    """The validation sets derived from this source that a run with these options does not write: an earlier
+    preparation's copy would stay and be read as this one's (held-out scenes now trained on, or test crops)."""
+    g = opts.dst / "GoPro"
+    if not scans["train"].pairs:
+        return []
+    written = set()
+    if opts.official_test_val and scans["test"].pairs:
+        written.add(g / "crops" / "val")
+    elif not opts.official_test_val and opts.val_scenes:
+        written |= {g / "val", g / "crops" / "val"}
+    return [root for root in (g / "val", g / "crops" / "val") if root not in written]
+
+
 def _write_source_note(stage: Staging, folder: Path, text: str) -> None:
     atomic_write_text(stage.file(folder / "SOURCE.txt"), text + "\n")
 
@@ -156,7 +170,7 @@ def prepare_gopro(src: Path, opts: PrepareOptions) -> PrepareReport:
                 scans[split] = scan_readme(folder, split)
         if split not in scans:
             scans[split] = SplitScan("GoPro", split, [], {"missing split folder(s)": [str(root / split)]})
-    with staged(opts.dst, opts.overwrite, planned_folders(scans, opts)) as stage:
+    with staged(opts.dst, opts.overwrite, planned_folders(scans, opts), retired_folders(scans, opts)) as stage:
         _check_and_write(scans, opts, report, stage)
     return report
 

@@ -171,7 +171,7 @@ def prepare_realblur(src: Path, opts: PrepareOptions) -> PrepareReport:
             f"RealBlur: layout not recognised under '{src}'. Expected RealBlur_{{J,R}}_{{train,test}}_list.txt "
             f"next to RealBlur-J_ECC_IMCORR_centroid_itensity_ref/ (official archive) or "
             f"RealBlur_J/{{train,test}}/{{input,target}}; {describe_folder(src)}")
-    with staged(opts.dst, opts.overwrite, planned_folders(found, opts)) as stage:
+    with staged(opts.dst, opts.overwrite, planned_folders(found, opts), retired_folders(found, opts)) as stage:
         _check_and_write(src, found, opts, report, stage)
     return report
 
@@ -201,6 +201,20 @@ def planned_folders(found: dict[str, dict[str, SplitScan] | None], opts: Prepare
     if opts.lmdb:
         folders += [f.with_name(f.name + ".lmdb") for f in folders]
     return folders
+
+
+def retired_folders(found: dict[str, dict[str, SplitScan] | None], opts: PrepareOptions) -> list[Path]:
+    """The validation sets of the variants prepared here that this run does not write: an earlier preparation's
+    copy would stay and be read as this one's (held-out scenes now trained on, or the test set)."""
+    retired = []
+    for variant, scans in found.items():
+        if scans is None or not scans["train"].pairs:
+            continue
+        _, val_out, _ = _outputs(opts, f"RealBlur_{variant}")
+        written = (opts.official_test_val and scans["test"].pairs) or (not opts.official_test_val and opts.val_scenes)
+        if not written:
+            retired.append(val_out)
+    return retired
 
 
 def _check_and_write(src: Path, found: dict[str, dict[str, SplitScan] | None], opts: PrepareOptions,

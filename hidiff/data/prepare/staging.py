@@ -11,7 +11,9 @@ Output folders are checked against the real destination before any work
 starts, so a refused run changes nothing either.  A set folder (``test/HIDE``)
 holds one run's outputs only: ``--overwrite`` sets aside what an earlier run
 left there beside the new outputs (an ``.lmdb`` store the new run does not
-write), and without it such a leftover is refused.
+write), and without it such a leftover is refused.  A set that a preparation derives and this run does not
+write (a validation split after ``--val-scenes 0``) is *retired*: an earlier run's copy would otherwise stay
+and be read as this preparation's, so ``--overwrite`` removes it and without it the run is refused.
 """
 from __future__ import annotations
 
@@ -63,11 +65,20 @@ def leftovers(folders: Iterable[Path], outputs: Iterable[Path]) -> list:
                   if entry not in outputs and not entry.name.startswith(PREFIX))
 
 
-def check_destination(folders: Iterable[Path], overwrite: bool, files: Optional[Iterable[Path]] = None) -> None:
+def check_destination(folders: Iterable[Path], overwrite: bool, files: Optional[Iterable[Path]] = None,
+                      retired: Iterable[Path] = ()) -> None:
     """Refuse (DataError) if an output folder exists non-empty without ``overwrite``, or is not a folder, or (without
     ``overwrite``) a set folder holds other outputs of an earlier preparation, which would mix with this one's
-    (before the work, when the files it writes are not known yet, ``files`` is None: folders only)."""
+    (before the work, when the files it writes are not known yet, ``files`` is None: folders only), or a
+    ``retired`` set folder (one this run does not write) is there from an earlier preparation."""
     folders = [Path(f) for f in folders]
+    for old in map(Path, retired):
+        if old.is_symlink() or (old.exists() and not old.is_dir()):
+            raise DataError(f"'{old}' exists and is not a folder; move it away")
+        if old.is_dir() and any(old.iterdir()) and not overwrite:
+            raise DataError(f"'{old}' holds a set from an earlier preparation that this run does not write "
+                            f"(it would still be read, as if this run had made it); pass --overwrite to "
+                            f"remove it, or choose another --dst")
     for folder in folders:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise DataError(f"output folder '{folder}' exists and is not a folder; move it away")
@@ -86,9 +97,10 @@ def check_destination(folders: Iterable[Path], overwrite: bool, files: Optional[
 class Staging:
     """The staging folder of one preparation and the outputs built in it (final path -> staged path)."""
 
-    def __init__(self, dst: Path, overwrite: bool) -> None:
+    def __init__(self, dst: Path, overwrite: bool, retired: Iterable[Path] = ()) -> None:
         self.dst = Path(dst)
         self.overwrite = overwrite
+        self.retired = [Path(r) for r in retired]
         self.root = self.dst / f"{PREFIX}{os.getpid()}"
         self.folders: dict[Path, Path] = {}
         self.files: dict[Path, Path] = {}
@@ -120,11 +132,12 @@ class Staging:
 
     def commit(self) -> None:
         """Move every staged output to its final path; on failure put everything back as it was."""
-        check_destination(self.folders, self.overwrite, self.files)
+        check_destination(self.folders, self.overwrite, self.files, self.retired)
         outputs = [(final, staged) for final, staged in {**self.folders, **self.files}.items() if staged.exists()
                    or staged.is_symlink()]
         # --overwrite replaces a set whole: what an earlier run left beside the new outputs is set aside too
         outputs += [(old, None) for old in leftovers(self.folders, [*self.folders, *self.files])]
+        outputs += [(old, None) for old in self.retired if old.exists()]
         created: list[Path] = []
         moved: list[tuple[Path, Optional[Path], Optional[Path]]] = []  # (final, staged or None, old one set aside)
         aside_root = self.root / "old"
@@ -171,8 +184,9 @@ def _name_final_paths(exc: BaseException, staged_root: str, dst: str) -> None:
 
 
 @contextlib.contextmanager
-def staged(dst: Path, overwrite: bool, folders: Iterable[Path]) -> Iterator[Staging]:
-    """Check ``folders`` against ``dst``, then yield a fresh :class:`Staging`; commit it on success.
+def staged(dst: Path, overwrite: bool, folders: Iterable[Path], retired: Iterable[Path] = ()) -> Iterator[Staging]:
+    """Check ``folders`` (and the ``retired`` set folders) against ``dst``, then yield a fresh :class:`Staging`;
+    commit it on success.
 
     On any exception (KeyboardInterrupt included) the staging folder is
     removed, and so are the folders this run created to hold it, before re-raising.
@@ -180,10 +194,11 @@ def staged(dst: Path, overwrite: bool, folders: Iterable[Path]) -> Iterator[Stag
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
         raise DataError(f"--dst '{dst}' exists and is not a folder")
-    check_destination(folders, overwrite)
+    retired = [Path(r) for r in retired]
+    check_destination(folders, overwrite, retired=retired)
     made = [p for p in [dst, *dst.parents] if not p.exists()]
     remove_stale(dst)
-    stage = Staging(dst, overwrite)
+    stage = Staging(dst, overwrite, retired)
     try:
         stage.root.mkdir(parents=True)
         try:
