@@ -113,6 +113,16 @@ def test_amp_verdict_judges_the_first_step_strictly_and_later_steps_against_fp32
     assert len(v["problems"]) == 1 and v["problems"][0].startswith("first-step loss differs from fp32 by 0.02")
 
 
+def test_a_nan_loss_fails_every_loss_comparison():
+    """Python's max dropped a NaN that came after a number and kept one that came first, and NaN > tol is
+    False: the compile check passed, and gpu_check exited 0, with NaN compiled losses."""
+    nan = float("nan")
+    for losses in ([nan, nan], [0.4, nan], [nan, 0.3], [0.4, float("inf")]):
+        assert gpu_checks.rel_diff(losses, [0.4, 0.3]) == float("inf")
+    assert gpu_checks.rel_diff([0.4, 0.3], [0.4, 0.3]) == 0.0
+    assert gpu_checks.amp_verdict([0.4, nan], [0.4, 0.3], 0.01, None)["problems"]
+
+
 def test_background_checks_run_beside_the_next_checks_and_an_alone_check_waits_for_them(tmp_path):
     """The compile check (it waits on the CPU) and the ddp check (process start, rendezvous) start in the
     background; tiler_auto, which fills the device's memory, and the speed tables wait for both; each result

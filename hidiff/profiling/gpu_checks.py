@@ -112,8 +112,12 @@ def free_cuda() -> None:
 
 
 def rel_diff(a: Sequence[float], b: Sequence[float]) -> float:
-    """Largest |a - b| / |b| over paired values."""
-    return max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(a, b))
+    """Largest |a - b| / |b| over paired values; infinite where any value is not finite (a NaN loss must fail
+    every tolerance, and Python's ``max`` would drop it)."""
+    pairs = list(zip(a, b))
+    if not all(math.isfinite(x) and math.isfinite(y) for x, y in pairs):
+        return math.inf
+    return max(abs(x - y) / max(abs(y), 1e-12) for x, y in pairs)
 
 
 def amp_verdict(losses: Sequence[float], ref: Sequence[float], tol: float, strict_drift: Optional[float]) -> dict:
@@ -316,6 +320,8 @@ def amp_resume(ctx: Context) -> dict:
     for net, payload in a.networks.items():
         for key, value in payload["params"].items():
             other = b.networks[net]["params"][key]
+            if not (torch.isfinite(value).all() and torch.isfinite(other).all()):
+                raise AssertionError(f"net_{net}.{key}: weights not finite after the straight or the resumed run")
             max_diff = max(max_diff, float((value.float() - other.float()).abs().max()))
     details = {"scaler_straight": scaler_a, "scaler_resumed": scaler_b, "scaler_at_stop": mid.state.get("scaler"),
                "max_abs_weight_diff": max_diff, "bitwise_equal_weights": max_diff == 0.0, "parts": {}}
