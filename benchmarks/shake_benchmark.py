@@ -16,8 +16,9 @@ Each ``--model NAME=SOURCE`` is loaded by ``hidiff.load(SOURCE)`` and deblurs
 every blurry crop with ``--seed``.  A NAME given again adds another training run
 of the same recipe (another seed) to that row, which then shows the spread of
 the runs' means; ``--baseline NAME`` adds every row's mean difference to NAME
-with a 95 % bootstrap interval over images and runs (an ablation: ``--model
-default=... --model no-prior=run1 --model no-prior=run2 --baseline default``).
+with a 95 % interval over the images and the models' training runs (an ablation: ``--model
+default=... --model no-prior=run1 --model no-prior=run2 --baseline default``;
+hidiff/evaluation/two_arm_interval.py).
 
 Scores: RGB PSNR/SSIM over the whole image (MATLAB psnr/ssim on uint8).
 Writes results.md, results.csv, per_image.csv and tuned.json into ``--out``
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "again adds another run of that recipe (another training seed) to the same row")
     ap.add_argument("--baseline", default=None, metavar="NAME",
                     help="compare every row with this one (a --model NAME or 'blurry input'): mean PSNR "
-                         "difference and a 95%% bootstrap interval over images and training runs")
+                         "difference and a 95%% interval over the images and the models' training runs")
     ap.add_argument("--seed", type=int, default=0, help="the models' prior-noise seed")
     ap.add_argument("--device", default="cpu", help="device of the models: cpu, cuda or auto")
     ap.add_argument("--set", type=Path, default=REPO / "benchmarks" / "out" / "shake" / "set",
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kernel-size", type=int, default=KERNEL_SIZE,
                     help="kernel canvas; another value is another benchmark")
     return ap
+
+
+def _same_source(a: str, b: str) -> bool:
+    """Whether two --model sources name the same run or weights (however spelled: trailing '/', './', links)."""
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return os.path.normpath(a) == os.path.normpath(b)
 
 
 def parse_models(specs: Sequence[str]) -> dict:
@@ -74,8 +83,10 @@ def parse_models(specs: Sequence[str]) -> dict:
             raise ConfigError(f"--model '{spec}': expected NAME=SOURCE, e.g. demo=experiments/demo_stage2")
         if name == BLURRY:
             raise ConfigError(f"--model '{spec}': the name '{name}' is the fixed row of the blurry input")
-        if any(source in sources for sources in models.values()):
-            raise ConfigError(f"--model '{spec}': the source '{source}' is already given; each run is scored once")
+        same = [s for sources in models.values() for s in sources if _same_source(s, source)]
+        if same:
+            raise ConfigError(f"--model '{spec}': the source '{source}' is the same as '{same[0]}', already given; "
+                              f"each run is scored once (a run counted twice would pass for two seeds)")
         models.setdefault(name, []).append(source)
     return models
 
@@ -111,6 +122,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               f" nor '{sb.BLURRY}'")
         restorers = {name: [hidiff.load(source, device=args.device) for source in sources]
                      for name, sources in models.items()}
+        seen: dict = {}
+        for name, runs in restorers.items():
+            for r in runs:
+                other = seen.setdefault(tuple(sorted(r.sha256.items())), r.source)
+                if other != r.source:
+                    raise ConfigError(f"--model {name}={r.source}: the same weights as '{other}' (sha256 equal); "
+                                      f"each run is scored once (a run counted twice would pass for two seeds)")
         log("== set")
         sb.build_or_verify(args.photos.resolve(), args.set.resolve(), params, log=lambda m: log("  " + m.strip()))
         return run(args, params, restorers, log)
@@ -163,7 +181,9 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if tuned:
         atomic_write_text(args.out / "tuned.json", json.dumps(tuned, indent=1, sort_keys=True) + "\n")
-    files = sb.write_results(args.out, rows, header, baseline=args.baseline)
+    else:
+        (args.out / "tuned.json").unlink(missing_ok=True)  # an earlier run's tuning is not these results'
+    files = sb.write_results(args.out, rows, header, baseline=args.baseline, trained=set(restorers))
     print()
     print(files["results.md"].read_text(encoding="utf-8"))
     log("written: " + ", ".join(str(p) for p in files.values()))

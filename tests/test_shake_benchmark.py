@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,20 @@ def test_script_scores_input_deconvolution_and_a_model(tmp_path):
     assert second.returncode == 0 and "every sha256 matches" in second.stdout
     assert (out / "per_image.csv").read_text() == per_image              # the same scores: the model is seeded
 
+    copy = tmp_path / "copy"
+    shutil.copytree(weights, copy)
+    for same in (f"{weights}/", f"{copy}"):     # one run spelled twice, or copied, would pass for two seeds
+        dup = subprocess.run(cmd[:6] + ["--model", f"tiny={weights}", "--model", f"tiny={same}", "--out",
+                                        str(tmp_path / "o2"), "--set", str(tmp_path / "s2")],
+                             capture_output=True, text=True, env=run_env(), timeout=300)
+        assert dup.returncode == 2 and "each run is scored once" in dup.stderr, dup.stderr
+        assert not (tmp_path / "o2").exists() and not (tmp_path / "s2").exists()
+    again = subprocess.run(cmd[:4] + ["--model", f"tiny={weights}", "--set", str(tmp_path / "set"),
+                                      "--out", str(out), "--crop", "40", "--kernel-size", "9"],
+                           capture_output=True, text=True, env=run_env(), timeout=300)
+    assert again.returncode == 0, again.stderr          # no tuning, no baseline: the earlier ones' files go
+    assert not (out / "tuned.json").exists() and not (out / "comparison.csv").exists()
+
     bad = subprocess.run(cmd[:2] + ["--photos", str(photos), "--model", "oops", "--out", str(tmp_path / "o2"),
                                     "--set", str(tmp_path / "s2")], capture_output=True, text=True, env=run_env())
     assert bad.returncode == 2 and "expected NAME=SOURCE" in bad.stderr
@@ -197,11 +212,11 @@ def test_runs_of_one_recipe_are_one_row_with_their_spread_and_a_compared_interva
     assert summary["default"]["runs"] == 3 and summary["no-prior"]["runs"] == 1
     assert summary["default"]["gain_db"] == pytest.approx(3.025, abs=1e-9)
     assert summary["default"]["psnr_std"] == pytest.approx(0.1, abs=1e-9) and np.isnan(summary["no-prior"]["psnr_std"])
-    by = {c["method"]: c for c in compare(rows, "default")}
+    by = {c["method"]: c for c in compare(rows, "default", trained={"default", "no-prior"})}
     assert by["no-prior"]["diff_db"] == pytest.approx(-1.025, abs=1e-9)
     assert by["no-prior"]["high"] < 0 and by["no-prior"]["verdict"] == "lower than default"
     assert by[BLURRY]["baseline_runs"] == 3 and set(by) == {BLURRY, "no-prior"}
-    files = write_results(tmp_path, rows, ["# t"], baseline="default")
+    files = write_results(tmp_path, rows, ["# t"], baseline="default", trained={"default", "no-prior"})
     text = files["results.md"].read_text()
     assert "| default | 25." in text and " ± 0.10 | 0.9000 | +3.03 | 6 | 3 |" in text
     assert "| no-prior | 1 vs 3 | -1.03 | [" in text
@@ -209,3 +224,5 @@ def test_runs_of_one_recipe_are_one_row_with_their_spread_and_a_compared_interva
         assert sum(1 for r in csv.DictReader(f) if r["method"] == "default" and r["run"] == "2") == 6
     with pytest.raises(DataError, match="method 'nothing'"):
         compare(rows, "nothing")
+    write_results(tmp_path, rows, ["# t"])          # no baseline now: no comparison of other results stays
+    assert not (tmp_path / "comparison.csv").exists() and "Against" not in files["results.md"].read_text()

@@ -31,6 +31,8 @@ class Interval:
     level: float
     n_images: int
     n_seeds: int
+    #: what a firm verdict does not cover, said beside it (e.g. training luck that one run cannot measure)
+    caveat: str = ""
 
     @property
     def includes_zero(self) -> bool:
@@ -42,7 +44,8 @@ class Interval:
             return TOO_FEW_IMAGES
         if self.includes_zero:
             return NOT_DISTINGUISHABLE
-        return "higher than baseline" if self.mean > 0 else "lower than baseline"
+        side = "higher than baseline" if self.mean > 0 else "lower than baseline"
+        return f"{side} ({self.caveat})" if self.caveat else side
 
 
 def seed_spread(values: np.ndarray) -> Tuple[float, float]:
@@ -77,49 +80,3 @@ def paired_bootstrap(diff: np.ndarray, *, resamples: int = 10000, seed: int = 0,
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return Interval(float(d.mean()), float(low), float(high), level, n_img, n_seed)
-
-
-def _check(name: str, a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 2 or a.size == 0:
-        raise DataError(f"{name}: expected a non-empty images x seeds array, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise DataError(f"{name}: the scores contain NaN or infinity")
-    return a
-
-
-def two_arm_bootstrap(variant: np.ndarray, baseline: np.ndarray, *, resamples: int = 10000, seed: int = 0,
-                      level: float = 0.95, chunk: int = 1000) -> Interval:
-    """Interval of mean(variant) - mean(baseline) when the two were trained with different seeds.
-
-    ``variant`` is images x a, ``baseline`` images x b (the same images in the
-    same order; a and b may differ, e.g. 3 seeds against 1).  Each resample
-    draws the images once for both (the pairing) and each arm's seeds on their
-    own, so an arm with one seed adds no seed spread: its luck is not measured,
-    and the interval says so only through ``n_seeds`` (the smaller count).
-    """
-    a = _check("two_arm_bootstrap: variant", variant)
-    b = _check("two_arm_bootstrap: baseline", baseline)
-    if a.shape[0] != b.shape[0]:
-        raise DataError(f"two_arm_bootstrap: variant has {a.shape[0]} images, baseline {b.shape[0]}; "
-                        "both must be scored on the same images")
-    if resamples < 1 or not 0.0 < level < 1.0:
-        raise DataError(f"two_arm_bootstrap: resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
-    n_img = a.shape[0]
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-
-    def draw(n: int, size: int) -> np.ndarray:
-        return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
-
-    for start in range(0, resamples, chunk):
-        k = min(chunk, resamples - start)
-        rows = draw(n_img, k)
-        ca, cb = draw(a.shape[1], k), draw(b.shape[1], k)
-        mean_a = ((rows @ a) * ca).sum(axis=1) / (n_img * a.shape[1])
-        mean_b = ((rows @ b) * cb).sum(axis=1) / (n_img * b.shape[1])
-        means[start:start + k] = mean_a - mean_b
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return Interval(float(a.mean() - b.mean()), float(low), float(high), level, n_img,
-                    min(a.shape[1], b.shape[1]))

@@ -20,14 +20,14 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from hidiff.data.image_io import list_images, read_image_uint8
 from hidiff.data.synthetic_set import freeze_synthetic_set
 from hidiff.errors import DataError
-from hidiff.evaluation.bootstrap import two_arm_bootstrap
+from hidiff.evaluation.two_arm_interval import two_arm_interval
 from hidiff.evaluation.protocols import get_protocol
 from hidiff.utils.atomic import atomic_write_text
 
@@ -163,16 +163,17 @@ def summarize(rows: Sequence[dict]) -> List[dict]:
     return out
 
 
-def compare(rows: Sequence[dict], baseline: str, *, resamples: int = 10000, seed: int = 0) -> List[dict]:
+def compare(rows: Sequence[dict], baseline: str, trained: Collection[str] = ()) -> List[dict]:
     """Every other method's mean PSNR difference to ``baseline`` with a 95 % interval
-    (:func:`hidiff.evaluation.bootstrap.two_arm_bootstrap`: images paired, each method's runs resampled)."""
+    (:func:`hidiff.evaluation.two_arm_interval.two_arm_interval`: images paired; the training luck of the
+    ``trained`` methods, the models, measured from their runs)."""
     base = score_array(rows, baseline)
     out = []
     for name in dict.fromkeys(r["method"] for r in rows):
         if name == baseline:
             continue
         mine = score_array(rows, name)
-        ci = two_arm_bootstrap(mine, base, resamples=resamples, seed=seed)
+        ci = two_arm_interval(mine, base, variant_trained=name in trained, baseline_trained=baseline in trained)
         verdict = ci.verdict.replace("baseline", baseline)
         out.append({"method": name, "baseline": baseline, "diff_db": ci.mean, "low": ci.low, "high": ci.high,
                     "runs": mine.shape[1], "baseline_runs": base.shape[1], "images": ci.n_images,
@@ -204,7 +205,8 @@ def markdown_comparison(comparison: Sequence[dict]) -> str:
     if not comparison:
         return ""
     base = comparison[0]["baseline"]
-    lines = [f"Against `{base}` (mean PSNR difference, 95 % bootstrap interval over images and training runs):",
+    lines = [f"Against `{base}` (mean PSNR difference; 95 % interval over the images and, where a model has "
+             f"several runs, the training runs: docs/default_model.md, \"How the comparison is made\"):",
              "", "| method | runs | difference (dB) | 95 % interval | verdict |", "|---|---:|---:|---|---|"]
     for c in comparison:
         lines.append(f"| {c['method']} | {c['runs']} vs {c['baseline_runs']} | {c['diff_db']:+.2f} | "
@@ -213,12 +215,13 @@ def markdown_comparison(comparison: Sequence[dict]) -> str:
 
 
 def write_results(out: Path, rows: Sequence[dict], header_lines: Sequence[str],
-                  baseline: Optional[str] = None) -> Dict[str, Path]:
+                  baseline: Optional[str] = None, trained: Collection[str] = ()) -> Dict[str, Path]:
     """``results.md`` (header lines, table, comparison with ``baseline``), ``results.csv`` (per method),
-    ``per_image.csv`` and, with a baseline, ``comparison.csv``."""
+    ``per_image.csv`` and, with a baseline, ``comparison.csv`` (without one, an earlier run's is removed, so no
+    comparison of other results stands beside these)."""
 
     summary = summarize(rows)
-    comparison = compare(rows, baseline) if baseline is not None else []
+    comparison = compare(rows, baseline, trained) if baseline is not None else []
     out.mkdir(parents=True, exist_ok=True)
     files = {"results.md": out / "results.md", "results.csv": out / "results.csv",
              "per_image.csv": out / "per_image.csv"}
@@ -228,6 +231,8 @@ def write_results(out: Path, rows: Sequence[dict], header_lines: Sequence[str],
         files["comparison.csv"] = out / "comparison.csv"
         atomic_write_text(files["comparison.csv"], _csv(["method", "baseline", "runs", "baseline_runs", "diff_db",
                                                          "low", "high", "images", "verdict"], comparison))
+    else:
+        (out / "comparison.csv").unlink(missing_ok=True)
     atomic_write_text(files["results.md"], text)
     atomic_write_text(files["results.csv"], _csv(["method", "psnr", "psnr_std", "ssim", "gain_db", "images",
                                                   "runs"], summary))
