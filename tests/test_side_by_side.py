@@ -102,3 +102,21 @@ def test_checkpointing_every_stage_is_the_default_of_official_ckpt():
         1, "refinement"]
     with pytest.raises(ConfigError, match="unknown level 5"):
         StepSpec("x.yml", 1, (8, 8), checkpoint_levels=[5])
+
+
+def test_the_step_that_runs_past_the_window_is_not_charged_to_the_counted_ones():
+    """CPU time per step divided n + 1 steps' time by n (the overrun step's too), which flattered the side
+    with fewer steps' opponent: each step here burns 0.1 s of CPU, and so must each counted step."""
+    import time
+
+    from hidiff.profiling.side_by_side import count_window
+
+    def burn() -> None:
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.1:
+            pass
+
+    r = count_window(burn, time.time() + 1.0)
+    assert r["steps"] >= 1
+    per_step = (r["user_s"] + r["sys_s"]) / r["steps"]
+    assert 0.09 <= per_step < 0.1 + 0.1 / (r["steps"] + 1), r

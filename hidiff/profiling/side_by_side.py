@@ -85,6 +85,23 @@ def arrangements(kind: str, threads: int, jobs: int,
                      f"got {kind!r}")
 
 
+def count_window(step: Callable[[], object], end: float) -> dict:
+    """Run ``step`` until the clock passes ``end``; the steps finished inside the window and their CPU time
+    and minor faults (the step that ran past ``end`` is neither counted nor charged), and the peak RSS."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    counted = before          # the usage at the end of the last step that finished inside the window
+    steps = 0
+    while True:
+        step()
+        if time.time() > end:
+            break
+        steps += 1
+        counted = resource.getrusage(resource.RUSAGE_SELF)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"steps": steps, "user_s": counted.ru_utime - before.ru_utime, "sys_s": counted.ru_stime - before.ru_stime,
+            "minor_faults": counted.ru_minflt - before.ru_minflt, "peak_rss_gib": after.ru_maxrss / 2**20}
+
+
 def count_steps(spec: StepSpec, seconds: float, start_line: Callable[[], str]) -> dict:
     """Warm up one step of ``spec``, say ready, read the common start time, count the steps completed within
     the ``seconds`` window (``spec.keep_memory``: this process's malloc keeps freed memory)."""
@@ -98,17 +115,8 @@ def count_steps(spec: StepSpec, seconds: float, start_line: Callable[[], str]) -
     while time.time() < start_at:
         time.sleep(0.005)
     end = start_at + seconds
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    steps = 0
-    while True:
-        ts.step()
-        if time.time() > end:
-            break
-        steps += 1
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"steps": steps, "seconds": seconds, "threads": torch.get_num_threads(), "memory_kept": kept,
-            "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
-            "minor_faults": after.ru_minflt - before.ru_minflt, "peak_rss_gib": after.ru_maxrss / 2**20}
+    return {**count_window(ts.step, end), "seconds": seconds, "threads": torch.get_num_threads(),
+            "memory_kept": kept}
 
 
 def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangement, *, seconds: float,
