@@ -157,6 +157,17 @@ def test_a_validation_set_the_new_run_does_not_write_is_refused_or_removed(tmp_p
     assert not [p for p in out.iterdir() if p.name.startswith(".hidiff-prepare-")]
 
 
+@pytest.mark.parametrize("scene", [TRAIN_SCENES[0], TRAIN_SCENES[3]])     # a training crop, a validation crop
+def test_without_verify_a_pair_of_two_sizes_is_refused_at_cropping(tmp_path, scene):
+    """--no-verify skips the size check; crops at one position of images of two sizes passed for pairs."""
+    src = make_large(tmp_path / "src")
+    cv2.imwrite(str(src / "GOPRO_Large" / "train" / scene / "sharp" / "000001.png"), frame(999)[:H - 8])
+    with pytest.raises(DataError, match=rf"pair '{scene}-000001': the images differ in size, .*{H}x{W}.*"
+                                        rf"{H - 8}x{W}"):
+        prepare_gopro(src, options(tmp_path / "out", val_scenes=1, verify=False))
+    assert not (tmp_path / "out").exists()
+
+
 def test_readme_layout_and_val_scenes_option(tmp_path):
     src = tmp_path / "GoPro"
     seed = 0

@@ -36,8 +36,20 @@ def crop_positions(h: int, w: int, size: int, stride: int) -> list[tuple[int, in
     return [(top, left) for top in axis_starts(h, size, stride) for left in axis_starts(w, size, stride)]
 
 
-def _crop_pair_grid(pair: Pair, out_dirs: dict[str, Path], size: int, stride: int) -> int:
+def _read_pair(pair: Pair) -> dict:
+    """The decoded images of a pair, refused unless every role has the same size (``--no-verify`` skips the
+    earlier size check, and a crop at one position of images of different sizes is not a pair)."""
     images = {role: read_raw(path) for role, path in pair.files.items()}
+    sizes = {role: img.shape[:2] for role, img in images.items()}
+    if len(set(sizes.values())) > 1:
+        raise DataError(f"pair '{pair.key}': the images differ in size, "
+                        + ", ".join(f"{role} '{pair.files[role]}' {h}x{w}" for role, (h, w) in sizes.items())
+                        + "; crops of them would not show the same scene")
+    return images
+
+
+def _crop_pair_grid(pair: Pair, out_dirs: dict[str, Path], size: int, stride: int) -> int:
+    images = _read_pair(pair)
     h, w = next(iter(images.values())).shape[:2]
     try:
         positions = crop_positions(h, w, size, stride)
@@ -51,8 +63,8 @@ def _crop_pair_grid(pair: Pair, out_dirs: dict[str, Path], size: int, stride: in
 
 
 def _crop_pair_center(pair: Pair, out_dirs: dict[str, Path], size: int) -> int:
-    for role, path in pair.files.items():
-        img = read_raw(path)
+    for role, img in _read_pair(pair).items():
+        path = pair.files[role]
         h, w = img.shape[:2]
         if h < size or w < size:
             raise DataError(f"cannot centre-crop {size}x{size} from '{path}' ({h}x{w})")
