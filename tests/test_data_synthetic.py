@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import skimage
@@ -140,3 +141,26 @@ def test_frozen_set_is_byte_reproducible_and_matches_the_dataset(photos, tmp_pat
     assert (tmp_path / "c" / "input" / "coffee.png").read_bytes() != a["input/coffee.png"]
     with pytest.raises(DataError, match="--overwrite"):
         freeze_synthetic_set(photos, tmp_path / "c", seed=8, crop=64, log=lambda _: None)
+
+
+def test_overwrite_keeps_the_earlier_set_until_every_pair_of_the_new_one_is_made(photos, tmp_path):
+    """A photo too small for the crop was found after the earlier set had been deleted; the folder then held
+    new images under the old manifest."""
+    out = tmp_path / "set"
+    freeze_synthetic_set(photos, out, seed=0, crop=64, log=lambda _: None)
+    before = tree(out)
+    more = tmp_path / "more"
+    shutil.copytree(photos, more)
+    cv2.imwrite(str(more / "tiny.png"), np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(DataError, match="tiny.png"):
+        freeze_synthetic_set(more, out, seed=1, crop=64, overwrite=True, log=lambda _: None)
+    assert tree(out) == before and sorted(p.name for p in out.iterdir()) == sorted(
+        ["input", "target", "kernels", "manifest.json"])
+    (more / "tiny.png").unlink()
+    (more / "ATTRIBUTION.md").write_text("photos: CC0\n")
+    freeze_synthetic_set(more, out, seed=1, crop=64, overwrite=True, log=lambda _: None)
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1 and (out / "ATTRIBUTION.md").is_file()
+    assert tree(out)["input/coffee.png"] != before["input/coffee.png"]
+    freeze_synthetic_set(photos, out, seed=2, crop=64, overwrite=True, log=lambda _: None)
+    assert not (out / "ATTRIBUTION.md").exists()     # the set replaced whole: no other set's attribution stays
+    assert not [p for p in out.iterdir() if p.name.startswith(".hidiff-staging-")]

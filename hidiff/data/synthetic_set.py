@@ -12,12 +12,18 @@ The pairs are exactly the val/test items of ``SyntheticBlurDataset`` with the
 same ``seed``/``gt_size``/``kernel_size``/``noise_sigma``: each image's draws
 come from ``key_rng(seed, key)``, so the set does not depend on which other
 photos are present, and two runs write identical bytes.
+
+The set is built in ``out/.hidiff-staging-<pid>/`` and moved into place only when
+every photo has been made into a pair: a photo that is too small or unreadable
+leaves an earlier set (``overwrite``) as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -34,6 +40,8 @@ from hidiff.utils.atomic import atomic_write_bytes, atomic_write_text
 
 FORMAT = "hidiff-synthetic-blur/1"
 SUBFOLDERS = ("input", "target", "kernels")
+#: what a set consists of under ``out``; an earlier set's entries are all replaced (or removed) together
+ENTRIES = (*SUBFOLDERS, "manifest.json", "ATTRIBUTION.md")
 PREVIEW_SCALE = 4
 
 
@@ -73,15 +81,44 @@ def freeze_synthetic_set(sharp_dir: Union[str, Path], out_dir: Union[str, Path],
         ([out / "manifest.json"] if (out / "manifest.json").exists() else [])
     if existing and not overwrite:
         raise DataError(f"'{out}' already holds a synthetic set ({existing[0].name}); pass --overwrite")
-    for folder in SUBFOLDERS:
-        if (out / folder).exists():
-            shutil.rmtree(out / folder)
-        (out / folder).mkdir(parents=True)
+    made = [p for p in [out, *out.parents] if not p.exists()]
+    stage = out / f".hidiff-staging-{os.getpid()}"
+    try:
+        for folder in SUBFOLDERS:
+            (stage / folder).mkdir(parents=True)
+        manifest = _write_set(stage, photos, sharp_dir, seed=seed, crop=crop, kernel_size=kernel_size,
+                              noise=(lo, hi), log=log)
+        _replace_set(out, stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return manifest
 
+
+def _replace_set(out: Path, stage: Path) -> None:
+    """Move the staged set's entries into ``out``; an earlier set's entries are set aside, then deleted."""
+    aside = stage / ".old"
+    aside.mkdir()
+    for name in ENTRIES:
+        if (out / name).exists():
+            os.rename(out / name, aside / name)
+    for name in ENTRIES:
+        if (stage / name).exists():
+            os.rename(stage / name, out / name)
+    shutil.rmtree(stage)
+
+
+def _write_set(stage: Path, photos: Sequence[Path], sharp_dir: Union[str, Path], *, seed: int,
+               crop: Optional[int], kernel_size: int, noise: tuple, log) -> dict:
+    """Every pair, the attribution and the manifest, written under ``stage``; the manifest."""
+    lo, hi = noise
     files: dict[str, str] = {}
 
     def emit(rel: str, data: bytes) -> None:
-        atomic_write_bytes(out / rel, data)
+        atomic_write_bytes(stage / rel, data)
         files[rel] = _sha256(data)
 
     items = []
@@ -111,5 +148,5 @@ def freeze_synthetic_set(sharp_dir: Union[str, Path], out_dir: Union[str, Path],
         "items": items,
         "files": dict(sorted(files.items())),
     }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
