@@ -181,6 +181,22 @@ def test_default_photos_gathered_with_attribution(tmp_path):
     assert not (tmp_path / "dst2").exists()
 
 
+def test_gathering_into_a_folder_with_other_photos_is_refused(tmp_path):
+    """A second gathering kept the first one's photos (test photos, say) and left them out of ATTRIBUTION.md."""
+    test = write_photos(tmp_path / "test", n=1)
+    (test / "photo0.png").rename(test / "kodim23.png")
+    train = write_photos(tmp_path / "train")
+    gather_photos(tmp_path / "dst", [test], skimage=False, log=lambda m: None)
+    before = sorted(p.name for p in (tmp_path / "dst").iterdir())
+    with pytest.raises(DataError, match=r"holds 1 image\(s\) that this gathering does not bring \(kodim23.png\)"):
+        gather_photos(tmp_path / "dst", [train], skimage=False, log=lambda m: None)
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == before
+    changed = write_photos(tmp_path / "changed", n=1, size=(70, 72))       # the same name, new bytes
+    (changed / "photo0.png").rename(changed / "kodim23.png")
+    gather_photos(tmp_path / "dst", [changed], skimage=False, log=lambda m: None)
+    assert (tmp_path / "dst" / "kodim23.png").read_bytes() == (changed / "kodim23.png").read_bytes()
+
+
 def test_tile_estimate_prints_the_recipes_figures(tmp_path):
     from hidiff.inference.tiler import TileGrid, auto_tile_options
 

@@ -3,8 +3,10 @@
 ``gather_photos`` fills one folder (the ``sharp_root`` of options/default_stage*.yml)
 with the scikit-image photos below, as RGB PNG, and the images of each given
 folder, byte for byte, and writes an ``ATTRIBUTION.md`` that keeps every
-source's attribution (docs/default_model.md).  Names must not clash; nothing
-is written before that is checked.
+source's attribution (docs/default_model.md).  Names must not clash, and ``dst``
+must hold no other image (one left from an earlier gathering would train the
+model without being named in the attribution, a test photo perhaps); nothing is
+written before both are checked.
 """
 from __future__ import annotations
 
@@ -45,6 +47,13 @@ def gather_photos(dst: Path, folders: Sequence[Path] = (), *, skimage: bool = Tr
             stems[path.stem] = str(path)
             copies.append(path)
     dst = Path(dst)
+    expected = {Path(n).stem + ".png" for n in SKIMAGE_PHOTOS} if skimage else set()
+    expected |= {p.name for p in copies}
+    strangers = [p.name for p in list_images(dst) if p.name not in expected] if dst.is_dir() else []
+    if strangers:
+        raise DataError(f"'{dst}' holds {len(strangers)} image(s) that this gathering does not bring "
+                        f"({', '.join(strangers[:5])}{', ...' if len(strangers) > 5 else ''}): they would train the "
+                        f"model without being named in ATTRIBUTION.md; remove them or gather into another folder")
     dst.mkdir(parents=True, exist_ok=True)
     lines = ["# Training photos of hidiff's default model", ""]
     if skimage:
@@ -53,9 +62,9 @@ def gather_photos(dst: Path, folders: Sequence[Path] = (), *, skimage: bool = Tr
                   "| file | licence as stated in skimage.data |", "|---|---|"]
         lines += [f"| {Path(n).stem}.png | {lic} |" for n, lic in SKIMAGE_PHOTOS.items()] + [""]
     for path in copies:
-        target = dst / path.name
-        if not target.exists():
-            atomic_write_bytes(target, path.read_bytes())
+        target, data = dst / path.name, path.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:    # a changed source photo is copied again
+            atomic_write_bytes(target, data)
     for folder in folders:
         attribution = Path(folder) / "ATTRIBUTION.md"
         lines += [f"## From {Path(folder).name}/ (its ATTRIBUTION.md)", ""]
