@@ -116,6 +116,33 @@ def test_apply_orientation_is_inverted_by_its_transpose_group():
     np.testing.assert_array_equal(apply_orientation(a, 8), np.rot90(a, 1))
 
 
+@pytest.mark.parametrize("ext,saver", [(".png", "PNG"), (".jpg", "JPEG"), (".tif", "TIFF"), (".webp", "WEBP")])
+def test_training_evaluation_and_deblur_read_a_tagged_photo_alike(tmp_path, chelsea, ext, saver):
+    """OpenCV applied the EXIF orientation to TIFF but not to JPEG/PNG: a dataset read a tagged JPEG sideways
+    while hidiff-deblur turned it upright, and a perfect restoration scored 7.9 dB against its own target."""
+    from hidiff.data.image_io import read_image_uint8, read_raw, read_rgb
+    from hidiff.metrics.psnr import psnr_uint8
+
+    src = tmp_path / f"tagged{ext}"
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6                                         # stored sideways: turn 90 degrees clockwise
+    if saver == "TIFF":
+        Image.fromarray(chelsea).save(src, saver, tiffinfo={0x0112: 6})
+    else:
+        Image.fromarray(chelsea).save(src, saver, exif=exif.tobytes(), **({} if saver == "PNG" else {"quality": 100}))
+    h, w = chelsea.shape[:2]
+    photo = np.clip(np.rint(read_photo(src).rgb * 255), 0, 255).astype(np.uint8)
+    for image in (photo, read_image_uint8(src), read_rgb(src), read_raw(src)[:, :, ::-1]):
+        assert image.shape == (w, h, 3)
+        np.testing.assert_array_equal(image, photo)
+    if saver == "PNG":                                     # lossless: upright is the stored pixels turned
+        np.testing.assert_array_equal(photo, np.rot90(chelsea, -1))
+    assert psnr_uint8(read_rgb(src), photo) == float("inf")
+    plain = tmp_path / f"plain{ext}"
+    Image.fromarray(chelsea).save(plain, saver)               # untagged: as stored
+    assert read_rgb(plain).shape == (h, w, 3)
+
+
 @pytest.mark.parametrize("ext,saver", [(".png", "PNG"), (".jpg", "JPEG"), (".tif", "TIFF")])
 def test_truncated_files_are_reported_with_path(tmp_path, chelsea, ext, saver):
     good = tmp_path / f"good{ext}"

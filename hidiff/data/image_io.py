@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from hidiff.data.orientation import upright
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
 
@@ -65,7 +66,8 @@ def _format_of(data: bytes) -> str | None:
 
 
 def decode_raw(data: bytes, source: str) -> np.ndarray:
-    """Decode ``data`` with OpenCV unchanged (BGR/BGRA/gray, 8/16-bit), or raise DataError.
+    """Decode ``data`` with OpenCV unchanged (BGR/BGRA/gray, 8/16-bit), turned upright by its EXIF orientation
+    (hidiff/data/orientation.py), or raise DataError.
 
     ``source`` (a path or an LMDB key) is only used in error messages.
     """
@@ -77,7 +79,7 @@ def decode_raw(data: bytes, source: str) -> np.ndarray:
         reason = (f"truncated or corrupt {fmt} data ({len(data)} bytes)" if fmt
                   else f"not a supported image format (first bytes {data[:8]!r})")
         raise DataError(f"cannot decode image '{source}': {reason}")
-    return raw
+    return upright(raw, data)
 
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
@@ -122,7 +124,8 @@ def read_raw(path: PathLike) -> np.ndarray:
 
 
 def read_rgb(path: PathLike) -> np.ndarray:
-    """HxWx3 RGB uint8/uint16 array of an image file; DataError names the file on failure."""
+    """HxWx3 RGB uint8/uint16 array of an image file, upright by its EXIF orientation; DataError names the file
+    on failure."""
     p = Path(path)
     try:
         data = np.fromfile(p, dtype=np.uint8)
@@ -131,6 +134,7 @@ def read_rgb(path: PathLike) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise DataError(f"cannot decode image '{p}' (empty, truncated or not an image)")
+    img = upright(img, data.tobytes())
     if img.dtype not in (np.uint8, np.uint16):
         raise DataError(f"image '{p}': unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
     if img.ndim == 2:

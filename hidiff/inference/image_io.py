@@ -25,7 +25,6 @@ OpenCV's decoder already turned a format upright differs between versions
 """
 from __future__ import annotations
 
-import functools
 import glob
 import io
 import logging
@@ -44,13 +43,14 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from hidiff.data.image_io import IMG_EXTENSIONS, is_image_file
+from hidiff.data.orientation import EXIF_ORIENTATION as _EXIF_ORIENTATION
+from hidiff.data.orientation import apply_orientation, opencv_applies_orientation
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 log = logging.getLogger("hidiff.deblur")
 
-_EXIF_ORIENTATION = 0x0112
 _EXIF_SUB_IFDS = (0x8769, 0x8825, 0xA005)  # Exif, GPS, Interoperability pointers
 # TIFF tags that describe one file's pixel layout (or carry blobs handled apart, such as the ICC profile):
 # meaningless in another file, so they are not copied into the output's EXIF
@@ -160,49 +160,6 @@ def _upright_exif(exif: Image.Exif) -> Optional[bytes]:
     if _EXIF_ORIENTATION in exif:
         exif[_EXIF_ORIENTATION] = 1
     return exif.tobytes()  # reads the Exif/GPS sub-IFDs while the file is open
-
-
-@functools.lru_cache(maxsize=None)
-def opencv_applies_orientation(fmt: Optional[str]) -> bool:
-    """Whether ``cv2.imdecode(IMREAD_UNCHANGED)`` returns files of Pillow format ``fmt`` already upright.
-
-    Probed with a 2x3 image tagged orientation 6 (rotate 90 degrees): an upright
-    decode comes back 3x2.  Formats Pillow cannot write with the tag count as no.
-    """
-    if fmt not in ("TIFF", "PNG", "JPEG", "WEBP"):
-        return False
-    im = Image.fromarray(np.zeros((2, 3, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    try:
-        if fmt == "TIFF":
-            im.save(buf, fmt, tiffinfo={_EXIF_ORIENTATION: 6})
-        else:
-            exif = im.getexif()
-            exif[_EXIF_ORIENTATION] = 6
-            im.save(buf, fmt, exif=exif.tobytes())
-    except (OSError, KeyError, ValueError):
-        return False
-    probe = cv2.imdecode(np.frombuffer(buf.getvalue(), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    return probe is not None and probe.shape[:2] == (3, 2)
-
-
-def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn an image stored with EXIF orientation 1..8 upright (H x W or H x W x C)."""
-    if orientation == 2:
-        return img[:, ::-1]
-    if orientation == 3:
-        return img[::-1, ::-1]
-    if orientation == 4:
-        return img[::-1]
-    if orientation == 5:
-        return img.swapaxes(0, 1)
-    if orientation == 6:
-        return img.swapaxes(0, 1)[:, ::-1]
-    if orientation == 7:
-        return img.swapaxes(0, 1)[::-1, ::-1]
-    if orientation == 8:
-        return img.swapaxes(0, 1)[::-1]
-    return img
 
 
 # ------------------------------------------------------------------ writing
