@@ -632,7 +632,7 @@ def speed_inference(ctx: Context) -> dict:
     variants += [("plain", "bf16"), ("fast", "bf16"), ("fast", "fp16")] if ctx.cuda else [("fast-whole", "fp32")]
     tables, rows_all = [], []
     for size in sizes:
-        calls = {}
+        calls, own_bytes = {}, {}
         for formulation, precision in variants:
             whole = ["network_g.inference_chunk_pixels=0"] if formulation == "fast-whole" else []
             options = load_profile_options(opt_path(ctx, "test"),
@@ -653,6 +653,8 @@ def speed_inference(ctx: Context) -> dict:
                 raise AssertionError(f"{formulation}+{precision} at {size}: non-finite output")
 
             calls[f"{formulation}+{precision}"] = run
+            own_bytes[f"{formulation}+{precision}"] = sum(t.numel() * t.element_size() for t in
+                                                          [*model.parameters(), *model.buffers()])
         timing = time_interleaved(calls, device=ctx.device, warmup=0 if ctx.dry_run else 1,
                                   repeats=1 if ctx.dry_run else 5)
         base = timing["variants"]["plain+fp32"]["median_s"]
@@ -661,10 +663,13 @@ def speed_inference(ctx: Context) -> dict:
             t = timing["variants"][label]
             peak = None
             if ctx.cuda:
+                # every variant's model is alive on the device: count the call's own use above what is held,
+                # plus this variant's weights, not the others' (they inflated each peak by 0.1 GiB per variant)
                 free_cuda()
                 torch.cuda.reset_peak_memory_stats()
+                held = torch.cuda.memory_allocated()
                 fn()
-                peak = torch.cuda.max_memory_allocated()
+                peak = torch.cuda.max_memory_allocated() - held + own_bytes[label]
             rows.append({"size": list(size), "variant": label, "median_s": t["median_s"],
                          "images_per_s": 1 / t["median_s"],
                          "speedup_vs_plain_fp32": base / t["median_s"], "cuda_peak_allocated_bytes": peak})
