@@ -11,10 +11,13 @@ Figures (random weights, fp32, batch 1 unless said, each case in a fresh process
   batch 4 of 128x128.
 
 ``--plain`` adds the same cases with the straightforward formulation
-(``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``).
-The official implementation's figures on the reference 2-core machine
-(docs/architecture.md 1.6) are printed alongside.  Timings on a shared machine
-depend on what else runs: the load average before and after every case is shown.
+(``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``),
+each in its own fresh process right after the fast one's (which runs first
+alternates from case to case).  They are not interleaved step by step: for
+training-step ratios that hold under a changing load use
+``benchmarks/train_speed.py``.  Timings on a shared machine depend on what else
+runs: the load average before and after every case is shown.  No figure of the
+official code is printed: one from another day or machine is no comparison.
 """
 from __future__ import annotations
 
@@ -26,8 +29,6 @@ from typing import List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PLAIN = ["network_g.fused_attention=false", "network_g.channels_last=false", "network_g.inference_chunk_pixels=0"]
-# Official code on the reference 2-core CPU, fp32, whole image (docs/architecture.md 1.6): median ms and peak RSS bytes.
-OFFICIAL = {"infer_256": (9027.0, 1.58e9), "infer_720p": (198340.0, 8.74e9)}
 
 
 def cases(args) -> List[dict]:
@@ -64,19 +65,16 @@ def _gb(n: Optional[float]) -> str:
 
 def table(rows: List[dict], machine: str) -> str:
     lines = [f"machine: {machine}", "",
-             "| case | path | threads | median s | min-max s | cpu s | peak RSS GB | load before -> after | "
-             "official s (speed-up) | official peak GB |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "| case | path | threads | median s | min-max s | cpu s | peak RSS GB | load before -> after |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lat, mem = r["latency"], r["memory"]
         peak = mem.get("peak_rss_bytes", mem.get("cuda_peak_allocated_bytes"))
-        off = OFFICIAL.get(r["key"])
-        off_s = f"{off[0] / 1e3:.1f} ({off[0] / lat['median_ms']:.1f}x)" if off else "-"
         la, lb = r["load_average_before"], r["load_average_after"]
         load = f"{la[0]:.2f} -> {lb[0]:.2f}" if la and lb else "n/a"
         lines.append(f"| {r['title']} | {r['path']} | {r['threads']} | {lat['median_ms'] / 1e3:.2f} | "
                      f"{lat['min_ms'] / 1e3:.2f}-{lat['max_ms'] / 1e3:.2f} | {lat['cpu_ms'] / 1e3:.2f} | {_gb(peak)} | "
-                     f"{load} | {off_s} | {_gb(off[1]) if off else '-'} |")
+                     f"{load} |")
     return "\n".join(lines)
 
 
@@ -95,8 +93,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.profiling.machine import describe_machine, machine_line
     machine = describe_machine(args.device)
     rows = []
-    for c in cases(args):
-        for plain in ((False, True) if args.plain else (False,)):
+    for i, c in enumerate(cases(args)):
+        order = ((False, True) if i % 2 == 0 else (True, False)) if args.plain else (False,)
+        for plain in order:     # which formulation runs first alternates from case to case
             r = measure(c, args, plain)
             rows.append(r)
             print(f"{r['title']} [{r['path']}]: median {r['latency']['median_ms'] / 1e3:.2f} s, "

@@ -210,3 +210,20 @@ def test_scripts_folder_still_finds_the_standard_profile_module():
             "assert hasattr(profile, 'run') and hasattr(profile, 'Profile'), profile.__file__; print('ok')")
     proc = run_checked([PY, "-c", code, REPO / "scripts"], env=run_env(), timeout=300)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_the_train_step_case_recomputes_the_feed_forward_as_the_trainer_does(tmp_path):
+    """speed.py's and hidiff-profile's training step skipped train.recompute_ffn (default true), so their
+    'fast' step was not the trainer's default path."""
+    from hidiff.archs.fast.gdfn import FastGDFN
+    from hidiff.profiling.cases import build_cases
+    from hidiff.profiling.profiler import build_profile_model, load_profile_options
+
+    opt = tmp_path / "tiny.yml"
+    opt.write_text(TINY_S2)
+    for on in (True, False):
+        options = load_profile_options(str(opt), [f"train.recompute_ffn={str(on).lower()}"])
+        model = build_profile_model(options, torch.device("cpu"))
+        build_cases(model, (32, 32), batch=1, device=torch.device("cpu"), names=["train_step"], options=options)
+        blocks = [m for net in model.trainable.values() for m in net.modules() if isinstance(m, FastGDFN)]
+        assert blocks and {m.recompute_hidden for m in blocks} == {on}

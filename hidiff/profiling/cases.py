@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from hidiff.archs.fast.gdfn import set_ffn_recompute
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 from hidiff.inference.noise import draw_noise
@@ -159,10 +160,13 @@ def build_cases(model, size: Tuple[int, int], *, batch: int = 1, device: torch.d
 
 def _train_step_case(model, options, size: Tuple[int, int], batch: int, device: torch.device,
                      in_ch: int) -> Case:
-    """One optimisation step as the trainer runs it (fp32, no accumulation)."""
+    """One optimisation step as the trainer runs it (fp32, no accumulation; the feed-forward recomputed in
+    backward where ``train.recompute_ffn`` says so, as the trainer sets it)."""
     topt = getattr(options, "train", None)
     if topt is None:
         raise ConfigError("the train_step case needs a training option file (with a 'train' block)")
+    for net in model.trainable.values():
+        set_ffn_recompute(net, topt.recompute_ffn)
     data = {"lq": _tensor((batch, in_ch, *size), device, 6), "gt": _tensor((batch, 3, *size), device, 7)}
     params = [p for p in model.trainable.parameters() if p.requires_grad]
 
