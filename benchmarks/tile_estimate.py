@@ -62,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--photo", type=parse_hw, default=(3000, 4000), help="photo size HxW (default 3000x4000)")
     ap.add_argument("--cores", type=int, default=2, help="CPU cores of the target machine (default 2)")
     ap.add_argument("--speedup", type=float, default=1.6, help="a less than perfect multi-core speed-up")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs of the tile (median CPU time)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs of the tile (mean CPU time)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
     if args.cores < 1 or args.speedup <= 0 or args.runs < 1:
@@ -86,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     h, w = f["photo_hw"]
     print(f"{args.opt}: shipped networks {f['shipped_params']:,} parameters = {f['fp16_mib']:.2f} MiB in fp16")
     print(f"one {tile} tile: {f['gmac_per_tile']:.2f} GMAC, {f['cpu_s_per_tile'] * 1000:.0f} ms CPU time "
-          f"(1 thread, median of {args.runs}; load average {f['load_average']})")
+          f"(1 thread, mean of {args.runs}; load average {f['load_average']})")
     print(f"{h}x{w} photo: {f['tiles']} tiles, {f['gmac_total']:.0f} GMAC; estimate "
           f"{f['seconds_all_cores']:.0f} s on {f['cores']} cores fully used, "
           f"{f['seconds_at_speedup']:.0f} s at a {f['speedup']}x speed-up")
