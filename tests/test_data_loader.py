@@ -13,7 +13,7 @@ from hidiff.data.loader import build_dataloader, worker_seed
 from hidiff.data.paired_dataset import PairedImageDataset
 from hidiff.data.prefetch import CPUPrefetcher
 from hidiff.data.synthetic_dataset import SyntheticBlurDataset
-from hidiff.errors import ConfigError
+from hidiff.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,22 @@ def test_loader_errors(paired):
     with pytest.raises(ConfigError, match="fewer than one batch of 8"):
         build_dataloader(ds, phase="train", batch_size=8, num_workers=0, seed=0)
     assert len(build_dataloader(ds, phase="train", batch_size=8, num_workers=0, seed=0, enlarge_ratio=3)) == 2
+
+
+def test_whole_images_of_different_sizes_in_one_batch_are_named(tmp_path):
+    """gt_size: null with the 90-degree augmentation gave torch's bare 'stack expects each tensor to be equal
+    size'; the error now names the samples and their sizes, and what to change."""
+    rng = np.random.default_rng(0)
+    for role in ("lq", "gt"):
+        (tmp_path / role).mkdir()
+        for i in range(8):
+            cv2.imwrite(str(tmp_path / role / f"{i:03d}.png"), (rng.random((24, 40, 3)) * 255).astype(np.uint8))
+    ds = PairedImageDataset(str(tmp_path / "lq"), str(tmp_path / "gt"), phase="train", gt_size=None)
+    loader = build_dataloader(ds, phase="train", batch_size=4, num_workers=0, seed=0)
+    with pytest.raises(DataError, match=r"a batch of 4 samples of different sizes cannot be stacked \('0\d\d' "
+                                        r"(24x40|40x24).*gt_size.*batch_size_per_gpu: 1"):
+        for _ in range(2):
+            for _batch in loader:
+                pass
+    square = build_dataloader(ds, phase="train", batch_size=1, num_workers=0, seed=0)
+    assert next(iter(square))["gt"].shape[0] == 1

@@ -16,11 +16,11 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from hidiff.data.prefetch import CPUPrefetcher, CUDAPrefetcher
 from hidiff.data.sampler import ResumableSampler
-from hidiff.errors import ConfigError
+from hidiff.errors import ConfigError, DataError
 
 PREFETCH_MODES = (None, "cpu", "cuda")
 
@@ -28,6 +28,21 @@ PREFETCH_MODES = (None, "cpu", "cuda")
 def worker_seed(seed: int, rank: int, worker_id: int) -> int:
     """The 32-bit seed of one DataLoader worker, derived from (seed, rank, worker_id)."""
     return int(np.random.SeedSequence([int(seed), int(rank), int(worker_id)]).generate_state(1)[0])
+
+
+def collate_samples(items: list):
+    """``default_collate``, with a batch of tensors of different sizes named by key and size (whole images of
+    several sizes, ``gt_size: null``, or non-square ones turned by the 90-degree augmentation), not torch's
+    bare 'stack expects each tensor to be equal size'."""
+    try:
+        return default_collate(items)
+    except RuntimeError as exc:
+        if "equal size" not in str(exc) or not all(isinstance(i, dict) for i in items):
+            raise
+        sizes = ", ".join(f"'{i.get('key', '?')}' {'x'.join(map(str, i['gt'].shape[-2:]))}" for i in items
+                          if hasattr(i.get("gt"), "shape"))
+        raise DataError(f"a batch of {len(items)} samples of different sizes cannot be stacked ({sizes}): give "
+                        f"the training set a crop size (gt_size) or batch_size_per_gpu: 1") from None
 
 
 def seed_worker(worker_id: int, *, seed: int, rank: int) -> None:
@@ -105,7 +120,7 @@ def build_dataloader(dataset: Dataset, *, phase: str, batch_size: int, num_worke
         kwargs["persistent_workers"] = persistent_workers
         kwargs["worker_init_fn"] = partial(seed_worker, seed=seed, rank=rank)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, drop_last=drop_last, **kwargs)
+                        pin_memory=pin_memory, drop_last=drop_last, collate_fn=collate_samples, **kwargs)
     if prefetch == "cpu":
         return CPUPrefetcher(loader, depth=prefetch_depth)
     if prefetch == "cuda":
