@@ -92,3 +92,10 @@ def test_layout_errors(dpdd):
         DualPixelDataset(str(dpdd), "val")
     with pytest.raises(ConfigError, match="view_order"):
         DualPixelDataset(str(dpdd), "train", view_order="LL")
+
+
+def test_two_targets_of_one_stem_are_refused(dpdd):
+    """target/ holding k.png and k.tif: one was used silently; the views already refused the same clash."""
+    cv2.imwrite(str(dpdd / "test" / "target" / "img1.tif"), rgb16(7))
+    with pytest.raises(DataError, match=r"target' holds two files for the stem 'img1': 'img1.png' and 'img1.tif'"):
+        DualPixelDataset(str(dpdd), "test")

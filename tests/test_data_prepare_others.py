@@ -66,6 +66,19 @@ def test_hide_missing_gt_is_named(tmp_path):
     assert names(tmp_path / "out" / "test" / "HIDE" / "input") == ["1fromGOPR0950", "5fromGOPR1096"]
 
 
+def test_two_files_of_one_stem_are_left_out_not_guessed(tmp_path):
+    """A stray a.jpg beside a.png in target/: the pair was kept with whichever came last, against the README's
+    'the offending pairs are left out'."""
+    for role in ("input", "target"):
+        for i, k in enumerate(("a", "b")):
+            write(tmp_path / "src" / "test" / "HIDE" / role / f"{k}.png", img(i + (9 if role == "target" else 0)))
+    write(tmp_path / "src" / "test" / "HIDE" / "target" / "a.jpg", img(50))
+    report = prepare_hide(tmp_path / "src", opts(tmp_path / "out"))
+    assert any("sharing a stem" in w and "a.jpg" in w for w in report.warnings), report.warnings
+    out = tmp_path / "out" / "test" / "HIDE"
+    assert names(out / "input") == names(out / "target") == ["b"]
+
+
 def test_a_split_without_one_usable_pair_writes_nothing_and_keeps_a_prepared_set(tmp_path):
     """Every GT missing: the split is refused; with --overwrite it used to replace a good set by empty folders."""
     src = make_hide(tmp_path / "src")

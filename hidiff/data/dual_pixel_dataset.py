@@ -57,14 +57,16 @@ def view_stem(stem: str) -> str:
     return _VIEW_SUFFIX.sub("", stem)
 
 
-def _index_view_folder(folder: Path, dataset: str) -> dict[str, str]:
+def _index_view_folder(folder: Path, dataset: str, key=view_stem) -> dict[str, str]:
+    """``{key: path}`` of ``folder``'s images (key: the stem without a view suffix); two files of one key are
+    refused, since which one pairs is not for us to guess."""
     out: dict[str, str] = {}
     for p in list_images(folder):
-        key = view_stem(p.stem)
-        if key in out:
-            raise DataError(f"dataset '{dataset}': '{folder}' holds two files for the stem '{key}': "
-                            f"'{Path(out[key]).name}' and '{p.name}'")
-        out[key] = str(p)
+        k = key(p.stem)
+        if k in out:
+            raise DataError(f"dataset '{dataset}': '{folder}' holds two files for the stem '{k}': "
+                            f"'{Path(out[k]).name}' and '{p.name}'")
+        out[k] = str(p)
     return out
 
 
@@ -160,7 +162,7 @@ class DualPixelDataset(PairDatasetBase):
         self.dataroot = base
         views = list(view_order) if self.dual_pixel else ["C"]
         gt_dir = self.root / "target"
-        self._gt = {p.stem: str(p) for p in list_images(gt_dir)}
+        self._gt = _index_view_folder(gt_dir, name, key=lambda stem: stem)
         self._views: list[dict[str, str]] = []
         for v in views:
             folder = self.root / VIEW_FOLDERS[v]

@@ -95,13 +95,19 @@ def match_roles(files: dict[str, dict[str, Path]], *, anchor: str = "target",
 
 def index_folder(folder: Path, *, key: Callable[[Path], str] = lambda p: p.stem,
                  duplicates: Optional[list[str]] = None) -> dict[str, Path]:
-    """``{key: path}`` of the images in ``folder``; clashing keys are appended to ``duplicates``."""
+    """``{key: path}`` of the images in ``folder``.  With ``duplicates``, a key that two files share is
+    appended to it and left out (which of ``a.png`` and ``a.jpg`` is the pair's is not for us to guess);
+    without, the last file of a key is kept."""
     out: dict[str, Path] = {}
+    clashing: set[str] = set()
     for p in list_images(folder):
         k = key(p)
         if k in out and duplicates is not None:
             duplicates.append(f"{out[k]} and {p} (key '{k}')")
+            clashing.add(k)
         out[k] = p
+    for k in clashing:
+        del out[k]
     return out
 
 
