@@ -86,3 +86,30 @@ def test_lmdb_errors(folders, tmp_path):
     (tmp_path / "target.lmdb" / "meta_info.txt").write_text("garbage line\n")
     with pytest.raises(DataError, match=r"meta_info.txt:1: expected"):
         read_meta_info(tmp_path / "target.lmdb")
+
+
+def test_basicsr_keys_with_a_folder_part_are_read(tmp_path):
+    """REDS-style keys '000/00000000' were cut to '00000000': 'listed twice' for two clips, or missing."""
+    import lmdb
+
+    rng = np.random.default_rng(0)
+    images = {}
+    for side in ("lq", "gt"):
+        root = tmp_path / f"{side}.lmdb"
+        root.mkdir()
+        env = lmdb.open(str(root), map_size=1 << 24)
+        lines = []
+        with env.begin(write=True) as txn:
+            for key in ("000/00000000", "001/00000000"):
+                img = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
+                images[side, key] = img
+                txn.put(key.encode(), cv2.imencode(".png", img)[1].tobytes())
+                lines.append(f"{key}.png (8,8,3) 1")
+        env.close()
+        (root / "meta_info.txt").write_text("\n".join(lines) + "\n")
+    ds = PairedImageDataset(str(tmp_path / "lq.lmdb"), str(tmp_path / "gt.lmdb"), phase="test", io_backend="lmdb")
+    assert ds.keys == ["000/00000000", "001/00000000"]
+    item = ds[1]
+    assert item["key"] == "001/00000000"
+    expected = torch.from_numpy(images["gt", "001/00000000"][:, :, ::-1].astype(np.float32) / 255).permute(2, 0, 1)
+    torch.testing.assert_close(item["gt"], expected)

@@ -7,7 +7,7 @@ file stems; nothing is decoded until ``read`` is called for one item.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Union
 
 import numpy as np
@@ -60,7 +60,7 @@ class LmdbSource:
         self.root = str(root)
         self._names: dict[str, str] = {}
         for name, _shape in read_meta_info(root):
-            key = Path(name).stem
+            key = str(PurePosixPath(name).with_suffix(""))   # BasicSR's key: folder part kept ('000/00000000')
             if key in self._names:
                 raise DataError(f"LMDB '{root}': the key '{key}' is listed twice in meta_info.txt")
             self._names[key] = name
