@@ -168,6 +168,30 @@ def test_without_verify_a_pair_of_two_sizes_is_refused_at_cropping(tmp_path, sce
     assert not (tmp_path / "out").exists()
 
 
+def test_a_download_of_the_test_set_alone_is_prepared(tmp_path):
+    """Restormer's test/GoPro/{input,target} alone (to evaluate checkpoints) was refused: 'GoPro train: no
+    usable image pair'. A split with no folder is skipped with a warning; one with a folder and no usable pair
+    is still refused."""
+    src = tmp_path / "GoPro"
+    for role in ("input", "target"):
+        (src / "test" / role).mkdir(parents=True)
+        for i, scene in enumerate(TEST_SCENES):
+            cv2.imwrite(str(src / "test" / role / f"{scene}-000001.png"), frame(i + (50 if role == "target" else 0)))
+    report = prepare_gopro(tmp_path, options(tmp_path / "out", verify=False))
+    assert any("GoPro train: not in the source" in w and "skipped" in w for w in report.warnings)
+    assert names(tmp_path / "out" / "test" / "GoPro" / "input") == [f"{s}-000001" for s in TEST_SCENES]
+    assert not (tmp_path / "out" / "GoPro").exists()
+    for role in ("input", "target"):
+        for f in (src / "test" / role).iterdir():
+            f.unlink()
+        (src / "test" / role).rmdir()
+    (src / "test").rmdir()
+    (src / "train").mkdir()
+    with pytest.raises(DataError, match="GoPro: no split found|no usable image pair|layout"):
+        prepare_gopro(tmp_path, options(tmp_path / "out2", verify=False))
+    assert not (tmp_path / "out2").exists()
+
+
 def test_readme_layout_and_val_scenes_option(tmp_path):
     src = tmp_path / "GoPro"
     seed = 0

@@ -60,6 +60,10 @@ class Pair:
     scene: str = ""
 
 
+#: the ``unmatched`` entry of a split the source has no folder for at all (a test-only download)
+ABSENT_SPLIT = "missing split folder(s)"
+
+
 @dataclass
 class SplitScan:
     """What a layout scan found for one split of one benchmark."""
@@ -72,6 +76,11 @@ class SplitScan:
     @property
     def title(self) -> str:
         return f"{self.benchmark} {self.split}"
+
+    @property
+    def absent(self) -> bool:
+        """The source has no folder for this split (not one without usable pairs)."""
+        return not self.pairs and list(self.unmatched) == [ABSENT_SPLIT]
 
 
 def match_roles(files: dict[str, dict[str, Path]], *, anchor: str = "target",
@@ -109,6 +118,14 @@ def index_folder(folder: Path, *, key: Callable[[Path], str] = lambda p: p.stem,
     for k in clashing:
         del out[k]
     return out
+
+
+def require_some(scans: Sequence[SplitScan], checked: Sequence[list]) -> None:
+    """Refuse a source in which no split has a folder (``checked``: the pairs that passed, per scan)."""
+    if not any(checked):
+        looked = [path for scan in scans for path in scan.unmatched.get(ABSENT_SPLIT, [])]
+        raise DataError(f"{scans[0].benchmark}: no split found (looked for {', '.join(looked)}); "
+                        f"nothing was written")
 
 
 class PrepareReport:
@@ -158,8 +175,12 @@ def _verify_pair(pair: Pair) -> list[str]:
 
 def check_split(scan: SplitScan, report: PrepareReport, *, strict: bool, verify: bool,
                 workers: int = 1, expected: Optional[int] = None) -> list[Pair]:
-    """Check one split; return the pairs that passed.  See the module doc for strictness."""
+    """Check one split; return the pairs that passed.  See the module doc for strictness.  A split the source
+    has no folder for (a download of the test set alone) is skipped with a warning and gives no pair."""
     title = scan.title
+    if scan.absent:
+        report.warn(f"{title}: not in the source ({', '.join(scan.unmatched[ABSENT_SPLIT])}); skipped")
+        return []
     if expected is None:
         expected = OFFICIAL_COUNTS.get((scan.benchmark, scan.split))
     problems: list[str] = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hidiff.data.dual_pixel_dataset import view_stem
 from hidiff.data.prepare.checks import (
-    PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
+    ABSENT_SPLIT, PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles, require_some)
 from hidiff.data.prepare.placing import PrepareOptions, place_file, write_pair_folders
 from hidiff.data.prepare.staging import staged
 from hidiff.errors import DataError
@@ -57,6 +57,8 @@ def find_dpdd_root(src: Path) -> tuple[Path, str]:
 
 def scan_split(folders: dict[str, Path], split: str) -> SplitScan:
     missing = [f"{role}: {folder}" for role, folder in folders.items() if not folder.is_dir()]
+    if len(missing) == len(folders):
+        return SplitScan("DPDD", split, [], {ABSENT_SPLIT: missing})
     if missing:
         return SplitScan("DPDD", split, [], {"missing folder(s)": missing})
     dups: list[str] = []
@@ -78,8 +80,10 @@ def prepare_dpdd(src: Path, opts: PrepareOptions) -> PrepareReport:
     scans = {split: scan_split(make(root, split), split) for split in SPLITS}
     planned = [opts.dst / "DPDD" / split / role for split, scan in scans.items() if scan.pairs for role in ROLES]
     with staged(opts.dst, opts.overwrite, planned) as stage:
-        for split, scan in scans.items():
-            pairs = check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
+        checked = {split: check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
+                   for split, scan in scans.items()}
+        require_some(list(scans.values()), list(checked.values()))
+        for split, pairs in checked.items():
             if pairs:
                 write_pair_folders(pairs, opts.dst / "DPDD" / split, opts, report, stage, roles=list(ROLES))
         labels = {}

@@ -30,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hidiff.data.prepare.checks import (
-    PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
+    ABSENT_SPLIT, PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles, require_some)
 from hidiff.data.prepare.crops import write_center_crops, write_grid_crops
 from hidiff.data.prepare.placing import PrepareOptions, build_lmdbs, write_pair_folders
 from hidiff.data.prepare.staging import Staging, staged
@@ -169,7 +169,7 @@ def prepare_gopro(src: Path, opts: PrepareOptions) -> PrepareReport:
             if folder is not None:
                 scans[split] = scan_readme(folder, split)
         if split not in scans:
-            scans[split] = SplitScan("GoPro", split, [], {"missing split folder(s)": [str(root / split)]})
+            scans[split] = SplitScan("GoPro", split, [], {ABSENT_SPLIT: [str(root / split)]})
     with staged(opts.dst, opts.overwrite, planned_folders(scans, opts), retired_folders(scans, opts)) as stage:
         _check_and_write(scans, opts, report, stage)
     return report
@@ -179,10 +179,13 @@ def _check_and_write(scans: dict[str, SplitScan], opts: PrepareOptions, report: 
                      stage: Staging) -> None:
     checked = {s: check_split(scan, report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
                for s, scan in scans.items()}
+    require_some(list(scans.values()), list(checked.values()))
     train, test = checked["train"], checked["test"]
     dst = opts.dst
     lmdb_folders: list[Path] = []
-    if opts.official_test_val:
+    if not train:
+        train_pairs, val_pairs, val_scenes = [], [], []
+    elif opts.official_test_val:
         report.warn(LEAK_WARNING)
         train_pairs, val_pairs, val_scenes = train, [], []
     else:

@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 
 from hidiff.data.prepare.checks import (
-    Pair, PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
+    ABSENT_SPLIT, Pair, PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles,
+    require_some)
 from hidiff.data.prepare.placing import PrepareOptions, build_lmdbs, write_pair_folders
 from hidiff.data.prepare.staging import Staging, staged
 from hidiff.data.prepare.val_split import split_by_scene
@@ -157,7 +158,7 @@ def scan_variant(src: Path, variant: str, report: PrepareReport) -> dict[str, Sp
         report.note(f"RealBlur_{variant}: README input/target layout")
     for split in SPLITS:
         scans.setdefault(split, SplitScan(f"RealBlur_{variant}", split, [],
-                                          {"missing split": [f"RealBlur_{variant} {split}"]}))
+                                          {ABSENT_SPLIT: [f"RealBlur_{variant} {split}"]}))
     return scans
 
 
@@ -227,7 +228,10 @@ def _check_and_write(src: Path, found: dict[str, dict[str, SplitScan] | None], o
             continue
         train = check_split(scans["train"], report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
         test = check_split(scans["test"], report, strict=opts.strict, verify=opts.verify, workers=opts.workers)
-        if opts.official_test_val:
+        require_some([scans["train"], scans["test"]], [train, test])
+        if not train:
+            train_pairs, val_pairs = [], []
+        elif opts.official_test_val:
             report.warn(LEAK_WARNING.format(v=variant))
             train_pairs, val_pairs = train, test
         else:
