@@ -164,3 +164,13 @@ def test_overwrite_keeps_the_earlier_set_until_every_pair_of_the_new_one_is_made
     freeze_synthetic_set(photos, out, seed=2, crop=64, overwrite=True, log=lambda _: None)
     assert not (out / "ATTRIBUTION.md").exists()     # the set replaced whole: no other set's attribution stays
     assert not [p for p in out.iterdir() if p.name.startswith(".hidiff-staging-")]
+
+
+def test_training_photos_too_small_for_a_crop_are_found_from_their_headers(photos, tmp_path):
+    more = tmp_path / "more"
+    shutil.copytree(photos, more)
+    cv2.imwrite(str(more / "tiny.png"), np.zeros((40, 40, 3), np.uint8))
+    ds = SyntheticBlurDataset(str(more), "train", gt_size=32, kernel_size=31, seed=0)
+    assert ds.size_problems() == [f"photo '{more / 'tiny.png'}' is 40x40, smaller than the crop size 32 plus "
+                                  f"the kernel's margin (62)"]
+    assert SyntheticBlurDataset(str(photos), "train", gt_size=32, kernel_size=31, seed=0).size_problems() == []

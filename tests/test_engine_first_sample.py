@@ -51,6 +51,26 @@ def test_a_crop_larger_than_the_images_fails_before_anything_is_written(tmp_path
     assert not (tmp_path / "experiments").exists()
 
 
+def test_images_that_cannot_give_a_sample_are_all_named_before_anything_is_written(tmp_path):
+    """Item 0 fits, so the first-sample check passed; a too-small image or a pair of two sizes stopped the run
+    when it was first drawn, after the run folder and checkpoints existed (skip_corrupt does not cover it)."""
+    import cv2
+
+    lq_dir, gt_dir = write_pairs(tmp_path / "data")
+    small = cv2.imread(str(gt_dir / "im03.png"))[:24, :24]
+    cv2.imwrite(str(gt_dir / "im03.png"), small)
+    cv2.imwrite(str(lq_dir / "im03.png"), small)
+    cv2.imwrite(str(gt_dir / "im05.png"), cv2.imread(str(gt_dir / "im05.png"))[:36])
+    opts = tiny_options(tmp_path)
+    opts["datasets"]["train"]["skip_corrupt"] = True
+    with pytest.raises(DataError, match=r"2 image\(s\) cannot give a training sample") as err:
+        Trainer(_options(opts)).fit()
+    text = str(err.value)
+    assert "im03.png' is 24x24, smaller than the crop size 32" in text
+    assert "im05.png' is 40x40 but target" in text and "is 36x40" in text
+    assert not (tmp_path / "experiments").exists()
+
+
 def test_the_check_leaves_the_run_unchanged(tmp_path):
     """The weights after two stage-2 steps (its training draws noise from the global generator) are the same
     as when the check's forward pass draws nothing: fork_rng restores the state it consumed."""

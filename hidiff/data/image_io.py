@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
-from hidiff.data.orientation import upright
+from hidiff.data.orientation import EXIF_ORIENTATION, upright
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
 
@@ -144,6 +145,27 @@ def read_rgb(path: PathLike) -> np.ndarray:
     if img.shape[2] == 3:
         return np.ascontiguousarray(img[:, :, ::-1])
     raise DataError(f"image '{p}' has {img.shape[2]} channels; expected gray or RGB (no alpha)")
+
+
+def stored_size(path: PathLike) -> Optional[Tuple[int, int]]:
+    """(height, width) of an image file as it is read (upright by its EXIF orientation), from its header alone;
+    None where the header cannot be read (the full read then says why)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.format == "PNG":   # getexif() would decode a PNG whole; its eXIf chunk precedes the pixels
+                exif = Image.Exif()
+                if im.info.get("exif"):
+                    exif.load(im.info["exif"])
+            elif im.format == "TIFF":   # tags of the image's own directory; the stored size, not Pillow's
+                exif = dict(im.tag_v2)
+                w, h = int(exif.get(256, w)), int(exif.get(257, h))
+            else:
+                exif = im.getexif()
+            orientation = int(exif.get(EXIF_ORIENTATION, 1))
+    except Exception:   # any unreadable header: the decode that follows names the file and the reason
+        return None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def read_image(path: PathLike) -> np.ndarray:

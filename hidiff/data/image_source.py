@@ -1,18 +1,19 @@
 """Where a dataset's images come from: a folder of files or a BasicSR-style LMDB.
 
-Both give the same interface (``keys``, ``path_of``, ``read``), so a dataset
+Both give the same interface (``keys``, ``path_of``, ``size``, ``read``), so a dataset
 option block reads folders or LMDBs by changing only ``io_backend``.  Keys are
-file stems; nothing is decoded until ``read`` is called for one item.
+file stems; nothing is decoded until ``read`` is called for one item (``size``
+reads a file's header, or the LMDB's meta_info.txt).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from hidiff.data.image_io import decode_image, list_images, read_image
+from hidiff.data.image_io import decode_image, list_images, read_image, stored_size
 from hidiff.data.lmdb_io import LmdbReader, read_meta_info
 from hidiff.errors import ConfigError, DataError
 
@@ -49,6 +50,10 @@ class FolderSource:
     def path_of(self, key: str) -> str:
         return self._paths[key]
 
+    def size(self, key: str) -> Optional[Tuple[int, int]]:
+        """(height, width) from the file's header (None if unreadable)."""
+        return stored_size(self._paths[key])
+
     def read(self, key: str) -> np.ndarray:
         return read_image(self._paths[key])
 
@@ -59,11 +64,13 @@ class LmdbSource:
     def __init__(self, root: PathLike) -> None:
         self.root = str(root)
         self._names: dict[str, str] = {}
-        for name, _shape in read_meta_info(root):
+        self._sizes: dict[str, Tuple[int, int]] = {}
+        for name, shape in read_meta_info(root):
             key = str(PurePosixPath(name).with_suffix(""))   # BasicSR's key: folder part kept ('000/00000000')
             if key in self._names:
                 raise DataError(f"LMDB '{root}': the key '{key}' is listed twice in meta_info.txt")
             self._names[key] = name
+            self._sizes[key] = (shape[0], shape[1])
         self._reader = LmdbReader(root)
 
     def keys(self) -> list[str]:
@@ -71,6 +78,10 @@ class LmdbSource:
 
     def path_of(self, key: str) -> str:
         return f"{self.root}/{self._names[key]}"
+
+    def size(self, key: str) -> Optional[Tuple[int, int]]:
+        """(height, width) as meta_info.txt lists it."""
+        return self._sizes[key]
 
     def read(self, key: str) -> np.ndarray:
         return decode_image(self._reader.get(key), self.path_of(key))

@@ -57,6 +57,11 @@ class PairDatasetBase(Dataset):
     def __len__(self) -> int:
         return self.num_pairs
 
+    def size_problems(self) -> list[str]:
+        """What in the training set cannot give a sample, read from the image headers (no decoding): pairs of
+        two sizes, images smaller than the crop.  Found at start, not when the sample is drawn hours later."""
+        return []
+
     @property
     def num_skipped(self) -> int:
         """Corrupt training items replaced so far in this process."""

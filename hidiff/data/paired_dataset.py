@@ -55,6 +55,20 @@ class PairedImageDataset(PairDatasetBase):
         """Target stems in item order."""
         return [gt for _, gt in self.pairs]
 
+    def size_problems(self) -> list[str]:
+        problems = []
+        for lq_key, gt_key in self.pairs:
+            lq, gt = self.lq_source.size(lq_key), self.gt_source.size(gt_key)
+            if lq is None or gt is None:
+                continue    # unreadable: the read says why (and skip_corrupt decides)
+            if lq != gt:
+                problems.append(f"input '{self.lq_source.path_of(lq_key)}' is {lq[0]}x{lq[1]} but target "
+                                f"'{self.gt_source.path_of(gt_key)}' is {gt[0]}x{gt[1]}")
+            elif self.gt_size is not None and min(gt) < self.gt_size:
+                problems.append(f"'{self.gt_source.path_of(gt_key)}' is {gt[0]}x{gt[1]}, smaller than the crop "
+                                f"size {self.gt_size}")
+        return problems
+
     def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray, str, str, str]:
         lq_key, gt_key = self.pairs[i]
         lq = self.lq_source.read(lq_key)

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from hidiff.data.blur_kernels import check_kernel_size, check_min_kernel_size, noise_range, synthesize_pair
 from hidiff.data.blur_kernels import kernel_pool as make_kernel_pool
 from hidiff.data.corrupt_skip import SkipCounter, read_or_replace
-from hidiff.data.image_io import list_images, read_raw, to_rgb_float
+from hidiff.data.image_io import list_images, read_raw, stored_size, to_rgb_float
 from hidiff.data.pair_dataset_base import check_gt_size, check_phase
 from hidiff.data.sample_rng import SampleIndex, key_rng, sample_rng, split_index
 from hidiff.data.transforms import center_crop, random_crop_box, random_dihedral, to_tensor
@@ -138,6 +138,20 @@ class SyntheticBlurDataset(Dataset):
     @property
     def num_skipped(self) -> int:
         return self._skips.count
+
+    def size_problems(self) -> list[str]:
+        """Training photos too small for one crop with its kernel margin, read from their headers (no decoding):
+        found at start, not when the photo is drawn hours later."""
+        if self.phase != "train":
+            return []
+        side = self.gt_size + self.kernel_size - 1
+        problems = []
+        for path in self.paths:
+            hw = stored_size(path)
+            if hw is not None and min(hw) < side:
+                problems.append(f"photo '{path}' is {hw[0]}x{hw[1]}, smaller than the crop size {self.gt_size} "
+                                f"plus the kernel's margin ({side})")
+        return problems
 
     def __len__(self) -> int:
         return self.length

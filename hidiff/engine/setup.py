@@ -26,7 +26,7 @@ from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
 from hidiff.engine.stage_link import resolve_pretrained
 from hidiff.engine.validation import build_metric_fns
-from hidiff.errors import ConfigError, HidiffError
+from hidiff.errors import ConfigError, DataError, HidiffError
 from hidiff.models import build_model
 from hidiff.models.lr_scheduler import build_scheduler
 from hidiff.utils.checkpoint import load_network, load_state_into
@@ -189,10 +189,23 @@ def build_data(t) -> None:
             t.log.warning("val: validation sets are configured but val.metrics is empty")
 
 
+def check_training_images(train_set, name: str, shown: int = 5) -> None:
+    """Every training image that cannot give a sample (two sizes in a pair, smaller than the crop), from the
+    headers, before the run folder is written: such an image used to stop the run when first drawn, hours in,
+    even with ``skip_corrupt`` (which replaces unreadable files only)."""
+    scan = getattr(train_set, "size_problems", None)
+    problems = scan() if callable(scan) else []
+    if problems:
+        more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise DataError(f"training set '{name}': {len(problems)} image(s) cannot give a training sample:\n  "
+                        + "\n  ".join(problems[:shown]) + more)
+
+
 def check_first_sample(t) -> None:
     """One forward of the stage model on the first training sample (batch 1, no gradients, every random state
     restored afterwards, so the run is the same with or without it): network blocks that do not fit together,
     or a crop the images cannot give, fail here, before the run folder is written or a previous run archived."""
+    check_training_images(t.train_set, t.opt.datasets["train"].name)
     item = t.train_set[0]
     batch = t.batches.to_device({k: v.unsqueeze(0) for k, v in item.items() if torch.is_tensor(v)})
     devices = [t.device.index or 0] if t.device.type == "cuda" else []
