@@ -118,6 +118,9 @@ def test_the_plan_names_every_training_and_the_ablation_seeds(tmp_path, photos):
         make_plan(REPO / "options", tiny(tmp_path), photos=[tmp_path / "missing"])
     with pytest.raises(ConfigError, match="expected an integer >= 0"):
         make_plan(REPO / "options", tiny(tmp_path), ablation_seeds=-1)
+    for item in ("name=mine", "manual_seed=3"):   # one run folder (or seed) for every training: refused
+        with pytest.raises(ConfigError, match=f"-o {item}: the recipe names its run folders and seeds itself"):
+            make_plan(REPO / "options", tiny(tmp_path) + [item], ablation_seeds=2)
 
 
 def test_the_training_stops_cleanly_when_the_command_itself_is_killed(tmp_path, photos, spawn):

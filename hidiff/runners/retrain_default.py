@@ -111,6 +111,10 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
     if ablation_only and not ablation_seeds:
         raise ConfigError("--ablation-only: trains only the ablation's seeds, so it needs --ablation-seeds N >= 1")
     overrides = list(overrides)
+    for item in overrides:
+        if item.split("=", 1)[0].strip() in ("name", "manual_seed"):
+            raise ConfigError(f"-o {item}: the recipe names its run folders and seeds itself (stage 1, stage 2 and "
+                              f"each ablation seed need their own); an override would give them one")
     stage1 = _training("stage 1", options_dir / STAGE1, overrides)
     stage2 = _training("stage 2", options_dir / STAGE2, overrides)
     ablation: List[Training] = []
@@ -122,6 +126,12 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
         for seed in range(first.manual_seed + 1, first.manual_seed + ablation_seeds):
             extra = [f"manual_seed={seed}", f"name=default_plain_seed{seed}"]
             ablation.append(_training(f"no-prior ablation, seed {seed}", options_dir / PLAIN, overrides + extra))
+    folders: dict = {}
+    for training in [stage1, stage2, *ablation]:
+        other = folders.setdefault(training.options.name, training.label)
+        if other != training.label:
+            raise ConfigError(f"{training.label} and {other} would train in one run folder, "
+                              f"experiments/{training.options.name}")
     sharp_root = Path(stage1.options.datasets["train"].params["sharp_root"])
     for folder in photos:
         if not Path(folder).is_dir() or not list_images(folder):
