@@ -125,6 +125,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         seen: dict = {}
         for name, runs in restorers.items():
             for r in runs:
+                if r.weights.unfinished:
+                    print(f"warning: --model {name}={r.source} is an unfinished training ({r.weights.unfinished}); "
+                          f"its scores say so in results.md", file=sys.stderr, flush=True)
                 other = seen.setdefault(tuple(sorted(r.sha256.items())), r.source)
                 if other != r.source:
                     raise ConfigError(f"--model {name}={r.source}: the same weights as '{other}' (sha256 equal); "
@@ -175,7 +178,9 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
          f"-> balance {tuned['chosen']['wiener']}, {int(tuned['chosen']['richardson_lucy'])} iterations."
          if tuned else "Wiener/Richardson-Lucy: not run (no --tune-photos)."),
     ] + [f"Model `{n}`{f' run {i}' if len(runs) > 1 else ''}: {r.description}, source `{r.source}`, "
-         f"prior seed {args.seed}." for n, runs in restorers.items() for i, r in enumerate(runs)] + [
+         f"prior seed {args.seed}"
+         + (f"; **unfinished training: {r.weights.unfinished}**." if r.weights.unfinished else ".")
+         for n, runs in restorers.items() for i, r in enumerate(runs)] + [
         f"Machine: {machine()}.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -46,3 +46,22 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_checkpoint_of_an_unfinished_run_says_how_far_it_came(tmp_path):
+    """Benchmarks scored a run folder's newest checkpoint (iteration 4,121 of 16,000) with nothing to tell it
+    from a finished model; the weights now carry the iteration, and benchmarks print it."""
+    import yaml
+
+    from engine_tiny_run import tiny_options, write_pairs
+    from hidiff.engine.trainer import Trainer
+    from hidiff.runners.weights import from_experiment
+
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, train={"total_iter": 4})
+    Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False)), stop_after=2).fit()
+    weights = from_experiment(tmp_path / "experiments", opts["name"])
+    assert (weights.iteration, weights.unfinished) == (2, "iteration 2 of 4")
+    Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False)), resume="auto").fit()
+    weights = from_experiment(tmp_path / "experiments", opts["name"])
+    assert (weights.iteration, weights.unfinished) == (4, None)

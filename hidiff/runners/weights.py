@@ -55,10 +55,20 @@ class Weights:
     config: Optional[Dict[str, Any]] = None     # the training run's resolved options, where recorded
     config_source: Optional[str] = None
     sha256: Dict[str, str] = field(default_factory=dict)
+    iteration: Optional[int] = None             # the training iteration of a run's checkpoint, where known
 
     def __post_init__(self) -> None:
         if not self.sha256:
             self.sha256 = {s: sha256_file(f) for s, f in self.files.items()}
+
+    @property
+    def unfinished(self) -> Optional[str]:
+        """'iteration N of T' for a checkpoint of a run that had not reached its ``train.total_iter``, else None."""
+        train = self.config.get("train") if isinstance(self.config, Mapping) else None
+        total = train.get("total_iter") if isinstance(train, Mapping) else None
+        if self.iteration is None or not isinstance(total, int) or self.iteration >= total:
+            return None
+        return f"iteration {self.iteration:,} of {total:,}"
 
     def info(self) -> Dict[str, Dict[str, str]]:
         """``{suffix: {'path', 'sha256'}}`` for reports."""
@@ -149,7 +159,7 @@ def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
     config = verified.state.get("config")
     return Weights(kind, label, sds, files, config if isinstance(config, Mapping) else None,
                    str(verified.path) if isinstance(config, Mapping) else None,
-                   {n: e["sha256"] for n, e in verified.state["networks"].items()})
+                   {n: e["sha256"] for n, e in verified.state["networks"].items()}, verified.iteration)
 
 
 def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
