@@ -8,8 +8,10 @@ The photo defaults to scikit-image's ``clock_motion.png`` (real camera shake,
 no sharp version exists).  Each ``--model NAME=SOURCE`` is loaded by
 ``hidiff.load(SOURCE)``; an empty SOURCE (``default=``, also the default) is
 hidiff's default model, exactly what ``hidiff-deblur photo -o out/`` uses.
-Every output is made with ``--seed`` and the photo's stem as key, so it equals
-``hidiff-deblur --seed`` on the same file.  Crops (``top,left,height,width``,
+Every output is made with ``--seed`` and the photo's stem as key, so it is what
+``hidiff-deblur --seed`` restores from the same file before writing it (for a gray
+photo the command then writes one gray channel, which can differ from this colour
+panel by a level or so).  Crops (``top,left,height,width``,
 repeatable) are enlarged below the full images (hidiff/evaluation/comparison_grid.py).
 """
 from __future__ import annotations
