@@ -103,12 +103,15 @@ def deblur(photo: Path, weights: Path, out: Path, threads: int, extra: Sequence[
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "hidiff.cli.deblur", str(photo), "-o", str(out), "--weights", str(weights),
            "--device", "cpu", "--quiet", "--overwrite", *extra]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read() if proc.stderr else ""
+    # stderr goes to a file, not a pipe: wait4 reads nothing while the child runs, and a full pipe would block it
+    with tempfile.TemporaryFile("w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read()
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} exited with {proc.returncode}:\n{err.strip()[-2000:]}")
     return {"wall_s": wall, "peak_rss_gib": usage.ru_maxrss * 1024 / 2 ** 30}
