@@ -11,7 +11,7 @@ false``, trained for the stage-1 + stage-2 iterations so every U-Net gets the
 same number of updates).  ``hidiff.sweep`` trains them through the real trainer,
 evaluates them with the test runner and compares each with the prior-free
 baseline: mean +- std over seeds, paired per-image differences with 95 %
-bootstrap intervals.  The budget (iterations, batch, crops, learning rate) lives
+intervals over images and seeds (hidiff/evaluation/intervals.py).  The budget (iterations, batch, crops, learning rate) lives
 in those option files.
 
 This script prepares the data (synthetic camera-shake blur of ``--train`` photos
@@ -95,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-crop", type=int, default=256, help="centre crop of each test photo (0: whole photo)")
     ap.add_argument("--short-side", type=int, default=320,
                     help="downscale train and test photos to this short side first (0: keep the originals)")
-    ap.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
     return ap
 
 
@@ -158,8 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log("== classical references")
     tuned = tune_classical(train_dir, kernel_size, noise, seed, crop or 256, log)
     set_name = next(d.name for d in sweep.runs[-1].eval_options.datasets.values() if d.phase == "test")
-    files = write_report(sweep.folder, resamples=args.resamples,
-                         extra_rows={set_name: classical_rows(test_set, tuned)})
+    files = write_report(sweep.folder, extra_rows={set_name: classical_rows(test_set, tuned)})
     print()
     print(files["results.md"].read_text(encoding="utf-8"))
     log("written: " + ", ".join(str(p) for p in files.values()))

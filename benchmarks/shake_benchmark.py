@@ -18,7 +18,7 @@ of the same recipe (another seed) to that row, which then shows the spread of
 the runs' means; ``--baseline NAME`` adds every row's mean difference to NAME
 with a 95 % interval over the images and the models' training runs (an ablation: ``--model
 default=... --model no-prior=run1 --model no-prior=run2 --baseline default``;
-hidiff/evaluation/two_arm_interval.py).
+hidiff/evaluation/intervals.py).
 
 Scores: RGB PSNR/SSIM over the whole image (MATLAB psnr/ssim on uint8).
 Writes results.md, results.csv, per_image.csv and tuned.json into ``--out``

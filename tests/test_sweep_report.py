@@ -38,7 +38,7 @@ def test_report_tables_verdicts_and_chart(tmp_path):
     rng = np.random.default_rng(0)
     base = rng.normal(28.0, 1.5, size=(2, 8))
     _fake_sweep(tmp_path, {"base": base, "same": base.copy(), "better": base + 0.5 + rng.normal(0, 0.05, (2, 8))})
-    files = write_report(tmp_path, resamples=2000)
+    files = write_report(tmp_path)
     md = files["results.md"].read_text()
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| label")}
     assert "not distinguishable" in rows["label same"] and "higher than baseline" in rows["label better"]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def _sweep(base, sweep_file, jobs):
     return [PY, str(REPO / "scripts" / "sweep.py"), "-opt", str(base), "--sweep", str(sweep_file), "--jobs",
-            str(jobs), "--resamples", "2000"]
+            str(jobs)]
 
 
 def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):

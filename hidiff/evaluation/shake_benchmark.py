@@ -27,7 +27,7 @@ import numpy as np
 from hidiff.data.image_io import list_images, read_image_uint8
 from hidiff.data.synthetic_set import freeze_synthetic_set
 from hidiff.errors import DataError
-from hidiff.evaluation.two_arm_interval import two_arm_interval
+from hidiff.evaluation.intervals import two_arm_interval
 from hidiff.evaluation.protocols import get_protocol
 from hidiff.utils.atomic import atomic_write_text
 
@@ -165,7 +165,7 @@ def summarize(rows: Sequence[dict]) -> List[dict]:
 
 def compare(rows: Sequence[dict], baseline: str, trained: Collection[str] = ()) -> List[dict]:
     """Every other method's mean PSNR difference to ``baseline`` with a 95 % interval
-    (:func:`hidiff.evaluation.two_arm_interval.two_arm_interval`: images paired; the training luck of the
+    (:func:`hidiff.evaluation.intervals.two_arm_interval`: images paired; the training luck of the
     ``trained`` methods, the models, measured from their runs)."""
     base = score_array(rows, baseline)
     out = []

@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-o", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override an option of every evaluation (repeatable)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (replaces the sweep file's)")
-    p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--keep-going", action="store_true",
                    help="when a run fails, let the others go on (and skip what needs the failed one) instead of "
                         "stopping them; the sweep still exits 1 and writes no report until every run has finished")
@@ -47,8 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.resamples < 1:
-            raise HidiffError(f"--resamples: expected a positive number, got {args.resamples}")
         sweep = load_sweep(args.sweep, args.opt, args.override, args.eval_o, seeds=args.seeds)
         runner = SweepRunner(sweep, jobs=args.jobs, keep_going=args.keep_going)
     except HidiffError as exc:
@@ -62,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         runner.execute()
-        files = write_report(sweep.folder, resamples=args.resamples)
+        files = write_report(sweep.folder)
     except RunFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("finished runs are kept; run the same command again to continue", file=sys.stderr)

@@ -93,14 +93,15 @@ def input_reference(rows: Sequence[Mapping], baseline: str, set_name: str, metri
 
 
 def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Mapping, metrics: Sequence[str],
-             labels: Mapping[str, str], resamples: int, boot_seed: int, extra_rows: Mapping = None) -> str:
+             labels: Mapping[str, str], extra_rows: Mapping = None) -> str:
     baseline = plan["baseline"]
     lines = [f"# Sweep '{plan['name']}'", "",
              f"{len(plan['seeds'])} seed(s) per variant (manual_seed {', '.join(map(str, plan['seeds']))}); "
              f"baseline: {labels.get(baseline, baseline)}.", "",
              "Each cell: mean over the test images, then mean +- standard deviation over seeds. "
              "Difference: paired per image (same image, same seed index) against the baseline, with its 95 % "
-             f"bootstrap interval ({resamples} resamples of images and seeds, seed {boot_seed}); "
+             "interval over the images and the seeds (t interval, conservative with few seeds: "
+             "hidiff/evaluation/intervals.py); "
              f"'{NOT_DISTINGUISHABLE}' when the interval contains 0.", ""]
     for set_name in sorted({r.set for r in results}):
         sub = [r for r in results if r.set == set_name]
@@ -234,7 +235,7 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
     return png.tobytes()
 
 
-def write_report(folder: Path, *, resamples: int = 10000, boot_seed: int = 0,
+def write_report(folder: Path, *,
                  extra_rows: Optional[Mapping[str, Mapping[str, Mapping[str, float]]]] = None) -> Dict[str, Path]:
     """Statistics of a finished sweep into its folder; returns the written files.
 
@@ -244,12 +245,12 @@ def write_report(folder: Path, *, resamples: int = 10000, boot_seed: int = 0,
     rows, metrics, plan = collect_rows(folder)
     labels = {v["name"]: v["label"] for v in plan["variants"]}
     variants = [v["name"] for v in plan["variants"]]
-    results = analyse(rows, variants, plan["baseline"], metrics, resamples=resamples, seed=boot_seed)
+    results = analyse(rows, variants, plan["baseline"], metrics)
     files = {"results.md": folder / "results.md", "results.csv": folder / "results.csv",
              "per_image.csv": folder / "per_image.csv"}
     atomic_write_text(files["per_image.csv"], per_image_csv(rows))
     atomic_write_text(files["results.csv"], results_csv(results, labels))
-    text = markdown(results, rows, plan, metrics, labels, resamples, boot_seed, extra_rows)
+    text = markdown(results, rows, plan, metrics, labels, extra_rows)
     for set_name in sorted({r.set for r in results}):
         metric = metrics[0]
         sub = [next(r for r in results if r.set == set_name and r.metric == metric and r.variant == v)

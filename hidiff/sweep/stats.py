@@ -1,14 +1,14 @@
-"""Honest comparisons of sweep variants: spread over seeds and paired bootstrap intervals.
+"""Honest comparisons of sweep variants: spread over seeds and paired intervals.
 
 A variant's score on a test set is the mean over its images, one value per seed;
 its spread is the standard deviation of those per-seed means.  Against the
 baseline, each image is compared with itself under the same seed index (paired
-differences), and the 95 % interval of the mean difference comes from a seeded
-bootstrap that resamples images and seeds independently, so both sources of
-variation widen it.  An interval that contains 0 means the data cannot tell the
-two variants apart.  Resampling both factors is conservative when seeds do not
-matter (the per-cell noise counts twice); with only a few seeds and a large
-seed-to-seed spread it is somewhat too narrow, as any interval from 3 seeds is.
+differences), and the 95 % interval of the mean difference widens with both the
+choice of images and the seed-to-seed spread
+(:func:`hidiff.evaluation.intervals.paired_interval`, conservative with few
+seeds).  An interval that contains 0 means the data cannot tell the two
+variants apart; with one seed a firm verdict says that training luck was not
+measured.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from hidiff.errors import DataError
-from hidiff.evaluation.bootstrap import NOT_DISTINGUISHABLE, Interval, paired_bootstrap, seed_spread
+from hidiff.evaluation.intervals import NOT_DISTINGUISHABLE, Interval, paired_interval, seed_spread
 
-__all__ = ["NOT_DISTINGUISHABLE", "Interval", "VariantResult", "analyse", "paired_bootstrap", "score_matrix",
+__all__ = ["NOT_DISTINGUISHABLE", "Interval", "VariantResult", "analyse", "paired_interval", "score_matrix",
            "seed_spread"]
 
 
@@ -61,7 +61,7 @@ def score_matrix(rows: Iterable[Mapping], variant: str, set_name: str, metric: s
 
 
 def analyse(rows: Sequence[Mapping], variants: Sequence[str], baseline: str, metrics: Sequence[str], *,
-            resamples: int = 10000, seed: int = 0, level: float = 0.95) -> List[VariantResult]:
+            level: float = 0.95) -> List[VariantResult]:
     """Every variant x set x metric: mean +- std over seeds and the paired interval against ``baseline``."""
     if baseline not in variants:
         raise DataError(f"baseline '{baseline}' is not among the variants {list(variants)}")
@@ -75,7 +75,6 @@ def analyse(rows: Sequence[Mapping], variants: Sequence[str], baseline: str, met
             for v in variants:
                 m = base if v == baseline else score_matrix(rows, v, set_name, metric, images, seeds)
                 mean, std = seed_spread(m)
-                ci = None if v == baseline else paired_bootstrap(m - base, resamples=resamples, seed=seed,
-                                                                 level=level)
+                ci = None if v == baseline else paired_interval(m - base, level=level)
                 out.append(VariantResult(v, set_name, metric, mean, std, len(seeds), len(images), ci))
     return out

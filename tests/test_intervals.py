@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from hidiff.errors import DataError
-from hidiff.evaluation.bootstrap import NOT_DISTINGUISHABLE, TOO_FEW_IMAGES
-from hidiff.evaluation.two_arm_interval import ONE_RUN_CAVEAT, two_arm_interval
+from hidiff.evaluation.intervals import NOT_DISTINGUISHABLE, ONE_RUN_CAVEAT, TOO_FEW_IMAGES, two_arm_interval
 
 
 def arms(rng, runs_a, runs_b, shift=0.0, seed_sd=0.1, images=7):
