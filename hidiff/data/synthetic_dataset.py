@@ -14,8 +14,9 @@ Validation/test (a frozen benchmark, chosen so that every image has a fixed
 size): the pair of a photo depends only on ``seed`` and the photo's stem
 (``key_rng``).  With ``gt_size`` the sharp target is the centred ``gt_size``²
 window, otherwise the whole photo minus a ``kernel_size // 2`` border (the part
-a valid convolution covers).  The items equal the files written by
-``scripts/make_synthetic.py`` with the same seed, crop, kernel size and noise.
+a valid convolution covers).  Without ``kernel_pool`` and ``kernel_size_min``
+(which ``scripts/make_synthetic.py`` does not offer) the items equal the files
+that script writes with the same seed, crop, kernel size and noise.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ class SyntheticBlurDataset(Dataset):
             drawn uniformly per sample.
         seed: base seed of every draw.
         length: items per epoch in training (default: number of photos); in val/test,
-            use only the first ``length`` photos (sorted by stem).
+            use only the first ``length`` photos (sorted by file name).
         geometric_augs: training only, one of 8 dihedral transforms per sample.
         skip_corrupt: training only, replace an unreadable photo by the next readable one.
         return_kernel: add the PSF as ``'kernel'`` (k x k float32 tensor) to every item.
