@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hidiff.data.orientation import EXIF_ORIENTATION, upright
+from hidiff.data.orientation import header_orientation, upright
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
 
@@ -153,16 +153,9 @@ def stored_size(path: PathLike) -> Optional[Tuple[int, int]]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if im.format == "PNG":   # getexif() would decode a PNG whole; its eXIf chunk precedes the pixels
-                exif = Image.Exif()
-                if im.info.get("exif"):
-                    exif.load(im.info["exif"])
-            elif im.format == "TIFF":   # tags of the image's own directory; the stored size, not Pillow's
-                exif = dict(im.tag_v2)
-                w, h = int(exif.get(256, w)), int(exif.get(257, h))
-            else:
-                exif = im.getexif()
-            orientation = int(exif.get(EXIF_ORIENTATION, 1))
+            if im.format == "TIFF":   # the stored size (Pillow may report it turned already)
+                w, h = int(im.tag_v2.get(256, w)), int(im.tag_v2.get(257, h))
+            orientation = header_orientation(im)
     except Exception:   # any unreadable header: the decode that follows names the file and the reason
         return None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

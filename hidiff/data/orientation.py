@@ -29,11 +29,23 @@ def stored_orientation(data: bytes) -> Tuple[int, Optional[str]]:
         return 1, None
     try:
         with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
+            return header_orientation(im), im.format
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError):
         return 1, None
-    return (orientation if orientation in range(1, 9) else 1), fmt
+
+
+def header_orientation(im: Image.Image) -> int:
+    """EXIF orientation 1..8 of an opened image, read from its header without decoding the pixels."""
+    if im.format == "PNG":      # getexif() would decode a PNG whole; its eXIf chunk precedes the pixels
+        exif = Image.Exif()
+        if im.info.get("exif"):
+            exif.load(im.info["exif"])
+    elif im.format == "TIFF":   # the tag sits in the image's own directory
+        exif = im.tag_v2
+    else:
+        exif = im.getexif()
+    orientation = int(exif.get(EXIF_ORIENTATION, 1))
+    return orientation if orientation in range(1, 9) else 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -160,6 +160,14 @@ class PrepareReport:
         atomic_write_text(path, json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n")
 
 
+def size_mismatch(pair: Pair, shapes: dict) -> Optional[str]:
+    """What is wrong with a pair whose roles' images (``role -> (h, w)``) differ in size; None if they agree."""
+    if len(set(shapes.values())) <= 1:
+        return None
+    sizes = ", ".join(f"{role} {h}x{w} ({pair.files[role]})" for role, (h, w) in shapes.items())
+    return f"pair '{pair.key}' has images of different sizes: {sizes}"
+
+
 def _verify_pair(pair: Pair) -> list[str]:
     problems, shapes = [], {}
     for role, path in pair.files.items():
@@ -167,10 +175,8 @@ def _verify_pair(pair: Pair) -> list[str]:
             shapes[role] = read_raw(path).shape[:2]
         except DataError as exc:
             problems.append(str(exc))
-    if not problems and len(set(shapes.values())) > 1:
-        sizes = ", ".join(f"{role} {h}x{w} ({pair.files[role]})" for role, (h, w) in shapes.items())
-        problems.append(f"pair '{pair.key}' has images of different sizes: {sizes}")
-    return problems
+    mismatch = None if problems else size_mismatch(pair, shapes)
+    return problems + ([mismatch] if mismatch else [])
 
 
 def check_split(scan: SplitScan, report: PrepareReport, *, strict: bool, verify: bool,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hidiff.data.image_io import encode_png_raw, read_raw
-from hidiff.data.prepare.checks import Pair, PrepareReport
+from hidiff.data.prepare.checks import Pair, PrepareReport, size_mismatch
 from hidiff.data.prepare.staging import Staging
 from hidiff.errors import DataError
 from hidiff.utils.atomic import atomic_write_bytes
@@ -40,11 +40,9 @@ def _read_pair(pair: Pair) -> dict:
     """The decoded images of a pair, refused unless every role has the same size (``--no-verify`` skips the
     earlier size check, and a crop at one position of images of different sizes is not a pair)."""
     images = {role: read_raw(path) for role, path in pair.files.items()}
-    sizes = {role: img.shape[:2] for role, img in images.items()}
-    if len(set(sizes.values())) > 1:
-        raise DataError(f"pair '{pair.key}': the images differ in size, "
-                        + ", ".join(f"{role} '{pair.files[role]}' {h}x{w}" for role, (h, w) in sizes.items())
-                        + "; crops of them would not show the same scene")
+    mismatch = size_mismatch(pair, {role: img.shape[:2] for role, img in images.items()})
+    if mismatch:
+        raise DataError(f"{mismatch}; crops of them would not show the same scene")
     return images
 
 
