@@ -38,13 +38,14 @@ SWEEPS = REPO / "benchmarks" / "sweeps"
 
 
 def classical_rows(test_set: Path, tuned: Dict[str, float]) -> Dict[str, Dict[str, float]]:
-    """Mean GoPro-protocol scores of Wiener and Richardson-Lucy (true kernels) on the frozen test pairs."""
+    """Mean GoPro-protocol scores of Wiener (plain and edge-tapered) and Richardson-Lucy (true kernels) on the
+    frozen test pairs."""
     from hidiff.data.image_io import read_image_uint8
-    from hidiff.evaluation.deconvolution import deconvolve, label
+    from hidiff.evaluation.deconvolution import METHODS, deconvolve, label
     from hidiff.evaluation.protocols import get_protocol
 
     protocol = get_protocol("gopro")
-    scores: Dict[str, List[dict]] = {"wiener": [], "richardson_lucy": []}
+    scores: Dict[str, List[dict]] = {m: [] for m in METHODS}
     for gt_path in sorted((test_set / "target").glob("*.png")):
         gt = read_image_uint8(gt_path)
         lq = read_image_uint8(test_set / "input" / gt_path.name)
