@@ -137,14 +137,10 @@ def planned_folders(scans: dict[str, SplitScan], opts: PrepareOptions) -> list[P
 def retired_folders(scans: dict[str, SplitScan], opts: PrepareOptions) -> list[Path]:
     """The validation sets derived from this source that a run with these options does not write: an earlier
     preparation's copy would stay and be read as this one's (held-out scenes now trained on, or test crops)."""
-    g = opts.dst / "GoPro"
     if not scans["train"].pairs:
         return []
-    written = set()
-    if opts.official_test_val and scans["test"].pairs:
-        written.add(g / "crops" / "val")
-    elif not opts.official_test_val and opts.val_scenes:
-        written |= {g / "val", g / "crops" / "val"}
+    written = {folder.parent for folder in planned_folders(scans, opts)}
+    g = opts.dst / "GoPro"
     return [root for root in (g / "val", g / "crops" / "val") if root not in written]
 
 

@@ -207,15 +207,10 @@ def planned_folders(found: dict[str, dict[str, SplitScan] | None], opts: Prepare
 def retired_folders(found: dict[str, dict[str, SplitScan] | None], opts: PrepareOptions) -> list[Path]:
     """The validation sets of the variants prepared here that this run does not write: an earlier preparation's
     copy would stay and be read as this one's (held-out scenes now trained on, or the test set)."""
-    retired = []
-    for variant, scans in found.items():
-        if scans is None or not scans["train"].pairs:
-            continue
-        _, val_out, _ = _outputs(opts, f"RealBlur_{variant}")
-        written = (opts.official_test_val and scans["test"].pairs) or (not opts.official_test_val and opts.val_scenes)
-        if not written:
-            retired.append(val_out)
-    return retired
+    written = {folder.parent for folder in planned_folders(found, opts)}
+    vals = [_outputs(opts, f"RealBlur_{variant}")[1] for variant, scans in found.items()
+            if scans is not None and scans["train"].pairs]
+    return [val for val in vals if val not in written]
 
 
 def _check_and_write(src: Path, found: dict[str, dict[str, SplitScan] | None], opts: PrepareOptions,
