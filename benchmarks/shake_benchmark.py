@@ -63,14 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _same_source(a: str, b: str) -> bool:
-    """Whether two --model sources name the same run or weights (however spelled: trailing '/', './', links)."""
-    pa, pb = Path(a), Path(b)
-    if pa.exists() and pb.exists():
-        return pa.resolve() == pb.resolve()
-    return os.path.normpath(a) == os.path.normpath(b)
-
-
 def parse_models(specs: Sequence[str]) -> dict:
     """``['a=src1', 'a=src2', 'b=src3']`` -> ``{'a': ['src1', 'src2'], 'b': ['src3']}``: a name given again is
     another run (training seed) of the same recipe; names differ from the fixed rows, sources are not repeated."""
@@ -83,10 +75,8 @@ def parse_models(specs: Sequence[str]) -> dict:
             raise ConfigError(f"--model '{spec}': expected NAME=SOURCE, e.g. demo=experiments/demo_stage2")
         if name == BLURRY:
             raise ConfigError(f"--model '{spec}': the name '{name}' is the fixed row of the blurry input")
-        same = [s for sources in models.values() for s in sources if _same_source(s, source)]
-        if same:
-            raise ConfigError(f"--model '{spec}': the source '{source}' is the same as '{same[0]}', already given; "
-                              f"each run is scored once (a run counted twice would pass for two seeds)")
+        if any(source in sources for sources in models.values()):
+            raise ConfigError(f"--model '{spec}': the source '{source}' is already given; each run is scored once")
         models.setdefault(name, []).append(source)
     return models
 
@@ -128,10 +118,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if r.weights.unfinished:
                     print(f"warning: --model {name}={r.source} is an unfinished training ({r.weights.unfinished}); "
                           f"its scores say so in results.md", file=sys.stderr, flush=True)
-                other = seen.setdefault(tuple(sorted(r.sha256.items())), r.source)
-                if other != r.source:
+                # the same weights under another spelling of the path, or copied, would pass for two seeds
+                digest = tuple(sorted(r.sha256.items()))
+                if digest in seen:
+                    other = seen[digest]
                     raise ConfigError(f"--model {name}={r.source}: the same weights as '{other}' (sha256 equal); "
                                       f"each run is scored once (a run counted twice would pass for two seeds)")
+                seen[digest] = r.source
         log("== set")
         sb.build_or_verify(args.photos.resolve(), args.set.resolve(), params, log=lambda m: log("  " + m.strip()))
         return run(args, params, restorers, log)
