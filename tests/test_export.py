@@ -78,6 +78,22 @@ def test_onnx_fixed_size_export(tmp_path, pipeline):
     assert parity(pipeline, path, "onnx", height=32, width=40) <= 1e-4
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_an_example_larger_than_a_stripe_still_exports_every_size(tmp_path, tiny_sds):
+    # Stripes of 256 pixels: the 32x32 example is cut into stripes and the HIM into chunks.  Traced that way,
+    # both files held the example's stripes as constants: NaN or 0.28 off at 48x40, an error at 16x16.
+    pipe = build_pipeline(tiny_sds, timesteps=2)[0]
+    pipe.net_g.set_inference_chunk_pixels(256)
+    files = {"torchscript": export_torchscript(pipe, tmp_path / "m.pt", height=32, width=32),
+             "onnx": export_onnx(pipe, tmp_path / "m.onnx", height=32, width=32)}
+    for kind, path in files.items():
+        for h, w in ((32, 32), (48, 40), (16, 16)):
+            assert parity(pipe, path, kind, height=h, width=w) <= 1e-4, (kind, h, w)
+    # export leaves the pipeline's own stripe size as it was
+    chunked = [m.inference_chunk_pixels for m in pipe.net_g.modules() if hasattr(m, "inference_chunk_pixels")]
+    assert chunked and set(chunked) == {256}
+
+
 def test_exportable_pool_equals_adaptive_pooling():
     from hidiff.archs.adaptive_pool import adaptive_avg_pool2d_matmul
     for h, w in ((16, 16), (22, 6), (7, 5), (3, 9), (1, 1)):

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+from hidiff.archs.fast.stripes import whole_images
 from hidiff.errors import ConfigError
 from hidiff.utils.atomic import atomic_write_bytes
 from hidiff.utils.optional import require
@@ -86,10 +87,13 @@ def _description(pipeline, inputs: tuple[Tensor, ...], metadata: Optional[Mappin
 
 def export_torchscript(pipeline, path: PathLike, *, height: int = 256, width: int = 256,
                        metadata: Optional[Mapping[str, Any]] = None) -> Path:
-    """Trace the graph at (height, width) and atomically write a TorchScript file."""
+    """Trace the graph at (height, width) and atomically write a TorchScript file.
+
+    The fast blocks take the image whole while traced: their row stripes depend on the size.
+    """
     graph = InferenceGraph(pipeline).eval()
     inputs = example_inputs(pipeline, height, width)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), whole_images(graph):
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks become constants
         warnings.filterwarnings("ignore", category=FutureWarning)
         traced = torch.jit.trace(graph, inputs, check_trace=False)
@@ -108,7 +112,8 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
 
     (height, width) is the example size.  With ``dynamic`` the image's H and W
     are dynamic axes (any multiple of the size divisor up to 2**16); otherwise
-    the graph is fixed to the example size.
+    the graph is fixed to the example size.  The fast blocks take the image whole while
+    exported: their row stripes depend on the size.
     """
     onnx = require("onnx", "export", "ONNX export")
     require("onnxscript", "export", "ONNX export")  # torch.onnx.export(dynamo=True) imports it
@@ -121,7 +126,7 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
         k = pipeline.pad_multiple
         image_axes = {2: k * Dim("h_blocks", min=1, max=2 ** 16 // k), 3: k * Dim("w_blocks", min=1, max=2 ** 16 // k)}
         shapes = {"image": image_axes, "noise": None} if len(inputs) == 2 else {"image": image_axes}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), whole_images(graph):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(graph, inputs, dynamo=True, input_names=names, output_names=["restored"],
                                     opset_version=opset, optimize=optimize, dynamic_shapes=shapes, verbose=False)

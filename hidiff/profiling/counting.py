@@ -17,10 +17,12 @@ Two figures are kept apart:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, List, Tuple
+from typing import Callable, Iterable, Iterator
 
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from hidiff.archs.fast.stripes import whole_images
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -38,20 +40,16 @@ def count_flops(fn: Callable[[], object]) -> int:
 @contextlib.contextmanager
 def reference_formulation(modules: Iterable[nn.Module]) -> Iterator[None]:
     """Temporarily run every submodule on its plain path: ``fused=False``, no inference stripes."""
-    saved: List[Tuple[nn.Module, str, object]] = []
-    for root in modules:
-        for m in root.modules():
-            if isinstance(getattr(m, "fused", None), bool):
-                saved.append((m, "fused", m.fused))
-                m.fused = False
-            if hasattr(m, "inference_chunk_pixels"):
-                saved.append((m, "inference_chunk_pixels", m.inference_chunk_pixels))
-                m.inference_chunk_pixels = None
+    modules = list(modules)
+    saved = [(m, m.fused) for root in modules for m in root.modules() if isinstance(getattr(m, "fused", None), bool)]
+    for m, _ in saved:
+        m.fused = False
     try:
-        yield
+        with whole_images(*modules):
+            yield
     finally:
-        for m, name, value in reversed(saved):
-            setattr(m, name, value)
+        for m, value in saved:
+            m.fused = value
 
 
 def gmac(macs: int | None) -> str:

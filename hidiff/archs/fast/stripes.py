@@ -8,7 +8,8 @@ width times the image, and temporaries stay cache-sized.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+import contextlib
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,6 +35,25 @@ def inference_stripes(x: torch.Tensor, max_pixels: Optional[int]) -> List[Tuple[
     if torch.is_grad_enabled() or x.device.type != "cpu":
         return [(0, x.shape[2])]
     return row_stripes(x.shape[2], x.shape[3], max_pixels)
+
+
+@contextlib.contextmanager
+def whole_images(*modules: nn.Module) -> Iterator[None]:
+    """Temporarily take images whole in every chunk-aware submodule (``inference_chunk_pixels`` None).
+
+    Tracing and export need it: the stripe loop depends on the image size, so a graph traced
+    with stripes would hold the example size's stripes as constants and fail (or cut rows) at
+    any other size.  Results are unchanged: stripes are exact.
+    """
+    saved = [(m, m.inference_chunk_pixels) for root in modules for m in root.modules()
+             if hasattr(m, "inference_chunk_pixels")]
+    for m, _ in saved:
+        m.inference_chunk_pixels = None
+    try:
+        yield
+    finally:
+        for m, value in saved:
+            m.inference_chunk_pixels = value
 
 
 def halo_rows(x: torch.Tensor, r0: int, r1: int, prep: Optional[Prep] = None) -> Tuple[torch.Tensor, int]:
