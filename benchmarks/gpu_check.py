@@ -1,7 +1,8 @@
 """Prove hidiff's CUDA paths in one command: precision, resume, DDP, layouts, compile, prefetch, tiling, export, speed.
 
-On the GPU machine (one H100, the torch it already has; about 7.5 minutes expected from the checks' measured
-times, docs/speed.md), from the repository root,
+On the GPU machine (one H100, the torch it already has; 405 s measured in one command, run 6 of
+docs/speed.md, and about 30 s more since the training table gained its stored-FFN variants), from the
+repository root,
 as the device tool's one command (timeout_s 540; --carry: nothing, the working tree is enough):
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out $OUT/gpu_check
@@ -31,9 +32,10 @@ it; tiler_auto and the speed tables wait for it and run alone.  The report names
 * prefetch: the CUDA (and CPU) prefetcher yields the same batches as the plain loader;
 * tiler_oom: a tile batch of 16 under a memory cap (torch.cuda.set_per_process_memory_fraction) halves on
   out-of-memory and gives the batch-1 result; tiler_auto: the automatic tile size follows free memory;
-* export: TorchScript parity with eager on CUDA; with --onnx also the ONNX file against onnxruntime (not in
-  the 8 minutes: the dynamo-based ONNX export takes minutes of CPU time);
-* speed_inference, speed_training: tables beside the plain fp32 formulation (timed interleaved).
+* export: TorchScript parity with eager on CUDA at the traced size and another; with --onnx also the ONNX
+  file against onnxruntime (not in the 8 minutes: the dynamo-based ONNX export takes minutes of CPU time);
+* speed_inference, speed_training: tables beside the plain fp32 formulation (timed interleaved); the training
+  table also times the fast fp32 and bf16 steps with the feed-forward's gate stored (train.recompute_ffn: false).
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` under --out; exits 1 if any check failed, 2 on bad usage.
 """

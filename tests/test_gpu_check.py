@@ -10,8 +10,8 @@ import torch
 
 from conftest import PY, REPO, run_env
 from hidiff.profiling import gpu_checks
-from hidiff.profiling.checkrun import (NO_CUDA, REGISTRY, Check, CheckFailed, Context, run_checks, run_isolated,
-                                      write_reports)
+from hidiff.profiling.checkrun import (NO_CUDA, REGISTRY, Check, CheckFailed, Context, note_exit, run_checks,
+                                      run_isolated, write_reports)
 from procs import explain, run_checked
 
 SCRIPT = str(REPO / "benchmarks" / "gpu_check.py")
@@ -45,6 +45,22 @@ def test_dry_run_runs_every_check_and_writes_json_and_markdown(tmp_path):
     for name in gpu_checks.ORDER:
         assert f"## {name}: passed" in md
     assert "| stage 1, 2x32x32 | plain |" in md  # the training speed table
+    assert "| stage 2, 2x32x32 | fast+stored-ffn |" in md  # beside it, the gate stored instead of recomputed
+
+
+def test_the_stored_ffn_variants_train_with_the_gate_stored():
+    from hidiff.archs.fast.gdfn import FastGDFN
+    from hidiff.profiling.train_speed import SpeedCase, variant_specs
+    from hidiff.profiling.train_step import TrainStep
+    ctx = Context(out_dir="unused", dry_run=True, repo=str(REPO))
+    case = SpeedCase("stage 1", gpu_checks.opt_path(ctx, "1"), 1, (16, 16))
+    specs = variant_specs(case, precisions=("fp32", "bf16", "fp16"), overrides=gpu_checks.tiny_overrides(ctx, "1"))
+    stored = gpu_checks.stored_ffn(specs)
+    assert [s.label for s in stored] == ["fast+stored-ffn", "fast+bf16+stored-ffn"]
+    for spec, recomputes in ((specs[1], True), (stored[0], False)):
+        gdfns = [m for net in TrainStep(spec).model.trainable.values() for m in net.modules()
+                 if isinstance(m, FastGDFN)]
+        assert gdfns and {m.recompute_hidden for m in gdfns} == {recomputes}, spec.label
 
 
 def test_isolated_check_is_killed_at_its_budget_and_a_failure_does_not_stop_the_others(tmp_path):
@@ -82,6 +98,36 @@ def test_a_failed_check_keeps_what_it_measured_in_both_reports(tmp_path):
     md = (tmp_path / "r.md").read_text()
     assert "## _measured: failed" in md and "| fp16 | 0.5 |" in md
     assert json.loads((tmp_path / "r.json").read_text())["checks"][0]["details"]["runs"]["fp16"]["losses"] == [0.5]
+
+
+def test_a_long_coloured_failure_reads_plainly_in_both_reports(tmp_path):
+    """torch.export's errors carry terminal colour codes and run to 2,000 characters: they filled the summary
+    table of the GPU report of 2026-11-27 (docs/gpu_check/2026-11-27-run6-onnx.md)."""
+    def coloured(ctx):
+        raise RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting | " + "detail " * 300)
+
+    REGISTRY["_coloured"] = Check("_coloured", "fails in colour", 5, 5, coloured)
+    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
+    try:
+        (res,) = run_checks(ctx, ["_coloured"], isolate=False)
+    finally:
+        del REGISTRY["_coloured"]
+    assert res["reason"].startswith("RuntimeError: This is step 1/3 of exporting | detail")
+    assert "\x1b" not in json.dumps(res)
+    write_reports(str(tmp_path), "r", {"title": "t", "command": "c", "dry_run": True, "device": "cpu",
+                                       "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0}, [res])
+    md = (tmp_path / "r.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| _coloured"))
+    assert row.endswith(" ... (below) |") and len(row) < 450 and row.count("|") == 5
+    assert res["reason"] in md  # whole, under the check's heading
+
+
+def test_a_result_reported_before_a_bad_exit_keeps_its_verdict_and_says_so():
+    passed = {"name": "x", "status": "passed", "reason": "", "details": {"parts": {"a": "passed"}}}
+    assert note_exit(dict(passed), 0, "") == passed
+    noted = note_exit(dict(passed), -11, "\x1b[31mSegmentation fault\x1b[0m\n")
+    assert noted["status"] == "passed" and noted["reason"] == "the check's process exited with code -11 after reporting"
+    assert noted["details"] == {"parts": {"a": "passed"}, "exit_code": -11, "stderr_tail": ["Segmentation fault"]}
 
 
 def test_isolated_check_reports_its_result_from_a_fresh_process(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,8 +126,9 @@ def run_here(chk: Check, ctx: Context) -> dict:
         if isinstance(exc, KeyboardInterrupt):
             raise
         status = "failed"
-        reason = f"{type(exc).__name__}: {exc}".strip()
-        details = {**getattr(exc, "details", {}), "traceback": traceback.format_exc().strip().splitlines()[-12:]}
+        reason = plain_text(f"{type(exc).__name__}: {exc}").strip()
+        details = {**getattr(exc, "details", {}),
+                   "traceback": plain_text(traceback.format_exc()).strip().splitlines()[-12:]}
     seconds = time.perf_counter() - t0
     budget = chk.budget(ctx)
     if status == "passed" and seconds > budget:
@@ -161,19 +163,30 @@ def run_isolated(chk: Check, ctx: Context, timeout: float,
     try:
         proc = run_group(cmd, timeout, started)
     except subprocess.TimeoutExpired as exc:
-        tail = (exc.stderr or "").strip().splitlines()[-8:]
+        tail = plain_text(exc.stderr or "").strip().splitlines()[-8:]
         return {"name": chk.name, "title": chk.title, "status": "failed",
                 "reason": f"killed at its budget of {timeout:.0f} s", "seconds": round(time.perf_counter() - t0, 2),
                 "budget_s": chk.budget(ctx), "details": {"stderr_tail": tail}}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
     if not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        tail = plain_text(proc.stderr or proc.stdout).strip().splitlines()[-12:]
         return {"name": chk.name, "title": chk.title, "status": "failed",
                 "reason": f"the check's process died (exit code {proc.returncode})",
                 "seconds": round(time.perf_counter() - t0, 2), "budget_s": chk.budget(ctx),
                 "details": {"stderr_tail": tail}}
     result = json.loads(lines[-1][len(RESULT_MARK):])
     result["process_seconds"] = round(time.perf_counter() - t0, 2)
+    return note_exit(result, proc.returncode, proc.stderr or "")
+
+
+def note_exit(result: dict, returncode: int, stderr: str) -> dict:
+    """A reported result whose process then exited non-zero keeps its verdict (it was reached), and says so."""
+    if returncode == 0:
+        return result
+    exit_note = f"the check's process exited with code {returncode} after reporting"
+    result["reason"] = "; ".join(x for x in (result["reason"], exit_note) if x)
+    result["details"] = {**result.get("details", {}), "exit_code": returncode,
+                         "stderr_tail": plain_text(stderr).strip().splitlines()[-8:]}
     return result
 
 
@@ -301,8 +314,19 @@ def run_checks(ctx: Context, names: Sequence[str], *, isolate: bool = True, tota
     return [run.results[n] for n in names]
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "/").replace("\n", " ")
+#: terminal colour and cursor codes (torch.export's errors carry them)
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes, for the JSON and markdown reports."""
+    return _ESCAPES.sub("", text)
+
+
+def _cell(text: str, limit: Optional[int] = None) -> str:
+    """One table cell: no pipes or line breaks; cut at ``limit`` characters (the whole text follows the table)."""
+    text = str(text).replace("|", "/").replace("\n", " ")
+    return text if limit is None or len(text) <= limit else text[:limit].rstrip() + " ... (below)"
 
 
 def markdown_report(meta: dict, results: Sequence[dict]) -> str:
@@ -319,9 +343,10 @@ def markdown_report(meta: dict, results: Sequence[dict]) -> str:
         lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in env.items()))
     lines += ["", "| check | status | s (budget) | note |", "|---|---|---:|---|"]
     for r in results:
-        note = "; ".join(x for x in (r["reason"], "beside " + ", ".join(r["beside"]) if r.get("beside") else "") if x)
+        beside = "beside " + ", ".join(r["beside"]) if r.get("beside") else ""
+        note = "; ".join(x for x in (_cell(r["reason"], 300), beside) if x)
         lines.append(f"| {r['name']}: {_cell(r['title'])} | {r['status']} | {r['seconds']:.1f} ({r['budget_s']:.0f}) | "
-                     f"{_cell(note)} |")
+                     f"{note} |")
     for r in results:
         d = r.get("details") or {}
         lines += ["", f"## {r['name']}: {r['status']}", ""]

@@ -75,6 +75,8 @@ class StepSpec:
     # setting: applied by the process that runs this variant alone (memory_in_subprocess's worker, the
     # side-by-side workers), not by TrainStep.
     keep_memory: bool = False
+    # a name for what ``overrides`` change, added to the label (two variants may differ in overrides alone)
+    tag: str = ""
 
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
@@ -99,6 +101,8 @@ class StepSpec:
         if self.checkpointing:
             every = every_stage(self.checkpoint_levels)
             parts.append("ckpt" if every else "ckpt[" + ",".join(map(str, self.checkpoint_levels)) + "]")
+        if self.tag:
+            parts.append(self.tag)
         return "+".join(parts)
 
     def to_json(self) -> str:
