@@ -80,22 +80,27 @@ def test_isolated_check_is_killed_at_its_budget_and_a_failure_does_not_stop_the_
     assert results[0]["reason"] == "ValueError: boom" and results[0]["details"]["traceback"]
 
 
+def _run_and_report(tmp_path, chk: Check):
+    """Run a temporary check in this process and write both reports: (its result, the markdown)."""
+    REGISTRY[chk.name] = chk
+    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
+    try:
+        (res,) = run_checks(ctx, [chk.name], isolate=False)
+    finally:
+        del REGISTRY[chk.name]
+    write_reports(str(tmp_path), "r", {"title": "t", "command": "c", "dry_run": True, "device": "cpu",
+                                       "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0}, [res])
+    return res, (tmp_path / "r.md").read_text()
+
+
 def test_a_failed_check_keeps_what_it_measured_in_both_reports(tmp_path):
     """The first GPU run lost the stage-2 loss table of a failed precision check; it stays now."""
     def measured_then_failed(ctx):
         raise CheckFailed("fp16 failed: loss differs", {"runs": {"fp16": {"losses": [0.5]}},
                                                        "table": "| run | loss |\n|---|---:|\n| fp16 | 0.5 |"})
 
-    REGISTRY["_measured"] = Check("_measured", "fails with numbers", 5, 5, measured_then_failed)
-    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
-    try:
-        (res,) = run_checks(ctx, ["_measured"], isolate=False)
-    finally:
-        del REGISTRY["_measured"]
+    res, md = _run_and_report(tmp_path, Check("_measured", "fails with numbers", 5, 5, measured_then_failed))
     assert res["status"] == "failed" and res["details"]["runs"]["fp16"]["losses"] == [0.5]
-    write_reports(str(tmp_path), "r", {"title": "t", "command": "c", "dry_run": True, "device": "cpu",
-                                       "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0}, [res])
-    md = (tmp_path / "r.md").read_text()
     assert "## _measured: failed" in md and "| fp16 | 0.5 |" in md
     assert json.loads((tmp_path / "r.json").read_text())["checks"][0]["details"]["runs"]["fp16"]["losses"] == [0.5]
 
@@ -106,17 +111,9 @@ def test_a_long_coloured_failure_reads_plainly_in_both_reports(tmp_path):
     def coloured(ctx):
         raise RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting | " + "detail " * 300)
 
-    REGISTRY["_coloured"] = Check("_coloured", "fails in colour", 5, 5, coloured)
-    ctx = Context(out_dir=str(tmp_path), dry_run=True, repo=str(REPO))
-    try:
-        (res,) = run_checks(ctx, ["_coloured"], isolate=False)
-    finally:
-        del REGISTRY["_coloured"]
+    res, md = _run_and_report(tmp_path, Check("_coloured", "fails in colour", 5, 5, coloured))
     assert res["reason"].startswith("RuntimeError: This is step 1/3 of exporting | detail")
     assert "\x1b" not in json.dumps(res)
-    write_reports(str(tmp_path), "r", {"title": "t", "command": "c", "dry_run": True, "device": "cpu",
-                                       "machine_line": "m", "environment": {}, "started": "s", "total_s": 1.0}, [res])
-    md = (tmp_path / "r.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| _coloured"))
     assert row.endswith(" ... (below) |") and len(row) < 450 and row.count("|") == 5
     assert res["reason"] in md  # whole, under the check's heading
