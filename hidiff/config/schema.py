@@ -396,10 +396,13 @@ class MetricOptions:
                      registry="metric")
     crop_border: int = spec(0, "pixels cut off every edge before scoring", ge=0)
     test_y_channel: bool = spec(False, "score the Y channel only")
-    better: Literal["higher", "lower"] = spec("higher", "which direction is better")
+    better: Optional[Literal["higher", "lower"]] = spec(
+        None, "which direction is better (default: the metric's own: lower for mae and lpips_*, higher otherwise)")
 
     def validate(self, path: str) -> None:
         self.type = registries.lookup_canonical("metric", self.type)
+        if self.better is None:
+            self.better = getattr(registries.lookup("metric", self.type, f"{path}.type"), "better", "higher")
 
 
 @dataclass

@@ -14,7 +14,8 @@ lpips_alex      LPIPS v0.1, AlexNet (offline weights, see lpips_weights)
 lpips_vgg       LPIPS v0.1, VGG16
 ==============  ==============================================================
 
-All take ``(img1, img2, **options)`` HxW(x3) arrays and return a float.
+All take ``(img1, img2, **options)`` HxW(x3) arrays and return a float.  Each carries ``better``
+("higher" or "lower"), the direction ``val.metrics.<name>.better`` defaults to.
 
 BasicSR's names are accepted in option files and resolve to the variant they
 compute (``BASICSR_ALIASES``): ``calculate_psnr`` is ``psnr_uint8`` (8-bit
@@ -42,7 +43,10 @@ VARIANTS = {
     "lpips_alex": lpips_alex,
     "lpips_vgg": lpips_vgg,
 }
+#: the variants where a lower score is better (errors and distances); every other variant is a similarity
+LOWER_IS_BETTER = frozenset({"mae", "lpips_alex", "lpips_vgg"})
 for _name, _fn in VARIANTS.items():
+    _fn.better = "lower" if _name in LOWER_IS_BETTER else "higher"
     METRIC_REGISTRY.register(_name)(_fn)
 
 BASICSR_ALIASES = {"calculate_psnr": "psnr_uint8", "calculate_ssim": "ssim_basicsr"}
@@ -55,6 +59,6 @@ def get_metric(name: str):
     return METRIC_REGISTRY.get(name)
 
 
-__all__ = ["BASICSR_ALIASES", "METRIC_REGISTRY", "VARIANTS", "get_metric", "load_alexnet_features", "load_vgg16_features",
+__all__ = ["BASICSR_ALIASES", "LOWER_IS_BETTER", "METRIC_REGISTRY", "VARIANTS", "get_metric", "load_alexnet_features", "load_vgg16_features",
            "lpips_alex", "lpips_distance", "lpips_vgg", "mae", "psnr_float", "psnr_uint8",
            "ssim_basicsr", "ssim_matlab3d", "ssim_skimage"]
