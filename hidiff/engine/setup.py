@@ -49,6 +49,11 @@ def agreed(fn: Callable[[], Any]) -> Any:
     return result
 
 
+def ignored_on_resume(o) -> set:
+    """Networks (``g``, ``le``, ...) that ``path.ignore_resume_networks`` keeps from the checkpoint, EMA included."""
+    return {n.removeprefix("network_") for n in o.path.ignore_resume_networks}
+
+
 def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     """The stage model on its device (pretrained / resumed weights), optimiser, scheduler, AMP."""
     o, log, topt = t.opt, t.log, t.topt
@@ -60,7 +65,7 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
                  "" if spec.strict else f"; missing {len(missing)}, unexpected {len(unexpected)}, "
                                         f"shape-mismatched {len(shapes)} keys skipped")
     if verified is not None:
-        ignore = {n.removeprefix("network_") for n in o.path.ignore_resume_networks}
+        ignore = ignored_on_resume(o)
         for name, payload in verified.networks.items():
             if name in ignore:
                 log.info("net_%s not restored from the checkpoint (path.ignore_resume_networks)", name)
@@ -102,9 +107,12 @@ def wrap_model(t, verified: Optional[VerifiedState]) -> None:
     if t.topt.ema_decay > 0:
         t.ema = {n: ModelEMA(net, t.topt.ema_decay) for n, net in t.model.trainable.items()}
         if verified is not None:
+            ignore = ignored_on_resume(t.opt)
             for n, e in t.ema.items():
                 payload = verified.networks.get(n, {})
-                if "params_ema" in payload:
+                if n in ignore:
+                    t.log.info("net_%s: its EMA restarts from the weights (path.ignore_resume_networks)", n)
+                elif "params_ema" in payload:
                     e.load_state_dict(payload["params_ema"])
                 else:
                     t.log.warning("net_%s: the checkpoint has no params_ema; EMA restarts from the weights", n)

@@ -110,11 +110,39 @@ def save_checkpoint(t, it: int) -> None:
         raise CheckpointError(msg)
 
 
+def keep_option_hyperparameters(t, chosen: list[dict[str, Any]]) -> None:
+    """Put the option file's optimiser settings back after loading the checkpoint's optimiser and scheduler.
+
+    Loading them restores the hyperparameters they were saved with, so a changed ``lr`` or ``weight_decay``
+    was logged and written to config.yml but never used.  Unchanged options make this a no-op.
+    """
+    changed = []
+    for g, want in zip(t.optimizer.param_groups, chosen):
+        for key, value in want.items():
+            if key in ("lr", "initial_lr") or key not in g or g[key] == value:
+                continue
+            changed.append(f"{key} {g[key]} -> {value}")
+            g[key] = value
+    base_lrs = [float(w["initial_lr"]) for w in chosen]
+    if base_lrs != t.scheduler.base_lrs:
+        changed.append(f"base lr {t.scheduler.base_lrs} -> {base_lrs}")
+        t.scheduler.base_lrs = base_lrs
+        for g, base in zip(t.optimizer.param_groups, base_lrs):
+            g["initial_lr"] = base
+        if t.scheduler.last_iter > 0:
+            t.scheduler.step_to(t.scheduler.last_iter)
+    if changed:
+        t.log.warning("resume: the option file's optimiser settings replace the checkpoint's: %s", "; ".join(changed))
+
+
 def restore_state(t, v: VerifiedState) -> None:
     """Load optimiser, scheduler, scaler, guard, best and sampler; pick this rank's random state."""
     st, o, log = v.state, t.opt, t.log
+    # the option file's hyperparameters (an --allow-config-change resume may have changed lr or weight decay)
+    chosen = [{k: val for k, val in g.items() if k != "params"} for g in t.optimizer.param_groups]
     t.optimizer.load_state_dict(st["optimizer"])
     t.scheduler.load_state_dict(st["scheduler"])
+    keep_option_hyperparameters(t, chosen)
     t.amp.load_state_dict(st.get("scaler") or {})
     t.guard.load_state_dict(st.get("nonfinite", {}))
     t.start_iter = int(st["iter"])

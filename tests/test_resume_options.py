@@ -1,0 +1,68 @@
+"""What a resume takes from the checkpoint, and what the option file changes on purpose."""
+from __future__ import annotations
+
+import torch
+import yaml
+
+from engine_tiny_run import _merge, tiny_options, write_pairs
+from hidiff.config.load import options_from_text
+from hidiff.engine.trainer import Trainer
+from hidiff.utils.checkpoint import safe_load
+
+
+def _opts(d: dict):
+    return options_from_text(yaml.safe_dump(d, sort_keys=False))
+
+
+def _set_up(trainer: Trainer) -> Trainer:
+    trainer.stop.install()
+    trainer._setup()
+    return trainer
+
+
+def _tear_down(trainer: Trainer) -> None:
+    trainer.stop.uninstall()
+    trainer._teardown()
+
+
+def test_an_ignored_network_restarts_its_ema_from_its_weights(tmp_path):
+    # before, path.ignore_resume_networks dropped net_le's weights but restored its EMA, which validation,
+    # the best files and test.py (params_ema) go on using
+    write_pairs(tmp_path / "data")
+    base = tiny_options(tmp_path, train={"total_iter": 4, "ema_decay": 0.9},
+                        logger={"save_checkpoint_freq": 2, "print_freq": 100})
+    Trainer(_opts(base), stop_after=2).fit()
+    saved = safe_load(tmp_path / "experiments" / "tiny" / "models" / "net_le_2.pth")
+    ignoring = _merge(base, {"path": {"ignore_resume_networks": ["network_le"]}})
+    t = _set_up(Trainer(_opts(ignoring), resume="auto", allow_config_change=True))
+    try:
+        for name, restored in (("le", False), ("g", True)):
+            live, ema = t.model.trainable[name].state_dict(), t.ema[name].shadow
+            key = next(k for k in live if live[k].is_floating_point())
+            saved_net = safe_load(tmp_path / "experiments" / "tiny" / "models" / f"net_{name}_2.pth")
+            assert torch.equal(ema[key].cpu(), saved_net["params_ema"][key]) is restored, name
+            if not restored:
+                assert torch.equal(ema[key].cpu(), live[key].cpu())
+                assert not torch.equal(live[key].cpu(), saved["params"][key])
+    finally:
+        _tear_down(t)
+
+
+def test_a_changed_learning_rate_and_weight_decay_are_used_after_resume(tmp_path, caplog):
+    # before, the checkpoint's optimiser and scheduler states brought lr 1e-3 and weight decay 0.01 back,
+    # while the log and config.yml said 5e-4 and 0.5
+    write_pairs(tmp_path / "data")
+    base = tiny_options(tmp_path, train={"total_iter": 4, "optim_total": {"type": "AdamW", "lr": 1e-3,
+                                                                          "weight_decay": 0.01}},
+                        logger={"save_checkpoint_freq": 2, "print_freq": 100})
+    Trainer(_opts(base), stop_after=2).fit()
+    changed = _merge(base, {"train": {"optim_total": {"lr": 5e-4, "weight_decay": 0.5}}})
+    t = _set_up(Trainer(_opts(changed), resume="auto", allow_config_change=True))
+    try:
+        (group,) = t.optimizer.param_groups
+        assert (group["lr"], group["initial_lr"], group["weight_decay"]) == (5e-4, 5e-4, 0.5)
+        assert t.scheduler.base_lrs == [5e-4] and t.start_iter == 2
+        assert t.optimizer.state  # the moments still come from the checkpoint
+    finally:
+        _tear_down(t)
+    assert "weight_decay 0.01 -> 0.5" in caplog.text and "base lr [0.001] -> [0.0005]" in caplog.text
