@@ -66,3 +66,19 @@ def test_a_changed_learning_rate_and_weight_decay_are_used_after_resume(tmp_path
     finally:
         _tear_down(t)
     assert "weight_decay 0.01 -> 0.5" in caplog.text and "base lr [0.001] -> [0.0005]" in caplog.text
+
+
+def test_a_short_last_batch_is_saved_and_resumed_exactly(tmp_path):
+    # 8 pairs in batches of 3 with drop_last false: a pass is 3 + 3 + 2 samples.  The save at the end of a
+    # pass counted 3 x 3 = 9 samples of 8 and failed ("consumed=9 ... outside 0..8")
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, datasets={"train": {"batch_size_per_gpu": 3, "drop_last": False}},
+                        train={"total_iter": 5}, logger={"save_checkpoint_freq": 3, "print_freq": 100})
+    straight = _merge(opts, {"path": {"experiments_root": str(tmp_path / "straight")}})
+    Trainer(_opts(straight)).fit()
+    Trainer(_opts(opts), stop_after=3).fit()
+    Trainer(_opts(opts), resume="auto").fit()
+    for name in ("g", "le"):
+        a = safe_load(tmp_path / "straight" / "tiny" / "models" / f"net_{name}_5.pth")["params"]
+        b = safe_load(tmp_path / "experiments" / "tiny" / "models" / f"net_{name}_5.pth")["params"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -118,6 +118,11 @@ def wrap_model(t, verified: Optional[VerifiedState]) -> None:
                     t.log.warning("net_%s: the checkpoint has no params_ema; EMA restarts from the weights", n)
 
 
+def batch_length(batch: dict[str, Any]) -> int:
+    """How many samples a collated batch holds (its first tensor's leading size)."""
+    return next(len(v) for v in batch.values() if torch.is_tensor(v))
+
+
 class BatchStream:
     """Endless training batches over epochs; knows how far into the current pass it is (for resume)."""
 
@@ -125,13 +130,15 @@ class BatchStream:
         self.loader, self.sampler, self.device, self.channels_last = loader, sampler, device, channels_last
         self.epoch = 0
         self.batches_this_pass = 0
+        # samples received, not batches x batch size: a pass's last batch is short with drop_last false
+        self.samples_this_pass = 0
         self._iter = None
 
     def start(self) -> None:
         self.epoch = self.sampler.epoch
         self.sampler.set_epoch(self.epoch)
         self._iter = iter(self.loader)
-        self.batches_this_pass = 0
+        self.batches_this_pass = self.samples_this_pass = 0
 
     def next(self) -> dict[str, Any]:
         empty_passes = 0
@@ -139,6 +146,7 @@ class BatchStream:
             try:
                 batch = next(self._iter)
                 self.batches_this_pass += 1
+                self.samples_this_pass += batch_length(batch)
                 return batch
             except StopIteration:
                 empty_passes = empty_passes + 1 if self.batches_this_pass == 0 else 0
@@ -147,7 +155,7 @@ class BatchStream:
                 self.epoch += 1
                 self.sampler.set_epoch(self.epoch)
                 self._iter = iter(self.loader)
-                self.batches_this_pass = 0
+                self.batches_this_pass = self.samples_this_pass = 0
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         out = {}

@@ -69,7 +69,7 @@ def build_state(t, ranks: list[Any]) -> dict[str, Any]:
     return {
         "epoch": t.batches.epoch, "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict(), "scaler": t.amp.state_dict(),
-        "sampler": t.sampler.state_dict(consumed=t.batches.batches_this_pass * t.batch_size),
+        "sampler": t.sampler.state_dict(consumed=t.batches.samples_this_pass),
         "ranks": ranks, "best": t.best, "nonfinite": t.guard.state_dict(),
         "config_hash": config_hash(t.opt), "config": t.opt.to_dict(),
         "world_size": t.dist.world_size, "hidiff_version": hidiff.__version__,
