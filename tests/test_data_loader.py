@@ -81,6 +81,21 @@ def test_val_loader_batch_one_in_key_order_and_sharded(paired):
     assert shard == ["k1", "k4"]
 
 
+def test_a_val_limit_takes_the_same_images_for_any_world_size(paired):
+    # val.max_images was applied to each rank's share: 2 processes validated on twice the images of one
+    ds = PairedImageDataset(str(paired / "lq"), str(paired / "gt"), "val")
+
+    def keys(rank, world):
+        loader = build_dataloader(ds, phase="val", batch_size=1, num_workers=0, seed=0, rank=rank,
+                                  world_size=world, limit=3)
+        return [b["key"][0] for b in loader]
+
+    assert keys(0, 1) == ["k0", "k1", "k2"]
+    for world in (2, 3, 4):
+        shares = [keys(rank, world) for rank in range(world)]
+        assert sorted(k for share in shares for k in share) == ["k0", "k1", "k2"], world
+
+
 class _Seeds(Dataset):
     def __len__(self):
         return 4

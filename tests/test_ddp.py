@@ -26,7 +26,8 @@ def _config(tmp_path: Path, name: str, batch: int) -> Path:
     opts = tiny_options(tmp_path, with_val=True, name=name,
                         datasets={"train": {"batch_size_per_gpu": batch}},
                         train={"total_iter": 3, "use_grad_clip": False, "optim_total": {"type": "SGD", "lr": LR}},
-                        val={"val_freq": 3}, logger={"save_checkpoint_freq": 1, "print_freq": 1,
+                        val={"val_freq": 3, "max_images": 5},
+                        logger={"save_checkpoint_freq": 1, "print_freq": 1,
                                                      "use_tb_logger": True})
     path = tmp_path / f"{name}.yml"
     path.write_text(yaml.safe_dump(opts, sort_keys=False))
@@ -69,8 +70,10 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
         last_b = safe_load(s / "models" / f"net_{net}_3.pth")["params"]
         for k in last_a:
             torch.testing.assert_close(last_a[k], last_b[k], rtol=1e-4, atol=1e-5)
-    # sharded validation over 2 ranks gives the single-process number
+    # sharded validation over 2 ranks gives the single-process number, on the same first 5 of the 8 images
+    # (val.max_images was once applied per rank: 2 ranks validated 8)
     best_d = json.loads((d / "models" / "best.json").read_text())
     best_s = json.loads((s / "models" / "best.json").read_text())
     assert best_d["value"] == pytest.approx(best_s["value"], abs=1e-3)
-    assert "Validation tinyval (8 images)" in log
+    assert "Validation tinyval (5 images)" in log
+    assert "Validation tinyval (5 images)" in next(s.glob("train_single_*.log")).read_text()

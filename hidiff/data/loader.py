@@ -66,7 +66,8 @@ def seed_worker(worker_id: int, *, seed: int, rank: int) -> None:
 def build_dataloader(dataset: Dataset, *, phase: str, batch_size: int, num_workers: int, seed: int,
                      rank: int = 0, world_size: int = 1, pin_memory: bool = False,
                      persistent_workers: bool = False, prefetch: Optional[str] = None, drop_last: bool = True,
-                     sampler=None, enlarge_ratio: int = 1, shuffle: bool = True, prefetch_depth: int = 2):
+                     sampler=None, enlarge_ratio: int = 1, shuffle: bool = True, prefetch_depth: int = 2,
+                     limit: Optional[int] = None):
     """Build the loader of one dataset.
 
     Args:
@@ -84,6 +85,8 @@ def build_dataloader(dataset: Dataset, *, phase: str, batch_size: int, num_worke
         enlarge_ratio: BasicSR's ``dataset_enlarge_ratio`` for the default training sampler.
         shuffle: shuffle the default training sampler.
         prefetch_depth: batches queued ahead by the CPU prefetcher.
+        limit: ``'val'``/``'test'``: only the first ``limit`` items, shared out over the ranks (so the
+            same images whatever the world size).
 
     Returns a ``DataLoader``, or a prefetcher wrapping one; all three iterate
     batches and expose ``len()``, ``.sampler`` and ``.dataset``.
@@ -111,7 +114,8 @@ def build_dataloader(dataset: Dataset, *, phase: str, batch_size: int, num_worke
                               f"dataset_enlarge_ratio")
     else:
         if sampler is None:
-            sampler = list(range(rank, len(dataset), world_size))
+            end = len(dataset) if limit is None else min(len(dataset), limit)
+            sampler = list(range(rank, end, world_size))
         batch_size, drop_last = 1, False
     if prefetch == "cuda":
         pin_memory = True

@@ -197,7 +197,7 @@ def build_data(t) -> None:
         dataset = build_dataset(ds, o.manual_seed)
         t.val_sets[ds.name] = build_dataloader(dataset, phase="val", batch_size=1,
                                                num_workers=ds.num_worker_per_gpu, seed=o.manual_seed,
-                                               rank=d.rank, world_size=d.world_size)
+                                               rank=d.rank, world_size=d.world_size, limit=o.val.max_images)
     t.metric_fns = {}
     if t.val_sets:
         t.metric_fns = build_metric_fns(o.val.metrics)

@@ -181,7 +181,7 @@ def validate_during_training(t, it: int) -> None:
             for n, e in t.ema.items():
                 stack.enter_context(e.applied_to(t.model.trainable[n]))
         results = validate(t.model, t.val_sets, metric_fns=t.metric_fns, manual_seed=o.manual_seed,
-                           device=t.device, tile=o.val.tile_options(), max_images=o.val.max_images,
+                           device=t.device, tile=o.val.tile_options(),  # t.val_sets hold val.max_images
                            on_image=on_image, progress=o.val.pbar and t.is_main)
     restore_rng_state(rng)
     t.last_validation = results
