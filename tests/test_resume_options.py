@@ -6,6 +6,7 @@ import yaml
 
 from engine_tiny_run import _merge, tiny_options, write_pairs
 from hidiff.config.load import options_from_text
+from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.engine.trainer import Trainer
 from hidiff.utils.checkpoint import safe_load
 
@@ -82,3 +83,30 @@ def test_a_short_last_batch_is_saved_and_resumed_exactly(tmp_path):
         a = safe_load(tmp_path / "straight" / "tiny" / "models" / f"net_{name}_5.pth")["params"]
         b = safe_load(tmp_path / "experiments" / "tiny" / "models" / f"net_{name}_5.pth")["params"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_resuming_from_an_earlier_set_moves_the_later_ones_aside(tmp_path, caplog):
+    # before, the later sets stayed: keep_last deleted the resumed set, and --resume auto, stage-2 links and
+    # test.py took the abandoned iteration 10
+    write_pairs(tmp_path / "data")
+    base = tiny_options(tmp_path, train={"total_iter": 10, "ema_decay": 0.9},
+                        val={"val_freq": 2}, with_val=True,
+                        logger={"save_checkpoint_freq": 2, "print_freq": 100, "keep_last": 3})
+    Trainer(_opts(base)).fit()
+    run = tmp_path / "experiments" / "tiny"
+    states = run / "training_states"
+    assert sorted(p.name for p in states.iterdir()) == ["10.state", "6.state", "8.state"]
+    before = {p.name: p.read_bytes() for p in (run / "models").iterdir()}
+    r = Trainer(_opts(base), resume=str(states / "6.state"), stop_after=1).fit()
+    assert r.last_iter == 7
+    assert sorted(p.name for p in states.iterdir()) == ["6.state", "7.state"]
+    (aside,) = run.glob("abandoned_after_6_*")
+    moved = {p.name: p.read_bytes() for p in (aside / "models").iterdir()}
+    assert sorted(p.name for p in (aside / "training_states").iterdir()) == ["10.state", "8.state"]
+    assert {n for n in moved if not n.endswith(("_best.pth", "best.json"))} == {
+        "net_g_8.pth", "net_le_8.pth", "net_g_10.pth", "net_le_10.pth",
+        "latest.json", "net_g_latest.pth", "net_le_latest.pth"}  # the 'latest' tag was iteration 10's
+    assert all(moved[n] == before[n] for n in moved)  # moved whole, not rewritten
+    assert "the later sets and tags (8, 10, " in caplog.text
+    assert latest_complete(run).iteration == 7
+    assert Trainer(_opts(base), resume="auto", stop_after=1).fit().last_iter == 8

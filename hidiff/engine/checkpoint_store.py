@@ -171,6 +171,37 @@ class CheckpointStore:
             for p in self.models.glob(f"net_*_{iteration}.pth"):
                 p.unlink(missing_ok=True)
 
+    def set_aside_after(self, iteration: int, dest: Path) -> list[str]:
+        """Move every set and tag saved after ``iteration`` into ``dest`` (same layout); what moved, named.
+
+        A resume from an earlier point starts a new branch: the later sets would otherwise be taken by
+        ``--resume auto``, stage-2 links and test.py, and keep_last would delete the resumed set first.
+        """
+        moved = []
+
+        def move(p: Path) -> None:
+            target = dest / p.relative_to(self.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            p.rename(target)
+
+        for it in (it for it in self.iterations() if it > iteration):
+            move(self.state_path(it))  # the state first: no state ever points at moved files
+            for p in sorted(self.models.glob(f"net_*_{it}.pth")) if self.models.is_dir() else []:
+                move(p)
+            moved.append(str(it))
+        for marker in sorted(self.models.glob("*.json")) if self.models.is_dir() else []:
+            try:
+                info = json.loads(marker.read_text(encoding="utf-8"))
+                later = isinstance(info, dict) and "networks" in info and int(info.get("iter", -1)) > iteration
+            except (OSError, ValueError, TypeError):
+                continue
+            if later:
+                move(marker)  # the marker first, as save_tagged removes it first
+                for p in sorted(self.models.glob(f"net_*_{marker.stem}.pth")):
+                    move(p)
+                moved.append(marker.stem)
+        return moved
+
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete temporary files left by a process killed while writing (``.<name>.*.tmp``)."""
         removed = []

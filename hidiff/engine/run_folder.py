@@ -42,10 +42,23 @@ class EarlyLines:
         self.handler.close()
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().parent == folder.resolve()
+    except OSError:
+        return False
+
+
 def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank: int, stamp: str,
-                    early: EarlyLines) -> tuple[Optional[Path], TensorBoard]:
-    """Do a start's side effects (see the module docstring); returns (archived folder or None, TensorBoard)."""
+                    early: EarlyLines, resumed: Optional[Path] = None,
+                    resumed_iter: Optional[int] = None) -> tuple[Optional[Path], TensorBoard]:
+    """Do a start's side effects (see the module docstring); returns (archived folder or None, TensorBoard).
+
+    A resume from ``resumed`` (a state of this folder, at ``resumed_iter``) sets the sets and tags saved after
+    it aside in ``abandoned_after_<iter>_<stamp>/``."""
     archived: Optional[Path] = None
+    set_aside: list[str] = []
+    aside = exp_dir / f"abandoned_after_{resumed_iter}_{stamp}"
     tb = TensorBoard(None)
     error: Optional[str] = None
     if is_main:
@@ -56,7 +69,10 @@ def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank:
                     print(f"hidiff: fresh start of '{options.name}': the previous run folder {exp_dir} was moved "
                           f"to {archived}", flush=True)
             exp_dir.mkdir(parents=True, exist_ok=True)
-            CheckpointStore(exp_dir).remove_stale_temp_files()
+            store = CheckpointStore(exp_dir)
+            store.remove_stale_temp_files()
+            if resumed is not None and resumed_iter is not None and _inside(resumed, store.states):
+                set_aside = store.set_aside_after(resumed_iter, aside)
             save_resolved(options, exp_dir / "config.yml")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -68,6 +84,11 @@ def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank:
         setup_logger(exp_dir / f"train_{options.name}_{stamp}.log" if is_main else None, rank)
     finally:
         early.replay_into_file()
+    if set_aside:
+        logging.getLogger(LOGGER_NAME).warning(
+            "resumed from iteration %d, before the newest checkpoints: the later sets and tags (%s) were moved "
+            "to %s, so that this run's own checkpoints are the ones --resume auto, stage 2 and test.py take",
+            resumed_iter, ", ".join(set_aside), aside)
     if is_main and options.logger.use_tb_logger:
         tb = TensorBoard(exp_dir / "tb_logger")
     return archived, tb

@@ -147,7 +147,9 @@ class Trainer:
             early.discard()
             raise
         archived, self.tb = open_run_folder(o, self.exp_dir, fresh=verified is None, is_main=self.is_main,
-                                            rank=self.dist.rank, stamp=started, early=early)
+                                            rank=self.dist.rank, stamp=started, early=early,
+                                            resumed=None if verified is None else Path(verified.path),
+                                            resumed_iter=None if verified is None else verified.iteration)
         self.run_open = True
         log_setup(self, verified, archived, self.log)
 
