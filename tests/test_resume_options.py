@@ -1,13 +1,17 @@
 """What a resume takes from the checkpoint, and what the option file changes on purpose."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 import yaml
 
-from engine_tiny_run import _merge, tiny_options, write_pairs
+from engine_tiny_run import _merge, tiny_options, tiny_s2_options, write_pairs
 from hidiff.config.load import options_from_text
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.engine.trainer import Trainer
+from hidiff.errors import ConfigError
 from hidiff.utils.checkpoint import safe_load
 
 
@@ -110,3 +114,30 @@ def test_resuming_from_an_earlier_set_moves_the_later_ones_aside(tmp_path, caplo
     assert "the later sets and tags (8, 10, " in caplog.text
     assert latest_complete(run).iteration == 7
     assert Trainer(_opts(base), resume="auto", stop_after=1).fit().last_iter == 8
+
+
+def test_a_stage2_resume_refuses_a_frozen_encoder_file_that_changed(tmp_path, capsys):
+    # stage 2's frozen net_le is not in its checkpoints: every resume loads it again from its file.  A stage-1
+    # run retrained under the same name changed the target prior mid-run without a word
+    write_pairs(tmp_path / "data")
+    opts = tiny_s2_options(tmp_path, train={"total_iter": 4}, logger={"save_checkpoint_freq": 2, "print_freq": 100})
+    Trainer(_opts(opts), stop_after=2).fit()
+    le_file = Path(opts["path"]["pretrain_network_le"])
+    original = le_file.read_bytes()
+    run = tmp_path / "experiments" / "tiny_s2"
+    weights = safe_load(le_file)
+    weights["params"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights["params"].items()}
+    torch.save(weights, le_file)
+    files_before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"net_le is not in the checkpoint .* --allow-config-change"):
+        Trainer(_opts(opts), resume="auto").fit()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files_before
+    capsys.readouterr()
+    assert Trainer(_opts(opts), resume="auto", allow_config_change=True, stop_after=1).fit().last_iter == 3
+    assert "going on with the new file (--allow-config-change)" in capsys.readouterr().err
+    # the set saved since records the new file: it resumes from it without a word, and not from the old one
+    assert Trainer(_opts(opts), resume="auto", stop_after=1).fit().last_iter == 4
+    assert "net_le is not in the checkpoint" not in capsys.readouterr().err
+    le_file.write_bytes(original)
+    with pytest.raises(ConfigError, match=r"net_le is not in the checkpoint"):
+        Trainer(_opts(opts), resume=str(run / "training_states" / "4.state")).fit()

@@ -25,11 +25,13 @@ from hidiff.engine.ema import ModelEMA
 from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
 from hidiff.engine.stage_link import resolve_pretrained
+from hidiff.engine.training_state import check_pretrained_kept
 from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import ConfigError, DataError, HidiffError
 from hidiff.models import build_model
 from hidiff.models.lr_scheduler import build_scheduler
 from hidiff.utils.checkpoint import load_network, load_state_into
+from hidiff.utils.hashing import sha256_file
 
 
 def agreed(fn: Callable[[], Any]) -> Any:
@@ -58,7 +60,11 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     """The stage model on its device (pretrained / resumed weights), optimiser, scheduler, AMP."""
     o, log, topt = t.opt, t.log, t.topt
     model = build_model(o)
-    for net, spec in resolve_pretrained(o).items():
+    specs = resolve_pretrained(o)
+    t.pretrained = {net: {"path": str(spec.path), "sha256": sha256_file(spec.path)} for net, spec in specs.items()}
+    if verified is not None:
+        check_pretrained_kept(verified, t.pretrained, t.allow_config_change, log)
+    for net, spec in specs.items():
         missing, unexpected, shapes = load_network(model.net(net), spec.path, param_key=spec.param_key,
                                                    strict=spec.strict)
         log.info("net_%s initialised from %s (param_key %s)%s", net, spec.path, spec.param_key,

@@ -64,6 +64,31 @@ def check_config_change(verified: VerifiedState, options, allow: bool, log: logg
     log.warning("resuming with changed options (--allow-config-change):\n%s", diff)
 
 
+def check_pretrained_kept(verified: VerifiedState, pretrained: dict[str, dict[str, str]], allow: bool,
+                          log: logging.Logger) -> None:
+    """Refuse a resume whose networks outside the checkpoint (stage 2's frozen net_le) would load from a file
+    that changed since the run started, unless ``allow`` (then log it).
+
+    Those networks are loaded again from their files on every resume; a stage-1 run retrained under the
+    same name would otherwise change the target prior mid-run, silently.  States saved before the files'
+    sha256 were recorded are not checked.
+    """
+    saved = verified.state.get("pretrained")
+    if not isinstance(saved, dict):
+        return
+    for net, now in sorted(pretrained.items()):
+        was = saved.get(net)
+        if net in verified.networks or not isinstance(was, dict) or was.get("sha256") == now["sha256"]:
+            continue
+        msg = (f"--resume {verified.path}: net_{net} is not in the checkpoint and is loaded again from "
+               f"{now['path']} (sha256 {now['sha256'][:12]}), but the run started from {was.get('path')} "
+               f"(sha256 {str(was.get('sha256'))[:12]})")
+        if not allow:
+            raise ConfigError(f"{msg}; the stage-1 run was retrained or the file replaced. Resume with the "
+                              f"original file, or run with --allow-config-change to go on with the new one")
+        log.warning("%s; going on with the new file (--allow-config-change)", msg)
+
+
 def build_state(t, ranks: list[Any]) -> dict[str, Any]:
     """Everything but the networks that an exact resume needs (the state file's payload)."""
     return {
@@ -71,7 +96,7 @@ def build_state(t, ranks: list[Any]) -> dict[str, Any]:
         "scheduler": t.scheduler.state_dict(), "scaler": t.amp.state_dict(),
         "sampler": t.sampler.state_dict(consumed=t.batches.samples_this_pass),
         "ranks": ranks, "best": t.best, "nonfinite": t.guard.state_dict(),
-        "config_hash": config_hash(t.opt), "config": t.opt.to_dict(),
+        "config_hash": config_hash(t.opt), "config": t.opt.to_dict(), "pretrained": t.pretrained,
         "world_size": t.dist.world_size, "hidiff_version": hidiff.__version__,
         "torch_version": str(torch.__version__),
     }
