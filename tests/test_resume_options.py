@@ -7,12 +7,14 @@ import pytest
 import torch
 import yaml
 
+from conftest import PY, REPO, run_env
 from engine_tiny_run import _merge, tiny_options, tiny_s2_options, write_pairs
 from hidiff.config.load import options_from_text
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.engine.trainer import Trainer
 from hidiff.errors import ConfigError
 from hidiff.utils.checkpoint import safe_load
+from procs import run_checked
 
 
 def _opts(d: dict):
@@ -141,3 +143,45 @@ def test_a_stage2_resume_refuses_a_frozen_encoder_file_that_changed(tmp_path, ca
     le_file.write_bytes(original)
     with pytest.raises(ConfigError, match=r"net_le is not in the checkpoint"):
         Trainer(_opts(opts), resume=str(run / "training_states" / "4.state")).fit()
+
+
+def test_a_second_start_of_a_training_run_is_refused_while_it_trains(tmp_path):
+    # before, a fresh start of the same name archived the running run's folder, and the running trainer went
+    # on writing its checkpoints into the newcomer's folder
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, train={"total_iter": 4}, logger={"save_checkpoint_freq": 2, "print_freq": 100})
+    first = _set_up(Trainer(_opts(opts)))  # a real trainer, set up: it holds its run folder
+    run = tmp_path / "experiments" / "tiny"
+    try:
+        files_before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        for resume in (None, "auto"):
+            with pytest.raises(ConfigError, match="another training is using this run folder now"):
+                Trainer(_opts(_merge(opts, {"manual_seed": 99})), resume=resume).fit()
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files_before
+        assert not list(run.parent.glob("tiny_archived_*"))
+    finally:
+        _tear_down(first)
+    assert Trainer(_opts(opts), stop_after=2).fit().last_iter == 2  # the lock ends with the run
+    # a fresh start archives the previous folder and locks its own new one
+    second = _set_up(Trainer(_opts(opts)))
+    try:
+        assert list(run.parent.glob("tiny_archived_*"))
+        with pytest.raises(ConfigError, match="another training is using this run folder now"):
+            Trainer(_opts(opts), resume="auto").fit()
+    finally:
+        _tear_down(second)
+
+
+def test_a_metric_that_cannot_score_stops_the_start_before_the_run_folder(tmp_path):
+    # LPIPS without its backbone weights used to stop the training at its first validation, after the run
+    # folder was written (a same-named run archived) and before that iteration's checkpoint
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, with_val=True, train={"total_iter": 2},
+                        val={"val_freq": 2, "metrics": {"lp": {"type": "lpips_alex"}}})
+    cfg = tmp_path / "tiny.yml"
+    cfg.write_text(yaml.safe_dump(opts, sort_keys=False))
+    env = {**run_env(), "TORCH_HOME": str(tmp_path / "empty_torch"), "HIDIFF_CACHE": str(tmp_path / "empty_cache")}
+    proc = run_checked([PY, str(REPO / "scripts" / "train.py"), "-opt", str(cfg)], env=env, timeout=300,
+                       returncode=2)
+    assert "val.metrics.lp (lpips_alex)" in proc.stderr and "weights not found" in proc.stderr, proc.stderr
+    assert not (tmp_path / "experiments").exists()

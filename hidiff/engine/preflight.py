@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from hidiff.data.build import build_dataset
 from hidiff.engine.stage_link import resolve_pretrained, stage1_unfinished
 from hidiff.engine.validation import build_metric_fns
@@ -35,7 +37,7 @@ def check_training(options) -> None:
     problems += _weights(options)
     if not any(p.startswith("path.stage1") for p in problems):
         problems += [p for p in [stage1_unfinished(options)] if p]
-    problems += _metrics(options)
+    problems += _metrics(options, score=any(d.phase == "val" for d in options.datasets.values()))
     _raise(options, problems)
 
 
@@ -102,14 +104,28 @@ def _weights(options) -> list[str]:
     return problems
 
 
-def _metrics(options) -> list[str]:
-    """Each ``val.metrics`` block builds (its options fit the metric's signature)."""
+def _metrics(options, score: bool = True) -> list[str]:
+    """Each ``val.metrics`` block builds (its options fit the metric's signature) and, with ``score`` (a set
+    will be scored), scores one small pair.
+
+    Scoring loads what a metric needs (LPIPS's backbone weights): missing weights used to stop a training
+    at its first validation, after the run folder was written and before that iteration's checkpoint.
+    """
     problems = []
     for name, metric in options.val.metrics.items():
         try:
-            build_metric_fns({name: metric})
+            (fn,) = build_metric_fns({name: metric}).values()
         except ConfigError as exc:
             problems.append(str(exc))
+            continue
+        if not score:
+            continue
+        side = 64 + 2 * metric.crop_border
+        a = np.full((side, side, 3), 100, np.uint8)
+        try:
+            fn(a, a + 20)
+        except HidiffError as exc:
+            problems.append(f"val.metrics.{name} ({metric.type}): {exc}")
     return problems
 
 

@@ -34,6 +34,7 @@ from hidiff.engine.logging import LogWindow, TensorBoard, close_logger, log_wind
 from hidiff.engine.nonfinite import NonFiniteGuard, first_nonfinite
 from hidiff.engine.preflight import check_training
 from hidiff.engine.run_folder import EarlyLines, open_run_folder
+from hidiff.engine.run_lock import RunLock
 from hidiff.engine.seeding import restore_rng_state, seed_everything
 from hidiff.engine.setup import (agreed, build_data, build_model_parts, check_first_sample, log_setup, stamp,
                                  wrap_model)
@@ -86,6 +87,7 @@ class Trainer:
         if stop_after is not None and stop_after < 1:
             raise ConfigError(f"--stop-after: expected a positive number of iterations, got {stop_after}")
         self.stop_after = stop_after
+        self.folder_lock = RunLock()
         self.log = logging.getLogger("hidiff")
         self._own_group = False
         self.tb = TensorBoard(None)
@@ -140,6 +142,7 @@ class Trainer:
         early = EarlyLines()
         try:  # nothing on disk changes until every rank passed every check
             agreed(lambda: check_training(o))
+            agreed(lambda: self.is_main and self.folder_lock.hold(self.exp_dir))
             path = choose_resume(self.resume_arg, self.store, self.log, self.is_main)
             verified = agreed(lambda: self._build(path))
             agreed(lambda: wrap_model(self, verified))
@@ -150,6 +153,8 @@ class Trainer:
                                             rank=self.dist.rank, stamp=started, early=early,
                                             resumed=None if verified is None else Path(verified.path),
                                             resumed_iter=None if verified is None else verified.iteration)
+        if self.is_main:  # the folder is new, or the locked one was archived: lock the one this run writes
+            self.folder_lock.hold(self.exp_dir)
         self.run_open = True
         log_setup(self, verified, archived, self.log)
 
@@ -281,6 +286,7 @@ class Trainer:
                            dict(self.last_validation), stopped)
 
     def _teardown(self) -> None:
+        self.folder_lock.release()
         if self.pbar is not None:
             self.pbar.close()
         self.tb.close()
