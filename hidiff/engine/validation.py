@@ -25,6 +25,7 @@ from hidiff.engine.seeding import capture_rng_state, restore_rng_state
 from hidiff.engine.training_state import network_payloads
 from hidiff.errors import ConfigError, DataError
 from hidiff.inference.noise import image_seed
+from hidiff.inference.self_ensemble import self_ensemble
 from hidiff.inference.tiler import restore_image
 from hidiff.metrics import get_metric
 from hidiff.utils.progress import Progress
@@ -52,20 +53,29 @@ def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
     return out
 
 
-def validation_restorer(model, manual_seed: int, tile) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
+def validation_restorer(model, manual_seed: int, tile,
+                        ensemble: bool = False) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
     """``fn(lq, gt, key) -> output`` through the model's restoration path (one pipeline per call site).
 
     A pipeline restoring from the blurry image goes through ``restore_image`` (the
     code path of ``test.py``: per-image seed, optional tiling); stage 1's pipeline
-    needs the ground truth (an oracle number, docs/quirks.md, quirk 23).
+    needs the ground truth (an oracle number, docs/quirks.md, quirk 23).  ``ensemble``
+    (``val.self_ensemble``) averages the x8 dihedral transforms, as ``test.py`` does;
+    stage 1's ground truth is transformed with its input.
     """
     pipeline = model.pipeline()
 
-    @torch.no_grad()
-    def restore(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
+    def once(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
         if pipeline.needs_gt:
             return pipeline.restore(lq, gt=gt)
         return restore_image(pipeline, lq, tile or "whole", seed=image_seed(key, manual_seed))
+
+    @torch.no_grad()
+    def restore(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
+        if not ensemble:
+            return once(lq, gt, key)
+        c = lq.shape[1]
+        return self_ensemble(lambda both: once(both[:, :c], both[:, c:], key), torch.cat([lq, gt], 1))
 
     return restore
 
@@ -88,7 +98,7 @@ def _items(loader, max_images: int | None, skipped: list[str]):
 def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, MetricFn], manual_seed: int,
              device: torch.device, tile=None, max_images: int | None = None,
              on_image: Callable[[str, str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
-             progress: bool = False) -> dict[str, dict[str, float]]:
+             progress: bool = False, ensemble: bool = False) -> dict[str, dict[str, float]]:
     """Mean of every metric per val set: ``{set name: {metric: mean, 'images': n, 'images_skipped': k}}``.
 
     ``val_sets`` maps a set name to a loader that yields this rank's share
@@ -101,7 +111,7 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
     model.eval()
     results: dict[str, dict[str, float]] = {}
     try:
-        restore = validation_restorer(model, manual_seed, tile)
+        restore = validation_restorer(model, manual_seed, tile, ensemble)
         for set_name, loader in val_sets.items():
             rows, skipped = [], []
             total = len(loader) if max_images is None else min(len(loader), max_images)
@@ -182,7 +192,7 @@ def validate_during_training(t, it: int) -> None:
                 stack.enter_context(e.applied_to(t.model.trainable[n]))
         results = validate(t.model, t.val_sets, metric_fns=t.metric_fns, manual_seed=o.manual_seed,
                            device=t.device, tile=o.val.tile_options(),  # t.val_sets hold val.max_images
-                           on_image=on_image, progress=o.val.pbar and t.is_main)
+                           on_image=on_image, progress=o.val.pbar and t.is_main, ensemble=o.val.self_ensemble)
     restore_rng_state(rng)
     t.last_validation = results
     improved = update_best(t.best, results, it, o.val)

@@ -1,4 +1,4 @@
-"""What a resume takes from the checkpoint, and what the option file changes on purpose."""
+"""What a training run restores on resume, what it refuses, and what its validation uses (each a defect found once)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +12,7 @@ from engine_tiny_run import _merge, tiny_options, tiny_s2_options, write_pairs
 from hidiff.config.load import options_from_text
 from hidiff.engine.checkpoint_store import latest_complete
 from hidiff.engine.trainer import Trainer
+from hidiff.engine.validation import validate, validate_during_training
 from hidiff.errors import ConfigError
 from hidiff.utils.checkpoint import safe_load
 from procs import run_checked
@@ -185,3 +186,20 @@ def test_a_metric_that_cannot_score_stops_the_start_before_the_run_folder(tmp_pa
                        returncode=2)
     assert "val.metrics.lp (lpips_alex)" in proc.stderr and "weights not found" in proc.stderr, proc.stderr
     assert not (tmp_path / "experiments").exists()
+
+
+def test_val_self_ensemble_is_used_by_the_validation_during_training(tmp_path):
+    # before, val.self_ensemble was accepted in a training file and ignored by its validation (test.py used it)
+    write_pairs(tmp_path / "data")
+    opts = tiny_options(tmp_path, with_val=True, train={"total_iter": 1},
+                        val={"val_freq": 1, "max_images": 2, "self_ensemble": True})
+    t = _set_up(Trainer(_opts(opts)))
+    try:
+        def psnr(ensemble):
+            return validate(t.model, t.val_sets, metric_fns=t.metric_fns, manual_seed=11, device=t.device,
+                            ensemble=ensemble)["tinyval"]["psnr"]
+
+        validate_during_training(t, 1)
+        assert t.last_validation["tinyval"]["psnr"] == psnr(True) != psnr(False)
+    finally:
+        _tear_down(t)
