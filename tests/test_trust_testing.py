@@ -233,12 +233,20 @@ def test_results_of_other_weights_are_never_replaced(world, tmp_path):
     run_test_py("-opt", tmp_path / "p1.yml", "-o", "val.save_img=false")
     first = sha(tmp_path / "results" / "u" / "rel")
     proc = run_test_py("-opt", tmp_path / "p2.yml", "-o", "val.save_img=false")
-    assert "held results of other weights or test sets: moved to" in proc.stderr + proc.stdout
+    assert "held results of other weights, test sets or settings" in proc.stderr + proc.stdout
     folders = sorted(os.listdir(tmp_path / "results" / "u"))
     assert len(folders) == 2 and folders[0] == "rel" and folders[1].startswith("rel_archived_"), folders
     assert sha(tmp_path / "results" / "u" / folders[1]) == first != sha(tmp_path / "results" / "u" / "rel")
     run_test_py("-opt", tmp_path / "p2.yml", "-o", "val.save_img=false")
     assert len(os.listdir(tmp_path / "results" / "u")) == 2
+    # the same weights on fewer images (--limit) are other results: the full ones are archived, not replaced
+    full = json.loads((tmp_path / "results" / "u" / "rel" / "summary.json").read_text())[0]["meta"]["images"]
+    proc = run_test_py("-opt", tmp_path / "p2.yml", "-o", "val.save_img=false", "--limit", "1")
+    assert "held results of other weights, test sets or settings" in proc.stderr + proc.stdout
+    kept = [f for f in os.listdir(tmp_path / "results" / "u") if f.startswith("rel_archived_")]
+    images = {json.loads((tmp_path / "results" / "u" / f / "summary.json").read_text())[0]["meta"]["images"]
+              for f in kept}
+    assert full > 1 and full in images and len(kept) == 2
 
 
 @pytest.mark.parametrize("broken", ["dataset", "weights"])

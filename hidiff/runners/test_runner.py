@@ -157,13 +157,19 @@ def _alive(pid: str) -> bool:
     return True
 
 
+#: the settings of a set's results besides set, protocol and weights: results that differ in any of them
+#: (a --limit run after a full one, another tiling) are other results, and the older folder is archived
+RESULT_SETTINGS = ("images", "tiling", "self_ensemble", "prior_seeds", "padding", "seed", "diffusion_steps")
+
+
 def _results_identity(folder: Path) -> Optional[list]:
-    """What a results folder holds, from its summary.json: sorted (set, protocol, weights' sha256) per set;
-    None when there is no readable summary."""
+    """What a results folder holds, from its summary.json: sorted (set, protocol, weights' sha256, settings)
+    per set; None when there is no readable summary."""
     try:
         summaries = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
         return sorted((str(s["set"]), str(s["protocol"]),
-                       tuple(sorted((k, v["sha256"]) for k, v in s["meta"]["weights"].items())))
+                       tuple(sorted((k, v["sha256"]) for k, v in s["meta"]["weights"].items())),
+                       json.dumps({k: s["meta"].get(k) for k in RESULT_SETTINGS}, sort_keys=True))
                       for s in summaries)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -177,7 +183,8 @@ def _swap(work: Path, final: Path) -> None:
         if held is None or held != _results_identity(work):
             archived = archive_previous(final)
             if archived is not None:
-                log.warning("%s held results of other weights or test sets: moved to %s", final, archived)
+                log.warning("%s held results of other weights, test sets or settings (images, tiling, "
+                            "self-ensemble, prior seeds): moved to %s", final, archived)
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     if final.exists():
         final.rename(old)
