@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from hidiff.utils.checkpoint import load_network, safe_load, save_network_file, save_object, strip_prefixes
+from hidiff.utils.checkpoint import (BARE_STATE_DICT, load_network, params_entry, safe_load, save_network_file,
+                                     save_object, strip_prefixes)
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.errors import CheckpointError
 
@@ -149,3 +150,10 @@ def test_store_prune_keeps_last_k_and_protected(tmp_path):
     store.save_tagged("best", _nets(), {"iter": 4, "psnr": 30.0})
     assert (tmp_path / "models" / "net_g_best.pth").is_file() and (tmp_path / "models" / "best.json").is_file()
     assert sorted(os.listdir(tmp_path / "training_states")) == [f"{i}.state" for i in (1, 4, 5)]
+
+
+def test_params_entry_names_the_entry_it_read():
+    sd = {"w": torch.zeros(2)}
+    assert params_entry({"params": sd, "params_ema": sd}, "params_ema", "f")[0] == "params_ema"
+    assert params_entry({"params": sd}, "params_ema", "f")[0] == "params"  # the fallback, named
+    assert params_entry(sd, "params_ema", "f")[0] == BARE_STATE_DICT

@@ -147,6 +147,10 @@ def test_experiment_on_the_command_line_wins_with_its_run_settings_and_complete_
         assert float(rows[key]["val_psnr_psnr_uint8"]) == pytest.approx(psnr_uint8(restored, gt), abs=1e-9)
     summary = json.loads((out / "Tiny" / "summary.json").read_text())
     assert summary["meta"]["diffusion_steps"] == 2
+    # the summary says which entry of each file was read (a file without params_ema falls back to params)
+    files = {s: torch.load(world["exps"] / "run_t2" / "models" / f"net_{s}_2.pth", weights_only=True) for s in NETS}
+    asked = summary["meta"]["param_key"]
+    assert summary["meta"]["param_keys_read"] == {s: asked if asked in f else "params" for s, f in files.items()}
     for s in NETS:
         f = world["exps"] / "run_t2" / "models" / f"net_{s}_2.pth"
         sha = hashlib.sha256(f.read_bytes()).hexdigest()
@@ -203,7 +207,9 @@ def test_rerun_replaces_results_whole_and_a_failed_run_keeps_them(world, tmp_pat
     proc = run_test_py("-opt", opt, "-o", "val.metrics.ssim.type=ssim_basicsr", returncode=2)
     assert "val.metrics.ssim" in proc.stderr and "img02" in proc.stderr
     assert snapshot(tmp_path / "results") == before
-    assert sorted(os.listdir(tmp_path / "results" / "test_tiny")) == ["relA"]  # no partial folder left
+    # no partial folder left; the 3-image results of the first run were archived by the 2-image rerun
+    folders = sorted(os.listdir(tmp_path / "results" / "test_tiny"))
+    assert folders[0] == "relA" and len(folders) == 2 and folders[1].startswith("relA_archived_"), folders
 
 
 def test_results_of_other_weights_are_never_replaced(world, tmp_path):

@@ -277,7 +277,9 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
             "prior_seeds": prior_seeds,
             **({"prior_image": prior_image, "metrics_over_seeds": "mean, and <column>_std (ddof=1)"}
                if prior_seeds > 1 else {}),
-            "param_key": "params_ema" if options.val.use_ema else "params", "device": str(dev), "images": n,
+            "param_key": "params_ema" if options.val.use_ema else "params",
+            "param_keys_read": weights.param_keys,  # a file without 'params_ema' falls back to 'params'
+            "device": str(dev), "images": n,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         summaries[ds_opts.name] = write_set_report(out_root / ds_opts.name, rows, meta)

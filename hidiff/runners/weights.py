@@ -34,7 +34,7 @@ from hidiff.errors import CheckpointError, ConfigError
 from hidiff.inference.official_weights import _split_networks, build_pipeline
 from hidiff.models import build_model
 from hidiff.registry import MODEL_REGISTRY
-from hidiff.utils.checkpoint import check_finite, load_state_into, safe_load, select_params, strip_prefixes
+from hidiff.utils.checkpoint import check_finite, load_state_into, params_entry, safe_load, strip_prefixes
 from hidiff.utils.hashing import sha256_file
 
 log = logging.getLogger("hidiff")
@@ -56,6 +56,7 @@ class Weights:
     config_source: Optional[str] = None
     sha256: Dict[str, str] = field(default_factory=dict)
     iteration: Optional[int] = None             # the training iteration of a run's checkpoint, where known
+    param_keys: Dict[str, str] = field(default_factory=dict)  # suffix -> the entry read ('params_ema', ...)
 
     def __post_init__(self) -> None:
         if not self.sha256:
@@ -90,10 +91,14 @@ class Weights:
 
 
 # ------------------------------------------------------------------- readers
-def _network_state(obj: Any, param_key: str, where: str) -> StateDict:
-    sd = strip_prefixes(select_params(obj, param_key, where))
-    check_finite(sd, where)
-    return sd
+def _network_states(objs: Mapping[str, Any], param_key: str, where: Mapping[str, str]):
+    """({suffix: state_dict}, {suffix: the entry read}) of loaded network files."""
+    sds, keys = {}, {}
+    for s, obj in objs.items():
+        keys[s], sd = params_entry(obj, param_key, where[s])
+        sds[s] = strip_prefixes(sd)
+        check_finite(sds[s], where[s])
+    return sds, keys
 
 
 def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str = "options",
@@ -103,10 +108,11 @@ def from_files(files: Mapping[str, Any], *, param_key: str = "params", kind: str
     for s, p in paths.items():
         if not p.is_file():
             raise ConfigError(f"{where}{s}: weights file not found: {p}")
-    sds = {s: _network_state(safe_load(p), param_key, str(p)) for s, p in paths.items()}
+    sds, keys = _network_states({s: safe_load(p) for s, p in paths.items()}, param_key,
+                                {s: str(p) for s, p in paths.items()})
     if label is None:
         label = "+".join(sorted({_file_label(p, s) for s, p in paths.items()})) or "weights"
-    return Weights(kind, label, sds, paths)
+    return Weights(kind, label, sds, paths, param_keys=keys)
 
 
 def _file_label(path: Path, suffix: str) -> str:
@@ -155,11 +161,11 @@ def from_release(folder: Any, param_key: str = "params") -> Weights:
 def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
     root = verified.path.parent.parent
     files = {name: root / entry["file"] for name, entry in verified.state.get("networks", {}).items()}
-    sds = {name: _network_state(obj, param_key, str(files[name])) for name, obj in verified.networks.items()}
+    sds, keys = _network_states(verified.networks, param_key, {n: str(files[n]) for n in verified.networks})
     config = verified.state.get("config")
     return Weights(kind, label, sds, files, config if isinstance(config, Mapping) else None,
                    str(verified.path) if isinstance(config, Mapping) else None,
-                   {n: e["sha256"] for n, e in verified.state["networks"].items()}, verified.iteration)
+                   {n: e["sha256"] for n, e in verified.state["networks"].items()}, verified.iteration, keys)
 
 
 def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
@@ -170,8 +176,9 @@ def from_checkpoint(path: Any, param_key: str = "params_ema") -> Weights:
         verified = CheckpointStore(p.parent.parent).verify(p)
         return _from_state(verified, param_key, f"{p.parent.parent.name}_iter{verified.iteration}", "checkpoint")
     nets = _split_networks(obj, p)
-    sds = {name[4:]: _network_state(v, param_key, f"{p}[{name}]") for name, v in nets.items()}
-    return Weights("checkpoint", p.stem, sds, {s: p for s in sds})
+    sds, keys = _network_states({name[4:]: v for name, v in nets.items()}, param_key,
+                                {name[4:]: f"{p}[{name}]" for name in nets})
+    return Weights("checkpoint", p.stem, sds, {s: p for s in sds}, param_keys=keys)
 
 
 def newest_complete_state(run: Path):

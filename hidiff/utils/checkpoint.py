@@ -110,19 +110,30 @@ def cpu_state_dict(net: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in strip_prefixes(unwrap(net).state_dict()).items()}
 
 
+#: what :func:`params_entry` names a file that is a bare state_dict
+BARE_STATE_DICT = "(bare state_dict)"
+
+
 def select_params(ckpt: Any, param_key: str | None, path: str | os.PathLike) -> dict[str, Tensor]:
     """The state_dict under ``param_key`` (falls back to 'params'; a bare state_dict is accepted)."""
+    return params_entry(ckpt, param_key, path)[1]
+
+
+def params_entry(ckpt: Any, param_key: str | None, path: str | os.PathLike) -> tuple[str, dict[str, Tensor]]:
+    """(the entry taken, its state_dict): ``param_key``, else 'params', else the bare state_dict.
+
+    Reports name the entry taken: a file without 'params_ema' falls back to 'params'."""
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors or {{'params': state_dict}}, "
                               f"got {type(ckpt).__name__}")
     if param_key is None:
         param_key = "params"
     if param_key in ckpt and isinstance(ckpt[param_key], Mapping):
-        return dict(ckpt[param_key])
+        return param_key, dict(ckpt[param_key])
     if "params" in ckpt and isinstance(ckpt["params"], Mapping):
-        return dict(ckpt["params"])
+        return "params", dict(ckpt["params"])
     if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
-        return dict(ckpt)
+        return BARE_STATE_DICT, dict(ckpt)
     nested = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
     wanted = f"'{param_key}'" if param_key == "params" else f"'{param_key}' or 'params'"
     raise CheckpointError(f"{path}: no {wanted} entry and not a bare state_dict; "
