@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,28 @@ def test_export_names_its_files_and_never_replaces_one_unasked(tmp_path, tiny_sd
     with pytest.raises(SystemExit) as exit_:
         main(args + ["-o", str(tmp_path / "x"), "--format", "onnx", "--opset", "13"])
     assert exit_.value.code == 2 and "--opset 13" in capsys.readouterr().err
+
+
+def test_a_failed_export_of_both_formats_leaves_no_file(tmp_path, tiny_sds, capsys, monkeypatch):
+    # the TorchScript file was written first and stayed when the ONNX half failed (an opset the exporter does
+    # not write, a missing package), under a message saying nothing was written; a rerun was then refused
+    from hidiff.cli.export import main
+
+    release = tmp_path / "release"
+    release.mkdir()
+    for name, sd in tiny_sds.items():
+        torch.save({"params": sd}, release / f"{name}.pth")
+    args = ["--weights", str(release), "--format", "both", "--height", "16", "--width", "16", "--timesteps", "2",
+            "-o", str(tmp_path / "out" / "m")]
+    assert main(args + ["--opset", "30"]) == 2
+    assert "opset 30" in capsys.readouterr().err and not list(tmp_path.glob("out/m.*"))
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the package were not installed
+    assert main(args) == 2
+    assert "onnxscript" in capsys.readouterr().err and not list(tmp_path.glob("out/m.*"))
+
+
+@pytest.mark.parametrize("steps", [0, -2, 1.5, True])
+def test_a_release_refuses_a_step_count_that_is_not_a_positive_integer(tiny_sds, steps):
+    # timesteps=0 was taken as "not given" for release folders: T=8 without a word (a model folder refused it)
+    with pytest.raises(ConfigError, match="timesteps: expected a positive integer"):
+        build_pipeline(tiny_sds, timesteps=steps)

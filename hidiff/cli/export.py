@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 from hidiff.cli.arguments import positive_int
 from hidiff.errors import CheckpointError, HidiffError
+from hidiff.utils.optional import require
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,18 +101,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         existing = [str(p) for p in targets.values() if p.exists()]
         if existing and not args.overwrite:
             raise HidiffError(f"{', '.join(existing)} already exist(s); use --overwrite to replace, or another -o")
+        if args.format in ("onnx", "both"):  # before anything is built or written
+            require("onnx", "export", "ONNX export")
+            require("onnxscript", "export", "ONNX export")
         pipeline, description, weights = load_pipeline(args)
         print(f"model: {description}")
         check_example_output(pipeline, weights, args.height, args.width)
         meta = {"model": description, "weights": weights.info()}
         written = []
-        if args.format in ("torchscript", "both"):
-            written.append(("torchscript", export_torchscript(pipeline, targets["torchscript"], height=args.height,
-                                                              width=args.width, metadata=meta)))
-        if args.format in ("onnx", "both"):
-            written.append(("onnx", export_onnx(pipeline, targets["onnx"], height=args.height,
-                                                width=args.width, opset=args.opset, dynamic=not args.static_onnx,
-                                                metadata=meta)))
+        try:  # ONNX first (it can still refuse, e.g. the opset); a failure removes what this command wrote
+            if args.format in ("onnx", "both"):
+                written.append(("onnx", export_onnx(pipeline, targets["onnx"], height=args.height,
+                                                    width=args.width, opset=args.opset,
+                                                    dynamic=not args.static_onnx, metadata=meta)))
+            if args.format in ("torchscript", "both"):
+                written.append(("torchscript", export_torchscript(pipeline, targets["torchscript"],
+                                                                  height=args.height, width=args.width,
+                                                                  metadata=meta)))
+        except BaseException:
+            for _, path in written:
+                path.unlink(missing_ok=True)
+            raise
         for kind, path in written:
             print(f"wrote {path}")
             if args.check:

@@ -106,7 +106,9 @@ def recognise(state_dicts: Mapping[str, StateDict], *, timesteps: Optional[int] 
         nets["net_le_dm"] = _recognise_encoder(sds["net_le_dm"])
         nets["net_d"] = _recognise_denoiser(sds["net_d"])
         preset, steps = _DEFAULT_STEPS[nets["net_d"]["type"]]
-        diffusion = {"preset": preset, "timesteps": int(timesteps) if timesteps else steps}
+        if timesteps is not None and (isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1):
+            raise ConfigError(f"timesteps: expected a positive integer number of diffusion steps, got {timesteps!r}")
+        diffusion = {"preset": preset, "timesteps": steps if timesteps is None else timesteps}
         _check_prior_widths(nets)
     variant = "custom"
     for name, spec in OFFICIAL_VARIANTS.items():
