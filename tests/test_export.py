@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hidiff.archs import build_network
 from hidiff.errors import ConfigError
@@ -181,3 +182,31 @@ def test_a_release_refuses_a_step_count_that_is_not_a_positive_integer(tiny_sds,
     # timesteps=0 was taken as "not given" for release folders: T=8 without a word (a model folder refused it)
     with pytest.raises(ConfigError, match="timesteps: expected a positive integer"):
         build_pipeline(tiny_sds, timesteps=steps)
+
+
+def test_window_attention_exports_at_its_example_size_only_and_says_so(tmp_path):
+    # Swintormer's window padding and masks are worked out in Python: its "dynamic" files failed, or gave
+    # other images, at any other size; and the export cached a fake mask that later eager calls received
+    from hidiff.runners.weights import from_release, inference_pipeline
+
+    torch.manual_seed(0)
+    spec = dict(type="Swintormer", dim=8, heads=[1, 1, 2, 2], inp_channels=3, num_blocks=[1, 1, 1, 2],
+                num_refinement_blocks=2, window_size=2)
+    folder = tmp_path / "swin"
+    folder.mkdir()
+    torch.save({"params": build_network(spec).state_dict()}, folder / "net_g.pth")
+    (folder / "model.yml").write_text(yaml.safe_dump({"model_type": "PlainRestoration", "name": "tiny_swin",
+                                                      "network_g": spec, "val": {"window_size": 32}}))
+    pipe = inference_pipeline(from_release(folder), torch.device("cpu"))[0]
+    with pytest.raises(ConfigError, match=r"SWDA .* nothing was written.*--static-onnx"):
+        export_onnx(pipe, tmp_path / "d.onnx", height=64, width=64)
+    assert not (tmp_path / "d.onnx").exists()
+    path = export_onnx(pipe, tmp_path / "s.onnx", height=64, width=64, dynamic=False)
+    assert "64x64 only" in read_description(path)["runs_at"]
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = pipe.restore(image)
+    assert type(out) is torch.Tensor and torch.isfinite(out).all()  # a real tensor after the export
+    assert parity(pipe, path, "onnx", height=64, width=64) <= 1e-4
+    ts = export_torchscript(pipe, tmp_path / "s.pt", height=64, width=64)
+    assert "64x64 only" in read_description(ts)["runs_at"]

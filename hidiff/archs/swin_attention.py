@@ -61,6 +61,9 @@ def _choice(value: str, choices, key: str) -> str:
 class SWDA(nn.Module):
     """Shifted-window cosine attention on ``attn_split`` of the channels, channel attention on the rest.
 
+    Its window padding and attention masks are worked out in Python from the image size, so a traced or
+    exported graph holds the example size's (``size_fixed_in_graph``; the exporters say so).
+
     Args:
         dim: channels C of the (B, C, H, W) input.
         num_heads: heads of *each* branch (each branch splits its channels into this many heads).
@@ -76,6 +79,8 @@ class SWDA(nn.Module):
             one; the official SWDA does not).
         film_dim: width of a prior vector that FiLM-modulates the input (HI-Diff bottleneck).
     """
+
+    size_fixed_in_graph = True
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False, window_size: int = 16, shift_size: int = 0,
                  attn_split: float = 0.5, softmax: str = "sink_rowmax", channel_attn_scope: str = "window",

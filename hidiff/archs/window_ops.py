@@ -61,9 +61,8 @@ def shift_region_labels(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
     return axis(h)[:, None] * 3 + axis(w)[None, :]
 
 
-@functools.lru_cache(maxsize=32)
-def _attention_mask_cached(h: int, w: int, ws: int, shift: int, valid_h: int, valid_w: int,
-                           device: torch.device) -> Optional[torch.Tensor]:
+def _attention_mask(h: int, w: int, ws: int, shift: int, valid_h: int, valid_w: int,
+                    device: torch.device) -> Optional[torch.Tensor]:
     l = ws * ws
     mask = None
     if shift > 0:
@@ -81,6 +80,9 @@ def _attention_mask_cached(h: int, w: int, ws: int, shift: int, valid_h: int, va
     return None if mask is None else mask.to(device)
 
 
+_attention_mask_cached = functools.lru_cache(maxsize=32)(_attention_mask)
+
+
 def window_attention_mask(h: int, w: int, ws: int, shift: int, valid_h: Optional[int] = None,
                           valid_w: Optional[int] = None,
                           device: torch.device | str = "cpu") -> Optional[torch.Tensor]:
@@ -94,8 +96,11 @@ def window_attention_mask(h: int, w: int, ws: int, shift: int, valid_h: Optional
     """
     valid_h = h if valid_h is None else valid_h
     valid_w = w if valid_w is None else valid_w
-    return _attention_mask_cached(int(h), int(w), int(ws), int(shift), int(valid_h), int(valid_w),
-                                  torch.device(device))
+    args = (int(h), int(w), int(ws), int(shift), int(valid_h), int(valid_w), torch.device(device))
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        # built anew: a mask made while exporting is a fake tensor, and cached it would reach later eager calls
+        return _attention_mask(*args)
+    return _attention_mask_cached(*args)
 
 
 def relative_position_index(ws: int) -> torch.Tensor:

@@ -79,7 +79,7 @@ def check_example_output(pipeline, weights, height: int, width: int) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.cli.deblur import load_pipeline  # deferred: the command imports without torch
     from hidiff.inference.export import (  # deferred: the command imports without torch
-        export_onnx, export_torchscript, parity)
+        export_onnx, export_torchscript, parity, size_fixed_modules)
 
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -122,8 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for _, path in written:
                 path.unlink(missing_ok=True)
             raise
+        fixed = size_fixed_modules(pipeline.net_g)
         for kind, path in written:
-            print(f"wrote {path}")
+            print(f"wrote {path}" + (f" (runs at {args.height}x{args.width} only: {', '.join(fixed)})"
+                                     if fixed else ""))
             if args.check:
                 diff = parity(pipeline, path, kind, height=args.height, width=args.width)
                 print(f"max |{kind} - eager| = {diff:.3g}")

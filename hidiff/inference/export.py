@@ -15,7 +15,10 @@ formats run any H, W that are multiples of the divisor: the TorchScript trace
 keeps shapes symbolic, and the ONNX graph declares H and W as dynamic axes
 (``dynamic=False`` fixes them to the example size).  The latent encoder's
 adaptive pooling exports as shape-derived averaging matrices
-(:mod:`hidiff.archs.adaptive_pool`), not fixed windows.
+(:mod:`hidiff.archs.adaptive_pool`), not fixed windows.  The fast blocks take
+images whole while traced.  Window attention (SWDA, Swintormer) is the exception:
+its padding and masks are worked out in Python, so its files run at the example
+size only; dynamic ONNX is refused for it and the description says ``runs_at``.
 
 Both writers are atomic and store a small JSON description (input shapes,
 variant, size divisor) inside the file: ``_extra_files['hidiff.json']`` for
@@ -71,14 +74,22 @@ def example_inputs(pipeline, height: int = 256, width: int = 256, seed: int = 0)
     return image, pipeline.noise(1, generator=g)
 
 
+def size_fixed_modules(module: nn.Module) -> list[str]:
+    """Names of the module classes whose traced graph holds the example's image size (window attention)."""
+    return sorted({type(m).__name__ for m in module.modules() if getattr(m, "size_fixed_in_graph", False)})
+
+
 def _description(pipeline, inputs: tuple[Tensor, ...], metadata: Optional[Mapping[str, Any]],
                  dynamic: bool = False) -> str:
     names = ["image", "noise"][:len(inputs)]
     shapes = {n: list(t.shape) for n, t in zip(names, inputs)}
     if dynamic:
         shapes["image"][2:] = ["H", "W"]
+    fixed = size_fixed_modules(pipeline.net_g)
     info = {"inputs": shapes, "output": "restored",
             "size_divisor": pipeline.pad_multiple, "value_range": "image in [0, 1]; output not clamped",
+            **({"runs_at": f"{shapes['image'][2]}x{shapes['image'][3]} only ({', '.join(fixed)}: window "
+                           f"padding and masks are fixed at export)"} if fixed else {}),
             **dict(metadata or {})}
     if pipeline.needs_prior:
         info["diffusion_steps"] = pipeline.diffusion.timesteps
@@ -117,6 +128,12 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
     """
     onnx = require("onnx", "export", "ONNX export")
     require("onnxscript", "export", "ONNX export")  # torch.onnx.export(dynamo=True) imports it
+    fixed = size_fixed_modules(pipeline.net_g)
+    if dynamic and fixed:
+        raise ConfigError(f"{', '.join(fixed)} work out window padding and attention masks from the image size "
+                          f"in Python, so a graph with dynamic H and W would keep the {height}x{width} example's "
+                          f"and give wrong images at other sizes; nothing was written. Export a fixed size "
+                          f"(--static-onnx; the file then runs at {height}x{width} only)")
 
     graph = InferenceGraph(pipeline).eval()
     inputs = example_inputs(pipeline, height, width)
