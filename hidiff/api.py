@@ -35,8 +35,8 @@ def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[s
 
     * nothing: hidiff's default model (``hidiff/pretrained/default/``, or the folder ``$HIDIFF_DEFAULT_MODEL``);
     * a model folder (``net_<x>.pth`` + ``model.yml``, from ``hidiff-export --format model``);
-    * a folder holding ``net_<x>.pth`` files: released weights (HI-Diff GoPro/RealBlur, Swintormer),
-      recognised from their tensor shapes;
+    * a folder holding ``net_<x>.pth`` files: released HI-Diff weights (GoPro/RealBlur), recognised from
+      their tensor shapes (Swintormer weights need a model folder: their shapes are not recognised);
     * a file: a training state (``training_states/N.state``) or one file holding the networks
       (``net_g_*.pth``);
     * a run folder (with ``models/`` or ``training_states/``), or the name of a run in ``experiments_root``:
