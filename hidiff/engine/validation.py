@@ -80,12 +80,10 @@ def validation_restorer(model, manual_seed: int, tile,
     return restore
 
 
-def _items(loader, max_images: int | None, skipped: list[str]):
-    """The batches of ``loader`` (at most ``max_images`` items); unreadable ones go to ``skipped``."""
+def _items(loader, skipped: list[str]):
+    """The batches of ``loader``; unreadable ones go to ``skipped``."""
     it = iter(loader)
-    n = 0
-    while max_images is None or n < max_images:
-        n += 1
+    while True:
         try:
             yield next(it)
         except StopIteration:
@@ -96,15 +94,16 @@ def _items(loader, max_images: int | None, skipped: list[str]):
 
 @torch.no_grad()
 def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, MetricFn], manual_seed: int,
-             device: torch.device, tile=None, max_images: int | None = None,
+             device: torch.device, tile=None,
              on_image: Callable[[str, str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
              progress: bool = False, ensemble: bool = False) -> dict[str, dict[str, float]]:
     """Mean of every metric per val set: ``{set name: {metric: mean, 'images': n, 'images_skipped': k}}``.
 
     ``val_sets`` maps a set name to a loader that yields this rank's share
-    (batch 1).  ``on_image(set, key, lq, out, gt)`` is called on every image of
-    this rank (e.g. to send a few to TensorBoard).  Unreadable images are logged
-    (rank 0) and counted, not scored; ``progress`` shows a bar on a terminal.
+    (batch 1; ``val.max_images`` is applied when the loaders are built).
+    ``on_image(set, key, lq, out, gt)`` is called on every image of this rank
+    (e.g. to send a few to TensorBoard).  Unreadable images are logged (rank 0)
+    and counted, not scored; ``progress`` shows a bar on a terminal.
     The result is the same on every rank.
     """
     was_training = model.training
@@ -114,11 +113,10 @@ def validate(model, val_sets: Mapping[str, Any], *, metric_fns: Mapping[str, Met
         restore = validation_restorer(model, manual_seed, tile, ensemble)
         for set_name, loader in val_sets.items():
             rows, skipped = [], []
-            total = len(loader) if max_images is None else min(len(loader), max_images)
-            bar = Progress(total, desc=f"validating {set_name}", unit="img", enabled=progress, leave=False,
+            bar = Progress(len(loader), desc=f"validating {set_name}", unit="img", enabled=progress, leave=False,
                            redraw_each=True)
             try:
-                for batch in _items(loader, max_images, skipped):
+                for batch in _items(loader, skipped):
                     lq = batch["lq"].to(device)
                     gt = batch["gt"].to(device)
                     key = batch["key"][0] if isinstance(batch["key"], (list, tuple)) else str(batch["key"])
@@ -191,7 +189,7 @@ def validate_during_training(t, it: int) -> None:
             for n, e in t.ema.items():
                 stack.enter_context(e.applied_to(t.model.trainable[n]))
         results = validate(t.model, t.val_sets, metric_fns=t.metric_fns, manual_seed=o.manual_seed,
-                           device=t.device, tile=o.val.tile_options(),  # t.val_sets hold val.max_images
+                           device=t.device, tile=o.val.tile_options(),
                            on_image=on_image, progress=o.val.pbar and t.is_main, ensemble=o.val.self_ensemble)
     restore_rng_state(rng)
     t.last_validation = results
