@@ -305,3 +305,20 @@ def test_inconsistent_or_incomplete_weights_are_refused(tmp_path):
     torch.save({"optimizer": {"lr": 1}}, tmp_path / "opt.pth")
     with pytest.raises(CheckpointError, match="opt.pth"):
         load_checkpoint(tmp_path / "opt.pth")
+
+
+def test_an_output_format_that_cannot_keep_the_photo_is_refused_before_restoring_it(tmp_path, inputs, capsys,
+                                                                                      monkeypatch):
+    # alpha in a .jpg was refused only after the whole restoration (minutes for a large photo)
+    import hidiff.cli.deblur as deblur
+
+    release = save_release(tmp_path / "release", tiny_state_dicts())
+    restored = []
+    real = deblur.restore_image
+    monkeypatch.setattr(deblur, "restore_image", lambda *a, **k: restored.append(1) or real(*a, **k))
+    out = tmp_path / "o"
+    assert main([str(inputs / "rgba.png"), str(inputs / "gray.jpg"), "-o", str(out), "--ext", "jpg",
+                 "--weights", str(release), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot keep the alpha channel" in err and "1 deblurred, 0 skipped, 1 failed of 2" in err
+    assert len(restored) == 1 and sorted(os.listdir(out)) == ["gray.jpg"]  # only the photo that could be kept

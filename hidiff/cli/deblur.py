@@ -38,7 +38,8 @@ from hidiff.cli.arguments import add_prior_seed_arguments, check_output_folder, 
 from hidiff.data.image_io import IMG_EXTENSIONS, write_png
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 from hidiff.inference.image_io import (
-    WRITABLE_EXTENSIONS, find_photos, from_tensor, output_suffix, read_photo, to_tensor, walk_photos, write_photo
+    WRITABLE_EXTENSIONS, check_writable, find_photos, from_tensor, output_suffix, read_photo, to_tensor, walk_photos,
+    write_photo
 )
 from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options, restore_image
 from hidiff.runners.default_model import default_model_folder
@@ -301,6 +302,7 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tu
         bar.set_postfix_str(src.name)
         try:
             photo = read_photo(src)
+            check_writable(photo, dst.suffix or ".png")  # before minutes of restoration, not after
             h, w = photo.size
             tile = tile_for(h, w, pipeline.device, pipeline.pad_multiple)
             lq = to_tensor(photo.rgb)

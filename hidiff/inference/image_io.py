@@ -169,16 +169,26 @@ def output_suffix(ext: str) -> str:
     return ext if ext.startswith(".") else "." + ext
 
 
-def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
-    """Encode restored RGB floats the way ``like`` was stored (bit depth, gray, alpha)."""
+def check_writable(like: Photo, ext: str) -> str:
+    """The output suffix for ``ext``; DataError if a result like ``like`` cannot be kept in it (bit depth, alpha).
+
+    Callers check before restoring: the restoration of a large photo takes minutes."""
     ext = output_suffix(ext)
-    dtype = like.dtype
     if ext not in WRITABLE_EXTENSIONS:
         raise DataError(f"cannot write '{ext}' files (for '{like.path}'); expected one of "
                         f"{', '.join(WRITABLE_EXTENSIONS)}")
-    if ext not in SIXTEEN_BIT_EXTENSIONS and dtype != np.uint8:
+    if ext not in SIXTEEN_BIT_EXTENSIONS and like.dtype != np.uint8:
         raise DataError(f"cannot write a {like.bit_depth}-bit result as '{ext}' for '{like.path}'; "
                         f"choose .png or .tif to keep 16 bits")
+    if like.alpha is not None and ext in NO_ALPHA_EXTENSIONS:
+        raise DataError(f"cannot keep the alpha channel of '{like.path}' in a '{ext}' file")
+    return ext
+
+
+def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
+    """Encode restored RGB floats the way ``like`` was stored (bit depth, gray, alpha)."""
+    ext = check_writable(like, ext)
+    dtype = like.dtype
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.shape[:2] != like.size or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"result of shape {rgb.shape} does not fit '{like.path}' ({like.size[0]}x{like.size[1]})")
@@ -189,8 +199,6 @@ def encode_photo(rgb: np.ndarray, like: Photo, ext: str) -> bytes:
     pixels = quantize(pixels, dtype)
     exif, icc = like.exif, _fitting_profile(like.icc_profile, gray=like.gray)
     if like.alpha is not None:
-        if ext in NO_ALPHA_EXTENSIONS:
-            raise DataError(f"cannot keep the alpha channel of '{like.path}' in a '{ext}' file")
         if pixels.ndim == 2 and dtype == np.uint8 and ext in (".png", ".tif", ".tiff"):
             return _encode_gray_alpha(pixels, like.alpha, ext, exif, icc)
         colour = pixels[:, :, None] if pixels.ndim == 2 else pixels
