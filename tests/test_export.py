@@ -175,6 +175,12 @@ def test_a_failed_export_of_both_formats_leaves_no_file(tmp_path, tiny_sds, caps
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the package were not installed
     assert main(args) == 2
     assert "onnxscript" in capsys.readouterr().err and not list(tmp_path.glob("out/m.*"))
+    # a file the failed command replaced (--overwrite) is not deleted with the ones it created
+    monkeypatch.delitem(sys.modules, "onnxscript")
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "m.onnx").write_bytes(b"earlier")
+    assert main(args + ["--opset", "30", "--overwrite"]) == 2
+    assert [p.name for p in tmp_path.glob("out/m.*")] == ["m.onnx"]
 
 
 @pytest.mark.parametrize("steps", [0, -2, 1.5, True])

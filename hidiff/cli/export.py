@@ -120,7 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                   metadata=meta)))
         except BaseException:
             for _, path in written:
-                path.unlink(missing_ok=True)
+                if str(path) not in existing:  # a file this command created; a replaced one stays (--overwrite)
+                    path.unlink(missing_ok=True)
             raise
         fixed = size_fixed_modules(pipeline.net_g)
         for kind, path in written:
