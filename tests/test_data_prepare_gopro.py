@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import shutil
 from pathlib import Path
 
 import cv2
@@ -190,6 +191,16 @@ def test_a_download_of_the_test_set_alone_is_prepared(tmp_path):
     with pytest.raises(DataError, match="GoPro: no split found|no usable image pair|layout"):
         prepare_gopro(tmp_path, options(tmp_path / "out2", verify=False))
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_official_archive_with_its_test_split_alone_is_prepared(tmp_path):
+    """GOPRO_Large/test/<scene>/{blur,sharp} alone was refused ('layout not recognised'), naming the very layout
+    that was there: the archive was recognised by its train split only."""
+    shutil.rmtree(make_large(tmp_path / "src") / "GOPRO_Large" / "train")
+    report = prepare_gopro(tmp_path / "src", options(tmp_path / "out", verify=False))
+    assert any("GoPro train: not in the source" in w and "skipped" in w for w in report.warnings), report.warnings
+    assert names(tmp_path / "out" / "test" / "GoPro" / "input") == [f"{s}-{f}" for s in sorted(TEST_SCENES)
+                                                                    for f in ("000001", "000002")]
 
 
 def test_readme_layout_and_val_scenes_option(tmp_path):

@@ -79,6 +79,38 @@ def test_two_files_of_one_stem_are_left_out_not_guessed(tmp_path):
     assert names(out / "input") == names(out / "target") == ["b"]
 
 
+def test_official_layout_leaves_out_names_two_inputs_share(tmp_path):
+    """Official layout: a stray a.jpg beside a.png in one subset was dropped without a word (the last file won),
+    and a name in both subsets was warned about but paired with the long-shot file anyway."""
+    src = make_hide(tmp_path / "src")
+    base = src / "HIDE_dataset"
+    write(base / "test" / "test-close-ups" / "1fromGOPR0950.jpg", img(60))  # same name, one subset
+    write(base / "test" / "test-close-ups" / "7fromGOPR0950.png", img(61))  # same name, both subsets
+    write(base / "test" / "test-long-shot" / "7fromGOPR0950.png", img(62))
+    write(base / "GT" / "7fromGOPR0950.png", img(63))
+    write(base / "GT" / "9fromGOPR0001.jpg", img(64))  # a training target's clash: no test input's business
+    report = prepare_hide(src, opts(tmp_path / "out"))
+    out = tmp_path / "out" / "test" / "HIDE"
+    assert names(out / "input") == names(out / "target") == ["2fromGOPR0950", "5fromGOPR1096"]
+    shared = [w for w in report.warnings if "sharing a name" in w]
+    assert shared and "1fromGOPR0950.jpg" in shared[0] and "7fromGOPR0950" in shared[0], report.warnings
+    assert "9fromGOPR0001" not in " ".join(report.warnings)
+    assert json.loads((out / "subsets.json").read_text()) == {"2fromGOPR0950": "close-ups",
+                                                             "5fromGOPR1096": "long-shot"}
+    with pytest.raises(DataError, match="sharing a name"):
+        prepare_hide(src, opts(tmp_path / "strict", strict=True))
+    assert not (tmp_path / "strict" / "test").exists()
+
+
+def test_official_layout_names_a_test_input_whose_gt_name_is_shared(tmp_path):
+    src = make_hide(tmp_path / "src")
+    write(src / "HIDE_dataset" / "GT" / "2fromGOPR0950.jpg", img(70))
+    report = prepare_hide(src, opts(tmp_path / "out"))
+    assert any("sharing a name" in w and "2fromGOPR0950.jpg" in w for w in report.warnings), report.warnings
+    assert not any("without a GT image" in w for w in report.warnings), report.warnings
+    assert names(tmp_path / "out" / "test" / "HIDE" / "input") == ["1fromGOPR0950", "5fromGOPR1096"]
+
+
 def test_a_split_without_one_usable_pair_writes_nothing_and_keeps_a_prepared_set(tmp_path):
     """Every GT missing: the split is refused; with --overwrite it used to replace a good set by empty folders."""
     src = make_hide(tmp_path / "src")

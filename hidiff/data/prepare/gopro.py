@@ -45,8 +45,9 @@ LEAK_WARNING = ("--official-test-val: validation crops are cut from the GoPro TE
 
 
 def _is_large(root: Path) -> bool:
-    train = root / "train"
-    return train.is_dir() and any((d / "sharp").is_dir() for d in train.iterdir() if d.is_dir())
+    """Whether ``root`` is the official archive's layout (either split may be missing)."""
+    return any(split.is_dir() and any((d / "sharp").is_dir() for d in split.iterdir() if d.is_dir())
+               for split in (root / "train", root / "test"))
 
 
 def _readme_split_dir(root: Path, split: str) -> Path | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hidiff.data.prepare.checks import (
     PrepareReport, SplitScan, check_split, describe_folder, index_folder, match_roles)
+from hidiff.data.image_io import list_images
 from hidiff.data.prepare.placing import PrepareOptions, build_lmdbs, write_pair_folders
 from hidiff.data.prepare.staging import staged
 from hidiff.errors import DataError
@@ -46,20 +47,32 @@ def scan_official(root: Path) -> tuple[SplitScan, dict[str, str]]:
     dups: list[str] = []
     inputs: dict[str, Path] = {}
     subset_of: dict[str, str] = {}
+    clashing: set[str] = set()
     missing_dirs = []
     for sub in SUBSETS:
         folder = root / "test" / sub
         if not folder.is_dir():
             missing_dirs.append(str(folder))
             continue
-        for key, path in index_folder(folder).items():
+        found = index_folder(folder, duplicates=dups)
+        clashing |= {p.stem for p in list_images(folder)} - set(found)  # a name two files share here
+        for key, path in found.items():
             if key in inputs:
                 dups.append(f"{inputs[key]} and {path}")
+                clashing.add(key)
             inputs[key] = path
             subset_of[key] = sub.replace("test-", "")
-    gt = index_folder(root / "GT", duplicates=dups)
+    # which file of a shared name is the pair's is not for us to guess: every one of them is left out
+    for key in clashing:
+        inputs.pop(key, None)
+        subset_of.pop(key, None)
+    gt_dups: list[str] = []
+    gt = index_folder(root / "GT", duplicates=gt_dups)
+    # GT also holds HIDE's training targets: a name shared there matters only for a test input
+    gt_clashing = {p.stem for p in list_images(root / "GT")} - set(gt)
+    dups += [d for d in gt_dups if any(d.endswith(f"(key '{k}')") for k in gt_clashing & set(inputs))]
     pairs, unmatched = match_roles({"input": inputs, "target": {k: gt[k] for k in gt if k in inputs}}, anchor="input")
-    missing_gt = sorted(str(inputs[k]) for k in inputs if k not in gt)
+    missing_gt = sorted(str(inputs[k]) for k in inputs if k not in gt and k not in gt_clashing)
     unmatched.pop("input file(s) without target", None)
     if missing_gt:
         unmatched[f"test input(s) without a GT image in '{root / 'GT'}'"] = missing_gt
