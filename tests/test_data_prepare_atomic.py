@@ -5,8 +5,10 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -238,6 +240,69 @@ def test_stale_staging_folder_is_removed_and_a_live_one_kept(tmp_path):
     prepare_gopro(src, options(dst))
     assert not stale.exists() and live.is_dir()
     assert counts(dst) == GOPRO_OUTPUT
+
+
+def test_a_live_run_in_another_pid_namespace_keeps_its_staging_folder(tmp_path):
+    """A staging folder was judged by its PID alone: a run on another host or in another container (whose PID
+    means nothing here, or is this run's own) lost its folder to a second run and then committed part of its
+    output as if it were whole. A folder is now removed only when nobody holds its lock."""
+    src, dst = make_gopro(tmp_path / "src"), tmp_path / "datasets"
+    other = dst / f"{staging.PREFIX}{os.getpid()}-0badcafe"  # looks like ours, or like a dead PID's
+    (other / "new").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print('locked', flush=True); sys.stdin.read()"), str(other)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        prepare_gopro(src, options(dst))
+        assert other.is_dir(), "a live run's staging folder was removed"
+    finally:
+        holder.communicate("")
+    prepare_gopro(src, options(dst, overwrite=True))  # its holder is gone: a leftover now
+    assert not other.exists()
+    assert not [p for p in dst.iterdir() if p.name.startswith(staging.PREFIX)]
+
+
+def test_a_staging_folder_removed_midway_commits_nothing(prepared, monkeypatch):
+    """Writes recreate missing folders (crops, notes and reports go through atomic writes), so a run whose
+    staging folder another process removed used to finish 'successfully' and move a part of its outputs into
+    place. Here the folder is removed, and one output written again, just before the commit."""
+    src, dst = prepared
+    before = tree(dst)
+    real = staging.Staging.commit
+
+    def commit(self):
+        shutil.rmtree(self.root)
+        kept = next(iter(self.folders.values()))
+        kept.mkdir(parents=True)
+        (kept / "late.png").write_bytes(b"\x89PNG")
+        return real(self)
+
+    monkeypatch.setattr(staging.Staging, "commit", commit)
+    with pytest.raises(DataError, match="was removed while this run wrote into it"):
+        prepare_gopro(src, options(dst, overwrite=True, lmdb=True))
+    assert tree(dst) == before
+
+
+def test_an_output_folder_on_another_file_system_is_refused_before_any_work(tmp_path, monkeypatch):
+    """datasets/test -> another disk: every image was placed, then the final rename failed (EXDEV) with a raw
+    OSError naming the staging folder."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    src, dst = make_gopro(tmp_path / "src"), tmp_path / "datasets"
+    dst.mkdir()
+    elsewhere = Path(tempfile.mkdtemp(dir=other))
+    try:
+        (dst / "test").symlink_to(elsewhere, target_is_directory=True)
+        calls = failing_placement(monkeypatch, None, OSError())
+        with pytest.raises(DataError, match="is on another file system than --dst"):
+            prepare_gopro(src, options(dst))
+        assert calls == [0] and sorted(p.name for p in dst.iterdir()) == ["test"]
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_cli_error_names_final_paths(tmp_path, capsys):

@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               overwrite=args.overwrite, workers=args.workers, crop_size=args.crop_size,
                               crop_stride=args.crop_stride, val_crop=args.val_crop, gopro_blur=args.gopro_blur)
         report = BENCHMARKS[args.benchmark](args.src, opts)
-    except HidiffError as exc:
+    except (HidiffError, OSError) as exc:  # OSError: a disk full or a permission refused; nothing was moved
         print(f"error: {exc}", file=sys.stderr)
         return 1
     n_warn = len(report.warnings)

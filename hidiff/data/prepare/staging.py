@@ -2,8 +2,10 @@
 
 A preparation writes nothing under ``--dst`` directly.  Every output (a folder
 of images, an ``.lmdb`` store, a note or report file) is built under
-``<dst>/.hidiff-prepare-<pid>/`` (the same file system, so moving is a
-rename).  Only when the whole preparation succeeded is each output moved to
+``<dst>/.hidiff-prepare-<pid>-<token>/`` (the same file system, so moving is a
+rename), which the run holds an advisory lock (``flock``) on until it ends: a
+later run removes a staging folder only when it can take that lock, so a live
+run's folder is never removed, whatever host or PID namespace it runs in.  Only when the whole preparation succeeded is each output moved to
 its final path; an existing one (``--overwrite``) is first renamed aside and
 deleted after every new output is in place.  On any failure, Ctrl-C
 included, the staging folder is removed and ``--dst`` is left as it was.
@@ -19,11 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from hidiff.errors import DataError, HidiffError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: staging folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 PREFIX = ".hidiff-prepare-"
 
@@ -38,18 +46,58 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock(folder: Path) -> Optional[int]:
+    """A descriptor holding an exclusive lock on ``folder``, or None if another process holds one."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def remove_stale(dst: Path) -> list[Path]:
-    """Delete staging folders under ``dst`` left by killed runs (their process is gone); return them."""
+    """Delete staging folders under ``dst`` left by killed runs (no process holds their lock); return them."""
     removed = []
     if not dst.is_dir():
         return removed
     for entry in sorted(dst.iterdir()):
+        if not entry.name.startswith(PREFIX) or entry.is_symlink() or not entry.is_dir():
+            continue
         tail = entry.name[len(PREFIX):]
-        if entry.name.startswith(PREFIX) and tail.isdigit() and entry.is_dir() and not entry.is_symlink():
-            if int(tail) == os.getpid() or not _pid_alive(int(tail)):
-                shutil.rmtree(entry)
-                removed.append(entry)
+        if tail.isdigit() and int(tail) != os.getpid() and _pid_alive(int(tail)):
+            continue  # an older hidiff's folder (named by PID alone, never locked) whose process may be running
+        fd = _lock(entry)
+        if fd is None:
+            continue  # a live run's
+        try:
+            shutil.rmtree(entry)
+        finally:
+            os.close(fd)
+        removed.append(entry)
     return removed
+
+
+def _device(path: Path) -> int:
+    """The file system (``st_dev``) that ``path`` is or would be created on: its nearest existing ancestor's."""
+    for p in [path, *path.parents]:
+        if p.exists():
+            return p.stat().st_dev
+    return Path.cwd().stat().st_dev
+
+
+def check_same_file_system(dst: Path, folders: Iterable[Path]) -> None:
+    """Refuse (DataError) an output folder on another file system than ``dst`` (a subfolder that is a symbolic
+    link to another disk): outputs are moved into place by renaming, which cannot cross file systems."""
+    home = _device(dst)
+    for folder in map(Path, folders):
+        if _device(folder) != home:
+            raise DataError(f"output folder '{folder}' is on another file system than --dst '{dst}' (a symbolic "
+                            f"link to another disk?); a preparation moves its outputs into place by renaming, "
+                            f"which cannot cross file systems: use a --dst on that file system")
 
 
 def set_folders(folders: Iterable[Path]) -> set:
@@ -101,11 +149,32 @@ class Staging:
         self.dst = Path(dst)
         self.overwrite = overwrite
         self.retired = [Path(r) for r in retired]
-        self.root = self.dst / f"{PREFIX}{os.getpid()}"
+        self.root = self.dst / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self.folders: dict[Path, Path] = {}
         self.files: dict[Path, Path] = {}
+        self.lock_fd: Optional[int] = None
+
+    def create(self) -> None:
+        """Make the staging folder and hold its lock until :meth:`remove`."""
+        self.root.mkdir(parents=True)
+        self.lock_fd = _lock(self.root)
+
+    def check_intact(self) -> None:
+        """DataError if the staging folder is no longer the one this run made (another process removed it):
+        what it holds then is not this run's whole output."""
+        if self.lock_fd is None:
+            return
+        mine = os.fstat(self.lock_fd)
+        try:
+            there = os.stat(self.root)
+        except FileNotFoundError:
+            there = None
+        if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+            raise DataError(f"the staging folder '{self.root}' was removed while this run wrote into it (by "
+                            f"another process or by hand); nothing was moved into place, run again")
 
     def _staged(self, final: Path) -> Path:
+        self.check_intact()
         try:
             rel = Path(final).relative_to(self.dst)
         except ValueError:
@@ -132,6 +201,7 @@ class Staging:
 
     def commit(self) -> None:
         """Move every staged output to its final path; on failure put everything back as it was."""
+        self.check_intact()
         check_destination(self.folders, self.overwrite, self.files, self.retired)
         outputs = [(final, staged) for final, staged in {**self.folders, **self.files}.items() if staged.exists()
                    or staged.is_symlink()]
@@ -170,7 +240,10 @@ class Staging:
 
     def remove(self) -> None:
         """Delete the staging folder: what a failed run built, or the old outputs a committed one set aside."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)  # the random token makes the path this run's alone
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
 
 def _name_final_paths(exc: BaseException, staged_root: str, dst: str) -> None:
@@ -195,12 +268,14 @@ def staged(dst: Path, overwrite: bool, folders: Iterable[Path], retired: Iterabl
     if dst.exists() and not dst.is_dir():
         raise DataError(f"--dst '{dst}' exists and is not a folder")
     retired = [Path(r) for r in retired]
+    folders = [Path(f) for f in folders]
     check_destination(folders, overwrite, retired=retired)
+    check_same_file_system(dst, [*folders, *retired])
     made = [p for p in [dst, *dst.parents] if not p.exists()]
     remove_stale(dst)
     stage = Staging(dst, overwrite, retired)
     try:
-        stage.root.mkdir(parents=True)
+        stage.create()
         try:
             yield stage
         except (HidiffError, OSError) as exc:
