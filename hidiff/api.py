@@ -12,6 +12,7 @@ the command's output for the same weights, seed and tiling.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -56,6 +57,9 @@ def load(source: Union[str, "os.PathLike[str]", None] = None, *, device: Union[s
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"hidiff.load(): expected a path or a run name, got {type(source).__name__} {source!r}")
     path = Path(source).expanduser()
+    if path.is_dir() and path.name == "models" and not (path / "net_g.pth").is_file() and \
+            any(path.glob("net_g_*.pth")):
+        path = path.parent  # a run's models/ folder: the run's newest checkpoint, with its settings
     if path.is_file():
         weights = from_checkpoint(path)
     elif path.is_dir() and any(path.glob("net_*.pth")):
@@ -90,7 +94,7 @@ class Restorer:
 
     def to(self, device: Union[str, torch.device]) -> "Restorer":
         """Move the networks to ``device``; returns self."""
-        self.pipeline.to(torch.device(device))
+        self.pipeline.to(select_device(device) if isinstance(device, str) else torch.device(device))
         return self
 
     @property
@@ -131,8 +135,8 @@ class Restorer:
     def _restore(self, lq: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
         """(B,C,H,W) float32 CPU/any device -> (B,3,H,W) float32 in [0,1], one image at a time."""
 
-        if isinstance(tile, int) and not isinstance(tile, bool):
-            tile = TileOptions(size=tile)
+        if isinstance(tile, numbers.Integral) and not isinstance(tile, (bool, np.bool_)):
+            tile = TileOptions(size=int(tile))
         elif tile is not None and not isinstance(tile, (str, TileOptions)):
             raise ConfigError(f"deblur(tile={tile!r}): expected None (automatic), 'whole', a size or TileOptions")
         if isinstance(tile, TileOptions) and tile.size % self.pipeline.pad_multiple:
@@ -191,7 +195,7 @@ class Restorer:
 def _check_range(x: torch.Tensor) -> None:
     lo, hi = float(x.min()), float(x.max())
     if not (0.0 <= lo and hi <= 1.0):
-        raise DataError(f"deblur(): expected values in [0,1], got [{lo:g}, {hi:g}] (scale 8-bit data by 1/255, "
+        raise DataError(f"deblur(): expected values in [0,1], got [{lo:.9g}, {hi:.9g}] (scale 8-bit data by 1/255, "
                         f"or pass the uint8 array itself)")
 
 

@@ -56,6 +56,7 @@ def test_every_source_kind_gives_the_same_model(tmp_path, weights_dir, restorer,
     x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
     want = restorer.deblur(x, seed=1)
     for source, kw in ((tmp_path / "net_g_combined.pth", {}), (tmp_path / "exps" / "run1", {}),
+                       (models, {}),  # a run's models/ folder was read as a release folder and refused
                        ("run1", {"experiments_root": tmp_path / "exps"})):
         r = hidiff.load(source, device="cpu", **kw)
         assert torch.equal(r.deblur(x, seed=1), want), source
@@ -67,6 +68,24 @@ def test_every_source_kind_gives_the_same_model(tmp_path, weights_dir, restorer,
     for bad in (tmp_path / "missing", tmp_path / "empty", "no_such_run"):
         with pytest.raises(ConfigError, match="expected a folder with released net_<x>.pth"):
             hidiff.load(bad, experiments_root=tmp_path / "exps")
+
+
+def test_devices_tiles_and_ranges_are_checked_with_clear_messages(weights_dir, restorer, rgb):
+    """A misspelt device raised torch's RuntimeError; a numpy integer tile was 'not a size'; a value just over
+    1 was reported as 'got [.., 1]', hiding the overshoot."""
+    for bad in ("gpu", "auto:0", "mps"):
+        with pytest.raises(ConfigError, match=f"device '{bad}': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+            hidiff.load(weights_dir, device=bad)
+        with pytest.raises(ConfigError, match="expected 'auto', 'cpu', 'cuda'"):
+            restorer.to(bad)
+    assert restorer.to("auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    restorer.to("cpu")
+    x = rgb[:40, :40]
+    np.testing.assert_array_equal(restorer.deblur(x, tile=np.int64(16)), restorer.deblur(x, tile=16))
+    over = rgb[:16, :16].astype(np.float32) / 255
+    over[0, 0, 0] = 1.0000001
+    with pytest.raises(DataError, match=r"got \[0(\.\d+)?, 1\.00000012\]"):
+        restorer.deblur(over)
 
 
 def test_input_kinds_round_trip_and_seeds_are_bitwise(tmp_path, restorer, rgb):
