@@ -30,12 +30,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_prior_seed_arguments(ap: argparse.ArgumentParser) -> None:
-    """--prior-seeds K, --prior-image mean|first, --std-map (see hidiff/runners/prior_seeds.py)."""
+def add_prior_seed_arguments(ap: argparse.ArgumentParser, scores: bool = True) -> None:
+    """--prior-seeds K, --prior-image mean|first, --std-map (see hidiff/runners/prior_seeds.py); ``scores``: the
+    command computes metrics (hidiff-test), which then become means over the K restorations."""
     from hidiff.runners.prior_seeds import PRIOR_IMAGES  # deferred: the command imports without torch
     ap.add_argument("--prior-seeds", type=positive_int, default=1, metavar="K",
-                    help="restore each image from K initial noises of the prior (default 1); metrics become "
-                         "mean and <metric>_std over them")
+                    help="restore each image from K initial noises of the prior (default 1)"
+                         + ("; metrics become mean and <metric>_std over them" if scores else ""))
     ap.add_argument("--prior-image", choices=PRIOR_IMAGES, default="mean",
                     help="with K > 1, write the per-pixel mean of the K restorations or the first seed's")
     ap.add_argument("--std-map", action="store_true",

@@ -1,6 +1,6 @@
 """``hidiff-deblur``: deblur photos of any size with a trained or released model.
 
-    hidiff-deblur photos/ -o restored/ --weights pretrained/HI_Diff_GoPro
+    hidiff-deblur photos/ -o restored/ --weights experiments/pretrained_models/HI_Diff_GoPro
     hidiff-deblur 'shots/*.jpg' -o out/ --checkpoint model.pth --tile 512 --overlap 64
     hidiff-deblur img.png -o out/ --experiment my_stage2_run --device cuda
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     tile.add_argument("--prior", choices=["per_tile", "global"],
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
-    add_prior_seed_arguments(ap)
+    add_prior_seed_arguments(ap, scores=False)
     ap.add_argument("--ext", help="output format by extension, e.g. png or tif (default: the input's)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,6 +1,6 @@
 """Export a trained or released model's inference graph to TorchScript and/or ONNX, or as a model folder.
 
-    hidiff-export --weights pretrained/HI_Diff_GoPro -o exported/gopro_256 --height 256 --width 256
+    hidiff-export --weights experiments/pretrained_models/HI_Diff_GoPro -o exported/gopro_256 --height 256 --width 256
     hidiff-export --checkpoint model.pth -o exported/model --format onnx --check
     hidiff-export --experiment my_stage2_run -o models/mine --format model --half --card CARD.md
 
@@ -10,7 +10,8 @@ network and diffusion options, MODEL_CARD.md from --card): what ``--weights`` an
 verifies that no restored pixel moves by more than 1/255 (hidiff/runners/model_folder.py).
 
 Writes OUT.pt and/or OUT.onnx with inputs image (1,3,H,W) in [0,1] and noise
-x_T (1,16,256); see hidiff/inference/export.py.  Both run any H, W that are
+x_T (1,16,4*embed_dim of the latent encoder): (1,16,256) for the authors' models, (1,16,64)
+for the default model; see hidiff/inference/export.py.  Both run any H, W that are
 multiples of 8 (--height/--width is the example size; --static-onnx fixes the
 ONNX graph to it).  --check compares each file with eager PyTorch on a random
 input and prints the largest difference.  Weights with NaN/Inf values, or a

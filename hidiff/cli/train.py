@@ -14,7 +14,7 @@ experiment (or starts fresh when there is none); ``--resume PATH`` a given
 ``training_states/<iter>.state``.  A changed configuration is refused unless
 ``--allow-config-change`` (the difference is printed).
 
-Stopping: SIGINT (Ctrl-C) or SIGTERM finishes the current iteration, saves a
+Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP finishes the current iteration, saves a
 complete checkpoint of it and exits with code 4 (under torchrun every rank stops
 at the same iteration); a second signal exits at once.
 
@@ -35,7 +35,7 @@ from hidiff.errors import EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_OK, EXIT_SIGNAL, 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train a hidiff model from an option file.",
                                 epilog="exit codes: 0 done, 2 bad input, 3 too many non-finite steps, "
-                                       "4 stopped by SIGINT/SIGTERM (checkpoint saved; resume with --resume auto)")
+                                       "4 stopped by SIGINT/SIGTERM/SIGHUP (checkpoint saved; resume with --resume auto)")
     p.add_argument("-opt", "--opt", required=True, help="path to the option YAML file")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override an option, e.g. -o train.total_iter=1000 (repeatable)")
