@@ -60,6 +60,27 @@ def test_training_crops_suffixed_views_and_determinism(dpdd):
     assert torch.equal(split_root[(1, 5)]["lq"], a["lq"])
 
 
+def test_augmentation_transforms_the_views_alike_and_never_swaps_them(dpdd):
+    """docs/quirks.md S12 (reproduced for parity): a flip or rotation is applied to L, R and the target alike,
+    and L stays first even under a horizontal flip (which mirrors the disparity direction)."""
+    views = {role: as_rgb_float(rgb16(j)) for j, role in enumerate(("inputC", "inputL", "inputR", "target"))}
+    ds = DualPixelDataset(str(dpdd), "train", gt_size=16, seed=3)
+
+    def dihedral(x, k, flip):
+        return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+    used = set()
+    for draw in range(24):
+        item = ds[(0, draw)]  # key 'a': the seeds 0..3 above
+        found = [(k, flip) for k in range(4) for flip in (False, True) for left in range(5)
+                 if torch.equal(item["lq"][:3], dihedral(views["inputL"][:, :, left:left + 16], k, flip))
+                 and torch.equal(item["lq"][3:], dihedral(views["inputR"][:, :, left:left + 16], k, flip))
+                 and torch.equal(item["gt"], dihedral(views["target"][:, :, left:left + 16], k, flip))]
+        assert found, f"draw {draw}: the views were not transformed alike, or were swapped"
+        used.add(found[0])
+    assert len(used) >= 6 and any(flip for _, flip in used), used  # mirrored crops: L still first
+
+
 def test_indoor_outdoor_from_label_files(dpdd):
     np.save(dpdd / "test" / "indoor_labels.npy", np.array([1, 4]))  # natural order: img1 img2 img3 img10
     np.save(dpdd / "test" / "outdoor_labels.npy", np.array([2, 3]))

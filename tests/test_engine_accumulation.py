@@ -35,3 +35,29 @@ def test_accumulation_matches_the_larger_batch(tmp_path):
     cl, _ = _run(tmp_path, "cl", batch=2, accum=1, channels_last=True)
     for k in whole:
         torch.testing.assert_close(cl[k], whole[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_gradient_clipping_follows_its_two_options(tmp_path):
+    """docs/quirks.md S11: the official Swintormer trainer ignored use_grad_clip and hard-wired 0.01. One SGD step
+    (lr 1) from the same start: two clip norms differ by a step of exactly their difference along the gradient,
+    and without clipping the step is the whole gradient."""
+    write_pairs(tmp_path / "data")
+
+    def step(name, **train):
+        opts = tiny_options(tmp_path, name=name,
+                            train={"total_iter": 1, "optim_total": {"type": "SGD", "lr": 1.0}, **train},
+                            logger={"save_checkpoint_freq": 1, "print_freq": 1})
+        res = Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False))).fit()
+        nets = sorted((res.experiment_dir / "models").glob("net_*_1.pth"))  # net_g and net_le: clipped together
+        assert len(nets) == 2
+        return torch.cat([w.flatten().double() for f in nets for _, w in sorted(safe_load(f)["params"].items())])
+
+    off = step("off", use_grad_clip=False, grad_clip_norm=0.01)
+    small = step("small", use_grad_clip=True, grad_clip_norm=0.01)
+    large = step("large", use_grad_clip=True, grad_clip_norm=0.02)
+    between = small - large  # = (0.02 - 0.01) * g / |g|
+    whole = small - off      # = (1 - 0.01 / |g|) * g
+    assert abs(float(between.norm()) - 0.01) < 1e-5
+    assert float(whole.norm()) > 0.03  # |g| well above both norms, so both clips were active
+    cos = float(torch.dot(between, whole) / (between.norm() * whole.norm()))
+    assert cos > 1 - 1e-6

@@ -97,3 +97,16 @@ def test_build_scheduler_errors_and_default():
     with pytest.raises(ConfigError, match="perods"):
         build_scheduler(opt, {"type": "CosineAnnealingRestartLR", "perods": [10]})
     assert build_scheduler(opt, None).lr_at(1000) == [pytest.approx(2e-4)]
+
+
+def test_past_the_last_period_the_final_eta_min_is_held():
+    """docs/quirks.md S10: the official scheduler crashed past its last period; the shipped Swintormer file stops
+    where its periods end (852k)."""
+    s = _official()
+    assert s.lr_at(300001)[0] == s.lr_at(400000)[0] == pytest.approx(1e-6, rel=1e-12)
+    s.step_to(350000)
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(1e-6, rel=1e-12)
+    from pathlib import Path
+    from hidiff.config import load_options
+    opt = load_options(Path(__file__).resolve().parents[1] / "options" / "train_swintormer_dpdd.yml", is_train=True)
+    assert opt.train.total_iter == 852_000 == sum(opt.train.scheduler.kwargs["periods"])

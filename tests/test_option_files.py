@@ -62,3 +62,18 @@ def test_stage2_diffusion_blocks_select_the_official_implementations():
     assert (gopro.settings.parameterization, gopro.settings.schedule, gopro.timesteps) == ("eps", "linear", 8)
     assert (realblur.settings.parameterization, realblur.settings.schedule, realblur.timesteps) == \
         ("x0", "sqrt_linear", 16)
+
+
+def test_run_names_are_distinct_and_the_swintormer_batch_is_the_trained_one():
+    """docs/quirks.md 18: the official GoPro stage-2 file was named after RealBlur-J (one run folder for both);
+    S11: the official DPDD loader batch was 11 while 9 samples trained."""
+    names = {p.name: load_options(p, is_train=is_train(p)).name for p in ALL_FILES}
+    assert len(set(names.values())) == len(names), names
+    assert names["stage2_gopro.yml"] == "train_HI_Diff_GoPro_S2"
+    dpdd = load_options(OPTIONS / "train_swintormer_dpdd.yml", is_train=True)
+    assert dpdd.datasets["train"].batch_size_per_gpu == 9
+    assert dpdd.train.use_grad_clip and dpdd.train.grad_clip_norm == 0.01
+    # S9: test runs load the EMA weights unless told otherwise (the shipped test.py evaluated 'params')
+    from hidiff.config.schema import ValOptions
+    assert ValOptions().use_ema is True
+    assert load_options(OPTIONS / "test_swintormer_dpdd.yml", is_train=False).val.use_ema is True
