@@ -59,4 +59,10 @@ def test_bad_input_is_named():
         two_arm_interval(np.zeros((7, 3)), np.zeros((6, 1)))
     with pytest.raises(DataError, match="NaN or infinity"):
         two_arm_interval(np.zeros((7, 3)), np.full((7, 1), np.nan))
-    assert two_arm_interval(np.ones((1, 3)), np.zeros((1, 1))).verdict == TOO_FEW_IMAGES
+    one = two_arm_interval(np.ones((1, 3)), np.zeros((1, 1)))
+    assert one.verdict == TOO_FEW_IMAGES and one.mean == 1.0
+    assert np.isnan(one.low) and np.isnan(one.high)  # was [1, 1]: a zero-width interval claims certainty
+    from hidiff.evaluation.shake_benchmark import markdown_comparison
+    row = {"method": "A", "baseline": "B", "diff_db": 1.0, "low": one.low, "high": one.high, "runs": 3,
+           "baseline_runs": 1, "images": 1, "verdict": one.verdict}
+    assert "| A | 3 vs 1 | +1.00 | none (1 image) | too few images to tell |" in markdown_comparison([row])

@@ -3,17 +3,26 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import cv2
 import numpy as np
 import pytest
 
 from hidiff.errors import DataError
-from hidiff.sweep.report import axis_range, metrics_csv, write_report
+from hidiff.sweep.report import axis_range, draw_chart, metrics_csv, plan_hash, write_report
 
 
-def _fake_sweep(folder, values):
-    """plan.json and eval/<run>/<run>/<set>/metrics.csv as the sweep runner and the test runner write them."""
+GOPRO = "name,psnr_uint8_rgb,ssim_matlab3d,input_psnr_uint8_rgb,input_ssim_matlab3d"
+
+
+def _gopro_row(i, p):
+    return f"im{i},{float(p)!r},{float(p) / 40!r},25.0,0.6"
+
+
+def _fake_sweep(folder, values, protocol="gopro", header=GOPRO, row=_gopro_row):
+    """plan.json and eval/<run>/<run>/<set>/metrics.csv (+ summary.json) as the sweep runner and the test runner
+    write them; ``values``: {variant: seeds x images}."""
     variants = []
     runs = []
     for v, per_seed in values.items():
@@ -26,11 +35,13 @@ def _fake_sweep(folder, values):
             out = metrics_csv(folder, run, "set1").parent
             out.mkdir(parents=True)
             (folder / "eval" / run / "eval.json").write_text(json.dumps({"sets": ["set1"]}))
-            lines = ["name,psnr_uint8_rgb,ssim_matlab3d,input_psnr_uint8_rgb,input_ssim_matlab3d"]
-            lines += [f"im{i},{float(p)!r},{float(p) / 40!r},25.0,0.6" for i, p in enumerate(scores)]
+            lines = [header] + [row(i, p) for i, p in enumerate(scores)]
             (out / "metrics.csv").write_text("\n".join(lines) + "\n")
+            (out / "summary.json").write_text(json.dumps({"set": "set1", "protocol": protocol,
+                                                          "meta": {"val_metrics": {}}}))
         variants.append({"name": v, "label": f"label {v}", "runs": names})
-    (folder / "plan.json").write_text(json.dumps({"name": "t", "baseline": "base", "seeds": [10, 11],
+    seeds = [10 + k for k in range(len(next(iter(values.values()))))]
+    (folder / "plan.json").write_text(json.dumps({"name": "t", "baseline": "base", "seeds": seeds,
                                                   "nproc": 1, "variants": variants, "runs": runs}))
 
 
@@ -54,6 +65,9 @@ def test_report_tables_verdicts_and_chart(tmp_path):
         per_image[0])
     chart = cv2.imread(str(files["chart_set1_psnr_uint8_rgb.png"]))
     assert chart is not None and chart.shape[1] > 660 and chart.std() > 0
+    # which plan the report describes: the hash of plan.json, in results.md and in every row of results.csv
+    planned = plan_hash(json.loads((tmp_path / "plan.json").read_text()))
+    assert f"Plan {planned} (plan.json)" in md and {r["plan"] for r in table} == {planned}
 
 
 def test_chart_axis_starts_at_the_blurry_input_or_below_every_bar():
@@ -69,3 +83,57 @@ def test_report_needs_every_evaluation(tmp_path):
     (tmp_path / "eval" / "t_base_s1" / "eval.json").unlink()
     with pytest.raises(DataError, match="t_base_s1 has no evaluation"):
         write_report(tmp_path)
+
+
+def _realblur_row(i, p):
+    """A RealBlur row: the protocol's two metrics, then its alignment diagnostics; ECC did not converge on im1."""
+    cc = "nan" if i == 1 else "0.98"
+    return f"im{i},{float(p)!r},{float(p) / 40!r},{'false' if i == 1 else 'true'},{cc},1.01"
+
+
+REALBLUR = "name,psnr_realblur_masked,ssim_realblur_masked,ecc_converged,ecc_cc,intensity_scale"
+
+
+def test_only_the_protocols_metrics_are_compared(tmp_path):
+    """RealBlur's ecc_cc and intensity_scale got intervals and verdicts, and a NaN ecc_cc (ECC not converging)
+    ended the report with a DataError calling it missing."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(28.0, 1.5, size=(2, 4))
+    _fake_sweep(tmp_path, {"base": base, "other": base + 0.1}, "realblur", REALBLUR, _realblur_row)
+    files = write_report(tmp_path)
+    with open(files["results.csv"]) as fh:
+        metrics = {r["metric"] for r in csv.DictReader(fh)}
+    assert metrics == {"psnr_realblur_masked", "ssim_realblur_masked"}
+    assert "ecc_cc" not in files["results.md"].read_text()
+    with open(files["per_image.csv"]) as fh:    # the diagnostics stay beside the scores
+        im1 = next(r for r in csv.DictReader(fh) if r["image"] == "im1")
+    assert im1["ecc_cc"] == "nan" and im1["intensity_scale"] == "1.01"
+
+
+def test_a_nan_metric_is_reported_by_name_not_as_missing(tmp_path):
+    _fake_sweep(tmp_path, {"base": np.full((2, 3), 28.0), "other": np.full((2, 3), 29.0)})
+    path = metrics_csv(tmp_path, "t_other_s1", "set1")
+    path.write_text(path.read_text().replace("im2,29.0", "im2,nan"))
+    with pytest.raises(DataError, match="psnr_uint8_rgb of image 'im2' at seed index 1 is NaN") as exc:
+        write_report(tmp_path)
+    assert "missing" not in str(exc.value)
+
+
+def test_one_image_gives_no_interval_and_one_seed_no_error_bar(tmp_path):
+    """One test image showed a zero-width '95 % CI' ([+0.20, +0.20], ci95_low = ci95_high in the csv); one seed
+    drew '+- 0.00' error bars in the chart."""
+    _fake_sweep(tmp_path, {"base": np.array([[28.0]]), "other": np.array([[28.2]])})
+    files = write_report(tmp_path)
+    with open(files["results.csv"]) as fh:
+        other = next(r for r in csv.DictReader(fh) if r["variant"] == "other" and r["metric"] == "psnr_uint8_rgb")
+    assert (other["ci95_low"], other["ci95_high"], other["std_over_seeds"]) == ("", "", "")
+    assert other["verdict"] == "too few images to tell" and float(other["diff_vs_baseline"]) == pytest.approx(0.2)
+    md = files["results.md"].read_text()
+    assert "+0.20 (no interval: 1 image) | too few images to tell" in md and "[+0.20, +0.20]" not in md
+    chart = cv2.imdecode(np.frombuffer(files["chart_set1_psnr_uint8_rgb.png"].read_bytes(), np.uint8),
+                         cv2.IMREAD_COLOR)
+    labels, means = ["label base", "label other"], [28.0, 28.2]
+    no_bar = draw_chart(labels, means, [math.nan, math.nan], "psnr_uint8_rgb", 25.0)
+    assert np.array_equal(chart, cv2.imdecode(np.frombuffer(no_bar, np.uint8), cv2.IMREAD_COLOR))
+    zero_bar = draw_chart(labels, means, [0.0, 0.0], "psnr_uint8_rgb", 25.0)
+    assert no_bar != zero_bar

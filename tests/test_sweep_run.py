@@ -14,7 +14,7 @@ from conftest import PY, REPO, run_env
 from procs import explain, run_checked
 from sweep_tiny import write_tiny_sweep
 
-from hidiff.sweep.report import metrics_csv
+from hidiff.sweep.report import metrics_csv, plan_hash
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +34,15 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
         proc = subprocess.Popen(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(),
                                 stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     record = folder / "runs" / "tiny_stage1_s0.json"
+
+    def finished():     # the record is written with status 'training' when the run starts
+        return record.is_file() and json.loads(record.read_text())["status"] == "trained"
+
     try:
         deadline = time.time() + 300
-        while not record.is_file() and proc.poll() is None and time.time() < deadline:
+        while not finished() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert record.is_file(), explain(proc.args, proc.poll(), "", log.read_text(), "the first run never finished")
+        assert finished(), explain(proc.args, proc.poll(), "", log.read_text(), "the first run never finished")
         time.sleep(1.0)   # let the next run get going before the kill
     finally:  # the sweep with its trainer, also after a failed assertion
         try:
@@ -64,6 +68,7 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     assert prior["inputs"] == {"tiny_stage1_s1": stage1["weights_sha256"]}
     md = (folder / "results.md").read_text()
     assert "tiny HI-Diff" in md and "(baseline)" in md and "blurry input" in md
+    assert f"Plan {plan_hash(json.loads((folder / 'plan.json').read_text()))} (plan.json)" in md
     per_image = (folder / "per_image.csv").read_text().splitlines()
     assert len(per_image) == 1 + 2 * 2 * 3   # 2 variants x 2 seeds x 3 images
     assert (folder / "chart_tinytest_psnr_uint8_rgb.png").stat().st_size > 1000
@@ -211,5 +216,6 @@ def test_keep_going_finishes_the_other_runs_and_skips_what_needs_the_failed_one(
     rec = json.loads((folder / "runs" / "tiny_noprior_s0.json").read_text())
     assert rec["status"] == "trained" and set(rec["weights_sha256"]) == {"g"}
     assert metrics_csv(folder, "tiny_noprior_s0", "tinytest").is_file()
-    assert not (folder / "runs" / "tiny_stage1_s0.json").exists()
+    failed = json.loads((folder / "runs" / "tiny_stage1_s0.json").read_text())
+    assert failed["status"] == "training" and failed["weights_sha256"] == {}   # started, never finished
     assert not (folder / "results.md").exists()     # no comparison from a sweep with a run missing

@@ -1,13 +1,17 @@
 """Sweep files: every run planned and validated before anything is written or started."""
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 import yaml
 from conftest import PY, REPO, run_env
 
 from hidiff.config import config_hash, load_options
 from hidiff.errors import ConfigError
 from hidiff.sweep.spec import load_sweep
+from hidiff.utils.hashing import sha256_file
 from procs import run_checked
 from sweep_tiny import write_tiny_sweep
 
@@ -63,6 +67,22 @@ def test_grid_and_shared_network_overrides_reach_stage1(tmp_path):
     ({"grid": {"train.total_iter": []}}, "non-empty list"),
     ({"eval": {"test": "missing.yml"}}, "eval.test: file not found"),
     ({"stage1": {"opt": "stage1.yml", "overrides": {"network_le.embed_dimm": 8}}}, "stage 1 of variant 'prior'"),
+    # what the sweep sets per run: an override of it was silently replaced (3 variants training the same runs)
+    ({"grid": {"manual_seed": [1, 2, 3]}}, "grid: 'manual_seed' is set by the sweep for each run from its 'seeds'"),
+    ({"variants": [{"name": "a", "overrides": {"name": "mine"}}]}, "variants[0].overrides: 'name' is set by the sweep"),
+    ({"variants": [{"name": "a", "overrides": {"manual_seed": 5}}]}, "variants[0].overrides: 'manual_seed' is set"),
+    ({"overrides": {"name": "mine"}}, "overrides: 'name' is set by the sweep"),
+    ({"stage1": {"opt": "stage1.yml", "overrides": {"manual_seed": 5}}}, "stage1.overrides: 'manual_seed' is set"),
+    ({"variants": [{"name": "a", "overrides": {"path.stage1": "old_run"}}]},
+     "variants[0].overrides: 'path.stage1' is set by the sweep to each variant's stage-1 run"),
+    # equal options under two names: the same runs trained twice
+    ({"grid": {"train.grad_clip_norm": [1, 1.0]}},
+     "variants 'grad_clip_norm1' and 'grad_clip_norm1.0' resolve to the same options"),
+    ({"variants": [{"name": "a"}, {"name": "b", "label": "B"}], "baseline": "a"},
+     "variants 'a' and 'b' resolve to the same options"),
+    # stage 2 with no stage-1 weights at all: --check passed, the sweep failed after the other runs trained
+    ({"stage1": None}, "variant 'prior', seed 11: model HI_Diff_S2 needs stage-1 weights, but the sweep file has "
+                       "no 'stage1: {opt: ...}' block"),
 ])
 def test_bad_sweep_files_fail_before_anything_runs(tmp_path, change, message):
     base, sweep_file = write_tiny_sweep(tmp_path)
@@ -70,6 +90,44 @@ def test_bad_sweep_files_fail_before_anything_runs(tmp_path, change, message):
     with pytest.raises(ConfigError) as exc:
         load_sweep(sweep_file, base)
     assert message in str(exc.value)
+
+
+def test_a_command_line_seed_or_name_is_refused(tmp_path):
+    base, sweep_file = write_tiny_sweep(tmp_path)
+    for item in ("manual_seed=5", "name=mine"):
+        with pytest.raises(ConfigError, match=f"-o: '{item.split('=')[0]}' is set by the sweep"):
+            load_sweep(sweep_file, base, [item])
+
+
+def test_seeds_option_takes_the_first_of_a_seed_list(tmp_path):
+    """--seeds 2 on seeds: [20, 30, 40] gave [11, 12] (base seed + k), so no finished run matched."""
+    base, sweep_file = write_tiny_sweep(tmp_path)
+    _edit(sweep_file, seeds=[20, 30, 40])
+    assert load_sweep(sweep_file, base, seeds=2).seeds == [20, 30]
+    assert load_sweep(sweep_file, base).seeds == [20, 30, 40]
+    with pytest.raises(ConfigError, match=r"--seeds 4: .* lists 3 seeds \(\[20, 30, 40\]\); give 1 to 3"):
+        load_sweep(sweep_file, base, seeds=4)
+    _edit(sweep_file, seeds=2)
+    assert load_sweep(sweep_file, base, seeds=3).seeds == [11, 12, 13]    # a number: base seed + k, as before
+
+
+def test_a_variant_file_with_other_stage1_networks_is_refused(tmp_path):
+    """Only overrides reached stage 1: a variant's own opt file with another network_g trained stage 1 with the
+    stage-1 file's network, and its stage 2 failed to load it after the earlier runs had trained."""
+    base, sweep_file = write_tiny_sweep(tmp_path)
+    wide = yaml.safe_load(base.read_text())
+    wide["network_g"]["dim"] = 16
+    (tmp_path / "wide.yml").write_text(yaml.safe_dump(wide))
+    _edit(sweep_file, variants=[{"name": "wide", "opt": "wide.yml"}, {"name": "noprior", "opt": "plain.yml"}])
+    with pytest.raises(ConfigError) as exc:
+        load_sweep(sweep_file, base)
+    msg = str(exc.value)
+    assert "variant 'wide'" in msg and "network_g" in msg and "dim: 8 vs 16" in msg
+    assert str(tmp_path / "wide.yml") in msg and "'tiny_stage1_s0'" in msg and str(tmp_path / "stage1.yml") in msg
+    # the same change given to its stage-1 run too: accepted
+    _edit(sweep_file, variants=[{"name": "wide", "opt": "wide.yml", "stage1_overrides": {"network_g.dim": 16}},
+                                {"name": "noprior", "opt": "plain.yml"}])
+    assert load_sweep(sweep_file, base).run("tiny_stage1_wide_s0").options.networks["g"].kwargs["dim"] == 16
 
 
 def test_a_bad_override_in_the_last_variant_stops_the_cli_before_any_run(tmp_path):
@@ -83,7 +141,7 @@ def test_a_bad_override_in_the_last_variant_stops_the_cli_before_any_run(tmp_pat
     assert not (tmp_path / "experiments").exists()
 
 
-def _fake_finished(runner, run):
+def _fake_finished(runner, run, record=True):
     """What a finished training run leaves behind, without training: config.yml, final weights, the record."""
     from hidiff.config import save_resolved
     from hidiff.utils.checkpoint import save_network_file
@@ -93,7 +151,13 @@ def _fake_finished(runner, run):
     model = build_model(run.options)
     for s in model.save_names:
         save_network_file(run.run_dir / "models" / f"net_{s}_latest.pth", model.net(s).state_dict())
-    runner._record(run, 1.0, "trained")
+    if record:
+        runner._record(run, 1.0, "trained")
+
+
+def _resume(runner, run):
+    cmd = runner.train_command(run)
+    return cmd[cmd.index("--resume") + 1]
 
 
 def test_reuse_needs_the_same_options_and_the_same_stage1_weights(tmp_path):
@@ -132,3 +196,107 @@ def test_the_quality_benchmark_sweep_validates():
     plain, s1, s2 = (sweep.run(n).options.train.total_iter for n in ("quality_no_prior_s0", "quality_stage1_s0",
                                                                       "quality_timesteps8_s0"))
     assert plain == s1 + s2     # every U-Net gets the same number of updates
+
+
+def test_stage2_resume_follows_the_stage1_weights_recorded_on_disk(tmp_path):
+    """Stage 1 retrained in a session that was stopped before stage 2 started: only that session knew that stage
+    2's folder came from the old stage-1 weights, so every later one passed --resume auto, which the trainer
+    refuses (stage-1 weights changed), and running the same command again never got further."""
+    from hidiff.engine.checkpoint_store import CheckpointStore
+    from hidiff.sweep.runner import SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    session = SweepRunner(load_sweep(sweep_file, base))
+    s1, prior = session.sweep.run("tiny_stage1_s0"), session.sweep.run("tiny_prior_s0")
+    _fake_finished(session, s1)
+    _fake_finished(session, prior)
+    # a session retrains stage 1 (other weights) and is stopped before stage 2 starts
+    (s1.run_dir / "models" / "net_le_latest.pth").write_bytes(b"retrained stage-1 weights")
+    session._record(s1, 1.0, "trained")
+
+    def next_session():
+        runner = SweepRunner(load_sweep(sweep_file, base))
+        assert runner.reusable(runner.sweep.run("tiny_stage1_s0"))
+        runner._record(runner.sweep.run("tiny_stage1_s0"), None, "reused")
+        return runner, runner.sweep.run("tiny_prior_s0")
+
+    later, prior = next_session()
+    assert not later.reusable(prior) and _resume(later, prior) == "none"
+    assert _resume(next_session()[0], prior) == "none"          # and in every session after it
+    # stage 2 starts from the new weights (its record says so on disk) and is stopped: the next session resumes
+    later._record(prior, None, "training")
+    rec = json.loads(later.record_file(prior).read_text())
+    assert rec["status"] == "training" and rec["inputs"] == {"tiny_stage1_s0": later.records["tiny_stage1_s0"][
+        "weights_sha256"]}
+    again, prior = next_session()
+    assert _resume(again, prior) == "auto"
+    assert not again.reusable(prior)     # started, not finished: its old final weights are no result
+    # no record to tell (a folder from before), but its newest checkpoint started from other stage-1 weights
+    again.record_file(prior).unlink()
+    net = {"w": torch.zeros(1)}
+    CheckpointStore(prior.run_dir).save(1, {"d": (net, None)},
+                                        {"pretrained": {"le": {"path": "old", "sha256": "0" * 64}}})
+    assert _resume(again, prior) == "none"
+    CheckpointStore(prior.run_dir).save(2, {"d": (net, None)}, {"pretrained": {"le": {
+        "path": "now", "sha256": sha256_file(s1.run_dir / "models" / "net_le_latest.pth")}}})
+    assert _resume(again, prior) == "auto"
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_before_it_writes(tmp_path, capsys):
+    """Two sweeps on one folder rewrote each other's plan and option files while their runs trained."""
+    from hidiff.sweep import cli
+    from hidiff.sweep.runner import SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    first = SweepRunner(load_sweep(sweep_file, base))
+    first.hold_lock()
+    try:
+        assert cli.main(["-opt", str(base), "--sweep", str(sweep_file)]) == 2
+        err = capsys.readouterr().err
+        assert f"{first.folder}: another hidiff-sweep is running on this sweep folder now" in err
+        second = SweepRunner(load_sweep(sweep_file, base))
+        with pytest.raises(ConfigError, match="another hidiff-sweep is running"):
+            second.execute()
+        assert list(first.folder.iterdir()) == []       # nothing written, nothing started
+        assert not (tmp_path / "experiments" / "tiny_stage1_s0").exists()
+    finally:
+        first.release_lock()
+    second.hold_lock()      # free once the first one ends
+    second.release_lock()
+
+
+def test_a_training_that_leaves_other_options_in_its_folder_is_not_recorded(tmp_path):
+    """A run recorded whatever the folder held when its trainer exited 0 (another sweep's training, say)."""
+    from hidiff.sweep.runner import Job, RunFailed, SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    runner = SweepRunner(load_sweep(sweep_file, base))
+    plain = runner.sweep.run("tiny_noprior_s0")
+    _fake_finished(runner, load_sweep(sweep_file, base, ["train.total_iter=3"]).run("tiny_noprior_s0"), record=False)
+    log = tmp_path / "train.log"
+    log.write_text("done\n")
+    with pytest.raises(RunFailed) as exc:
+        runner._finish(Job("train:tiny_noprior_s0", "train", plain), 0, 1.0, log)
+    assert "holds a run with other options" in str(exc.value) and str(plain.run_dir / "config.yml") in str(exc.value)
+    assert plain.hash in str(exc.value)
+    assert not runner.record_file(plain).exists() and "tiny_noprior_s0" not in runner.records
+
+
+def test_a_new_plan_moves_the_old_report_aside(tmp_path):
+    """results.md of an old plan stayed beside the plan.json of a new one that never finished."""
+    from hidiff.sweep.runner import SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    logs = []
+    runner = SweepRunner(load_sweep(sweep_file, base), log=logs.append)
+    runner.write_plan()
+    report = ["results.md", "results.csv", "per_image.csv", "chart_tinytest_psnr_uint8_rgb.png"]
+    for name in report:
+        (runner.folder / name).write_text("old report")
+    runner.write_plan()           # the same plan: its report stays
+    assert all((runner.folder / n).is_file() for n in report) and not logs
+    SweepRunner(load_sweep(sweep_file, base, ["train.total_iter=3"]), log=logs.append).write_plan()
+    aside = list(runner.folder.glob("superseded_*"))
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == sorted(report)
+    assert not any((runner.folder / n).exists() for n in report)
+    assert len(logs) == 1 and "the plan changed" in logs[0] and str(aside[0]) in logs[0]

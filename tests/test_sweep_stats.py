@@ -86,6 +86,8 @@ def test_one_image_gives_no_verdict_however_many_seeds():
     from hidiff.evaluation.intervals import TOO_FEW_IMAGES
 
     assert paired_interval(np.array([[0.01]])).verdict == TOO_FEW_IMAGES
+    one = paired_interval(np.array([[0.2, 0.2]]))     # no zero-width "interval" [+0.20, +0.20]: bounds unknown
+    assert one.mean == pytest.approx(0.2) and np.isnan(one.low) and np.isnan(one.high)
     assert paired_interval(np.array([[0.3, 0.5, 0.4]])).verdict == TOO_FEW_IMAGES
     assert paired_interval(np.full((4, 3), 0.5)).verdict == "higher than baseline"  # 4 images, all +0.5
 

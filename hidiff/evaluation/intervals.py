@@ -14,8 +14,8 @@ smaller of the two degrees of freedom: conservative by construction.  In simulat
 (7-20 images, 2-5 runs, run-to-run spread 0-0.3 dB) it gives a firm verdict to at most 5.5 % of them
 (tests/test_intervals.py), where the percentile bootstrap used before (until 2026-11-27) gave one to 15-39 %
 when training luck mattered.  An interval that holds 0 reads "not distinguishable"; one image gives no
-verdict ("too few images to tell"); when no trained method has a second run, training luck cannot be
-measured, and a firm verdict says so.
+verdict ("too few images to tell"; :func:`paired_interval` gives it NaN bounds, not a zero-width interval);
+when no trained method has a second run, training luck cannot be measured, and a firm verdict says so.
 
 * :func:`paired_interval`: sweeps, where the variant and the baseline share seeds (run j of both was trained
   with seed j), so the per-seed differences are the runs;
@@ -94,13 +94,17 @@ def _interval(mean: float, v_images: float, df: int, v_runs: float, level: float
 
 
 def paired_interval(diff: np.ndarray, *, level: float = 0.95) -> Interval:
-    """Interval of the mean of an images x seeds array of paired differences (variant - baseline)."""
+    """Interval of the mean of an images x seeds array of paired differences (variant - baseline).
+
+    One image: the bounds are NaN, not the mean (a zero-width interval would claim certainty about the images
+    that were not scored).
+    """
     d = _scores("paired_interval", diff)
     _check_level("paired_interval", level)
     n, s = d.shape
     mean = float(d.mean())
     if n < 2:
-        return Interval(mean, mean, mean, level, n, s)
+        return Interval(mean, math.nan, math.nan, level, n, s)
     per_image = d.mean(axis=1)
     v_images, df = float(per_image.var(ddof=1)) / n, n - 1
     v_runs, caveat = 0.0, ""
@@ -130,7 +134,7 @@ def two_arm_interval(variant: np.ndarray, baseline: np.ndarray, *, variant_train
     mean = float(per_image.mean())
     runs = min(a.shape[1] if variant_trained else b.shape[1], b.shape[1] if baseline_trained else a.shape[1])
     if n < 2:
-        return Interval(mean, mean, mean, level, n, runs)
+        return Interval(mean, math.nan, math.nan, level, n, runs)  # as paired_interval: no zero-width interval
     v_images, df = float(per_image.var(ddof=1)) / n, n - 1
     squares, df_runs = 0.0, 0
     for arm, trained in ((a, variant_trained), (b, baseline_trained)):

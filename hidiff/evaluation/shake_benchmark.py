@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence
@@ -209,8 +210,10 @@ def markdown_comparison(comparison: Sequence[dict]) -> str:
              f"several runs, the training runs: docs/default_model.md, \"How the comparison is made\"):",
              "", "| method | runs | difference (dB) | 95 % interval | verdict |", "|---|---:|---:|---|---|"]
     for c in comparison:
+        interval = (f"[{c['low']:+.2f}, {c['high']:+.2f}]" if math.isfinite(c["low"]) and math.isfinite(c["high"])
+                    else f"none ({c['images']} image)")
         lines.append(f"| {c['method']} | {c['runs']} vs {c['baseline_runs']} | {c['diff_db']:+.2f} | "
-                     f"[{c['low']:+.2f}, {c['high']:+.2f}] | {c['verdict']} |")
+                     f"{interval} | {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,8 @@ stops (a second one ends them at once); if the sweep itself dies, even by SIGKIL
 SIGHUP (Linux) and do the same.
 When a run fails, the sweep stops the other running trainings the same way and exits 1; with
 ``--keep-going`` the others go on (runs that need the failed one are skipped) and it exits 1 at the end.
-Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted.
+One sweep at a time per sweep folder: a second one is refused (exit 2) before it writes anything.
+Exit codes: 0 done, 1 a run failed, 2 bad input (or the folder in use), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check:
         return 0
     try:
+        runner.hold_lock()      # the whole sweep and its report: one sweep per folder at a time
+    except HidiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         runner.execute()
         files = write_report(sweep.folder)
     except RunFailed as exc:
@@ -74,6 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        runner.release_lock()
     print(files["results.md"].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in files.values()))
     return 0

@@ -2,11 +2,16 @@
 
 Reads every final run's ``eval/<run>/<run>/<set>/metrics.csv`` (written by the test
 runner, one row per image) and writes ``per_image.csv``, ``results.csv``,
-``results.md`` and ``chart_<set>_<metric>.png`` into the sweep folder.
+``results.md`` and ``chart_<set>_<metric>.png`` into the sweep folder.  Only the
+metrics of the set's protocol (``summary.json`` beside metrics.csv;
+hidiff/evaluation/protocols.py) and its ``val.metrics`` are compared: diagnostics
+such as RealBlur's ``ecc_cc`` stay in per_image.csv.  results.md and results.csv
+name the hash of the plan they describe (:func:`plan_hash` of plan.json).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -17,11 +22,33 @@ import cv2
 import numpy as np
 
 from hidiff.errors import DataError
+from hidiff.evaluation.protocols import PROTOCOLS
 from hidiff.sweep.stats import NOT_DISTINGUISHABLE, VariantResult, analyse
 from hidiff.utils.atomic import atomic_write_bytes, atomic_write_text
 
 INPUT_PREFIX = "input_"
+#: protocol columns that describe how the protocol aligned the images, not the restoration
+DIAGNOSTICS = {"realblur": ("ecc_converged", "ecc_cc", "intensity_scale")}
+REPORT_FILES = ("results.md", "results.csv", "per_image.csv")
 
+
+def plan_hash(plan: Mapping) -> str:
+    """Short sha256 of a plan (plan.json's content): which plan a report describes."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+
+
+def report_files(folder: Path) -> List[Path]:
+    """The report files present in a sweep folder (tables and charts)."""
+    folder = Path(folder)
+    return [p for p in [folder / n for n in REPORT_FILES] + sorted(folder.glob("chart_*.png")) if p.is_file()]
+
+
+def protocol_metrics(protocol: str, where: str) -> tuple:
+    """The columns of ``protocol`` that score the restoration (its diagnostics left out)."""
+    cls = PROTOCOLS.get(str(protocol))
+    if cls is None:
+        raise DataError(f"{where}: unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return tuple(c for c in cls().columns if c not in DIAGNOSTICS.get(protocol, ()))
 
 
 def metrics_csv(folder: Path, run: str, set_name: str) -> Path:
@@ -32,12 +59,24 @@ def metrics_csv(folder: Path, run: str, set_name: str) -> Path:
     return Path(folder) / "eval" / run / run / set_name / "metrics.csv"
 
 def _float(text: str) -> Optional[float]:
-    """A number of metrics.csv (inf kept: an exact restoration's PSNR, refused by name when compared); else None."""
+    """A number of metrics.csv (inf and NaN kept: refused by name when compared); else None."""
     try:
-        v = float(text)
+        return float(text)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(v) else v
+
+
+def _set_metrics(folder: Path, run: str, set_name: str) -> List[str]:
+    """The metric columns of one evaluated set: its protocol's and its ``val.metrics``."""
+    path = metrics_csv(folder, run, set_name).with_name("summary.json")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        protocol = summary["protocol"]
+        extra = list((summary.get("meta") or {}).get("val_metrics") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read the set's protocol ({exc!r}); the test runner writes it beside "
+                        f"metrics.csv, so run the sweep again to evaluate {run} anew") from None
+    return list(protocol_metrics(protocol, str(path))) + extra
 
 
 def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
@@ -53,6 +92,7 @@ def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
                 raise DataError(f"run {run} has no evaluation ({rec_path}); run the sweep to the end first")
             for set_name in json.loads(rec_path.read_text(encoding="utf-8"))["sets"]:
                 path = metrics_csv(folder, run, set_name)
+                wanted = _set_metrics(folder, run, set_name)
                 with open(path, newline="", encoding="utf-8") as fh:
                     for r in csv.DictReader(fh):
                         row = {"variant": v["name"], "seed_index": meta["seed_index"], "run": run, "set": set_name,
@@ -60,7 +100,7 @@ def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
                         for k, val in r.items():
                             if k != "name" and _float(val) is not None:
                                 row[k] = float(val)
-                                if not k.startswith(INPUT_PREFIX) and k not in metrics:
+                                if k in wanted and k not in metrics:
                                     metrics.append(k)
                         rows.append(row)
     if not rows or not metrics:
@@ -96,13 +136,15 @@ def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Ma
              labels: Mapping[str, str], extra_rows: Mapping = None) -> str:
     baseline = plan["baseline"]
     lines = [f"# Sweep '{plan['name']}'", "",
+             f"Plan {plan_hash(plan)} (plan.json). "
              f"{len(plan['seeds'])} seed(s) per variant (manual_seed {', '.join(map(str, plan['seeds']))}); "
              f"baseline: {labels.get(baseline, baseline)}.", "",
              "Each cell: mean over the test images, then mean +- standard deviation over seeds. "
              "Difference: paired per image (same image, same seed index) against the baseline, with its 95 % "
              "interval over the images and the seeds (t interval, conservative with few seeds: "
              "hidiff/evaluation/intervals.py); "
-             f"'{NOT_DISTINGUISHABLE}' when the interval contains 0.", ""]
+             f"'{NOT_DISTINGUISHABLE}' when the interval contains 0; one test image gives no interval (nothing "
+             f"is known about other images).", ""]
     for set_name in sorted({r.set for r in results}):
         sub = [r for r in results if r.set == set_name]
         n_img = sub[0].n_images
@@ -130,6 +172,8 @@ def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Ma
                              else f"{_fmt(r.mean, m)} (1 seed)")
                 if r.vs_baseline is None:
                     cells += ["-", "-"]
+                elif r.vs_baseline.n_images < 2:
+                    cells += [f"{_signed(r.vs_baseline.mean, m)} (no interval: 1 image)", r.vs_baseline.verdict]
                 else:
                     ci = r.vs_baseline
                     cells += [f"{_signed(ci.mean, m)} [{_signed(ci.low, m)}, {_signed(ci.high, m)}]", ci.verdict]
@@ -138,16 +182,20 @@ def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Ma
     return "\n".join(lines)
 
 
-def results_csv(results: Sequence[VariantResult], labels: Mapping[str, str]) -> str:
+def results_csv(results: Sequence[VariantResult], labels: Mapping[str, str], plan: str = "") -> str:
+    """One row per variant, set and metric; blank where a value is unknown (the std of one seed, the interval
+    of one image) and ``plan``, the hash of the plan it describes, in every row."""
+    def num(v: Optional[float]) -> str:
+        return repr(v) if v is not None and math.isfinite(v) else ""
+
     body = []
     for r in results:
         ci = r.vs_baseline
-        body.append([r.set, r.variant, labels.get(r.variant, r.variant), r.metric, repr(r.mean),
-                     repr(r.std) if math.isfinite(r.std) else "",
-                     r.n_seeds, r.n_images, "" if ci is None else repr(ci.mean), "" if ci is None else repr(ci.low),
-                     "" if ci is None else repr(ci.high), "baseline" if ci is None else ci.verdict])
+        body.append([r.set, r.variant, labels.get(r.variant, r.variant), r.metric, repr(r.mean), num(r.std),
+                     r.n_seeds, r.n_images, "" if ci is None else repr(ci.mean), "" if ci is None else num(ci.low),
+                     "" if ci is None else num(ci.high), "baseline" if ci is None else ci.verdict, plan])
     return _csv(["set", "variant", "label", "metric", "mean", "std_over_seeds", "n_seeds", "n_images",
-                 "diff_vs_baseline", "ci95_low", "ci95_high", "verdict"], body)
+                 "diff_vs_baseline", "ci95_low", "ci95_high", "verdict", "plan"], body)
 
 
 def per_image_csv(rows: Sequence[Mapping]) -> str:
@@ -170,6 +218,7 @@ def axis_range(means: Sequence[float], stds: Sequence[float], reference: Optiona
     (bars then show the gain over doing nothing), otherwise a little below the
     lowest error bar, so no bar is cut off.
     """
+    stds = [s if math.isfinite(s) else 0.0 for s in stds]    # one seed: no error bar
     lows = [m - s for m, s in zip(means, stds)]
     highs = [m + s for m, s in zip(means, stds)]
     span = max(max(highs) - min(lows), abs(max(highs)) * 1e-3, 1e-6)
@@ -183,7 +232,8 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
                reference: Optional[float]) -> bytes:
     """PNG of horizontal bars with +-std error bars (OpenCV), on the axis of :func:`axis_range`.
 
-    The axis does not start at 0: the chart marks the break and says where it starts.
+    The axis does not start at 0: the chart marks the break and says where it starts.  A NaN std (one seed:
+    the spread was not measured) draws no error bar, rather than one of width 0.
     """
     lo, hi, at_ref = axis_range(means, stds, reference)
     origin = f"the blurry input ({_fmt(lo, metric)})" if at_ref else _fmt(lo, metric)
@@ -210,13 +260,16 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
         y = top + i * row_h
         cv2.rectangle(img, (left, y + 6), (max(left + 1, x_of(m)), y + row_h - 6), blue, -1)
         yc = y + row_h // 2
-        x0, x1 = x_of(m - s), x_of(m + s)
-        cv2.line(img, (x0, yc), (x1, yc), black, 2)
-        cv2.line(img, (x0, yc - 6), (x0, yc + 6), black, 2)
-        cv2.line(img, (x1, yc - 6), (x1, yc + 6), black, 2)
+        if math.isfinite(s):
+            x0, x1 = x_of(m - s), x_of(m + s)
+            cv2.line(img, (x0, yc), (x1, yc), black, 2)
+            cv2.line(img, (x0, yc - 6), (x0, yc + 6), black, 2)
+            cv2.line(img, (x1, yc - 6), (x1, yc + 6), black, 2)
+            value = f"{_fmt(m, metric)} +- {_fmt(s, metric)}"
+        else:
+            x1, value = x_of(m), f"{_fmt(m, metric)} (1 seed)"
         cv2.putText(img, label, (8, yc + 5), font, 0.5, black, 1, cv2.LINE_AA)
-        cv2.putText(img, f"{_fmt(m, metric)} +- {_fmt(s, metric)}", (min(x1 + 6, right - 10), yc + 5),
-                    font, 0.42, black, 1, cv2.LINE_AA)
+        cv2.putText(img, value, (min(x1 + 6, right - 10), yc + 5), font, 0.42, black, 1, cv2.LINE_AA)
     if reference is not None:
         xr = x_of(reference)
         for yy in range(top, axis_y, 8):
@@ -225,7 +278,8 @@ def draw_chart(labels: Sequence[str], means: Sequence[float], stds: Sequence[flo
     cv2.line(img, (left, axis_y), (right, axis_y), black, 1)
     for dx in (-4, 2):  # axis break: the scale does not start at 0
         cv2.line(img, (left + dx - 3, axis_y + 6), (left + dx + 3, axis_y - 6), black, 1)
-    caption = f"{metric}, mean +- std over seeds; axis starts at {origin}, not at 0"
+    spread = "mean +- std over seeds" if any(math.isfinite(s) for s in stds) else "mean of 1 seed, spread not measured"
+    caption = f"{metric}, {spread}; axis starts at {origin}, not at 0"
     if reference is not None:
         caption += "; dashed: blurry input"
     cv2.putText(img, caption, (8, height - 14), font, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
@@ -249,14 +303,13 @@ def write_report(folder: Path, *,
     files = {"results.md": folder / "results.md", "results.csv": folder / "results.csv",
              "per_image.csv": folder / "per_image.csv"}
     atomic_write_text(files["per_image.csv"], per_image_csv(rows))
-    atomic_write_text(files["results.csv"], results_csv(results, labels))
+    atomic_write_text(files["results.csv"], results_csv(results, labels, plan_hash(plan)))
     text = markdown(results, rows, plan, metrics, labels, extra_rows)
     for set_name in sorted({r.set for r in results}):
         metric = metrics[0]
         sub = [next(r for r in results if r.set == set_name and r.metric == metric and r.variant == v)
                for v in variants]
-        png = draw_chart([labels[v] for v in variants], [r.mean for r in sub],
-                         [r.std if math.isfinite(r.std) else 0.0 for r in sub], metric,
+        png = draw_chart([labels[v] for v in variants], [r.mean for r in sub], [r.std for r in sub], metric,
                          input_reference(rows, plan["baseline"], set_name, metric))
         name = f"chart_{set_name}_{metric}.png"
         files[name] = folder / name

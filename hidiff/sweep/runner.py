@@ -2,13 +2,22 @@
 
 The sweep folder (``<experiments_root>/sweeps/<name>/``) holds the option file of
 every run (``options/``) and its evaluation (``eval_options/``), the training and
-test logs (``logs/``), one record per finished run (``runs/<run>.json``: its
-options hash and the sha256 of its weights) and the evaluations' outputs
-(``eval/<run>/<run>/<set>/metrics.csv``).  A run is reused when its final checkpoint
-exists, the options the trainer saved hash to the planned ones and the stage-1
-weights it started from are still the current ones; any other run is started
-with ``--resume auto`` (continuing where a killed sweep stopped) or, when its
-folder holds a run with other options, ``--resume none`` (the trainer archives it).
+test logs (``logs/``), one record per run (``runs/<run>.json``: its options hash,
+the sha256 of the stage-1 weights it starts from, written with status ``training``
+when its training starts, then the sha256 of its weights) and the evaluations'
+outputs (``eval/<run>/<run>/<set>/metrics.csv``).  A run is reused when its final
+checkpoint exists, the options the trainer saved hash to the planned ones and the
+stage-1 weights it started from are still the current ones; any other run is
+started with ``--resume auto`` (continuing where a killed sweep stopped) or, when
+its folder holds a run with other options or one started from other stage-1
+weights (by its record or its newest checkpoint, read from disk, so that a later
+session decides the same), ``--resume none`` (the trainer archives it).
+
+One sweep at a time per folder: :meth:`SweepRunner.hold_lock` takes an advisory
+lock (``flock``, hidiff/engine/run_lock.py) on the sweep folder, held until
+:meth:`SweepRunner.release_lock` or the process ends, so a second sweep on the
+same folder is refused before it writes anything.  A plan that replaces another
+moves the old report files into ``superseded_<time>_<plan hash>/``.
 """
 from __future__ import annotations
 
@@ -23,9 +32,12 @@ from typing import Callable, Dict, List, Optional
 
 import hidiff.models  # noqa: F401  (registers the model classes)
 from hidiff.config import config_hash, load_options
+from hidiff.engine.checkpoint_store import CheckpointStore
+from hidiff.engine.run_lock import RunLock
+from hidiff.engine.stage_link import resolve_pretrained
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.registry import MODEL_REGISTRY
-from hidiff.sweep.report import metrics_csv
+from hidiff.sweep.report import metrics_csv, plan_hash, report_files
 from hidiff.sweep.spec import Run, Sweep
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.children import ChildSignals, start_child
@@ -78,6 +90,24 @@ def saved_hash(run: Run) -> Optional[str]:
         return None
 
 
+def checkpoint_from_other_inputs(run: Run) -> bool:
+    """Whether the newest checkpoint of the run folder started from other stage-1 weights than those its
+    options name now: ``--resume auto`` would refuse it (hidiff/engine/training_state.py,
+    ``check_pretrained_kept``), since stage 2's frozen net_le is loaded again from the stage-1 run."""
+    if not (run.run_dir / "training_states").is_dir():
+        return False
+    verified = CheckpointStore(run.run_dir).latest_valid()
+    saved = verified.state.get("pretrained") if verified is not None else None
+    if not isinstance(saved, dict):
+        return False
+    try:
+        specs = resolve_pretrained(run.options)
+    except ConfigError:
+        return False     # the trainer says what is missing
+    return any(net not in verified.networks and isinstance(saved.get(net), dict)
+               and saved[net].get("sha256") != sha256_file(spec.path) for net, spec in specs.items())
+
+
 @dataclass
 class Job:
     key: str
@@ -101,7 +131,7 @@ class SweepRunner:
         self.folder = sweep.folder
         self.records: Dict[str, dict] = {}
         self.retrained: set = set()          # runs trained in this call
-        self.retrained_inputs: set = set()   # runs whose stage-1 run trains anew: their old weights are stale
+        self._lock = RunLock()
         self.failures: List[str] = []        # with keep_going: what failed, in order
         self.lost: Dict[str, str] = {}       # failed jobs and the jobs skipped because of them -> the failed one
 
@@ -118,8 +148,24 @@ class SweepRunner:
     def eval_record_file(self, run: Run) -> Path:
         return self.folder / "eval" / run.name / "eval.json"
 
+    def hold_lock(self) -> None:
+        """Lock the sweep folder for this process (until :meth:`release_lock` or exit); ConfigError when another
+        sweep holds it: two sweeps on one folder would mix their plans, records and results."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.hold(self.folder)
+        except ConfigError:
+            raise ConfigError(f"{self.folder}: another hidiff-sweep is running on this sweep folder now; wait for "
+                              f"it to end, or give this sweep another 'name' in its sweep file") from None
+
+    def release_lock(self) -> None:
+        self._lock.release()
+
     def write_plan(self) -> None:
-        """The sweep file, every option file and the plan, written once everything has validated."""
+        """The sweep file, every option file and the plan, written once everything has validated.
+
+        The report of another plan no longer describes the runs: it is moved aside, not deleted.
+        """
         s = self.sweep
         atomic_write_text(self.folder / "sweep.yml", s.source.read_text(encoding="utf-8"))
         for run in s.runs:
@@ -132,11 +178,31 @@ class SweepRunner:
                 "runs": [{"name": r.name, "variant": r.variant, "seed_index": r.seed_index,
                           "manual_seed": r.manual_seed, "stage": r.stage, "after": r.after, "config_hash": r.hash}
                          for r in s.runs]}
+        old = _read_json(self.folder / "plan.json")
+        stale = report_files(self.folder) if old is not None and plan_hash(old) != plan_hash(plan) else []
+        if stale:
+            aside = self.folder / f"superseded_{time.strftime('%Y%m%d-%H%M%S')}_{plan_hash(old)}"
+            aside.mkdir(parents=True, exist_ok=True)
+            for f in stale:
+                f.rename(aside / f.name)
+            self.log(f"  the plan changed (plan {plan_hash(old)} -> {plan_hash(plan)}): the report of the old plan "
+                     f"({', '.join(f.name for f in stale)}) was moved to {aside}")
         _write_json(self.folder / "plan.json", plan)
 
     # ------------------------------------------------------------------ reuse
     def _dependency_hashes(self, run: Run) -> Dict[str, Dict[str, str]]:
         return {dep: self.records[dep]["weights_sha256"] for dep in run.after}
+
+    def inputs_changed(self, run: Run) -> bool:
+        """Whether the run folder's training started from other stage-1 weights than the current ones: by the
+        inputs its record kept when it started, or by its newest checkpoint."""
+        if not run.after or any(dep not in self.records for dep in run.after):
+            return False
+        rec = _read_json(self.record_file(run))
+        if rec is not None and rec.get("config_hash") == run.hash and "inputs" in rec \
+                and rec["inputs"] != self._dependency_hashes(run):
+            return True
+        return checkpoint_from_other_inputs(run)
 
     def reusable(self, run: Run) -> bool:
         """Finished with the planned options, from the stage-1 weights that exist now."""
@@ -145,12 +211,13 @@ class SweepRunner:
         if final_weights(run) is None or saved_hash(run) != run.hash:
             return False
         rec = _read_json(self.record_file(run))
-        if rec is None or rec.get("config_hash") != run.hash:
+        if rec is None or rec.get("config_hash") != run.hash or rec.get("status") not in ("trained", "reused"):
             return False
         return rec.get("inputs", {}) == self._dependency_hashes(run)
 
     def _record(self, run: Run, seconds: Optional[float], status: str) -> None:
-        weights = {n: sha256_file(p) for n, p in (final_weights(run) or {}).items()}
+        """The run's record; with status ``training`` (its training starts) the inputs only, no weights."""
+        weights = {} if status == "training" else {n: sha256_file(p) for n, p in (final_weights(run) or {}).items()}
         old = _read_json(self.record_file(run)) or {}
         rec = {"run": run.name, "variant": run.variant, "seed_index": run.seed_index,
                "manual_seed": run.manual_seed, "stage": run.stage, "config_hash": run.hash,
@@ -158,7 +225,8 @@ class SweepRunner:
                "weights_sha256": weights, "inputs": self._dependency_hashes(run), "status": status,
                "train_seconds": seconds if seconds is not None else old.get("train_seconds")}
         _write_json(self.record_file(run), rec)
-        self.records[run.name] = rec
+        if status != "training":
+            self.records[run.name] = rec
 
     def eval_reusable(self, run: Run) -> bool:
         rec = _read_json(self.eval_record_file(run))
@@ -168,7 +236,8 @@ class SweepRunner:
 
     # ------------------------------------------------------------------ commands
     def train_command(self, run: Run) -> List[str]:
-        resume = "auto" if saved_hash(run) in (None, run.hash) and run.name not in self.retrained_inputs else "none"
+        fresh = saved_hash(run) not in (None, run.hash) or self.inputs_changed(run)
+        resume = "none" if fresh else "auto"
         tail = ["-m", "hidiff.cli.train", "-opt", str(self.option_file(run)), "--resume", resume]
         if self.sweep.nproc > 1:
             return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -191,6 +260,7 @@ class SweepRunner:
     # ------------------------------------------------------------------ main loop
     def execute(self) -> Dict[str, dict]:
         """Train and evaluate every run (reusing finished ones); returns the run records."""
+        self.hold_lock()
         self.write_plan()
         pending: List[Job] = []
         for run in self.sweep.runs:
@@ -198,8 +268,6 @@ class SweepRunner:
                 self._record(run, None, "reused")
                 self.log(f"  reuse {run.name} (finished, same options)")
             else:
-                if any(dep in self.retrained for dep in run.after):
-                    self.retrained_inputs.add(run.name)
                 self.retrained.add(run.name)
                 pending.append(Job(f"train:{run.name}", "train", run, [f"train:{d}" for d in run.after]))
             if run.stage == "final":
@@ -284,6 +352,8 @@ class SweepRunner:
                 bar.update(1)
                 continue
             cmd = self.train_command(job.run) if job.kind == "train" else self.eval_command(job.run)
+            if job.kind == "train":     # on disk before it starts: a later session resumes from what it knows
+                self._record(job.run, None, "training")
             log_path = self.folder / "logs" / f"{job.kind}_{job.run.name}.log"
             out = open(log_path, "a", encoding="utf-8")
             out.write(f"$ {' '.join(cmd)}\n")
@@ -302,6 +372,12 @@ class SweepRunner:
             if final_weights(run) is None:
                 raise RunFailed(f"training run {run.name} exited 0 but left no final checkpoint "
                                 f"(net_<x>_latest.pth in {run.run_dir / 'models'}); log {log_path}")
+            saved = saved_hash(run)
+            if saved != run.hash:
+                raise RunFailed(f"training run {run.name} exited 0 but its folder holds a run with other options: "
+                                f"{run.run_dir / 'config.yml'} hashes to {saved}, the plan to {run.hash} "
+                                f"({self.option_file(run)}); something else trained into that folder; log "
+                                f"{log_path}")
             self._record(run, seconds, "trained")
             return
         sets = sorted(d.name for d in run.eval_options.datasets.values() if d.phase in ("test", "val"))

@@ -19,11 +19,17 @@ A sweep file names override sets on a base training option file::
 A variant whose model is HI_Diff_S2 links (``path.stage1``) to a stage-1 run of
 the same seed; its overrides of the networks stage 2 takes from stage 1
 (``network_g``, ``network_le``) go to that stage-1 run too, and variants whose
-stage-1 options are equal share it.  The evaluation takes the test file's sets
-and settings with the networks of the trained run.  Paths inside the file are
-relative to the sweep file.  Every run's options (and its evaluation's) are
-loaded through ``hidiff.config`` here, so a wrong key or value fails before the
-first run starts.
+stage-1 options are equal share it.  Those networks must then be the same in
+both runs (a variant's own ``opt`` file may not change them); without a
+``stage1`` block an HI_Diff_S2 variant needs ``path.stage1`` or
+``path.pretrain_network_le``.  ``name`` and ``manual_seed`` are set per run by
+the sweep (and ``path.stage1`` when there is a ``stage1`` block), so overrides
+and grids may not set them; two variants with the same resolved options are
+refused.  ``--seeds N`` takes the first N of a ``seeds`` list.  The evaluation
+takes the test file's sets and settings with the networks of the trained run.
+Paths inside the file are relative to the sweep file.  Every run's options (and
+its evaluation's) are loaded through ``hidiff.config`` here, so a wrong key or
+value fails before the first run starts.
 """
 from __future__ import annotations
 
@@ -36,9 +42,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from hidiff.config import config_hash, load_options, options_from_text, resolved_yaml
 from hidiff.config.schema import Options
-from hidiff.config.yaml_io import dump_yaml, load_yaml
+from hidiff.config.yaml_io import dump_yaml, load_yaml, parse_scalar
 from hidiff.errors import ConfigError
-from hidiff.engine.stage_link import STAGE1_NETWORKS
+from hidiff.engine.stage_link import STAGE1_NETWORKS, resolve_pretrained
 from hidiff.utils.suggest import did_you_mean
 
 TOP_KEYS = ("name", "seeds", "baseline", "nproc", "overrides", "stage1", "variants", "grid", "grid_label", "eval")
@@ -119,6 +125,40 @@ def _override_list(block: Any, where: str) -> List[str]:
         if not isinstance(key, str) or not key or "=" in key:
             raise ConfigError(f"{where}: '{key}' is not a dotted option key")
         out.append(f"{key}={json.dumps(value)}")
+    return out
+
+
+def _check_reserved(overrides: Sequence[str], where: str, stage1_block: bool) -> None:
+    """Refuse overrides of what the sweep sets per run: they would be replaced without a word."""
+    for item in overrides:
+        key, raw = item.split("=", 1) if "=" in item else (item, "")
+        parts = [p for p in key.replace(":", ".").split(".") if p]
+        if parts == ["name"]:
+            raise ConfigError(f"{where}: '{key}' is set by the sweep for each run (<sweep name>_<variant>_s<seed "
+                              f"index>); remove it")
+        if parts == ["manual_seed"]:
+            raise ConfigError(f"{where}: '{key}' is set by the sweep for each run from its 'seeds' (every variant "
+                              f"uses the same seeds); remove it, and list the seeds instead, e.g. seeds: [10, 20, 30]")
+        if stage1_block and parts[:1] == ["path"]:
+            try:
+                value = parse_scalar(raw) if len(parts) == 1 else None
+            except ConfigError:
+                value = None
+            if parts[1:2] == ["stage1"] or (isinstance(value, Mapping) and "stage1" in value):
+                raise ConfigError(f"{where}: 'path.stage1' is set by the sweep to each variant's stage-1 run (the "
+                                  f"sweep file has a 'stage1' block); remove it, or drop the stage1 block to start "
+                                  f"from stage-1 weights that exist")
+
+
+def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
+    """``key: a vs b`` for every leaf where the two mappings differ."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}: {x!r} vs {y!r}")
     return out
 
 
@@ -221,6 +261,46 @@ def _eval_options(test_raw: Mapping[str, Any], test_file: Path, run: Run, folder
     return opts, resolved_yaml(opts)
 
 
+def _check_stage1_networks(options: Options, s1: Run, where: str, opt: Path, stage1_opt: Path) -> None:
+    """Stage 2 loads its stage-1 networks from ``s1``: refuse networks that differ (it would fail to start)."""
+    s2_raw, s1_raw = options.to_dict(), s1.options.to_dict()
+    for n in STAGE1_NETWORKS:
+        key = f"network_{n}"
+        if key not in s2_raw or key not in s1_raw or options.path.pretrain.get(n):
+            continue
+        diff = _differences(s1_raw[key], s2_raw[key])
+        if diff:
+            raise ConfigError(f"{where}: {key} of this stage-2 run ({opt}) differs from that of its stage-1 run "
+                              f"'{s1.name}' ({stage1_opt}) (stage 1 vs stage 2: {'; '.join(diff[:4])}); stage 2 "
+                              f"loads net_{n} from that run, so both must build the same network: make the "
+                              f"variant's options match or give it stage1_overrides")
+
+
+def _check_stage1_weights(options: Options, where: str) -> None:
+    """An HI_Diff_S2 run of a sweep without a ``stage1`` block needs stage-1 weights that exist now."""
+    if options.path.stage1 is None and not options.path.pretrain.get("le"):
+        raise ConfigError(f"{where}: model HI_Diff_S2 needs stage-1 weights, but the sweep file has no "
+                          f"'stage1: {{opt: ...}}' block and the options set neither path.stage1 nor "
+                          f"path.pretrain_network_le; add a stage1 block (the sweep trains stage 1 per seed) or "
+                          f"point path.stage1 at a finished stage-1 run")
+    try:
+        resolve_pretrained(options)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_distinct(variants: Sequence[Variant], src: str) -> None:
+    """Refuse two variants whose runs would train the same options (e.g. ``grid: {x: [1, 1.0]}``)."""
+    seen: Dict[str, str] = {}
+    for v in variants:
+        run = v.runs[0]
+        neutral = config_hash(options_from_text(run.text, ['name="variant"'], source=f"{src}: variant '{v.name}'"))
+        if neutral in seen:
+            raise ConfigError(f"{src}: variants '{seen[neutral]}' and '{v.name}' resolve to the same options, so "
+                              f"the sweep would train the same runs twice; remove one or make them differ")
+        seen[neutral] = v.name
+
+
 def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence[str] = (),
                eval_overrides: Sequence[str] = (), seeds: Optional[int] = None) -> Sweep:
     """Read and validate a sweep file on ``base_opt``; every run's options are loaded and checked.
@@ -237,7 +317,11 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
     name = _plain_name(raw.get("name", sweep_file.stem), f"{src}: name")
     if not base_opt.is_file():
         raise ConfigError(f"-opt: base option file not found: {base_opt}")
-    common = _override_list(raw.get("overrides"), f"{src}: overrides") + list(overrides)
+    has_stage1 = raw.get("stage1") is not None
+    common = _override_list(raw.get("overrides"), f"{src}: overrides")
+    _check_reserved(common, f"{src}: overrides", has_stage1)
+    _check_reserved(overrides, "-o", has_stage1)
+    common += list(overrides)
     nproc = raw.get("nproc", 1)
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"{src}: nproc: expected a positive integer, got {nproc!r}")
@@ -253,11 +337,15 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             raise ConfigError(f"{where}: every variant needs a 'name'")
         vname = _plain_name(v["name"], f"{where}.name")
         opt = _path(v["opt"], sweep_file, f"{where}.opt") if "opt" in v else base_opt
-        specs.append((vname, str(v.get("label") or vname), opt,
-                      _override_list(v.get("overrides"), f"{where}.overrides"),
-                      _override_list(v.get("stage1_overrides"), f"{where}.stage1_overrides")))
+        vover = _override_list(v.get("overrides"), f"{where}.overrides")
+        s1over = _override_list(v.get("stage1_overrides"), f"{where}.stage1_overrides")
+        _check_reserved(vover, f"{where}.overrides", has_stage1)
+        _check_reserved(s1over, f"{where}.stage1_overrides", False)
+        specs.append((vname, str(v.get("label") or vname), opt, vover, s1over))
     for gname, glabel, combo in _grid_variants(raw.get("grid"), f"{src}: grid", raw.get("grid_label")):
-        specs.append((gname, glabel, base_opt, _override_list(combo, f"{src}: grid"), []))
+        gover = _override_list(combo, f"{src}: grid")
+        _check_reserved(gover, f"{src}: grid", has_stage1)
+        specs.append((gname, glabel, base_opt, gover, []))
     if not specs:
         raise ConfigError(f"{src}: no variants: give 'variants' and/or 'grid'")
     names = [s[0] for s in specs]
@@ -277,6 +365,7 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             raise ConfigError(f"{src}: stage1: needs 'opt', the stage-1 base option file")
         stage1_opt = _path(stage1["opt"], sweep_file, f"{src}: stage1.opt")
         stage1_common = _override_list(stage1.get("overrides"), f"{src}: stage1.overrides")
+        _check_reserved(stage1_common, f"{src}: stage1.overrides", False)
 
     ev = raw.get("eval")
     if ev is None:
@@ -295,8 +384,15 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
         raise ConfigError(f"{src}: eval.limit: expected a positive integer or null, got {limit!r}")
 
     probe = _load(base_opt, common, f"{src} on {base_opt}")
-    seed_list = _seeds(raw.get("seeds", 1) if seeds is None else seeds, probe.manual_seed,
-                   f"{src}: seeds" if seeds is None else "--seeds")
+    seed_list = _seeds(raw.get("seeds", 1), probe.manual_seed, f"{src}: seeds")
+    if seeds is not None:
+        if isinstance(raw.get("seeds"), list):    # the first N of the listed seeds: finished runs stay valid
+            if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= len(seed_list):
+                raise ConfigError(f"--seeds {seeds}: {src} lists {len(seed_list)} seeds ({seed_list}); give 1 to "
+                                  f"{len(seed_list)}, or add seeds to its list")
+            seed_list = seed_list[:seeds]
+        else:
+            seed_list = _seeds(seeds, probe.manual_seed, "--seeds")
     folder = Path(probe.path.experiments_root) / "sweeps" / name
 
     runs: List[Run] = []
@@ -328,12 +424,16 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
                 link = stage1_by_hash[key].name
                 options = _load(opt, common + vover + fixed + [f"path.stage1={json.dumps(link)}"], where)
                 after = [link]
+                _check_stage1_networks(options, stage1_by_hash[key], where, opt, stage1_opt)
+            elif options.model_type == "HI_Diff_S2":
+                _check_stage1_weights(options, where)
             text, h = _resolved(options, where)
             run = Run(run_name, vname, k, seed, "final", options, text, h, after)
             run.eval_options, run.eval_text = _eval_options(test_raw, test_file, run, folder, eval_over)
             runs.append(run)
             variant.runs.append(run)
         variants.append(variant)
+    _check_distinct(variants, src)
     taken: Dict[str, str] = {}
     for r in runs:
         if r.name in taken:

@@ -46,6 +46,11 @@ def score_matrix(rows: Iterable[Mapping], variant: str, set_name: str, metric: s
     for r in rows:
         if r["variant"] == variant and r["set"] == set_name and metric in r:
             value = float(r[metric])
+            if math.isnan(value):
+                raise DataError(f"variant '{variant}', set '{set_name}': {metric} of image '{r['image']}' at seed "
+                                f"index {r['seed_index']} is NaN (the metric could not be computed for it); a mean "
+                                f"and its interval need a value for every image, so compare another metric or "
+                                f"leave this image out")
             if not math.isfinite(value):
                 raise DataError(f"variant '{variant}', set '{set_name}': {metric} of image '{r['image']}' at seed "
                                 f"index {r['seed_index']} is {value} (an output identical to its target gives an "
