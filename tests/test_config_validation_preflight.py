@@ -109,7 +109,7 @@ def test_stage1_link_must_resolve(data):
                network_le_dm={"type": "latent_encoder_gelu", "in_chans": 3, "embed_dim": 16, "block_num": 1,
                               "stage": 2},
                network_d={"type": "denoising", "in_channel": 64, "out_channel": 64, "inner_channel": 32,
-                          "block_num": 1, "group": 4})
+                          "block_num": 3, "group": 4})
     opt["path"]["stage1"] = "no_such_stage1_run"
     opt["path"]["pretrain_network_d"] = str(data / "missing_d.pth")
     msg = preflight_error(data, load(data, opt))

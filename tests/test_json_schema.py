@@ -58,6 +58,9 @@ def _set(d, dotted, value):
     ("path.pretrain_netwrk_g", "x.pth", "does not match any of the regexes"),
     ("loger", {}, "'loger' does not match"),
     ("name", "../other", "does not match"),
+    ("train.pixel_opt.reduction", "meen", "'meen' is not one of ['none', 'mean', 'sum']"),
+    ("datasets.val.batch_size_per_gpu", 4, "1 was expected"),
+    ("datasets.train_2", {"name": "x", "type": "PairedImageIRDataset"}, "'train_2' does not match any of the regexes"),
 ])
 def test_schema_rejects_what_the_loader_rejects(validator, key, value, fragment):
     data = copy.deepcopy(load_yaml(OPTIONS / "stage2_gopro.yml"))
@@ -77,3 +80,21 @@ def test_schema_accepts_basicsr_metric_names_and_describes_fields(validator):
     schema = json.loads(SCHEMA_FILE.read_text())
     freq = schema["$defs"]["LoggerOptions"]["properties"]["print_freq"]
     assert freq["minimum"] == 1 and freq["description"] and freq["default"] == 100
+
+
+@pytest.mark.parametrize("tile, valid", [(False, True), (None, True), ({"size": 256}, True), (True, False),
+                                         (5, False)])
+def test_schema_and_loader_agree_on_val_tile(validator, tile, valid):
+    """``val.tile: false`` (off, like null) passed the schema but failed the loader."""
+    from hidiff.config import options_from_text
+    from hidiff.config.yaml_io import dump_yaml
+    from hidiff.errors import ConfigError
+
+    data = load_yaml(OPTIONS / "test_gopro.yml")
+    data["val"]["tile"] = tile
+    assert (not list(validator.iter_errors(data))) is valid
+    if valid:
+        options_from_text(dump_yaml(data), is_train=False)
+    else:
+        with pytest.raises(ConfigError, match="val.tile: expected a mapping"):
+            options_from_text(dump_yaml(data), is_train=False)

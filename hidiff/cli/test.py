@@ -44,13 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _override_files(overrides: Sequence[str]) -> dict:
-    """``{suffix: file}`` set on the command line with -o path.pretrain_network_<x>=FILE."""
+    """``{suffix: file}`` set on the command line with -o path.pretrain_network_<x>=FILE.
+
+    The value is read as the loader reads it (YAML: quotes removed, ``null`` is no file).
+    """
+    from hidiff.config.yaml_io import parse_scalar  # deferred: the command imports without torch
+
     out = {}
     for item in overrides:
-        key, _, value = item.partition("=")
+        key, _, raw = item.partition("=")
         parts = [p for p in key.replace(":", ".").split(".") if p]
-        if len(parts) == 2 and parts[0] == "path" and parts[1].startswith("pretrain_network_") and value:
-            out[parts[1][len("pretrain_network_"):]] = value
+        if len(parts) == 2 and parts[0] == "path" and parts[1].startswith("pretrain_network_"):
+            suffix = parts[1][len("pretrain_network_"):]
+            value = parse_scalar(raw)
+            if value is None or value == "":
+                out.pop(suffix, None)
+            else:
+                out[suffix] = str(value)
     return out
 
 

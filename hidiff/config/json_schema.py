@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Union, get_args, get_origin
 
 from hidiff.config import registries
-from hidiff.config.schema import (FOLDER_NAME_PATTERN, LOADER_KEYS, Block, DatasetOptions, Options, PathOptions,
-                                  ValOptions)
+from hidiff.config.schema import (FOLDER_NAME_PATTERN, LOADER_KEYS, TRAIN_LOADER_KEYS, Block, DatasetOptions,
+                                  Options, PathOptions, ValOptions)
 from hidiff.config.typed import _MAPPINGS, _SEQUENCES, type_hints
 from hidiff.inference.tiler import BLENDS, MODES, PRIORS, TileOptions
 from hidiff.utils.atomic import atomic_write_text
@@ -190,6 +190,7 @@ class _Generator:
             return {"additionalProperties": True}
         docs = _args_section(component)
         ranges = registries.KWARG_RANGES.get(kind, {})
+        choices = registries.KWARG_CHOICES.get(kind, {})
         props: Dict[str, Any] = {}
         required = []
         for name, (hint, default) in options.items():
@@ -200,6 +201,8 @@ class _Generator:
             except TypeError:
                 schema = {}
             schema = _with_range(schema, ranges.get(name, {}))
+            if name in choices:
+                schema = {"enum": list(choices[name])}
             if docs.get(name):
                 schema = {"description": docs[name], **schema}
             if default is inspect.Parameter.empty:
@@ -273,6 +276,11 @@ class _Generator:
         schema["unevaluatedProperties"] = False
         return schema
 
+    def eval_set(self) -> Dict[str, Any]:
+        """A val/test set: the training loader's keys only at their defaults (what a saved config lists)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(DatasetOptions)}
+        return {"properties": {k: {"const": defaults[k]} for k in TRAIN_LOADER_KEYS}}
+
     def path(self) -> Dict[str, Any]:
         schema = self.dataclass_schema(PathOptions, skip=tuple(PathOptions.PER_NETWORK.values()))
         hints = type_hints(PathOptions)
@@ -294,7 +302,8 @@ class _Generator:
         props["datasets"] = {
             "description": "the data sets: train, val[_<n>], test_<n>",
             "type": "object",
-            "patternProperties": {Options.DATASET_KEY: {"$ref": "#/$defs/dataset"}},
+            "patternProperties": {Options.DATASET_KEY: {"$ref": "#/$defs/dataset"},
+                                  r"^(val|test)(_\w+)?$": self.eval_set()},
             "additionalProperties": False,
         }
         top["patternProperties"] = {r"^network_\w+$": self.block_ref("arch")}

@@ -6,22 +6,29 @@ Values are parsed as YAML scalars (``true``, ``2e-4``, ``[1, 2]``).
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, List, Mapping, MutableMapping
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Tuple
 
 from hidiff.config.schema import Options, TrainOptions
-from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, parse_scalar
+from hidiff.config.typed import ConfigProblems, problems_of
+from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, parse_scalar, unshared
 from hidiff.errors import ConfigError
 from hidiff.utils.atomic import atomic_write_text
 
 
 def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) -> MutableMapping[str, Any]:
     """Return a copy of ``data`` with each ``a.b.c=value`` override applied."""
-    data = copy.deepcopy(data)
+    return _apply(data, overrides)[0]
+
+
+def _apply(data: MutableMapping[str, Any], overrides: Iterable[str]) -> Tuple[MutableMapping[str, Any],
+                                                                              Dict[str, str]]:
+    """``apply_overrides`` plus ``{key path as the file spells it: override}`` (the last override of a key)."""
+    data = unshared(data)
+    sources: Dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected KEY.PATH=VALUE")
@@ -30,10 +37,12 @@ def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) ->
         if not parts:
             raise ConfigError(f"override '{item}': empty key path")
         node: Any = data
+        spelled = []
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node, MutableMapping):
                 raise ConfigError(f"override '{item}': '{'.'.join(parts[:i])}' is not a mapping")
             part = _spelled_as_in_file(node, part)
+            spelled.append(part)
             if node.get(part) is None:
                 node[part] = {}
             node = node[part]
@@ -45,8 +54,24 @@ def apply_overrides(data: MutableMapping[str, Any], overrides: Iterable[str]) ->
             why = " ".join(str(exc).replace("<override>: invalid YAML:", "").split())
             raise ConfigError(f"override '{item}': the value is not valid YAML ({why}); quote it, e.g. "
                               f"{key}='\"{raw}\"'") from None
-        node[_spelled_as_in_file(node, parts[-1])] = value
-    return data
+        last = _spelled_as_in_file(node, parts[-1])
+        node[last] = value
+        path = ".".join([*spelled, last])
+        sources.pop(path, None)
+        sources[path] = item
+    return data, sources
+
+
+def _from_overrides(exc: ConfigError, sources: Mapping[str, str]) -> List[str]:
+    """The problems of ``exc``, each one that an override caused marked '(from -o KEY=VALUE)'."""
+    out = []
+    for problem in problems_of(exc):
+        for key, item in reversed(list(sources.items())):  # a later override replaced the earlier ones
+            if problem.startswith(key) and problem[len(key):len(key) + 1] in (":", ".", "["):
+                problem += f" (from -o {item})"
+                break
+        out.append(problem)
+    return out
 
 
 #: keys with two accepted spellings (BasicSR's and hidiff's, the schema's alias tables); an override follows
@@ -70,11 +95,11 @@ def load_options(path: str | Path, overrides: Iterable[str] = (), is_train: bool
         raise ConfigError(f"{path}: the option file is empty")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    raw = apply_overrides(dict(raw), overrides)
+    raw, sources = _apply(dict(raw), overrides)
     try:
         return Options.from_yaml(raw, is_train=is_train, source=str(path))
     except ConfigError as exc:
-        msg = str(exc)
+        msg = str(ConfigProblems(_from_overrides(exc, sources)))
         if not msg.startswith(str(path)):
             msg = f"{path}: {msg}"
         raise ConfigError(msg) from None
@@ -83,8 +108,13 @@ def load_options(path: str | Path, overrides: Iterable[str] = (), is_train: bool
 def options_from_text(text: str, overrides: Iterable[str] = (), is_train: bool = True,
                       source: str = "<string>") -> Options:
     """Like ``load_options`` for YAML given as text (tests, generated configs)."""
-    raw = apply_overrides(dict(load_yaml_text(text, source)), overrides)
-    return Options.from_yaml(raw, is_train=is_train, source=source)
+    raw, sources = _apply(dict(load_yaml_text(text, source)), overrides)
+    try:
+        return Options.from_yaml(raw, is_train=is_train, source=source)
+    except ConfigError as exc:
+        if not sources:
+            raise
+        raise ConfigProblems(_from_overrides(exc, sources)) from None
 
 
 def resolved_yaml(options: Options) -> str:

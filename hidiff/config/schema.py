@@ -14,7 +14,9 @@ generate the JSON Schema of option files (``hidiff.config.json_schema``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Set, Union, get_args
@@ -84,6 +86,11 @@ LOADER_KEYS = {
     "pin_memory", "persistent_workers", "use_shuffle", "mini_batch_sizes", "iters", "gt_sizes", "protocol",
     "drop_last", "weights",
 }
+#: loader keys only the training loader reads (a val/test set is read one image at a time, in order): a val/test
+#: set may not set them to anything but their defaults
+TRAIN_LOADER_KEYS = ("batch_size_per_gpu", "dataset_enlarge_ratio", "prefetch_mode", "pin_memory",
+                     "persistent_workers", "use_shuffle", "drop_last", "mini_batch_sizes", "iters", "gt_sizes")
+
 
 @dataclass
 class DatasetOptions:
@@ -91,7 +98,9 @@ class DatasetOptions:
 
     The dataset keywords (``params``) are checked against the registered dataset
     class's signature (names, types, ranges), so a misspelled ``dataroot_gt`` fails
-    at load time.
+    at load time.  Only ``datasets.train`` is read by the training loader: a
+    val/test set may not set its keys (``TRAIN_LOADER_KEYS``) to other values than
+    their defaults.
     """
 
     name: str = spec(doc="name of the set in logs and reports; also its results sub-folder")
@@ -134,10 +143,21 @@ class DatasetOptions:
         if not isinstance(value, Mapping):
             problems.add(f"{path}: expected a mapping, got {value!r}")
             return None
-        phase = path.rsplit(".", 1)[-1].split("_")[0]
+        set_key = path.rsplit(".", 1)[-1]
+        phase = set_key.split("_")[0]
         if phase not in ("train", "val", "test"):
             problems.add(f"{path}: dataset keys must start with train, val or test (e.g. val_1, test_2)")
             return None
+        if phase == "train" and set_key != "train":
+            problems.add(f"{path}: training reads one training set, datasets.train; this one would be ignored "
+                         f"(val_<x> and test_<x> keys name further evaluation sets)")
+            return None
+        if phase != "train":  # a saved config.yml lists every key, at its default: those pass
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            for k in TRAIN_LOADER_KEYS:
+                if k in value and value[k] != defaults[k]:
+                    problems.add(f"{path}.{k}: only the training loader reads it (a {phase} set is read one image "
+                                 f"at a time, in order), so {value[k]!r} would be ignored; remove it")
         for key, why in cls._retired.items():
             if key in value:
                 problems.add(f"{path}.{key}: {why}")
@@ -172,8 +192,8 @@ class DatasetOptions:
     def validate(self, path: str) -> None:
         problems = Problems()
         with problems.guard():
-            registries.check_kwargs("dataset", registries.lookup("dataset", self.type, f"{path}.type"),
-                                    self.params, path, also=LOADER_KEYS)
+            self.params = registries.check_kwargs("dataset", registries.lookup("dataset", self.type, f"{path}.type"),
+                                                  self.params, path, also=LOADER_KEYS)
         prog = [self.mini_batch_sizes, self.iters, self.gt_sizes]
         if any(p is not None for p in prog):
             if any(p is None for p in prog):
@@ -259,6 +279,8 @@ class PathOptions:
     or a path to a run folder; ``stage1_iter`` picks ``latest`` or an iteration.
     Training refuses ``latest`` of a stage-1 run stopped before its ``total_iter``
     (hidiff/engine/stage_link.py): naming the iteration starts from it on purpose.
+    A leading ``~`` of ``experiments_root``, ``results_root`` or ``resume_state`` is
+    expanded at load time.
     """
 
     pretrain: Dict[str, Optional[str]] = spec(doc="pretrain_network_<x>: weight file network_<x> starts from",
@@ -279,6 +301,9 @@ class PathOptions:
     PER_NETWORK = {"pretrain_network": "pretrain", "strict_load": "strict_load", "param_key": "param_key"}
     _PER_NET = re.compile(r"^(pretrain_network|strict_load|param_key)_(\w+)$")
     _PLAIN = ("resume_state", "experiments_root", "results_root", "stage1", "stage1_iter", "ignore_resume_networks")
+    #: a leading ``~`` is expanded here, once, so every reader uses the same place (weight files are expanded
+    #: by their readers and kept as written, so the resolved options of existing runs do not change)
+    _FILES = ("resume_state", "experiments_root", "results_root")
 
     @classmethod
     def from_yaml(cls, value: Any, path: str) -> "PathOptions":
@@ -303,6 +328,8 @@ class PathOptions:
                     check_field(fields[key], converted, where)
                     if key in ("experiments_root", "results_root") and not converted.strip():
                         raise ConfigError(f"{where}: expected a folder path, got an empty string")
+                    if key in cls._FILES and isinstance(converted, str):
+                        converted = os.path.expanduser(converted)
                     setattr(obj, key, converted)
                 else:
                     known = list(cls._PLAIN) + ["pretrain_network_<x>", "strict_load_<x>", "param_key_<x>"]
@@ -382,6 +409,7 @@ class TrainOptions:
         if isinstance(periods, list) and isinstance(weights, list) and len(weights) != len(periods):
             raise ConfigError(f"{path}.scheduler.restart_weights: {len(weights)} weight(s) for {len(periods)} "
                               f"period(s); give one weight per period")
+        registries.try_scheduler(cls, self.scheduler.kwargs, f"{path}.scheduler")
         if hasattr(cls, "total") and isinstance(periods, list) and sum(periods) < self.total_iter:
             raise ConfigError(f"{path}.scheduler.periods: the periods sum to {sum(periods)} but "
                               f"{path}.total_iter is {self.total_iter}; make the periods cover the whole run")
@@ -405,6 +433,19 @@ class MetricOptions:
             self.better = getattr(registries.lookup("metric", self.type, f"{path}.type"), "better", "higher")
 
 
+class TileSetting(dict):
+    """``val.tile``: the TileOptions keys as a mapping; ``false``, like null, means whole-image inference."""
+
+    @classmethod
+    def from_yaml(cls, value: Any, path: str) -> Optional[Dict[str, Any]]:
+        if value is None or value is False:
+            return None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping such as {{size: 256, overlap: 32}}, or null or false "
+                              f"for whole-image inference, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+
+
 @dataclass
 class ValOptions:
     """``val``: validation during training and options of ``test.py``."""
@@ -415,7 +456,7 @@ class ValOptions:
     pbar: bool = spec(False, "show a progress bar")
     window_size: int = spec(8, "pad images to a multiple of this for whole-image inference", ge=1)
     metrics: Dict[str, MetricOptions] = spec(doc="metric name -> metric block", default_factory=dict)
-    tile: Optional[Dict[str, Any]] = spec(None, "overlapping-window inference (null: whole image)")
+    tile: Optional[TileSetting] = spec(None, "overlapping-window inference (null or false: whole image)")
     self_ensemble: bool = spec(False, "x8 dihedral self-ensemble")
     comparison_grid: bool = spec(False, "write a blurry | restored | sharp picture")
     max_images: Optional[int] = spec(None, "validate on at most this many images per set", ge=1)
@@ -498,8 +539,8 @@ class Options:
     _TOP = ("name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "diffusion_schedule", "path",
             "train", "val", "logger", "dist_params", "is_train")
     _NET = re.compile(r"^network_(\w+)$")
-    #: dataset keys: the phase, optionally ``_<suffix>``
-    DATASET_KEY = r"^(train|val|test)(_\w+)?$"
+    #: dataset keys: train, or val/test optionally with ``_<suffix>``
+    DATASET_KEY = r"^(train|(val|test)(_\w+)?)$"
 
     @classmethod
     def from_yaml(cls, data: Any, path: str = "", is_train: bool = True, source: Optional[str] = None) -> "Options":
@@ -519,7 +560,7 @@ class Options:
                     component = registries.lookup("arch", blk.type, f"{key}.type")
                     networks[m.group(1)] = blk
                     known = True
-                    registries.check_kwargs("arch", component, blk.kwargs, key)
+                    blk.kwargs = registries.check_kwargs("arch", component, blk.kwargs, key)
                 if not known:
                     failed.add("networks")
             elif key in cls._TOP:
@@ -609,6 +650,13 @@ class Options:
                     if net not in self.networks:
                         problems.add(f"datasets.{key}.weights.{net}: there is no network_{net} block"
                                      f"{did_you_mean(net, self.networks)}")
+        built = model_networks(model_cls)
+        if built is not None and ok("networks"):
+            for net in self.networks:
+                if net not in built:
+                    problems.add(f"network_{net}: model_type {self.model_type} builds no network_{net} (it builds "
+                                 f"{', '.join('network_' + n for n in built)}), so this block would be ignored; "
+                                 f"remove it")
         check = getattr(model_cls, "check_options", None)
         if callable(check) and ok("networks", "diffusion_schedule", "is_train"):
             with problems.guard():
@@ -669,6 +717,22 @@ class Options:
         out["logger"] = to_dict(self.logger)
         out["dist_params"] = to_dict(self.dist_params)
         return out
+
+
+def model_networks(model_cls: Any) -> Optional[List[str]]:
+    """The network suffixes a stage model builds: its required ones and its constructor's ``net_<x>``
+    arguments (stage 2's optional ``net_le``); None where that cannot be read."""
+    if model_cls is None:
+        return None
+    try:
+        params = inspect.signature(model_cls).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    names = list(getattr(model_cls, "required_networks", ()))
+    names += [n[4:] for n in params if n.startswith("net_") and n[4:] not in names]
+    return names or None
 
 
 def size_multiple(networks: Mapping[str, Block]) -> tuple:

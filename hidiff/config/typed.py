@@ -25,6 +25,7 @@ _HINT_CACHE: Dict[type, Dict[str, Any]] = {}
 MAX_SEED = 2 ** 32 - 1
 _SEQUENCES = (list, tuple, collections.abc.Sequence)
 _MAPPINGS = (dict, collections.abc.Mapping)
+_YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
 
 
 class ConfigProblems(ConfigError):
@@ -86,8 +87,11 @@ def range_text(meta: Mapping[str, Any]) -> str:
 
 
 def check_range(value: Any, meta: Mapping[str, Any], path: str) -> None:
-    """Raise if a number (or any number in a list/mapping of numbers) is outside the range in ``meta``."""
-    if not any(k in meta for k in ("ge", "gt", "le", "lt")) or value is None:
+    """Raise if a number (or any number in a list/mapping) is not finite or is outside the range in ``meta``.
+
+    Every value passes here, ranged or not: YAML's ``.nan`` and ``.inf`` are numbers no option can use.
+    """
+    if value is None:
         return
     if isinstance(value, Mapping):
         for k, v in value.items():
@@ -98,6 +102,10 @@ def check_range(value: Any, meta: Mapping[str, Any], path: str) -> None:
             check_range(v, meta, f"{path}[{i}]")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not any(k in meta for k in ("ge", "gt", "le", "lt")):
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return
     bad = (math.isnan(value) or math.isinf(value)
            or ("ge" in meta and not value >= meta["ge"]) or ("gt" in meta and not value > meta["gt"])
@@ -188,7 +196,10 @@ def convert(value: Any, tp: Any, path: str) -> Any:
         return {str(k): convert(v, vt, f"{path}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+            hint = ""
+            if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+                hint = " (yes/no/on/off are strings in option files, as in YAML 1.2)"
+            raise ConfigError(f"{path}: expected true or false, got {value!r}{hint}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

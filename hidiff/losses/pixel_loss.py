@@ -38,7 +38,11 @@ class MSELoss(_WeightedLoss):
 
 @LOSS_REGISTRY.register()
 class CharbonnierLoss(_WeightedLoss):
-    """sqrt((x - y)^2 + eps^2): a smooth L1."""
+    """sqrt((x - y)^2 + eps): a smooth L1.
+
+    ``eps`` is added as given, not squared (BasicSR's convention, which the official code follows): the
+    default 1e-12 is a floor of 1e-6 on each absolute difference.
+    """
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = "mean", eps: float = 1e-12) -> None:
         super().__init__(loss_weight, reduction)
