@@ -107,6 +107,36 @@ def test_psnr_closed_forms():
     assert psnr_float(img + 5.0, img.astype(float), data_range=255) == pytest.approx(20 * math.log10(51), abs=1e-9)
 
 
+
+def test_psnr_float_scores_integer_images_on_their_types_range(pair):
+    """Validation passes uint8 images to val.metrics: psnr_float must not read them as [0, 1] floats."""
+    pred, gt = pair
+    assert psnr_float(pred, gt) == pytest.approx(psnr_uint8(pred, gt), abs=1e-10)
+    assert psnr_float(pred, gt, data_range=255) == pytest.approx(psnr_uint8(pred, gt), abs=1e-10)
+    assert psnr_float(pred, gt, crop_border=4, y_channel=True) == pytest.approx(
+        psnr_uint8(pred, gt, crop_border=4, y_channel=True), abs=1e-9)
+    p16, g16 = (x.astype(np.uint16) * 257 for x in pair)
+    assert psnr_float(p16, g16) == pytest.approx(psnr_float(p16 / 65535.0, g16 / 65535.0), abs=1e-10)
+    with pytest.raises(DataError, match=r"psnr_float: uint8 images .* \[0, 255\]; data_range=2 .*255"):
+        psnr_float(pred, gt, data_range=2)
+    with pytest.raises(DataError, match="different pixel types \\(uint8 and float64\\)"):
+        psnr_float(pred, gt / 255.0)
+    with pytest.raises(DataError, match="unsupported pixel type int64"):
+        psnr_float(pred.astype(np.int64), gt.astype(np.int64))
+
+
+def test_val_metric_psnr_float_gives_the_uint8_value_validation_needs(pair):
+    from types import SimpleNamespace
+
+    from hidiff.engine.validation import build_metric_fns
+
+    pred, gt = pair
+    fns = build_metric_fns({"psnr": SimpleNamespace(type="psnr_float", crop_border=0, test_y_channel=False)})
+    assert fns["psnr"](pred, gt) == pytest.approx(psnr_uint8(pred, gt), abs=1e-10)
+    a = np.full((64, 64, 3), 100, np.uint8)  # preflight's probe pair
+    assert fns["psnr"](a, a + 20) == pytest.approx(20 * math.log10(255 / 20), abs=1e-9)
+
+
 # ---- SSIM ----
 
 def test_ssim_basicsr_matches_independent_valid_convolution(pair):

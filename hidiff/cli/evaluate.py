@@ -15,8 +15,11 @@ EPILOG = """examples:
   hidiff-evaluate --protocol gopro --pred results/HI_Diff/GoPro --gt datasets/test/GoPro/target
   hidiff-evaluate --set RealBlur_J --pred ours/RealBlur_J --pred restormer/RealBlur_J \\
                   --gt datasets/test/RealBlur_J/target --out reports/RealBlur_J
-Images are paired by file name. --set also checks the image count of a known test set
-(GoPro 1111, HIDE 2025, RealBlur_J/R 980, DPDD 76) and picks its protocol."""
+Images are paired by file name, and every --pred folder is paired and size-checked before
+anything is scored. --set also checks the image count of a known test set (GoPro 1111,
+HIDE 2025, RealBlur_J/R 980, DPDD 76) and picks its protocol. Under --protocol dpdd the
+indoor/outdoor means are added when indoor_labels.npy / outdoor_labels.npy lie in the --gt
+folder, its parent or its grandparent."""
 
 
 def build_parser() -> argparse.ArgumentParser:

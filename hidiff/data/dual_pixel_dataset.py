@@ -11,7 +11,9 @@ nothing is quantised.
 
 ``dual_pixel: true`` gives a 6-channel input, the two views stacked in
 ``view_order`` (``LR``, Restormer's order, by default; the shipped Swintormer
-uses ``RL``); ``false`` gives the 3-channel combined view ``inputC``.  As in
+uses ``RL``); ``false`` gives the 3-channel combined view ``inputC``.  ``blurry_view(i)`` is the
+blurry image a report scores and shows as the input: ``inputC`` when every image has one,
+else the first stacked view, named as such.  As in
 Restormer and Swintormer (docs/quirks.md, quirk S12) the dihedral augmentation
 rotates/flips the views without swapping them.
 
@@ -32,10 +34,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from hidiff.data.image_io import list_images, read_image
 from hidiff.data.pair_dataset_base import PairDatasetBase
 from hidiff.data.pairing import pair_keys
+from hidiff.data.transforms import to_tensor
 from hidiff.errors import ConfigError, DataError
 from hidiff.registry import DATASET_REGISTRY
 
@@ -172,6 +176,7 @@ class DualPixelDataset(PairDatasetBase):
             self._views.append(index)
         self.keys = sorted(self._gt)
         self.num_pairs = len(self.keys)
+        self._combined: Optional[dict[str, str]] = self._views[0] if not self.dual_pixel else None
         self._scene_labels = Path(scene_labels) if scene_labels else None
         self._scenes: Optional[dict[str, str]] = None
 
@@ -184,6 +189,18 @@ class DualPixelDataset(PairDatasetBase):
                             f"{[index[key] for index in self._views]}")
         lq = views[0] if len(views) == 1 else np.concatenate(views, axis=2)
         return lq, read_image(self._gt[key]), self._views[0][key], self._gt[key], key
+
+    def blurry_view(self, i: int) -> tuple[torch.Tensor, str]:
+        """``(3xHxW image, its folder)`` of pair ``i`` as a report shows the input: ``inputC`` (the blurry
+        combined view) when every image has one, else the first view of ``view_order`` (e.g. ``inputR``)."""
+        key = self.keys[i]
+        if self._combined is None:  # indexed on first use: training never needs it
+            folder = self.root / VIEW_FOLDERS["C"]
+            index = _index_view_folder(folder, self.name) if folder.is_dir() else {}
+            self._combined = index if all(k in index for k in self.keys) else {}
+        if self._combined:
+            return to_tensor(read_image(self._combined[key])), VIEW_FOLDERS["C"]
+        return to_tensor(read_image(self._views[0][key])), VIEW_FOLDERS[self.view_order[0]]
 
     def scenes(self) -> dict[str, str]:
         """``{key: 'indoor'|'outdoor'}`` for every image (loaded once)."""

@@ -1,18 +1,28 @@
-"""Score several result folders (methods) against one ground truth and tabulate them."""
+"""Score several result folders (methods) against one ground truth and tabulate them.
+
+Every folder is paired with the ground truth and its image sizes are checked (from the
+headers) before any image is scored, so a missing or mis-sized file in the last folder
+stops the comparison at once.  Under the dpdd protocol the means per scene (indoor/outdoor)
+are added when the label files are found beside the ground truth (docs/protocols.md).
+"""
 from __future__ import annotations
 
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
+from hidiff.data.dual_pixel_dataset import load_scene_labels
 from hidiff.data.image_io import PathLike
-from hidiff.errors import ConfigError
-from hidiff.evaluation.folders import evaluate_folders
-from hidiff.evaluation.protocols import Protocol
+from hidiff.errors import ConfigError, DataError
+from hidiff.evaluation.benchmarks import lookup_set
+from hidiff.evaluation.folders import evaluate_folders, guess_set_name
+from hidiff.evaluation.pairing import check_sizes, pair_by_name
+from hidiff.evaluation.protocols import Protocol, default_protocol_for, get_protocol
 from hidiff.evaluation.report import summary_table_markdown, write_set_report, write_summary_table
+from hidiff.evaluation.summary import scene_means
 from hidiff.utils.archive import archive_previous
 
 logger = logging.getLogger(__name__)
@@ -26,6 +36,8 @@ class MethodResult:
     pred_dir: Path
     rows: list[dict]
     summary: dict
+    scenes: Optional[dict] = None  # image name -> scene (dpdd: indoor/outdoor)
+    extra: dict = field(default_factory=dict)  # top-level summary fields (completeness, scenes_missing)
 
 
 def default_labels(pred_dirs: Sequence[PathLike]) -> list[str]:
@@ -45,13 +57,46 @@ def compare_folders(pred_dirs: Sequence[PathLike], gt_dir: PathLike, protocol: s
         raise ConfigError(f"{len(labels)} label(s) given for {len(pred_dirs)} result folder(s)")
     if len(set(labels)) != len(labels):
         raise ConfigError(f"labels must be unique, got {labels}")
+    proto = get_protocol(protocol if protocol is not None else default_protocol_for(set_name))
+    side, why = proto.min_side
+    names: list[str] = []
+    for pred in pred_dirs:  # every folder, before any image is scored
+        pairs = pair_by_name(pred, gt_dir, set_name=set_name, check_count=check_count)
+        check_sizes(pairs, side, f"the {proto.name} protocol ({why})")
+        names = [p.name for p in pairs]
+    extra: dict[str, Any] = {}
+    known = lookup_set(set_name)
+    if known is not None:
+        extra.update(complete=len(names) == known.expected_count, expected_images=known.expected_count,
+                     found_images=len(names))
+    scenes = None
+    if proto.name == "dpdd":
+        scenes, missing = dpdd_scene_labels(gt_dir, names, set_name or guess_set_name(gt_dir))
+        if missing:
+            extra["scenes_missing"] = missing
     results = []
     for label, pred in zip(labels, pred_dirs):
-        rows, summary = evaluate_folders(pred, gt_dir, protocol, set_name=set_name, check_count=check_count,
+        rows, summary = evaluate_folders(pred, gt_dir, proto, set_name=set_name, check_count=check_count,
                                          workers=workers)
+        if scenes:
+            summary["scenes"] = scene_means(rows, scenes)
+        summary.update(extra)
         summary["method"] = label
-        results.append(MethodResult(label, Path(pred), rows, summary))
+        results.append(MethodResult(label, Path(pred), rows, summary, scenes, dict(extra)))
     return results
+
+
+def dpdd_scene_labels(gt_dir: PathLike, names: Sequence[str], set_name: str
+                      ) -> tuple[Optional[dict[str, str]], Optional[str]]:
+    """``(image -> 'indoor'|'outdoor', None)`` from the label files in ``gt_dir``, its parent (the split folder)
+    or grandparent (the DPDD root), as ``DualPixelDataset`` finds them; ``(None, why not)`` when they cannot be
+    read (the comparison then gives the combined means only, and says so)."""
+    gt = Path(gt_dir)
+    try:
+        return load_scene_labels([gt, gt.parent, gt.parent.parent], list(names), set_name), None
+    except DataError as exc:
+        logger.warning("no indoor/outdoor means, the combined mean only: %s", exc)
+        return None, str(exc)
 
 
 def comparison_markdown(results: Sequence[MethodResult]) -> str:
@@ -96,7 +141,7 @@ def write_comparison(out_dir: PathLike, results: Sequence[MethodResult], meta: M
         run_meta = {k: r.summary[k] for k in ("set", "protocol", "protocol_description", "pred_dir", "gt_dir")
                     if k in r.summary}
         run_meta.update({"method": r.label, **(meta or {})})
-        s = write_set_report(out / sub, r.rows, run_meta)
+        s = write_set_report(out / sub, r.rows, run_meta, scenes=r.scenes, extra=r.extra)
         s["method"] = r.label
         summaries.append(s)
     for suffix in (".md", ".csv", ".json"):

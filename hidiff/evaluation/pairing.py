@@ -4,7 +4,9 @@ The official HI-Diff/Restormer scripts zip two sorted file lists, so one missing
 extra file silently shifts every later pair (docs/protocols.md).  Here a pair is two
 files with the same name up to the extension (``x.png`` pairs with ``x.jpg``), any
 unmatched name on either side is an error that lists the names, and a known test
-set's image count is checked.
+set's image count is checked.  ``check_sizes`` then reads only the image headers to find a
+result of another size than its ground truth, or an image too small for the protocol,
+before anything is scored.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hidiff.data.image_io import PathLike, is_image_name
+from hidiff.data.image_io import PathLike, is_image_name, stored_size
 from hidiff.errors import DataError
 from hidiff.evaluation.benchmarks import lookup_set
 
@@ -86,3 +88,26 @@ def pair_by_name(pred_dir: PathLike, gt_dir: PathLike, set_name: str | None = No
                         "check the folder (RealBlur_J vs RealBlur_R, test vs train split) or pass "
                         "check_count=False (--no-count-check) to score a subset")
     return pairs
+
+
+def check_sizes(pairs: list[ImagePair], min_side: int = 1, why: str = "the protocol") -> None:
+    """DataError listing every pair whose result and ground truth differ in size, or whose ground truth has a
+    side under ``min_side`` pixels (``why``: what needs them); read from the image headers alone, where readable
+    (an unreadable header is left to the decode that follows, which names the file and the reason)."""
+    wrong, small = [], []
+    for p in pairs:
+        gt, pred = stored_size(p.gt), stored_size(p.pred)
+        if gt is not None and pred is not None and gt != pred:
+            wrong.append(f"'{p.pred}' is {pred[1]}x{pred[0]} but its ground truth '{p.gt}' is {gt[1]}x{gt[0]}")
+        if gt is not None and min(gt) < min_side:
+            small.append(f"'{p.gt}' is {gt[1]}x{gt[0]}")
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} result(s) differ in size (WxH) from their ground truth: "
+                        + "; ".join(wrong[:_SHOW]) + (" ..." if len(wrong) > _SHOW else "")
+                        + "; results must keep the input size")
+    if small:
+        problems.append(f"{len(small)} image(s) are smaller than {min_side}x{min_side} pixels, which {why} "
+                        f"needs: " + "; ".join(small[:_SHOW]) + (" ..." if len(small) > _SHOW else ""))
+    if problems:
+        raise DataError("; ".join(problems) + " (nothing was scored)")

@@ -18,7 +18,10 @@ dpdd        Restormer's DPDD protocol (docs/protocols.md) on [0, 1] floats: PSNR
 ``get_protocol(name, **options)`` builds one; ``default_protocol_for(set)`` picks the
 protocol of a known test set (GoPro, HIDE -> gopro; RealBlur_J/R -> realblur;
 DPDD -> dpdd; anything else -> basic).  Protocol objects are small and picklable,
-so folders can be scored in worker processes.
+so folders can be scored in worker processes.  ``describe()`` names every option that
+differs from its default, so a report never shows non-default scores under the default's
+description; ``min_side`` is the smallest image side the protocol's metrics accept,
+checked before anything is scored.
 """
 from __future__ import annotations
 
@@ -31,10 +34,12 @@ import numpy as np
 
 from hidiff.errors import ConfigError
 from hidiff.evaluation.benchmarks import lookup_set
-from hidiff.evaluation.realblur import ECC_GAUSS_FILT_SIZE, ECC_ITERATIONS, score_realblur
+from hidiff.evaluation.realblur import ECC_GAUSS_FILT_SIZE, ECC_ITERATIONS, SSIM_CROP, score_realblur
 from hidiff.metrics import lpips_alex, mae, psnr_float, psnr_uint8, ssim_basicsr, ssim_matlab3d, ssim_skimage
 from hidiff.metrics._arrays import check_pair, to_unit_float
 from hidiff.metrics.backbones import load_alexnet_features
+from hidiff.metrics.lpips_metric import MIN_SIDE as LPIPS_MIN_SIDE
+from hidiff.metrics.ssim_skimage import MIN_SIDE as SSIM_SKIMAGE_MIN_SIDE
 from hidiff.utils.kwargs import check_kwargs
 from hidiff.utils.suggest import did_you_mean
 
@@ -60,9 +65,23 @@ class Protocol(ABC):
     def score_pair(self, pred: np.ndarray, gt: np.ndarray) -> Scores:
         """Scores of one pair; ``pred`` and ``gt`` are HxWx3 RGB (uint8 unless stated)."""
 
+    @property
+    def min_side(self) -> tuple[int, str]:
+        """(pixels, what needs them): the shorter image side every metric of the protocol accepts."""
+        return 1, "scoring"
+
+    def non_default_options(self) -> dict[str, Any]:
+        """The options that differ from their defaults, ``{name: value}``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default} if dataclasses.is_dataclass(self) else {}
+
     def describe(self) -> str:
-        """One line saying what is computed (written into reports)."""
-        return (self.__doc__ or self.name).strip().splitlines()[0]
+        """One line saying what is computed (written into reports), with any non-default option."""
+        line = (self.__doc__ or self.name).strip().splitlines()[0]
+        options = self.non_default_options()
+        if options:
+            line += " [options: " + ", ".join(f"{k}={v}" for k, v in options.items()) + "]"
+        return line
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,11 @@ class BasicProtocol(Protocol):
                                                                       if self.crop_border else ""),
                 "ssim_basicsr" + self._suffix())
 
+    @property
+    def min_side(self) -> tuple[int, str]:
+        return 11 + 2 * self.crop_border, "ssim_basicsr's 11x11 window" + (
+            f" after cropping {self.crop_border} pixels per edge" if self.crop_border else "")
+
     def score_pair(self, pred: np.ndarray, gt: np.ndarray) -> Scores:
         psnr_col, ssim_col = self.columns
         opts = {"crop_border": self.crop_border, "y_channel": self.y_channel}
@@ -109,6 +133,20 @@ class RealBlurProtocol(Protocol):
     ecc_iterations: int = ECC_ITERATIONS
     gauss_filt_size: int = ECC_GAUSS_FILT_SIZE
     name = "realblur"
+
+    def describe(self) -> str:
+        """The default description, or one that says the ECC settings are not the official ones."""
+        options = self.non_default_options()
+        if not options:
+            return super().describe()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        official = ", ".join(f"{k}={defaults[k]}" for k in options)
+        return (super().describe() + f" -- NOT the official settings (official: {official}); these scores "
+                "are not comparable with published RealBlur numbers")
+
+    @property
+    def min_side(self) -> tuple[int, str]:
+        return 2 * SSIM_CROP + 11, f"the 11-tap Gaussian SSIM window inside a {SSIM_CROP}-pixel border crop"
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -128,6 +166,12 @@ class DPDDProtocol(Protocol):
     @property
     def columns(self) -> tuple[str, ...]:
         return ("psnr_float_rgb", "ssim_skimage", "mae") + (("lpips_alex",) if self.lpips else ())
+
+    @property
+    def min_side(self) -> tuple[int, str]:
+        if self.lpips:
+            return LPIPS_MIN_SIDE["alex"], "LPIPS-alex (--no-lpips: 7)"
+        return SSIM_SKIMAGE_MIN_SIDE, "ssim_skimage's 7x7 window"
 
     def score_pair(self, pred: np.ndarray, gt: np.ndarray) -> Scores:
         a, b = check_pair(pred, gt, "dpdd protocol")

@@ -7,6 +7,12 @@ For one test set, ``write_set_report(out_dir, rows, meta)`` writes (atomically)
 - ``summary.json``: means, flagged images (e.g. ECC failures) and the run metadata;
 - ``summary.md``: the same as a markdown table.
 
+With ``scenes`` (image name -> scene, e.g. DPDD's indoor/outdoor), ``summary.json`` also holds the
+means per scene (``scenes``) and every table shows them beside the combined mean.  ``extra`` adds
+top-level fields: ``complete`` / ``expected_images`` / ``found_images`` (a known test set with
+another image count) and ``scenes_missing`` (why no per-scene means were computed) are shown in
+the tables too.
+
 ``meta`` is free-form; the useful keys are ``set``, ``protocol``, ``model``, ``seed``,
 ``inference`` (padding, tiling, self-ensemble, ...) and ``weights`` (see
 ``weights_info``, which records each weight file's sha256).  In JSON, non-finite
@@ -31,11 +37,11 @@ from hidiff.data.image_io import PathLike
 from hidiff.errors import DataError
 from hidiff.evaluation.comparison_grid import write_comparison_grid
 from hidiff.evaluation.folders import evaluate_folders  # re-exported: score a folder, then report it
-from hidiff.evaluation.summary import metric_columns, summarize
+from hidiff.evaluation.summary import metric_columns, scene_means, summarize
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.hashing import sha256_file
 
-__all__ = ["weights_info", "write_set_report", "write_summary_table", "write_comparison_grid",
+__all__ = ["weights_info", "build_summary", "write_set_report", "write_summary_table", "write_comparison_grid",
            "evaluate_folders", "json_safe", "set_summary_markdown", "summary_table_markdown"]
 
 
@@ -122,6 +128,17 @@ def _flag_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _note_lines(summary: Mapping[str, Any], label: str = "") -> list[str]:
+    """Markdown lines for an incomplete known test set and for missing per-scene means."""
+    lines = []
+    if summary.get("complete") is False:
+        lines.append(f"- {label}**incomplete**: {summary.get('n_images')} of the {summary.get('expected_images')} "
+                     f"images of this test set scored ({summary.get('found_images')} found)")
+    if summary.get("scenes_missing"):
+        lines.append(f"- {label}no per-scene means (combined mean only): {summary['scenes_missing']}")
+    return lines
+
+
 def set_summary_markdown(summary: Mapping[str, Any]) -> str:
     """Markdown for one set: metric means, flags and the run metadata."""
     head = [f"# Evaluation: {summary.get('set', '?')}", ""]
@@ -129,9 +146,12 @@ def set_summary_markdown(summary: Mapping[str, Any]) -> str:
         desc = summary.get("protocol_description")
         head.append(f"- protocol: `{summary['protocol']}`" + (f" ({desc})" if desc else ""))
     head.append(f"- images: {summary.get('n_images', 0)}")
-    blocks = ["\n".join(head),
-              _md_table(["metric (variant)", "mean"], [[k, _fmt(v)] for k, v in summary.get("means", {}).items()],
-                        [False, True]).rstrip()]
+    head += _note_lines(summary)
+    scenes = summary.get("scenes") or {}
+    header = ["metric (variant)", "mean"] + [f"{sc} ({v['n_images']})" for sc, v in scenes.items()]
+    body = [[k, _fmt(v)] + [_fmt(sv["means"].get(k)) for sv in scenes.values()]
+            for k, v in summary.get("means", {}).items()]
+    blocks = ["\n".join(head), _md_table(header, body, [False] + [True] * (len(header) - 1)).rstrip()]
     flags = _flag_lines(summary)
     if flags:
         blocks.append("\n".join(flags))
@@ -142,7 +162,14 @@ def set_summary_markdown(summary: Mapping[str, Any]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def write_set_report(out_dir: PathLike, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None
+def build_summary(rows: Sequence[Mapping[str, Any]], scenes: Mapping[str, str] | None = None,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``summarize(rows)`` with the per-scene means of ``scenes`` and the fields of ``extra``."""
+    return {**summarize(rows), **({"scenes": scene_means(rows, scenes)} if scenes else {}), **(extra or {})}
+
+
+def write_set_report(out_dir: PathLike, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None,
+                     scenes: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None
                      ) -> dict[str, Any]:
     """Write ``metrics.csv``, ``summary.json`` and ``summary.md`` into ``out_dir``; return the summary."""
     if not rows:
@@ -154,7 +181,7 @@ def write_set_report(out_dir: PathLike, rows: Sequence[Mapping[str, Any]], meta:
         "set": meta.get("set", out.name),
         "protocol": meta.get("protocol"),
         **({"protocol_description": meta["protocol_description"]} if "protocol_description" in meta else {}),
-        **summarize(rows),
+        **build_summary(rows, scenes, extra),
         "columns": cols,
         "meta": json_safe(meta),
         "files": ["metrics.csv", "summary.json", "summary.md"],
@@ -175,15 +202,23 @@ def _table(summaries: Sequence[Mapping[str, Any]], row_key: str) -> tuple[list[s
     nets: list[str] = []
     for s in summaries:
         nets += [n for n in _weights(s) if n not in nets]
-    header = ([row_key, "protocol", "n_images"] + metric_cols + [f"{c}_false" for c in flag_cols]
-              + [f"weights_{n}_{k}" for n in nets for k in ("path", "sha256")])
+    complete = any("complete" in s for s in summaries)
+    header = ([row_key, "protocol", "n_images"] + (["complete"] if complete else []) + metric_cols
+              + [f"{c}_false" for c in flag_cols] + [f"weights_{n}_{k}" for n in nets for k in ("path", "sha256")])
     body = []
     for s in summaries:
         w = _weights(s)
+        weights = [w.get(n, {}).get(k) for n in nets for k in ("path", "sha256")]
         body.append([s.get(row_key), s.get("protocol"), s.get("n_images")]
+                    + ([s.get("complete")] if complete else [])
                     + [s.get("means", {}).get(c) for c in metric_cols]
                     + [s["flags"][c]["n_false"] if c in s.get("flags", {}) else None for c in flag_cols]
-                    + [w.get(n, {}).get(k) for n in nets for k in ("path", "sha256")])
+                    + weights)
+        for scene, part in (s.get("scenes") or {}).items():  # e.g. DPDD's indoor/outdoor, below the combined row
+            body.append([f"{s.get(row_key)} ({scene})", s.get("protocol"), part.get("n_images")]
+                        + ([None] if complete else [])
+                        + [part.get("means", {}).get(c) for c in metric_cols]
+                        + [None] * len(flag_cols) + weights)
     return header, body
 
 
@@ -194,10 +229,13 @@ def _weights(summary: Mapping[str, Any]) -> Mapping[str, Mapping[str, str]]:
 
 
 def summary_table_markdown(summaries: Sequence[Mapping[str, Any]], row_key: str = "set") -> str:
-    """One markdown table: a row per summary, a column per metric variant (means), then the weights used."""
+    """One markdown table: a row per summary (then one per scene it has), a column per metric variant (means),
+    then the weights used; notes on incomplete sets and missing per-scene means follow the table."""
     header, body = _table(summaries, row_key)
     right = [False, False] + [True] * (len(header) - 2)
-    return _md_table(header, [[_fmt(v) for v in row] for row in body], right)
+    notes = [line for s in summaries for line in _note_lines(s, f"{s.get(row_key)}: ")]
+    return _md_table(header, [[_fmt(v) for v in row] for row in body], right) + (
+        "\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def write_summary_table(path: PathLike, summaries: Sequence[Mapping[str, Any]], row_key: str = "set") -> None:

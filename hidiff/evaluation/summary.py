@@ -3,7 +3,8 @@
 A row is ``{"name": <image>, <column>: float | bool, ...}``.  Float columns are
 averaged over images (``inf`` PSNRs make the mean ``inf``, as MATLAB would); bool
 columns (e.g. ``ecc_converged``) are counted and the images where they are False
-are listed, so an alignment failure is never hidden inside a mean.
+are listed, so an alignment failure is never hidden inside a mean.  ``scene_means`` gives
+the same means per scene (DPDD's indoor/outdoor split, docs/protocols.md).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from hidiff.errors import DataError
 
 
 def metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -43,3 +46,16 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         elif all(isinstance(r[col], (int, float)) for r in present):
             means[col] = _mean(r[col] for r in present)
     return {"n_images": len(rows), "means": means, "flags": flags}
+
+
+def scene_means(rows: Sequence[Mapping[str, Any]], scenes: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``{scene: {"n_images", "means"}}`` over the rows of each scene, scenes sorted by name;
+    ``scenes`` maps an image name to its scene, and a row without one is an error."""
+    unlabelled = [str(r.get("name")) for r in rows if r.get("name") not in scenes]
+    if unlabelled:
+        raise DataError(f"no scene label for {len(unlabelled)} image(s): {', '.join(unlabelled[:10])}")
+    out: dict[str, dict[str, Any]] = {}
+    for scene in sorted({scenes[r["name"]] for r in rows}):
+        part = summarize([r for r in rows if scenes[r["name"]] == scene])
+        out[scene] = {"n_images": part["n_images"], "means": part["means"]}
+    return out

@@ -5,7 +5,7 @@ different computations in different papers (docs/protocols.md):
 
 ==============  ==============================================================
 psnr_uint8      uint8 RGB, peak 255 (MATLAB ``psnr``; BasicSR)   [crop_border, y_channel]
-psnr_float      float in [0, data_range]                          [crop_border, y_channel]
+psnr_float      float in [0, data_range]; uint8/uint16 on 0..255/65535 [crop_border, y_channel]
 ssim_basicsr    per channel, 11x11 Gaussian, valid region (BasicSR test log) [crop_border, y_channel]
 ssim_matlab3d   MATLAB ``ssim`` on RGB: 3-D Gaussian over HxWx3 (GoPro/HIDE papers)
 ssim_skimage    skimage defaults, 7x7 uniform window (DPDD protocol)

@@ -24,6 +24,14 @@ def check_pair(img1: np.ndarray, img2: np.ndarray, metric: str) -> tuple[np.ndar
     return a, b
 
 
+def require_min_side(img: np.ndarray, side: int, metric: str, why: str) -> None:
+    """Refuse an image whose shorter side is below ``side`` pixels (``why``: what needs that many)."""
+    h, w = img.shape[:2]
+    if min(h, w) < side:
+        raise DataError(f"{metric}: a {h}x{w} (HxW) image is too small; {why} needs at least "
+                        f"{side}x{side} pixels")
+
+
 def require_uint8(img1: np.ndarray, img2: np.ndarray, metric: str) -> None:
     """Refuse non-uint8 input for the metric variants defined on 8-bit images."""
     for img in (img1, img2):

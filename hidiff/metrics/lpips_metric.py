@@ -4,7 +4,8 @@ The ``lpips`` package is built with ``pnet_rand=True`` so that it never asks
 torchvision to download a backbone; its linear heads come from its own wheel
 (``weights/v0.1/{alex,vgg}.pth``) and the backbone convolutions are then loaded from
 hidiff's cache or torchvision's download (``backbones``).  Inputs are RGB images in [0, 1] passed with
-``normalize=True``, as the DPDD protocol and the pyiqa calibration do.
+``normalize=True``, as the DPDD protocol and the pyiqa calibration do.  The backbones' strided layers
+need a minimum image size (``MIN_SIDE``: 31 pixels for AlexNet, 16 for VGG16).
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import warnings
 import numpy as np
 import torch
 
-from hidiff.metrics._arrays import check_pair, to_unit_float
+from hidiff.metrics._arrays import check_pair, require_min_side, to_unit_float
 from hidiff.metrics.backbones import load_backbone_features
 
 _BACKBONE = {"alex": "alexnet", "vgg": "vgg16"}
+#: the shorter side an image needs per backbone (smaller ones leave a feature map of size 0)
+MIN_SIDE = {"alex": 31, "vgg": 16}
 
 
 def build_lpips(net: str = "alex") -> torch.nn.Module:
@@ -55,6 +58,8 @@ def _to_tensor(img: np.ndarray, device: str) -> torch.Tensor:
 def lpips_distance(img1: np.ndarray, img2: np.ndarray, net: str = "alex", device: str = "cpu") -> float:
     """LPIPS distance of two HxWx3 RGB images (uint8, uint16 or float in [0, 1])."""
     a, b = check_pair(img1, img2, f"lpips_{net}")
+    if net in MIN_SIDE:
+        require_min_side(a, MIN_SIDE[net], f"lpips_{net}", f"LPIPS's {_BACKBONE[net]} backbone")
     model = _cached(net, device)
     with torch.no_grad():
         return float(model(_to_tensor(a, device), _to_tensor(b, device), normalize=True).item())

@@ -12,6 +12,14 @@ of the run, a folder that happens to share the label) are never replaced: they a
 moved to ``<label>_archived_<time>`` first, as a training start does with its run
 folder.  Everything that can be checked up front (datasets, weights, metrics) is
 checked before any folder is created.
+
+A known test set (GoPro, HIDE, RealBlur, DPDD) with another image count than its
+own is tested, but loudly: a warning, and ``complete: false`` with the expected and
+found counts in its summary and the printed table.  A set whose dataset has scenes
+(DPDD's indoor/outdoor) also gets the means per scene; without its label files it
+gets the combined mean only, and its summary says why.  The ``input_*`` columns and the
+grid's blurry panel use the dataset's ``blurry_view`` where it has one (a dual-pixel
+set's combined view ``inputC``; without it the view used is named in the columns).
 """
 from __future__ import annotations
 
@@ -28,7 +36,8 @@ import torch
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import to_uint8, to_uint16, write_png
 from hidiff.engine.validation import build_metric_fns
-from hidiff.errors import CheckpointError, ConfigError, HidiffError
+from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
+from hidiff.evaluation.benchmarks import lookup_set
 from hidiff.evaluation.protocols import default_protocol_for, get_protocol
 from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
 from hidiff.inference.self_ensemble import self_ensemble
@@ -126,15 +135,19 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
         if len(dataset) == 0:
             raise ConfigError(f"datasets.{key}: no image pairs in {ds_opts.name}")
         protocol = get_protocol(ds_opts.protocol or default_protocol_for(ds_opts.name))
-        plan.append((key, ds_opts, set_weights, dataset, protocol))
+        report = {"extra": _count_check(key, ds_opts.name, len(dataset), limit)}
+        report["scenes"], missing = _scene_labels(key, dataset)
+        if missing:
+            report["extra"]["scenes_missing"] = missing
+        plan.append((key, ds_opts, set_weights, dataset, protocol, report))
     if weights is not None:
         label = weights.label
     else:
-        label = "+".join(sorted({w.label for _, _, w, _, _ in plan}))
+        label = "+".join(sorted({p[2].label for p in plan}))
     final = Path(options.path.results_root) / options.name / label
     if final.exists() and not final.is_dir():
         raise ConfigError(f"results folder {final} exists and is not a folder")
-    for w in {id(w): w for _, _, w, _, _ in plan}.values():  # every set's weights must fit the model
+    for w in {id(p[2]): p[2] for p in plan}.values():  # every set's weights must fit the model
         _load(model, w, options)
 
     work = final.parent / f".{label}.partial-{os.getpid()}"
@@ -150,6 +163,34 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
         raise
     log.info("results in %s", final)
     return summaries
+
+
+def _count_check(key: str, set_name: str, found: int, limit: Optional[int]) -> Dict[str, Any]:
+    """``{complete, expected_images, found_images}`` for a known test set (empty for others); a full run of one
+    with another image count is warned about."""
+    known = lookup_set(set_name)
+    if known is None:
+        return {}
+    if limit is None and found != known.expected_count:
+        log.warning("datasets.%s: %s should have %d images but %d were found; testing them anyway, and the "
+                    "summary records complete: false (these means are not the benchmark's)",
+                    key, known.name, known.expected_count, found)
+    scored = found if limit is None else min(limit, found)
+    return {"complete": scored == known.expected_count, "expected_images": known.expected_count,
+            "found_images": found}
+
+
+def _scene_labels(key: str, dataset) -> tuple[Optional[Dict[str, str]], Optional[str]]:
+    """``(image -> scene, None)`` for a dataset with scenes (DPDD's indoor/outdoor), ``(None, why not)`` when its
+    labels cannot be read, ``(None, None)`` for a dataset without scenes."""
+    scenes = getattr(dataset, "scenes", None)
+    if scenes is None:
+        return None, None
+    try:
+        return scenes(), None
+    except DataError as exc:
+        log.warning("datasets.%s: no indoor/outdoor means, the combined mean only: %s", key, exc)
+        return None, str(exc)
 
 
 def _load(model, weights, options) -> None:
@@ -203,7 +244,10 @@ def _swap(work: Path, final: Path) -> None:
 
 def _score(out, gt_q, gt_u8, quantise, protocol, metric_fns, options, name: str) -> Dict[str, Any]:
     """The protocol's metrics and ``val.metrics`` of one restoration."""
-    row = dict(protocol.score_pair(quantise(out), gt_q))
+    try:
+        row = dict(protocol.score_pair(quantise(out), gt_q))
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}; no results were written") from None
     out_u8 = to_uint8(out)
     for metric, fn in metric_fns.items():
         m = options.val.metrics[metric]
@@ -215,13 +259,19 @@ def _score(out, gt_q, gt_u8, quantise, protocol, metric_fns, options, name: str)
     return row
 
 
+def _blurry(dataset, i: int, item) -> tuple[torch.Tensor, Optional[str]]:
+    """The blurry input of item ``i`` as reports score and show it, and the view it is (None: the input itself)."""
+    view = getattr(dataset, "blurry_view", None)
+    return view(i) if view is not None else (item["lq"][:3], None)
+
+
 def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prior_seeds: int = 1,
               prior_image: str = "mean", save_std_map: bool = False) -> Dict[str, Dict[str, Any]]:
     tile = options.val.tile_options()
     summaries: Dict[str, Dict[str, Any]] = {}
     loaded = None
     pipeline = None
-    for key, ds_opts, weights, dataset, protocol in plan:
+    for key, ds_opts, weights, dataset, protocol, report in plan:
         if weights is not loaded:
             _load(model, weights, options)
             log.info("testing %s", weights.describe())
@@ -233,11 +283,17 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
         n = len(dataset) if limit is None else min(limit, len(dataset))
         t0 = time.perf_counter()
         grid_done = False
+        input_view = None
         bar = Progress(n, desc=f"testing {ds_opts.name}", unit="img", redraw_each=True)
         for i in range(n):
             item = dataset[i]
             lq = item["lq"].unsqueeze(0)
             name = f"{ds_opts.name}/{item['key']}"
+            side, why = protocol.min_side
+            if min(item["gt"].shape[-2:]) < side:
+                raise DataError(f"{name} ('{item['gt_path']}') is {item['gt'].shape[-1]}x{item['gt'].shape[-2]} "
+                                f"(WxH); the {protocol.name} protocol needs at least {side}x{side} pixels ({why}); "
+                                f"no results were written")
             outs = []
             for k in range(prior_seeds):
                 seed = prior_seed(item["key"], options.manual_seed, k)
@@ -260,13 +316,22 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
                 write_png(vis_dir / f"{item['key']}{suffix}.png", quantise(out))
             if save_std_map:
                 write_png(out_root / "std_map" / ds_opts.name / f"{item['key']}{suffix}.png", std_map(outs))
+            if options.val.score_input or (options.val.comparison_grid and not grid_done):
+                blurry, view = _blurry(dataset, i, item)
+                input_view = input_view or view
             if options.val.score_input:
-                lq_q = quantise(item["lq"][:3])
-                row.update({f"input_{k}": v for k, v in protocol.score_pair(lq_q, gt_q).items()})
+                prefix = "input_" if view is None or view == "inputC" else f"{view}_"  # inputR_<column>: one view
+                lq_q = quantise(blurry)
+                try:
+                    row.update({f"{prefix}{k}": v for k, v in protocol.score_pair(lq_q, gt_q).items()})
+                except DataError as exc:
+                    raise DataError(f"{name} (input): {exc}; no results were written") from None
             rows.append(row)
             if options.val.comparison_grid and not grid_done:
                 write_comparison_grid(out_root / ds_opts.name / f"comparison_{item['key']}.png",
-                                      to_uint8(item["lq"][:3]), out_u8, gt_u8)
+                                      to_uint8(blurry), out_u8, gt_u8,
+                                      labels=("blurry" if view in (None, "inputC") else f"blurry ({view} view)",
+                                              "output", "ground truth"))
                 grid_done = True
             log.info("%s %d/%d %s %s", ds_opts.name, i + 1, n, item["key"],
                      " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
@@ -274,7 +339,8 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
         bar.close()
         meta = {
             "set": ds_opts.name, "model": options.name, "model_type": options.model_type,
-            "protocol": protocol.name, "seed": options.manual_seed, "seeding": "per image: sha256(seed, stem)",
+            "protocol": protocol.name, "protocol_description": protocol.describe(),
+            "seed": options.manual_seed, "seeding": "per image: sha256(seed, stem)",
             "padding": f"mirror to multiple of {options.val.window_size}",
             "tiling": tile.describe() if tile is not None else "whole image",
             "self_ensemble": options.val.self_ensemble,
@@ -288,10 +354,13 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
                if prior_seeds > 1 else {}),
             "param_key": "params_ema" if options.val.use_ema else "params",
             "param_keys_read": weights.param_keys,  # a file without 'params_ema' falls back to 'params'
+            **({"input_view": input_view if input_view == "inputC" else
+                f"{input_view} (one dual-pixel view: no inputC image for every pair)"} if input_view else {}),
             "device": str(dev), "images": n,
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        summaries[ds_opts.name] = write_set_report(out_root / ds_opts.name, rows, meta)
+        summaries[ds_opts.name] = write_set_report(out_root / ds_opts.name, rows, meta, scenes=report["scenes"],
+                                                   extra=report["extra"])
     for ext in ("md", "csv", "json"):
         write_summary_table(out_root / f"summary.{ext}", list(summaries.values()))
     return summaries
