@@ -1,6 +1,6 @@
 """Training throughput of two arrangements of a CPU, timed in alternation.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official|official-ckpt|recompute]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/side_by_side.py [--compare jobs|malloc|official|official-ckpt|recompute|branches|official-branches]
         [--checkpoint-levels all|1,refinement|...] [--opt options/default_plain.yml] [--batch 8] [--size 128]
         [--threads 2] [--jobs 2] [--seconds 120] [--rounds 3] [--json out.json]
 
@@ -14,7 +14,9 @@ reference against hidiff's default path with every U-Net stage checkpointed (``t
 4, refinement]``), or those of ``--checkpoint-levels`` (e.g. ``1,refinement``: the full-resolution stages).
 ``--compare recompute``: hidiff's default path with the feed-forward's depthwise outputs and gate stored
 (``train.recompute_ffn: false``) against the default, which recomputes them in backward (the same gradients;
-the time it costs, the memory it saves).  The two phases
+the time it costs, the memory it saves).  ``--compare branches``: hidiff's default path against the same with
+``train.recompute_branches`` (each block's branches keep only their matrix products' outputs);
+``--compare official-branches``: the official formulation against the latter.  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
 window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the
@@ -33,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt", "recompute"), default="jobs",
+    ap.add_argument("--compare", choices=("jobs", "malloc", "official", "official-ckpt", "recompute", "branches",
+                                          "official-branches"), default="jobs",
                     help="the two arrangements")
     ap.add_argument("--checkpoint-levels", default=None, metavar="LEVELS",
                     help="--compare official-ckpt: the U-Net levels (1-4) and/or stage names checkpointed, "

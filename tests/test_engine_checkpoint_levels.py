@@ -12,16 +12,18 @@ from hidiff.engine.trainer import Trainer
 from hidiff.errors import ConfigError
 
 
-def _train(tmp_path, name, levels, recompute=True):
+def _train(tmp_path, name, levels, recompute=True, branches=False):
     opts = tiny_options(tmp_path, name=name,
                         train={"total_iter": 2, "checkpoint_levels": levels, "use_grad_clip": False,
-                               "recompute_ffn": recompute},
+                               "recompute_ffn": recompute, "recompute_branches": branches},
                         logger={"save_checkpoint_freq": 2, "print_freq": 1})
     res = Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False))).fit()
     log = next(res.experiment_dir.glob("train_*.log")).read_text()
     assert ("activation checkpointing" in log) == bool(levels)
     said = "net_g: the feed-forward blocks recompute their depthwise conv and GELU gate in backward"
-    assert (said in log) == recompute, log
+    assert (said in log) == (recompute and not branches), log
+    said = "net_g: the Transformer blocks keep only their matrix products' outputs for backward"
+    assert (said in log) == branches, log
     return {n: safe_load(res.experiment_dir / "models" / f"net_{n}_2.pth")["params"] for n in ("g", "le")}
 
 
@@ -41,6 +43,15 @@ def test_recomputed_feed_forward_trains_to_the_same_weights_bit_for_bit(tmp_path
     for net in stored:
         for k in stored[net]:
             assert torch.equal(recomputed[net][k], stored[net][k]), f"net_{net}.{k}"
+
+
+def test_selectively_recomputed_branches_train_to_the_same_weights_bit_for_bit(tmp_path):
+    write_pairs(tmp_path / "data")
+    default = _train(tmp_path, "default", [])
+    branches = _train(tmp_path, "branches", [], branches=True)
+    for net in default:
+        for k in default[net]:
+            assert torch.equal(branches[net][k], default[net][k]), f"net_{net}.{k}"
 
 
 def test_unknown_level_is_refused_at_load_time(tmp_path):

@@ -128,6 +128,7 @@ def config_hash(options: Options) -> str:
     data.get("train", {}).pop("checkpoint_levels", None)  # memory for time; the gradients are the same
     data.get("train", {}).pop("keep_cpu_memory", None)  # where freed memory goes; the results are the same
     data.get("train", {}).pop("recompute_ffn", None)  # memory for time; the gradients are the same
+    data.get("train", {}).pop("recompute_branches", None)  # likewise
     data.pop("logger", None)
     blob = json.dumps(data, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()

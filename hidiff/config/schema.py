@@ -393,6 +393,11 @@ class TrainOptions:
     recompute_ffn: bool = spec(True, "the fast formulation's feed-forward (GDFN) recomputes its depthwise conv "
                                      "and GELU gate in backward instead of storing them (less memory at about "
                                      "the same speed; the gradients are the same)")
+    recompute_branches: bool = spec(False, "the fast formulation's Transformer blocks keep only their matrix "
+                                           "products' outputs (1x1 convolutions, batched matmuls) for backward and "
+                                           "recompute the rest (LayerNorm, depthwise convs, GELU gate, softmax): "
+                                           "about a fifth less step memory for some 8 % more time on a CPU "
+                                           "(docs/speed.md); the gradients are the same")
 
     _aliases = {"optim_g": "optim_total"}
     _retired = {

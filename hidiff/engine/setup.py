@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 import hidiff
 from hidiff.archs.fast.gdfn import set_ffn_recompute
+from hidiff.archs.fast.transformer_block import set_branch_recompute
 from hidiff.config import config_hash
 from hidiff.data.build import build_dataset
 from hidiff.data.loader import build_dataloader
@@ -83,9 +84,15 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     if topt.checkpoint_levels:
         _checkpoint_levels(model, topt.checkpoint_levels, log)
     for name, net in model.trainable.items():
-        if set_ffn_recompute(net, topt.recompute_ffn) and topt.recompute_ffn:
+        if set_ffn_recompute(net, topt.recompute_ffn) and topt.recompute_ffn and not topt.recompute_branches:
             log.info("net_%s: the feed-forward blocks recompute their depthwise conv and GELU gate in backward "
                      "(train.recompute_ffn)", name)
+        if set_branch_recompute(net, topt.recompute_branches) and topt.recompute_branches:
+            log.info("net_%s: the Transformer blocks keep only their matrix products' outputs for backward and "
+                     "recompute the rest (train.recompute_branches)", name)
+        elif topt.recompute_branches and name == "g":
+            log.warning("train.recompute_branches: net_g has no fast Transformer blocks (the official "
+                        "formulation, fused_attention: false, or another network type); nothing is recomputed")
     t.model = model
     t.params = [p for p in model.trainable.parameters() if p.requires_grad]
     t.optimizer = build_optimizer(t.params, topt.optim_total)

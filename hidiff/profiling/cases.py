@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from hidiff.archs.fast.gdfn import set_ffn_recompute
+from hidiff.archs.fast.transformer_block import set_branch_recompute
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 from hidiff.inference.noise import draw_noise
@@ -167,6 +168,7 @@ def _train_step_case(model, options, size: Tuple[int, int], batch: int, device: 
         raise ConfigError("the train_step case needs a training option file (with a 'train' block)")
     for net in model.trainable.values():
         set_ffn_recompute(net, topt.recompute_ffn)
+        set_branch_recompute(net, topt.recompute_branches)
     data = {"lq": _tensor((batch, in_ch, *size), device, 6), "gt": _tensor((batch, 3, *size), device, 7)}
     params = [p for p in model.trainable.parameters() if p.requires_grad]
 

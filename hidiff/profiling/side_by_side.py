@@ -12,7 +12,10 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
   (``train.checkpoint_levels``, by default of every U-Net stage: ``[1, 2, 3, 4, refinement]``), the memory
   option.
 * ``recompute``: hidiff's default path with the feed-forward's depthwise outputs and gate stored
-  (``train.recompute_ffn: false``) against the default, which recomputes them in backward.
+  (``train.recompute_ffn: false``) against the default, which recomputes them in backward;
+* ``branches``: hidiff's default path against the same with ``train.recompute_branches`` (each block's
+  branches keep only their matrix products' outputs); ``official-branches``: the official formulation
+  against the latter.
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
@@ -40,6 +43,7 @@ from hidiff.profiling.train_step import ALL_STAGES, StepSpec, TrainStep, every_s
 from hidiff.utils.malloc import keep_freed_memory
 
 RESULT_MARK = "HIDIFF_SIDE_BY_SIDE "
+COMPARISONS = ("jobs", "malloc", "official", "official-ckpt", "recompute", "branches", "official-branches")
 READY = "HIDIFF_SIDE_BY_SIDE_READY"
 
 
@@ -60,8 +64,8 @@ class Arrangement:
 
 def arrangements(kind: str, threads: int, jobs: int,
                  checkpoint_levels: Sequence[Union[int, str]] = ALL_STAGES) -> Tuple[Arrangement, Arrangement]:
-    """The (reference, candidate) pair of comparison ``kind`` (``jobs``, ``malloc``, ``official``,
-    ``official-ckpt``, whose candidate checkpoints ``checkpoint_levels``, or ``recompute``)."""
+    """The (reference, candidate) pair of comparison ``kind`` (one of :data:`COMPARISONS`; ``official-ckpt``'s
+    candidate checkpoints ``checkpoint_levels``)."""
     if kind == "jobs":
         share = max(1, threads // jobs)
         return (Arrangement(f"one training, {threads} threads", 1, threads),
@@ -73,16 +77,21 @@ def arrangements(kind: str, threads: int, jobs: int,
         return (Arrangement(f"hidiff default, feed-forward stored, {threads} threads", 1, threads,
                             overrides=("train.recompute_ffn=false",)),
                 Arrangement(f"hidiff default (feed-forward recomputed), {threads} threads", 1, threads))
+    branches = Arrangement(f"hidiff default + branches recomputed, {threads} threads", 1, threads,
+                           overrides=("train.recompute_branches=true",))
+    if kind == "branches":
+        return Arrangement(f"hidiff default, {threads} threads", 1, threads), branches
     official = Arrangement(f"official formulation, system malloc, {threads} threads", 1, threads,
                            keep_memory=False, formulation="plain")
     if kind == "official":
         return official, Arrangement(f"hidiff default, {threads} threads", 1, threads)
+    if kind == "official-branches":
+        return official, branches
     if kind == "official-ckpt":
         which = "" if every_stage(checkpoint_levels) else f" of {', '.join(map(str, checkpoint_levels))}"
         return official, Arrangement(f"hidiff default + checkpointing{which}, {threads} threads", 1, threads,
                                      checkpoint_levels=tuple(checkpoint_levels))
-    raise ValueError(f"comparison: expected 'jobs', 'malloc', 'official', 'official-ckpt' or 'recompute', "
-                     f"got {kind!r}")
+    raise ValueError(f"comparison: expected one of {', '.join(COMPARISONS)}, got {kind!r}")
 
 
 def count_window(step: Callable[[], object], end: float) -> dict:

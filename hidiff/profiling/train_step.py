@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from hidiff.archs.fast.gdfn import set_ffn_recompute
+from hidiff.archs.fast.transformer_block import set_branch_recompute
 from hidiff.archs.unet_levels import STAGES, checkpoint_stages
 from hidiff.engine.amp import Amp
 from hidiff.engine.optim import build_optimizer
@@ -177,6 +178,7 @@ class TrainStep:
         self.checkpointed = enable_checkpointing(self.model, spec.checkpoint_levels) if spec.checkpointing else []
         for net in self.model.trainable.values():
             set_ffn_recompute(net, topt.recompute_ffn)
+            set_branch_recompute(net, topt.recompute_branches)
         self.model.train(True)
         self.params = [p for p in self.model.trainable.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, topt.optim_total)

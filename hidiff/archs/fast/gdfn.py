@@ -29,6 +29,7 @@ class FastGDFN(GDFN):
 
     fused = True
     recompute_hidden = False
+    inside_recomputed_branch = False  # its block recomputes the whole branch (train.recompute_branches)
     inference_chunk_pixels: Optional[int] = None
     takes_norm = True  # forward(x, film, norm=...) normalises stripe by stripe
 
@@ -48,7 +49,7 @@ class FastGDFN(GDFN):
         stripes = inference_stripes(x, self.inference_chunk_pixels)
         if len(stripes) == 1:
             u = x if prep is None else prep(x)
-            if self.recompute_hidden and torch.is_grad_enabled():
+            if self.recompute_hidden and not self.inside_recomputed_branch and torch.is_grad_enabled():
                 return self.project_out(self._recomputed_gate(u))
             return self.project_out(self._gated(u))
         w_out = self.project_out.weight.view(c, self.hidden).t()
