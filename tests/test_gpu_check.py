@@ -46,9 +46,10 @@ def test_dry_run_runs_every_check_and_writes_json_and_markdown(tmp_path):
         assert f"## {name}: passed" in md
     assert "| stage 1, 2x32x32 | plain |" in md  # the training speed table
     assert "| stage 2, 2x32x32 | fast+stored-ffn |" in md  # beside it, the gate stored instead of recomputed
+    assert "| stage 2, 2x32x32 | fast+branches |" in md  # and the branches recomputed (fp32 without CUDA)
 
 
-def test_the_stored_ffn_variants_train_with_the_gate_stored():
+def test_the_stored_ffn_and_branch_variants_train_as_labelled():
     from hidiff.archs.fast.gdfn import FastGDFN
     from hidiff.profiling.train_speed import SpeedCase, variant_specs
     from hidiff.profiling.train_step import TrainStep
@@ -61,6 +62,14 @@ def test_the_stored_ffn_variants_train_with_the_gate_stored():
         gdfns = [m for net in TrainStep(spec).model.trainable.values() for m in net.modules()
                  if isinstance(m, FastGDFN)]
         assert gdfns and {m.recompute_hidden for m in gdfns} == {recomputes}, spec.label
+    from hidiff.archs.fast.transformer_block import FastTransformerBlock
+    branches = gpu_checks.recomputed_branches(specs)
+    assert [s.label for s in branches] == ["fast+bf16+branches"]
+    cpu = gpu_checks.recomputed_branches([s for s in specs if s.precision == "fp32"])
+    assert [s.label for s in cpu] == ["fast+branches"]
+    blocks = [m for net in TrainStep(cpu[0]).model.trainable.values() for m in net.modules()
+              if isinstance(m, FastTransformerBlock)]
+    assert blocks and {m.recompute_branches for m in blocks} == {True}
 
 
 def test_isolated_check_is_killed_at_its_budget_and_a_failure_does_not_stop_the_others(tmp_path):

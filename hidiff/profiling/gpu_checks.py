@@ -698,7 +698,8 @@ def _speed_md(rows: List[dict], title: str, unit: str, key: str) -> str:
     return "\n".join(lines)
 
 
-@check("speed_training", "training speed: plain / fast / bf16 / fp16 / checkpointing / stored FFN, stages 1 and 2",
+@check("speed_training", "training speed: plain / fast / bf16 / fp16 / checkpointing / stored FFN / recomputed "
+                         "branches, stages 1 and 2",
        150, 50, alone=True)
 def speed_training(ctx: Context) -> dict:
     batch, size = train_size(ctx)
@@ -707,7 +708,7 @@ def speed_training(ctx: Context) -> dict:
         case = SpeedCase(f"stage {stage}", opt_path(ctx, stage), batch, size)
         specs = variant_specs(case, precisions=("fp32", "bf16", "fp16") if ctx.cuda else ("fp32",),
                               device=ctx.device, overrides=tiny_overrides(ctx, stage))
-        specs += stored_ffn(specs)
+        specs += stored_ffn(specs) + recomputed_branches(specs)
         results.append(run_case(case, specs, warmup=0 if ctx.dry_run else 1, repeats=1 if ctx.dry_run else 3,
                                 memory="in_process" if ctx.cuda else "none"))
         free_cuda()
@@ -723,6 +724,14 @@ def stored_ffn(specs: Sequence[StepSpec]) -> List[StepSpec]:
     tell whether it is the cause."""
     return [replace(s, overrides=[*s.overrides, "train.recompute_ffn=false"], tag="stored-ffn")
             for s in specs if s.formulation == "fast" and not s.checkpointing and s.precision in ("fp32", "bf16")]
+
+
+def recomputed_branches(specs: Sequence[StepSpec]) -> List[StepSpec]:
+    """The fast bf16 variant (fp32 where there is no CUDA) with ``train.recompute_branches``: what selective
+    recomputation saves, and costs, beside mixed precision, the GPU's own memory lever (docs/speed.md)."""
+    want = "bf16" if any(s.precision == "bf16" for s in specs) else "fp32"
+    return [replace(s, overrides=[*s.overrides, "train.recompute_branches=true"], tag="branches")
+            for s in specs if s.formulation == "fast" and not s.checkpointing and s.precision == want]
 
 
 #: the order the checks run in.  The compile check, which waits mostly on inductor's CPU work (65 s of its 93 s
