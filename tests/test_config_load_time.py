@@ -14,24 +14,10 @@ import pytest
 import yaml
 
 from engine_tiny_run import tiny_options
+from test_config_validation import edited_load_error, load_error, write
 from hidiff.config import load_options, options_from_text, save_resolved
 from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text
 from hidiff.errors import ConfigError
-
-
-def write(tmp_path: Path, opt: dict, name: str = "opt.yml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(opt, sort_keys=False))
-    return path
-
-
-def load_error(tmp_path: Path, opt: dict, overrides=(), is_train: bool = True) -> str:
-    path = write(tmp_path, opt)
-    with pytest.raises(ConfigError) as err:
-        load_options(path, overrides, is_train=is_train)
-    msg = str(err.value)
-    assert msg.startswith(str(path)), msg
-    return msg
 
 
 def stage2(tmp_path: Path) -> dict:
@@ -163,9 +149,7 @@ def test_saved_strings_read_back_as_strings(tmp_path, value):
      "train.scheduler: restarts [0, 10] and restart_weights [1] must have the same length"),
 ])
 def test_values_refused_at_load_not_at_build(tmp_path, edit, expected):
-    opt = tiny_options(tmp_path, with_val=True)
-    edit(opt)
-    msg = load_error(tmp_path, opt)
+    msg = edited_load_error(tmp_path, edit)
     assert expected in msg, msg
 
 
@@ -234,9 +218,7 @@ def test_an_error_an_override_caused_names_the_override(tmp_path):
      "datasets.val.prefetch_mode: only the training loader reads it"),
 ])
 def test_blocks_nothing_reads_are_refused(tmp_path, edit, expected):
-    opt = tiny_options(tmp_path, with_val=True)
-    edit(opt)
-    msg = load_error(tmp_path, opt)
+    msg = edited_load_error(tmp_path, edit)
     assert expected in msg, msg
 
 

@@ -21,13 +21,21 @@ def write(tmp_path: Path, opt: dict, name: str = "opt.yml") -> Path:
     return path
 
 
-def load_error(tmp_path: Path, opt: dict) -> str:
+def load_error(tmp_path: Path, opt: dict, overrides=(), is_train: bool = True) -> str:
+    """The ConfigError of loading ``opt`` from a file; it must start with the file's path."""
     path = write(tmp_path, opt)
     with pytest.raises(ConfigError) as err:
-        load_options(path)
+        load_options(path, overrides, is_train=is_train)
     msg = str(err.value)
     assert msg.startswith(str(path)), msg
     return msg
+
+
+def edited_load_error(tmp_path: Path, edit) -> str:
+    """The load error of the tiny option file (with a validation set) after ``edit``."""
+    opt = tiny_options(tmp_path, with_val=True)
+    edit(opt)
+    return load_error(tmp_path, opt)
 
 
 def edited(tmp_path: Path, section: str, key: str, value) -> dict:
@@ -104,9 +112,7 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
 def test_values_the_run_could_not_use_are_refused_at_load(tmp_path, edit, expected):
     """Each of these loaded before and failed later (an infinite lr at the first step, a missing optimiser when
     it was built) or was silently ignored (a stage-1 diffusion_schedule, scale 2)."""
-    opt = tiny_options(tmp_path, with_val=True)
-    edit(opt)
-    msg = load_error(tmp_path, opt)
+    msg = edited_load_error(tmp_path, edit)
     assert expected in msg, msg
 
 
