@@ -264,6 +264,19 @@ def test_a_live_run_in_another_pid_namespace_keeps_its_staging_folder(tmp_path):
     assert not [p for p in dst.iterdir() if p.name.startswith(staging.PREFIX)]
 
 
+def test_outputs_set_aside_by_a_run_killed_while_committing_are_never_deleted(prepared):
+    """A run killed between setting an old output aside and moving its new one in left the only copy of the old
+    one in its staging folder, which the next run deleted as a leftover."""
+    src, dst = prepared
+    killed = dst / f"{staging.PREFIX}12345-deadbeef"
+    aside = killed / "old" / "GoPro" / "train" / "input"
+    (dst / "GoPro" / "train" / "input").rename(aside.parent.mkdir(parents=True) or aside)
+    before = tree(dst)
+    with pytest.raises(DataError, match="killed while moving its own into place"):
+        prepare_gopro(src, options(dst, overwrite=True))
+    assert tree(dst) == before
+
+
 def test_a_staging_folder_removed_midway_commits_nothing(prepared, monkeypatch):
     """Writes recreate missing folders (crops, notes and reports go through atomic writes), so a run whose
     staging folder another process removed used to finish 'successfully' and move a part of its outputs into

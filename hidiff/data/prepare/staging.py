@@ -74,6 +74,11 @@ def remove_stale(dst: Path) -> list[Path]:
         if fd is None:
             continue  # a live run's
         try:
+            old = entry / "old"
+            if old.is_dir() and any(old.iterdir()):
+                raise DataError(f"'{entry}' holds outputs that a preparation killed while moving its own into "
+                                f"place had set aside ('{old}'): '{dst}' may now mix old and new outputs. Move "
+                                f"them back (or delete them), remove '{entry}', and run again")
             shutil.rmtree(entry)
         finally:
             os.close(fd)
