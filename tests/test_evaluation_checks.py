@@ -254,3 +254,19 @@ def test_charbonnier_docstring_states_the_eps_convention():
     assert "sqrt((x - y)^2 + eps)" in doc and "eps^2" not in doc
     a, b = torch.zeros(4), torch.zeros(4)
     assert CharbonnierLoss(eps=1e-4)(a, b).item() == pytest.approx(1e-2)  # sqrt(eps), not eps
+
+
+def test_a_set_named_like_a_benchmark_is_warned_about_its_basic_protocol(caplog):
+    """'GoPro_test' or 'RealBlur-J test' silently got the basic protocol, and its report could read like the
+    paper's figure."""
+    from hidiff.evaluation.protocols import default_protocol_for
+
+    with caplog.at_level("WARNING", logger="hidiff"):
+        assert default_protocol_for("GoPro") == "gopro" and not caplog.records
+        assert default_protocol_for("GoPro_test") == "basic"
+        assert default_protocol_for("RealBlur-J test") == "basic"
+        assert default_protocol_for("my_photos") == "basic"
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert "'GoPro_test' is scored with the basic protocol" in said[0] and "'gopro' protocol" in said[0]
+    assert "RealBlur_J" in said[1] or "RealBlur-J" in said[1], said[1]

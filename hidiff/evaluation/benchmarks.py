@@ -42,3 +42,13 @@ def lookup_set(name: str | None) -> BenchmarkSet | None:
     if not name:
         return None
     return KNOWN_SETS.get(normalize_set_name(name))
+
+
+def resembled_set(name: str | None) -> BenchmarkSet | None:
+    """The known test set whose name ``name`` holds without being it (``GoPro_test``, ``RealBlur-J test``), or
+    None: such a set gets the ``basic`` protocol, not the paper's, unless its protocol is named."""
+    if not name or lookup_set(name) is not None:
+        return None
+    key = normalize_set_name(name)
+    found = [s for k, s in KNOWN_SETS.items() if len(k) >= 4 and k in key]
+    return max(found, key=lambda s: len(normalize_set_name(s.name))) if found else None

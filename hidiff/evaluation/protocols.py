@@ -26,6 +26,7 @@ checked before anything is scored.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from hidiff.errors import ConfigError
-from hidiff.evaluation.benchmarks import lookup_set
+from hidiff.evaluation.benchmarks import lookup_set, resembled_set
 from hidiff.evaluation.realblur import ECC_GAUSS_FILT_SIZE, ECC_ITERATIONS, SSIM_CROP, score_realblur
 from hidiff.metrics import lpips_alex, mae, psnr_float, psnr_uint8, ssim_basicsr, ssim_matlab3d, ssim_skimage
 from hidiff.metrics._arrays import check_pair, to_unit_float
@@ -42,6 +43,8 @@ from hidiff.metrics.lpips_metric import MIN_SIDE as LPIPS_MIN_SIDE
 from hidiff.metrics.ssim_skimage import MIN_SIDE as SSIM_SKIMAGE_MIN_SIDE
 from hidiff.utils.kwargs import check_kwargs
 from hidiff.utils.suggest import did_you_mean
+
+log = logging.getLogger("hidiff")
 
 Scores = dict[str, float | bool]
 
@@ -211,6 +214,14 @@ def get_protocol(name: str | Protocol, **options: Any) -> Protocol:
 
 
 def default_protocol_for(dataset_name: str | None) -> str:
-    """Protocol name for a test set: gopro, realblur, dpdd for the known sets, else basic."""
+    """Protocol name for a test set: gopro, realblur, dpdd for the known sets, else basic (with a warning when
+    the name holds a known set's, e.g. ``GoPro_test``: its paper's protocol is then one option away)."""
     known = lookup_set(dataset_name)
-    return known.protocol if known else "basic"
+    if known:
+        return known.protocol
+    like = resembled_set(dataset_name)
+    if like is not None:
+        log.warning("test set '%s' is scored with the basic protocol; its name holds the known set %s's, whose "
+                    "papers use the '%s' protocol: name the set '%s' or set its protocol to use that",
+                    dataset_name, like.name, like.protocol, like.name)
+    return "basic"
