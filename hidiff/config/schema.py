@@ -396,7 +396,7 @@ class TrainOptions:
     recompute_branches: bool = spec(False, "the fast formulation's Transformer blocks keep only their matrix "
                                            "products' outputs (1x1 convolutions, batched matmuls) for backward and "
                                            "recompute the rest (LayerNorm, depthwise convs, GELU gate, softmax): "
-                                           "about a fifth less step memory for some 8 % more time on a CPU "
+                                           "about a sixth less step memory for some 7 % more time on a CPU "
                                            "(docs/speed.md); the gradients are the same")
 
     _aliases = {"optim_g": "optim_total"}
