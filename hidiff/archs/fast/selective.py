@@ -17,11 +17,11 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 _aten = torch.ops.aten
 #: operators whose outputs are kept: the matrix products
-MATMUL_OPS = frozenset(op for op in (
-    _aten.mm.default, _aten.bmm.default, _aten.addmm.default, _aten.baddbmm.default, _aten.matmul.default,
-    getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu", None) and
-    _aten._scaled_dot_product_flash_attention_for_cpu.default,
-) if op)
+MATMUL_OPS = frozenset({_aten.mm.default, _aten.bmm.default, _aten.addmm.default, _aten.baddbmm.default,
+                        _aten._scaled_dot_product_flash_attention_for_cpu.default,
+                        _aten._scaled_dot_product_flash_attention.default,
+                        _aten._scaled_dot_product_efficient_attention.default,
+                        _aten._scaled_dot_product_cudnn_attention.default})
 
 
 def keep_matmuls(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
