@@ -26,13 +26,12 @@ from hidiff.engine.ema import ModelEMA
 from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
 from hidiff.engine.stage_link import resolve_pretrained
-from hidiff.engine.training_state import check_pretrained_kept
+from hidiff.engine.training_state import check_pretrained_kept, pretrained_record
 from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import ConfigError, DataError, HidiffError
 from hidiff.models import build_model
 from hidiff.models.lr_scheduler import build_scheduler
 from hidiff.utils.checkpoint import load_network, load_state_into
-from hidiff.utils.hashing import sha256_file
 
 
 def agreed(fn: Callable[[], Any]) -> Any:
@@ -62,7 +61,7 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
     o, log, topt = t.opt, t.log, t.topt
     model = build_model(o)
     specs = resolve_pretrained(o)
-    t.pretrained = {net: {"path": str(spec.path), "sha256": sha256_file(spec.path)} for net, spec in specs.items()}
+    t.pretrained = pretrained_record(specs)
     if verified is not None:
         check_pretrained_kept(verified, t.pretrained, t.allow_config_change, log)
     for net, spec in specs.items():

@@ -19,6 +19,7 @@ from hidiff.engine.checkpoint_store import CheckpointStore, VerifiedState
 from hidiff.engine.seeding import capture_rng_state, seed_everything
 from hidiff.errors import CheckpointError, ConfigError
 from hidiff.utils.checkpoint import cpu_state_dict
+from hidiff.utils.hashing import sha256_file
 
 
 def choose_resume(arg: str, store: CheckpointStore, log: logging.Logger, is_main: bool) -> Optional[Path]:
@@ -64,22 +65,33 @@ def check_config_change(verified: VerifiedState, options, allow: bool, log: logg
     log.warning("resuming with changed options (--allow-config-change):\n%s", diff)
 
 
+def pretrained_record(specs: dict) -> dict[str, dict[str, str]]:
+    """``{net: {path, sha256}}`` of the files networks are initialised from (``resolve_pretrained``'s specs):
+    what a training state records, so a resume can tell whether one of them changed."""
+    return {net: {"path": str(spec.path), "sha256": sha256_file(spec.path)} for net, spec in specs.items()}
+
+
+def changed_pretrained(verified: VerifiedState,
+                       pretrained: dict[str, dict[str, str]]) -> list[tuple[str, dict, dict[str, str]]]:
+    """``(net, recorded, now)`` for each network outside the checkpoint (stage 2's frozen net_le) whose file
+    changed since the run started; none for states saved before the files' sha256 were recorded."""
+    saved = verified.state.get("pretrained")
+    if not isinstance(saved, dict):
+        return []
+    return [(net, saved[net], now) for net, now in sorted(pretrained.items())
+            if net not in verified.networks and isinstance(saved.get(net), dict)
+            and saved[net].get("sha256") != now["sha256"]]
+
+
 def check_pretrained_kept(verified: VerifiedState, pretrained: dict[str, dict[str, str]], allow: bool,
                           log: logging.Logger) -> None:
     """Refuse a resume whose networks outside the checkpoint (stage 2's frozen net_le) would load from a file
     that changed since the run started, unless ``allow`` (then log it).
 
     Those networks are loaded again from their files on every resume; a stage-1 run retrained under the
-    same name would otherwise change the target prior mid-run, silently.  States saved before the files'
-    sha256 were recorded are not checked.
+    same name would otherwise change the target prior mid-run, silently.
     """
-    saved = verified.state.get("pretrained")
-    if not isinstance(saved, dict):
-        return
-    for net, now in sorted(pretrained.items()):
-        was = saved.get(net)
-        if net in verified.networks or not isinstance(was, dict) or was.get("sha256") == now["sha256"]:
-            continue
+    for net, was, now in changed_pretrained(verified, pretrained):
         msg = (f"--resume {verified.path}: net_{net} is not in the checkpoint and is loaded again from "
                f"{now['path']} (sha256 {now['sha256'][:12]}), but the run started from {was.get('path')} "
                f"(sha256 {str(was.get('sha256'))[:12]})")

@@ -34,6 +34,7 @@ import hidiff.models  # noqa: F401  (registers the model classes)
 from hidiff.config import config_hash, load_options
 from hidiff.engine.checkpoint_store import CheckpointStore
 from hidiff.engine.run_lock import RunLock
+from hidiff.engine.training_state import changed_pretrained, pretrained_record
 from hidiff.engine.stage_link import resolve_pretrained
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.registry import MODEL_REGISTRY
@@ -92,20 +93,18 @@ def saved_hash(run: Run) -> Optional[str]:
 
 def checkpoint_from_other_inputs(run: Run) -> bool:
     """Whether the newest checkpoint of the run folder started from other stage-1 weights than those its
-    options name now: ``--resume auto`` would refuse it (hidiff/engine/training_state.py,
-    ``check_pretrained_kept``), since stage 2's frozen net_le is loaded again from the stage-1 run."""
+    options name now: ``--resume auto`` would refuse it (``check_pretrained_kept`` in
+    hidiff/engine/training_state.py), since stage 2's frozen net_le is loaded again from the stage-1 run."""
     if not (run.run_dir / "training_states").is_dir():
         return False
     verified = CheckpointStore(run.run_dir).latest_valid()
-    saved = verified.state.get("pretrained") if verified is not None else None
-    if not isinstance(saved, dict):
+    if verified is None:
         return False
     try:
         specs = resolve_pretrained(run.options)
     except ConfigError:
         return False     # the trainer says what is missing
-    return any(net not in verified.networks and isinstance(saved.get(net), dict)
-               and saved[net].get("sha256") != sha256_file(spec.path) for net, spec in specs.items())
+    return bool(changed_pretrained(verified, pretrained_record(specs)))
 
 
 @dataclass
