@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from hidiff.errors import ConfigError
+from hidiff.utils.folder_lock import LOCKING, try_lock_folder
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
 
 
 class RunLock:
@@ -26,14 +23,11 @@ class RunLock:
 
     def hold(self, folder: Path) -> None:
         """Lock ``folder`` if it exists and is not locked by this object yet; ConfigError if another run holds it."""
-        if fcntl is None or not folder.is_dir() or self._holds(folder):
+        if not LOCKING or not folder.is_dir() or self._holds(folder):
             return
         self.release()
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock_folder(folder)
+        if fd is None:
             raise ConfigError(f"{folder}: another training is using this run folder now; wait for it to end "
                               f"or give this run another name (option 'name' or -o name=...)") from None
         self.fd = fd

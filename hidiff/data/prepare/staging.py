@@ -27,11 +27,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from hidiff.errors import DataError, HidiffError
+from hidiff.utils.folder_lock import try_lock_folder
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX: staging folders are not locked
-    fcntl = None  # type: ignore[assignment]
 
 PREFIX = ".hidiff-prepare-"
 
@@ -46,19 +43,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _lock(folder: Path) -> Optional[int]:
-    """A descriptor holding an exclusive lock on ``folder``, or None if another process holds one."""
-    if fcntl is None:
-        return None
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def remove_stale(dst: Path) -> list[Path]:
     """Delete staging folders under ``dst`` left by killed runs (no process holds their lock); return them."""
     removed = []
@@ -70,7 +54,7 @@ def remove_stale(dst: Path) -> list[Path]:
         tail = entry.name[len(PREFIX):]
         if tail.isdigit() and int(tail) != os.getpid() and _pid_alive(int(tail)):
             continue  # an older hidiff's folder (named by PID alone, never locked) whose process may be running
-        fd = _lock(entry)
+        fd = try_lock_folder(entry)
         if fd is None:
             continue  # a live run's
         try:
@@ -162,7 +146,7 @@ class Staging:
     def create(self) -> None:
         """Make the staging folder and hold its lock until :meth:`remove`."""
         self.root.mkdir(parents=True)
-        self.lock_fd = _lock(self.root)
+        self.lock_fd = try_lock_folder(self.root)
 
     def check_intact(self) -> None:
         """DataError if the staging folder is no longer the one this run made (another process removed it):
