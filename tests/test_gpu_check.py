@@ -232,3 +232,22 @@ def test_an_interrupted_run_leaves_no_background_check_running(tmp_path):
     while _processes_mentioning(str(tmp_path)) and time.time() < deadline:
         time.sleep(0.1)
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_a_check_budget_given_on_the_command_line_cuts_the_check_and_is_reported(tmp_path):
+    out = tmp_path / "report"
+    proc = run_checked([PY, SCRIPT, "--dry-run", "--only", "prefetch", "--budget", "prefetch=0.01", "--out", str(out)],
+                       env=run_env(), timeout=300, returncode=1)
+    (entry,) = json.loads((out / "gpu_check.json").read_text())["checks"]
+    assert entry["name"] == "prefetch" and entry["status"] == "failed", explain(proc.args, proc.returncode,
+                                                                             proc.stdout, proc.stderr, "")
+    assert entry["budget_s"] == 0.01 and "budget" in entry["reason"]
+
+
+@pytest.mark.parametrize("given", ["prefetch", "nosuch=10", "prefetch=0", "prefetch=abc", "prefetch=inf"])
+def test_a_bad_check_budget_is_refused_before_anything_is_written(tmp_path, given):
+    out = tmp_path / "report"
+    proc = run_checked([PY, SCRIPT, "--dry-run", "--budget", given, "--out", str(out)], env=run_env(), timeout=120,
+                       returncode=2)
+    assert "--budget" in proc.stderr and "CHECK=SECONDS" in proc.stderr
+    assert not out.exists()

@@ -396,8 +396,10 @@ class TrainOptions:
     recompute_branches: bool = spec(False, "the fast formulation's Transformer blocks keep only their matrix "
                                            "products' outputs (1x1 convolutions, batched matmuls) for backward and "
                                            "recompute the rest (LayerNorm, depthwise convs, GELU gate, softmax): "
-                                           "about a sixth less step memory for some 7 % more time on a CPU "
-                                           "(docs/speed.md); the gradients are the same")
+                                           "about a sixth less step memory for some 7 % more time on a CPU; "
+                                           "on an H100 it was slower and larger than checkpointing every stage "
+                                           "(use checkpoint_levels there; docs/speed.md); the gradients are the "
+                                           "same")
 
     _aliases = {"optim_g": "optim_total"}
     _retired = {

@@ -74,6 +74,10 @@ class Check:
     alone: bool = False
 
     def budget(self, ctx: Context) -> float:
+        """Seconds this check may take: ``ctx.extra["budgets"][name]`` where given (``--budget``), else its own."""
+        given = (ctx.extra.get("budgets") or {}).get(self.name)
+        if given is not None:
+            return float(given)
         return self.dry_budget_s if ctx.dry_run else self.budget_s
 
 
