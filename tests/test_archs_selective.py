@@ -41,10 +41,16 @@ def _backward_ops(net, x, z) -> dict:
     return seen.counts
 
 
+#: the attention types of hidiff/archs; the window types get small windows so the tiny maps hold several
+ATTENTION = {"mdta": {}, "swda": {"attn_types": "swda", "attn_options": {"swda": {"window_size": 4}}},
+             "swin": {"attn_types": "swin", "attn_options": {"swin": {"window_size": 4}}}}
+
+
+@pytest.mark.parametrize("attn", list(ATTENTION))
 @pytest.mark.parametrize("levels", [[], [1, 2, 3, 4, "refinement"]], ids=["alone", "inside_checkpointed_levels"])
 @pytest.mark.parametrize("ffn", [True, False], ids=["ffn_recompute_on", "ffn_recompute_off"])
-def test_selective_recomputation_gives_identical_gradients(levels, ffn):
-    net = _net(TINY_G)
+def test_selective_recomputation_gives_identical_gradients(levels, ffn, attn):
+    net = _net(TINY_G, **ATTENTION[attn])
     net.set_checkpoint_levels(levels)
     set_ffn_recompute(net, ffn)
     x = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(2))

@@ -129,9 +129,9 @@ class Transformer(nn.Module):
     - ``channels_last``: run the feature maps in channels_last memory format (faster
       on CPU, copy-free LayerNorm); the output has the input's memory format.
     - ``inference_chunk_pixels``: without autograd and on the CPU, the fast MDTA and
-      GDFN run over row stripes of at most this many pixels (default 16384; exact
-      maths up to float summation order; bounds the peak memory of large images and
-      keeps temporaries cache-sized).  None or 0 disables it.  On CUDA images are
+      GDFN run over row stripes, and the fast HIM over pixel chunks, of at most this
+      many pixels (default 16384; exact maths up to float summation order; bounds the
+      peak memory of large images and keeps temporaries cache-sized).  None or 0 disables it.  On CUDA images are
       taken whole (stripes cost speed there; the tiler bounds memory).  See
       ``set_inference_chunk_pixels``.
     - ``zero_init_output``: start the output conv at zero, so the untrained network

@@ -19,7 +19,7 @@ class HIM(nn.Module):
 
     Input a (B,C,H,W) map and (B,N,prior_dim) prior tokens, output (B,C,H,W).
     ``q`` and ``kv`` follow the U-Net ``bias`` flag (False in the official
-    configs); ``proj`` always has a bias, as in the official code.  Softmax runs in fp32.
+    configs); ``proj`` always has a bias, as in the official code.  Softmax runs in fp32 (fp64 for fp64 inputs).
     """
 
     def __init__(self, dim: int, num_heads: int, prior_dim: int, bias: bool = False) -> None:
@@ -41,6 +41,6 @@ class HIM(nn.Module):
         k, v = (rearrange(t, "b n (head d) -> b head n d", head=self.num_heads)
                 for t in self.kv(self.norm2(prior)).chunk(2, dim=-1))
         attn = (q @ k.transpose(-2, -1)) * self.scale
-        attn = attn.float().softmax(dim=-1).to(v.dtype)
+        attn = attn.to(torch.promote_types(attn.dtype, torch.float32)).softmax(dim=-1).to(v.dtype)
         x = x + self.proj(rearrange(attn @ v, "b head n d -> b n (head d)"))
         return rearrange(x, "b (h w) c -> b c h w", h=h, w=w)

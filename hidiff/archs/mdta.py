@@ -22,7 +22,7 @@ class MDTA(nn.Module):
 
     q, k are L2-normalised along the pixel axis; ``temperature`` is a learned
     per-head scale (init 1).  With ``film_dim`` the input is first FiLM-modulated by
-    the prior vector passed as ``film`` (HI-Diff bottleneck).  Softmax runs in fp32.
+    the prior vector passed as ``film`` (HI-Diff bottleneck).  Softmax runs in fp32 (fp64 for fp64 inputs).
     """
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False, film_dim: Optional[int] = None) -> None:
@@ -43,6 +43,6 @@ class MDTA(nn.Module):
         q, k, v = (rearrange(t, "b (head c) h w -> b head c (h w)", head=self.num_heads) for t in (q, k, v))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature
-        attn = attn.float().softmax(dim=-1).to(v.dtype)
+        attn = attn.to(torch.promote_types(attn.dtype, torch.float32)).softmax(dim=-1).to(v.dtype)
         out = rearrange(attn @ v, "b head c (h w) -> b (head c) h w", head=self.num_heads, h=h, w=w)
         return self.project_out(out)

@@ -3,14 +3,17 @@
 MKL picks its GEMM kernel (and with it the summation order) from the number of
 rows, so ``nn.Linear`` on a handful of rows per sample - the prior tokens, the
 FiLM vectors - gives results that differ by a few float32 ulps between batch 1
-and batch 4.  Tiled inference promises outputs that are bitwise independent of
-the tile batch, so at inference every Linear of the prior path (latent encoder
+and batch 4.  At inference every Linear of the prior path (latent encoder
 head, MLP-mixers, denoisers, prior pyramid, and the HIM keys and FiLM of the
-CPU-fast blocks in :mod:`hidiff.archs.fast`) runs one sample at
+CPU-fast blocks in :mod:`hidiff.archs.fast`) therefore runs one sample at
 a time: each call then has the shape of a batch-1 call.  They are tiny (<= 16
 rows per sample), so the loop costs microseconds; in training mode the layer is
 an ordinary batched Linear.  Parameters and state_dict keys are those of
 ``nn.Linear``.
+
+The image-sized layers (convolutions, the HIM's attention) still run batched, so
+a network's output for one tile changes with the tile batch by float rounding
+(about 1e-5 in float32); it is bitwise the same only with one tile per call.
 """
 from __future__ import annotations
 

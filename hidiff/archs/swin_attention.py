@@ -51,6 +51,11 @@ LOGIT_SCALE_MAX = math.log(100.0)
 CPB_HIDDEN = 512
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """t in float32, or in its own dtype if wider (float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _choice(value: str, choices, key: str) -> str:
     if value not in choices:
         raise ConfigError(f"{key}: got {value!r}{did_you_mean(str(value), choices)}; expected one of "
@@ -110,7 +115,7 @@ class SWDA(nn.Module):
         # Creation order fixes the official state_dict order.
         if spatial:
             self.logit_scale = nn.Parameter(torch.log(10.0 * torch.ones(num_heads, 1, 1)))
-            self.cpb_mlp = nn.Sequential(nn.Linear(2, CPB_HIDDEN, bias=True), nn.ReLU(inplace=True),
+            self.cpb_mlp = nn.Sequential(nn.Linear(2, CPB_HIDDEN, bias=True), nn.ReLU(),
                                          nn.Linear(CPB_HIDDEN, num_heads, bias=False))
             self.register_buffer("relative_coords_table", log_cpb_table(window_size), persistent=False)
             self.register_buffer("relative_position_index", relative_position_index(window_size),
@@ -131,7 +136,7 @@ class SWDA(nn.Module):
         return 16.0 * torch.sigmoid(bias)
 
     def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        logits = _wide(logits)
         return sink_softmax(logits) if self.softmax == "sink_rowmax" else torch.softmax(logits, dim=-1)
 
     def _spatial(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: int,
@@ -143,9 +148,9 @@ class SWDA(nn.Module):
             return t.reshape(bw, heads, c // heads, l).transpose(-2, -1)
 
         q, k, v = tokens(q), tokens(k), tokens(v)
-        logits = F.normalize(q.float(), dim=-1) @ F.normalize(k.float(), dim=-1).transpose(-2, -1)
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().float()
-        logits = logits * scale + self.position_bias().float()
+        logits = F.normalize(_wide(q), dim=-1) @ F.normalize(_wide(k), dim=-1).transpose(-2, -1)
+        scale = _wide(torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp())
+        logits = logits * scale + _wide(self.position_bias())
         if mask is not None:  # (nW, L|1, L), shared by every image and head
             logits = (logits.view(batch, -1, heads, l, l) + mask.unsqueeze(1)).view(bw, heads, l, l)
         out = self._softmax(logits).to(v.dtype) @ v                      # (Bw, heads, L, d)
@@ -155,11 +160,11 @@ class SWDA(nn.Module):
         """Transposed attention over the pixels of each map in the batch: (N, c, h, w) -> (N, c, h, w)."""
         n, c, h, w = q.shape
         heads = self.num_heads
-        q = F.normalize(q.reshape(n, heads, c // heads, h * w).float(), dim=-1)
-        k = F.normalize(k.reshape(n, heads, c // heads, h * w).float(), dim=-1)
+        q = F.normalize(_wide(q.reshape(n, heads, c // heads, h * w)), dim=-1)
+        k = F.normalize(_wide(k.reshape(n, heads, c // heads, h * w)), dim=-1)
         logits = q @ k.transpose(-2, -1)                                 # (N, heads, d, d)
         if hasattr(self, "temperature"):
-            logits = logits * self.temperature.float()
+            logits = logits * _wide(self.temperature)
         v = v.reshape(n, heads, c // heads, h * w)
         return (self._softmax(logits).to(v.dtype) @ v).reshape(n, c, h, w)
 

@@ -14,12 +14,14 @@ its textbook class (same parameters, keys and initial values) and overrides
   :class:`~.basic_layer.FastBasicLayer`: residuals accumulated in place without
   autograd (a block then holds about two full-size maps).
 
-Without autograd, MDTA, GDFN and HIM also work through row stripes of at most
-``inference_chunk_pixels`` pixels (:mod:`.stripes`), normalising and FiLM-ing
-their input stripe by stripe; every block works on either memory format but is
-fastest on ``channels_last`` maps.  The prior-side linears (HIM keys, FiLM) and
-the attention reductions run one sample at a time at inference, so a tile's
-output does not depend on the tile batch (:mod:`hidiff.archs.sample_wise`).
+Without autograd, on the CPU, MDTA and GDFN also work through row stripes (HIM
+through pixel chunks) of at most ``inference_chunk_pixels`` pixels
+(:mod:`.stripes`), normalising and FiLM-ing their input stripe by stripe; every
+block works on either memory format but is fastest on ``channels_last`` maps.
+The prior-side linears (HIM keys, FiLM) and the attention reductions run one
+sample at a time at inference, so a tile's output depends on the tile batch only
+by float rounding (the image-sized layers still run batched); it is bitwise
+reproducible with one tile per call (:mod:`hidiff.archs.sample_wise`).
 
 Every class has a ``fused`` switch (True); False runs the inherited textbook
 ``forward`` (the profiler's reference formulation uses it).

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hidiff.archs.fast.memory import residual_add
+from hidiff.archs.fast.stripes import inference_chunk
 from hidiff.archs.him import HIM
 from hidiff.archs.sample_wise import sample_wise
 
@@ -15,10 +16,12 @@ class FastHIM(HIM):
     """HIM's maths with Q never formed: per head, the query projection is folded into the N keys
     (K_h W_q,h) and the output projection into the N values (V_h W_p,h^T), and
     ``scaled_dot_product_attention`` runs on the normalised pixels directly (fewer FLOPs,
-    one full-size temporary less).  Output has channels_last strides.
+    one full-size temporary less).  With ``inplace`` the sum is written into x (and keeps x's memory
+    format); otherwise the output is usually channels_last, but its strides are not promised.
 
-    Without autograd it works through chunks of at most ``inference_chunk_pixels`` pixels,
-    so no full-size temporaries besides the output are made; ``kv`` runs one sample at a time.
+    Without autograd, on the CPU, it works through chunks of at most ``inference_chunk_pixels`` pixels
+    (``inference_chunk``), so no full-size temporaries besides the output are made; the chunks give the
+    whole image's result up to float rounding, in the same dtype.  ``kv`` runs one sample at a time.
     """
 
     fused = True
@@ -36,18 +39,18 @@ class FastHIM(HIM):
         n = h * w
         tokens = x.permute(0, 2, 3, 1).reshape(b, n, c)  # a view of x for NCHW and channels_last
         keys = self._keys(*self.kv(self.norm2(prior)).chunk(2, dim=-1))
-        inference = not torch.is_grad_enabled()
-        step = self.inference_chunk_pixels if inference else None
+        step = inference_chunk(x, self.inference_chunk_pixels)
         if not step or step >= n:
-            out = residual_add(tokens, self._attend(self.norm1(tokens), keys), inplace and inference)
-        else:  # inference: pixels are independent, so attend chunk by chunk into one output
-            out = tokens if inplace else None
+            out = residual_add(tokens, self._attend(self.norm1(tokens), keys), inplace)  # x + y with autograd
+        else:  # pixels are independent, so attend chunk by chunk into one output
+            out = None
             for p0 in range(0, n, step):
                 part = tokens[:, p0:p0 + step]
-                y = self._attend(self.norm1(part), keys).add_(part)
-                if out is None:
-                    out = y.new_empty(b, n, c)
-                out[:, p0:p0 + step] = y
+                y = self._attend(self.norm1(part), keys)
+                if out is None:  # the sum's dtype, as residual_add gives for the whole image
+                    dtype = torch.result_type(part, y)
+                    out = tokens if inplace and tokens.dtype == dtype else y.new_empty(b, n, c, dtype=dtype)
+                torch.add(part, y, out=out[:, p0:p0 + step])
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:

@@ -62,13 +62,15 @@ class FastMDTA(MDTA):
             sq_q = sq_q + per_sample(_sum_squares, q)
             sq_k = sq_k + per_sample(_sum_squares, k)
             del q, k
-        gram = torch.stack(grams, 1).float()  # (B, heads, d, d)
+        gram = torch.stack(grams, 1)  # (B, heads, d, d)
+        acc = torch.promote_types(gram.dtype, torch.float32)  # float32, or float64 for a float64 model
+        gram = gram.to(acc)
         # F.normalize semantics: divide by max(norm, 1e-12).
         nq = sq_q.sqrt().clamp_min(1e-12).view(b, heads, d, 1)
         nk = sq_k.sqrt().clamp_min(1e-12).view(b, heads, 1, d)
-        attn = torch.softmax(gram / (nq * nk) * self.temperature.float(), dim=-1)
+        attn = torch.softmax(gram / (nq * nk) * self.temperature.to(acc), dim=-1)
         # out = W_p . blockdiag(attn) . v  ->  fold the small matrices first.
-        w_p = self.project_out.weight.view(c, heads, d).float()
+        w_p = self.project_out.weight.view(c, heads, d).to(acc)
         mix = torch.einsum("ohi,bhij->bohj", w_p, attn).reshape(b, c, c).transpose(1, 2)
         if whole is not None:
             v = self._branch(whole, 2)
@@ -97,5 +99,5 @@ def _gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def _sum_squares(t: torch.Tensor) -> torch.Tensor:
-    """(B, P, C) -> (B, C) float32 sums over pixels of t^2."""
-    return t.float().square().sum(1)
+    """(B, P, C) -> (B, C) sums over pixels of t^2, in float32 or wider."""
+    return t.to(torch.promote_types(t.dtype, torch.float32)).square().sum(1)

@@ -26,15 +26,21 @@ def row_stripes(height: int, width: int, max_pixels: Optional[int]) -> List[Tupl
     return [(r, min(r + rows, height)) for r in range(0, height, rows)]
 
 
-def inference_stripes(x: torch.Tensor, max_pixels: Optional[int]) -> List[Tuple[int, int]]:
-    """The row stripes a fast block works in for x (B, C, H, W): several only without autograd, on the CPU.
+def inference_chunk(x: torch.Tensor, max_pixels: Optional[int]) -> Optional[int]:
+    """The chunk size (pixels) a fast block works through x in: ``max_pixels`` without autograd on the CPU,
+    else None (x whole).
 
-    Stripes bound the CPU's memory.  On CUDA the tiler bounds memory instead, and the stripes' many
+    Chunks bound the CPU's memory.  On CUDA the tiler bounds memory instead, and the chunks' many
     small kernels cost more than they save (docs/speed.md, the GPU check), so x is taken whole there.
     """
     if torch.is_grad_enabled() or x.device.type != "cpu":
-        return [(0, x.shape[2])]
-    return row_stripes(x.shape[2], x.shape[3], max_pixels)
+        return None
+    return max_pixels
+
+
+def inference_stripes(x: torch.Tensor, max_pixels: Optional[int]) -> List[Tuple[int, int]]:
+    """The row stripes a fast block works in for x (B, C, H, W): several only where ``inference_chunk`` chunks."""
+    return row_stripes(x.shape[2], x.shape[3], inference_chunk(x, max_pixels))
 
 
 @contextlib.contextmanager
