@@ -4,14 +4,18 @@
     hidiff-deblur 'shots/*.jpg' -o out/ --checkpoint model.pth --tile 512 --overlap 64
     hidiff-deblur img.png -o out/ --experiment my_stage2_run --device cuda
 
-Weights come from one of: ``--weights DIR`` (a model folder, restored with its
-model.yml, or the authors' net_g.pth, net_le_dm.pth, net_d.pth, recognised from
-the tensors; no YAML needed), ``--checkpoint FILE`` (a training state, restored
-with its run's recorded options, or one file holding several networks) or
+Weights come from one of: ``--weights DIR`` (a model folder: restored with its
+model.yml, or, holding the authors' net_g.pth, net_le_dm.pth, net_d.pth,
+recognised from the tensors; no YAML needed), ``--checkpoint FILE`` (a training
+state, restored with its run's recorded options, or one file holding several
+networks) or
 ``--experiment NAME`` (the run's newest complete checkpoint, with its recorded
 options).  With none of them, hidiff's default model is used, and said so
 (``hidiff/pretrained/default/``, or the model folder ``$HIDIFF_DEFAULT_MODEL``).
-Weights or outputs with NaN/Inf values are refused, naming the file.
+Weights or outputs with NaN/Inf values are refused, naming the file.  The
+weights, --device and the tiling flags are checked (the model loaded) before
+anything is skipped, written or created, so a bad one exits 2 even when every
+output exists already.
 
 Every image keeps its format: bit depth (16-bit in, 16-bit out), gray stays
 gray, alpha is kept unchanged, EXIF orientation is applied and the upright
@@ -20,7 +24,9 @@ unless --overwrite.  Big images are restored in overlapping tiles (automatic
 unless --tile/--no-tile).  ``--prior-seeds K`` restores each photo from K
 initial noises and writes their mean (``--std-map``: also ``<name>_std.png``,
 their per-pixel spread).  A file that cannot be read is reported and the rest
-are still processed; the exit status is 1 if any image failed, 2 for bad usage.
+are still processed (a multi-page TIFF is such a file: split its pages first); the
+exit status is 1 if any image failed, 2 for bad usage (an input that does not
+exist, a folder or pattern without images, a bad flag).
 """
 from __future__ import annotations
 
@@ -48,21 +54,34 @@ from hidiff.runners.test_runner import select_device
 from hidiff.runners.weights import from_checkpoint, from_experiment, from_release, inference_pipeline
 
 log = logging.getLogger("hidiff.deblur")
+EXPERIMENTS_ROOT = "experiments"
 
 
 def add_weight_arguments(ap: argparse.ArgumentParser, required: bool = True) -> None:
     """--weights/--checkpoint/--experiment (one; none: the default model unless ``required``),
     --experiments-root, --device, --timesteps."""
     src = ap.add_mutually_exclusive_group(required=required)
-    src.add_argument("--weights", metavar="DIR", help="a model folder, or the released net_g.pth, net_le_dm.pth, "
-                                                      "net_d.pth")
+    src.add_argument("--weights", metavar="DIR", help="a model folder: net_g.pth (net_le_dm.pth, net_d.pth for "
+                                                      "HI-Diff) and model.yml if exported; one file: --checkpoint")
     src.add_argument("--checkpoint", metavar="FILE", help="a training state or one file holding the networks")
     src.add_argument("--experiment", metavar="NAME", help="a run in --experiments-root (its newest complete "
                                                           "checkpoint)")
-    ap.add_argument("--experiments-root", default="experiments", help="where --experiment looks (default: %(default)s)")
+    ap.add_argument("--experiments-root", help=f"where --experiment looks (default: {EXPERIMENTS_ROOT})")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--timesteps", type=positive_int,
                     help="diffusion steps (default: the run's recorded value, else the official one for the denoiser)")
+
+
+def check_weight_arguments(args: argparse.Namespace) -> None:
+    """ConfigError for a weights flag that cannot mean what was asked: --experiments-root without --experiment,
+    a file given to --weights (which takes a folder)."""
+    if args.experiments_root is not None and not args.experiment:
+        raise ConfigError(f"--experiments-root {args.experiments_root} is only used with --experiment NAME")
+    if args.weights and Path(args.weights).is_file():
+        folder = Path(args.weights).parent
+        raise ConfigError(f"--weights '{args.weights}' is a file, but --weights takes a model folder (net_g.pth, "
+                          f"net_le_dm.pth, net_d.pth, model.yml): pass its folder, --weights '{folder}', or use "
+                          f"--checkpoint '{args.weights}' for one file that holds every network")
 
 
 def load_pipeline(args: argparse.Namespace):
@@ -78,12 +97,13 @@ def load_pipeline(args: argparse.Namespace):
 
 def load_weights(args: argparse.Namespace):
     """The :class:`~hidiff.runners.weights.Weights` named by --weights/--checkpoint/--experiment."""
+    check_weight_arguments(args)
     if args.weights:
         return from_release(args.weights)
     if args.checkpoint:
         return from_checkpoint(args.checkpoint)
     if args.experiment:
-        return from_experiment(args.experiments_root, args.experiment)
+        return from_experiment(args.experiments_root or EXPERIMENTS_ROOT, args.experiment)
     folder = default_model_folder()
     print(f"no weights named: using hidiff's default model, {folder} (how it was trained: "
           f"{folder / 'MODEL_CARD.md'})", file=sys.stderr)
@@ -126,8 +146,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.std_map and args.prior_seeds < 2:
             raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
+        check_weight_arguments(args)
         tile_for = _tile_chooser(args)
+        select_device(args.device)
         jobs, failures = _plan(args)
+        # the model is loaded whatever is left to do: a bad option is found even when every output exists
+        pipeline, description, weights = load_pipeline(args)
+        if args.prior_seeds > 1 and not pipeline.needs_prior:
+            raise ConfigError(f"--prior-seeds {args.prior_seeds}: this model has no diffusion prior, so every "
+                              f"initial noise gives the same image")
+        if args.tile is not None and args.tile % pipeline.pad_multiple:
+            raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
     except HidiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -144,12 +173,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     if todo:
         try:
-            pipeline, description, weights = load_pipeline(args)
-            if args.prior_seeds > 1 and not pipeline.needs_prior:
-                raise ConfigError(f"--prior-seeds {args.prior_seeds}: this model has no diffusion prior, so every "
-                                  f"initial noise gives the same image")
-            if args.tile is not None and args.tile % pipeline.pad_multiple:
-                raise ConfigError(f"--tile {args.tile}: must be a multiple of {pipeline.pad_multiple} for this model")
             _make_output_folder(Path(args.output))
         except HidiffError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -226,16 +249,19 @@ def _plan(args) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
         print(f"error: {path}: {reason}", file=sys.stderr)
 
     subdirs: dict[Path, Path] = {}  # input -> its sub-folder under -o (--recursive)
+    unusable: list[str] = []  # inputs that name no image at all: bad usage, refused before anything runs
     for spec in args.inputs:
         if args.recursive and Path(spec).is_dir():
-            _walk_input(Path(spec), out_dir, inputs, subdirs, failures)
+            if not _walk_input(Path(spec), out_dir, inputs, subdirs, failures):
+                unusable.append(f"no images ({', '.join(IMG_EXTENSIONS)}) in the folder tree '{spec}'")
             continue
         try:
             for p in find_photos(spec):
                 inputs.setdefault(p.resolve(), p)
         except DataError as exc:
-            failures.append((Path(spec), str(exc)))
-            print(f"error: {exc}", file=sys.stderr)
+            unusable.append(str(exc))
+    if unusable:
+        raise ConfigError("; ".join(unusable) + " (nothing was deblurred)")
     jobs: list[tuple[Path, Path]] = []
     claimed: dict[Path, Path] = {}
     overwrites: list[tuple[Path, str]] = []
@@ -266,8 +292,9 @@ def _outputs(dst: Path, std_map: bool) -> list[Path]:
     return [dst, dst.with_name(f"{dst.stem}_std.png")] if std_map else [dst]
 
 
-def _walk_input(folder: Path, out_dir: Path, inputs: dict, subdirs: dict, failures: list) -> None:
-    """--recursive: add the photos of ``folder``'s tree; say what was skipped, unreadable entries are failures."""
+def _walk_input(folder: Path, out_dir: Path, inputs: dict, subdirs: dict, failures: list) -> bool:
+    """--recursive: add the photos of ``folder``'s tree; say what was skipped, unreadable entries are failures.
+    False when the tree holds no photo and nothing unreadable."""
 
     photos, skipped, unreadable = walk_photos(folder, exclude=out_dir)
     for p, reason in skipped:
@@ -275,17 +302,15 @@ def _walk_input(folder: Path, out_dir: Path, inputs: dict, subdirs: dict, failur
     for p, reason in unreadable:
         failures.append((p, reason))
         print(f"error: {p}: {reason}", file=sys.stderr)
-    if not photos and not unreadable:
-        failures.append((folder, f"no images ({', '.join(IMG_EXTENSIONS)}) in the folder tree '{folder}'"))
-        print(f"error: {failures[-1][1]}", file=sys.stderr)
     for p in photos:
         if p.resolve() not in inputs:
             inputs[p.resolve()] = p
             subdirs[p] = p.parent.relative_to(folder)
+    return bool(photos or unreadable)
 
 
 def _make_output_folder(out_dir: Path) -> None:
-    """Create ``-o`` once the model has loaded (a refused model leaves no folder behind)."""
+    """Create ``-o`` once the model has loaded and there is work (a refused model leaves no folder behind)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

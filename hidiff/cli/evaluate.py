@@ -6,9 +6,9 @@ import logging
 import sys
 from pathlib import Path
 
-from hidiff.cli.arguments import check_output_folder
+from hidiff.cli.arguments import check_output_folder, non_negative_int, positive_int
 from hidiff.errors import HidiffError
-from hidiff.evaluation.compare import compare_folders, comparison_markdown, write_comparison
+from hidiff.evaluation.compare import check_report_folder, compare_folders, comparison_markdown, write_comparison
 from hidiff.evaluation.protocols import PROTOCOLS, default_protocol_for, get_protocol
 
 EPILOG = """examples:
@@ -19,7 +19,10 @@ Images are paired by file name, and every --pred folder is paired and size-check
 anything is scored. --set also checks the image count of a known test set (GoPro 1111,
 HIDE 2025, RealBlur_J/R 980, DPDD 76) and picks its protocol. Under --protocol dpdd the
 indoor/outdoor means are added when indoor_labels.npy / outdoor_labels.npy lie in the --gt
-folder, its parent or its grandparent."""
+folder, its parent or its grandparent. A gray result paired with a colour ground truth (or the
+reverse) is refused before scoring. gopro and basic score uint8 images: 16-bit files are rounded
+to 8 bits first, round(x/257) as an 8-bit save would, and the log and the reports say so.
+--out must lie outside every --pred and --gt folder (and hold none of them)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", dest="set_name", metavar="NAME", help="test-set name (GoPro, HIDE, RealBlur_J, ...)")
     ap.add_argument("--label", action="append", metavar="NAME", help="row label per --pred (default: folder name)")
     ap.add_argument("--out", type=Path, metavar="DIR", help="also write per-method CSV/JSON/markdown here")
-    ap.add_argument("--workers", type=int, default=1, help="processes used to score images (default 1)")
+    ap.add_argument("--workers", type=positive_int, default=1, help="processes used to score images (default 1)")
     ap.add_argument("--no-count-check", action="store_true", help="do not check a known set's image count")
-    ap.add_argument("--crop-border", type=int, help="basic protocol: pixels cut from each edge")
+    ap.add_argument("--crop-border", type=non_negative_int, help="basic protocol: pixels cut from each edge")
     ap.add_argument("--y-channel", action="store_true", help="basic protocol: score the BT.601 Y channel")
     ap.add_argument("--no-lpips", action="store_true", help="dpdd protocol: skip LPIPS")
     return ap
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out is not None:
             check_output_folder(args.out, "--out")
+            check_report_folder(args.out, args.pred, args.gt)
         protocol = get_protocol(name, **options)
         results = compare_folders(args.pred, args.gt, protocol, labels=args.label, set_name=args.set_name,
                                   check_count=not args.no_count_check, workers=args.workers)

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--experiment", metavar="NAME", help="the newest complete checkpoint of this run")
     ap.add_argument("--experiments-root", help="where --experiment looks (default: the option file's "
                                                "path.experiments_root)")
-    ap.add_argument("--weights", metavar="DIR", help="a release folder: net_g.pth, net_le_dm.pth, net_d.pth")
+    ap.add_argument("--weights", metavar="DIR", help="a model or release folder: net_g.pth, net_le_dm.pth, net_d.pth; "
+                                                      "one file: --checkpoint")
     ap.add_argument("--checkpoint", metavar="FILE", help="a training state or one file holding the networks")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--limit", type=positive_int, help="only the first N images of each set")
@@ -126,6 +127,7 @@ def prepare(args):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from hidiff.cli.deblur import check_weight_arguments  # deferred: the command imports without torch
     from hidiff.runners.test_runner import run_test  # deferred: the command imports without torch
 
     args = build_parser().parse_args(argv)
@@ -133,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.std_map and args.prior_seeds < 2:
             raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
+        check_weight_arguments(args)
         options, weights = prepare(args)
         summaries = run_test(options, weights, device=args.device, limit=args.limit, prior_seeds=args.prior_seeds,
                              prior_image=args.prior_image, std_map=args.std_map)

@@ -1,9 +1,12 @@
 """Score several result folders (methods) against one ground truth and tabulate them.
 
-Every folder is paired with the ground truth and its image sizes are checked (from the
-headers) before any image is scored, so a missing or mis-sized file in the last folder
-stops the comparison at once.  Under the dpdd protocol the means per scene (indoor/outdoor)
-are added when the label files are found beside the ground truth (docs/protocols.md).
+Every folder is paired with the ground truth and its image sizes and channels are checked
+(from the headers) before any image is scored, so a missing, mis-sized or gray-for-colour
+file in the last folder stops the comparison at once.  A report folder that is, holds or
+lies inside a result or ground-truth folder is refused (``check_report_folder``), so reports
+never land among the images and archiving an old comparison never moves an input.  Under the
+dpdd protocol the means per scene (indoor/outdoor) are added when the label files are found
+beside the ground truth (docs/protocols.md).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from hidiff.data.image_io import PathLike
 from hidiff.errors import ConfigError, DataError
 from hidiff.evaluation.benchmarks import lookup_set
 from hidiff.evaluation.folders import evaluate_folders, guess_set_name
-from hidiff.evaluation.pairing import check_sizes, pair_by_name
+from hidiff.evaluation.pairing import check_channels, check_sizes, pair_by_name
 from hidiff.evaluation.protocols import Protocol, default_protocol_for, get_protocol
 from hidiff.evaluation.report import summary_table_markdown, write_set_report, write_summary_table
 from hidiff.evaluation.summary import scene_means
@@ -63,6 +66,7 @@ def compare_folders(pred_dirs: Sequence[PathLike], gt_dir: PathLike, protocol: s
     for pred in pred_dirs:  # every folder, before any image is scored
         pairs = pair_by_name(pred, gt_dir, set_name=set_name, check_count=check_count)
         check_sizes(pairs, side, f"the {proto.name} protocol ({why})")
+        check_channels(pairs)
         names = [p.name for p in pairs]
     extra: dict[str, Any] = {}
     known = lookup_set(set_name)
@@ -121,13 +125,41 @@ def _comparison_identity(out: Path):
         return None
 
 
+def check_report_folder(out_dir: PathLike, pred_dirs: Sequence[PathLike], gt_dir: PathLike | None,
+                        flags: tuple[str, str, str] = ("--out", "--pred folder", "--gt folder")) -> None:
+    """ConfigError naming both folders when ``out_dir`` is, holds or lies inside a result or ground-truth
+    folder (symlinks resolved): reports would land among the images, and a later comparison of other methods
+    would move that folder, images and all, aside.  ``flags``: how the three are named in the message."""
+    out = Path(out_dir)
+    real = out.resolve()
+    inputs = [(flags[1], Path(p)) for p in pred_dirs] + ([(flags[2], Path(gt_dir))] if gt_dir is not None else [])
+    for flag, folder in inputs:
+        other = folder.resolve()
+        if real == other:
+            how = "is the same folder as"
+        elif real.is_relative_to(other):
+            how = "lies inside"
+        elif other.is_relative_to(real):
+            how = "contains"
+        else:
+            continue
+        raise ConfigError(f"{flags[0]} '{out}' {how} {flag} '{folder}'; reports would be written among the images "
+                          f"and a later comparison of other methods would move them to '{out.name}_archived_<time>': "
+                          f"choose another {flags[0]}, outside every {flags[1]} and {flags[2]}")
+
+
 def write_comparison(out_dir: PathLike, results: Sequence[MethodResult], meta: Mapping[str, Any] | None = None
                      ) -> list[dict]:
     """``out_dir/<method>/{metrics.csv,summary.json,summary.md}`` and ``out_dir/comparison.{md,csv,json}``.
 
     A previous comparison in ``out_dir`` of other methods, sets or protocols is moved to
-    ``<out_dir>_archived_<time>`` first, so that no method folder of it is left beside the new table."""
+    ``<out_dir>_archived_<time>`` first, so that no method folder of it is left beside the new table; an
+    ``out_dir`` that is, holds or lies inside a compared folder is refused (``check_report_folder``)."""
     out = Path(out_dir)
+    gts = {str(r.summary["gt_dir"]) for r in results if r.summary.get("gt_dir")}
+    for gt in gts or [None]:
+        check_report_folder(out, [r.pred_dir for r in results], gt,
+                            ("report folder", "result folder", "ground-truth folder"))
     if _comparison_identity(out) not in (None, _identity(results)):
         archived = archive_previous(out)
         logger.warning("%s held a comparison of other methods or sets: moved to %s", out, archived)

@@ -6,19 +6,25 @@ files with the same name up to the extension (``x.png`` pairs with ``x.jpg``), a
 unmatched name on either side is an error that lists the names, and a known test
 set's image count is checked.  ``check_sizes`` then reads only the image headers to find a
 result of another size than its ground truth, or an image too small for the protocol,
-before anything is scored.
+before anything is scored, and ``check_channels`` a gray image paired with a colour one (reading would
+otherwise repeat the gray channel three times and score it as colour).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from PIL import Image
 
 from hidiff.data.image_io import PathLike, is_image_name, stored_size
 from hidiff.errors import DataError
 from hidiff.evaluation.benchmarks import lookup_set
 
 _SHOW = 10
+# Pillow modes of files that store one colour channel (an alpha channel aside)
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
 @dataclass(frozen=True)
@@ -111,3 +117,26 @@ def check_sizes(pairs: list[ImagePair], min_side: int = 1, why: str = "the proto
                         f"needs: " + "; ".join(small[:_SHOW]) + (" ..." if len(small) > _SHOW else ""))
     if problems:
         raise DataError("; ".join(problems) + " (nothing was scored)")
+
+
+def stored_channels(path: PathLike) -> Optional[int]:
+    """1 for a gray file, 3 for a colour one (alpha not counted), from its header; None where unreadable."""
+    try:
+        with Image.open(path) as im:
+            return 1 if im.mode in _GRAY_MODES else 3
+    except Exception:   # any unreadable header: the decode that follows names the file and the reason
+        return None
+
+
+def check_channels(pairs: list[ImagePair]) -> None:
+    """DataError listing every pair of a gray and a colour image, read from the headers alone."""
+    kind = {1: "gray", 3: "colour"}
+    wrong = []
+    for p in pairs:
+        pred, gt = stored_channels(p.pred), stored_channels(p.gt)
+        if pred is not None and gt is not None and pred != gt:
+            wrong.append(f"'{p.pred}' is {kind[pred]} but its ground truth '{p.gt}' is {kind[gt]}")
+    if wrong:
+        raise DataError(f"{len(wrong)} result(s) differ from their ground truth in colour channels: "
+                        + "; ".join(wrong[:_SHOW]) + (" ..." if len(wrong) > _SHOW else "")
+                        + "; save results with the ground truth's channels (nothing was scored)")

@@ -21,7 +21,9 @@ DPDD -> dpdd; anything else -> basic).  Protocol objects are small and picklable
 so folders can be scored in worker processes.  ``describe()`` names every option that
 differs from its default, so a report never shows non-default scores under the default's
 description; ``min_side`` is the smallest image side the protocol's metrics accept,
-checked before anything is scored.
+checked before anything is scored.  ``uint8_metrics`` marks gopro and basic, whose metrics are defined on
+uint8 images: ``hidiff-evaluate`` rounds 16-bit files to 8 bits for them (``round(x / 257)``, as an 8-bit save
+would) and says so; ``score_pair`` itself refuses them.
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ class Protocol(ABC):
     """Scores one (prediction, ground truth) pair of HxWx3 RGB arrays."""
 
     name: str = ""
+    #: its metrics are defined on uint8 images: hidiff-evaluate rounds 16-bit files to 8 bits for them
+    uint8_metrics: bool = False
 
     @property
     @abstractmethod
@@ -92,6 +96,7 @@ class GoProProtocol(Protocol):
     """MATLAB psnr/ssim on uint8 RGB, full image (evaluate_gopro_hide.m)."""
 
     name = "gopro"
+    uint8_metrics = True
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -108,6 +113,7 @@ class BasicProtocol(Protocol):
     crop_border: int = 0
     y_channel: bool = False
     name = "basic"
+    uint8_metrics = True
 
     def _suffix(self) -> str:
         return ("_y" if self.y_channel else "") + (f"_crop{self.crop_border}" if self.crop_border else "")

@@ -15,7 +15,9 @@ floats, a photo must come back out the way it went in:
   does not fit the output (a CMYK profile on RGB pixels) is dropped.  16-bit
   TIFFs keep the EXIF main-IFD tags (Make, Model, DateTime, ...) but not its
   sub-IFDs (exposure, GPS): no writer at hand holds both 16-bit RGB and those;
-* truncated or corrupt files raise :class:`DataError` with the path and reason.
+* truncated or corrupt files raise :class:`DataError` with the path and reason, and so
+  does a TIFF of several full-size pages (only the first would be decoded and written);
+  reduced-resolution pages (thumbnails, NewSubfileType bit 0) are not counted.
 
 Pixels are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits, which Pillow
 drops for RGB); Pillow reads the EXIF orientation and the colour mode, and
@@ -141,13 +143,32 @@ def _check_with_pillow(data: bytes, path: Path):
             except Exception as exc:
                 log.warning("%s: EXIF not kept (%s)", path, exc)
             im.load()
+            pages = _full_size_pages(im) if fmt == "TIFF" else 1
     except UnidentifiedImageError:
         return 1, None, None, None, None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode '{path}': {exc}") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"refusing '{path}': {exc}") from None
+    if pages > 1:
+        raise DataError(f"cannot process '{path}': a multi-page TIFF of {pages} pages; only single images are "
+                        f"deblurred (split the pages into files first)")
     return (orientation if orientation in range(1, 9) else 1), mode, fmt, upright_exif, icc
+
+
+def _full_size_pages(im: Image.Image) -> int:
+    """The pages of an open TIFF that are not reduced-resolution copies (NewSubfileType bit 0)."""
+    n = getattr(im, "n_frames", 1)
+    if n == 1:
+        return 1
+    full = 0
+    try:
+        for i in range(n):
+            im.seek(i)
+            full += not int(im.tag_v2.get(254, 0)) & 1
+    except EOFError:  # a page chain cut short: the pages read so far
+        pass
+    return max(full, 1)
 
 
 def _upright_exif(exif: Image.Exif) -> Optional[bytes]:
