@@ -1,56 +1,23 @@
-"""The T-step DDPM that generates HI-Diff's compact prior z (B, N tokens, C').
+"""The latent DDPM of HI-Diff's compact prior z (B, N tokens, C'): its schedule table and forward noising.
 
-Both official implementations (docs/architecture.md 1.5) are one class with named options:
-
-* ``hidiff_local`` (GoPro, ``apply_ldm: false``): true linear betas, the denoiser
-  predicts epsilon, x0 is clamped to [-1, 1] every step, the denoiser sees the
-  time as a tensor of x's shape filled with i+1, and the forward (training)
-  noising uses alpha_bar_T where sqrt(alpha_bar_T) belongs (docs/quirks.md, quirk 10).
-* ``ldm`` (RealBlur, ``apply_ldm: true``): sqrt-linear betas, the denoiser
-  predicts x0, no clamp, the time is a (B, N) tensor filled with the index i.
-
-Sampling is the deterministic posterior-mean chain on all T steps (docs/quirks.md, quirk 12);
-the only randomness is the explicit initial noise x_T, which callers pass in.
+The settings and the official presets are in :mod:`hidiff.diffusion.settings`, the reverse chain
+(the sampler) in :mod:`hidiff.diffusion.sampler`; this model holds the numbers both use.
 Schedule arithmetic always runs in float32, also under autocast.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable, Dict
+from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hidiff.diffusion import sampler
 from hidiff.diffusion.schedules import make_beta_schedule
+from hidiff.diffusion.settings import DIFFUSION_PRESETS, DiffusionSettings
 from hidiff.errors import ConfigError
 from hidiff.utils.suggest import did_you_mean
-
-PARAMETERIZATIONS = ("eps", "x0")
-TIME_ENCODINGS = ("plus_one_full", "index_tokens")
-
-
-@dataclass(frozen=True)
-class DiffusionSettings:
-    """Every knob of the latent DDPM; presets below give the official combinations."""
-
-    timesteps: int = 8
-    schedule: str = "linear"
-    linear_start: float = 0.1
-    linear_end: float = 0.99
-    parameterization: str = "eps"
-    clip_denoised: bool = True
-    time_encoding: str = "plus_one_full"
-    # docs/quirks.md, quirk 10: the local path noises with alpha_bar_T instead of sqrt(alpha_bar_T).
-    q_sample_uses_alpha_bar: bool = True
-
-
-DIFFUSION_PRESETS: Dict[str, DiffusionSettings] = {
-    "hidiff_local": DiffusionSettings(),
-    "ldm": DiffusionSettings(timesteps=16, schedule="sqrt_linear", parameterization="x0",
-                             clip_denoised=False, time_encoding="index_tokens",
-                             q_sample_uses_alpha_bar=False),
-}
 
 
 class LatentDDPM(nn.Module):
@@ -62,12 +29,7 @@ class LatentDDPM(nn.Module):
 
     def __init__(self, settings: DiffusionSettings = DiffusionSettings()) -> None:
         super().__init__()
-        if settings.parameterization not in PARAMETERIZATIONS:
-            raise ConfigError(f"diffusion.parameterization must be one of {PARAMETERIZATIONS}, "
-                              f"got '{settings.parameterization}'")
-        if settings.time_encoding not in TIME_ENCODINGS:
-            raise ConfigError(f"diffusion.time_encoding must be one of {TIME_ENCODINGS}, "
-                              f"got '{settings.time_encoding}'")
+        settings.check()
         self.settings = settings
         betas = make_beta_schedule(settings.schedule, settings.timesteps,
                                    settings.linear_start, settings.linear_end)
@@ -103,34 +65,20 @@ class LatentDDPM(nn.Module):
         return a * z0.float() + b * noise.float()
 
     def time_input(self, x: Tensor, i: int) -> Tensor:
-        """The time tensor the official denoisers expect at step index i."""
-        if self.settings.time_encoding == "plus_one_full":
-            return torch.full(x.shape, float(i + 1), device=x.device, dtype=torch.float32)
-        return torch.full(x.shape[:2], float(i), device=x.device, dtype=torch.float32)
+        """The time tensor the official denoisers expect at step index i (:func:`sampler.time_input`)."""
+        return sampler.time_input(self, x, i)
 
     def predict_x0(self, model_out: Tensor, x: Tensor, i: int) -> Tensor:
-        if self.settings.parameterization == "x0":
-            x0 = model_out
-        else:
-            x0 = self.sqrt_recip_alphas_cumprod[i] * x - self.sqrt_recipm1_alphas_cumprod[i] * model_out
-        if self.settings.clip_denoised:
-            x0 = x0.clamp(-1.0, 1.0)
-        return x0
+        """:func:`sampler.predict_x0`."""
+        return sampler.predict_x0(self, model_out, x, i)
 
     def step(self, denoiser: Callable[[Tensor, Tensor, Tensor], Tensor], x: Tensor, cond: Tensor, i: int) -> Tensor:
-        """One reverse step i -> i-1: the posterior mean, no noise added."""
-        out = denoiser(x, cond, self.time_input(x, i)).float()
-        x0 = self.predict_x0(out, x, i)
-        return self.posterior_mean_coef1[i] * x0 + self.posterior_mean_coef2[i] * x
+        """One reverse step i -> i-1 (:func:`sampler.reverse_step`)."""
+        return sampler.reverse_step(self, denoiser, x, cond, i)
 
     def sample(self, denoiser: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, x_T: Tensor) -> Tensor:
-        """Run the full unrolled chain from an explicit x_T; differentiable end to end."""
-        if x_T.shape != cond.shape:
-            raise ValueError(f"x_T shape {tuple(x_T.shape)} must equal the condition shape {tuple(cond.shape)}")
-        x = x_T.float()
-        for i in reversed(range(self.timesteps)):
-            x = self.step(denoiser, x, cond, i)
-        return x
+        """The full unrolled chain from an explicit x_T (:func:`sampler.sample`); differentiable end to end."""
+        return sampler.sample(self, denoiser, cond, x_T)
 
     def extra_repr(self) -> str:
         s = self.settings
