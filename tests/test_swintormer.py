@@ -89,6 +89,19 @@ def test_padding_mask_removes_padded_keys_also_after_a_shift():
     assert window_attention_mask(h, w, ws, 0, vh, vw).shape == (4, 1, 16)
 
 
+def test_large_masks_are_built_anew_not_kept_in_the_module_wide_cache(monkeypatch):
+    from hidiff.archs import window_ops
+    monkeypatch.setattr(window_ops, "CACHED_MASK_MAX_BYTES", 8 * 8 * 4 ** 2 * 4)  # an 8x8 map with 4x4 windows
+    window_ops._attention_mask_cached.cache_clear()
+    small = window_attention_mask(8, 8, 4, 2)
+    assert window_attention_mask(8, 8, 4, 2) is small  # kept
+    large = window_attention_mask(16, 8, 4, 2)
+    again = window_attention_mask(16, 8, 4, 2)
+    assert again is not large and torch.equal(again, large)  # built anew, the same mask
+    assert window_ops._attention_mask_cached.cache_info().currsize == 1
+    window_ops._attention_mask_cached.cache_clear()
+
+
 # --------------------------------------------------------------------------- attention numerics
 def test_sink_softmax_is_a_softmax_with_a_rowmax_sink():
     z = torch.randn(6, 9, dtype=torch.float64) * 4

@@ -81,6 +81,9 @@ def _attention_mask(h: int, w: int, ws: int, shift: int, valid_h: int, valid_w: 
 
 
 _attention_mask_cached = functools.lru_cache(maxsize=32)(_attention_mask)
+#: masks larger than this are built anew on every call instead of being kept in the module-wide cache, which
+#: would otherwise hold them after their model is gone (a whole 1680x1120 image's level-1 mask is ~0.5 GB)
+CACHED_MASK_MAX_BYTES = 32 * 2**20
 
 
 def window_attention_mask(h: int, w: int, ws: int, shift: int, valid_h: Optional[int] = None,
@@ -91,14 +94,16 @@ def window_attention_mask(h: int, w: int, ws: int, shift: int, valid_h: Optional
     Combines Swin's shift mask (-100 between pixels of different regions of a
     shifted window, shape (nW, L, L)) with a padding mask that removes keys
     outside the valid (valid_h, valid_w) top-left area (shape (nW, 1, L) when
-    there is no shift).  Returns None when neither applies.  Cached; treat the
-    result as read-only.
+    there is no shift).  Returns None when neither applies.  Masks up to
+    ``CACHED_MASK_MAX_BYTES`` are cached; treat the result as read-only.
     """
     valid_h = h if valid_h is None else valid_h
     valid_w = w if valid_w is None else valid_w
     args = (int(h), int(w), int(ws), int(shift), int(valid_h), int(valid_w), torch.device(device))
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
         # built anew: a mask made while exporting is a fake tensor, and cached it would reach later eager calls
+        return _attention_mask(*args)
+    if int(h) * int(w) * int(ws) ** 2 * 4 > CACHED_MASK_MAX_BYTES:  # the (nW, L, L) float32 shift mask's size
         return _attention_mask(*args)
     return _attention_mask_cached(*args)
 
