@@ -5,9 +5,10 @@ user can fix the input without reading the source.
 """
 
 #: exit codes of ``hidiff-train`` (hidiff/cli/train.py), also read by the commands that run it as a child:
-#: done, bad input (nothing was written), stopped after too many non-finite steps, stopped by a signal
-#: (checkpoint saved)
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 2, 3, 4
+#: done, failed once the run folder was being written (e.g. a checkpoint could not be saved; see the run's
+#: log), bad input (refused by the checks: nothing was written), stopped after too many non-finite steps,
+#: stopped by a signal (checkpoint saved)
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_SIGNAL = 0, 1, 2, 3, 4
 
 
 class HidiffError(Exception):

@@ -18,8 +18,10 @@ Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP finishes the current iteration, sav
 complete checkpoint of it and exits with code 4 (under torchrun every rank stops
 at the same iteration); a second signal exits at once.
 
-Exit codes: 0 done, 2 bad input (nothing was written), 3 stopped after too many
-non-finite steps, 4 stopped by a signal with the checkpoint saved.
+Exit codes: 0 done, 1 failed after the start (the run folder was being written, e.g. a
+checkpoint could not be saved: the message and the run's log say why), 2 bad input
+(refused by the checks: nothing was written), 3 stopped after too many non-finite steps,
+4 stopped by a signal with the checkpoint saved.
 """
 from __future__ import annotations
 
@@ -29,12 +31,14 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from hidiff.errors import EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_OK, EXIT_SIGNAL, HidiffError
+from hidiff.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NONFINITE, EXIT_OK, EXIT_SIGNAL, ConfigError,
+                           HidiffError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train a hidiff model from an option file.",
-                                epilog="exit codes: 0 done, 2 bad input, 3 too many non-finite steps, "
+                                epilog="exit codes: 0 done, 1 failed after the start, 2 bad input (nothing written), "
+                                       "3 too many non-finite steps, "
                                        "4 stopped by SIGINT/SIGTERM/SIGHUP (checkpoint saved; resume with --resume auto)")
     p.add_argument("-opt", "--opt", required=True, help="path to the option YAML file")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -76,14 +80,22 @@ def _train(argv: Optional[Sequence[str]]) -> int:
     if args.auto_resume and args.resume not in (None, "auto"):
         parser.error(f"--auto_resume contradicts --resume {args.resume}; give one of them")
     resume = "auto" if args.auto_resume and args.resume is None else args.resume
+    trainer = None
     try:
+        if os.path.isdir(args.opt):
+            raise ConfigError(f"-opt {args.opt}: this is a folder; expected an option file (a .yml file, e.g. "
+                              f"options/demo_stage1.yml)")
         options = load_options(args.opt, list(args.override) + list(args.force_yml), is_train=True)
-        result = Trainer(options, launcher=args.launcher, resume=resume,
-                         allow_config_change=args.allow_config_change, stop_after=args.stop_after).fit()
+        trainer = Trainer(options, launcher=args.launcher, resume=resume,
+                          allow_config_change=args.allow_config_change, stop_after=args.stop_after)
+        result = trainer.fit()
     except NonFiniteLossError as exc:
         _say(f"training stopped: {exc}")
         return EXIT_NONFINITE
     except HidiffError as exc:
+        if trainer is not None and trainer.writing:
+            _say(f"training failed: {exc}")
+            return EXIT_FAILED
         _say(f"error: {exc}")
         return EXIT_BAD_INPUT
     if result.stopped_by:

@@ -1,6 +1,7 @@
 """The run folder ``experiments/<name>``: the only place a training start writes, and only once all checks passed.
 
-Order: archive the previous run (fresh start only), create the folder, remove
+Order (the experiments folder locked until the run folder is, hidiff/engine/run_lock.py): archive the
+previous run (fresh start only), create the folder and lock it, remove
 temporary files a killed writer left, write ``config.yml``, open the log file
 (it receives the lines logged while the run was being checked and built) and
 TensorBoard.  A failure is decided by rank 0 and raised on every rank.
@@ -13,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from hidiff.config import save_resolved
+import torch
+
+from hidiff.config import config_hash, save_resolved
 from hidiff.engine import distributed as D
-from hidiff.engine.checkpoint_store import CheckpointStore
+from hidiff.engine.checkpoint_store import CheckpointStore, latest_complete
 from hidiff.engine.logging import LOGGER_NAME, TensorBoard, setup_logger
+from hidiff.engine.run_lock import RunLock
 from hidiff.errors import CheckpointError
 from hidiff.utils.archive import archive_previous
 
@@ -50,7 +54,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank: int, stamp: str,
-                    early: EarlyLines, resumed: Optional[Path] = None,
+                    early: EarlyLines, lock: RunLock, resumed: Optional[Path] = None,
                     resumed_iter: Optional[int] = None) -> tuple[Optional[Path], TensorBoard]:
     """Do a start's side effects (see the module docstring); returns (archived folder or None, TensorBoard).
 
@@ -69,6 +73,7 @@ def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank:
                     print(f"hidiff: fresh start of '{options.name}': the previous run folder {exp_dir} was moved "
                           f"to {archived}", flush=True)
             exp_dir.mkdir(parents=True, exist_ok=True)
+            lock.claimed(exp_dir)
             store = CheckpointStore(exp_dir)
             store.remove_stale_temp_files()
             if resumed is not None and resumed_iter is not None and _inside(resumed, store.states):
@@ -92,3 +97,26 @@ def open_run_folder(options, exp_dir: Path, *, fresh: bool, is_main: bool, rank:
     if is_main and options.logger.use_tb_logger:
         tb = TensorBoard(exp_dir / "tb_logger")
     return archived, tb
+
+
+def options_changed_since(exp_dir: Path, options) -> list[str]:
+    """How ``options`` differ (``key: saved -> now``) from those the newest complete checkpoint of ``exp_dir`` was
+    trained with, when its config hash differs (a resume would refuse it); [] when they agree or it has none."""
+    unit = latest_complete(exp_dir) if (Path(exp_dir) / "training_states").is_dir() else None
+    if unit is None or unit.state is None:
+        return []
+    state = torch.load(unit.state, map_location="cpu", weights_only=True, mmap=True)  # mmap: not the tensors
+    if state.get("config_hash") == config_hash(options):
+        return []
+    return _differing_keys(state.get("config") or {}, options.to_dict()) or ["(no key differs in the saved dump)"]
+
+
+def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _differing_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return keys

@@ -94,6 +94,7 @@ class Trainer:
         self.pbar: Optional[Progress] = None
         self.stop = StopRequest()
         self.stopping = False
+        self.writing = False    # the run folder is being archived, created or written: no longer bad input
         self.run_open = False   # the run folder and its log file exist
         self.iter = 0           # the iteration being trained
 
@@ -146,15 +147,18 @@ class Trainer:
             path = choose_resume(self.resume_arg, self.store, self.log, self.is_main)
             verified = agreed(lambda: self._build(path))
             agreed(lambda: wrap_model(self, verified))
+            # another start may have created this folder since the check above: refused here, nothing moved
+            agreed(lambda: self.is_main and self.folder_lock.claim(self.exp_dir))
         except BaseException:
+            self.folder_lock.release()
             early.discard()
             raise
+        self.writing = True
         archived, self.tb = open_run_folder(o, self.exp_dir, fresh=verified is None, is_main=self.is_main,
                                             rank=self.dist.rank, stamp=started, early=early,
+                                            lock=self.folder_lock,
                                             resumed=None if verified is None else Path(verified.path),
                                             resumed_iter=None if verified is None else verified.iteration)
-        if self.is_main:  # the folder is new, or the locked one was archived: lock the one this run writes
-            self.folder_lock.hold(self.exp_dir)
         self.run_open = True
         log_setup(self, verified, archived, self.log)
 

@@ -3,13 +3,19 @@
 Everything it needs ships in pip wheels, so it runs on a fresh machine without
 internet.  Training photos and test photos are disjoint (the stereo pair
 motorcycle_left/right stays in one split).
+
+Its run folders ``experiments/demo_stage1`` and ``demo_stage2`` are never deleted: a run
+stopped part way (Ctrl-C) continues when the same command is run again (the trainer's
+``--resume auto``), a finished one is kept, and one trained with other options (another
+``--iters1``/``--iters2``) is moved to ``<name>_archived_<time>`` by a fresh training start.
+Stage 2 continues only on a stage 1 that was already finished and kept.  The arguments are
+checked, and a folder that a running training holds is refused, before anything is written.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,12 +25,16 @@ from typing import Dict, List, Sequence
 import cv2
 import numpy as np
 
-from hidiff.config import load_options
+from hidiff.config import Options, load_options
 from hidiff.data.image_io import read_image_uint8, shrink_to, to_uint8, write_png
 from hidiff.data.synthetic_dataset import SyntheticBlurDataset
+from hidiff.engine.checkpoint_store import latest_complete
+from hidiff.engine.run_folder import options_changed_since
+from hidiff.errors import EXIT_BAD_INPUT, ConfigError, HidiffError
 from hidiff.evaluation.protocols import get_protocol
 from hidiff.runners.test_runner import run_test
 from hidiff.utils.atomic import atomic_write_bytes
+from hidiff.utils.folder_lock import LOCKING, try_lock_folder
 
 TRAIN_PHOTOS = ("astronaut.png", "coffee.png", "motorcycle_left.png", "motorcycle_right.png",
                 "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
@@ -72,6 +82,7 @@ def freeze_test_pairs(sharp_dir: Path, out_dir: Path, *, kernel_size: int, seed:
 
 #: the option files' per-process batch; with one process the demo doubles it to keep the global batch at 8
 BATCH_PER_PROCESS = 4
+ONE_PROCESS = ["-o", f"datasets.train.batch_size_per_gpu={2 * BATCH_PER_PROCESS}"]
 
 
 def training_command(script_args: List[str], processes: int) -> List[str]:
@@ -83,7 +94,7 @@ def training_command(script_args: List[str], processes: int) -> List[str]:
     at a global batch of 8).
     """
     if processes <= 1:
-        return [*script_args, "-o", f"datasets.train.batch_size_per_gpu={2 * BATCH_PER_PROCESS}"]
+        return [*script_args, *ONE_PROCESS]
     return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *script_args,
             "--launcher", "pytorch"]
 
@@ -94,7 +105,58 @@ def run_script(args: List[str]) -> None:
     env.setdefault("OMP_NUM_THREADS", "1")  # set it yourself to override
     proc = subprocess.run([sys.executable, *args], env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"demo: '{' '.join(args)}' failed with exit code {proc.returncode}")
+        raise SystemExit(f"demo: '{' '.join(args)}' failed with exit code {proc.returncode} (a training "
+                         f"stopped by Ctrl-C continues when the same demo command is run again)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of iterations, got {text!r}")
+    return value
+
+
+def stage_overrides(iters: int | None) -> List[str]:
+    """The ``-o`` overrides of a stage's iteration count (none: the option file's)."""
+    return [f"train.total_iter={iters}", f"train.scheduler.periods=[{iters}]"] if iters else []
+
+
+def plan_stage(options: Options, label: str, may_continue: bool) -> tuple[str, bool]:
+    """``(--resume value, finished)`` for a stage's run folder, after saying what happens to it; ConfigError if a
+    running training holds it."""
+    folder = Path(options.path.experiments_root) / options.name
+    if LOCKING and folder.is_dir():
+        fd = try_lock_folder(folder)
+        if fd is None:
+            raise ConfigError(f"{folder}: a training is using this run folder now; wait for it to end (the demo "
+                              f"changed nothing)")
+        os.close(fd)
+    unit = latest_complete(folder) if (folder / "training_states").is_dir() else None
+    total = options.train.total_iter
+    changed = options_changed_since(folder, options) if unit is not None else []
+    if unit is not None and may_continue and not changed:
+        done = unit.iteration >= total
+        print(f"   {label}: {folder} {'is trained' if done else 'continues'} ({unit.iteration} of {total} "
+              f"iterations)")
+        return "auto", done
+    if folder.is_dir() and any(folder.iterdir()):
+        why = (f"options differ: {'; '.join(changed)}" if changed else
+               "stage 1 is trained first, so it would not be on that stage 1" if unit else "no complete checkpoint")
+        print(f"   {label}: {folder} holds an earlier run ({why}); the training start moves it to "
+              f"{folder.name}_archived_<time>")
+    return "none", False
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iters1", type=positive_int, default=None, metavar="N",
+                    help="stage-1 iterations (default: the option file's)")
+    ap.add_argument("--iters2", type=positive_int, default=None, metavar="N",
+                    help="stage-2 iterations (default: the option file's)")
+    return ap.parse_args(argv)
 
 
 def side_by_side(pairs: Dict[str, Dict[str, Path]], out: Path) -> Path:
@@ -116,27 +178,34 @@ def side_by_side(pairs: Dict[str, Dict[str, Path]], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--iters1", type=int, default=None, help="stage-1 iterations (default: the option file)")
-    ap.add_argument("--iters2", type=int, default=None, help="stage-2 iterations (default: the option file)")
-    args = ap.parse_args(argv)
+    args = parse_args(argv)
     t0 = time.time()
     root = Path("datasets/demo")
-    # the demo owns these folders: every run starts from scratch
-    for p in (Path("experiments/demo_stage1"), Path("experiments/demo_stage2"), Path("results/demo_test")):
-        shutil.rmtree(p, ignore_errors=True)
+    processes = 2 if (os.cpu_count() or 1) >= 2 else 1
+    stages = []
+    try:
+        for stage, iters in (("1", args.iters1), ("2", args.iters2)):
+            overrides = stage_overrides(iters)
+            trained = overrides + (ONE_PROCESS[1::2] if processes <= 1 else [])   # what the training loads
+            stages.append((stage, overrides, load_options(f"options/demo_stage{stage}.yml", trained,
+                                                          is_train=True)))
+        print("== run folders", flush=True)
+        resume1, finished1 = plan_stage(stages[0][2], "stage 1", may_continue=True)
+        resume2, _ = plan_stage(stages[1][2], "stage 2", may_continue=finished1)
+    except HidiffError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print("== 1/4 data: synthetic camera-shake blur on scikit-image photos", flush=True)
     copy_photos(TRAIN_PHOTOS, root / "train_sharp", max_side=TRAIN_MAX_SIDE)
     copy_photos(TEST_PHOTOS, root / "test_sharp")
     n = freeze_test_pairs(root / "test_sharp", root / "test", kernel_size=KERNEL_SIZE, seed=1234)
     print(f"   train photos: {len(TRAIN_PHOTOS)} (fresh blur every sample); frozen test pairs: {n}")
-    processes = 2 if (os.cpu_count() or 1) >= 2 else 1
-    for stage, iters in (("1", args.iters1), ("2", args.iters2)):
+    for (stage, overrides, _), resume in zip(stages, (resume1, resume2)):
         print(f"== {int(stage) + 1}/4 training stage {stage} ({processes} data-parallel process"
               f"{'es' if processes > 1 else ''})", flush=True)
-        cmd = ["scripts/train.py", "-opt", f"options/demo_stage{stage}.yml"]
-        if iters:
-            cmd += ["-o", f"train.total_iter={iters}", "-o", f"train.scheduler.periods=[{iters}]"]
+        cmd = ["scripts/train.py", "-opt", f"options/demo_stage{stage}.yml", "--resume", resume]
+        for item in overrides:
+            cmd += ["-o", item]
         run_script(training_command(cmd, processes))
     print("== 4/4 test on held-out photos", flush=True)
     options = load_options("options/demo_test.yml", is_train=False)

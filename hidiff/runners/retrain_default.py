@@ -20,10 +20,17 @@ interruption continues where it stopped:
 ``--ablation-only`` skips steps 2 and 3: the prior-free runs need nothing from the default model, so
 its ablation can be (re)trained beside the shipped weights without retraining them.
 
-Every option file is loaded with the overrides before anything is written or started.
+Every option file is loaded with the overrides before anything is written or started, and every run
+folder that already has a checkpoint must have been trained with the options planned now (the trainer's
+config hash): a step counts as done only then, and another recipe (e.g. ``-o network_g.dim=12`` against
+finished runs) is refused, naming the run folder and the keys that differ.
 SIGINT/SIGTERM reach every training child once (it finishes its iteration, saves a complete
 checkpoint and exits); the command then exits with code 4 and starts nothing more.  On Linux
 the child is also sent SIGHUP if the command itself dies (even by SIGKILL): the same clean stop.
+
+Exit codes: 0 done, 2 bad input (refused by the plan's checks: nothing written or started), 4 stopped
+by a signal, else the first failing training's code (1 failed, 3 non-finite losses; a training that
+refused its input, code 2, gives 1: steps before it may have run).
 """
 from __future__ import annotations
 
@@ -40,7 +47,8 @@ from typing import IO, Callable, Dict, List, Optional, Sequence
 from hidiff.config import Options, load_options
 from hidiff.data.image_io import list_images
 from hidiff.engine.checkpoint_store import latest_complete
-from hidiff.errors import EXIT_OK, EXIT_SIGNAL, ConfigError, DataError
+from hidiff.engine.run_folder import options_changed_since
+from hidiff.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_SIGNAL, ConfigError, DataError
 from hidiff.utils.children import ChildSignals, start_child
 from hidiff.utils.threads import threads_each
 
@@ -70,7 +78,12 @@ class Training:
         return unit.iteration if unit else 0
 
     def done(self) -> bool:
-        return self.reached() >= self.total_iter
+        """Trained to ``total_iter`` with the options planned now."""
+        return self.reached() >= self.total_iter and not self.changed_keys()
+
+    def changed_keys(self) -> List[str]:
+        """How the options planned now differ from those of the newest complete checkpoint (config hash)."""
+        return options_changed_since(self.run_dir, self.options)
 
     def progress(self) -> str:
         return f"{self.reached():,} of {self.total_iter:,} iterations"
@@ -110,6 +123,9 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
         raise ConfigError(f"--ablation-jobs: expected an integer >= 1, got {ablation_jobs!r}")
     if ablation_only and not ablation_seeds:
         raise ConfigError("--ablation-only: trains only the ablation's seeds, so it needs --ablation-seeds N >= 1")
+    if ablation_jobs != 1 and not ablation_seeds:
+        raise ConfigError(f"--ablation-jobs {ablation_jobs}: trains that many of the ablation's seeds at once, so "
+                          f"it needs --ablation-seeds N >= 1")
     overrides = list(overrides)
     for item in overrides:
         if item.split("=", 1)[0].strip() in ("name", "manual_seed"):
@@ -144,6 +160,13 @@ def make_plan(options_dir: Path, overrides: Sequence[str], *, photos: Sequence[P
             raise DataError(f"{root}: the photos of datasets.{phase}.sharp_root ({training.option_file.name}) are "
                             f"missing; give --photos FOLDER (e.g. --photos ../shared/photos/train) to gather the "
                             f"recipe's photos into {sharp_root}")
+    for training in ablation if ablation_only else [stage1, stage2, *ablation]:
+        changed = training.changed_keys()
+        if changed:
+            raise ConfigError(f"{training.run_dir}: its checkpoint ({training.progress()}) was trained with other "
+                              f"options than this command's {training.label} ({training.option_file.name} with "
+                              f"the overrides given); differing keys (saved -> now): {'; '.join(changed)}. Run "
+                              f"the command with the options it was trained with, or move that folder away")
     export = Path(export)
     if export.exists() and not stage2.done() and not ablation_only:
         raise ConfigError(f"--export {export}: already exists, but stage 2 has not finished; it would not be the "
@@ -230,7 +253,7 @@ def _train_all(trainings: Sequence[Training], signals: ChildSignals, log: Callab
             others = "; the other running trainings were stopped (checkpoints saved)" if running else ""
             log(f"== {training.label} failed at {training.progress()} (exit code {code}; its messages are "
                 f"above){others}; nothing more was started")
-            failure = failure if failure != EXIT_OK else code
+            failure = failure if failure != EXIT_OK else (EXIT_FAILED if code == EXIT_BAD_INPUT else code)
             signals.stop_running()
         elif code == EXIT_SIGNAL or signals.received:
             log(f"== {training.label} stopped at {training.progress()} ({signals.received or 'a signal'}, "
