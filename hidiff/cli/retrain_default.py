@@ -2,7 +2,8 @@
 
 See hidiff/runners/retrain_default.py for the steps.  Exit codes: 0 done, 2 bad input
 (nothing was written or started), 4 stopped by SIGINT/SIGTERM (the checkpoint is saved;
-run the same command again to continue), else the failing training's code.
+run the same command again to continue), else the failing training's code (1 failed, 3 non-finite
+losses; a training that refused its input, its code 2, gives 1, since earlier steps may have run).
 """
 from __future__ import annotations
 
