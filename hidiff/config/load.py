@@ -141,6 +141,20 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
     return list(difflib.unified_diff(a, b, "saved", "current", lineterm=""))
 
 
+def key_differences(old: Mapping[str, Any], new: Mapping[str, Any], *, between: str = " -> ",
+                    absent: Any = "(absent)", prefix: str = "") -> List[str]:
+    """``key.path: old<between>new`` for every leaf where two nested mappings differ (a missing key reads as
+    ``absent``)."""
+    out: List[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, absent), new.get(key, absent)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += key_differences(a, b, between=between, absent=absent, prefix=f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r}{between}{b!r}")
+    return out
+
+
 def save_resolved(options: Options, path: str | Path) -> None:
     """Write the resolved options atomically (the run folder's config.yml)."""
     header = f"# resolved options of '{options.name}' (from {options.source})\n"

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from hidiff.config import config_hash, save_resolved
+from hidiff.config import config_hash, key_differences, save_resolved
 from hidiff.engine import distributed as D
 from hidiff.engine.checkpoint_store import CheckpointStore, latest_complete
 from hidiff.engine.logging import LOGGER_NAME, TensorBoard, setup_logger
@@ -108,15 +108,5 @@ def options_changed_since(exp_dir: Path, options) -> list[str]:
     state = torch.load(unit.state, map_location="cpu", weights_only=True, mmap=True)  # mmap: not the tensors
     if state.get("config_hash") == config_hash(options):
         return []
-    return _differing_keys(state.get("config") or {}, options.to_dict()) or ["(no key differs in the saved dump)"]
+    return key_differences(state.get("config") or {}, options.to_dict()) or ["(no key differs in the saved dump)"]
 
-
-def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _differing_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return keys

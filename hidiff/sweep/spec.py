@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from hidiff.config import config_hash, load_options, options_from_text, resolved_yaml
+from hidiff.config import config_hash, key_differences, load_options, options_from_text, resolved_yaml
 from hidiff.config.schema import Options
 from hidiff.config.yaml_io import dump_yaml, load_yaml, parse_scalar
 from hidiff.errors import ConfigError
@@ -150,18 +150,6 @@ def _check_reserved(overrides: Sequence[str], where: str, stage1_block: bool) ->
                                   f"from stage-1 weights that exist")
 
 
-def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> List[str]:
-    """``key: a vs b`` for every leaf where the two mappings differ."""
-    out = []
-    for k in sorted(set(a) | set(b), key=str):
-        x, y = a.get(k), b.get(k)
-        if isinstance(x, Mapping) and isinstance(y, Mapping):
-            out += _differences(x, y, f"{prefix}{k}.")
-        elif x != y:
-            out.append(f"{prefix}{k}: {x!r} vs {y!r}")
-    return out
-
-
 def _plain_name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _PLAIN_NAME.match(value):
         raise ConfigError(f"{where}: '{value}' is not a plain folder name (letters, digits, '_', '.', '-')")
@@ -268,7 +256,7 @@ def _check_stage1_networks(options: Options, s1: Run, where: str, opt: Path, sta
         key = f"network_{n}"
         if key not in s2_raw or key not in s1_raw or options.path.pretrain.get(n):
             continue
-        diff = _differences(s1_raw[key], s2_raw[key])
+        diff = key_differences(s1_raw[key], s2_raw[key], between=" vs ", absent=None)
         if diff:
             raise ConfigError(f"{where}: {key} of this stage-2 run ({opt}) differs from that of its stage-1 run "
                               f"'{s1.name}' ({stage1_opt}) (stage 1 vs stage 2: {'; '.join(diff[:4])}); stage 2 "
