@@ -146,7 +146,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.std_map and args.prior_seeds < 2:
             raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
-        check_weight_arguments(args)
         tile_for = _tile_chooser(args)
         select_device(args.device)
         jobs, failures = _plan(args)
