@@ -20,9 +20,11 @@ def _gopro_row(i, p):
     return f"im{i},{float(p)!r},{float(p) / 40!r},25.0,0.6"
 
 
-def _fake_sweep(folder, values, protocol="gopro", header=GOPRO, row=_gopro_row):
+def _fake_sweep(folder, values, protocol="gopro", header=GOPRO, row=_gopro_row, sets=None):
     """plan.json and eval/<run>/<run>/<set>/metrics.csv (+ summary.json) as the sweep runner and the test runner
-    write them; ``values``: {variant: seeds x images}."""
+    write them; ``values``: {variant: seeds x images}; ``sets``: {set: (protocol, header, row)}, by default one
+    set 'set1' of ``protocol``."""
+    sets = sets or {"set1": (protocol, header, row)}
     variants = []
     runs = []
     for v, per_seed in values.items():
@@ -32,13 +34,15 @@ def _fake_sweep(folder, values, protocol="gopro", header=GOPRO, row=_gopro_row):
             names.append(run)
             runs.append({"name": run, "variant": v, "seed_index": k, "manual_seed": 10 + k, "stage": "final",
                          "after": [], "config_hash": "x"})
-            out = metrics_csv(folder, run, "set1").parent
-            out.mkdir(parents=True)
-            (folder / "eval" / run / "eval.json").write_text(json.dumps({"sets": ["set1"]}))
-            lines = [header] + [row(i, p) for i, p in enumerate(scores)]
-            (out / "metrics.csv").write_text("\n".join(lines) + "\n")
-            (out / "summary.json").write_text(json.dumps({"set": "set1", "protocol": protocol,
-                                                          "meta": {"val_metrics": {}}}))
+            (folder / "eval" / run).mkdir(parents=True)
+            (folder / "eval" / run / "eval.json").write_text(json.dumps({"sets": sorted(sets)}))
+            for set_name, (set_protocol, set_header, set_row) in sets.items():
+                out = metrics_csv(folder, run, set_name).parent
+                out.mkdir(parents=True)
+                lines = [set_header] + [set_row(i, p) for i, p in enumerate(scores)]
+                (out / "metrics.csv").write_text("\n".join(lines) + "\n")
+                (out / "summary.json").write_text(json.dumps({"set": set_name, "protocol": set_protocol,
+                                                              "meta": {"val_metrics": {}}}))
         variants.append({"name": v, "label": f"label {v}", "runs": names})
     seeds = [10 + k for k in range(len(next(iter(values.values()))))]
     (folder / "plan.json").write_text(json.dumps({"name": "t", "baseline": "base", "seeds": seeds,
@@ -55,6 +59,9 @@ def test_report_tables_verdicts_and_chart(tmp_path):
     assert "not distinguishable" in rows["label same"] and "higher than baseline" in rows["label better"]
     assert "(baseline)" in rows["label base (baseline)"]
     assert "| blurry input | 25.00 |" in md
+    # the verdicts are per-comparison intervals: the table says so, and how many comparisons it makes
+    assert ("Each verdict is a per-comparison 95 % interval, not corrected for the k comparisons in this table "
+            "(k = 4: 2 variants x 2 metrics against the baseline)") in md
     with open(files["results.csv"]) as fh:
         table = list(csv.DictReader(fh))
     better = next(r for r in table if r["variant"] == "better" and r["metric"] == "psnr_uint8_rgb")
@@ -137,3 +144,55 @@ def test_one_image_gives_no_interval_and_one_seed_no_error_bar(tmp_path):
     assert np.array_equal(chart, cv2.imdecode(np.frombuffer(no_bar, np.uint8), cv2.IMREAD_COLOR))
     zero_bar = draw_chart(labels, means, [0.0, 0.0], "psnr_uint8_rgb", 25.0)
     assert no_bar != zero_bar
+
+
+def _sections(md):
+    """results.md split at its '## <set>' headings: {set: section text}."""
+    parts = md.split("\n## ")[1:]
+    return {part.split(" ", 1)[0]: part for part in parts}
+
+
+def test_sets_of_two_protocols_are_each_compared_on_their_own_metrics(tmp_path):
+    """A test file with GoPro and RealBlur sets (options/test_gopro.yml): the report looked for RealBlur's
+    psnr_realblur_masked on the GoPro set and ended, after every run had trained, with 'no psnr_realblur_masked
+    for image ... paired comparisons need every image under every seed'."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(28.0, 1.5, size=(2, 6))
+    _fake_sweep(tmp_path, {"base": base, "same": base.copy(), "better": base + 0.5 + rng.normal(0, 0.05, (2, 6))},
+                sets={"gopro_set": ("gopro", GOPRO, _gopro_row),
+                      "realblur_set": ("realblur", REALBLUR, _realblur_row)})
+    files = write_report(tmp_path)
+    with open(files["results.csv"]) as fh:
+        table = list(csv.DictReader(fh))
+    assert {r["metric"] for r in table if r["set"] == "gopro_set"} == {"psnr_uint8_rgb", "ssim_matlab3d"}
+    assert {r["metric"] for r in table if r["set"] == "realblur_set"} == {"psnr_realblur_masked",
+                                                                         "ssim_realblur_masked"}
+    assert len(table) == 2 * 2 * 3      # 2 sets x 2 metrics x 3 variants
+    for set_name, psnr in (("gopro_set", "psnr_uint8_rgb"), ("realblur_set", "psnr_realblur_masked")):
+        better = next(r for r in table if r["set"] == set_name and r["variant"] == "better" and r["metric"] == psnr)
+        assert better["verdict"] == "higher than baseline" and float(better["ci95_low"]) < 0.5 < float(
+            better["ci95_high"])
+    sections = _sections(files["results.md"].read_text())
+    assert set(sections) == {"gopro_set", "realblur_set"}
+    assert "psnr_uint8_rgb" in sections["gopro_set"] and "realblur" not in sections["gopro_set"]
+    assert "psnr_realblur_masked" in sections["realblur_set"] and "uint8" not in sections["realblur_set"]
+    for section in sections.values():
+        assert "(k = 4: 2 variants x 2 metrics against the baseline)" in section
+    # one chart per set, of its own protocol's PSNR, shown under the set's table
+    assert "(chart_realblur_set_psnr_realblur_masked.png)" in sections["realblur_set"]
+    assert sorted(n for n in files if n.startswith("chart_")) == ["chart_gopro_set_psnr_uint8_rgb.png",
+                                                                  "chart_realblur_set_psnr_realblur_masked.png"]
+    for name in ("chart_gopro_set_psnr_uint8_rgb.png", "chart_realblur_set_psnr_realblur_masked.png"):
+        assert cv2.imread(str(files[name])).std() > 0
+
+
+def test_an_evaluation_without_its_scores_is_named(tmp_path):
+    """A set listed in eval.json without its metrics.csv (scores written elsewhere) ended in a bare
+    FileNotFoundError."""
+    _fake_sweep(tmp_path, {"base": np.full((2, 3), 28.0), "other": np.full((2, 3), 29.0)})
+    path = metrics_csv(tmp_path, "t_other_s1", "set1")
+    path.unlink()
+    with pytest.raises(DataError) as exc:
+        write_report(tmp_path)
+    assert "run t_other_s1" in str(exc.value) and f"{path} is missing" in str(exc.value)
+    assert "lists test set 'set1'" in str(exc.value)

@@ -81,11 +81,37 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
 
 def test_sweep_trains_with_torchrun_when_nproc_is_above_1(tmp_path):
     base, sweep_file = write_tiny_sweep(tmp_path, seeds=1, extra={
-        "nproc": 2, "variants": [{"name": "noprior", "opt": "plain.yml"}]})
+        "nproc": 2, "stage1": None, "variants": [{"name": "noprior", "opt": "plain.yml"}]})
     run_checked(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(), timeout=600)
     log = (tmp_path / "experiments" / "sweeps" / "tiny" / "logs" / "train_tiny_noprior_s0.log").read_text()
     assert "--nproc_per_node=2" in log and "world size 2" in log
     assert "noprior (baseline) | " in (tmp_path / "experiments" / "sweeps" / "tiny" / "results.md").read_text()
+
+
+def test_a_sweep_over_sets_of_two_protocols_reports_each_on_its_metrics(tmp_path):
+    """A test file with a GoPro-protocol and a RealBlur-protocol set (as options/test_gopro.yml): every run
+    trained and was evaluated, then the report ended with 'no psnr_realblur_masked for image ...'."""
+    import yaml
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1, extra={
+        "stage1": None, "baseline": "noprior",
+        "variants": [{"name": "noprior", "opt": "plain.yml"},
+                     {"name": "longer", "opt": "plain.yml", "overrides": {"train.total_iter": 3}}]})
+    test = yaml.safe_load((tmp_path / "test.yml").read_text())
+    test["datasets"]["test_2"] = dict(test["datasets"]["test_1"], name="tinyrb", protocol="realblur")
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    run_checked(_sweep(base, sweep_file, 1), cwd=tmp_path, env=run_env(), timeout=600)
+    folder = tmp_path / "experiments" / "sweeps" / "tiny"
+    md = (folder / "results.md").read_text()
+    sections = {part.split(" ", 1)[0]: part for part in md.split("\n## ")[1:]}    # one per set, sorted
+    assert list(sections) == ["tinyrb", "tinytest"]
+    gopro, realblur = sections["tinytest"], sections["tinyrb"]
+    assert "| psnr_uint8_rgb |" in gopro and "realblur" not in gopro
+    assert "| psnr_realblur_masked |" in realblur and "uint8" not in realblur and "ecc_cc" not in realblur
+    assert "(k = 2: 1 variant x 2 metrics against the baseline)" in realblur
+    assert (folder / "chart_tinytest_psnr_uint8_rgb.png").is_file()
+    assert (folder / "chart_tinyrb_psnr_realblur_masked.png").is_file()
+    assert "(chart_tinyrb_psnr_realblur_masked.png)" in realblur
 
 
 def _start_until_iteration_3(cmd, tmp_path, runs):

@@ -80,6 +80,27 @@ def test_grid_and_shared_network_overrides_reach_stage1(tmp_path):
      "variants 'grad_clip_norm1' and 'grad_clip_norm1.0' resolve to the same options"),
     ({"variants": [{"name": "a"}, {"name": "b", "label": "B"}], "baseline": "a"},
      "variants 'a' and 'b' resolve to the same options"),
+    # evaluation overrides of what the sweep sets: the scores landed where the report does not look (or another
+    # run folder's weights were evaluated under this run's name)
+    ({"eval": {"test": "test.yml", "overrides": {"name": "foo"}}},
+     "eval.overrides: 'name' is set by the sweep for each evaluation"),
+    ({"eval": {"test": "test.yml", "overrides": {"path.results_root": "/tmp/elsewhere"}}},
+     "eval.overrides: 'path.results_root' is set by the sweep for each evaluation"),
+    ({"eval": {"test": "test.yml", "overrides": {"path.experiments_root": "other"}}},
+     "eval.overrides: 'path.experiments_root' is set by the sweep for each evaluation"),
+    ({"eval": {"test": "test.yml", "overrides": {"manual_seed": 3}}},
+     "eval.overrides: 'manual_seed' is set by the sweep for each evaluation"),
+    # stage-1 settings that no run uses were dropped without a word
+    ({"stage1": None, "baseline": "noprior",
+      "variants": [{"name": "noprior", "opt": "plain.yml", "stage1_overrides": {"network_g.dim": 16}}]},
+     "variants[0].stage1_overrides: given, but the sweep file has no 'stage1' block, so no stage-1 run is trained "
+     "for variant 'noprior'"),
+    ({"variants": [{"name": "prior"}, {"name": "noprior", "opt": "plain.yml",
+                                        "stage1_overrides": {"network_g.dim": 16}}]},
+     "variant 'noprior': stage1_overrides given, but its model is PlainRestoration, not HI_Diff_S2"),
+    ({"variants": [{"name": "noprior", "opt": "plain.yml"}]},
+     "stage1: no variant uses it (only HI_Diff_S2 variants train a stage-1 run; the variants' models: noprior "
+     "(PlainRestoration)); remove the stage1 block"),
     # stage 2 with no stage-1 weights at all: --check passed, the sweep failed after the other runs trained
     ({"stage1": None}, "variant 'prior', seed 11: model HI_Diff_S2 needs stage-1 weights, but the sweep file has "
                        "no 'stage1: {opt: ...}' block"),
@@ -97,6 +118,14 @@ def test_a_command_line_seed_or_name_is_refused(tmp_path):
     for item in ("manual_seed=5", "name=mine"):
         with pytest.raises(ConfigError, match=f"-o: '{item.split('=')[0]}' is set by the sweep"):
             load_sweep(sweep_file, base, [item])
+    for item in ("name=mine", "manual_seed=5", "path.results_root=/tmp/elsewhere", f"path.experiments_root={tmp_path}",
+                 'path={"results_root": "/tmp/elsewhere"}'):
+        with pytest.raises(ConfigError, match=f"--eval-o: '{item.split('=')[0]}' is set by the sweep for each "
+                                              f"evaluation"):
+            load_sweep(sweep_file, base, eval_overrides=[item])
+    # what the evaluation may change: its sets and settings
+    ev = load_sweep(sweep_file, base, eval_overrides=["val.score_input=false"]).run("tiny_prior_s0").eval_options
+    assert ev.val.score_input is False
 
 
 def test_seeds_option_takes_the_first_of_a_seed_list(tmp_path):
@@ -300,3 +329,26 @@ def test_a_new_plan_moves_the_old_report_aside(tmp_path):
     assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == sorted(report)
     assert not any((runner.folder / n).exists() for n in report)
     assert len(logs) == 1 and "the plan changed" in logs[0] and str(aside[0]) in logs[0]
+
+
+def test_an_evaluation_that_leaves_no_scores_is_not_recorded(tmp_path):
+    """An evaluation that exited 0 was recorded even when its metrics.csv was not where the report reads it
+    (scores written elsewhere): the report then failed, and every rerun evaluated it again."""
+    from hidiff.sweep.report import metrics_csv
+    from hidiff.sweep.runner import Job, RunFailed, SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    runner = SweepRunner(load_sweep(sweep_file, base))
+    plain = runner.sweep.run("tiny_noprior_s0")
+    _fake_finished(runner, plain)
+    log = tmp_path / "eval.log"
+    log.write_text("done\n")
+    expected = metrics_csv(runner.folder, plain.name, "tinytest")
+    with pytest.raises(RunFailed) as exc:
+        runner._finish(Job("eval:tiny_noprior_s0", "eval", plain), 0, 1.0, log)
+    assert f"{expected} missing" in str(exc.value) and str(log) in str(exc.value)
+    assert not runner.eval_record_file(plain).exists()
+    expected.parent.mkdir(parents=True)
+    expected.write_text("name,psnr_uint8_rgb\nim00,30.0\n")
+    runner._finish(Job("eval:tiny_noprior_s0", "eval", plain), 0, 1.0, log)
+    assert json.loads(runner.eval_record_file(plain).read_text())["sets"] == ["tinytest"]

@@ -99,3 +99,20 @@ def test_an_infinite_score_is_refused_by_name():
     rows[3]["psnr"] = float("inf")
     with pytest.raises(DataError, match="psnr of image 'im1' at seed index 1 is inf"):
         score_matrix(rows, "a", "s", "psnr", ["im0", "im1"], [0, 1])
+
+
+def test_analyse_takes_the_metrics_of_each_set():
+    """Sets of two protocols are scored under other columns: each set is compared on its own metrics."""
+    rng = np.random.default_rng(6)
+    base = rng.normal(28.0, 1.0, size=(5, 2))
+    rows = _rows("base", base) + _rows("other", base + 0.2)
+    rows += [{**{k: v for k, v in r.items() if k != "psnr"}, "set": "t", "psnr_masked": r["psnr"] + 1}
+             for r in rows]                         # a second set, scored under another column
+    res = analyse(rows, ["base", "other"], "base", {"s": ["psnr"], "t": ["psnr_masked"]})
+    assert sorted((r.set, r.metric, r.variant) for r in res) == [("s", "psnr", "base"), ("s", "psnr", "other"),
+                                                                 ("t", "psnr_masked", "base"),
+                                                                 ("t", "psnr_masked", "other")]
+    other_t = next(r for r in res if r.set == "t" and r.variant == "other")
+    assert other_t.mean == pytest.approx(base.mean() + 1.2) and other_t.vs_baseline.mean == pytest.approx(0.2)
+    with pytest.raises(DataError, match="no metrics given for test set"):
+        analyse(rows, ["base", "other"], "base", {"s": ["psnr"]})

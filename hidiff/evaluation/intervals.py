@@ -20,7 +20,9 @@ when no trained method has a second run, training luck cannot be measured, and a
 * :func:`paired_interval`: sweeps, where the variant and the baseline share seeds (run j of both was trained
   with seed j), so the per-seed differences are the runs;
 * :func:`two_arm_interval`: two methods with their own runs (3 seeds of an ablation against the default
-  model's one), the run spread pooled over the trained methods that have two runs or more.
+  model's one), the run spread pooled over the two compared methods only (those of the two that are trained
+  and have two runs or more): a table of several comparisons (``shake_benchmark.compare``) computes each
+  pair's interval from that pair's runs, not from every row of the table.
 """
 from __future__ import annotations
 
@@ -121,7 +123,8 @@ def two_arm_interval(variant: np.ndarray, baseline: np.ndarray, *, variant_train
     """Interval of mean(variant) - mean(baseline); ``variant`` is images x a runs, ``baseline`` images x b.
 
     ``*_trained``: whether a method's score depends on a training run (a model) or not (the blurry input, a
-    deconvolution); only trained methods carry training luck.
+    deconvolution); only trained methods carry training luck.  The run spread is pooled over these two arms
+    alone (each trained arm with two runs or more), whatever other methods a table compares.
     """
     a = _scores("two_arm_interval: variant", variant)
     b = _scores("two_arm_interval: baseline", baseline)

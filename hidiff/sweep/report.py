@@ -2,10 +2,12 @@
 
 Reads every final run's ``eval/<run>/<run>/<set>/metrics.csv`` (written by the test
 runner, one row per image) and writes ``per_image.csv``, ``results.csv``,
-``results.md`` and ``chart_<set>_<metric>.png`` into the sweep folder.  Only the
-metrics of the set's protocol (``summary.json`` beside metrics.csv;
-hidiff/evaluation/protocols.py) and its ``val.metrics`` are compared: diagnostics
-such as RealBlur's ``ecc_cc`` stay in per_image.csv.  results.md and results.csv
+``results.md`` and ``chart_<set>_<metric>.png`` into the sweep folder.  Each set is
+compared on the metrics of its own protocol (``summary.json`` beside metrics.csv;
+hidiff/evaluation/protocols.py) and its ``val.metrics``, so one sweep can score
+GoPro and RealBlur sets side by side; diagnostics such as RealBlur's ``ecc_cc``
+stay in per_image.csv.  Each table says how many comparisons its verdicts make,
+as they are not corrected for multiple comparisons.  results.md and results.csv
 name the hash of the plan they describe (:func:`plan_hash` of plan.json).
 """
 from __future__ import annotations
@@ -79,11 +81,16 @@ def _set_metrics(folder: Path, run: str, set_name: str) -> List[str]:
     return list(protocol_metrics(protocol, str(path))) + extra
 
 
-def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
-    """Per-image rows of every evaluated run, the metric columns and the plan."""
+def collect_rows(folder: Path) -> tuple[List[dict], Dict[str, List[str]], dict]:
+    """Per-image rows of every evaluated run, the metric columns of each test set and the plan.
+
+    The metrics are ``{set: [metrics]}``: test sets of other protocols are scored under other columns (GoPro's
+    psnr_uint8_rgb, RealBlur's psnr_realblur_masked), so each set is compared on its own protocol's metrics.
+    """
     plan = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
     rows: List[dict] = []
-    metrics: List[str] = []
+    wanted_by_set: Dict[str, tuple] = {}     # set -> (its metric columns, the run they were read from)
+    found: Dict[str, set] = {}
     for v in plan["variants"]:
         for run in v["runs"]:
             meta = next(r for r in plan["runs"] if r["name"] == run)
@@ -92,7 +99,17 @@ def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
                 raise DataError(f"run {run} has no evaluation ({rec_path}); run the sweep to the end first")
             for set_name in json.loads(rec_path.read_text(encoding="utf-8"))["sets"]:
                 path = metrics_csv(folder, run, set_name)
+                if not path.is_file():
+                    raise DataError(f"run {run}: its evaluation ({rec_path}) lists test set '{set_name}', but "
+                                    f"{path} is missing (the test runner writes each set's per-image scores "
+                                    f"there); run the sweep again to evaluate {run} anew")
                 wanted = _set_metrics(folder, run, set_name)
+                first, first_run = wanted_by_set.setdefault(set_name, (wanted, run))
+                if wanted != first:
+                    raise DataError(f"test set '{set_name}' is scored on {', '.join(first)} in run {first_run} but "
+                                    f"on {', '.join(wanted)} in run {run} (summary.json beside each metrics.csv); "
+                                    f"the runs must be evaluated alike to be compared, so run the sweep again")
+                seen = found.setdefault(set_name, set())
                 with open(path, newline="", encoding="utf-8") as fh:
                     for r in csv.DictReader(fh):
                         row = {"variant": v["name"], "seed_index": meta["seed_index"], "run": run, "set": set_name,
@@ -100,11 +117,16 @@ def collect_rows(folder: Path) -> tuple[List[dict], List[str], dict]:
                         for k, val in r.items():
                             if k != "name" and _float(val) is not None:
                                 row[k] = float(val)
-                                if k in wanted and k not in metrics:
-                                    metrics.append(k)
+                                if k in wanted:
+                                    seen.add(k)
                         rows.append(row)
-    if not rows or not metrics:
-        raise DataError(f"{folder}: no per-image {'metric columns' if rows else 'results'} in the evaluations")
+    if not rows:
+        raise DataError(f"{folder}: no per-image results in the evaluations")
+    metrics = {s: [m for m in wanted_by_set[s][0] if m in found[s]] for s in sorted(found)}
+    empty = [s for s, m in metrics.items() if not m]
+    if empty:
+        raise DataError(f"{folder}: test set(s) {', '.join(empty)} have no per-image values of their metrics "
+                        f"({'; '.join(f'{s}: ' + ', '.join(wanted_by_set[s][0]) for s in empty)}) in metrics.csv")
     return rows, metrics, plan
 
 
@@ -132,8 +154,11 @@ def input_reference(rows: Sequence[Mapping], baseline: str, set_name: str, metri
     return float(np.mean(vals)) if vals else None
 
 
-def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Mapping, metrics: Sequence[str],
-             labels: Mapping[str, str], extra_rows: Mapping = None) -> str:
+def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Mapping,
+             metrics: Mapping[str, Sequence[str]], labels: Mapping[str, str], extra_rows: Mapping = None,
+             charts: Mapping[str, str] = None) -> str:
+    """results.md: one table per test set, with that set's metrics (``{set: [metrics]}``) and its chart
+    (``charts``: ``{set: file name}``, of the set's first metric)."""
     baseline = plan["baseline"]
     lines = [f"# Sweep '{plan['name']}'", "",
              f"Plan {plan_hash(plan)} (plan.json). "
@@ -149,24 +174,33 @@ def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Ma
         sub = [r for r in results if r.set == set_name]
         n_img = sub[0].n_images
         lines += [f"## {set_name} ({n_img} images)", ""]
+        set_metrics = metrics[set_name]
+        k = sum(r.vs_baseline is not None for r in sub)
+        if k:   # the verdicts are not corrected for multiple comparisons: say so, with how many there are
+            n_var = len({r.variant for r in sub if r.vs_baseline is not None})
+            n_met = len(set_metrics)
+            lines += [f"Each verdict is a per-comparison 95 % interval, not corrected for the k comparisons in "
+                      f"this table (k = {k}: {n_var} variant{'s' * (n_var != 1)} x {n_met} "
+                      f"metric{'s' * (n_met != 1)} against the baseline); among k comparisons of equal variants, "
+                      f"up to about 5 % can get a firm verdict by chance.", ""]
         header = ["variant"]
-        for m in metrics:
+        for m in set_metrics:
             header += [m, f"{m} vs baseline [95 % CI]", "verdict"]
         lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-        ref = {m: input_reference(rows, baseline, set_name, m) for m in metrics}
+        ref = {m: input_reference(rows, baseline, set_name, m) for m in set_metrics}
         if all(v is not None for v in ref.values()):
             cells = ["blurry input"]
-            for m in metrics:
+            for m in set_metrics:
                 cells += [_fmt(ref[m], m), "", ""]
             lines.append("| " + " | ".join(cells) + " |")
         for name, vals in (extra_rows or {}).get(set_name, {}).items():
             cells = [name]
-            for m in metrics:
+            for m in set_metrics:
                 cells += [_fmt(vals[m], m) if m in vals else "-", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
         for v in plan["variants"]:
             cells = [labels.get(v["name"], v["name"]) + (" (baseline)" if v["name"] == baseline else "")]
-            for m in metrics:
+            for m in set_metrics:
                 r = next(x for x in sub if x.variant == v["name"] and x.metric == m)
                 cells.append(f"{_fmt(r.mean, m)} +- {_fmt(r.std, m)}" if math.isfinite(r.std)
                              else f"{_fmt(r.mean, m)} (1 seed)")
@@ -179,6 +213,8 @@ def markdown(results: Sequence[VariantResult], rows: Sequence[Mapping], plan: Ma
                     cells += [f"{_signed(ci.mean, m)} [{_signed(ci.low, m)}, {_signed(ci.high, m)}]", ci.verdict]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if (charts or {}).get(set_name):
+            lines += [f"![{set_metrics[0]} on {set_name}]({charts[set_name]})", ""]
     return "\n".join(lines)
 
 
@@ -304,16 +340,16 @@ def write_report(folder: Path, *,
              "per_image.csv": folder / "per_image.csv"}
     atomic_write_text(files["per_image.csv"], per_image_csv(rows))
     atomic_write_text(files["results.csv"], results_csv(results, labels, plan_hash(plan)))
-    text = markdown(results, rows, plan, metrics, labels, extra_rows)
+    charts: Dict[str, str] = {}
     for set_name in sorted({r.set for r in results}):
-        metric = metrics[0]
+        metric = metrics[set_name][0]     # the set's protocol's headline (its PSNR)
         sub = [next(r for r in results if r.set == set_name and r.metric == metric and r.variant == v)
                for v in variants]
         png = draw_chart([labels[v] for v in variants], [r.mean for r in sub], [r.std for r in sub], metric,
                          input_reference(rows, plan["baseline"], set_name, metric))
-        name = f"chart_{set_name}_{metric}.png"
-        files[name] = folder / name
-        atomic_write_bytes(files[name], png)
-        text += f"![{metric} on {set_name}]({name})\n"
+        charts[set_name] = f"chart_{set_name}_{metric}.png"
+        files[charts[set_name]] = folder / charts[set_name]
+        atomic_write_bytes(files[charts[set_name]], png)
+    text = markdown(results, rows, plan, metrics, labels, extra_rows, charts)
     atomic_write_text(files["results.md"], text)
     return files

@@ -380,6 +380,11 @@ class SweepRunner:
             self._record(run, seconds, "trained")
             return
         sets = sorted(d.name for d in run.eval_options.datasets.values() if d.phase in ("test", "val"))
+        missing = [metrics_csv(self.folder, run.name, s) for s in sets]
+        missing = [str(p) for p in missing if not p.is_file()]
+        if missing:     # no record: the next session evaluates it again instead of reusing a result never written
+            raise RunFailed(f"evaluation of {run.name} exited 0 but left no per-image scores where the report reads "
+                            f"them: {', '.join(missing)} missing (options {self.eval_file(run)}); log {log_path}")
         _write_json(self.eval_record_file(run), {"run": run.name, "eval_hash": config_hash(run.eval_options),
                                                  "weights_sha256": self.records[run.name]["weights_sha256"],
                                                  "sets": sets, "limit": self.sweep.eval_limit, "seconds": seconds})

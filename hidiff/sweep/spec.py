@@ -22,9 +22,13 @@ the same seed; its overrides of the networks stage 2 takes from stage 1
 stage-1 options are equal share it.  Those networks must then be the same in
 both runs (a variant's own ``opt`` file may not change them); without a
 ``stage1`` block an HI_Diff_S2 variant needs ``path.stage1`` or
-``path.pretrain_network_le``.  ``name`` and ``manual_seed`` are set per run by
-the sweep (and ``path.stage1`` when there is a ``stage1`` block), so overrides
-and grids may not set them; two variants with the same resolved options are
+``path.pretrain_network_le``.  A ``stage1`` block no variant uses, and
+``stage1_overrides`` of a variant that trains no stage-1 run, are refused.
+``name`` and ``manual_seed`` are set per run by the sweep (and ``path.stage1``
+when there is a ``stage1`` block), so overrides and grids may not set them;
+``eval.overrides`` and ``--eval-o`` may not set ``name``, ``manual_seed`` or
+``path.*`` either (the evaluation reads the trained run's weights and writes
+where the report reads); two variants with the same resolved options are
 refused.  ``--seeds N`` takes the first N of a ``seeds`` list.  The evaluation
 takes the test file's sets and settings with the networks of the trained run.
 Paths inside the file are relative to the sweep file.  Every run's options (and
@@ -148,6 +152,28 @@ def _check_reserved(overrides: Sequence[str], where: str, stage1_block: bool) ->
                 raise ConfigError(f"{where}: 'path.stage1' is set by the sweep to each variant's stage-1 run (the "
                                   f"sweep file has a 'stage1' block); remove it, or drop the stage1 block to start "
                                   f"from stage-1 weights that exist")
+
+
+#: what the sweep sets in every evaluation, and why an override of it would be wrong
+_EVAL_RESERVED = {
+    "name": "it names the trained run whose weights are evaluated and the folder the report reads its scores "
+            "from",
+    "manual_seed": "it is the trained run's seed",
+    "path": "path.experiments_root locates the trained run's weights and path.results_root the folder the report "
+            "reads; another value evaluates other weights, or writes the scores where the sweep does not look and "
+            "evaluates again on every rerun",
+}
+
+
+def _check_eval_reserved(overrides: Sequence[str], where: str) -> None:
+    """Refuse evaluation overrides of the run's name, seed and folders: the sweep sets them to the trained run's."""
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        parts = [p for p in key.replace(":", ".").split(".") if p]
+        head = parts[0] if parts else ""
+        if parts == ["name"] or parts == ["manual_seed"] or head == "path":
+            raise ConfigError(f"{where}: '{key}' is set by the sweep for each evaluation ({_EVAL_RESERVED[head]}); "
+                              f"remove it")
 
 
 def _plain_name(value: Any, where: str) -> str:
@@ -329,6 +355,10 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
         s1over = _override_list(v.get("stage1_overrides"), f"{where}.stage1_overrides")
         _check_reserved(vover, f"{where}.overrides", has_stage1)
         _check_reserved(s1over, f"{where}.stage1_overrides", False)
+        if s1over and not has_stage1:
+            raise ConfigError(f"{where}.stage1_overrides: given, but the sweep file has no 'stage1' block, so no "
+                              f"stage-1 run is trained for variant '{vname}'; remove them, or add "
+                              f"stage1: {{opt: ...}}")
         specs.append((vname, str(v.get("label") or vname), opt, vover, s1over))
     for gname, glabel, combo in _grid_variants(raw.get("grid"), f"{src}: grid", raw.get("grid_label")):
         gover = _override_list(combo, f"{src}: grid")
@@ -366,7 +396,10 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
     test_raw = load_yaml(test_file)
     if not isinstance(test_raw, Mapping):
         raise ConfigError(f"{test_file}: the top level must be a mapping")
-    eval_over = _override_list(ev.get("overrides"), f"{src}: eval.overrides") + list(eval_overrides)
+    eval_file_over = _override_list(ev.get("overrides"), f"{src}: eval.overrides")
+    _check_eval_reserved(eval_file_over, f"{src}: eval.overrides")
+    _check_eval_reserved(eval_overrides, "--eval-o")
+    eval_over = eval_file_over + list(eval_overrides)
     limit = ev.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"{src}: eval.limit: expected a positive integer or null, got {limit!r}")
@@ -394,6 +427,10 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             where = f"{src}: variant '{vname}', seed {seed}"
             options = _load(opt, common + vover + fixed, where)
             after: List[str] = []
+            if s1extra and options.model_type != "HI_Diff_S2":
+                raise ConfigError(f"{src}: variant '{vname}': stage1_overrides given, but its model is "
+                                  f"{options.model_type}, not HI_Diff_S2, so it trains no stage-1 run to apply "
+                                  f"them to; remove them")
             if stage1_opt is not None and options.model_type == "HI_Diff_S2":
                 # overrides of the networks stage 2 takes from stage 1 must reach the stage-1 run too
                 shared = [o for o in vover if o.split("=", 1)[0].split(".")[0] in
@@ -421,6 +458,10 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             runs.append(run)
             variant.runs.append(run)
         variants.append(variant)
+    if stage1_opt is not None and not any(r.stage == "stage1" for r in runs):
+        models = ", ".join(f"{v.name} ({v.runs[0].options.model_type})" for v in variants)
+        raise ConfigError(f"{src}: stage1: no variant uses it (only HI_Diff_S2 variants train a stage-1 run; the "
+                          f"variants' models: {models}); remove the stage1 block")
     _check_distinct(variants, src)
     taken: Dict[str, str] = {}
     for r in runs:

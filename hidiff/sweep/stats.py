@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -65,17 +65,27 @@ def score_matrix(rows: Iterable[Mapping], variant: str, set_name: str, metric: s
     return np.array([[cell[(i, s)] for s in seeds] for i in images])
 
 
-def analyse(rows: Sequence[Mapping], variants: Sequence[str], baseline: str, metrics: Sequence[str], *,
+def analyse(rows: Sequence[Mapping], variants: Sequence[str], baseline: str,
+            metrics: Union[Sequence[str], Mapping[str, Sequence[str]]], *,
             level: float = 0.95) -> List[VariantResult]:
-    """Every variant x set x metric: mean +- std over seeds and the paired interval against ``baseline``."""
+    """Every variant x set x metric: mean +- std over seeds and the paired interval against ``baseline``.
+
+    ``metrics``: one list for every set, or ``{set: [metrics]}`` when the sets differ (test sets of other
+    protocols are scored under other column names, e.g. GoPro's psnr_uint8_rgb, RealBlur's psnr_realblur_masked).
+    """
     if baseline not in variants:
         raise DataError(f"baseline '{baseline}' is not among the variants {list(variants)}")
     sets = sorted({str(r["set"]) for r in rows})
+    if isinstance(metrics, Mapping):
+        unknown = [s for s in sets if s not in metrics]
+        if unknown:
+            raise DataError(f"no metrics given for test set(s) {', '.join(unknown)}; metrics name the sets "
+                            f"{', '.join(map(str, metrics))}")
     seeds = sorted({int(r["seed_index"]) for r in rows})
     out: List[VariantResult] = []
     for set_name in sets:
         images = sorted({str(r["image"]) for r in rows if r["set"] == set_name})
-        for metric in metrics:
+        for metric in (metrics[set_name] if isinstance(metrics, Mapping) else metrics):
             base = score_matrix(rows, baseline, set_name, metric, images, seeds)
             for v in variants:
                 m = base if v == baseline else score_matrix(rows, v, set_name, metric, images, seeds)
