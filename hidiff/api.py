@@ -7,8 +7,12 @@
 The source is read by the same functions as ``hidiff-deblur``'s
 ``--weights/--checkpoint/--experiment`` (:mod:`hidiff.runners.weights`), and
 ``deblur`` runs the same per-image seeding and tiler
-(:func:`hidiff.inference.tiler.restore_image`), so a path deblurred here equals
-the command's output for the same weights, seed and tiling.
+(:func:`hidiff.inference.tiler.restore_image`).  So for the same weights, seed
+and tiling (key: the file's stem), a path deblurred here equals the pixels the
+command writes for a colour file without alpha, in any output format but JPEG:
+``deblur(path)`` returns the upright RGB result before encoding, while the
+command writes a gray file as gray (luma), keeps alpha, and re-encodes a JPEG
+output (quality 95).
 """
 from __future__ import annotations
 
@@ -121,6 +125,7 @@ class Restorer:
         """
 
         if isinstance(image, (str, os.PathLike)):
+            self._check_rgb_model("an image file")
             photo = read_photo(image)
             out = self._restore(to_tensor(photo.rgb), seed, Path(image).stem if key is None else key, tile)
             return _to_samples(out[0].permute(1, 2, 0).numpy(), np.dtype(photo.dtype))
@@ -132,6 +137,13 @@ class Restorer:
                         f"got {type(image).__name__}")
 
     # ------------------------------------------------------------ helpers
+    def _check_rgb_model(self, what: str) -> None:
+        """DataError before any work when the model does not take RGB (a dual-pixel model takes 6 channels)."""
+        n = self.pipeline.in_channels
+        if n != 3:
+            raise DataError(f"deblur(): {what} is restored as RGB, but this model ({self.description}) takes "
+                            f"{n}-channel input (a dual-pixel pair of views); pass a ({n},H,W) or (B,{n},H,W) tensor")
+
     def _restore(self, lq: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
         """(B,C,H,W) float32 CPU/any device -> (B,3,H,W) float32 in [0,1], one image at a time."""
 
@@ -168,6 +180,7 @@ class Restorer:
         return out[0] if x.dim() == 3 else out
 
     def _deblur_array(self, a: np.ndarray, seed: int, key: str, tile: Any) -> np.ndarray:
+        self._check_rgb_model("an array")
         if a.size == 0:
             raise DataError(f"deblur(): the array holds no pixels (shape {a.shape})")
         if a.ndim == 3 and a.shape[2] == 1:  # H x W x 1: restored as gray, returned in the same shape

@@ -108,6 +108,8 @@ def test_dataset_name_is_a_plain_folder_name(tmp_path):
     (lambda o: o["train"]["optim_total"].update(type="LBFGS"), "train.optim_total.type"),
     (lambda o: o["val"].update(tile={"size": 20, "overlap": 4}), "val.tile.size: 20 is not a multiple of 8"),
     (lambda o: o["val"].update(tile={"size": 16, "overlap": 4}), "val.tile: stage 1 restores with the prior"),
+    (lambda o: o["val"].update(window_size=16, tile={"size": 24, "overlap": 8}),
+     "val.tile.size: 24 is not a multiple of 16 (val.window_size, the size divisor of tiled inference); use 16 or 32"),
 ])
 def test_values_the_run_could_not_use_are_refused_at_load(tmp_path, edit, expected):
     """Each of these loaded before and failed later (an infinite lr at the first step, a missing optimiser when
@@ -286,3 +288,26 @@ def test_overrides_name_themselves_and_follow_the_files_spelling(tmp_path):
     assert load_options(path, ["train.optim_total.lr=5e-4"]).train.optim_total.kwargs["lr"] == 5e-4
     assert load_options(write(tmp_path, tiny_options(tmp_path)),
                         ["train.optim_g.lr=2e-4"]).train.optim_total.kwargs["lr"] == 2e-4
+
+
+@pytest.mark.parametrize("window, size, accepted", [(16, 24, False), (16, 32, True), (8, 24, True)])
+def test_tile_size_and_window_size_agree_at_load_as_the_tiler_needs_at_run_time(tmp_path, window, size, accepted):
+    """window_size 16 with 24-px tiles loaded and passed preflight, then stopped the first validation, val_freq
+    iterations in: the tiler needs tiles that are a multiple of the pipeline's padding (val.window_size)."""
+    import torch
+
+    from engine_tiny_run import tiny_s2_options
+    from hidiff.inference.tiler import restore_image
+    from hidiff.models import build_model
+
+    opt = tiny_s2_options(tmp_path, with_val=True)
+    opt["val"].update(window_size=window, tile={"size": size, "overlap": 8})
+    if not accepted:
+        msg = load_error(tmp_path, opt)
+        assert f"val.tile.size: {size} is not a multiple of {window} (val.window_size" in msg, msg
+        return
+    options = load_options(write(tmp_path, opt))
+    pipeline = build_model(options).pipeline()
+    with torch.no_grad():
+        out = restore_image(pipeline, torch.rand(1, 3, 40, 40), options.val.tile_options(), seed=0)
+    assert out.shape == (1, 3, 40, 40)

@@ -293,6 +293,28 @@ def test_out_of_memory_halves_tile_batch(caplog):
         run_tiles(always_oom, x, TileOptions(size=96, batch=4), batch_on_cpu=True)
 
 
+@pytest.mark.parametrize("fixed, expected", [(False, [3, 1, 1, 1]), (True, [8, 4, 2, 2])])
+def test_out_of_memory_halves_the_batch_that_failed(caplog, fixed, expected):
+    """3 tiles with batch 8: the forward that failed had 3 tiles, so the retry has 1, not min(4, 3) = 3 again
+    (the same forward, logged as 'retrying with 4'); with fixed_model_batch it had 8 (3 tiles and 5 copies), which
+    the warning now says instead of 3."""
+    seen = []
+
+    def limited(tiles, indices):
+        seen.append(tiles.shape[0])
+        if tiles.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated: more than 2 tiles)")
+        return tiles.clone()
+
+    x = torch.rand(1, 3, 16, 40)  # 3 tiles of 16 along the width
+    with caplog.at_level(logging.WARNING, logger="hidiff.inference.tiler"):
+        y = run_tiles(limited, x, TileOptions(size=16, overlap=4, batch=8, fixed_model_batch=fixed),
+                      batch_on_cpu=True)
+    assert seen == expected
+    assert f"out of memory with {expected[0]} tiles per forward; retrying with {expected[1]}" in caplog.text
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------- 11, 13. validation
 @pytest.mark.parametrize("kwargs,fragment", [
     (dict(size=64, stride=65), "stride"),
@@ -513,3 +535,13 @@ def test_cpu_workers_option_is_checked_and_resolved():
     assert cpu_workers(0, 100) == torch.get_num_threads() and cpu_workers(4, 3) == 3 and cpu_workers(2, 9) == 2
     with torch.autocast("cpu", dtype=torch.bfloat16):   # autocast is per thread: no workers inside it
         assert cpu_workers(2, 9) == 0
+
+
+def test_restore_image_noise_depends_on_the_index_in_the_batch(hidiff_pipeline):
+    """As restore_image's docstring says: image b's noise is seeded with b, so image 1 of a batch is restored
+    from other noise than alone; one image per call is what makes a result independent of the batch."""
+    x = torch.rand(2, 3, 40, 48)
+    both = restore_image(hidiff_pipeline, x, WHOLE_IMAGE, seed=1)
+    alone = restore_image(hidiff_pipeline, x[1:2], WHOLE_IMAGE, seed=1)
+    assert (both[1:] - alone).abs().max() > 1e-3
+    assert torch.equal(alone, restore_image(hidiff_pipeline, x[1:2], WHOLE_IMAGE, seed=1))

@@ -120,13 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_weight_arguments(ap, required=False)
     ap.add_argument("--seed", type=non_negative_int, default=0,
                     help="base seed of the prior noise; each image's seed also depends on its file name")
-    tile = ap.add_argument_group("tiling (default: whole image up to 512x512 on CPU, else 256-px tiles)")
+    tile = ap.add_argument_group(
+        "tiling", "automatic by default, per image (a flag below replaces only its own value):\n"
+                  "CPU:  the whole image up to 512 x 512 = 262144 pixels, else 256-px tiles, overlap 32, one tile\n"
+                  "      per pass;\n"
+                  "CUDA: the whole image if its estimated memory fits in 60% of the free GPU memory, else the\n"
+                  "      largest of 1024/768/512/384/256-px tiles that fits, overlap tile/8 (at least 32),\n"
+                  "      as many tiles per pass as fit (at most 16);\n"
+                  "tile sizes are rounded up to the model's size multiple")
     tile.add_argument("--tile", type=positive_int, metavar="N", help="always tile, with N x N tiles")
     tile.add_argument("--overlap", type=non_negative_int, metavar="PX",
-                      help="overlap of neighbouring tiles (default 32)")
+                      help="overlap of neighbouring tiles (default with --tile: 32, at most N/2; else automatic)")
     tile.add_argument("--blend", choices=["hann", "linear", "mean"], help="how overlaps are blended (default hann)")
     tile.add_argument("--tile-batch", type=positive_int, metavar="K",
-                      help="tiles per forward pass on a GPU (default 1; a CPU runs one tile per pass)")
+                      help="tiles per forward pass on a GPU (default with --tile: 1; else automatic); a CPU runs "
+                           "one tile per pass")
     tile.add_argument("--tile-workers", type=non_negative_int, metavar="N",
                       help="CPU: tiles restored at once, one thread each (default 0: as many as torch threads; "
                            "the output does not depend on it nor on the thread count)")
@@ -151,6 +159,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         jobs, failures = _plan(args)
         # the model is loaded whatever is left to do: a bad option is found even when every output exists
         pipeline, description, weights = load_pipeline(args)
+        if pipeline.in_channels != 3:  # e.g. a dual-pixel model: every photo would fail after -o was created
+            raise ConfigError(f"{description}: the model takes {pipeline.in_channels}-channel input (a dual-pixel "
+                              f"pair of views), but photos are RGB; test it on its data with hidiff-test")
         if args.prior_seeds > 1 and not pipeline.needs_prior:
             raise ConfigError(f"--prior-seeds {args.prior_seeds}: this model has no diffusion prior, so every "
                               f"initial noise gives the same image")

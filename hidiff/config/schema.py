@@ -690,14 +690,24 @@ class Options:
         problems.raise_if_any()
 
     def _check_sizes(self, problems: Problems, datasets_ok: bool, val_ok: bool) -> None:
-        """Training crops and the validation padding must be sizes every network can downsample."""
+        """Training crops and the validation padding must be sizes every network can downsample, and
+        ``val.tile.size`` a multiple of ``val.window_size``, as the tiler requires at run time."""
+        tile_size = (self.val.tile or {}).get("size") if val_ok else None
+        window = self.val.window_size if val_ok else 1
+        tile_ok = not (isinstance(tile_size, int) and not isinstance(tile_size, bool) and window > 1
+                       and tile_size % window)
+        if not tile_ok:
+            below, above = tile_size // window * window, (tile_size // window + 1) * window
+            problems.add(f"val.tile.size: {tile_size} is not a multiple of {window} (val.window_size, the size "
+                         f"divisor of tiled inference); use {below or above} or {above}, or change "
+                         f"val.window_size")
         multiple, why = size_multiple(self.networks)
         if multiple == 1:
             return
         if val_ok and self.val.window_size % multiple:
             problems.add(f"val.window_size: {self.val.window_size} is not a multiple of {multiple} ({why}); "
                          f"images are padded to it before entering the network")
-        sizes = [("val.tile.size", (self.val.tile or {}).get("size"))] if val_ok else []
+        sizes = [("val.tile.size", tile_size)] if val_ok and tile_ok else []
         train = self.datasets.get("train") if datasets_ok else None
         if train is not None:
             sizes += [("datasets.train.gt_size", train.params.get("gt_size"))]

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import logging
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -53,31 +53,42 @@ def build_metric_fns(metrics: Mapping[str, Any]) -> dict[str, MetricFn]:
     return out
 
 
-def validation_restorer(model, manual_seed: int, tile,
-                        ensemble: bool = False) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
-    """``fn(lq, gt, key) -> output`` through the model's restoration path (one pipeline per call site).
+def image_restorer(pipeline, tile, ensemble: bool = False
+                   ) -> Callable[[torch.Tensor, Optional[torch.Tensor], int], torch.Tensor]:
+    """``fn(lq, gt, seed) -> output`` (float32 on lq's device): the restoration path of validation and ``test.py``.
 
-    A pipeline restoring from the blurry image goes through ``restore_image`` (the
-    code path of ``test.py``: per-image seed, optional tiling); stage 1's pipeline
-    needs the ground truth (an oracle number, docs/quirks.md, quirk 23).  ``ensemble``
-    (``val.self_ensemble``) averages the x8 dihedral transforms, as ``test.py`` does;
-    stage 1's ground truth is transformed with its input.
+    A pipeline restoring from the blurry image goes through ``restore_image``
+    (prior noise from ``seed``, optional tiling; ``gt`` unused); stage 1's pipeline
+    (``needs_gt``) restores with the prior of ``gt``, an oracle number
+    (docs/quirks.md, quirk 23).  ``ensemble`` (``val.self_ensemble``) averages
+    the x8 dihedral transforms; a given ``gt`` is transformed with its input.
     """
-    pipeline = model.pipeline()
-
-    def once(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
+    def once(lq: torch.Tensor, gt: Optional[torch.Tensor], seed: int) -> torch.Tensor:
         if pipeline.needs_gt:
-            return pipeline.restore(lq, gt=gt)
-        return restore_image(pipeline, lq, tile or "whole", seed=image_seed(key, manual_seed))
+            if gt is None:
+                raise ValueError("stage 1 restores with the ground-truth prior: gt is required")
+            dev = pipeline.device
+            return pipeline.restore(lq.to(dev), gt=gt.to(dev)).to(device=lq.device, dtype=torch.float32)
+        return restore_image(pipeline, lq, tile or "whole", seed=seed)
 
     @torch.no_grad()
-    def restore(lq: torch.Tensor, gt: torch.Tensor, key: str) -> torch.Tensor:
+    def restore(lq: torch.Tensor, gt: Optional[torch.Tensor], seed: int) -> torch.Tensor:
         if not ensemble:
-            return once(lq, gt, key)
+            return once(lq, gt, seed)
+        if gt is None:
+            return self_ensemble(lambda x: once(x, None, seed), lq)
         c = lq.shape[1]
-        return self_ensemble(lambda both: once(both[:, :c], both[:, c:], key), torch.cat([lq, gt], 1))
+        return self_ensemble(lambda both: once(both[:, :c], both[:, c:], seed), torch.cat([lq, gt], 1))
 
     return restore
+
+
+def validation_restorer(model, manual_seed: int, tile,
+                        ensemble: bool = False) -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
+    """``fn(lq, gt, key) -> output``: :func:`image_restorer` of the model's pipeline, seeded per image key
+    (``image_seed(key, manual_seed)``, as ``test.py`` seeds it)."""
+    restore = image_restorer(model.pipeline(), tile, ensemble)
+    return lambda lq, gt, key: restore(lq, gt, image_seed(key, manual_seed))
 
 
 def _items(loader, skipped: list[str]):

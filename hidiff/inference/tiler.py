@@ -373,18 +373,18 @@ def _chunks_in_turn(fn: TileFn, src: Tensor, todo: Sequence[TileIndex], t: int, 
                     noise_fn, global_prior, chunk: int, fixed_model_batch: bool
                     ) -> Iterator[tuple[Sequence[TileIndex], Tensor]]:
     """``(indices, outputs)`` of chunks of up to ``chunk`` tiles, in order; on CUDA out-of-memory the
-    chunk is halved and retried."""
+    batch that failed (a short last chunk's own size, unless ``fixed_model_batch``) is halved and retried."""
     done = 0
     while done < len(todo):
         idx = todo[done:done + chunk]
+        model_batch = chunk if fixed_model_batch else len(idx)
         try:
-            out = _run_chunk(fn, src, idx, t, device, noise_fn, global_prior,
-                             chunk if fixed_model_batch else len(idx))
+            out = _run_chunk(fn, src, idx, t, device, noise_fn, global_prior, model_batch)
         except _OOM_ERRORS:
-            if chunk == 1:
+            if model_batch == 1:
                 raise
-            chunk = max(1, chunk // 2)
-            log.warning("out of memory with %d tiles per forward; retrying with %d", len(idx), chunk)
+            chunk = max(1, model_batch // 2)
+            log.warning("out of memory with %d tiles per forward; retrying with %d", model_batch, chunk)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
@@ -484,10 +484,14 @@ def restore_image(pipeline, lq: Tensor, tile: Union[TileOptions, str, None] = No
     ``tile``: TileOptions, ``None`` (automatic, :func:`auto_tile_options`) or
     ``'whole'``.  The prior noise of image ``b`` is drawn from
     ``tile_seed(seed, b, 0, 0)`` for a whole-image run and from
-    ``tile_seed(seed, b, y, x)`` for the tile at (y, x), so a tile covering the
-    whole image reproduces the whole-image run, and no output depends on batch
-    composition or processing order (derive ``seed`` per image with
-    ``hidiff.inference.noise.image_seed``).
+    ``tile_seed(seed, b, y, x)`` for the tile whose top-left pixel is (y, x), so
+    a tile covering the whole image reproduces the whole-image run and no output
+    depends on the tile batch (beyond float rounding, see the module docstring)
+    or processing order.  It does depend on the image's index ``b``: image 1 of
+    a batch gets other noise than alone, so pass one image per call, with
+    ``seed`` derived per image by ``hidiff.inference.noise.image_seed`` (as
+    ``test.py``, ``hidiff-deblur`` and the API do), for results that do not
+    depend on the batch.
     """
     if tile is None:
         tile = auto_tile_options(lq.shape[-2], lq.shape[-1], pipeline.device, multiple=pipeline.pad_multiple)

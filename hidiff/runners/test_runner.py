@@ -20,6 +20,12 @@ found counts in its summary and the printed table.  A set whose dataset has scen
 gets the combined mean only, and its summary says why.  The ``input_*`` columns and the
 grid's blurry panel use the dataset's ``blurry_view`` where it has one (a dual-pixel
 set's combined view ``inputC``; without it the view used is named in the columns).
+
+A stage-1 run (``HI_Diff_S1``) restores with the prior of the sharp image, as its
+validation does (docs/quirks.md, quirk 23): its numbers are an oracle, an upper bound
+of what a prior can give, not a deblurring result.  The log says so, every set's
+name in the summaries reads ``<set> (ORACLE: ground-truth prior)`` and its
+metadata records ``prior: ground truth (oracle)``.
 """
 from __future__ import annotations
 
@@ -35,13 +41,11 @@ import torch
 
 from hidiff.data.build import build_dataset
 from hidiff.data.image_io import to_uint8, to_uint16, write_png
-from hidiff.engine.validation import build_metric_fns
+from hidiff.engine.validation import build_metric_fns, image_restorer
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 from hidiff.evaluation.benchmarks import lookup_set
 from hidiff.evaluation.protocols import default_protocol_for, get_protocol
 from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
-from hidiff.inference.self_ensemble import self_ensemble
-from hidiff.inference.tiler import restore_image
 from hidiff.models import build_model
 from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
 from hidiff.runners.weights import from_experiment, from_files, load_into, merge_run_options
@@ -112,6 +116,10 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     if (prior_seeds > 1 or std_map) and not model.has_prior:
         raise ConfigError(f"--prior-seeds/--std-map: model_type {options.model_type} has no diffusion prior, so "
                           f"every initial noise gives the same image")
+    oracle = model.pipeline().needs_gt
+    if (prior_seeds > 1 or std_map) and oracle:
+        raise ConfigError(f"--prior-seeds/--std-map: model_type {options.model_type} restores with the prior of the "
+                          f"ground-truth image, not from an initial noise, so every seed gives the same image")
 
     # everything is read and checked before the first folder is created
     plan = []
@@ -154,6 +162,10 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     for stale in final.parent.glob(f".{label}.partial-*") if final.parent.is_dir() else ():
         if not _alive(stale.name.rsplit("-", 1)[-1]):  # left by a killed run; a running one keeps its own
             shutil.rmtree(stale, ignore_errors=True)
+    if oracle:
+        log.warning("model_type %s restores with the prior of the ground-truth (sharp) image: every number of "
+                    "this run is an ORACLE (an upper bound), not a deblurring result; test a stage-2 run for those",
+                    options.model_type)
     work.mkdir(parents=True)
     try:
         summaries = _run_sets(options, plan, model, dev, work, metric_fns, limit, prior_seeds, prior_image, std_map)
@@ -265,19 +277,25 @@ def _blurry(dataset, i: int, item) -> tuple[torch.Tensor, Optional[str]]:
     return view(i) if view is not None else (item["lq"][:3], None)
 
 
+#: what the summaries of a stage-1 (ground-truth prior) run add to each set's name
+ORACLE_LABEL = "ORACLE: ground-truth prior"
+
+
 def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prior_seeds: int = 1,
               prior_image: str = "mean", save_std_map: bool = False) -> Dict[str, Dict[str, Any]]:
     tile = options.val.tile_options()
     summaries: Dict[str, Dict[str, Any]] = {}
     loaded = None
-    pipeline = None
+    pipeline = restore = None
     for key, ds_opts, weights, dataset, protocol, report in plan:
         if weights is not loaded:
             _load(model, weights, options)
             log.info("testing %s", weights.describe())
             model.to(dev).eval()
             pipeline = model.pipeline()
+            restore = image_restorer(pipeline, tile, options.val.self_ensemble)
             loaded = weights
+        oracle = pipeline.needs_gt
         vis_dir = out_root / "visualization" / ds_opts.name
         rows: List[Dict[str, Any]] = []
         n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -288,6 +306,7 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
         for i in range(n):
             item = dataset[i]
             lq = item["lq"].unsqueeze(0)
+            gt = item["gt"].unsqueeze(0) if oracle else None  # stage 1: the prior of the sharp image
             name = f"{ds_opts.name}/{item['key']}"
             side, why = protocol.min_side
             if min(item["gt"].shape[-2:]) < side:
@@ -298,10 +317,7 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
             for k in range(prior_seeds):
                 seed = prior_seed(item["key"], options.manual_seed, k)
                 with torch.inference_mode():
-                    if options.val.self_ensemble:
-                        out = self_ensemble(lambda x: restore_image(pipeline, x, tile or "whole", seed=seed), lq)
-                    else:
-                        out = restore_image(pipeline, lq, tile or "whole", seed=seed)
+                    out = restore(lq, gt, seed)
                 check_output(out, name, weights)
                 outs.append(out)
             quantise = to_uint16 if protocol.name == "dpdd" else to_uint8
@@ -331,21 +347,25 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
                 write_comparison_grid(out_root / ds_opts.name / f"comparison_{item['key']}.png",
                                       to_uint8(blurry), out_u8, gt_u8,
                                       labels=("blurry" if view in (None, "inputC") else f"blurry ({view} view)",
-                                              "output", "ground truth"))
+                                              "output (oracle prior)" if oracle else "output", "ground truth"))
                 grid_done = True
-            log.info("%s %d/%d %s %s", ds_opts.name, i + 1, n, item["key"],
+            log.info("%s%s %d/%d %s %s", "ORACLE " if oracle else "", ds_opts.name, i + 1, n, item["key"],
                      " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
             bar.update(1)
         bar.close()
         meta = {
-            "set": ds_opts.name, "model": options.name, "model_type": options.model_type,
+            "set": f"{ds_opts.name} ({ORACLE_LABEL})" if oracle else ds_opts.name,
+            "model": options.name, "model_type": options.model_type,
+            **({"prior": "ground truth (oracle): stage 1 restores with the prior of the sharp image; an upper "
+                         "bound, not a deblurring result (docs/quirks.md, quirk 23)"} if oracle else {}),
             "protocol": protocol.name, "protocol_description": protocol.describe(),
-            "seed": options.manual_seed, "seeding": "per image: sha256(seed, stem)",
+            "seed": options.manual_seed,
+            "seeding": "none: the prior comes from the ground truth" if oracle else "per image: sha256(seed, stem)",
             "padding": f"mirror to multiple of {options.val.window_size}",
             "tiling": tile.describe() if tile is not None else "whole image",
             "self_ensemble": options.val.self_ensemble,
             "weights_source": weights.describe(), "weights": weights.info(),
-            "diffusion_steps": pipeline.diffusion.timesteps if pipeline.needs_prior else None,
+            "diffusion_steps": pipeline.diffusion.timesteps if pipeline.needs_prior and not oracle else None,
             "val_metrics": {metric_column(k, m.type): {"type": m.type, "crop_border": m.crop_border,
                                                        "test_y_channel": m.test_y_channel}
                             for k, m in options.val.metrics.items()},
