@@ -19,6 +19,18 @@ class ConfigError(HidiffError, ValueError):
     """An option file or override is malformed (unknown key, wrong type, ...)."""
 
 
+class ConfigProblems(ConfigError):
+    """Several problems of one option file, reported together (one line each)."""
+
+    def __init__(self, problems: list) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} problems:\n  - " + "\n  - ".join(self.problems)
+        super().__init__(text)
+
+
 class RegistryError(HidiffError, KeyError):
     """A registry lookup failed; the message lists the registered names."""
 

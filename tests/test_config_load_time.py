@@ -140,7 +140,7 @@ def test_saved_strings_read_back_as_strings(tmp_path, value):
     (lambda o: o["network_g"].update(ffn_expansion_factor=math.inf),
      "network_g.ffn_expansion_factor: expected a finite value > 0, got inf"),
     (lambda o: o["train"]["pixel_opt"].update(reduction="meen"),
-     "train.pixel_opt.reduction: expected one of 'none', 'mean', 'sum', got 'meen' (did you mean 'mean'?)"),
+     "train.pixel_opt.reduction: expected one of 'mean', 'sum', got 'meen' (did you mean 'mean'?)"),
     (lambda o: o["train"].update(scheduler={"type": "CosineAnnealingRestartCyclicLR", "periods": [20],
                                             "eta_mins": [1e-5, 1e-6]}),
      "train.scheduler.eta_mins: expected 1 values (one per period)"),
@@ -157,9 +157,9 @@ def test_values_refused_at_load_not_at_build(tmp_path, edit, expected):
     ({"noise_sigma": [0.1, 0.0]}, "datasets.train.noise_sigma: noise_sigma range must satisfy 0 <= min <= max"),
     ({"noise_sigma": [0.1, 0.2, 0.3]}, "datasets.train.noise_sigma: noise_sigma must be a number or a [min, max] "
                                        "pair"),
-    ({"kernel_size": 12}, "datasets.train.kernel_size: kernel_size must be an odd integer >= 3, got 12"),
+    ({"kernel_size": 12}, "datasets.train.kernel_size: kernel_size must be an odd integer >= 7, got 12"),
     ({"kernel_size": 11, "kernel_size_min": 13}, "datasets.train.kernel_size_min: kernel_size_min must be an odd "
-                                                 "integer in [3, kernel_size=11]"),
+                                                 "integer in [7, kernel_size=11]"),
 ])
 def test_dataset_values_refused_at_load(tmp_path, params, expected):
     msg = load_error(tmp_path, synthetic_train(tmp_path, **params))

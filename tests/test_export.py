@@ -175,12 +175,63 @@ def test_a_failed_export_of_both_formats_leaves_no_file(tmp_path, tiny_sds, caps
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the package were not installed
     assert main(args) == 2
     assert "onnxscript" in capsys.readouterr().err and not list(tmp_path.glob("out/m.*"))
-    # a file the failed command replaced (--overwrite) is not deleted with the ones it created
+    # a file the failed command would have replaced (--overwrite) is kept as it was
     monkeypatch.delitem(sys.modules, "onnxscript")
     (tmp_path / "out").mkdir(exist_ok=True)
     (tmp_path / "out" / "m.onnx").write_bytes(b"earlier")
     assert main(args + ["--opset", "30", "--overwrite"]) == 2
     assert [p.name for p in tmp_path.glob("out/m.*")] == ["m.onnx"]
+    assert (tmp_path / "out" / "m.onnx").read_bytes() == b"earlier"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.onnx"]      # no temporary left
+
+
+def test_a_failed_overwrite_keeps_both_earlier_files(tmp_path, tiny_sds, capsys, monkeypatch):
+    # with --format both --overwrite the ONNX file was replaced first; when the TorchScript half then failed,
+    # the earlier ONNX file was gone and the new one stood beside the earlier TorchScript file (two sizes)
+    import hidiff.inference.export as export_module
+    from hidiff.cli.export import main
+    from hidiff.errors import HidiffError
+
+    release = tmp_path / "release"
+    release.mkdir()
+    for name, sd in tiny_sds.items():
+        torch.save({"params": sd}, release / f"{name}.pth")
+    out = tmp_path / "out"
+    args = ["--weights", str(release), "--format", "both", "--width", "16", "--timesteps", "2", "-o", str(out / "m")]
+    assert main(args + ["--height", "16"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["m.onnx", "m.pt"]
+
+    def fail(*args, **kwargs):
+        raise HidiffError("simulated TorchScript failure")
+
+    monkeypatch.setattr(export_module, "export_torchscript", fail)
+    assert main(args + ["--height", "24", "--overwrite", "--static-onnx"]) == 2
+    assert "simulated TorchScript failure" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before       # both earlier files, nothing else
+    assert read_description(out / "m.onnx")["inputs"]["image"] == [1, 3, "H", "W"]
+    monkeypatch.undo()
+    assert main(args + ["--height", "24", "--overwrite", "--static-onnx"]) == 0  # a success replaces both
+    assert sorted(p.name for p in out.iterdir()) == ["m.onnx", "m.pt"]
+    assert read_description(out / "m.onnx")["inputs"]["image"] == [1, 3, 24, 16]
+    assert read_description(out / "m.pt")["inputs"]["image"] == [1, 3, 24, 16]
+
+
+@pytest.mark.parametrize("flag", [["--timesteps", "3"], ["--height", "16"], ["--width", "16"], ["--static-onnx"],
+                                  ["--check"], ["--opset", "18"]])
+def test_a_model_folder_refuses_the_graph_flags_it_would_ignore(tmp_path, tiny_sds, capsys, flag):
+    from hidiff.cli.export import main
+
+    release = tmp_path / "release"
+    release.mkdir()
+    for name, sd in tiny_sds.items():
+        torch.save({"params": sd}, release / f"{name}.pth")
+    out = tmp_path / "models" / "tiny"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--weights", str(release), "-o", str(out), "--format", "model", *flag])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{flag[0]} goes with --format torchscript, onnx or both" in err, err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("steps", [0, -2, 1.5, True])

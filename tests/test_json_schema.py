@@ -58,7 +58,7 @@ def _set(d, dotted, value):
     ("path.pretrain_netwrk_g", "x.pth", "does not match any of the regexes"),
     ("loger", {}, "'loger' does not match"),
     ("name", "../other", "does not match"),
-    ("train.pixel_opt.reduction", "meen", "'meen' is not one of ['none', 'mean', 'sum']"),
+    ("train.pixel_opt.reduction", "meen", "'meen' is not one of ['mean', 'sum']"),
     ("datasets.val.batch_size_per_gpu", 4, "1 was expected"),
     ("datasets.train_2", {"name": "x", "type": "PairedImageIRDataset"}, "'train_2' does not match any of the regexes"),
 ])

@@ -8,6 +8,8 @@
 network and diffusion options, MODEL_CARD.md from --card): what ``--weights`` and
 ``hidiff.load()`` read without any option file.  ``--half`` stores float16 and
 verifies that no restored pixel moves by more than 1/255 (hidiff/runners/model_folder.py).
+It stores the weights as they are, so the graph flags (--timesteps, --height/--width,
+--opset, --static-onnx, --check) are refused with it.
 
 Writes OUT.pt and/or OUT.onnx with inputs image (1,3,H,W) in [0,1] and noise
 x_T (1,16,4*embed_dim of the latent encoder): (1,16,256) for the authors' models, (1,16,64)
@@ -16,11 +18,14 @@ multiples of 8 (--height/--width is the example size; --static-onnx fixes the
 ONNX graph to it).  --check compares each file with eager PyTorch on a random
 input and prints the largest difference.  Weights with NaN/Inf values, or a
 model whose output on the example input is not finite, are refused before
-anything is written.
+anything is written.  Every file is written under a temporary name and renamed only
+once all were written, so a failed export (--overwrite included) leaves earlier
+files as they were.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -43,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model: a model folder at OUT (default: %(default)s)")
     ap.add_argument("--half", action="store_true", help="--format model: store the weights as float16")
     ap.add_argument("--card", metavar="FILE", help="--format model: a model card (markdown) to copy in")
-    ap.add_argument("--height", type=positive_int, default=256, help="exported image height (multiple of 8)")
-    ap.add_argument("--width", type=positive_int, default=256, help="exported image width (multiple of 8)")
-    ap.add_argument("--opset", type=positive_int, default=18,
+    # None: not given (--format model refuses these flags; the graph formats use the defaults in GRAPH_DEFAULTS)
+    ap.add_argument("--height", type=positive_int, default=None,
+                    help="exported image height (multiple of 8; default 256)")
+    ap.add_argument("--width", type=positive_int, default=None, help="exported image width (multiple of 8; default 256)")
+    ap.add_argument("--opset", type=positive_int, default=None,
                     help="ONNX opset (at least 18, the first that torch's exporter writes; default 18)")
     ap.add_argument("--static-onnx", action="store_true", help="fix the ONNX graph to --height x --width")
     ap.add_argument("--check", action="store_true", help="verify each file against eager mode")
@@ -53,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 MIN_OPSET = 18
+#: the example size and opset of a TorchScript / ONNX export when not given
+GRAPH_DEFAULTS = {"height": 256, "width": 256, "opset": MIN_OPSET}
+#: flags that only an inference graph (TorchScript / ONNX) reads: --format model copies the weights as they are
+GRAPH_FLAGS = {"timesteps": "--timesteps", "height": "--height", "width": "--width", "static_onnx": "--static-onnx",
+               "check": "--check", "opset": "--opset"}
 
 
 def output_files(out: Path, fmt: str) -> dict:
@@ -87,6 +99,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.output)
     if args.format != "model" and (args.half or args.card):
         ap.error("--half and --card go with --format model")
+    if args.format == "model":
+        given = [flag for key, flag in GRAPH_FLAGS.items() if getattr(args, key) not in (None, False)]
+        if given:
+            ap.error(f"{', '.join(given)} {'go' if len(given) > 1 else 'goes'} with --format torchscript, onnx or "
+                     f"both: --format model writes "
+                     f"the weights and their options as they are (no example size, diffusion steps or check); "
+                     f"remove {', '.join(given)}")
+    else:
+        for key, value in GRAPH_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     card = None
     if args.card:
         try:
@@ -109,21 +132,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"model: {description}")
         check_example_output(pipeline, weights, args.height, args.width)
         meta = {"model": description, "weights": weights.info()}
-        written = []
-        try:  # ONNX first (it can still refuse, e.g. the opset); a failure removes what this command wrote
-            if args.format in ("onnx", "both"):
-                written.append(("onnx", export_onnx(pipeline, targets["onnx"], height=args.height,
-                                                    width=args.width, opset=args.opset,
-                                                    dynamic=not args.static_onnx, metadata=meta)))
+        staged = {kind: _staging_name(path) for kind, path in targets.items()}
+        try:  # every file under a temporary name first: a failure leaves the earlier files (--overwrite) as they were
+            if args.format in ("onnx", "both"):  # ONNX first: it can still refuse (e.g. the opset)
+                export_onnx(pipeline, staged["onnx"], height=args.height, width=args.width, opset=args.opset,
+                            dynamic=not args.static_onnx, metadata=meta)
             if args.format in ("torchscript", "both"):
-                written.append(("torchscript", export_torchscript(pipeline, targets["torchscript"],
-                                                                  height=args.height, width=args.width,
-                                                                  metadata=meta)))
-        except BaseException:
-            for _, path in written:
-                if str(path) not in existing:  # a file this command created; a replaced one stays (--overwrite)
-                    path.unlink(missing_ok=True)
-            raise
+                export_torchscript(pipeline, staged["torchscript"], height=args.height, width=args.width,
+                                   metadata=meta)
+            for kind, path in staged.items():  # only once every file was written: the files of one command
+                os.replace(path, targets[kind])
+        finally:
+            for path in staged.values():
+                path.unlink(missing_ok=True)
+        written = list(targets.items())
         fixed = size_fixed_modules(pipeline.net_g)
         for kind, path in written:
             print(f"wrote {path}" + (f" (runs at {args.height}x{args.width} only: {', '.join(fixed)})"
@@ -135,6 +157,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _staging_name(path: Path) -> Path:
+    """A temporary name for ``path`` in its folder (same file system, so the final rename is atomic)."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
 def _model_folder(args, out: Path, card: Optional[str]) -> int:

@@ -56,10 +56,18 @@ KWARG_RANGES: Dict[str, Dict[str, Dict[str, float]]] = {
                   "alpha": _GE0, "betas": {"ge": 0, "lt": 1}},
 }
 
-#: the values a string keyword accepts, per kind (checked at load and listed in the JSON Schema)
+#: the values a string keyword accepts, per kind (checked at load and listed in the JSON Schema).  A loss block
+#: of an option file is a training loss (train.*_opt): it must give one number to back-propagate, so the loss
+#: classes' per-pixel ``reduction: none`` is not offered.
 KWARG_CHOICES: Dict[str, Dict[str, Tuple[str, ...]]] = {
-    "loss": {"reduction": LOSS_REDUCTIONS},
+    "loss": {"reduction": tuple(r for r in LOSS_REDUCTIONS if r != "none")},
     "dataset": {"view_order": ("LR", "RL")},
+}
+
+#: why a value the component itself accepts is refused in an option file, per kind and keyword
+REFUSED_CHOICES: Dict[str, Dict[str, Dict[str, str]]] = {
+    "loss": {"reduction": {"none": "a training loss must be one number per step to back-propagate, and "
+                                   "'none' keeps one value per pixel (the first backward would fail)"}},
 }
 
 #: torch's optimiser annotations admit tensors; an option file gives numbers and flags
@@ -228,8 +236,11 @@ def check_kwargs(kind: str, component: Callable, kwargs: Mapping[str, Any], wher
                 converted = convert(value, options[key][0], at)
                 check_range(converted, ranges.get(key, {}), at)
                 if key in choices and converted not in choices[key]:
+                    why = REFUSED_CHOICES.get(kind, {}).get(key, {}).get(converted) \
+                        if isinstance(converted, str) else None
                     raise ConfigError(f"{at}: expected one of {', '.join(map(repr, choices[key]))}, got "
-                                      f"{converted!r}{did_you_mean(str(converted), choices[key])}")
+                                      f"{converted!r}" + (f": {why}" if why else
+                                                          did_you_mean(str(converted), choices[key])))
                 out[key] = _plain(value, converted)
     missing = [n for n, (_, default) in options.items() if default is inspect.Parameter.empty and n not in kwargs]
     if missing:
@@ -329,9 +340,22 @@ def _trial_dataset(component: Callable, kwargs: Dict[str, Any], where: str) -> N
     problems.raise_if_any()
 
 
+def _trial_loss(component: Callable, kwargs: Dict[str, Any], where: str) -> None:
+    """A loss's own checks: its ``check_options`` where building it is costly (the perceptual loss loads VGG
+    weights), else its constructor (a pixel loss holds no weights)."""
+    check = getattr(component, "check_options", None)
+    try:
+        if callable(check):
+            check(**kwargs)
+        else:
+            component(**kwargs)
+    except _REFUSALS as exc:
+        raise _located(where, getattr(component, "__name__", str(component)), kwargs, exc) from None
+
+
 #: run by check_kwargs; a schedule's trial is ``try_scheduler``, which TrainOptions runs after its own checks
 _TRIALS: Dict[str, Callable[[Callable, Dict[str, Any], str], None]] = {
-    "arch": _trial_arch, "optimizer": _trial_optimizer, "dataset": _trial_dataset,
+    "arch": _trial_arch, "optimizer": _trial_optimizer, "dataset": _trial_dataset, "loss": _trial_loss,
 }
 
 

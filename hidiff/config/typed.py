@@ -17,7 +17,7 @@ import math
 import types
 from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
-from hidiff.errors import ConfigError
+from hidiff.errors import ConfigError, ConfigProblems  # noqa: F401  (ConfigProblems: re-exported)
 from hidiff.utils.suggest import did_you_mean
 
 _HINT_CACHE: Dict[type, Dict[str, Any]] = {}
@@ -26,18 +26,6 @@ MAX_SEED = 2 ** 32 - 1
 _SEQUENCES = (list, tuple, collections.abc.Sequence)
 _MAPPINGS = (dict, collections.abc.Mapping)
 _YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
-
-
-class ConfigProblems(ConfigError):
-    """Several problems of one option file, reported together (one line each)."""
-
-    def __init__(self, problems: List[str]) -> None:
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            text = self.problems[0]
-        else:
-            text = f"{len(self.problems)} problems:\n  - " + "\n  - ".join(self.problems)
-        super().__init__(text)
 
 
 def problems_of(exc: ConfigError) -> List[str]:

@@ -11,7 +11,8 @@ docs/architecture.md 3.2:
   *anxiety* of the hand;
 * per kernel: anxiety ~ U(0, 0.005), centripetal ~ 0.7·U, big-shake
   probability ~ 0.2·U (per step, times the anxiety), jitter ~ 10·U, path length
-  ~ U(10, 1.8·size) pixels, exposure ∈ {0.25, 0.5, 1};
+  ~ U(10, 1.8·size) pixels (so a canvas is at least 7x7: ``MIN_KERNEL_SIZE``),
+  exposure ∈ {0.25, 0.5, 1};
 * the PSF is the bilinearly splatted histogram of the first ``exposure``
   fraction of the path, shifted so its centroid is the centre pixel, shrunk to
   fit the ``size`` x ``size`` canvas if needed, and normalised to sum 1.
@@ -34,6 +35,10 @@ from hidiff.data.image_io import float_to_uint8
 
 EXPOSURES = (0.25, 0.5, 1.0)
 NUM_STEPS = 2000
+#: shortest path a kernel is drawn with, in pixels: the length is uniform in [MIN_LENGTH, 1.8·size]
+MIN_LENGTH = 10.0
+#: the smallest canvas the generator can draw on: 1.8·size must reach MIN_LENGTH (1.8·5 = 9 does not)
+MIN_KERNEL_SIZE = 7
 
 NoiseRange = Union[float, Sequence[float]]
 
@@ -56,6 +61,17 @@ class ShakeParams:
 
 
 def check_kernel_size(size: int) -> int:
+    """``size`` if a random kernel can be drawn on a ``size`` x ``size`` canvas: odd and at least
+    :data:`MIN_KERNEL_SIZE` (the path length is drawn in [10, 1.8·size] pixels, empty below 7)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_KERNEL_SIZE or size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd integer >= {MIN_KERNEL_SIZE}, got {size!r} (the "
+                         f"camera-shake path is {MIN_LENGTH:g} to 1.8 x kernel_size pixels long, so smaller "
+                         f"canvases cannot be drawn)")
+    return size
+
+
+def _check_psf_canvas(size: int) -> int:
+    """Splatting a given path needs an odd canvas of at least 3x3 (bilinear weights, a centre pixel)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 3 or size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 3, got {size!r}")
     return size
@@ -69,7 +85,7 @@ def random_trajectory(rng: np.random.Generator, size: int,
     centripetal = 0.7 * float(rng.uniform())
     big_shake_prob = 0.2 * float(rng.uniform())
     gaussian_shake = 10.0 * float(rng.uniform())
-    length = float(rng.uniform(10.0, 1.8 * size))
+    length = float(rng.uniform(MIN_LENGTH, 1.8 * size))
     exposure = EXPOSURES[int(rng.integers(0, len(EXPOSURES)))]
     init_angle = float(rng.uniform(0.0, 2.0 * math.pi))
     u_big = rng.random(num_steps - 1).tolist()
@@ -106,7 +122,7 @@ def trajectory_to_psf(path: np.ndarray, size: int, exposure: float = 1.0) -> np.
     pixel: bilinear splatting preserves the first moment) and uniformly shrunk
     if they would leave the canvas.  Returns float64 summing to 1.
     """
-    check_kernel_size(size)
+    _check_psf_canvas(size)
     n = max(2, int(round(exposure * len(path))))
     pts = path[:n]
     xs = pts.real - pts.real.mean()
@@ -135,13 +151,14 @@ def random_kernel(size: int, rng: np.random.Generator) -> tuple[np.ndarray, Shak
 
 
 def check_min_kernel_size(min_size: Optional[int], size: int) -> Optional[int]:
-    """``None`` or an odd canvas side in [3, ``size``]."""
+    """``None`` or an odd canvas side in [:data:`MIN_KERNEL_SIZE`, ``size``]."""
     if min_size is None:
         return None
-    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 3 or min_size % 2 == 0 \
-            or min_size > size:
-        raise ValueError(f"kernel_size_min must be an odd integer in [3, kernel_size={size}] or null, "
-                         f"got {min_size!r}")
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < MIN_KERNEL_SIZE \
+            or min_size % 2 == 0 or min_size > size:
+        raise ValueError(f"kernel_size_min must be an odd integer in [{MIN_KERNEL_SIZE}, kernel_size={size}] "
+                         f"or null, got {min_size!r} (the camera-shake generator cannot draw a canvas smaller "
+                         f"than {MIN_KERNEL_SIZE}x{MIN_KERNEL_SIZE})")
     return min_size
 
 
@@ -154,6 +171,8 @@ def random_canvas_kernel(size: int, min_size: Optional[int],
     centred.  ``min_size`` None or equal to ``size``: :func:`random_kernel`, no
     extra draw.
     """
+    check_kernel_size(size)
+    check_min_kernel_size(min_size, size)
     if min_size is None or min_size == size:
         return random_kernel(size, rng)
     canvas = min_size + 2 * int(rng.integers(0, (size - min_size) // 2 + 1))

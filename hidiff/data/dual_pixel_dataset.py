@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from hidiff.data.image_io import list_images, read_image
+from hidiff.data.image_io import list_images, read_image, stored_size
 from hidiff.data.pair_dataset_base import PairDatasetBase
 from hidiff.data.pairing import pair_keys
 from hidiff.data.transforms import to_tensor
@@ -179,6 +179,24 @@ class DualPixelDataset(PairDatasetBase):
         self._combined: Optional[dict[str, str]] = self._views[0] if not self.dual_pixel else None
         self._scene_labels = Path(scene_labels) if scene_labels else None
         self._scenes: Optional[dict[str, str]] = None
+
+    def size_problems(self) -> list[str]:
+        """Pairs whose views and target differ in size, and targets smaller than ``gt_size``, from the image
+        headers of every view and target (no decoding), so they stop the run at start, not when drawn."""
+        problems = []
+        for key in self.keys:
+            paths = [index[key] for index in self._views] + [self._gt[key]]
+            sizes = [stored_size(p) for p in paths]
+            if any(size is None for size in sizes):
+                continue    # unreadable: the read says why (and skip_corrupt decides)
+            if len(set(sizes)) != 1:
+                problems.append(f"the images of '{key}' differ in size: " + ", ".join(
+                    f"'{p}' is {h}x{w}" for p, (h, w) in zip(paths, sizes)) + " (HxW); the views and the target "
+                    f"of a pair must have one size")
+            elif self.gt_size is not None and min(sizes[-1]) < self.gt_size:
+                h, w = sizes[-1]
+                problems.append(f"'{self._gt[key]}' is {h}x{w}, smaller than the crop size {self.gt_size}")
+        return problems
 
     def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray, str, str, str]:
         key = self.keys[i]

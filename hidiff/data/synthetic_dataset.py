@@ -66,8 +66,8 @@ class SyntheticBlurDataset(Dataset):
             kept while the decoded photos fit in PHOTO_CACHE_BYTES).
         phase: ``'train'`` (random crops, fresh blur per sample) or ``'val'``/``'test'`` (frozen pairs).
         gt_size: crop size; required for training, optional for val/test (see module doc).
-        kernel_size: odd PSF side in pixels (31 by default).
-        kernel_size_min: draw each kernel on an odd canvas uniform in [kernel_size_min, kernel_size],
+        kernel_size: odd PSF side in pixels, at least 7 (31 by default).
+        kernel_size_min: draw each kernel on an odd canvas (at least 7) uniform in [kernel_size_min, kernel_size],
             zero-padded to kernel_size (short and long shakes in one set); None = always kernel_size.
         noise_sigma: Gaussian noise σ on [0, 1] images, a number or a ``[min, max]`` range
             drawn uniformly per sample.

@@ -30,6 +30,7 @@ from hidiff.engine.training_state import check_pretrained_kept, pretrained_recor
 from hidiff.engine.validation import build_metric_fns
 from hidiff.errors import ConfigError, DataError, HidiffError
 from hidiff.models import build_model
+from hidiff.models.base import LOSS_BLOCKS
 from hidiff.models.lr_scheduler import build_scheduler
 from hidiff.utils.checkpoint import load_network, load_state_into
 
@@ -239,7 +240,7 @@ def check_first_sample(t) -> None:
     devices = [t.device.index or 0] if t.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         try:
-            t.model(batch)
+            terms = t.model(batch)
         except torch.OutOfMemoryError:
             raise ConfigError(f"out of memory in one forward pass of a single training sample "
                               f"(lq {tuple(batch['lq'].shape)}) on {t.device}: use a smaller "
@@ -250,6 +251,24 @@ def check_first_sample(t) -> None:
                               f"first training sample (lq {tuple(batch['lq'].shape)}, gt "
                               f"{tuple(batch['gt'].shape)}) failed with {type(exc).__name__}: {exc}; check the "
                               f"channel and width keys of {nets}") from None
+    check_loss_total(t, terms.get("total") if isinstance(terms, dict) else None)
+
+
+def check_loss_total(t, total: Any) -> None:
+    """The first sample's total loss must be one floating-point number, or the first backward fails (after
+    the run folder was written).  A non-finite value is left to the trainer, which skips such steps
+    (``train.max_consecutive_nonfinite``), but said at once: it may be the data, the weights or the losses."""
+    if not torch.is_tensor(total) or total.numel() != 1 or not total.is_floating_point():
+        got = f"a tensor of shape {tuple(total.shape)} ({total.dtype})" if torch.is_tensor(total) \
+            else type(total).__name__
+        blocks = [f"train.{n}" for n in LOSS_BLOCKS if getattr(t.topt, n, None) is not None]
+        raise ConfigError(f"the total training loss of the first training sample is {got}, not one number: "
+                          f"every loss block ({', '.join(blocks) or 'the default L1 losses'}) must reduce to "
+                          f"a scalar (reduction: mean or sum); nothing was written")
+    if not bool(torch.isfinite(total.detach()).all()):
+        t.log.warning("the total training loss of the first training sample is %s: such steps are skipped "
+                      "(train.max_consecutive_nonfinite); check the data, the pretrained weights and the loss "
+                      "blocks", float(total))
 
 
 def log_setup(t, verified: Optional[VerifiedState], archived, log: logging.Logger) -> None:

@@ -5,6 +5,7 @@ VGG19 is not obtainable offline, so VGG16 is used; its weights come from
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -29,13 +30,7 @@ class PerceptualLoss(nn.Module):
     def __init__(self, layer_weights: Optional[Dict[str, float]] = None, loss_weight: float = 1.0,
                  criterion: str = "l1", use_input_norm: bool = True, features: Optional[nn.Module] = None) -> None:
         super().__init__()
-        layer_weights = layer_weights or {"relu3_3": 1.0}
-        for name in layer_weights:
-            if name not in VGG16_LAYERS:
-                raise ConfigError(f"perceptual loss layer '{name}' is not a VGG16 ReLU"
-                                  f"{did_you_mean(name, VGG16_LAYERS)}; known: {', '.join(VGG16_LAYERS)}")
-        if criterion not in ("l1", "l2"):
-            raise ConfigError(f"perceptual loss criterion must be 'l1' or 'l2', got '{criterion}'")
+        layer_weights = self.check_options(layer_weights, criterion)
         if features is None:
             features = load_vgg16_features(required=True)
         last = max(VGG16_LAYERS[n] for n in layer_weights)
@@ -48,6 +43,31 @@ class PerceptualLoss(nn.Module):
         self.use_input_norm = use_input_norm
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    @staticmethod
+    def check_options(layer_weights: Optional[Dict[str, float]] = None, criterion: str = "l1",
+                      **_: object) -> Dict[str, float]:
+        """The layer weights to use (None: ``{relu3_3: 1.0}``), or ConfigError for values the loss cannot use;
+        cheap (no VGG weights), so an option file is checked at load."""
+        if layer_weights is None:
+            layer_weights = {"relu3_3": 1.0}
+        if not isinstance(layer_weights, dict) or not layer_weights:
+            raise ConfigError(f"layer_weights: expected a mapping of VGG16 ReLU names to weights with at least "
+                              f"one layer (e.g. {{relu3_3: 1.0}}; leave the key out for that default), got "
+                              f"{layer_weights!r}")
+        for name, weight in layer_weights.items():
+            if name not in VGG16_LAYERS:
+                raise ConfigError(f"layer_weights: perceptual loss layer '{name}' is not a VGG16 ReLU"
+                                  f"{did_you_mean(str(name), VGG16_LAYERS)}; known: {', '.join(VGG16_LAYERS)}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or weight < 0:
+                raise ConfigError(f"layer_weights: the weight of '{name}' must be a finite number >= 0, got "
+                                  f"{weight!r} (a negative weight would reward the output for moving away "
+                                  f"from the target)")
+        if criterion not in ("l1", "l2"):
+            raise ConfigError(f"criterion: the perceptual loss criterion must be 'l1' or 'l2', got {criterion!r}"
+                              f"{did_you_mean(str(criterion), ('l1', 'l2'))}")
+        return dict(layer_weights)
 
     def _feats(self, x: Tensor) -> Dict[str, Tensor]:
         if self.use_input_norm:

@@ -1,12 +1,18 @@
 """The StageModel contract between stage-specific logic and the generic trainer."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence
+import inspect
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from torch import Tensor, nn
 
-from hidiff.errors import ConfigError
+from hidiff.archs import ARCH_REGISTRY
+from hidiff.errors import ConfigError, ConfigProblems
 from hidiff.losses import L1Loss, build_loss
+from hidiff.registry import DATASET_REGISTRY
+
+#: every ``train.<x>_opt`` loss block an option file may give
+LOSS_BLOCKS = ("pixel_opt", "pixel_diff_opt", "perceptual_opt")
 
 
 class StageModel(nn.Module):
@@ -27,6 +33,8 @@ class StageModel(nn.Module):
     required_networks: Sequence[str] = ()
     #: reads ``diffusion_schedule`` (a file for any other stage may not carry one)
     uses_diffusion: bool = False
+    #: the ``train.<x>_opt`` loss blocks this stage reads (a file may not give any other: it would be ignored)
+    loss_blocks: Sequence[str] = ("pixel_opt", "perceptual_opt")
 
     def __init__(self, trainable: Dict[str, nn.Module], frozen: Optional[Dict[str, nn.Module]] = None,
                  pad_multiple: int = 8) -> None:
@@ -41,14 +49,27 @@ class StageModel(nn.Module):
     # ----------------------------------------------------------- construction
     @classmethod
     def check_options(cls, options) -> None:
-        """Fail at load time if the option file lacks a network this stage needs."""
+        """Fail at load time if the option file lacks a network this stage needs, gives a block this stage
+        would ignore, or stacks dual-pixel views in another order than network_g expects."""
+        problems: list = []
         missing = [n for n in cls.required_networks if n not in options.networks]
         if missing:
-            raise ConfigError(f"model_type {options.model_type}: missing block(s) "
-                              f"{', '.join('network_' + m for m in missing)}")
+            problems.append(f"model_type {options.model_type}: missing block(s) "
+                            f"{', '.join('network_' + m for m in missing)}")
         if options.diffusion_schedule is not None and not cls.uses_diffusion:
-            raise ConfigError(f"diffusion_schedule: model_type {options.model_type} has no diffusion prior, so "
-                              f"this block would be ignored; remove it")
+            problems.append(f"diffusion_schedule: model_type {options.model_type} has no diffusion prior, so "
+                            f"this block would be ignored; remove it")
+        train = getattr(options, "train", None)
+        for name in LOSS_BLOCKS:
+            if name not in cls.loss_blocks and train is not None and getattr(train, name, None) is not None:
+                why = " has no diffusion prior (pixel_diff_opt is stage 2's loss on the generated prior) and" \
+                    if name == "pixel_diff_opt" and not cls.uses_diffusion else ""
+                problems.append(f"train.{name}: model_type {options.model_type}{why} reads only "
+                                f"{', '.join('train.' + n for n in cls.loss_blocks)}, so this block would be "
+                                f"ignored; remove it")
+        problems += view_order_problems(options)
+        if problems:
+            raise ConfigProblems(problems)
 
     @classmethod
     def from_options(cls, options) -> "StageModel":  # pragma: no cover - abstract
@@ -84,6 +105,48 @@ class StageModel(nn.Module):
     def pipeline(self):  # pragma: no cover - abstract
         """The restoration path with this model's (current) networks (validation, test, export)."""
         raise NotImplementedError
+
+
+def _effective(component: Any, given: Mapping[str, Any], key: str) -> Any:
+    """The value ``key`` has for ``component``: the given one, else the signature's default (None: no such
+    keyword, or no default)."""
+    if key in given:
+        return given[key]
+    try:
+        param = inspect.signature(component).parameters.get(key)
+    except (TypeError, ValueError):
+        return None
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def view_order_problems(options) -> list:
+    """A dual-pixel set's ``view_order`` (the order its two views are stacked in the 6-channel input) must be
+    the ``dual_pixel_order`` network_g reads them in: otherwise the views are swapped without a word (and
+    ``residual_from: first3`` adds the wrong view).  Both keys have their own default (DualPixelDataset 'LR',
+    Restormer's; Swintormer 'RL', the published one), so a file that sets only one of them disagrees."""
+    net = (getattr(options, "networks", None) or {}).get("g")
+    if net is None or net.type not in ARCH_REGISTRY:
+        return []
+    arch = ARCH_REGISTRY.get(net.type)
+    order = _effective(arch, net.kwargs, "dual_pixel_order")
+    if order is None or _effective(arch, net.kwargs, "inp_channels") not in (None, 6):
+        return []
+    out = []
+    for key, ds in sorted((getattr(options, "datasets", None) or {}).items()):
+        if ds.type not in DATASET_REGISTRY:
+            continue
+        component = DATASET_REGISTRY.get(ds.type)
+        views = _effective(component, ds.params, "view_order")
+        if views is None or not _effective(component, ds.params, "dual_pixel"):
+            continue
+        if views != order:
+            ds_default = "" if "view_order" in ds.params else f" (the {ds.type} default)"
+            net_default = "" if "dual_pixel_order" in net.kwargs else f" (the {net.type} default)"
+            out.append(f"datasets.{key}.view_order: the set stacks its views as '{views}'{ds_default} but "
+                       f"network_g.dual_pixel_order is '{order}'{net_default}, so the network would read the two "
+                       f"views swapped; set both keys to the same order (the published Swintormer weights "
+                       f"and the shipped DPDD files use RL)")
+    return out
 
 
 def sum_losses(terms: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -27,6 +27,7 @@ class HIDiffStage2(StageModel):
     save_names = ("g", "le_dm", "d")
     required_networks = ("g", "le_dm", "d")
     uses_diffusion = True
+    loss_blocks = ("pixel_opt", "pixel_diff_opt", "perceptual_opt")
 
     def __init__(self, net_g, net_le_dm, net_d, diffusion: LatentDDPM, net_le=None,
                  losses: Optional[Dict[str, torch.nn.Module]] = None, pad_multiple: int = 8) -> None:
