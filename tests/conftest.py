@@ -75,7 +75,9 @@ def run_env() -> dict:
     """Environment for subprocesses that import hidiff from this checkout."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # one thread, like this process (above), whatever the caller's OMP_NUM_THREADS: tests compare a subprocess's
+    # weights bitwise with an in-process run, and float sums change with the thread count
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 
