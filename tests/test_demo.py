@@ -106,6 +106,9 @@ def test_an_earlier_demo_is_kept_continued_or_archived_never_deleted(workspace):
     again = run_checked(short, timeout=600, env=run_env(), cwd=workspace)    # the same demo: kept as it is
     assert f"stage 1: {Path('experiments') / 'demo_stage1'} is trained (2 of 2 iterations)" in again.stdout
     assert f"stage 2: {Path('experiments') / 'demo_stage2'} is trained (2 of 2 iterations)" in again.stdout
+    assert "training stage 1: already trained, nothing to run" in again.stdout     # no training launched
+    assert "training stage 2: already trained, nothing to run" in again.stdout
+    assert "data-parallel process" not in again.stdout
     assert {p: p.read_bytes() for p in experiments.rglob("*") if p.is_file() and "training_states" in p.parts} == runs
     assert len(list(experiments.glob("*_archived_*"))) == 1
 

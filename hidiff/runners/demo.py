@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                           is_train=True)))
         print("== run folders", flush=True)
         resume1, finished1 = plan_stage(stages[0][2], "stage 1", may_continue=True)
-        resume2, _ = plan_stage(stages[1][2], "stage 2", may_continue=finished1)
+        resume2, finished2 = plan_stage(stages[1][2], "stage 2", may_continue=finished1)
     except HidiffError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -200,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     copy_photos(TEST_PHOTOS, root / "test_sharp")
     n = freeze_test_pairs(root / "test_sharp", root / "test", kernel_size=KERNEL_SIZE, seed=1234)
     print(f"   train photos: {len(TRAIN_PHOTOS)} (fresh blur every sample); frozen test pairs: {n}")
-    for (stage, overrides, _), resume in zip(stages, (resume1, resume2)):
+    for (stage, overrides, _), resume, finished in zip(stages, (resume1, resume2), (finished1, finished2)):
+        if finished:    # kept as it is: no training processes to start
+            print(f"== {int(stage) + 1}/4 training stage {stage}: already trained, nothing to run", flush=True)
+            continue
         print(f"== {int(stage) + 1}/4 training stage {stage} ({processes} data-parallel process"
               f"{'es' if processes > 1 else ''})", flush=True)
         cmd = ["scripts/train.py", "-opt", f"options/demo_stage{stage}.yml", "--resume", resume]
