@@ -1,8 +1,7 @@
 """The StageModel contract between stage-specific logic and the generic trainer."""
 from __future__ import annotations
 
-import inspect
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -10,6 +9,7 @@ from hidiff.archs import ARCH_REGISTRY
 from hidiff.errors import ConfigError, ConfigProblems
 from hidiff.losses import L1Loss, build_loss
 from hidiff.registry import DATASET_REGISTRY
+from hidiff.utils.kwargs import keyword_value
 
 #: every ``train.<x>_opt`` loss block an option file may give
 LOSS_BLOCKS = ("pixel_opt", "pixel_diff_opt", "perceptual_opt")
@@ -107,18 +107,6 @@ class StageModel(nn.Module):
         raise NotImplementedError
 
 
-def _effective(component: Any, given: Mapping[str, Any], key: str) -> Any:
-    """The value ``key`` has for ``component``: the given one, else the signature's default (None: no such
-    keyword, or no default)."""
-    if key in given:
-        return given[key]
-    try:
-        param = inspect.signature(component).parameters.get(key)
-    except (TypeError, ValueError):
-        return None
-    return None if param is None or param.default is inspect.Parameter.empty else param.default
-
-
 def view_order_problems(options) -> list:
     """A dual-pixel set's ``view_order`` (the order its two views are stacked in the 6-channel input) must be
     the ``dual_pixel_order`` network_g reads them in: otherwise the views are swapped without a word (and
@@ -128,16 +116,16 @@ def view_order_problems(options) -> list:
     if net is None or net.type not in ARCH_REGISTRY:
         return []
     arch = ARCH_REGISTRY.get(net.type)
-    order = _effective(arch, net.kwargs, "dual_pixel_order")
-    if order is None or _effective(arch, net.kwargs, "inp_channels") not in (None, 6):
+    order = keyword_value(arch, net.kwargs, "dual_pixel_order", None)
+    if order is None or keyword_value(arch, net.kwargs, "inp_channels", None) not in (None, 6):
         return []
     out = []
     for key, ds in sorted((getattr(options, "datasets", None) or {}).items()):
         if ds.type not in DATASET_REGISTRY:
             continue
         component = DATASET_REGISTRY.get(ds.type)
-        views = _effective(component, ds.params, "view_order")
-        if views is None or not _effective(component, ds.params, "dual_pixel"):
+        views = keyword_value(component, ds.params, "view_order", None)
+        if views is None or not keyword_value(component, ds.params, "dual_pixel", None):
             continue
         if views != order:
             ds_default = "" if "view_order" in ds.params else f" (the {ds.type} default)"

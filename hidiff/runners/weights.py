@@ -35,6 +35,7 @@ from hidiff.inference.official_weights import _split_networks, build_pipeline
 from hidiff.models import build_model
 from hidiff.registry import MODEL_REGISTRY
 from hidiff.utils.checkpoint import check_finite, load_state_into, params_entry, safe_load, strip_prefixes
+from hidiff.utils.kwargs import keyword_value
 from hidiff.utils.hashing import sha256_file
 
 log = logging.getLogger("hidiff")
@@ -227,12 +228,13 @@ def from_experiment(experiments_root: Any, name: str, param_key: str = "params_e
 
 
 # ------------------------------------------------------- the run's settings
-def _network_default(block: Mapping[str, Any], key: str):
+def _network_value(block: Mapping[str, Any], key: str):
+    """``block[key]``, else the network's default for it (``inspect.Parameter.empty``: neither)."""
     try:
-        param = inspect.signature(ARCH_REGISTRY.get(block["type"])).parameters.get(key)
+        arch = ARCH_REGISTRY.get(block["type"])
     except Exception:
-        return inspect.Parameter.empty
-    return param.default if param is not None else inspect.Parameter.empty
+        return block.get(key, inspect.Parameter.empty)
+    return keyword_value(arch, block, key)
 
 
 def _diffusion_value(block: Mapping[str, Any], key: str):
@@ -264,7 +266,7 @@ def merge_run_options(raw: Mapping[str, Any], weights: Weights, where: str) -> D
             continue
         mine = raw[key] if isinstance(raw[key], Mapping) else {}
         for k, v in mine.items():
-            theirs = block[k] if k in block else _network_default(block, k)
+            theirs = _network_value(block, k)
             if theirs is inspect.Parameter.empty or _differs(v, theirs):
                 problems.append(f"{key}.{k}: {where} says {v!r}, the run was trained with "
                                 f"{'no such key' if theirs is inspect.Parameter.empty else repr(theirs)}")

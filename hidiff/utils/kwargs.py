@@ -32,6 +32,18 @@ def check_kwargs(fn: Callable, kwargs: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: missing required option(s) {', '.join(missing)}")
 
 
+def keyword_value(fn: Callable, given: Mapping[str, Any], key: str, missing: Any = inspect.Parameter.empty) -> Any:
+    """The value keyword ``key`` takes in ``fn(**given)``: the given one, else the signature's default;
+    ``missing`` where ``fn`` has no such keyword, no default for it, or no readable signature."""
+    if key in given:
+        return given[key]
+    try:
+        param = inspect.signature(fn).parameters.get(key)
+    except (TypeError, ValueError):
+        return missing
+    return missing if param is None or param.default is inspect.Parameter.empty else param.default
+
+
 def build_from_registry(registry, block: Mapping[str, Any], where: str, **extra: Any):
     """Instantiate ``registry[block['type']](**rest, **extra)`` after checking the keys."""
     if not isinstance(block, Mapping) or "type" not in block:
