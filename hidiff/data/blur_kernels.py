@@ -60,21 +60,18 @@ class ShakeParams:
         return asdict(self)
 
 
+def _odd_side(size: int, minimum: int, reason: str = "") -> int:
+    """``size`` if it is an odd integer of at least ``minimum``, else ValueError (``reason`` says why)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < minimum or size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd integer >= {minimum}, got {size!r}{reason}")
+    return size
+
+
 def check_kernel_size(size: int) -> int:
     """``size`` if a random kernel can be drawn on a ``size`` x ``size`` canvas: odd and at least
     :data:`MIN_KERNEL_SIZE` (the path length is drawn in [10, 1.8·size] pixels, empty below 7)."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_KERNEL_SIZE or size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd integer >= {MIN_KERNEL_SIZE}, got {size!r} (the "
-                         f"camera-shake path is {MIN_LENGTH:g} to 1.8 x kernel_size pixels long, so smaller "
-                         f"canvases cannot be drawn)")
-    return size
-
-
-def _check_psf_canvas(size: int) -> int:
-    """Splatting a given path needs an odd canvas of at least 3x3 (bilinear weights, a centre pixel)."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 3 or size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd integer >= 3, got {size!r}")
-    return size
+    return _odd_side(size, MIN_KERNEL_SIZE, f" (the camera-shake path is {MIN_LENGTH:g} to 1.8 x kernel_size "
+                                            f"pixels long, so smaller canvases cannot be drawn)")
 
 
 def random_trajectory(rng: np.random.Generator, size: int,
@@ -122,7 +119,7 @@ def trajectory_to_psf(path: np.ndarray, size: int, exposure: float = 1.0) -> np.
     pixel: bilinear splatting preserves the first moment) and uniformly shrunk
     if they would leave the canvas.  Returns float64 summing to 1.
     """
-    _check_psf_canvas(size)
+    _odd_side(size, 3)  # bilinear splatting around a centre pixel
     n = max(2, int(round(exposure * len(path))))
     pts = path[:n]
     xs = pts.real - pts.real.mean()
