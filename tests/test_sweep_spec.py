@@ -128,6 +128,26 @@ def test_a_command_line_seed_or_name_is_refused(tmp_path):
     assert ev.val.score_input is False
 
 
+def test_evaluation_overrides_that_the_trained_weights_do_not_fit_are_refused_before_training(tmp_path):
+    """--eval-o network_g.dim=16 planned, trained every run, then failed at each evaluation's weight load."""
+    base, sweep_file = write_tiny_sweep(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        load_sweep(sweep_file, base, eval_overrides=["network_g.dim=16"])
+    msg = str(exc.value)
+    assert "eval of tiny_prior_s0" in msg and "network_g.dim=16" in msg and "trained weights no longer fit" in msg
+    assert "attn.qkv.weight [48, 16, 1, 1] -> [96, 32, 1, 1]" in msg
+    with pytest.raises(ConfigError, match="model_type HI_Diff_S1 builds no network_le_dm"):
+        load_sweep(sweep_file, base, eval_overrides=["model_type=HI_Diff_S1"])
+    _edit(sweep_file, eval={"test": "test.yml", "overrides": {"network_le_dm.embed_dim": 32}})
+    with pytest.raises(ConfigError, match="change network_le_dm so that the trained weights no longer fit"):
+        load_sweep(sweep_file, base)
+    # how a network computes may change: the same weights load
+    _edit(sweep_file, eval={"test": "test.yml", "overrides": {"network_g.fused_attention": False}})
+    ev = load_sweep(sweep_file, base).run("tiny_prior_s0").eval_options
+    assert ev.networks["g"].kwargs["fused_attention"] is False
+    assert not (tmp_path / "experiments").exists()
+
+
 def test_seeds_option_takes_the_first_of_a_seed_list(tmp_path):
     """--seeds 2 on seeds: [20, 30, 40] gave [11, 12] (base seed + k), so no finished run matched."""
     base, sweep_file = write_tiny_sweep(tmp_path)

@@ -28,7 +28,9 @@ both runs (a variant's own ``opt`` file may not change them); without a
 when there is a ``stage1`` block), so overrides and grids may not set them;
 ``eval.overrides`` and ``--eval-o`` may not set ``name``, ``manual_seed`` or
 ``path.*`` either (the evaluation reads the trained run's weights and writes
-where the report reads); two variants with the same resolved options are
+where the report reads), nor change ``model_type`` or a network so that those
+weights no longer fit (its state_dict shapes are compared, built on the meta
+device); two variants with the same resolved options are
 refused.  ``--seeds N`` takes the first N of a ``seeds`` list.  The evaluation
 takes the test file's sets and settings with the networks of the trained run.
 Paths inside the file are relative to the sweep file.  Every run's options (and
@@ -44,8 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
+
+from hidiff.archs import build_network
 from hidiff.config import config_hash, key_differences, load_options, options_from_text, resolved_yaml
-from hidiff.config.schema import Options
+from hidiff.config.schema import Block, Options
 from hidiff.config.yaml_io import dump_yaml, load_yaml, parse_scalar
 from hidiff.errors import ConfigError
 from hidiff.engine.stage_link import STAGE1_NETWORKS, resolve_pretrained
@@ -272,7 +277,45 @@ def _eval_options(test_raw: Mapping[str, Any], test_file: Path, run: Run, folder
         raise ConfigError(f"{where}: {exc}") from None
     if not any(d.phase in ("test", "val") for d in opts.datasets.values()):
         raise ConfigError(f"{test_file}: no test_<n> dataset block to evaluate on")
+    _check_same_networks(opts, run, where, overrides)
     return opts, resolved_yaml(opts)
+
+
+def _parameter_shapes(block: Block, where: str) -> Dict[str, Tuple[int, ...]]:
+    """The state_dict of the network a block builds, as {key: shape} (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        net = build_network(block, where)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _shape(shapes: Mapping[str, Tuple[int, ...]], key: str) -> str:
+    return str(list(shapes[key])) if key in shapes else "(absent)"
+
+
+def _check_same_networks(opts: Options, run: Run, where: str, overrides: Sequence[str]) -> None:
+    """The evaluation loads the trained run's weights: refuse overrides that build networks those weights do
+    not fit, found here rather than after every run has trained. Options that change only how a network
+    computes (``fused_attention``, ``channels_last``, ...) keep its weights and are allowed."""
+    given = ", ".join(overrides)
+    if opts.model_type != run.options.model_type:
+        raise ConfigError(f"{where}: the evaluation overrides ({given}) change model_type "
+                          f"{run.options.model_type} -> {opts.model_type}; it is the trained run's; remove it")
+    trained = run.options.networks
+    for net, block in opts.networks.items():
+        if net not in trained:
+            raise ConfigError(f"{where}: the evaluation overrides ({given}) add network_{net}, which the trained "
+                              f"run does not have (it has {', '.join('network_' + n for n in trained)}); remove it")
+        if block == trained[net]:
+            continue
+        old = _parameter_shapes(trained[net], f"{where}: network_{net} (trained)")
+        new = _parameter_shapes(block, f"{where}: network_{net}")
+        if old != new:
+            diff = sorted(set(old) ^ set(new)) or sorted(k for k in old if old[k] != new[k])
+            shown = ", ".join(f"{k} {_shape(old, k)} -> {_shape(new, k)}" for k in diff[:3])
+            raise ConfigError(f"{where}: the evaluation overrides ({given}) change network_{net} so that the trained "
+                              f"weights no longer fit ({len(diff)} state_dict entries differ: {shown}); only options "
+                              f"that keep the weights (such as fused_attention or channels_last) may be overridden "
+                              f"for an evaluation")
 
 
 def _check_stage1_networks(options: Options, s1: Run, where: str, opt: Path, stage1_opt: Path) -> None:
