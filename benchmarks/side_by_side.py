@@ -18,7 +18,9 @@ the time it costs, the memory it saves).  ``--compare branches``: hidiff's defau
 ``train.recompute_branches`` (each block's branches keep only their matrix products' outputs);
 ``--compare official-branches``: the official formulation against the latter.  The two phases
 alternate ``--rounds`` times; every process counts the training steps it completes in the same ``--seconds``
-window, which starts once every process of the phase has taken a warm-up step.  Prints samples/s per phase,
+window, which starts once every process of the phase has taken a warm-up step, and its rate is those steps
+over the wall time they took (not over the window, which the unfinished last step would bias).  Prints
+samples/s per phase,
 their ratio per round, CPU seconds and page faults per step (hidiff/profiling/side_by_side.py), with the
 machine and load.
 """

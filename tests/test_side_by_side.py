@@ -35,7 +35,11 @@ def test_trainings_side_by_side_against_one_on_all_threads(tmp_path):
     assert one["threads_seen"] == [2] and side["threads_seen"] == [1, 1]
     assert one["steps"][0] > 0 and min(side["steps"]) > 0
     assert abs(row["ratio"] - side["samples_per_s"] / one["samples_per_s"]) < 1e-9
-    assert one["samples_per_s"] == one["steps"][0] * 2 / 4.0
+    # each process's finished steps over the time they took, not over the window (which the unfinished
+    # last step made a biased count, more so for the side with longer steps)
+    assert one["samples_per_s"] == pytest.approx(one["steps"][0] * 2 / one["counted_s"][0])
+    assert 0 < one["counted_s"][0] <= 4.0
+    assert side["samples_per_s"] == pytest.approx(sum(n * 2 / s for n, s in zip(side["steps"], side["counted_s"])))
     assert "| round | one training, 2 threads: samples/s | 2 side by side, 1 thread(s) each: samples/s |" in proc.stdout
     assert f"median ratio (2 side by side, 1 thread(s) each over one training, 2 threads): " \
            f"{result['median_ratio']:.2f}x" in proc.stdout
@@ -120,3 +124,23 @@ def test_the_step_that_runs_past_the_window_is_not_charged_to_the_counted_ones()
     assert r["steps"] >= 1
     per_step = (r["user_s"] + r["sys_s"]) / r["steps"]
     assert 0.09 <= per_step < 0.1 + 0.1 / (r["steps"] + 1), r
+
+
+def test_the_rate_counts_finished_steps_over_their_own_time_not_over_the_window():
+    """Steps of 0.3 s in a 1 s window: 3 finish (0.9 s); the window's count gave 3 / 1.0 = 3.0 steps/s, where
+    the steps ran at 3.33 per second; with steps of 0.6 s it gave 1.0 for 1.67, so their ratio read 3.0x, not
+    2.0x."""
+    import time
+
+    from hidiff.profiling.side_by_side import count_window
+
+    def sleeper(d):
+        return lambda: time.sleep(d)
+
+    fast = count_window(sleeper(0.3), time.time() + 1.0)
+    slow = count_window(sleeper(0.6), time.time() + 1.0)
+    assert fast["steps"] == 3 and slow["steps"] == 1, (fast, slow)
+    assert fast["steps_per_s"] == pytest.approx(1 / 0.3, rel=0.1) and slow["steps_per_s"] == pytest.approx(1 / 0.6, rel=0.1)
+    assert fast["steps_per_s"] / slow["steps_per_s"] == pytest.approx(2.0, rel=0.15)
+    none = count_window(sleeper(0.3), time.time() + 0.1)     # no step inside the window: its one step's rate
+    assert none["steps"] == 0 and none["steps_per_s"] == pytest.approx(1 / 0.3, rel=0.2)

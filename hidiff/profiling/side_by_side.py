@@ -19,7 +19,8 @@ malloc keeps freed memory (:mod:`hidiff.utils.malloc`, the trainer's default on 
 
 Each *phase* runs its processes fresh; they warm up (one step), report ready and, once all are, count from
 one common start the optimisation steps (:class:`TrainStep`, as the trainer runs them) each completes in
-the same wall-clock window, with the CPU time and page faults of the window.  The two phases alternate for
+the same wall-clock window, with the CPU time and page faults of those steps.  A process's rate is its
+finished steps over the wall time they took (see :func:`count_window`).  The two phases alternate for
 ``rounds`` rounds, so a change of machine load hits both alike; the figure is the ratio of samples per
 second summed over a phase's processes.
 """
@@ -95,19 +96,30 @@ def arrangements(kind: str, threads: int, jobs: int,
 
 
 def count_window(step: Callable[[], object], end: float) -> dict:
-    """Run ``step`` until the clock passes ``end``; the steps finished inside the window and their CPU time
-    and minor faults (the step that ran past ``end`` is neither counted nor charged), and the peak RSS."""
+    """Run ``step`` until the clock passes ``end``; the steps finished inside the window, the wall time they
+    took, their CPU time and minor faults (the step that ran past ``end`` is neither counted nor charged), and
+    the peak RSS.
+
+    ``steps_per_s`` is the counted steps over their own wall time, not over the window: the window's
+    unfinished last step would otherwise cost each side half a step on average, more for the side with the
+    longer steps.  With no step inside the window it is one over the first step's time."""
     before = resource.getrusage(resource.RUSAGE_SELF)
     counted = before          # the usage at the end of the last step that finished inside the window
     steps = 0
+    t0 = last = time.time()
     while True:
         step()
-        if time.time() > end:
+        now = time.time()
+        if now > end:
             break
         steps += 1
+        last = now
         counted = resource.getrusage(resource.RUSAGE_SELF)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"steps": steps, "user_s": counted.ru_utime - before.ru_utime, "sys_s": counted.ru_stime - before.ru_stime,
+    counted_s = last - t0
+    rate = steps / counted_s if steps else 1.0 / max(now - t0, 1e-9)
+    return {"steps": steps, "counted_s": counted_s, "steps_per_s": rate,
+            "user_s": counted.ru_utime - before.ru_utime, "sys_s": counted.ru_stime - before.ru_stime,
             "minor_faults": counted.ru_minflt - before.ru_minflt, "peak_rss_gib": after.ru_maxrss / 2**20}
 
 
@@ -161,9 +173,11 @@ def run_phase(opt: str, batch: int, size: Sequence[int], arrangement: Arrangemen
                 proc.kill()
     steps = sum(r["steps"] for r in results)
     per_step = max(steps, 1)
+    rate = sum(r["steps_per_s"] for r in results)     # each process's steps over their own wall time
     return {**asdict(arrangement), "steps": [r["steps"] for r in results],
+            "counted_s": [r["counted_s"] for r in results],
             "threads_seen": [r["threads"] for r in results], "memory_kept": [r["memory_kept"] for r in results],
-            "samples_per_s": steps * batch / seconds, "steps_per_s": steps / seconds,
+            "samples_per_s": rate * batch, "steps_per_s": rate,
             "user_s_per_step": sum(r["user_s"] for r in results) / per_step,
             "sys_s_per_step": sum(r["sys_s"] for r in results) / per_step,
             "minor_faults_per_step": sum(r["minor_faults"] for r in results) / per_step,
