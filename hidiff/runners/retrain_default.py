@@ -35,7 +35,6 @@ refused its input, code 2, gives 1: steps before it may have run).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -242,7 +241,7 @@ def _train_all(trainings: Sequence[Training], signals: ChildSignals, log: Callab
             running[child] = training
             signals.children.append(child)
             if signals.received:                   # arrived while the child was being started
-                child.send_signal(signal.SIGTERM)
+                signals.stop_running()             # SIGTERM to this child only: the others were told
         if not running:
             break
         finished = _wait_any(list(running))

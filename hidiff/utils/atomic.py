@@ -8,16 +8,33 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+_UMASK_LOCK = threading.Lock()
+TEMP_NAME_BYTES = 200   # of the target's name kept in its temporary file's: ``.<name>.XXXXXXXX.tmp`` adds 14
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process umask.  Reading it means setting it: the lock keeps two threads (parallel writes) from
+    leaving it at 0 for good; read on every write, so a later change by the user is honoured."""
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
     return mask
+
+
+def _temp_prefix(name: str) -> str:
+    """The temporary file's prefix ``.<name>.``, ``name`` cut to :data:`TEMP_NAME_BYTES` bytes so that a legal
+    name up to 255 bytes gives a legal temporary one; it still matches ``.*.tmp`` (remove_stale_temp_files)."""
+    cut = name[:TEMP_NAME_BYTES]
+    while len(os.fsencode(cut)) > TEMP_NAME_BYTES:
+        cut = cut[:-1]
+    return f".{cut}."
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -43,7 +60,7 @@ def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -
         raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh

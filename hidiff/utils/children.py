@@ -24,14 +24,20 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
 class ChildSignals:
-    """While entered, SIGINT/SIGTERM to this process are forwarded to every running child (``children``) and
-    remembered (``received``: the first signal's name) instead of interrupting this process."""
+    """While entered, SIGINT/SIGTERM to this process are forwarded to the running children (``children``) and
+    remembered (``received``: the first signal's name) instead of interrupting this process.
+
+    Each child is told to stop once: by the first signal, by :meth:`stop_running` or by its caller (a child of
+    :func:`start_child` remembers a SIGINT/SIGTERM sent to it), whichever comes first; a second stop signal
+    ends a training at once, unsaved (hidiff/engine/stop.py).  Only a second signal to this process is
+    forwarded to every child, told or not, to end them at once."""
 
     def __init__(self) -> None:
         self.children: List[subprocess.Popen] = []
         self.received: Optional[str] = None
         self._saved: dict = {}
-        self._told: set = set()   # pids sent SIGTERM by stop_running
+        self._signals = 0         # SIGINT/SIGTERM received by this process
+        self._told: set = set()   # children sent SIGINT/SIGTERM through this object (Popen objects: a pid is reused)
 
     def __enter__(self) -> "ChildSignals":
         for sig in FORWARDED:
@@ -43,18 +49,25 @@ class ChildSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum, _frame) -> None:
+        self._signals += 1
         self.received = self.received or signal.Signals(signum).name
         for child in list(self.children):
-            if child.poll() is None:
-                child.send_signal(signum)
+            if child.poll() is None and (self._signals > 1 or not self._was_told(child)):
+                self._tell(child, signum)
+
+    def _was_told(self, child: subprocess.Popen) -> bool:
+        return child in self._told or getattr(child, "stop_sent", False)
+
+    def _tell(self, child: subprocess.Popen, signum: int) -> None:
+        self._told.add(child)     # first: a signal handled while this one is sent finds the child told
+        child.send_signal(signum)
 
     def stop_running(self) -> None:
-        """SIGTERM each running child once: not again, and not after a forwarded signal already told it to stop
-        (a second signal ends a training at once, unsaved)."""
-        for child in self.children:
-            if child.poll() is None and self.received is None and child.pid not in self._told:
-                child.send_signal(signal.SIGTERM)
-                self._told.add(child.pid)
+        """SIGTERM each running child not yet told to stop (by a forwarded signal, an earlier call or its
+        caller), including one started after a signal arrived; a second signal ends a training unsaved."""
+        for child in list(self.children):
+            if child.poll() is None and not self._was_told(child):
+                self._tell(child, signal.SIGTERM)
 
     def stop_all(self, wait_s: float, log: Callable[[str], None]) -> None:
         """:meth:`stop_running`, then wait up to ``wait_s`` for each child to save and exit; a child still
@@ -85,7 +98,20 @@ def _hang_up_with(parent: int) -> Callable[[], None]:
     return setup
 
 
+class _Child(subprocess.Popen):
+    """A child that remembers being sent SIGINT or SIGTERM (``stop_sent``), also by its caller directly
+    (``retrain_default`` tells a child started after a signal arrived), so :class:`ChildSignals` does not send
+    it a second one."""
+
+    stop_sent = False
+
+    def send_signal(self, sig) -> None:
+        if sig in FORWARDED:
+            self.stop_sent = True
+        super().send_signal(sig)
+
+
 def start_child(cmd: Sequence[str], *, env: Mapping[str, str], **popen) -> subprocess.Popen:
     """``cmd`` in its own session, sent SIGHUP on Linux if this process dies (``popen``: stdout, stderr, ...)."""
     setup = _hang_up_with(os.getpid()) if os.name == "posix" else None
-    return subprocess.Popen(list(cmd), env=dict(env), start_new_session=True, preexec_fn=setup, **popen)
+    return _Child(list(cmd), env=dict(env), start_new_session=True, preexec_fn=setup, **popen)
