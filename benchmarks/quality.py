@@ -21,7 +21,10 @@ the table: Wiener and Richardson-Lucy deconvolution given the true kernel
 (balance / iterations tuned once on pairs made from *training* photos).
 
 Writes results.md, results.csv, per_image.csv and the chart into
-``<work>/experiments/sweeps/quality/``.  Running it again reuses finished runs.
+``<work>/experiments/sweeps/quality/``.  Running it again reuses finished runs
+(the training photos' folder is named by their contents, so other ``--train``
+photos train afresh) and finished evaluations while the test pairs' files are
+the same (another ``--test`` or ``--test-crop`` evaluates again).
 """
 from __future__ import annotations
 
@@ -110,7 +113,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(msg, flush=True)
 
     work = args.work.resolve()
-    train_dir = work / (f"train_sharp_{args.short_side}" if args.short_side else "train_sharp")
+    for flag, folder in (("--train", args.train), ("--test", args.test)):
+        if folder is not None and not folder.is_dir():
+            print(f"error: {flag} {folder}: not a folder of photos", file=sys.stderr)
+            return 2
+    # the training photos' folder is named by their contents, so other photos change the runs' options (and
+    # are trained afresh) instead of joining the copies of earlier ones under the same path
+    from hidiff.utils.hashing import tree_sha256
+    photos_key = tree_sha256(args.train)[:12] if args.train is not None else "skimage"
+    train_dir = work / (f"train_sharp_{args.short_side}_{photos_key}" if args.short_side
+                        else f"train_sharp_{photos_key}")
     test_set = work / "test_set"
     overrides = [f"datasets.train.sharp_root={json.dumps(str(train_dir))}",
                  f"path.experiments_root={json.dumps(str(work / 'experiments'))}"]

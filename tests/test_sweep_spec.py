@@ -372,3 +372,42 @@ def test_an_evaluation_that_leaves_no_scores_is_not_recorded(tmp_path):
     expected.write_text("name,psnr_uint8_rgb\nim00,30.0\n")
     runner._finish(Job("eval:tiny_noprior_s0", "eval", plain), 0, 1.0, log)
     assert json.loads(runner.eval_record_file(plain).read_text())["sets"] == ["tinytest"]
+
+
+def test_an_evaluation_is_not_reused_once_its_test_images_changed(tmp_path):
+    """The evaluation's record kept the weights and the options' hash, which holds the test set's paths only: a
+    test set rewritten in place with other images (benchmarks/quality.py --test-crop 0, --test OTHER) reused
+    the old scores beside classical rows scored on the new set."""
+    import os
+
+    import cv2
+
+    from hidiff.sweep.report import metrics_csv
+    from hidiff.sweep.runner import Job, SweepRunner
+
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    sweep = load_sweep(sweep_file, base)
+    runner = SweepRunner(sweep)
+    plain = sweep.run("tiny_noprior_s0")
+    _fake_finished(runner, plain)
+    scores = metrics_csv(runner.folder, plain.name, "tinytest")
+    scores.parent.mkdir(parents=True)
+    scores.write_text("name,psnr_uint8_rgb\nim00,30.0\n")
+    log = tmp_path / "eval.log"
+    log.write_text("done\n")
+    runner._finish(Job("eval:tiny_noprior_s0", "eval", plain), 0, 1.0, log)
+    assert set(json.loads(runner.eval_record_file(plain).read_text())["test_data"]) == {
+        "test_1.dataroot_gt", "test_1.dataroot_lq"}
+
+    def fresh() -> SweepRunner:     # a later call of the sweep: digests are computed once per call
+        again = SweepRunner(sweep)
+        again.records[plain.name] = runner.records[plain.name]
+        return again
+
+    assert fresh().eval_reusable(plain)
+    target = sorted((tmp_path / "data" / "target").iterdir())[0]
+    os.utime(target, (1, 1))                                   # touched only: the same bytes, still reused
+    assert fresh().eval_reusable(plain)
+    image = cv2.imread(str(target))
+    cv2.imwrite(str(target), 255 - image)                      # other pixels under the same name
+    assert not fresh().eval_reusable(plain)

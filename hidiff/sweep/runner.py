@@ -5,7 +5,8 @@ every run (``options/``) and its evaluation (``eval_options/``), the training an
 test logs (``logs/``), one record per run (``runs/<run>.json``: its options hash,
 the sha256 of the stage-1 weights it starts from, written with status ``training``
 when its training starts, then the sha256 of its weights) and the evaluations'
-outputs (``eval/<run>/<run>/<set>/metrics.csv``).  A run is reused when its final
+outputs (``eval/<run>/<run>/<set>/metrics.csv``; an evaluation is reused while the
+weights, its options and the contents of its test sets' files are the same).  A run is reused when its final
 checkpoint exists, the options the trainer saved hash to the planned ones and the
 stage-1 weights it started from are still the current ones; any other run is
 started with ``--resume auto`` (continuing where a killed sweep stopped) or, when
@@ -42,7 +43,7 @@ from hidiff.sweep.report import metrics_csv, plan_hash, report_files
 from hidiff.sweep.spec import Run, Sweep
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.children import ChildSignals, start_child
-from hidiff.utils.hashing import sha256_file
+from hidiff.utils.hashing import sha256_file, tree_sha256
 from hidiff.utils.progress import Progress
 from hidiff.utils.threads import threads_each
 
@@ -133,6 +134,7 @@ class SweepRunner:
         self._lock = RunLock()
         self.failures: List[str] = []        # with keep_going: what failed, in order
         self.lost: Dict[str, str] = {}       # failed jobs and the jobs skipped because of them -> the failed one
+        self._digests: Dict[str, str] = {}   # path -> tree_sha256, computed once per call
 
     # ------------------------------------------------------------------ files
     def option_file(self, run: Run) -> Path:
@@ -227,10 +229,27 @@ class SweepRunner:
         if status != "training":
             self.records[run.name] = rec
 
+    def test_data(self, run: Run) -> Dict[str, str]:
+        """sha256 of the files each of the evaluation's sets reads (every ``dataroot*`` path it names): the
+        options hold paths only, so a test set rewritten in place with other images would otherwise reuse the
+        scores of the old one."""
+        out: Dict[str, str] = {}
+        for key, d in sorted(run.eval_options.datasets.items()):
+            if d.phase not in ("test", "val"):
+                continue
+            for param, value in sorted(d.params.items()):
+                if param.startswith("dataroot") and isinstance(value, str) and os.path.exists(value):
+                    path = os.path.abspath(value)
+                    if path not in self._digests:
+                        self._digests[path] = tree_sha256(path)
+                    out[f"{key}.{param}"] = self._digests[path]
+        return out
+
     def eval_reusable(self, run: Run) -> bool:
         rec = _read_json(self.eval_record_file(run))
         return (rec is not None and rec.get("weights_sha256") == self.records[run.name]["weights_sha256"]
                 and rec.get("eval_hash") == config_hash(run.eval_options) and rec.get("limit") == self.sweep.eval_limit
+                and rec.get("test_data") == self.test_data(run)
                 and all(metrics_csv(self.folder, run.name, s).is_file() for s in rec.get("sets", [])))
 
     # ------------------------------------------------------------------ commands
@@ -281,6 +300,8 @@ class SweepRunner:
                 while running or (pending and not signals.received):
                     if not signals.received:
                         self._start_ready(pending, running, done, signals, bar)
+                    if signals.received:    # also a job started while the signal arrived is told, once
+                        signals.stop_running()
                     if not running:
                         if pending and not signals.received:   # cannot happen: dependencies always come first
                             raise RunFailed(f"jobs wait on missing dependencies: {[j.key for j in pending]}")
@@ -387,4 +408,5 @@ class SweepRunner:
                             f"them: {', '.join(missing)} missing (options {self.eval_file(run)}); log {log_path}")
         _write_json(self.eval_record_file(run), {"run": run.name, "eval_hash": config_hash(run.eval_options),
                                                  "weights_sha256": self.records[run.name]["weights_sha256"],
-                                                 "sets": sets, "limit": self.sweep.eval_limit, "seconds": seconds})
+                                                 "test_data": self.test_data(run), "sets": sets,
+                                                 "limit": self.sweep.eval_limit, "seconds": seconds})

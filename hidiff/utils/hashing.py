@@ -15,3 +15,20 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def tree_sha256(path: PathLike) -> str:
+    """Hex sha256 of a file, or of a folder's files (their relative paths and contents, in sorted order):
+    changes when a file is added, removed, renamed or rewritten with other bytes, not when it is only
+    touched."""
+    root = os.fspath(path)
+    if os.path.isfile(root):
+        return sha256_file(root)
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            h.update(os.path.relpath(full, root).replace(os.sep, "/").encode("utf-8") + b"\0")
+            h.update(sha256_file(full).encode("ascii") + b"\n")
+    return h.hexdigest()
