@@ -106,6 +106,14 @@ def test_failed_save_is_an_error(tmp_path):
         save_object(blocker / "sub" / "net.pth", {"a": torch.zeros(1)})
 
 
+@pytest.mark.parametrize("obj", [{"f": lambda: 1}, {"gen": (i for i in range(2))}])
+def test_unserialisable_object_is_a_checkpoint_error(tmp_path, obj):
+    """torch.save's own failures (PicklingError, TypeError) name the file too, and nothing is written."""
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*net\.pth: torch\.save could not"):
+        save_object(tmp_path / "net.pth", obj)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _nets(scale=1.0):
     n = _net()
     return {"g": ({k: v * scale if v.is_floating_point() else v for k, v in n.state_dict().items()}, None),

@@ -9,8 +9,9 @@ Layout (BasicSR-compatible names)::
 
 A checkpoint is one unit: each file is written atomically, the network files
 first and the file that lists them (size and sha256) last: the state file of an
-iteration, ``<tag>.json`` of a tagged set (removed before its networks are
-rewritten).  A unit is *complete* only when that list exists and every file it
+iteration, ``<tag>.json`` of a tagged set (its new networks are written in full
+under temporary names first; the old marker is removed only then, just before
+they are renamed into place).  A unit is *complete* only when that list exists and every file it
 names is present and intact, so a process killed mid-save (even by SIGKILL)
 leaves at worst an incomplete newest unit that every reader skips: resume
 (:meth:`CheckpointStore.latest_valid`) and everything that picks weights from a
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 
 from hidiff.errors import CheckpointError
-from hidiff.utils.atomic import atomic_write_text
+from hidiff.utils.atomic import fsync_dir, atomic_write_text
 from hidiff.utils.checkpoint import safe_load, save_network_file, save_object
 from hidiff.utils.hashing import sha256_file
 
@@ -101,18 +102,45 @@ class CheckpointStore:
                     info: dict[str, Any]) -> None:
         """Write ``net_<x>_<tag>.pth`` for every net (e.g. 'latest', 'best'), then ``<tag>.json`` naming them.
 
-        ``info`` must hold the iteration (``iter``); the marker is removed first, so
-        while the networks are rewritten no reader takes a mix of old and new files.
+        ``info`` must hold the iteration (``iter``).  Every network is first written in full (fsynced)
+        as ``.net_<x>_<tag>.pth.<random>.tmp``; only then is the marker removed, the files renamed into
+        place and the new marker written.  A failure before the renames (ENOSPC, an error, SIGKILL)
+        leaves the previous unit as it was: marker and files unchanged, the temporary files removed
+        (after a kill, by :meth:`remove_stale_temp_files`).  While the renames run there is no marker,
+        so no reader takes a mix of old and new files.
         """
         marker = self.models / f"{tag}.json"
-        marker.unlink(missing_ok=True)
+        token = os.urandom(4).hex()
+        pending: list[tuple[Path, Path]] = []  # (temporary file, final name)
         manifest = {}
-        for name, (params, ema) in nets.items():
-            path = self.net_path(name, tag)
-            save_network_file(path, params, ema)
-            manifest[name] = {"file": str(path.relative_to(self.root)), "size": path.stat().st_size,
-                              "sha256": sha256_file(path)}
+        try:
+            for name, (params, ema) in nets.items():
+                path = self.net_path(name, tag)
+                tmp = path.with_name(f".{path.name}.{token}.tmp")
+                pending.append((tmp, path))
+                save_network_file(tmp, params, ema)
+                manifest[name] = {"file": str(path.relative_to(self.root)), "size": tmp.stat().st_size,
+                                  "sha256": sha256_file(tmp)}
+            marker.unlink(missing_ok=True)
+            for tmp, path in pending:
+                os.replace(tmp, path)
+        except OSError as exc:
+            self._discard(pending)
+            raise CheckpointError(f"saving the '{tag}' networks in {self.models} failed: {exc}") from exc
+        except BaseException:
+            self._discard(pending)
+            raise
+        fsync_dir(self.models)  # the renames are on disk before the marker that lists them
         atomic_write_text(marker, json.dumps(dict(info, networks=manifest), indent=2, sort_keys=True) + "\n")
+
+    @staticmethod
+    def _discard(pending: list[tuple[Path, Path]]) -> None:
+        """Remove the temporary files of a failed :meth:`save_tagged` that were not renamed yet."""
+        for tmp, _ in pending:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # remove_stale_temp_files takes it on the next start
 
     # ------------------------------------------------------------------- read
     def iterations(self) -> list[int]:
@@ -129,28 +157,35 @@ class CheckpointStore:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{state_path} is not a hidiff training state (no format marker "
                                   f"'{STATE_FORMAT}'); BasicSR .state files cannot be resumed exactly")
-        if int(state.get("version", -1)) > STATE_VERSION:
-            raise CheckpointError(f"{state_path}: state version {state.get('version')} is newer than this "
+        version = _int_entry(state_path, state, "version", -1)
+        if version > STATE_VERSION:
+            raise CheckpointError(f"{state_path}: state version {version} is newer than this "
                                   f"hidiff supports ({STATE_VERSION})")
+        _int_entry(state_path, state, "iter")
+        networks = state.get("networks", {})
+        if not isinstance(networks, dict):
+            raise CheckpointError(f"{state_path}: 'networks' should map each network to its file, size and "
+                                  f"sha256, got {type(networks).__name__}")
         root = state_path.parent.parent
         nets = {}
-        for name, entry in state.get("networks", {}).items():
-            f = root / entry["file"]
+        for name, entry in networks.items():
+            rel, size, sha = _manifest_entry(state_path, name, entry)
+            f = root / rel
             if not f.is_file():
                 raise CheckpointError(f"{state_path}: network file {f} is missing")
-            if f.stat().st_size != entry["size"] or sha256_file(f) != entry["sha256"]:
+            if f.stat().st_size != size or sha256_file(f) != sha:
                 raise CheckpointError(f"{state_path}: network file {f} differs from the one this state was "
                                       "saved with (size/sha256 mismatch)")
             nets[name] = safe_load(f)
         return VerifiedState(state_path, state, nets)
 
     def latest_valid(self) -> VerifiedState | None:
-        """The newest complete set; incomplete/corrupt newer sets are logged and skipped."""
+        """The newest complete set; incomplete/corrupt/malformed newer sets are logged and skipped."""
         for it in reversed(self.iterations()):
             try:
                 return self.verify(self.state_path(it))
             except CheckpointError as exc:
-                self.log.warning("skipping incomplete checkpoint at iteration %d: %s", it, exc)
+                self.log.warning("skipping incomplete or invalid checkpoint at iteration %d: %s", it, exc)
         return None
 
     # -------------------------------------------------------------- retention
@@ -211,6 +246,34 @@ class CheckpointStore:
                     p.unlink(missing_ok=True)
                     removed.append(p)
         return removed
+
+
+def _int_entry(source: Path, state: dict[str, Any], key: str, default: int | None = None) -> int:
+    """``state[key]`` as an int; CheckpointError naming ``source`` and the key if it is missing or not a number."""
+    if key not in state and default is not None:
+        return default
+    if key not in state:
+        raise CheckpointError(f"{source}: the training state has no '{key}' entry")
+    try:
+        return int(state[key])
+    except (TypeError, ValueError, OverflowError):
+        raise CheckpointError(f"{source}: '{key}' should be an integer, got {state[key]!r:.80}") from None
+
+
+def _manifest_entry(source: Path, name: Any, entry: Any) -> tuple[str, int, str]:
+    """(file, size, sha256) of one network in a state's manifest; CheckpointError naming what is missing."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{source}: the manifest entry of network '{name}' should be a dict with 'file', "
+                              f"'size' and 'sha256', got {type(entry).__name__}")
+    missing = [k for k in ("file", "size", "sha256") if k not in entry]
+    if missing:
+        raise CheckpointError(f"{source}: the manifest entry of network '{name}' has no "
+                              f"{', '.join(map(repr, missing))} (expected 'file', 'size' and 'sha256')")
+    f, size, sha = entry["file"], entry["size"], entry["sha256"]
+    if not isinstance(f, str) or not isinstance(size, int) or isinstance(size, bool) or not isinstance(sha, str):
+        raise CheckpointError(f"{source}: the manifest entry of network '{name}' should hold a file name, a size "
+                              f"in bytes and a sha256 string, got {entry!r:.200}")
+    return f, size, sha
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ def _temp_prefix(name: str) -> str:
     return f".{cut}."
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so renames and new names in it survive a crash (best effort: not every system allows it)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -69,7 +70,7 @@ def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -
             os.fchmod(fh.fileno(), 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import re
+import struct
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,7 +38,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = refused_global(exc)
-        if refused is not None:
+        if refused is not None and not _ends_in_global(p, refused):
             raise CheckpointError(
                 f"refusing to load {p}: it refers to the Python object '{refused}', which unpickling would import "
                 f"and may call, so the file could run code; a weights file must hold only tensors and plain "
@@ -46,12 +47,39 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
                 ) from None
         with open(p, "rb") as fh:
             head = fh.read(2)  # a zip archive (torch.save) or a protocol-2 pickle (legacy torch.save)
-        what = ("a torch file with contents the safe loader does not read" if head in (b"PK", b"\x80\x02")
-                else "not a torch file")
+        if refused is not None:
+            what = "a torch file that is truncated (it ends inside the name of a Python object)"
+        elif head in (b"PK", b"\x80\x02"):
+            what = "a torch file that is corrupt or holds contents the safe loader does not read"
+        else:
+            what = "not a torch file"
         raise CheckpointError(f"cannot read checkpoint {p}: {what} ({_unpickler_reason(exc)})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {p}: it is truncated or not a torch file "
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, ImportError,
+            # a legacy (non-zip) file cut or altered in its pickled header fails inside torch's reader
+            IndexError, TypeError, AssertionError, OverflowError, struct.error) as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: it is truncated, corrupt or not a torch file "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _ends_in_global(path: Path, refused: str) -> bool:
+    """Whether the file ends inside the pickled name of ``refused`` (a file cut mid-name, not one naming code).
+
+    A pickled global is ``c<module>\\n<name>\\n``; a legacy file truncated there makes the
+    weights-only loader refuse the partial name (e.g. 'torch._utils._reb') as if it were foreign code.
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 512))
+            tail = fh.read()
+    except OSError:
+        return False
+    m = re.search(rb"c([\w.]*(?:\n[\w.]*)?)\Z", tail)
+    if m is None:
+        return False
+    # torch drops the last character of a line read without its newline (so compare a prefix) and shows
+    # an empty name as 'GLOBAL .', which refused_global reads as 'GLOBAL'
+    shown = refused.rstrip(".")
+    return m.group(1).replace(b"\n", b".").decode("ascii").startswith("" if shown == "GLOBAL" else shown)
 
 
 _GLOBAL = re.compile(r"(?:unsupported global|unsupported class)\W+(?:GLOBAL\s+)?([A-Za-z_][\w.]*)", re.IGNORECASE)
@@ -201,7 +229,12 @@ def save_object(path: str | os.PathLike, obj: Any) -> None:
     so a checkpoint that :func:`safe_load` would refuse is never produced.
     """
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    try:
+        torch.save(obj, buf)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: torch.save could not serialise it "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                              f"store tensors and plain types instead") from exc
     buf.seek(0)
     try:
         torch.load(buf, map_location="cpu", weights_only=True)
