@@ -129,18 +129,21 @@ def test_the_step_that_runs_past_the_window_is_not_charged_to_the_counted_ones()
 def test_the_rate_counts_finished_steps_over_their_own_time_not_over_the_window():
     """Steps of 0.3 s in a 1 s window: 3 finish (0.9 s); the window's count gave 3 / 1.0 = 3.0 steps/s, where
     the steps ran at 3.33 per second; with steps of 0.6 s it gave 1.0 for 1.67, so their ratio read 3.0x, not
-    2.0x."""
-    import time
-
+    2.0x.  A clock that each step moves on by its length makes the counts exact."""
     from hidiff.profiling.side_by_side import count_window
 
-    def sleeper(d):
-        return lambda: time.sleep(d)
+    def window(step_s: float, seconds: float) -> dict:
+        now = [100.0]
 
-    fast = count_window(sleeper(0.3), time.time() + 1.0)
-    slow = count_window(sleeper(0.6), time.time() + 1.0)
-    assert fast["steps"] == 3 and slow["steps"] == 1, (fast, slow)
-    assert fast["steps_per_s"] == pytest.approx(1 / 0.3, rel=0.1) and slow["steps_per_s"] == pytest.approx(1 / 0.6, rel=0.1)
-    assert fast["steps_per_s"] / slow["steps_per_s"] == pytest.approx(2.0, rel=0.15)
-    none = count_window(sleeper(0.3), time.time() + 0.1)     # no step inside the window: its one step's rate
-    assert none["steps"] == 0 and none["steps_per_s"] == pytest.approx(1 / 0.3, rel=0.2)
+        def step() -> None:
+            now[0] += step_s
+
+        return count_window(step, 100.0 + seconds, clock=lambda: now[0])
+
+    fast, slow = window(0.3, 1.0), window(0.6, 1.0)
+    assert (fast["steps"], slow["steps"]) == (3, 1)
+    assert fast["counted_s"] == pytest.approx(0.9) and slow["counted_s"] == pytest.approx(0.6)
+    assert fast["steps_per_s"] == pytest.approx(1 / 0.3) and slow["steps_per_s"] == pytest.approx(1 / 0.6)
+    assert fast["steps_per_s"] / slow["steps_per_s"] == pytest.approx(2.0)
+    none = window(0.3, 0.1)           # no step inside the window: its one step's rate
+    assert none["steps"] == 0 and none["steps_per_s"] == pytest.approx(1 / 0.3)

@@ -95,7 +95,7 @@ def arrangements(kind: str, threads: int, jobs: int,
     raise ValueError(f"comparison: expected one of {', '.join(COMPARISONS)}, got {kind!r}")
 
 
-def count_window(step: Callable[[], object], end: float) -> dict:
+def count_window(step: Callable[[], object], end: float, clock: Callable[[], float] = time.time) -> dict:
     """Run ``step`` until the clock passes ``end``; the steps finished inside the window, the wall time they
     took, their CPU time and minor faults (the step that ran past ``end`` is neither counted nor charged), and
     the peak RSS.
@@ -106,10 +106,10 @@ def count_window(step: Callable[[], object], end: float) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF)
     counted = before          # the usage at the end of the last step that finished inside the window
     steps = 0
-    t0 = last = time.time()
+    t0 = last = clock()
     while True:
         step()
-        now = time.time()
+        now = clock()
         if now > end:
             break
         steps += 1
