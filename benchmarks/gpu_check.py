@@ -8,7 +8,9 @@ as the device tool's one command (timeout_s 540; --carry: nothing, the working t
 
 It imports torch, numpy, pyyaml (yaml) and opencv-python (cv2), and hidiff's own modules on the training,
 data and inference paths; scikit-image, tensorboard and lpips are not needed.  onnx, onnxruntime and onnxscript
-are needed only with --onnx and imported only then: without them that part is recorded as skipped.  On a CPU:
+are needed only with --onnx and imported only then: with --onnx and one of them missing the run is refused
+before any check starts (exit 2), naming it (the GPU machine reaches no package index: carry its wheel).  On a
+CPU:
 
     PYTHONPATH=. python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check
 
@@ -123,6 +125,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check.py: error: no CUDA device here; run with --dry-run to check the code on the CPU",
               file=sys.stderr)
+        return 2
+    missing = gc_mod.missing_onnx_packages() if args.onnx and "export" in names else []
+    if missing:
+        print(f"gpu_check.py: error: {gc_mod.onnx_missing_message(missing)}", file=sys.stderr)
         return 2
     device = "cpu" if args.dry_run else "cuda"
     default_total = None if args.dry_run or args.onnx else 470.0

@@ -50,7 +50,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="--compare jobs: trainings side by side (threads // jobs each)")
     ap.add_argument("--seconds", type=float, default=120.0, help="counting window of every phase")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="option override of both arrangements (repeatable; not train.checkpoint_levels or "
+                         "train.keep_cpu_memory, which each arrangement sets)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     for name in ("batch", "size", "threads", "jobs", "rounds"):
@@ -67,8 +69,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hidiff.errors import ConfigError
     from hidiff.profiling.side_by_side import arrangements, compare, format_report
     from hidiff.profiling.train_step import parse_checkpoint_levels
+    from hidiff.profiling.train_speed import refuse_variant_keys
     try:
         levels = parse_checkpoint_levels(args.checkpoint_levels or "all")
+        refuse_variant_keys(args.override, {
+            ("train", "checkpoint_levels"): "--compare official-ckpt with --checkpoint-levels",
+            ("train", "keep_cpu_memory"): "--compare malloc (the official arrangements use the system's malloc)"})
     except ConfigError as exc:
         ap.error(str(exc))
     pair = arrangements(args.compare, args.threads, args.jobs, levels)

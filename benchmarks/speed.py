@@ -1,10 +1,11 @@
 """Speed benchmark of the GoPro HI-Diff model, for comparison run by run.
 
-    python benchmarks/speed.py [--threads 2] [--plain] [--skip-720p] [--json out.json]
+    python benchmarks/speed.py [--threads 2] [--plain] [--skip-720p] [--only CASES] [--json out.json]
 
-Figures (random weights, fp32, batch 1 unless said, each case in a fresh process):
+Figures (random weights, fp32, batch 1 unless said, each case in a fresh process,
+timed after one warm-up call):
 
-* inference, whole image, 256x256 and 1280x720: the full pipeline (pad, latent
+* inference, whole image, 256x256 and 1280x720 (one timed call): the full pipeline (pad, latent
   encoder, T=8 chain, U-Net, crop) of ``options/test_gopro.yml``;
 * one training step (forward, backward, clip, AdamW) of stage 1
   (``options/stage1_gopro.yml``) and stage 2 (``options/stage2_gopro.yml``) at
@@ -18,6 +19,8 @@ training-step ratios that hold under a changing load use
 ``benchmarks/train_speed.py``.  Timings on a shared machine depend on what else
 runs: the load average before and after every case is shown.  No figure of the
 official code is printed: one from another day or machine is no comparison.
+Memory: the peak of the timed calls, as RSS on a CPU and as
+``torch.cuda.max_memory_allocated`` with ``--device cuda`` (the column says which).
 """
 from __future__ import annotations
 
@@ -32,20 +35,27 @@ PLAIN = ["network_g.fused_attention=false", "network_g.channels_last=false", "ne
 
 
 def cases(args) -> List[dict]:
+    """The cases to run: all, or those of ``--only``; less the 1280x720 one with ``--skip-720p``."""
     out = [
         {"key": "infer_256", "title": "inference 256x256", "opt": "options/test_gopro.yml", "size": (256, 256),
          "batch": 1, "case": "pipeline", "warmup": 1, "runs": args.runs},
         {"key": "infer_720p", "title": "inference 1280x720", "opt": "options/test_gopro.yml", "size": (720, 1280),
-         "batch": 1, "case": "pipeline", "warmup": 0, "runs": 1},
+         "batch": 1, "case": "pipeline", "warmup": 1, "runs": 1},
         {"key": "train_s1", "title": "train step S1, 4x128x128", "opt": "options/stage1_gopro.yml",
          "size": (128, 128), "batch": 4, "case": "train_step", "warmup": 1, "runs": args.train_runs},
         {"key": "train_s2", "title": "train step S2, 4x128x128", "opt": "options/stage2_gopro.yml",
          "size": (128, 128), "batch": 4, "case": "train_step", "warmup": 1, "runs": args.train_runs},
     ]
-    if args.only:
-        keep = set(args.only.split(","))
+    if args.only is not None:
+        keep = {k.strip() for k in args.only.split(",") if k.strip()}
+        unknown = sorted(keep - {c["key"] for c in out})
+        if unknown or not keep:
+            raise ValueError(f"--only: unknown case(s) {', '.join(unknown) or repr(args.only)}; expected some of "
+                             f"{', '.join(c['key'] for c in out)}")
+        if args.skip_720p and "infer_720p" in keep:
+            raise ValueError("--skip-720p leaves out infer_720p, which --only asks for: give one of them")
         out = [c for c in out if c["key"] in keep]
-    elif args.skip_720p:
+    if args.skip_720p:
         out = [c for c in out if c["key"] != "infer_720p"]
     return out
 
@@ -63,13 +73,16 @@ def _gb(n: Optional[float]) -> str:
     return "n/a" if n is None else f"{n / 1e9:.2f}"
 
 
-def table(rows: List[dict], machine: str) -> str:
+def table(rows: List[dict], machine: str, device: str = "cpu") -> str:
+    """Markdown, one row per measurement; the memory column is RSS on a CPU, allocated bytes on CUDA."""
+    cuda = device.startswith("cuda")
+    mem_name, mem_key = ("peak alloc GB", "cuda_peak_allocated_bytes") if cuda else ("peak RSS GB", "peak_rss_bytes")
     lines = [f"machine: {machine}", "",
-             "| case | path | threads | median s | min-max s | cpu s | peak RSS GB | load before -> after |",
+             f"| case | path | threads | median s | min-max s | cpu s | {mem_name} | load before -> after |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lat, mem = r["latency"], r["memory"]
-        peak = mem.get("peak_rss_bytes", mem.get("cuda_peak_allocated_bytes"))
+        peak = mem.get(mem_key)
         la, lb = r["load_average_before"], r["load_average_after"]
         load = f"{la[0]:.2f} -> {lb[0]:.2f}" if la and lb else "n/a"
         lines.append(f"| {r['title']} | {r['path']} | {r['threads']} | {lat['median_ms'] / 1e3:.2f} | "
@@ -85,22 +98,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs at 256x256 (after 1 warm-up)")
     ap.add_argument("--train-runs", type=int, default=3, help="timed training steps (after 1 warm-up)")
     ap.add_argument("--plain", action="store_true", help="also measure the straightforward formulation")
-    ap.add_argument("--skip-720p", action="store_true", help="leave out the slow 1280x720 case")
+    ap.add_argument("--skip-720p", action="store_true", help="leave out the slow 1280x720 case (also from --only)")
     ap.add_argument("--only", default=None, help="comma-separated case keys: infer_256,infer_720p,train_s1,train_s2")
     ap.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
     args = ap.parse_args(argv)
+    try:
+        chosen = cases(args)
+    except ValueError as exc:
+        ap.error(str(exc))
 
     from hidiff.profiling.machine import describe_machine, machine_line
     machine = describe_machine(args.device)
     rows = []
-    for i, c in enumerate(cases(args)):
+    for i, c in enumerate(chosen):
         order = ((False, True) if i % 2 == 0 else (True, False)) if args.plain else (False,)
         for plain in order:     # which formulation runs first alternates from case to case
             r = measure(c, args, plain)
             rows.append(r)
             print(f"{r['title']} [{r['path']}]: median {r['latency']['median_ms'] / 1e3:.2f} s, "
                   f"load {r['load_average_before']} -> {r['load_average_after']}", file=sys.stderr, flush=True)
-    text = table(rows, machine_line(machine))
+    text = table(rows, machine_line(machine), args.device)
     print(text)
     if args.json:
         from hidiff.utils.atomic import atomic_write_text

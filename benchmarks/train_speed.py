@@ -20,12 +20,17 @@ random init instead of the stage-1 weights), for
 * ``fast+bf16`` / ``fast+fp16`` with ``--precisions`` (CUDA only).
 
 On a CPU every process keeps freed memory for reuse, as the trainer does by default (``train.keep_cpu_memory``,
-docs/speed.md); ``--system-malloc`` measures with the C library's default instead.
+docs/speed.md); ``--system-malloc`` measures with the C library's default instead.  Each row sets its own
+precision, checkpointing and malloc, so ``-o`` refuses ``train.amp``, ``train.checkpoint_levels`` and
+``train.keep_cpu_memory`` and names the flag that sets them.
 
 Reports steps/s, samples/s, the speed-up over plain (ratio of median step times, all
 variants timed in one process, one step of each in turn) and the peak memory of one
 step after a warm-up step, each variant in a fresh process (RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA), with the machine, threads and load.
+On a CPU the memory the warm-up step freed is given back to the OS before the
+measured step (``malloc_trim``), so the step's delta is its own memory whether or
+not freed memory is kept.
 """
 from __future__ import annotations
 
@@ -70,7 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="CPU: leave malloc as the C library sets it (default: keep freed memory, as the trainer)")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                     help="option override for every stage file, or for one with a stage prefix: "
-                         "-o 2:network_d.block_num=1 (repeatable)")
+                         "-o 2:network_d.block_num=1 (repeatable; not train.amp, train.checkpoint_levels or "
+                         "train.keep_cpu_memory: each row sets those, see --precisions, --checkpoint-levels, "
+                         "--system-malloc)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
     args = ap.parse_args(argv)
 
@@ -78,7 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from hidiff.errors import HidiffError
     from hidiff.profiling.machine import describe_machine, machine_line
-    from hidiff.profiling.train_speed import SpeedCase, format_table, parse_batch_size, run_case, variant_specs
+    from hidiff.profiling.train_speed import (SpeedCase, format_table, parse_batch_size, refuse_variant_keys,
+                                              run_case, variant_specs)
     from hidiff.profiling.train_step import parse_checkpoint_levels
     from hidiff.utils.malloc import keep_freed_memory
     try:
@@ -92,6 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise HidiffError("--checkpoint-levels picks the checkpointing row's levels; --no-checkpointing leaves "
                               "the row out: give one of them")
         levels = [] if args.no_checkpointing else parse_checkpoint_levels(args.checkpoint_levels or "all")
+        for stage in STAGE_FILES:  # before anything is measured
+            refuse_variant_keys(stage_overrides(args.override, stage))
         if args.repeats < 1 or args.warmup < 0:
             raise HidiffError("--repeats must be >= 1 and --warmup >= 0")
         if args.device == "cuda" and not torch.cuda.is_available():

@@ -251,3 +251,35 @@ def test_a_bad_check_budget_is_refused_before_anything_is_written(tmp_path, give
                        returncode=2)
     assert "--budget" in proc.stderr and "CHECK=SECONDS" in proc.stderr
     assert not out.exists()
+
+
+def test_the_automatic_tiling_must_grow_with_free_memory():
+    """tiler_auto recorded the tiling with all memory free but never compared it with the tight one."""
+    from hidiff.inference.tiler import TileOptions
+    tight = TileOptions(size=512, batch=2)
+    assert gpu_checks.more_room(None, tight)
+    assert gpu_checks.more_room(TileOptions(size=1024, batch=1), tight)
+    assert gpu_checks.more_room(TileOptions(size=512, batch=16), tight)
+    assert not gpu_checks.more_room(TileOptions(size=512, batch=2), tight)  # free memory ignored
+    assert not gpu_checks.more_room(TileOptions(size=256, batch=16), tight)
+    assert not gpu_checks.more_room(tight, None)
+
+
+def test_onnx_asked_for_without_its_packages_fails_naming_them(tmp_path, monkeypatch):
+    """--onnx with onnxscript missing was recorded as skipped and the run passed (exit 0)."""
+    import importlib.util
+    real = gpu_checks._importable
+    monkeypatch.setattr(gpu_checks, "_importable", lambda name: name != "onnxscript" and real(name))
+    assert gpu_checks.missing_onnx_packages() == ["onnxscript"]
+    spec = importlib.util.spec_from_file_location("gpu_check_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "report"
+    assert script.main(["--dry-run", "--onnx", "--only", "export", "--out", str(out)]) == 2
+    assert not out.exists()
+    message = gpu_checks.onnx_missing_message(["onnxscript"])
+    assert "package onnxscript is missing" in message and "carry its wheel" in message
+    # the check itself, run without the script's refusal: the part fails, and so does the check
+    ctx = Context(out_dir=str(tmp_path / "c"), dry_run=True, repo=str(REPO), extra={"onnx": True})
+    with pytest.raises(AssertionError, match="onnx failed: --onnx asked for .* onnxscript is missing"):
+        gpu_checks.export(ctx)

@@ -227,3 +227,66 @@ def test_the_train_step_case_recomputes_the_feed_forward_as_the_trainer_does(tmp
         build_cases(model, (32, 32), batch=1, device=torch.device("cpu"), names=["train_step"], options=options)
         blocks = [m for net in model.trainable.values() for m in net.modules() if isinstance(m, FastGDFN)]
         assert blocks and {m.recompute_hidden for m in blocks} == {on}
+
+
+_WARMUP_PROBE = """
+import json, numpy as np, torch
+from hidiff.profiling import profiler
+from hidiff.profiling.cases import Case
+calls = []
+def run():
+    calls.append(1)
+    if len(calls) == 1:  # the warm-up call alone touches 256 MiB
+        block = np.ones(256 * 2**20 // 8)
+        del block
+profiler.load_profile_options = lambda opt, overrides: None
+profiler.build_profile_model = lambda options, device: torch.nn.Linear(1, 1)
+profiler.build_cases = lambda *a, **k: [Case("x", "x", [], run)]
+r = profiler.measure_case(profiler.ProfileSpec(opt="unused", size=(8, 8), warmup=1, runs=2), "x")
+print(json.dumps({"memory": r["memory"], "latency": r["latency"], "calls": len(calls)}))
+"""
+
+
+def test_the_profilers_peak_is_that_of_the_calls_after_the_warm_up():
+    """meter.reset() ran before the warm-up calls, so a case's peak included its (cold) warm-up call."""
+    out = run_checked([PY, "-c", _WARMUP_PROBE], cwd=REPO, env=run_env(), timeout=300)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["calls"] == 3 and r["latency"]["warmup"] == 1 and r["latency"]["runs"] == 2
+    assert r["memory"]["method"].startswith("VmHWM after"), r
+    assert r["memory"]["delta_bytes"] < 64 * 2**20, r
+
+
+def _result(in_process: bool) -> dict:
+    from hidiff.profiling.machine import describe_machine
+    latency = {"median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0, "iqr_ms": 0.0, "cpu_ms": 1.0, "warmup": 1, "runs": 2}
+    return {"size_hw": [32, 32], "padded_hw": [32, 32], "device": "cpu", "option_file": "x.yml", "model_type": "M",
+            "batch": 1, "dtype": "float32", "machine": describe_machine("cpu"), "mac_convention": "1 MAC = 2 FLOPs",
+            "in_process": in_process,
+            "cases": [{"label": "net_g", "params": 1, "macs": 1, "flops": 2, "macs_executed": 1, "latency": latency,
+                       "memory": {"peak_rss_bytes": 2**30, "delta_bytes": 2**20}}]}
+
+
+def test_the_table_says_where_the_cases_were_measured():
+    from hidiff.profiling.report import format_table
+    assert "each case in a fresh process" in format_table(_result(False))
+    text = format_table(_result(True))
+    assert "fresh process" not in text and "every case in the profiler's own process (--in-process" in text
+
+
+def test_the_train_step_case_takes_the_trainers_layout_and_checkpointing(tmp_path):
+    """train.channels_last (and train.checkpoint_levels) were ignored by the profiler's training step."""
+    from hidiff.profiling.cases import build_cases
+    from hidiff.profiling.profiler import build_profile_model, load_profile_options
+
+    opt = tmp_path / "tiny.yml"
+    opt.write_text(TINY_S2)
+    for on in (False, True):
+        flags = [f"train.channels_last={str(on).lower()}"] + (["train.checkpoint_levels=[1]"] if on else [])
+        options = load_profile_options(str(opt), flags)
+        model = build_profile_model(options, torch.device("cpu"))
+        (case,) = build_cases(model, (32, 32), batch=1, device=torch.device("cpu"), names=["train_step"],
+                              options=options)
+        weights = [p for p in model.net("g").parameters() if p.dim() == 4 and min(p.shape[1:]) > 1]
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) == on for p in weights)
+        assert bool(model.net("g").checkpoint_levels) == on
+        case.run()  # one step in that layout

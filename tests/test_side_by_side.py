@@ -147,3 +147,11 @@ def test_the_rate_counts_finished_steps_over_their_own_time_not_over_the_window(
     assert fast["steps_per_s"] / slow["steps_per_s"] == pytest.approx(2.0)
     none = window(0.3, 0.1)           # no step inside the window: its one step's rate
     assert none["steps"] == 0 and none["steps_per_s"] == pytest.approx(1 / 0.3)
+
+
+@pytest.mark.parametrize("item, flag", [("train.keep_cpu_memory=false", "--compare malloc"),
+                                        ("train.checkpoint_levels=[1]", "--compare official-ckpt")])
+def test_overrides_of_what_each_arrangement_sets_are_refused(item, flag):
+    """-o train.checkpoint_levels=... was silently replaced by every arrangement's own setting."""
+    proc = run_checked([PY, SCRIPT, "-o", item], timeout=120, env=run_env(), returncode=2)
+    assert f"-o {item}: {item.split('=')[0]} is set by each variant" in proc.stderr and flag in proc.stderr

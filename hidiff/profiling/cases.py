@@ -12,7 +12,8 @@ cases on the ``meta`` device (MAC counts, no memory) and on the real device
   latent encoder, T-step chain, U-Net, crop.  Stage-1 models have no inference
   pipeline; their ``pipeline`` is the oracle restore with the GT-conditioned prior;
 * ``train_step``: one optimisation step of the stage (forward, backward, gradient
-  clipping, optimiser step) on random crops of the padded size; opt-in.
+  clipping, optimiser step) on random crops of the padded size, with the option
+  file's ``train.channels_last``, ``checkpoint_levels`` and recomputation; opt-in.
 """
 from __future__ import annotations
 
@@ -161,15 +162,28 @@ def build_cases(model, size: Tuple[int, int], *, batch: int = 1, device: torch.d
 
 def _train_step_case(model, options, size: Tuple[int, int], batch: int, device: torch.device,
                      in_ch: int) -> Case:
-    """One optimisation step as the trainer runs it (fp32, no accumulation; the feed-forward recomputed in
-    backward where ``train.recompute_ffn`` says so, as the trainer sets it)."""
+    """One optimisation step as the trainer runs it (fp32, no accumulation), with what the trainer sets from
+    ``train`` before its first step (hidiff/engine/setup.py, build_model_parts): ``channels_last`` weights and
+    batches, activation checkpointing of ``checkpoint_levels``, the feed-forward and branches recomputed in
+    backward where ``recompute_ffn`` / ``recompute_branches`` say so."""
     topt = getattr(options, "train", None)
     if topt is None:
         raise ConfigError("the train_step case needs a training option file (with a 'train' block)")
+    if topt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if topt.checkpoint_levels:
+        nets = [net for net in model.trainable.values() if hasattr(net, "set_checkpoint_levels")]
+        if not nets:
+            raise ConfigError(f"train.checkpoint_levels {list(topt.checkpoint_levels)}: none of the trained "
+                              f"networks ({', '.join(sorted(model.trainable))}) has U-Net levels to checkpoint")
+        for net in nets:
+            net.set_checkpoint_levels(list(topt.checkpoint_levels))
     for net in model.trainable.values():
         set_ffn_recompute(net, topt.recompute_ffn)
         set_branch_recompute(net, topt.recompute_branches)
     data = {"lq": _tensor((batch, in_ch, *size), device, 6), "gt": _tensor((batch, 3, *size), device, 7)}
+    if topt.channels_last and device.type != "meta":
+        data = {k: v.contiguous(memory_format=torch.channels_last) for k, v in data.items()}
     params = [p for p in model.trainable.parameters() if p.requires_grad]
 
     def forward_backward() -> torch.Tensor:

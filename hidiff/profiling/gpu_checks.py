@@ -4,8 +4,9 @@ Every check runs the GoPro option files' networks (``options/stage1_gopro.yml``,
 ``stage2_gopro.yml``, ``test_gopro.yml``; random init) on CUDA at 256x256, or,
 in a dry run, the same code on the CPU with tiny networks and sizes
 (:data:`TINY`), where the parts that need CUDA are recorded as skipped.
-Optional packages (onnx, onnxruntime) are imported inside the checks that use
-them; a missing one skips that part.
+Optional packages (onnx, onnxruntime, onnxscript) are imported inside the
+checks that use them, only when asked for (``--onnx``); a missing one then fails
+that part, naming it.
 """
 from __future__ import annotations
 
@@ -366,13 +367,11 @@ def ctx_budget(ctx: Context, name: str) -> float:
     return REGISTRY[name].budget(ctx)
 
 
-def _compare_steps(ctx: Context, specs: Dict[str, object], steps: int, prepare=None) -> dict:
+def _compare_steps(ctx: Context, specs: Dict[str, object], steps: int) -> dict:
     """Run each spec for ``steps`` steps on the same data; losses, step times and the largest loss difference."""
     out = {}
     for label, spec in specs.items():
         ts = TrainStep(spec)
-        if prepare is not None:
-            prepare(label, ts)
         losses, times = [], []
         for k in range(steps):
             ts.set_data(1000 + k)
@@ -408,7 +407,8 @@ def channels_last(ctx: Context) -> dict:
 
 @check("compile", "train.compile (torch.compile): same losses as eager", 180, 150, background=True)
 def compile_check(ctx: Context) -> dict:
-    """CUDA: the trainer's torch.compile (inductor); dry run: dynamo with the eager backend (no C++ build).
+    """``train.compile=true`` against the default: on CUDA torch.compile's default backend (inductor, as the
+    trainer); in a dry run dynamo with the eager backend (no C++ build), through the same option.
 
     A full run starts it in the background, so its step times (and ``speedup_after_compile``) are taken beside
     the checks its report names, not alone."""
@@ -416,13 +416,9 @@ def compile_check(ctx: Context) -> dict:
     ov = tiny_overrides(ctx, "1") if ctx.dry_run else list(SHALLOW_FOR_COMPILE)
     specs = {"eager": StepSpec(opt=opt_path(ctx, "1"), batch=batch, size=size, device=ctx.device, overrides=ov),
              "compiled": StepSpec(opt=opt_path(ctx, "1"), batch=batch, size=size, device=ctx.device,
-                                  overrides=ov + ([] if ctx.dry_run else ["train.compile=true"]))}
-
-    def prepare(label, ts) -> None:
-        if ctx.dry_run and label == "compiled":
-            ts.step_module = torch.compile(ts.model, backend="eager")
-
-    runs = _compare_steps(ctx, specs, 2 if ctx.dry_run else 6, prepare)
+                                  overrides=ov + ["train.compile=true"],
+                                  compile_backend="eager" if ctx.dry_run else None)}
+    runs = _compare_steps(ctx, specs, 2 if ctx.dry_run else 6)
     d = rel_diff(runs["compiled"]["losses"], runs["eager"]["losses"])
     tol = FP32_TOLERANCE["cuda" if ctx.cuda else "cpu"]
     details = {"runs": runs, "max_rel_diff": d, "tolerance": tol,
@@ -565,11 +561,17 @@ def tiler_auto(ctx: Context) -> dict:
         finally:
             del ballast
             free_cuda()
-        details.update(image=[side, side], free_bytes_left=int(8e9),
+        details.update(image=[side, side], free_bytes_left=int(8e9), free_bytes_at_start=int(free),
                        with_all_memory=roomy.describe() if roomy else "whole image",
                        with_8GB_free=tight.describe() if tight else "whole image")
         if not isinstance(tight, TileOptions):
             raise AssertionError("with 8 GB free a 1024x1024 image was not tiled")
+        if free <= 8e9:
+            details["parts"] = {"roomy_vs_tight": f"not compared: only {free / 1e9:.1f} GB free at the start"}
+        elif not more_room(roomy, tight):
+            raise AssertionError(f"with all memory free ({free / 1e9:.1f} GB) the automatic tiling "
+                                 f"({details['with_all_memory']}) is not larger than with 8 GB free "
+                                 f"({details['with_8GB_free']}): it does not follow free memory")
     else:
         small = auto_tile_options(64, 64, "cpu")
         tight = auto_tile_options(520, 520, "cpu")
@@ -604,12 +606,12 @@ def export(ctx: Context) -> dict:
     details["torchscript_max_abs_diff"] = d_ts = worst(ts, "torchscript")
     details["torchscript_s"] = time.perf_counter() - t0
     parts["torchscript"] = "passed" if d_ts <= 1e-3 else f"failed: max |diff| {d_ts:.3g} > 1e-3"
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if not _importable(m)]
+    missing = missing_onnx_packages()
     if not ctx.extra.get("onnx"):
         parts["onnx"] = ("skipped (not requested: the dynamo-based ONNX export of the network takes minutes of CPU; "
                          "add --onnx)")
     elif missing:
-        parts["onnx"] = f"skipped (missing package {', '.join(missing)})"
+        parts["onnx"] = "failed: " + onnx_missing_message(missing)
     else:
         t0 = time.perf_counter()
         onnx_path = export_onnx(pipe, root / "hidiff.onnx", height=side, width=side)
@@ -627,6 +629,32 @@ def export(ctx: Context) -> dict:
 
 def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
+
+
+#: what the ONNX part of the export check imports
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
+
+
+def missing_onnx_packages() -> List[str]:
+    """The packages of :data:`ONNX_PACKAGES` that cannot be imported here."""
+    return [m for m in ONNX_PACKAGES if not _importable(m)]
+
+
+def onnx_missing_message(missing: Sequence[str]) -> str:
+    """Why --onnx cannot run: the missing packages and what to do."""
+    return (f"--onnx asked for the ONNX export, but package {', '.join(missing)} is missing here; install it (on "
+            f"the GPU machine, which reaches no package index: carry its wheel and pip-install it from the file "
+            f"first), or leave out --onnx")
+
+
+def more_room(roomy: Optional[TileOptions], tight: Optional[TileOptions]) -> bool:
+    """Whether the automatic tiling with more free memory (``roomy``) is larger than with less (``tight``):
+    the whole image (None), a larger tile, or the same tile with more tiles per forward."""
+    if roomy is None:
+        return True
+    if tight is None:
+        return False
+    return (roomy.size, roomy.batch) > (tight.size, tight.batch)
 
 
 # ------------------------------------------------------------------- speed

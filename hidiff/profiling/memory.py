@@ -11,9 +11,17 @@ cases never count either way.
 RSS only grows when the work touches pages the process does not already hold:
 in a long-lived process an allocation may be served from memory that an
 earlier, freed allocation left resident, and then it costs (and shows) nothing.
+A warm-up call leaves such memory behind, all of it where malloc keeps freed
+memory (:mod:`hidiff.utils.malloc`, the trainer's default on a CPU), so the
+measurers call :func:`release_freed_memory` after the warm-up and before
+``reset()``: the delta is then the measured work's own memory, whichever malloc
+settings the process has.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import resource
 import sys
 from pathlib import Path
@@ -46,6 +54,21 @@ def lifetime_peak_rss() -> int:
     """The process's peak RSS since it started (``ru_maxrss``), in bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def release_freed_memory() -> bool:
+    """Give the memory malloc holds free back to the OS (glibc's ``malloc_trim(0)``, every arena), after a
+    garbage collection; False where the C library is not glibc (nothing released)."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 class PeakMemory:

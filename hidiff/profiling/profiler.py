@@ -23,8 +23,8 @@ from hidiff.models import build_model
 from hidiff.profiling.cases import Case, build_cases, padded_size
 from hidiff.profiling.counting import count_flops, count_parameters, reference_formulation
 from hidiff.profiling.machine import describe_machine, load_average
-from hidiff.profiling.memory import PeakMemory
-from hidiff.profiling.timing import time_call
+from hidiff.profiling.memory import PeakMemory, release_freed_memory
+from hidiff.profiling.timing import synchronize, time_call
 
 RESULT_MARK = "HIDIFF_PROFILE_CASE "
 
@@ -113,7 +113,10 @@ def count_cases(spec: ProfileSpec, options=None) -> Dict[str, dict]:
 
 
 def measure_case(spec: ProfileSpec, name: str) -> dict:
-    """Latency and peak memory of case ``name``, in this process."""
+    """Latency and peak memory of case ``name``, in this process.
+
+    The warm-up calls run first; then (CPU) the memory they freed is given back to the OS and the peak is
+    reset, so the peak and delta are those of the timed calls alone."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
@@ -126,10 +129,16 @@ def measure_case(spec: ProfileSpec, name: str) -> dict:
     meter = PeakMemory(device)
     ctx = torch.enable_grad() if case.grad else torch.inference_mode()
     with ctx:
+        for _ in range(spec.warmup):  # before the reset: the peak is that of calls after the warm-up
+            case.run()
+        synchronize(device)
+        released = release_freed_memory() if device.type == "cpu" else False
         meter.reset()
         load_before = load_average()
-        timing = time_call(case.run, device=device, warmup=spec.warmup, runs=spec.runs)
+        timing = time_call(case.run, device=device, warmup=0, runs=spec.runs)
+        timing.warmup = spec.warmup
         memory = meter.read()
+    memory["freed_memory_released"] = released
     return {"name": name, "latency": timing.as_dict(), "memory": memory,
             "load_average_before": load_before, "load_average_after": load_average(),
             "threads": torch.get_num_threads()}
@@ -185,5 +194,6 @@ def profile(spec: ProfileSpec, *, latency: bool = True, in_process: bool = False
         "dtype": "float32", "mac_convention": "1 MAC = 2 FLOPs; conv/linear/matmul only (torch.utils.flop_counter); "
         "'macs' = reference formulation, 'macs_executed' = the configured fast path",
         "networks_params": networks, "machine": describe_machine(spec.device),
+        "in_process": bool(in_process and latency),
         "threads": spec.threads or torch.get_num_threads(), "cases": cases,
     }

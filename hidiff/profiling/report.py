@@ -48,8 +48,10 @@ def format_table(result: dict) -> str:
     runs = next((c["latency"] for c in result["cases"] if c.get("latency")), None)
     if runs:
         lines.append("")
-        lines.append(f"latency: {runs['warmup']} warm-up + {runs['runs']} timed runs per case, each case in a "
-                     f"fresh process; load average before/after each case is in the JSON line")
+        where = ("every case in the profiler's own process (--in-process: memory may include earlier cases)"
+                 if result.get("in_process") else "each case in a fresh process")
+        lines.append(f"latency: {runs['warmup']} warm-up + {runs['runs']} timed runs per case, {where}; peak memory "
+                     f"of the timed runs; load average before/after each case is in the JSON line")
     notes = sorted({n for c in result["cases"] for n in c.get("notes", [])})
     lines += [f"note: {n}" for n in notes]
     lines.append("MACs: " + result["mac_convention"])

@@ -49,16 +49,41 @@ def parse_batch_size(text: str) -> Tuple[int, Tuple[int, int]]:
     return dims[0], (dims[1], dims[2])
 
 
+#: option keys every variant sets for itself, and the benchmark's flag that sets them instead
+VARIANT_KEYS: Dict[Tuple[str, ...], str] = {
+    ("train", "checkpoint_levels"): "--checkpoint-levels (or --no-checkpointing)",
+    ("train", "amp"): "--precisions",
+    ("train", "keep_cpu_memory"): "--system-malloc",
+}
+
+
+def refuse_variant_keys(overrides: Sequence[str], keys: Optional[Dict[Tuple[str, ...], str]] = None) -> None:
+    """A ConfigError for an override of a key the variants set themselves (``keys``, by default
+    :data:`VARIANT_KEYS`: key path -> the flag that sets it): it would be overridden by every row, so the rows
+    would not be what the override asked for."""
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        parts = tuple(p.strip().lower() for p in key.replace(":", ".").split(".") if p.strip())
+        for reserved, flag in (VARIANT_KEYS if keys is None else keys).items():
+            n = min(len(parts), len(reserved))
+            if parts and parts[:n] == reserved[:n]:
+                raise ConfigError(f"-o {item}: {'.'.join(reserved)} is set by each variant (row) of the benchmark; "
+                                  f"use {flag} instead")
+
+
 def variant_specs(case: SpeedCase, *, formulations: Sequence[str] = ("plain", "fast"),
                   precisions: Sequence[str] = ("fp32",), checkpoint_levels: Sequence = ALL_STAGES,
                   device: str = "cpu",
                   threads: Optional[int] = None, overrides: Sequence[str] = (),
-                  keep_memory: bool = False) -> List[StepSpec]:
+                  keep_memory: Optional[bool] = None) -> List[StepSpec]:
     """The variants of ``case``: every formulation in fp32, the fast one in every other precision, and the
-    fast one with activation checkpointing of ``checkpoint_levels`` (none if empty).  ``keep_memory``: their memory-measuring processes keep freed
-    memory as the trainer does on a CPU (the timing process sets it for itself)."""
+    fast one with activation checkpointing of ``checkpoint_levels`` (none if empty).  Each sets its precision
+    and checkpointing itself, so an override of those keys is refused (:func:`refuse_variant_keys`).
+    ``keep_memory``: their memory-measuring processes keep freed memory as the trainer does on a CPU (None:
+    the option file's ``train.keep_cpu_memory``; the timing process sets it for itself)."""
+    refuse_variant_keys(overrides)
     base = StepSpec(opt=case.opt, batch=case.batch, size=case.size, device=device, threads=threads,
-                    overrides=list(overrides), keep_memory=keep_memory)
+                    overrides=list(overrides), keep_memory=keep_memory, precision="fp32", checkpoint_levels=[])
     specs = [replace(base, formulation=f) for f in formulations]
     fast = "fast" if "fast" in formulations else formulations[-1]
     specs += [replace(base, formulation=fast, precision=p) for p in precisions if p != "fp32"]
@@ -179,5 +204,8 @@ def format_table(results: Sequence[dict], machine: str, device: str) -> str:
               "round); 'speed vs plain' = median step time of plain / median of the variant, 'per round' = the same "
               "ratio within each round (steps run back to back). Peak memory: one step "
               f"after a warm-up step, {'; '.join(where.get(m, str(m)) for m in sorted(modes, key=str))} ('step delta' "
-              "= the step's peak minus the memory held before it: weights, gradients, optimiser state)."]
+              "= the step's peak minus the memory held before it: weights, gradients, optimiser state"
+              + ("; on a CPU the memory the warm-up freed is given back to the OS before it (malloc_trim), so the "
+                 "delta is the step's own whether or not freed memory is kept" if not device.startswith("cuda")
+                 else "") + ")."]
     return "\n".join(lines)

@@ -18,8 +18,11 @@ Formulations (options of ``network_g``):
   ``train.recompute_ffn`` says).
 
 ``checkpoint_levels`` (as ``train.checkpoint_levels``; :data:`ALL_STAGES` for every
-stage) additionally calls ``set_checkpoint_levels`` (activation checkpointing) on
-each trainable network that has it.
+stage) calls ``set_checkpoint_levels`` (activation checkpointing) on each
+trainable network that has it.  ``precision``, ``checkpoint_levels`` and
+``keep_memory`` left at None take the option file's (and its overrides')
+``train.amp``, ``train.checkpoint_levels`` and ``train.keep_cpu_memory``, as the
+trainer does; a value given in the spec (a benchmark's variant) replaces it.
 
 :func:`time_interleaved` times several variants in one process, one step of
 each in turn, so that a change of machine load hits every variant alike;
@@ -43,7 +46,7 @@ from hidiff.engine.amp import Amp
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 from hidiff.profiling.machine import load_average
-from hidiff.profiling.memory import PeakMemory
+from hidiff.profiling.memory import PeakMemory, release_freed_memory
 from hidiff.profiling.profiler import build_profile_model, load_profile_options, run_worker
 from hidiff.utils.malloc import keep_freed_memory
 
@@ -66,29 +69,36 @@ class StepSpec:
     batch: int
     size: Tuple[int, int]
     formulation: str = "fast"
-    precision: str = "fp32"
-    checkpoint_levels: List[Union[int, str]] = field(default_factory=list)
+    # None: the option file's train.amp (fp32 unless enabled; on a CPU fp32, as the trainer)
+    precision: Optional[str] = None
+    # None: the option file's train.checkpoint_levels; [] explicitly none
+    checkpoint_levels: Optional[List[Union[int, str]]] = None
     device: str = "cpu"
     threads: Optional[int] = None
     overrides: List[str] = field(default_factory=list)
     seed: int = 0
-    # glibc's malloc keeps freed memory, as the trainer on a CPU (train.keep_cpu_memory).  A process-wide
-    # setting: applied by the process that runs this variant alone (memory_in_subprocess's worker, the
-    # side-by-side workers), not by TrainStep.
-    keep_memory: bool = False
+    # glibc's malloc keeps freed memory, as the trainer on a CPU (None: the option file's train.keep_cpu_memory).
+    # A process-wide setting: applied by the process that runs this variant alone (memory_in_subprocess's
+    # worker, the side-by-side workers), not by TrainStep.
+    keep_memory: Optional[bool] = None
     # a name for what ``overrides`` change, added to the label (two variants may differ in overrides alone)
     tag: str = ""
+    # torch.compile's backend when train.compile is on (None: torch's default, inductor, as the trainer;
+    # "eager" runs dynamo's tracing without a C++ build, for a CPU dry run)
+    compile_backend: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
             raise ConfigError(f"formulation: expected one of {', '.join(FORMULATIONS)}, got {self.formulation!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)} (or None: train.amp), "
+                              f"got {self.precision!r}")
         if self.batch < 1 or min(self.size) < 1:
             raise ConfigError(f"batch and size must be positive, got batch {self.batch}, size {self.size}")
         self.size = tuple(self.size)  # type: ignore[assignment]
-        self.checkpoint_levels = list(self.checkpoint_levels)
-        checkpoint_stages(self.checkpoint_levels)  # an unknown level fails here, named
+        if self.checkpoint_levels is not None:
+            self.checkpoint_levels = list(self.checkpoint_levels)
+            checkpoint_stages(self.checkpoint_levels)  # an unknown level fails here, named
 
     @property
     def checkpointing(self) -> bool:
@@ -96,8 +106,10 @@ class StepSpec:
 
     @property
     def label(self) -> str:
+        """What the spec sets: formulation, then precision, checkpointing and tag where given (a setting left to
+        the option file is not named)."""
         parts = [self.formulation]
-        if self.precision != "fp32":
+        if self.precision not in (None, "fp32"):
             parts.append(self.precision)
         if self.checkpointing:
             every = every_stage(self.checkpoint_levels)
@@ -158,8 +170,27 @@ def random_batch(batch: int, size: Tuple[int, int], device: torch.device, seed: 
     return {"lq": lq.to(device), "gt": gt.to(device)}
 
 
+def spec_options(spec: StepSpec):
+    """The options of ``spec``: its file with the formulation's and the spec's overrides."""
+    return load_profile_options(spec.opt, list(FORMULATIONS[spec.formulation]) + list(spec.overrides))
+
+
+def keeps_memory(spec: StepSpec, options=None) -> bool:
+    """Whether the process running ``spec`` alone keeps freed memory: ``spec.keep_memory``, else the option
+    file's ``train.keep_cpu_memory`` (on a CPU only, as the trainer)."""
+    if spec.device != "cpu":
+        return False
+    if spec.keep_memory is not None:
+        return spec.keep_memory
+    topt = (options if options is not None else spec_options(spec)).train
+    return bool(topt is not None and topt.keep_cpu_memory)
+
+
 class TrainStep:
-    """A built variant: ``step()`` runs one optimisation step and returns the loss terms (host floats)."""
+    """A built variant: ``step()`` runs one optimisation step and returns the loss terms (host floats).
+
+    ``precision`` and ``checkpoint_levels`` are what the step runs with: the spec's where it gives them, else
+    the option file's ``train.amp`` and ``train.checkpoint_levels``."""
 
     def __init__(self, spec: StepSpec, options=None) -> None:
 
@@ -167,31 +198,40 @@ class TrainStep:
         self.device = torch.device(spec.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available here")
-        overrides = list(FORMULATIONS[spec.formulation]) + list(spec.overrides)
-        self.options = options if options is not None else load_profile_options(spec.opt, overrides)
+        self.options = options if options is not None else spec_options(spec)
         topt = self.options.train
         if topt is None:
             raise ConfigError(f"{spec.opt}: no 'train' block; a training step needs a training option file")
         self.topt = topt
         torch.manual_seed(spec.seed)
         self.model = build_profile_model(self.options, self.device)
-        self.checkpointed = enable_checkpointing(self.model, spec.checkpoint_levels) if spec.checkpointing else []
+        self.checkpoint_levels = list(topt.checkpoint_levels if spec.checkpoint_levels is None
+                                      else spec.checkpoint_levels)
+        self.checkpointed = enable_checkpointing(self.model, self.checkpoint_levels) if self.checkpoint_levels else []
         for net in self.model.trainable.values():
             set_ffn_recompute(net, topt.recompute_ffn)
             set_branch_recompute(net, topt.recompute_branches)
         self.model.train(True)
         self.params = [p for p in self.model.trainable.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, topt.optim_total)
-        self.amp = Amp(spec.precision != "fp32", "bf16" if spec.precision == "fp32" else spec.precision,
-                       self.device)
-        if spec.precision != "fp32" and not self.amp.enabled:
-            raise UnsupportedVariant(f"{spec.precision} mixed precision needs CUDA (the trainer runs fp32 on "
-                                     f"{self.device.type})")
+        if spec.precision is None:  # the option file's, as the trainer: fp32 with a warning off CUDA
+            self.amp = Amp(topt.amp.enabled, topt.amp.dtype, self.device)
+        else:
+            self.amp = Amp(spec.precision != "fp32", "bf16" if spec.precision == "fp32" else spec.precision,
+                           self.device)
+            if spec.precision != "fp32" and not self.amp.enabled:
+                raise UnsupportedVariant(f"{spec.precision} mixed precision needs CUDA (the trainer runs fp32 on "
+                                         f"{self.device.type})")
+        self.precision = "fp32" if not self.amp.enabled else ("bf16" if self.amp.dtype is torch.bfloat16 else "fp16")
         self.in_channels = int(getattr(self.model, "in_channels", 3))
         if topt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.set_data(spec.seed + 1)
-        self.step_module = torch.compile(self.model) if topt.compile else self.model
+        if topt.compile:
+            backend = {"backend": spec.compile_backend} if spec.compile_backend else {}
+            self.step_module = torch.compile(self.model, **backend)
+        else:
+            self.step_module = self.model
         self.last: Dict[str, float] = {}
 
     def set_data(self, seed: int) -> None:
@@ -260,23 +300,30 @@ def time_interleaved(steps: Dict[str, Callable[[], object]], *, device: torch.de
             "warmup": warmup, "repeats": repeats}
 
 
-def measure_step_memory(spec: StepSpec) -> dict:
+def measure_step_memory(spec: StepSpec, options=None) -> dict:
     """Peak memory of one step of ``spec``, in this process, after one warm-up step.
 
     CPU: the RSS high-water mark of the step (reset after the warm-up); CUDA:
     ``torch.cuda.max_memory_allocated`` of the step.  Both include what lives
     through the step (weights, gradients, optimiser state); ``delta_bytes`` is
-    what the step adds to the memory held before it.
+    what the step adds to the memory held before it.  On a CPU the memory the
+    warm-up step freed is given back to the OS first (``malloc_trim``): where
+    malloc keeps freed memory (``keep_memory``, the trainer's default) it would
+    otherwise still hold the warm-up's activations, and the delta would hide the
+    step's own memory.
     """
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    ts = TrainStep(spec)
+    ts = TrainStep(spec, options)
     ts.step()
+    released = release_freed_memory() if ts.device.type == "cpu" else False
     meter = PeakMemory(ts.device)
     meter.reset()
     terms = ts.step()
     mem = meter.read()
-    return {"label": spec.label, "memory": mem, "loss": terms["total"], "checkpointed": ts.checkpointed}
+    mem["freed_memory_released"] = released
+    return {"label": spec.label, "memory": mem, "loss": terms["total"], "checkpointed": ts.checkpointed,
+            "precision": ts.precision, "checkpoint_levels": ts.checkpoint_levels}
 
 
 def memory_in_subprocess(spec: StepSpec, *, timeout: Optional[float] = None) -> dict:
@@ -292,10 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("usage: python -m hidiff.profiling.train_step SPEC_JSON", file=sys.stderr)
         return 2
     spec = StepSpec.from_json(args[0])
-    if spec.keep_memory and spec.device == "cpu":
-        keep_freed_memory()
+    options = spec_options(spec)
+    kept = keeps_memory(spec, options) and keep_freed_memory()  # before the model, as the trainer
     try:
-        result = measure_step_memory(spec)
+        result = {**measure_step_memory(spec, options), "freed_memory_kept": bool(kept)}
     except UnsupportedVariant as exc:
         result = {"unsupported": str(exc)}
     print(RESULT_MARK + json.dumps(result), flush=True)
