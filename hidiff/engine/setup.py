@@ -13,8 +13,6 @@ import torch
 from torch import Tensor, nn
 
 import hidiff
-from hidiff.archs.fast.gdfn import set_ffn_recompute
-from hidiff.archs.fast.transformer_block import set_branch_recompute
 from hidiff.config import config_hash
 from hidiff.data.build import build_dataset
 from hidiff.data.loader import build_dataloader
@@ -23,6 +21,7 @@ from hidiff.engine import distributed as D
 from hidiff.engine.amp import Amp
 from hidiff.engine.checkpoint_store import VerifiedState
 from hidiff.engine.ema import ModelEMA
+from hidiff.engine.formulation import compiled, prepare_networks
 from hidiff.engine.optim import build_optimizer
 from hidiff.engine.progressive import ProgressiveSchedule
 from hidiff.engine.stage_link import resolve_pretrained
@@ -79,20 +78,7 @@ def build_model_parts(t, verified: Optional[VerifiedState]) -> None:
                 continue
             load_state_into(model.net(name), payload["params"], strict=True, source=f"{verified.path} -> net_{name}")
     model.to(t.device)
-    if topt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if topt.checkpoint_levels:
-        _checkpoint_levels(model, topt.checkpoint_levels, log)
-    for name, net in model.trainable.items():
-        if set_ffn_recompute(net, topt.recompute_ffn) and topt.recompute_ffn and not topt.recompute_branches:
-            log.info("net_%s: the feed-forward blocks recompute their depthwise conv and GELU gate in backward "
-                     "(train.recompute_ffn)", name)
-        if set_branch_recompute(net, topt.recompute_branches) and topt.recompute_branches:
-            log.info("net_%s: the Transformer blocks keep only their matrix products' outputs for backward and "
-                     "recompute the rest (train.recompute_branches)", name)
-        elif topt.recompute_branches and name == "g":
-            log.warning("train.recompute_branches: net_g has no fast Transformer blocks (the official "
-                        "formulation, fused_attention: false, or another network type); nothing is recomputed")
+    prepare_networks(model, topt, log=log)
     t.model = model
     t.params = [p for p in model.trainable.parameters() if p.requires_grad]
     t.optimizer = build_optimizer(t.params, topt.optim_total)
@@ -114,8 +100,7 @@ def wrap_model(t, verified: Optional[VerifiedState]) -> None:
             t.model, device_ids=[t.device.index] if t.device.type == "cuda" else None,
             find_unused_parameters=t.opt.dist_params.find_unused_parameters)
         t.step_module = t.ddp
-    if t.topt.compile:
-        t.step_module = torch.compile(t.step_module)
+    t.step_module = compiled(t.step_module, t.topt)
     t.ema = {}
     if t.topt.ema_decay > 0:
         t.ema = {n: ModelEMA(net, t.topt.ema_decay) for n, net in t.model.trainable.items()}
@@ -304,14 +289,3 @@ def log_setup(t, verified: Optional[VerifiedState], archived, log: logging.Logge
 
 def stamp() -> str:
     return time.strftime("%Y%m%d_%H%M%S")
-
-
-def _checkpoint_levels(model, levels, log) -> None:
-    """Turn on activation checkpointing (``train.checkpoint_levels``) in every trained network that has levels."""
-    nets = {n: net for n, net in model.trainable.items() if hasattr(net, "set_checkpoint_levels")}
-    if not nets:
-        raise ConfigError(f"train.checkpoint_levels {list(levels)}: none of the trained networks "
-                          f"({', '.join(sorted(model.trainable))}) has U-Net levels to checkpoint")
-    for name, net in nets.items():
-        net.set_checkpoint_levels(levels)
-        log.info("net_%s: activation checkpointing of %s", name, ", ".join(sorted(net.checkpoint_levels)))

@@ -23,8 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from hidiff.archs.fast.gdfn import set_ffn_recompute
-from hidiff.archs.fast.transformer_block import set_branch_recompute
+from hidiff.engine.formulation import channels_last_batch, prepare_networks
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 from hidiff.inference.noise import draw_noise
@@ -169,21 +168,10 @@ def _train_step_case(model, options, size: Tuple[int, int], batch: int, device: 
     topt = getattr(options, "train", None)
     if topt is None:
         raise ConfigError("the train_step case needs a training option file (with a 'train' block)")
-    if topt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if topt.checkpoint_levels:
-        nets = [net for net in model.trainable.values() if hasattr(net, "set_checkpoint_levels")]
-        if not nets:
-            raise ConfigError(f"train.checkpoint_levels {list(topt.checkpoint_levels)}: none of the trained "
-                              f"networks ({', '.join(sorted(model.trainable))}) has U-Net levels to checkpoint")
-        for net in nets:
-            net.set_checkpoint_levels(list(topt.checkpoint_levels))
-    for net in model.trainable.values():
-        set_ffn_recompute(net, topt.recompute_ffn)
-        set_branch_recompute(net, topt.recompute_branches)
+    prepare_networks(model, topt)          # the trainer's own set-up (hidiff/engine/formulation.py)
     data = {"lq": _tensor((batch, in_ch, *size), device, 6), "gt": _tensor((batch, 3, *size), device, 7)}
-    if topt.channels_last and device.type != "meta":
-        data = {k: v.contiguous(memory_format=torch.channels_last) for k, v in data.items()}
+    if device.type != "meta":
+        data = channels_last_batch(data, topt)
     params = [p for p in model.trainable.parameters() if p.requires_grad]
 
     def forward_backward() -> torch.Tensor:

@@ -39,10 +39,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from hidiff.archs.fast.gdfn import set_ffn_recompute
-from hidiff.archs.fast.transformer_block import set_branch_recompute
 from hidiff.archs.unet_levels import STAGES, checkpoint_stages
 from hidiff.engine.amp import Amp
+from hidiff.engine.formulation import channels_last_batch, compiled, prepare_networks
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
 from hidiff.profiling.machine import load_average
@@ -147,20 +146,6 @@ class UnsupportedVariant(RuntimeError):
     """The variant cannot run here (e.g. no network offers activation checkpointing)."""
 
 
-def enable_checkpointing(model, levels: Sequence[Union[int, str]] = ALL_STAGES) -> List[str]:
-    """Activation checkpointing of ``levels`` (as ``train.checkpoint_levels``; default every stage) on the
-    trainable networks that offer it; their names."""
-    done = []
-    for name, net in model.trainable.items():
-        setter = getattr(net, "set_checkpoint_levels", None)
-        if callable(setter):
-            setter(list(levels))
-            done.append(f"net_{name}")
-    if not done:
-        raise UnsupportedVariant("no trainable network has set_checkpoint_levels (activation checkpointing)")
-    return done
-
-
 def random_batch(batch: int, size: Tuple[int, int], device: torch.device, seed: int, in_channels: int = 3,
                  ) -> Dict[str, torch.Tensor]:
     """A fixed random (lq, gt) pair in [0, 1), the same for every variant of a seed."""
@@ -207,10 +192,10 @@ class TrainStep:
         self.model = build_profile_model(self.options, self.device)
         self.checkpoint_levels = list(topt.checkpoint_levels if spec.checkpoint_levels is None
                                       else spec.checkpoint_levels)
-        self.checkpointed = enable_checkpointing(self.model, self.checkpoint_levels) if self.checkpoint_levels else []
-        for net in self.model.trainable.values():
-            set_ffn_recompute(net, topt.recompute_ffn)
-            set_branch_recompute(net, topt.recompute_branches)
+        try:   # the trainer's own set-up (hidiff/engine/formulation.py)
+            self.checkpointed = prepare_networks(self.model, topt, self.checkpoint_levels)
+        except ConfigError as exc:
+            raise UnsupportedVariant(str(exc)) from None
         self.model.train(True)
         self.params = [p for p in self.model.trainable.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, topt.optim_total)
@@ -224,21 +209,14 @@ class TrainStep:
                                          f"{self.device.type})")
         self.precision = "fp32" if not self.amp.enabled else ("bf16" if self.amp.dtype is torch.bfloat16 else "fp16")
         self.in_channels = int(getattr(self.model, "in_channels", 3))
-        if topt.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         self.set_data(spec.seed + 1)
-        if topt.compile:
-            backend = {"backend": spec.compile_backend} if spec.compile_backend else {}
-            self.step_module = torch.compile(self.model, **backend)
-        else:
-            self.step_module = self.model
+        self.step_module = compiled(self.model, topt, spec.compile_backend)
         self.last: Dict[str, float] = {}
 
     def set_data(self, seed: int) -> None:
         """Use the random batch of ``seed`` from now on (channels_last when ``train.channels_last``)."""
-        data = random_batch(self.spec.batch, self.spec.size, self.device, seed, self.in_channels)
-        if self.topt.channels_last:
-            data = {k: v.contiguous(memory_format=torch.channels_last) for k, v in data.items()}
+        data = channels_last_batch(random_batch(self.spec.batch, self.spec.size, self.device, seed,
+                                                self.in_channels), self.topt)
         self.data = data
 
     def step(self) -> Dict[str, float]:
