@@ -1,6 +1,6 @@
 """Speed benchmark of the GoPro HI-Diff model, for comparison run by run.
 
-    python benchmarks/speed.py [--threads 2] [--plain] [--skip-720p] [--only CASES] [--json out.json]
+    python benchmarks/speed.py [--threads 2] [--plain [--rounds N]] [--skip-720p] [--only CASES] [--json out.json]
 
 Figures (random weights, fp32, batch 1 unless said, each case in a fresh process,
 timed after one warm-up call):
@@ -13,10 +13,12 @@ timed after one warm-up call):
 
 ``--plain`` adds the same cases with the straightforward formulation
 (``fused_attention: false, channels_last: false, inference_chunk_pixels: 0``),
-each in its own fresh process right after the fast one's (which runs first
-alternates from case to case).  They are not interleaved step by step: for
-training-step ratios that hold under a changing load use
-``benchmarks/train_speed.py``.  Timings on a shared machine depend on what else
+each in its own fresh process right after the fast one's; ``--rounds N`` repeats
+every pair N times, the order alternating from round to round (fast first in
+one, plain first in the next), and prints each round's ratio and their median,
+so that a change of machine load hits both alike.  Within a round the two run
+one after the other, not step by step: for training-step ratios interleaved step
+by step use ``benchmarks/train_speed.py``.  Timings on a shared machine depend on what else
 runs: the load average before and after every case is shown.  No figure of the
 official code is printed: one from another day or machine is no comparison.
 Memory: the peak of the timed calls, as RSS on a CPU and as
@@ -26,9 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PLAIN = ["network_g.fused_attention=false", "network_g.channels_last=false", "network_g.inference_chunk_pixels=0"]
@@ -98,6 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs at 256x256 (after 1 warm-up)")
     ap.add_argument("--train-runs", type=int, default=3, help="timed training steps (after 1 warm-up)")
     ap.add_argument("--plain", action="store_true", help="also measure the straightforward formulation")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --plain: fast/plain pairs per case, the order alternating (default 1)")
     ap.add_argument("--skip-720p", action="store_true", help="leave out the slow 1280x720 case (also from --only)")
     ap.add_argument("--only", default=None, help="comma-separated case keys: infer_256,infer_720p,train_s1,train_s2")
     ap.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
@@ -106,24 +111,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         chosen = cases(args)
     except ValueError as exc:
         ap.error(str(exc))
+    if args.rounds < 1 or (args.rounds > 1 and not args.plain):
+        ap.error(f"--rounds {args.rounds}: expected 1, or more with --plain (rounds of fast/plain pairs)")
 
     from hidiff.profiling.machine import describe_machine, machine_line
     machine = describe_machine(args.device)
     rows = []
     for i, c in enumerate(chosen):
-        order = ((False, True) if i % 2 == 0 else (True, False)) if args.plain else (False,)
-        for plain in order:     # which formulation runs first alternates from case to case
-            r = measure(c, args, plain)
-            rows.append(r)
-            print(f"{r['title']} [{r['path']}]: median {r['latency']['median_ms'] / 1e3:.2f} s, "
-                  f"load {r['load_average_before']} -> {r['load_average_after']}", file=sys.stderr, flush=True)
+        for k in range(args.rounds):
+            first_fast = (i + k) % 2 == 0    # which formulation runs first alternates by case and round
+            order = ((False, True) if first_fast else (True, False)) if args.plain else (False,)
+            for plain in order:
+                r = dict(measure(c, args, plain), round=k + 1)
+                rows.append(r)
+                print(f"{r['title']} [{r['path']}, round {k + 1}]: median {r['latency']['median_ms'] / 1e3:.2f} s, "
+                      f"load {r['load_average_before']} -> {r['load_average_after']}", file=sys.stderr, flush=True)
     text = table(rows, machine_line(machine), args.device)
+    ratios = speedups(rows) if args.plain else {}
+    if ratios:
+        text += "\n\n" + "\n".join(
+            f"{title}: fast / plain speed-up per round {', '.join(f'{x:.2f}x' for x in per)}; median "
+            f"{statistics.median(per):.2f}x" for title, per in ratios.items())
     print(text)
     if args.json:
         from hidiff.utils.atomic import atomic_write_text
-        atomic_write_text(args.json, json.dumps({"machine": machine, "threads": args.threads, "rows": rows},
-                                                indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps({"machine": machine, "threads": args.threads, "rows": rows,
+                                                 "speedups": ratios}, indent=1) + "\n")
     return 0
+
+
+def speedups(rows: List[dict]) -> Dict[str, List[float]]:
+    """Per case, the plain median time over the fast one of each round (a round with both)."""
+    out: Dict[str, List[float]] = {}
+    pairs: Dict[tuple, Dict[str, float]] = {}
+    for r in rows:
+        pairs.setdefault((r["title"], r.get("round", 1)), {})[r["path"]] = r["latency"]["median_ms"]
+    for (title, _), both in pairs.items():
+        if "fast" in both and "plain" in both and both["fast"] > 0:
+            out.setdefault(title, []).append(both["plain"] / both["fast"])
+    return out
 
 
 if __name__ == "__main__":

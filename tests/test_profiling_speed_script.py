@@ -49,3 +49,16 @@ def test_the_memory_column_is_named_for_the_device():
     assert "| peak alloc GB |" in cuda and "RSS" not in cuda and "| 3.00 |" in cuda
     cpu = speed.table([{**row, "memory": {"peak_rss_bytes": 2e9}}], "m", "cpu")
     assert "| peak RSS GB |" in cpu and "| 2.00 |" in cpu
+
+
+def test_rounds_alternate_and_each_round_gives_its_own_ratio():
+    """--plain timed each pair once, one after the other: a change of load between the two was the ratio."""
+    speed = _speed()
+    rows = [{"title": "inference 256x256", "path": p, "round": k, "latency": {"median_ms": ms}}
+            for k, p, ms in [(1, "fast", 100.0), (1, "plain", 200.0), (2, "plain", 330.0), (2, "fast", 110.0),
+                             (3, "fast", 90.0)]]             # round 3 without its plain half: no ratio
+    assert speed.speedups(rows) == {"inference 256x256": [2.0, 3.0]}
+    for argv in (["--rounds", "3"], ["--plain", "--rounds", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            speed.main(argv)
+        assert exc.value.code == 2
