@@ -155,14 +155,38 @@ def test_tiled_deblur_equals_the_command(tmp_path, weights_dir, restorer, rgb):
 
 
 @pytest.mark.slow
-def test_large_input_is_tiled_automatically_like_the_command(tmp_path, weights_dir, restorer):
+def test_large_input_is_tiled_automatically_like_the_command(tmp_path, weights_dir, restorer, monkeypatch):
+    import hidiff.inference.tiler as tiler
+
     astronaut = np.asarray(Image.open(SKIMAGE_DATA / "astronaut.png").convert("RGB"))
     img = np.concatenate([astronaut, astronaut[:, :16]], axis=1)  # 512 x 528: over the CPU's whole-image limit
     src = tmp_path / "big.png"
     Image.fromarray(img).save(src)
+    runs = []           # every tiled restoration: (image shape, tile options, [(tile shape, its top-left), ...])
+    real_run_tiles = tiler.run_tiles
+
+    def recording_run_tiles(fn, lq, opts, **kw):
+        tiles_seen = []
+
+        def recording_fn(tiles, indices, **fkw):
+            tiles_seen.extend((tuple(tiles.shape[-2:]), (i.y, i.x)) for i in indices)
+            return fn(tiles, indices, **fkw)
+
+        out = real_run_tiles(recording_fn, lq, opts, **kw)
+        runs.append((tuple(lq.shape), opts, sorted(tiles_seen)))
+        return out
+
+    monkeypatch.setattr(tiler, "run_tiles", recording_run_tiles)   # restore_image (CLI and API) calls it
     assert deblur_main([str(src), "-o", str(tmp_path / "out"), "--weights", str(weights_dir), "--quiet"]) == 0
     cli = np.asarray(Image.open(tmp_path / "out" / "big.png"))
     np.testing.assert_array_equal(restorer.deblur(src), cli)
+    # both really tiled, the same way: the CPU default of 256-px tiles, each restored on its own
+    auto = tiler.auto_tile_options(512, 528, "cpu", multiple=restorer.pipeline.pad_multiple)
+    assert auto is not None and auto.size == 256
+    grid = tiler.TileGrid.build(512, 528, auto)
+    tiles = sorted(((256, 256), (y, x)) for y in grid.ys for x in grid.xs)
+    assert len(tiles) > 1
+    assert runs == [((1, 3, 512, 528), auto, tiles)] * 2, [(shape, opts, len(t)) for shape, opts, t in runs]
 
 
 def test_training_state_and_its_run_restore_with_the_runs_settings(tmp_path, rgb):

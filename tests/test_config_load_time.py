@@ -6,6 +6,7 @@ neither file nor block), a block nothing builds was silently ignored, '~' became
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from engine_tiny_run import tiny_options
 from test_config_validation import edited_load_error, load_error, write
 from hidiff.config import load_options, options_from_text, save_resolved
+from hidiff.config.schema import TRAIN_LOADER_KEYS, DatasetOptions
 from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text
 from hidiff.errors import ConfigError
 
@@ -234,7 +236,14 @@ def test_a_val_set_at_the_loader_defaults_loads(tmp_path):
     opt = tiny_options(tmp_path, with_val=True)
     opt["datasets"]["val"].update(batch_size_per_gpu=1, use_shuffle=True, prefetch_mode=None)
     loaded = load_options(write(tmp_path, opt))
-    options_from_text(dump_yaml(loaded.to_dict()))
+    defaults = {f.name: f.default for f in dataclasses.fields(DatasetOptions)}
+    val = loaded.datasets["val"]
+    assert val.phase == "val" and {k: getattr(val, k) for k in TRAIN_LOADER_KEYS} == \
+        {k: defaults[k] for k in TRAIN_LOADER_KEYS}
+    saved = loaded.to_dict()                       # what config.yml holds: every loader key, at its default
+    assert {k: saved["datasets"]["val"][k] for k in TRAIN_LOADER_KEYS} == {k: defaults[k] for k in TRAIN_LOADER_KEYS}
+    again = options_from_text(dump_yaml(saved))
+    assert again.to_dict() == saved and again.datasets["val"] == val
 
 
 # -------------------------------------------------------------------------------------------- paths, tile

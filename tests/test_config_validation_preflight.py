@@ -5,6 +5,9 @@ Real option files and real folders in tmp_path; every check also asserts that no
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -149,16 +152,84 @@ def test_every_test_set_of_a_test_file(data):
     assert f"datasets.test_2.weights.g: file not found: {data / 'nope_g.pth'}" in msg, msg
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+NOBODY = 65534   # the unprivileged user and group of Linux distributions ("nobody", "nogroup"/"nobody")
+
+
+def run_as_user(uid: int, fn):
+    """``fn()`` in a forked child whose user and group are ``uid`` (only root may switch); returns its result.
+
+    A fork, not a new interpreter: the interpreter of the virtual environment may live where ``uid`` cannot read
+    (root's home), and the forked child has every module the parent imported already.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: it never returns into pytest
+        try:
+            os.close(read)
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                payload = pickle.dumps(("ok", fn()))
+            except BaseException as exc:  # noqa: B036 - reported to the parent, which fails the test
+                payload = pickle.dumps(("raised", f"{type(exc).__name__}: {exc}"))
+            with os.fdopen(write, "wb") as sink:
+                sink.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as source:
+        data = source.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and data, f"the child run as uid {uid} ended with wait status {status}"
+    kind, value = pickle.loads(data)
+    assert kind == "ok", f"as uid {uid}: {value}"
+    return value
+
+
 def test_unwritable_parent(data):
-    locked = data / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        msg = preflight_error(data, load(data, tiny_options(data, path={"experiments_root": str(locked / "r")})))
-        assert "is not writable" in msg, msg
-    finally:
-        locked.chmod(0o700)
+    """An experiments root that would be created in a folder its user may not write (0o500, the user's own).
+
+    Root may write anywhere, so as root (this machine, CI) the check runs in a child process switched to the
+    unprivileged user nobody, on data in a folder that user can read (tmp_path is root's alone, 0o700)."""
+    if os.geteuid() != 0:
+        locked = data / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            msg = preflight_error(data, load(data, tiny_options(data, path={"experiments_root": str(locked / "r")})))
+        finally:
+            locked.chmod(0o700)
+    else:
+        shared = Path(tempfile.mkdtemp(prefix="hidiff_preflight_"))
+        locked = shared / "locked"
+        try:
+            write_pairs(shared / "data", n=3, size=16)
+            for path in [shared, *shared.rglob("*")]:        # whatever the umask: nobody reads the data
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            locked.mkdir()
+            os.chown(locked, NOBODY, NOBODY)
+            locked.chmod(0o500)
+            options = load(shared, tiny_options(shared, path={"experiments_root": str(locked / "r")}))
+            before = snapshot(shared)
+            check_training(options)   # as root it passes (and the child finds every module it needs imported)
+
+            def check_unprivileged():
+                try:
+                    check_training(options)
+                except ConfigError as exc:
+                    return os.geteuid(), os.getegid(), str(exc)
+                return os.geteuid(), os.getegid(), None
+
+            uid, gid, msg = run_as_user(NOBODY, check_unprivileged)
+            assert (uid, gid) == (NOBODY, NOBODY)
+            assert snapshot(shared) == before, "preflight wrote something"
+            assert msg is not None, "the preflight of an unprivileged user passed on a folder it cannot write"
+            assert msg.startswith(str(options.source)), msg
+        finally:
+            shutil.rmtree(shared)             # root removes it, 0o500 folder included
+    assert "1 problem(s)" in msg, msg     # only the folder: the data was read
+    assert f"path.experiments_root: '{locked / 'r'}' cannot be created: '{locked}' is not writable" in msg, msg
 
 
 def test_stage2_waits_for_an_unfinished_stage1_unless_the_iteration_is_named(data):

@@ -93,10 +93,13 @@ def test_a_run_folder_that_a_training_holds_is_refused_and_left_as_it_is(workspa
 
 @pytest.mark.slow
 def test_an_earlier_demo_is_kept_continued_or_archived_never_deleted(workspace):
+    # the test photos the demo would copy at full size, already there at 96 px (it keeps existing files): the
+    # test step restores them whole three times
+    demo.copy_photos(demo.TEST_PHOTOS, workspace / "datasets" / "demo" / "test_sharp", max_side=96)
     experiments = workspace / "experiments"
     (experiments / "demo_stage1").mkdir(parents=True)
     (experiments / "demo_stage1" / "notes.txt").write_text("mine\n")
-    short = DEMO + ["--iters1", "2", "--iters2", "2"]
+    short = DEMO + ["--iters1", "1", "--iters2", "1"]
     first = run_checked(short, timeout=600, env=run_env(), cwd=workspace)
     (kept,) = experiments.glob("demo_stage1_archived_*")          # not deleted: moved aside
     assert (kept / "notes.txt").read_text() == "mine\n", first.stdout[-2000:]
@@ -104,20 +107,20 @@ def test_an_earlier_demo_is_kept_continued_or_archived_never_deleted(workspace):
     assert len(runs) == 2
 
     again = run_checked(short, timeout=600, env=run_env(), cwd=workspace)    # the same demo: kept as it is
-    assert f"stage 1: {Path('experiments') / 'demo_stage1'} is trained (2 of 2 iterations)" in again.stdout
-    assert f"stage 2: {Path('experiments') / 'demo_stage2'} is trained (2 of 2 iterations)" in again.stdout
+    assert f"stage 1: {Path('experiments') / 'demo_stage1'} is trained (1 of 1 iterations)" in again.stdout
+    assert f"stage 2: {Path('experiments') / 'demo_stage2'} is trained (1 of 1 iterations)" in again.stdout
     assert "training stage 1: already trained, nothing to run" in again.stdout     # no training launched
     assert "training stage 2: already trained, nothing to run" in again.stdout
     assert "data-parallel process" not in again.stdout
     assert {p: p.read_bytes() for p in experiments.rglob("*") if p.is_file() and "training_states" in p.parts} == runs
     assert len(list(experiments.glob("*_archived_*"))) == 1
 
-    longer = run_checked(DEMO + ["--iters1", "3", "--iters2", "2"], timeout=600, env=run_env(), cwd=workspace)
-    assert "options differ: train.scheduler.periods: [2] -> [3]; train.total_iter: 2 -> 3" in longer.stdout
+    longer = run_checked(DEMO + ["--iters1", "2", "--iters2", "1"], timeout=600, env=run_env(), cwd=workspace)
+    assert "options differ: train.scheduler.periods: [1] -> [2]; train.total_iter: 1 -> 2" in longer.stdout
     archived = sorted(experiments.glob("*_archived_*"))
     assert len(archived) == 3 and sum("demo_stage2_archived" in p.name for p in archived) == 1, archived
     for path, data in runs.items():               # every earlier checkpoint is still there, moved whole
         run, rel = path.parents[1].name, path.relative_to(path.parents[1])
         assert any((a / rel).is_file() and (a / rel).read_bytes() == data
                    for a in archived if a.name.startswith(f"{run}_archived_")), path
-    assert (experiments / "demo_stage1" / "training_states" / "3.state").is_file()
+    assert (experiments / "demo_stage1" / "training_states" / "2.state").is_file()

@@ -170,19 +170,35 @@ def test_a_failed_export_of_both_formats_leaves_no_file(tmp_path, tiny_sds, caps
         torch.save({"params": sd}, release / f"{name}.pth")
     args = ["--weights", str(release), "--format", "both", "--height", "16", "--width", "16", "--timesteps", "2",
             "-o", str(tmp_path / "out" / "m")]
-    assert main(args + ["--opset", "30"]) == 2
-    assert "opset 30" in capsys.readouterr().err and not list(tmp_path.glob("out/m.*"))
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the package were not installed
     assert main(args) == 2
     assert "onnxscript" in capsys.readouterr().err and not list(tmp_path.glob("out/m.*"))
-    # a file the failed command would have replaced (--overwrite) is kept as it was
+    # an opset the exporter cannot write: refused before any export; no file is written, and a file the failed
+    # command would have replaced (--overwrite) is kept as it was
     monkeypatch.delitem(sys.modules, "onnxscript")
     (tmp_path / "out").mkdir(exist_ok=True)
     (tmp_path / "out" / "m.onnx").write_bytes(b"earlier")
     assert main(args + ["--opset", "30", "--overwrite"]) == 2
-    assert [p.name for p in tmp_path.glob("out/m.*")] == ["m.onnx"]
+    err = capsys.readouterr().err
+    assert "ONNX opset 30 cannot be written" in err and "nothing was written" in err, err
+    assert [p.name for p in tmp_path.glob("out/m.*")] == ["m.onnx"]                 # no m.pt either
     assert (tmp_path / "out" / "m.onnx").read_bytes() == b"earlier"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.onnx"]      # no temporary left
+
+
+def test_an_opset_the_exporter_cannot_write_is_refused_before_the_export(tmp_path, pipeline, monkeypatch):
+    import hidiff.inference.export as export_module
+    import onnx
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("torch.onnx.export was called")
+
+    monkeypatch.setattr(export_module.torch.onnx, "export", no_export)
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (17, newest + 1):
+        with pytest.raises(ConfigError, match=f"ONNX opset {opset} cannot be written: .* up to {newest}"):
+            export_onnx(pipeline, tmp_path / "m.onnx", height=16, width=16, opset=opset)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_failed_overwrite_keeps_both_earlier_files(tmp_path, tiny_sds, capsys, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.losses import CharbonnierLoss, L1Loss, MSELoss, PerceptualLoss, build_loss
-from hidiff.metrics.backbones import find_weights
+from test_lpips_offline import needs_weights
 
 
 def test_pixel_losses_match_their_definitions():
@@ -27,11 +27,13 @@ def test_perceptual_loss_without_weights_names_the_fix(tmp_path, monkeypatch):
         PerceptualLoss()
 
 
-def test_perceptual_loss_layers_and_gradients():
+def test_perceptual_loss_names_the_layer_of_a_typo():
     with pytest.raises(ConfigError, match="did you mean 'relu3_3'"):
         PerceptualLoss(layer_weights={"relu3_4": 1.0}, features=torch.nn.Sequential())
-    if find_weights("vgg16") is None:
-        pytest.skip("VGG16 backbone weights not installed (python scripts/get_lpips_weights.py)")
+
+
+@needs_weights("vgg16")   # skipped without the weights, except under HIDIFF_REQUIRE_LPIPS=1 (make test): fails
+def test_perceptual_loss_layers_and_gradients():
     loss = PerceptualLoss()  # relu3_3 of ImageNet VGG16, the offline-converted weights
     assert len(loss.features) == 16 and not any(p.requires_grad for p in loss.parameters())
     x = torch.rand(1, 3, 32, 32, requires_grad=True)

@@ -1,4 +1,4 @@
-"""A tiny real sweep end to end: stage 1 -> stage 2 and a prior-free U-Net, 2 seeds, killed and resumed."""
+"""A tiny real sweep end to end: stage 1 -> stage 2 and a prior-free U-Net, killed and resumed, its runs reused."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,9 @@ def _sweep(base, sweep_file, jobs):
 
 
 def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
-    base, sweep_file = write_tiny_sweep(tmp_path, seeds=2)
+    # one seed: which stage-1 run each seed's stage 2 is planned on is tests/test_sweep_spec.py's
+    # test_plan_names_seeds_and_stage1_links; here the reused stage-1 run's weights are the ones stage 2 took
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
     folder = tmp_path / "experiments" / "sweeps" / "tiny"
     first = tmp_path / "experiments" / "tiny_stage1_s0"
     # 1) start the sweep one run at a time and kill it (with its trainer) once the first run has finished
@@ -58,19 +60,18 @@ def test_sweep_runs_resumes_after_a_kill_and_reuses_finished_runs(tmp_path):
     done = run_checked(_sweep(base, sweep_file, 2), cwd=tmp_path, env=run_env(), timeout=600)
     assert "reuse tiny_stage1_s0" in done.stdout and "start train tiny_stage1_s0" not in done.stdout
     assert (weights.stat().st_mtime_ns, json.loads(record.read_text())["weights_sha256"]) == before
-    for run in ("tiny_prior_s0", "tiny_prior_s1", "tiny_noprior_s0", "tiny_noprior_s1"):
+    for run in ("tiny_prior_s0", "tiny_noprior_s0"):
         rec = json.loads((folder / "runs" / f"{run}.json").read_text())
         assert set(rec["weights_sha256"]) == ({"g", "le_dm", "d"} if "_prior" in run else {"g"})
         assert (folder / "options" / f"{run}.yml").is_file()
         assert metrics_csv(folder, run, "tinytest").is_file()
-    prior = json.loads((folder / "runs" / "tiny_prior_s1.json").read_text())
-    stage1 = json.loads((folder / "runs" / "tiny_stage1_s1.json").read_text())
-    assert prior["inputs"] == {"tiny_stage1_s1": stage1["weights_sha256"]}
+    prior = json.loads((folder / "runs" / "tiny_prior_s0.json").read_text())
+    assert prior["inputs"] == {"tiny_stage1_s0": before[1]}        # the reused run's weights, unchanged
     md = (folder / "results.md").read_text()
     assert "tiny HI-Diff" in md and "(baseline)" in md and "blurry input" in md
     assert f"Plan {plan_hash(json.loads((folder / 'plan.json').read_text()))} (plan.json)" in md
     per_image = (folder / "per_image.csv").read_text().splitlines()
-    assert len(per_image) == 1 + 2 * 2 * 3   # 2 variants x 2 seeds x 3 images
+    assert len(per_image) == 1 + 2 * 1 * 3   # 2 variants x 1 seed x 3 images
     assert (folder / "chart_tinytest_psnr_uint8_rgb.png").stat().st_size > 1000
 
     # 3) once more: nothing is trained or evaluated again, the report is the same

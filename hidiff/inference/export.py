@@ -42,6 +42,8 @@ from hidiff.utils.atomic import atomic_write_bytes
 from hidiff.utils.optional import require
 
 PathLike = Union[str, Path]
+#: the oldest ONNX opset torch's exporter writes (torch.onnx.export(dynamo=True): older ones come out as 18)
+OLDEST_ONNX_OPSET = 18
 
 
 class InferenceGraph(nn.Module):
@@ -128,6 +130,13 @@ def export_onnx(pipeline, path: PathLike, *, height: int = 256, width: int = 256
     """
     onnx = require("onnx", "export", "ONNX export")
     require("onnxscript", "export", "ONNX export")  # torch.onnx.export(dynamo=True) imports it
+    # refused before the minutes of tracing: an opset the installed onnx does not define cannot be written (an
+    # opset within the range may still fail to convert; the check after the export catches that)
+    newest = onnx.defs.onnx_opset_version()
+    if not OLDEST_ONNX_OPSET <= opset <= newest:
+        raise ConfigError(f"ONNX opset {opset} cannot be written: torch's exporter writes opset {OLDEST_ONNX_OPSET} "
+                          f"or newer, up to {newest}, the newest that the installed onnx {onnx.__version__} "
+                          f"defines; nothing was written")
     fixed = size_fixed_modules(pipeline.net_g)
     if dynamic and fixed:
         raise ConfigError(f"{', '.join(fixed)} work out window padding and attention masks from the image size "
