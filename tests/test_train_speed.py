@@ -166,3 +166,20 @@ def test_the_step_delta_is_the_steps_own_memory_whether_or_not_freed_memory_is_k
         assert mem[keep]["freed_memory_released"] is True and mem[keep]["method"].startswith("VmHWM after"), r
     assert mem[False]["delta_bytes"] > 32 * 2**20, mem  # activations of 2x128x128 through a U-Net
     assert 0.5 < mem[True]["delta_bytes"] / mem[False]["delta_bytes"] < 2.0, mem
+
+
+def test_the_step_updates_the_ema_as_the_trainer_and_refuses_accumulation():
+    """TrainStep left out the trainer's EMA update (train.ema_decay) and timed one micro-batch as a whole
+    step under train.grad_accum_steps > 1."""
+    s1 = tiny(("network_g", "network_le"))
+    ts = TrainStep(StepSpec(opt=S1, batch=1, size=(16, 16), overrides=s1 + ["train.ema_decay=0.5"]))
+    before = {k: v.clone() for k, v in ts.ema["g"].shadow.items()}
+    ts.step()
+    live = ts.model.trainable["g"].state_dict()
+    moved = [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, live[k])]
+    assert moved, "the step changed no weight"
+    for k in moved:         # shadow = 0.5 * before + 0.5 * live after one step
+        assert torch.allclose(ts.ema["g"].shadow[k], 0.5 * before[k] + 0.5 * live[k].float(), atol=1e-6), k
+    assert TrainStep(StepSpec(opt=S1, batch=1, size=(16, 16), overrides=s1)).ema == {}
+    with pytest.raises(UnsupportedVariant, match="train.grad_accum_steps 2: a timed step is one forward"):
+        TrainStep(StepSpec(opt=S1, batch=1, size=(16, 16), overrides=s1 + ["train.grad_accum_steps=2"]))

@@ -41,6 +41,7 @@ import torch
 
 from hidiff.archs.unet_levels import STAGES, checkpoint_stages
 from hidiff.engine.amp import Amp
+from hidiff.engine.ema import ModelEMA
 from hidiff.engine.formulation import channels_last_batch, compiled, prepare_networks
 from hidiff.engine.optim import build_optimizer
 from hidiff.errors import ConfigError
@@ -188,6 +189,10 @@ class TrainStep:
         if topt is None:
             raise ConfigError(f"{spec.opt}: no 'train' block; a training step needs a training option file")
         self.topt = topt
+        if topt.grad_accum_steps > 1:
+            raise UnsupportedVariant(f"train.grad_accum_steps {topt.grad_accum_steps}: a timed step is one forward "
+                                     f"and backward per optimiser step; set it to 1 (-o train.grad_accum_steps=1) "
+                                     f"and scale the batch instead")
         torch.manual_seed(spec.seed)
         self.model = build_profile_model(self.options, self.device)
         self.checkpoint_levels = list(topt.checkpoint_levels if spec.checkpoint_levels is None
@@ -211,6 +216,9 @@ class TrainStep:
         self.in_channels = int(getattr(self.model, "in_channels", 3))
         self.set_data(spec.seed + 1)
         self.step_module = compiled(self.model, topt, spec.compile_backend)
+        # the trainer's EMA of the trained weights (train.ema_decay), updated after every step it takes
+        self.ema = ({n: ModelEMA(net, topt.ema_decay) for n, net in self.model.trainable.items()}
+                    if topt.ema_decay > 0 else {})
         self.last: Dict[str, float] = {}
 
     def set_data(self, seed: int) -> None:
@@ -233,6 +241,9 @@ class TrainStep:
         host = values.cpu().tolist()  # the trainer's one host sync per step (non-finite check)
         finite = all(v == v and abs(v) != float("inf") for v in host)
         self.amp.step(self.optimizer, skip=not finite)
+        if finite:
+            for n, e in self.ema.items():
+                e.update(self.model.trainable[n])
         self.last = {"grad_norm": host[0], **{k: host[i + 1] for i, k in enumerate(terms)}}
         return self.last
 
