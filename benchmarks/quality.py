@@ -22,7 +22,7 @@ the table: Wiener and Richardson-Lucy deconvolution given the true kernel
 
 Writes results.md, results.csv, per_image.csv and the chart into
 ``<work>/experiments/sweeps/quality/``.  Running it again reuses finished runs
-(the training photos' folder is named by their contents, so other ``--train``
+(photos given with ``--train`` get a folder named by their contents, so other
 photos train afresh) and finished evaluations while the test pairs' files are
 the same (another ``--test`` or ``--test-crop`` evaluates again).
 """
@@ -117,12 +117,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if folder is not None and not folder.is_dir():
             print(f"error: {flag} {folder}: not a folder of photos", file=sys.stderr)
             return 2
-    # the training photos' folder is named by their contents, so other photos change the runs' options (and
-    # are trained afresh) instead of joining the copies of earlier ones under the same path
+    # photos given with --train/--test get folders named by their contents, so other photos change the runs'
+    # options (trained afresh) and the test pairs (evaluated again) instead of joining the copies of earlier
+    # ones under the same path; the default scikit-image photos keep the plain names
     from hidiff.utils.hashing import tree_sha256
-    photos_key = tree_sha256(args.train)[:12] if args.train is not None else "skimage"
-    train_dir = work / (f"train_sharp_{args.short_side}_{photos_key}" if args.short_side
-                        else f"train_sharp_{photos_key}")
+    short = f"_{args.short_side}" if args.short_side else ""
+    train_dir = work / (f"train_sharp{short}" + (f"_{tree_sha256(args.train)[:12]}" if args.train else ""))
+    test_copies = work / (f"test_sharp{short}" + (f"_{tree_sha256(args.test)[:12]}" if args.test else ""))
     test_set = work / "test_set"
     overrides = [f"datasets.train.sharp_root={json.dumps(str(train_dir))}",
                  f"path.experiments_root={json.dumps(str(work / 'experiments'))}"]
@@ -149,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     test_src = (args.test or default_photos(work, "test")).resolve()
     if args.short_side:
         downscaled_photos(train_src, train_dir, args.short_side)
-        test_dir = downscaled_photos(test_src, work / f"test_sharp_{args.short_side}", args.short_side)
+        test_dir = downscaled_photos(test_src, test_copies, args.short_side)
     else:
         train_dir.mkdir(parents=True, exist_ok=True)
         for p in train_src.iterdir():

@@ -178,9 +178,12 @@ def test_a_failed_export_of_both_formats_leaves_no_file(tmp_path, tiny_sds, caps
     monkeypatch.delitem(sys.modules, "onnxscript")
     (tmp_path / "out").mkdir(exist_ok=True)
     (tmp_path / "out" / "m.onnx").write_bytes(b"earlier")
-    assert main(args + ["--opset", "30", "--overwrite"]) == 2
+    import onnx
+
+    beyond = onnx.defs.onnx_opset_version() + 1                      # newer than the installed onnx defines
+    assert main(args + ["--opset", str(beyond), "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "ONNX opset 30 cannot be written" in err and "nothing was written" in err, err
+    assert f"ONNX opset {beyond} cannot be written" in err and "nothing was written" in err, err
     assert [p.name for p in tmp_path.glob("out/m.*")] == ["m.onnx"]                 # no m.pt either
     assert (tmp_path / "out" / "m.onnx").read_bytes() == b"earlier"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.onnx"]      # no temporary left
@@ -283,3 +286,11 @@ def test_window_attention_exports_at_its_example_size_only_and_says_so(tmp_path)
     assert parity(pipe, path, "onnx", height=64, width=64) <= 1e-4
     ts = export_torchscript(pipe, tmp_path / "s.pt", height=64, width=64)
     assert "64x64 only" in read_description(ts)["runs_at"]
+
+
+def test_the_command_and_the_exporter_agree_on_the_oldest_opset():
+    """The command keeps its own copy (it loads without torch): the two must not drift apart."""
+    from hidiff.cli.export import MIN_OPSET
+    from hidiff.inference.export import OLDEST_ONNX_OPSET
+
+    assert MIN_OPSET == OLDEST_ONNX_OPSET

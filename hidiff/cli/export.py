@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-MIN_OPSET = 18
+MIN_OPSET = 18  # = hidiff.inference.export.OLDEST_ONNX_OPSET (not imported: this module loads without torch)
 #: the example size and opset of a TorchScript / ONNX export when not given
 GRAPH_DEFAULTS = {"height": 256, "width": 256, "opset": MIN_OPSET}
 #: flags that only an inference graph (TorchScript / ONNX) reads: --format model copies the weights as they are

@@ -107,7 +107,8 @@ class CheckpointStore:
         place and the new marker written.  A failure before the renames (ENOSPC, an error, SIGKILL)
         leaves the previous unit as it was: marker and files unchanged, the temporary files removed
         (after a kill, by :meth:`remove_stale_temp_files`).  While the renames run there is no marker,
-        so no reader takes a mix of old and new files.
+        so no reader takes a mix of old and new files.  The price: for a moment the disk holds the old and
+        the new files of every network, where rewriting in place held one extra file at a time.
         """
         marker = self.models / f"{tag}.json"
         token = os.urandom(4).hex()

@@ -3,7 +3,9 @@ activation checkpointing (``train.checkpoint_levels``), recomputation in backwar
 ``train.recompute_branches``) and ``torch.compile``.
 
 None of these changes the maths (docs/speed.md).  The trainer and the training-step benchmarks
-(hidiff/profiling) call the same functions, so what a benchmark times is what the trainer runs.
+(hidiff/profiling) call the same functions to set up the networks, so what a benchmark times is what the
+trainer runs; the trainer's batches are made channels_last by its own loader (``BatchStream``), the
+benchmarks' random batches by :func:`channels_last_batch`.
 """
 from __future__ import annotations
 

@@ -181,6 +181,9 @@ def _train_step_case(model, options, size: Tuple[int, int], batch: int, device: 
 
     label = f"training step, batch {batch} of {size[0]}x{size[1]}"
     notes = ["training step MACs: forward + backward (the optimiser update has no matrix products)"]
+    if topt.checkpoint_levels or topt.recompute_branches:
+        notes.append("backward includes the forward work recomputed by train.checkpoint_levels / "
+                     "train.recompute_branches")
     if device.type == "meta":  # counting only: no optimiser state on meta tensors
         return Case("train_step", label, list(model.trainable.values()), forward_backward, grad=True, notes=notes)
     optimizer = build_optimizer(params, topt.optim_total)

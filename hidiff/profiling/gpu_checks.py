@@ -566,8 +566,9 @@ def tiler_auto(ctx: Context) -> dict:
                        with_8GB_free=tight.describe() if tight else "whole image")
         if not isinstance(tight, TileOptions):
             raise AssertionError("with 8 GB free a 1024x1024 image was not tiled")
-        if free <= 8e9:
-            details["parts"] = {"roomy_vs_tight": f"not compared: only {free / 1e9:.1f} GB free at the start"}
+        if free <= 16e9:    # near 8 GB both budgets may pick the same tiles: compare only with a clear margin
+            details["parts"] = {"roomy_vs_tight": f"not compared: only {free / 1e9:.1f} GB free at the start "
+                                                  f"(needs more than 16 GB)"}
         elif not more_room(roomy, tight):
             raise AssertionError(f"with all memory free ({free / 1e9:.1f} GB) the automatic tiling "
                                  f"({details['with_all_memory']}) is not larger than with 8 GB free "

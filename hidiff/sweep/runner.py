@@ -238,11 +238,15 @@ class SweepRunner:
             if d.phase not in ("test", "val"):
                 continue
             for param, value in sorted(d.params.items()):
-                if param.startswith("dataroot") and isinstance(value, str) and os.path.exists(value):
-                    path = os.path.abspath(value)
-                    if path not in self._digests:
-                        self._digests[path] = tree_sha256(path)
-                    out[f"{key}.{param}"] = self._digests[path]
+                if not param.startswith("dataroot"):
+                    continue
+                paths = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+                for n, item in enumerate(paths):
+                    if isinstance(item, str) and os.path.exists(item):
+                        path = os.path.abspath(item)
+                        if path not in self._digests:
+                            self._digests[path] = tree_sha256(path)
+                        out[f"{key}.{param}" + (f"[{n}]" if not isinstance(value, str) else "")] = self._digests[path]
         return out
 
     def eval_reusable(self, run: Run) -> bool:

@@ -25,7 +25,13 @@ def tree_sha256(path: PathLike) -> str:
     if os.path.isfile(root):
         return sha256_file(root)
     h = hashlib.sha256()
-    for folder, dirs, files in os.walk(root):
+    seen = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):   # a set of symlinked scene folders too
+        real = os.path.realpath(folder)
+        if real in seen:        # a link back up the tree: walked once
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs.sort()
         for name in sorted(files):
             full = os.path.join(folder, name)
