@@ -294,3 +294,40 @@ def test_the_command_and_the_exporter_agree_on_the_oldest_opset():
     from hidiff.inference.export import OLDEST_ONNX_OPSET
 
     assert MIN_OPSET == OLDEST_ONNX_OPSET
+
+
+def test_the_files_of_one_export_replace_the_earlier_ones_all_or_none(tmp_path, monkeypatch):
+    """--format both --overwrite renamed the ONNX file into place, then the TorchScript rename failed: the
+    earlier ONNX file was gone beside the earlier TorchScript file (an OSError traceback, too)."""
+    import os
+
+    from hidiff.cli.export import _replace_all
+    from hidiff.errors import HidiffError
+
+    targets = [tmp_path / "m.onnx", tmp_path / "m.pt", tmp_path / "m.new"]
+    targets[0].write_bytes(b"earlier onnx")
+    targets[1].write_bytes(b"earlier pt")                   # m.new has no earlier file
+    staged = []
+    for t in targets:
+        staged.append(tmp_path / f".{t.stem}.partial{t.suffix}")
+        staged[-1].write_bytes(b"new " + t.suffix.encode())
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("m.new"):
+            raise PermissionError(13, "simulated", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(HidiffError, match="every earlier file is kept"):
+        _replace_all(list(zip(staged, targets)))
+    monkeypatch.undo()
+    assert targets[0].read_bytes() == b"earlier onnx" and targets[1].read_bytes() == b"earlier pt"
+    assert not targets[2].exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".m.")) == ["m.onnx", "m.pt"]
+    assert not list(tmp_path.glob(".*before*"))            # no backup left
+    for path, t in zip(staged, targets):                    # the command stages its files again
+        path.write_bytes(b"new " + t.suffix.encode())
+    _replace_all(list(zip(staged, targets)))                # nothing failing: every file replaced
+    assert [t.read_bytes() for t in targets] == [b"new .onnx", b"new .pt", b"new .new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.new", "m.onnx", "m.pt"]

@@ -140,8 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.format in ("torchscript", "both"):
                 export_torchscript(pipeline, staged["torchscript"], height=args.height, width=args.width,
                                    metadata=meta)
-            for kind, path in staged.items():  # only once every file was written: the files of one command
-                os.replace(path, targets[kind])
+            # only once every file was written, and all or none: the files of one command
+            _replace_all([(path, targets[kind]) for kind, path in staged.items()])
         finally:
             for path in staged.values():
                 path.unlink(missing_ok=True)
@@ -157,6 +157,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _replace_all(pairs) -> None:
+    """Rename each (staged file, target) pair, all or none: an earlier target stays reachable under a hard
+    link until every rename succeeded, and is put back if one fails (a second rename failing left the first
+    target replaced and the second not)."""
+    backups, done = {}, []
+    try:
+        for new, target in pairs:
+            if target.exists():
+                backup = target.with_name(f".{target.name}.before-{os.getpid()}")
+                backup.unlink(missing_ok=True)
+                os.link(target, backup)
+                backups[target] = backup
+            os.replace(new, target)
+            done.append(target)
+    except OSError as exc:
+        for target in done:
+            if target in backups:
+                os.replace(backups[target], target)
+            else:
+                target.unlink(missing_ok=True)
+        raise HidiffError(f"could not move the exported files into place ({exc}); every earlier file is kept as "
+                          f"it was and nothing new was left") from None
+    finally:
+        for backup in backups.values():
+            backup.unlink(missing_ok=True)
 
 
 def _staging_name(path: Path) -> Path:
