@@ -49,12 +49,12 @@ def _override_files(overrides: Sequence[str]) -> dict:
 
     The value is read as the loader reads it (YAML: quotes removed, ``null`` is no file).
     """
-    from hidiff.config.yaml_io import parse_scalar  # deferred: the command imports without torch
+    from hidiff.config.yaml_io import override_key, parse_scalar  # deferred: the command imports without torch
 
     out = {}
     for item in overrides:
         key, _, raw = item.partition("=")
-        parts = [p for p in key.replace(":", ".").split(".") if p]
+        parts = override_key(key)
         if len(parts) == 2 and parts[0] == "path" and parts[1].startswith("pretrain_network_"):
             suffix = parts[1][len("pretrain_network_"):]
             value = parse_scalar(raw)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Tuple
 
 from hidiff.config.schema import Options, TrainOptions
 from hidiff.config.typed import ConfigProblems, problems_of
-from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, parse_scalar, unshared
+from hidiff.config.yaml_io import dump_yaml, load_yaml, load_yaml_text, override_key, parse_scalar, unshared
 from hidiff.errors import ConfigError
 from hidiff.utils.atomic import atomic_write_text
 
@@ -33,7 +33,7 @@ def _apply(data: MutableMapping[str, Any], overrides: Iterable[str]) -> Tuple[Mu
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected KEY.PATH=VALUE")
         key, raw = item.split("=", 1)
-        parts = [p for p in key.replace(":", ".").split(".") if p]
+        parts = override_key(key)
         if not parts:
             raise ConfigError(f"override '{item}': empty key path")
         node: Any = data

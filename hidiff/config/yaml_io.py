@@ -95,6 +95,12 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def override_key(item: str) -> List[str]:
+    """The key path of an override ``a.b.c=value`` (``a:b.c`` alike; the part before any ``=``), as its parts:
+    the one reading of an override's key, for the loader and for every check of reserved keys."""
+    return [p for p in item.split("=", 1)[0].replace(":", ".").split(".") if p]
+
+
 def unshared(data: Any, source: str = "<string>", _path: tuple = ()) -> Any:
     """A copy of plain data in which no dict or list appears twice (YAML aliases become copies)."""
     if isinstance(data, (dict, list)):

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from hidiff.config.yaml_io import override_key
 from hidiff.errors import ConfigError
 from hidiff.profiling.train_step import (ALL_STAGES, StepSpec, TrainStep, UnsupportedVariant, measure_step_memory,
                                          memory_in_subprocess, time_interleaved)
@@ -62,8 +63,7 @@ def refuse_variant_keys(overrides: Sequence[str], keys: Optional[Dict[Tuple[str,
     :data:`VARIANT_KEYS`: key path -> the flag that sets it): it would be overridden by every row, so the rows
     would not be what the override asked for."""
     for item in overrides:
-        key = item.split("=", 1)[0]
-        parts = tuple(p.strip().lower() for p in key.replace(":", ".").split(".") if p.strip())
+        parts = tuple(p.strip().lower() for p in override_key(item))   # a misspelt case is refused here too
         for reserved, flag in (VARIANT_KEYS if keys is None else keys).items():
             n = min(len(parts), len(reserved))
             if parts and parts[:n] == reserved[:n]:

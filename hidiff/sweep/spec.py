@@ -51,7 +51,7 @@ import torch
 from hidiff.archs import build_network
 from hidiff.config import config_hash, key_differences, load_options, options_from_text, resolved_yaml
 from hidiff.config.schema import Block, Options
-from hidiff.config.yaml_io import dump_yaml, load_yaml, parse_scalar
+from hidiff.config.yaml_io import dump_yaml, load_yaml, override_key, parse_scalar
 from hidiff.errors import ConfigError
 from hidiff.engine.stage_link import STAGE1_NETWORKS, resolve_pretrained
 from hidiff.utils.suggest import did_you_mean
@@ -141,7 +141,7 @@ def _check_reserved(overrides: Sequence[str], where: str, stage1_block: bool) ->
     """Refuse overrides of what the sweep sets per run: they would be replaced without a word."""
     for item in overrides:
         key, raw = item.split("=", 1) if "=" in item else (item, "")
-        parts = [p for p in key.replace(":", ".").split(".") if p]
+        parts = override_key(key)
         if parts == ["name"]:
             raise ConfigError(f"{where}: '{key}' is set by the sweep for each run (<sweep name>_<variant>_s<seed "
                               f"index>); remove it")
@@ -174,7 +174,7 @@ def _check_eval_reserved(overrides: Sequence[str], where: str) -> None:
     """Refuse evaluation overrides of the run's name, seed and folders: the sweep sets them to the trained run's."""
     for item in overrides:
         key = item.split("=", 1)[0]
-        parts = [p for p in key.replace(":", ".").split(".") if p]
+        parts = override_key(key)
         head = parts[0] if parts else ""
         if parts == ["name"] or parts == ["manual_seed"] or head == "path":
             raise ConfigError(f"{where}: '{key}' is set by the sweep for each evaluation ({_EVAL_RESERVED[head]}); "
