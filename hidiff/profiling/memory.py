@@ -19,8 +19,6 @@ settings the process has.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import resource
 import sys
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
+
+from hidiff.utils.malloc import trim_freed_memory
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -60,15 +60,7 @@ def release_freed_memory() -> bool:
     """Give the memory malloc holds free back to the OS (glibc's ``malloc_trim(0)``, every arena), after a
     garbage collection; False where the C library is not glibc (nothing released)."""
     gc.collect()
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
-    return True
+    return trim_freed_memory()
 
 
 class PeakMemory:

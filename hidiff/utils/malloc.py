@@ -18,15 +18,30 @@ M_MMAP_MAX = -4
 TRIM_NEVER = 2**31 - 1  # the largest int mallopt takes: the heap's free top is never given back
 
 
+def _glibc(name: str, argtypes: list):
+    """glibc's function ``name`` (int result), or None where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse; False (nothing changed) where the C library is not
     glibc or refuses."""
-    if not sys.platform.startswith("linux"):
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_NEVER) == 1
+
+
+def trim_freed_memory() -> bool:
+    """Give the memory malloc holds free back to the OS (``malloc_trim(0)``, every arena), whatever
+    :func:`keep_freed_memory` set; False where the C library is not glibc (nothing released)."""
+    trim = _glibc("malloc_trim", [ctypes.c_size_t])
+    if trim is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_NEVER) == 1
+    trim(0)
+    return True
