@@ -18,7 +18,8 @@ of the same recipe (another seed) to that row, which then shows the spread of
 the runs' means; ``--baseline NAME`` adds every row's mean difference to NAME
 with a 95 % interval over the images and the models' training runs (an ablation: ``--model
 default=... --model no-prior=run1 --model no-prior=run2 --baseline default``;
-hidiff/evaluation/intervals.py).
+hidiff/evaluation/intervals.py).  ``--self-ensemble`` also scores every model
+with the x8 self-ensemble (the 8 flips/rotations averaged): a row 'NAME x8'.
 
 Scores: RGB PSNR/SSIM over the whole image (MATLAB psnr/ssim on uint8).
 Writes results.md, results.csv, per_image.csv and tuned.json into ``--out``
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+ENSEMBLE_SUFFIX = " x8"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--baseline", default=None, metavar="NAME",
                     help="compare every row with this one (a --model NAME or 'blurry input'): mean PSNR "
                          "difference and a 95%% interval over the images and the models' training runs")
+    ap.add_argument("--self-ensemble", action="store_true",
+                    help="also score every model with the x8 self-ensemble (deblur(self_ensemble=True)): a row "
+                         "'NAME x8' beside each model's row, at 8x its time")
     ap.add_argument("--seed", type=int, default=0, help="the models' prior-noise seed")
     ap.add_argument("--device", default="cpu", help="device of the models: cpu, cuda or auto")
     ap.add_argument("--set", type=Path, default=REPO / "benchmarks" / "out" / "shake" / "set",
@@ -107,8 +112,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise HidiffError(f"{what} '{folder}' does not exist or holds no images")
         if args.tune_count < 1:
             raise HidiffError(f"--tune-count must be >= 1, got {args.tune_count}")
-        if args.baseline is not None and args.baseline not in (*models, sb.BLURRY):
-            raise ConfigError(f"--baseline '{args.baseline}': not a --model NAME (given: {', '.join(models) or 'none'})"
+        row_names = [*models, *(n + ENSEMBLE_SUFFIX for n in models if args.self_ensemble)]
+        clash = [n for n in models if args.self_ensemble and n + ENSEMBLE_SUFFIX in models]
+        if clash:
+            raise ConfigError(f"--model {clash[0]}{ENSEMBLE_SUFFIX}=...: with --self-ensemble that name is the "
+                              f"x8 row of --model {clash[0]}; name it otherwise")
+        if args.baseline is not None and args.baseline not in (*row_names, sb.BLURRY):
+            raise ConfigError(f"--baseline '{args.baseline}': not a --model NAME (given: {', '.join(row_names) or 'none'})"
                               f" nor '{sb.BLURRY}'")
         restorers = {name: [hidiff.load(source, device=args.device) for source in sources]
                      for name, sources in models.items()}
@@ -142,6 +152,7 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
 
     methods = {}
     tuned = {}
+    tuned_rows = set()
     if args.tune_photos is not None:
         log("== tuning Wiener and Richardson-Lucy on training photos")
         paths = list_images(args.tune_photos)[:args.tune_count]
@@ -150,11 +161,15 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
         best, scores = dc.tune_on_pairs(pairs)
         for m in dc.METHODS:
             log(f"  {m}: " + ", ".join(f"{p}: {s:.2f} dB" for p, s in scores[m].items()) + f" -> {best[m]}")
+            tuned_rows.add(dc.label(m, best[m]))
             methods[dc.label(m, best[m])] = [lambda x, k, key, m=m: dc.deconvolve(x, k, m, best[m])]
         tuned = {"chosen": best, "mean_psnr": {m: {str(p): s for p, s in scores[m].items()} for m in scores},
                  "photos": [p.name for p in paths], "seed": params.seed + 1}
     for name, runs in restorers.items():
         methods[name] = [lambda x, k, key, r=r: r.deblur(x, seed=args.seed, key=key) for r in runs]
+        if args.self_ensemble:
+            methods[name + ENSEMBLE_SUFFIX] = [lambda x, k, key, r=r: r.deblur(x, seed=args.seed, key=key,
+                                                                                self_ensemble=True) for r in runs]
 
     log("== scoring")
     rows = sb.score_set(args.set.resolve(), methods, log=lambda m: log("  " + m.strip()))
@@ -172,6 +187,7 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
          if tuned else "Wiener/Richardson-Lucy: not run (no --tune-photos)."),
     ] + [f"Model `{n}`{f' run {i}' if len(runs) > 1 else ''}: {r.description}, source `{r.source}`, "
          f"prior seed {args.seed}"
+         + (f" (also with the x8 self-ensemble: row `{n}{ENSEMBLE_SUFFIX}`)" if args.self_ensemble else "")
          + (f"; **unfinished training: {r.weights.unfinished}**." if r.weights.unfinished else ".")
          for n, runs in restorers.items() for i, r in enumerate(runs)] + [
         f"Machine: {machine()}.",
@@ -181,7 +197,7 @@ def run(args: argparse.Namespace, params, restorers: dict, log) -> int:
         atomic_write_text(args.out / "tuned.json", json.dumps(tuned, indent=1, sort_keys=True) + "\n")
     else:
         (args.out / "tuned.json").unlink(missing_ok=True)  # an earlier run's tuning is not these results'
-    files = sb.write_results(args.out, rows, header, baseline=args.baseline, trained=set(restorers))
+    files = sb.write_results(args.out, rows, header, baseline=args.baseline, trained={n for n in methods if n not in tuned_rows})
     print()
     print(files["results.md"].read_text(encoding="utf-8"))
     log("written: " + ", ".join(str(p) for p in files.values()))

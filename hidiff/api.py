@@ -28,6 +28,7 @@ import torch
 from hidiff.errors import ConfigError, DataError
 from hidiff.inference.image_io import quantize, read_photo, to_tensor
 from hidiff.inference.noise import image_seed
+from hidiff.inference.self_ensemble import self_ensemble as dihedral_mean
 from hidiff.inference.tiler import TileOptions, restore_image
 from hidiff.runners.default_model import default_model_folder
 from hidiff.runners.test_runner import select_device
@@ -110,7 +111,8 @@ class Restorer:
         digests = ", ".join(f"{n}={h[:12]}" for n, h in self.sha256.items())
         return f"hidiff.Restorer({self.description}; source '{self.source}'; sha256 {digests}; on {self.device})"
 
-    def deblur(self, image: Any, *, seed: int = 0, key: Optional[str] = None, tile: Any = None) -> Any:
+    def deblur(self, image: Any, *, seed: int = 0, key: Optional[str] = None, tile: Any = None,
+               self_ensemble: bool = False) -> Any:
         """Deblur ``image`` and return the same kind of thing.
 
         * a float tensor (C,H,W) or (B,C,H,W) in [0,1] -> a float tensor of that shape, dtype and device;
@@ -122,17 +124,22 @@ class Restorer:
         The prior noise comes from ``seed`` and ``key`` (default: the file's stem for a path, '' otherwise),
         as in ``hidiff-deblur --seed``: the same seed gives bitwise the same output.  ``tile``: None
         (automatic, as hidiff-deblur: tiled when large), 'whole', a tile size in pixels or a TileOptions.
+        ``self_ensemble``: average the restorations of the 8 flips/rotations of the image (each with the same
+        prior seed), as ``hidiff-deblur --self-ensemble`` and ``val.self_ensemble``; 8x the time.
         """
+        if not isinstance(self_ensemble, (bool, np.bool_)):
+            raise ConfigError(f"deblur(self_ensemble={self_ensemble!r}): expected True or False")
+        opts = (seed, tile, bool(self_ensemble))
 
         if isinstance(image, (str, os.PathLike)):
             self._check_rgb_model("an image file")
             photo = read_photo(image)
-            out = self._restore(to_tensor(photo.rgb), seed, Path(image).stem if key is None else key, tile)
+            out = self._restore(to_tensor(photo.rgb), Path(image).stem if key is None else key, *opts)
             return _to_samples(out[0].permute(1, 2, 0).numpy(), np.dtype(photo.dtype))
         if isinstance(image, torch.Tensor):
-            return self._deblur_tensor(image, seed, key or "", tile)
+            return self._deblur_tensor(image, key or "", *opts)
         if isinstance(image, np.ndarray):
-            return self._deblur_array(image, seed, key or "", tile)
+            return self._deblur_array(image, key or "", *opts)
         raise DataError(f"deblur(): expected a tensor, a numpy array or a path to an image file, "
                         f"got {type(image).__name__}")
 
@@ -144,7 +151,7 @@ class Restorer:
             raise DataError(f"deblur(): {what} is restored as RGB, but this model ({self.description}) takes "
                             f"{n}-channel input (a dual-pixel pair of views); pass a ({n},H,W) or (B,{n},H,W) tensor")
 
-    def _restore(self, lq: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
+    def _restore(self, lq: torch.Tensor, key: str, seed: int, tile: Any, ensemble: bool) -> torch.Tensor:
         """(B,C,H,W) float32 CPU/any device -> (B,3,H,W) float32 in [0,1], one image at a time."""
 
         if isinstance(tile, numbers.Integral) and not isinstance(tile, (bool, np.bool_)):
@@ -158,14 +165,16 @@ class Restorer:
         outs = []
         with torch.inference_mode():
             for b in range(lq.shape[0]):
-                out = restore_image(self.pipeline, lq[b:b + 1], tile, seed=seed_of_image)
+                def once(x: torch.Tensor) -> torch.Tensor:
+                    return restore_image(self.pipeline, x, tile, seed=seed_of_image)
+                out = dihedral_mean(once, lq[b:b + 1]) if ensemble else once(lq[b:b + 1])
                 if not bool(torch.isfinite(out).all()):
                     raise DataError(f"deblur(): the restored image holds NaN/Inf values with the weights "
                                     f"{self.weights.describe()}")
                 outs.append(out.clamp_(0.0, 1.0))
         return torch.cat(outs)
 
-    def _deblur_tensor(self, x: torch.Tensor, seed: int, key: str, tile: Any) -> torch.Tensor:
+    def _deblur_tensor(self, x: torch.Tensor, key: str, *opts: Any) -> torch.Tensor:
         if x.numel() == 0:
             raise DataError(f"deblur(): the tensor holds no pixels (shape {tuple(x.shape)})")
         if not x.is_floating_point():
@@ -175,18 +184,18 @@ class Restorer:
                             f"(B,{self.pipeline.in_channels},H,W) tensor, got shape {tuple(x.shape)}")
         _check_range(x.detach().float())
         lq = x.detach().float()
-        out = self._restore(lq[None] if x.dim() == 3 else lq, seed, key, tile)
+        out = self._restore(lq[None] if x.dim() == 3 else lq, key, *opts)
         out = out.to(device=x.device, dtype=x.dtype)
         return out[0] if x.dim() == 3 else out
 
-    def _deblur_array(self, a: np.ndarray, seed: int, key: str, tile: Any) -> np.ndarray:
+    def _deblur_array(self, a: np.ndarray, key: str, *opts: Any) -> np.ndarray:
         self._check_rgb_model("an array")
         if a.size == 0:
             raise DataError(f"deblur(): the array holds no pixels (shape {a.shape})")
         if a.ndim == 3 and a.shape[2] == 1:  # H x W x 1: restored as gray, returned in the same shape
-            return self._deblur_array(a[:, :, 0], seed, key, tile)[:, :, None]
+            return self._deblur_array(a[:, :, 0], key, *opts)[:, :, None]
         if a.ndim == 3 and a.shape[2] == 4:  # RGBA: the colour is restored, the alpha kept unchanged
-            rgb = self._deblur_array(a[:, :, :3], seed, key, tile)
+            rgb = self._deblur_array(a[:, :, :3], key, *opts)
             return np.concatenate([rgb, a[:, :, 3:]], axis=2)
         if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
             raise DataError(f"deblur(): expected an H x W x 3, H x W x 4 (RGBA) or H x W array, got shape {a.shape}")
@@ -199,7 +208,7 @@ class Restorer:
             raise DataError(f"deblur(): expected uint8, uint16 or float samples, got {a.dtype}")
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-        out = self._restore(to_tensor(rgb), seed, key, tile)[0].permute(1, 2, 0).numpy()
+        out = self._restore(to_tensor(rgb), key, *opts)[0].permute(1, 2, 0).numpy()
         if a.ndim == 2:
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2GRAY)
         return _to_samples(out, a.dtype)

@@ -11,8 +11,10 @@ from PIL import Image
 
 import hidiff
 from hidiff.cli.deblur import main as deblur_main
+from hidiff.engine.validation import image_restorer
 from hidiff.errors import ConfigError, DataError
-from hidiff.inference.tiler import TileOptions
+from hidiff.inference.noise import image_seed
+from hidiff.inference.tiler import TileOptions, restore_image
 from test_deblur_cli import SKIMAGE_DATA, save_release, tiny_state_dicts
 
 from conftest import run_env
@@ -153,6 +155,36 @@ def test_tiled_deblur_equals_the_command(tmp_path, weights_dir, restorer, rgb):
     with pytest.raises(ConfigError, match="multiple of 8"):
         restorer.deblur(src, tile=30)
 
+
+
+def test_self_ensemble_averages_the_eight_views_and_equals_the_command(tmp_path, weights_dir, restorer, rgb):
+    x = torch.from_numpy(rgb[:40, :56]).permute(2, 0, 1).float() / 255  # not square: 90-degree views swap H, W
+    views = []
+    for k in range(8):  # the unclamped restorations are averaged; the mean is clamped, as any output
+        v = torch.flip(x, dims=(-1,)) if k >= 4 else x
+        v = torch.rot90(v, k % 4, dims=(-2, -1))
+        with torch.inference_mode():
+            y = restore_image(restorer.pipeline, v[None], "whole", seed=image_seed("cat", 3))[0]
+        y = torch.rot90(y, -(k % 4), dims=(-2, -1))
+        views.append(torch.flip(y, dims=(-1,)) if k >= 4 else y)
+    expected = torch.stack(views).double().mean(0).float().clamp(0, 1)
+    got = restorer.deblur(x, seed=3, key="cat", tile="whole", self_ensemble=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    val = image_restorer(restorer.pipeline, "whole", ensemble=True)(x[None], None, image_seed("cat", 3))
+    torch.testing.assert_close(val[0].clamp(0, 1), got, rtol=0, atol=0)  # val.self_ensemble: the same pixels
+    plain = restorer.deblur(x, seed=3, key="cat", tile="whole")
+    assert float((got - plain).abs().max()) > 1e-3  # the views really differ
+    with pytest.raises(ConfigError, match="self_ensemble='yes'"):
+        restorer.deblur(x, self_ensemble="yes")
+
+    src = tmp_path / "in" / "cat.png"
+    src.parent.mkdir()
+    cv2.imwrite(str(src), rgb[:, :, ::-1])
+    assert deblur_main([str(src), "-o", str(tmp_path / "out"), "--weights", str(weights_dir), "--seed", "3",
+                        "--no-tile", "--self-ensemble", "--quiet"]) == 0
+    cli = cv2.imread(str(tmp_path / "out" / "cat.png"), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+    np.testing.assert_array_equal(cli, restorer.deblur(src, seed=3, tile="whole", self_ensemble=True))
+    assert not np.array_equal(cli, restorer.deblur(src, seed=3, tile="whole"))
 
 @pytest.mark.slow
 def test_large_input_is_tiled_automatically_like_the_command(tmp_path, weights_dir, restorer, monkeypatch):

@@ -162,6 +162,23 @@ def test_script_scores_input_deconvolution_and_a_model(tmp_path):
     assert sorted((r["method"], r["run"]) for r in rerun) == sorted([(BLURRY, "0"), ("tiny", "0")] * 2)
     assert rerun == [r for r in rows if (r["method"], r["run"]) in ((BLURRY, "0"), ("tiny", "0"))]
 
+    x8 = subprocess.run(cmd[:4] + ["--model", f"tiny={weights}", "--set", str(tmp_path / "set"), "--out",
+                                   str(tmp_path / "x8"), "--crop", "40", "--kernel-size", "9", "--self-ensemble",
+                                   "--baseline", "tiny x8"], capture_output=True, text=True, env=run_env(), timeout=300)
+    assert x8.returncode == 0, x8.stderr
+    with open(tmp_path / "x8" / "per_image.csv") as f:
+        ensembled = list(csv.DictReader(f))
+    assert sorted({r["method"] for r in ensembled}) == sorted({BLURRY, "tiny", "tiny x8"})
+    assert [r for r in ensembled if r["method"] != "tiny x8"] == [r for r in rerun]  # the plain rows unchanged
+    assert [r["psnr"] for r in ensembled if r["method"] == "tiny x8"] != [r["psnr"] for r in rerun
+                                                                          if r["method"] == "tiny"]
+    assert "Against `tiny x8`" in x8.stdout and "row `tiny x8`" in x8.stdout
+    clash = subprocess.run(cmd[:2] + ["--photos", str(photos), "--model", f"a={weights}", "--model",
+                                      f"a x8={copy}", "--self-ensemble", "--out", str(tmp_path / "o2"),
+                                      "--set", str(tmp_path / "s2")], capture_output=True, text=True, env=run_env())
+    assert clash.returncode == 2 and "that name is the x8 row of --model a" in clash.stderr, clash.stderr
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "s2").exists()
+
     bad = subprocess.run(cmd[:2] + ["--photos", str(photos), "--model", "oops", "--out", str(tmp_path / "o2"),
                                     "--set", str(tmp_path / "s2")], capture_output=True, text=True, env=run_env())
     assert bad.returncode == 2 and "expected NAME=SOURCE" in bad.stderr

@@ -23,7 +23,8 @@ result written.  Inputs are never overwritten; existing outputs are skipped
 unless --overwrite.  Big images are restored in overlapping tiles (automatic
 unless --tile/--no-tile).  ``--prior-seeds K`` restores each photo from K
 initial noises and writes their mean (``--std-map``: also ``<name>_std.png``,
-their per-pixel spread).  A file that cannot be read is reported and the rest
+their per-pixel spread); ``--self-ensemble`` averages each restoration over
+the photo's 8 flips and rotations (8x the time).  A file that cannot be read is reported and the rest
 are still processed (a multi-page TIFF is such a file: split its pages first); the
 exit status is 1 if any image failed, 2 for bad usage (an input that does not
 exist, a folder or pattern without images, a bad flag).
@@ -47,6 +48,7 @@ from hidiff.inference.image_io import (
     WRITABLE_EXTENSIONS, check_writable, find_photos, from_tensor, output_suffix, read_photo, to_tensor, walk_photos,
     write_photo
 )
+from hidiff.inference.self_ensemble import self_ensemble
 from hidiff.inference.tiler import WHOLE_IMAGE, TileOptions, auto_tile_options, restore_image
 from hidiff.runners.default_model import default_model_folder
 from hidiff.runners.prior_seeds import combine_images, prior_seed, std_map
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one prior per tile, or one from the downscaled whole image (default per_tile)")
     tile.add_argument("--no-tile", action="store_true", help="always restore the whole image at once")
     add_prior_seed_arguments(ap, scores=False)
+    ap.add_argument("--self-ensemble", action="store_true",
+                    help="average the restorations of the 8 flips/rotations of each image (x8 self-ensemble, "
+                         "8x the time; each with the same prior seed)")
     ap.add_argument("--ext", help="output format by extension, e.g. png or tif (default: the input's)")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -347,8 +352,9 @@ def _run(pipeline, todo: list[tuple[Path, Path]], args, tile_for, weights) -> tu
 
             outs = []
             for k in range(args.prior_seeds):
-                out = restore_image(pipeline, lq, tile, seed=prior_seed(src.stem, args.seed, k),
-                                    progress=tile_progress)
+                def once(x: torch.Tensor, seed: int = prior_seed(src.stem, args.seed, k)) -> torch.Tensor:
+                    return restore_image(pipeline, x, tile, seed=seed, progress=tile_progress)
+                out = self_ensemble(once, lq) if args.self_ensemble else once(lq)
                 if not bool(torch.isfinite(out).all()):
                     raise CheckpointError(f"{src}: the restored image holds NaN/Inf values with the weights "
                                           f"{weights.describe()}; not written")
