@@ -22,8 +22,6 @@ from typing import Any, List, Optional, Sequence, Tuple
 from hidiff.cli.arguments import add_prior_seed_arguments, positive_int
 from hidiff.errors import ConfigError, HidiffError
 
-log = logging.getLogger("hidiff")
-
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hidiff-test", description=__doc__,
@@ -103,25 +101,16 @@ def prepare(args):
     """
     from hidiff.config import load_options  # deferred: the command imports without torch
     from hidiff.config.load import apply_overrides  # deferred: the command imports without torch
-    from hidiff.config.schema import Options  # deferred: the command imports without torch
     from hidiff.config.yaml_io import load_yaml  # deferred: the command imports without torch
     from hidiff.engine.preflight import check_testing  # deferred: the command imports without torch
-    from hidiff.runners.weights import merge_run_options  # deferred: the command imports without torch
+    from hidiff.runners.test_runner import with_run_settings  # deferred: the command imports without torch
 
     overrides = args.override + args.force_yml
     options = load_options(args.opt, overrides, is_train=False)
     weights = command_line_weights(args, options)
     if weights is not None:
-        raw = merge_run_options(apply_overrides(dict(load_yaml(args.opt)), overrides), weights, args.opt)
-        raw["path"] = {k: v for k, v in (raw.get("path") or {}).items() if not str(k).startswith("pretrain_network_")}
-        for key, block in (raw.get("datasets") or {}).items():
-            if isinstance(block, dict) and block.pop("weights", None):
-                log.warning("datasets.%s.weights ignored: testing %s", key, weights.describe())
-        try:
-            options = Options.from_yaml(raw, is_train=False, source=str(args.opt))
-        except ConfigError as exc:
-            where = f" with the settings of {weights.config_source}" if weights.config_source else ""
-            raise ConfigError(f"{args.opt}{where}: {exc}") from None
+        raw = apply_overrides(dict(load_yaml(args.opt)), overrides)
+        options = with_run_settings(raw, weights, str(args.opt), str(args.opt))
     check_testing(options)
     return options, weights
 
@@ -133,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
     try:
-        if args.std_map and args.prior_seeds < 2:
+        if args.std_map and args.prior_seeds < 2:  # a usage error, before any weights are read
             raise ConfigError("--std-map needs --prior-seeds K with K >= 2")
         check_weight_arguments(args)
         options, weights = prepare(args)

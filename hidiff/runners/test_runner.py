@@ -10,8 +10,15 @@ replaces the previous results as a whole and a failed run leaves them as they
 were.  Results of other weights or other sets in that folder (another checkpoint
 of the run, a folder that happens to share the label) are never replaced: they are
 moved to ``<label>_archived_<time>`` first, as a training start does with its run
-folder.  Everything that can be checked up front (datasets, weights, metrics) is
-checked before any folder is created.
+folder; results are other results when any setting that changes them differs (the
+checkpoint entry read, ``params`` or ``params_ema``, the metrics, the networks, the
+prior seeds ...).  Everything that can be checked up front (datasets, weights,
+metrics, every pair's image sizes from the file headers) is checked before any
+folder is created.
+
+Weights that record their run's settings (an experiment, a training state) are
+restored with that run's networks and diffusion schedule, whether ``hidiff-test``
+or a library call of :func:`run_test` names them (:func:`with_run_settings`).
 
 A known test set (GoPro, HIDE, RealBlur, DPDD) with another image count than its
 own is tested, but loudly: a warning, and ``complete: false`` with the expected and
@@ -35,19 +42,22 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from hidiff.config.schema import Options
 from hidiff.data.build import build_dataset
-from hidiff.data.image_io import to_uint8, to_uint16, write_png
+from hidiff.data.dual_pixel_dataset import DualPixelDataset
+from hidiff.data.image_io import stored_size, to_uint8, to_uint16, write_png
+from hidiff.data.paired_dataset import PairedImageDataset
 from hidiff.engine.validation import build_metric_fns, image_restorer
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 from hidiff.evaluation.benchmarks import lookup_set
 from hidiff.evaluation.protocols import default_protocol_for, get_protocol
 from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
 from hidiff.models import build_model
-from hidiff.runners.prior_seeds import combine_images, combine_rows, prior_seed, std_map
+from hidiff.runners.prior_seeds import PRIOR_IMAGES, combine_images, combine_rows, prior_seed, std_map
 from hidiff.runners.weights import from_experiment, from_files, load_into, merge_run_options
 from hidiff.utils.archive import archive_previous
 from hidiff.utils.progress import Progress
@@ -84,6 +94,29 @@ def check_output(out: torch.Tensor, image: str, weights) -> None:
                               f"these weights (or the diffusion settings) are broken; no results were written")
 
 
+def with_run_settings(raw: Mapping[str, Any], weights, where: str, source: Optional[str] = None) -> Options:
+    """The test options of ``raw`` (an option file + overrides, as plain data) for testing ``weights``.
+
+    The networks and diffusion schedule come from the weights' run where it
+    recorded them (a key ``raw`` sets otherwise is a ConfigError); the option
+    file's weight paths (``path.pretrain_network_<x>``, ``datasets.<set>.weights``)
+    are dropped, as ``weights`` serve every set.  ``where`` names ``raw`` in errors.
+    """
+    merged = merge_run_options(raw, weights, where)
+    merged["path"] = {k: v for k, v in (merged.get("path") or {}).items()
+                      if not str(k).startswith("pretrain_network_")}
+    merged["datasets"] = {k: dict(b) if isinstance(b, Mapping) else b
+                          for k, b in (merged.get("datasets") or {}).items()}
+    for key, block in merged["datasets"].items():
+        if isinstance(block, dict) and block.pop("weights", None):
+            log.warning("datasets.%s.weights ignored: testing %s", key, weights.describe())
+    try:
+        return Options.from_yaml(merged, is_train=False, source=source)
+    except ConfigError as exc:
+        run = f" with the settings of {weights.config_source}" if weights.config_source else ""
+        raise ConfigError(f"{where}{run}: {exc}") from None
+
+
 def run_test(options, weights=None, *, device: str = "auto", experiment: Optional[str] = None,
              limit: Optional[int] = None, prior_seeds: int = 1, prior_image: str = "mean",
              std_map: bool = False) -> Dict[str, Dict[str, Any]]:
@@ -101,11 +134,17 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
         raise ConfigError(f"--limit {limit}: expected a positive number of images")
     if prior_seeds < 1:
         raise ConfigError(f"--prior-seeds {prior_seeds}: expected a positive number of initial noises")
+    if prior_image not in PRIOR_IMAGES:
+        raise ConfigError(f"--prior-image {prior_image!r}: expected one of {', '.join(PRIOR_IMAGES)}")
+    if std_map and prior_seeds < 2:
+        raise ConfigError(f"--std-map needs --prior-seeds K with K >= 2 (got {prior_seeds}): one restoration "
+                          f"has no spread")
     param_key = "params_ema" if options.val.use_ema else "params"
     if weights is None and experiment is not None:
         weights = from_experiment(options.path.experiments_root, experiment, param_key)
-    if weights is not None:  # settings the weights' run recorded must not be contradicted
-        merge_run_options(options.to_dict(), weights, options.source or f"options '{options.name}'")
+    if weights is not None:  # restored with the settings the weights' run recorded, as hidiff-test does
+        options = with_run_settings(options.to_dict(), weights, options.source or f"options '{options.name}'",
+                                    options.source)
     sets = [(k, d) for k, d in sorted(options.datasets.items()) if d.phase in ("test", "val")]
     if not sets:
         raise ConfigError(f"{options.source}: no test_<n> dataset block to run")
@@ -143,6 +182,8 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
         if len(dataset) == 0:
             raise ConfigError(f"datasets.{key}: no image pairs in {ds_opts.name}")
         protocol = get_protocol(ds_opts.protocol or default_protocol_for(ds_opts.name))
+        scored = len(dataset) if limit is None else min(limit, len(dataset))
+        _check_sizes(key, ds_opts.name, dataset, protocol, scored)
         report = {"extra": _count_check(key, ds_opts.name, len(dataset), limit)}
         report["scenes"], missing = _scene_labels(key, dataset)
         if missing:
@@ -205,6 +246,42 @@ def _scene_labels(key: str, dataset) -> tuple[Optional[Dict[str, str]], Optional
         return None, str(exc)
 
 
+def _pair_sizes(dataset, n: int) -> Optional[List[Tuple[str, List[Tuple[str, Any]], Tuple[str, Any]]]]:
+    """``(key, [(input file, (h, w))...], (target file, (h, w)))`` of the first ``n`` pairs, from the image
+    headers as the dataset reads them (upright by their EXIF orientation); None for a dataset whose files are
+    not known here (its pairs are checked when read).  A size is None where a header cannot be read."""
+    if isinstance(dataset, PairedImageDataset):
+        lq, gt = dataset.lq_source, dataset.gt_source
+        return [(b, [(lq.path_of(a), lq.size(a))], (gt.path_of(b), gt.size(b))) for a, b in dataset.pairs[:n]]
+    if isinstance(dataset, DualPixelDataset):
+        gt_files = dataset._gt
+        return [(k, [(v[k], stored_size(v[k])) for v in dataset._views], (gt_files[k], stored_size(gt_files[k])))
+                for k in dataset.keys[:n]]
+    return None
+
+
+def _check_sizes(key: str, set_name: str, dataset, protocol, n: int, shown: int = 5) -> None:
+    """DataError naming the pairs whose input and target differ in size, or whose target is smaller than the
+    protocol needs, from the headers before anything runs (the read stopped the run at that image)."""
+    side, why = protocol.min_side
+    wrong, small = [], []
+    for name, inputs, (gt_path, gt) in _pair_sizes(dataset, n) or ():
+        if gt is None:
+            continue  # unreadable: the read says why
+        wrong += [f"{set_name}/{name}: input '{p}' is {hw[1]}x{hw[0]} but target '{gt_path}' is {gt[1]}x{gt[0]} "
+                  f"(WxH)" for p, hw in inputs if hw is not None and hw != gt]
+        if min(gt) < side:
+            small.append(f"{set_name}/{name} ('{gt_path}') is {gt[1]}x{gt[0]} (WxH)")
+    problems = []
+    for found, expected in ((wrong, "the input and target of a pair must have one size"),
+                            (small, f"the {protocol.name} protocol needs at least {side}x{side} pixels ({why})")):
+        if found:
+            more = f"; ... and {len(found) - shown} more" if len(found) > shown else ""
+            problems.append("; ".join(found[:shown]) + more + f"; {expected}")
+    if problems:
+        raise DataError(f"datasets.{key}: " + "; ".join(problems) + "; nothing was run or written")
+
+
 def _load(model, weights, options) -> None:
     load_into(model, weights, strict=options.path.strict_load)
 
@@ -221,7 +298,8 @@ def _alive(pid: str) -> bool:
 
 #: the settings of a set's results besides set, protocol and weights: results that differ in any of them
 #: (a --limit run after a full one, another tiling) are other results, and the older folder is archived
-RESULT_SETTINGS = ("images", "tiling", "self_ensemble", "prior_seeds", "padding", "seed", "diffusion_steps")
+RESULT_SETTINGS = ("images", "tiling", "self_ensemble", "prior_seeds", "prior_image", "std_map", "padding", "seed",
+                   "diffusion_steps", "param_keys_read", "val_metrics", "protocol_description", "restored_with")
 
 
 def _results_identity(folder: Path) -> Optional[list]:
@@ -245,8 +323,8 @@ def _swap(work: Path, final: Path) -> None:
         if held is None or held != _results_identity(work):
             archived = archive_previous(final)
             if archived is not None:
-                log.warning("%s held results of other weights, test sets or settings (images, tiling, "
-                            "self-ensemble, prior seeds): moved to %s", final, archived)
+                log.warning("%s held results of other weights, test sets or settings (%s): moved to %s",
+                            final, ", ".join(RESULT_SETTINGS), archived)
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     if final.exists():
         final.rename(old)
@@ -284,6 +362,8 @@ ORACLE_LABEL = "ORACLE: ground-truth prior"
 def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prior_seeds: int = 1,
               prior_image: str = "mean", save_std_map: bool = False) -> Dict[str, Dict[str, Any]]:
     tile = options.val.tile_options()
+    settings = options.to_dict()
+    restored_with = {k: v for k, v in settings.items() if k.startswith("network_") or k == "diffusion_schedule"}
     summaries: Dict[str, Dict[str, Any]] = {}
     loaded = None
     pipeline = restore = None
@@ -370,10 +450,11 @@ def _run_sets(options, plan, model, dev, out_root: Path, metric_fns, limit, prio
                                                        "test_y_channel": m.test_y_channel}
                             for k, m in options.val.metrics.items()},
             "prior_seeds": prior_seeds,
-            **({"prior_image": prior_image, "metrics_over_seeds": "mean, and <column>_std (ddof=1)"}
-               if prior_seeds > 1 else {}),
+            **({"prior_image": prior_image, "std_map": save_std_map,
+                "metrics_over_seeds": "mean, and <column>_std (ddof=1)"} if prior_seeds > 1 else {}),
             "param_key": "params_ema" if options.val.use_ema else "params",
             "param_keys_read": weights.param_keys,  # a file without 'params_ema' falls back to 'params'
+            "restored_with": restored_with,
             **({"input_view": input_view if input_view == "inputC" else
                 f"{input_view} (one dual-pixel view: no inputC image for every pair)"} if input_view else {}),
             "device": str(dev), "images": n,
