@@ -35,6 +35,8 @@ class StageModel(nn.Module):
     uses_diffusion: bool = False
     #: the ``train.<x>_opt`` loss blocks this stage reads (a file may not give any other: it would be ignored)
     loss_blocks: Sequence[str] = ("pixel_opt", "perceptual_opt")
+    #: network_g must take HI-Diff's prior (True), must not (False), or either (None)
+    g_takes_prior: Optional[bool] = None
 
     def __init__(self, trainable: Dict[str, nn.Module], frozen: Optional[Dict[str, nn.Module]] = None,
                  pad_multiple: int = 8) -> None:
@@ -68,6 +70,7 @@ class StageModel(nn.Module):
                                 f"{', '.join('train.' + n for n in cls.loss_blocks)}, so this block would be "
                                 f"ignored; remove it")
         problems += view_order_problems(options)
+        problems += prior_problems(options, cls.g_takes_prior)
         if problems:
             raise ConfigProblems(problems)
 
@@ -105,6 +108,43 @@ class StageModel(nn.Module):
     def pipeline(self):  # pragma: no cover - abstract
         """The restoration path with this model's (current) networks (validation, test, export)."""
         raise NotImplementedError
+
+
+def _yaml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+
+
+def prior_problems(options, wanted: Optional[bool]) -> list:
+    """``wanted``: network_g must read HI-Diff's prior (a HI-Diff stage, whose prior networks would otherwise be
+    trained and run for nothing), or must not need one (a prior-free model, where it would fail at the first
+    sample).  The switch is Transformer ``use_prior`` or Swintormer ``prior``; no HIM and no FiLM also ignore it."""
+    net = (getattr(options, "networks", None) or {}).get("g")
+    if wanted is None or net is None or net.type not in ARCH_REGISTRY:
+        return []
+    arch = ARCH_REGISTRY.get(net.type)
+    for key, on, off in (("use_prior", True, False), ("prior", "hidiff_latent", "none")):
+        value = keyword_value(arch, net.kwargs, key, None)
+        if value is not None:
+            break
+    else:
+        return []
+    needs = bool(value) if key == "use_prior" else value != "none"
+    shown = _yaml(value) + ("" if key in net.kwargs else f" (the {net.type} default)")
+    if not wanted and needs:
+        return [f"network_g.{key}: {shown} builds a network_g that needs HI-Diff's prior, but model_type "
+                f"{options.model_type} gives it none; set network_g.{key}: {_yaml(off)} for a prior-free network, "
+                f"or use model_type HI_Diff_S1/HI_Diff_S2 to restore with the prior"]
+    if not wanted:
+        return []
+    why = f"network_g.{key}: {shown} builds a network_g that ignores HI-Diff's prior"
+    if needs and keyword_value(arch, net.kwargs, "him_levels", None) == [] and \
+            not keyword_value(arch, net.kwargs, "film_bottleneck", True):
+        why = (f"network_g.him_levels: [] with film_bottleneck: false builds a network_g that never reads "
+               f"HI-Diff's prior")
+    elif needs:
+        return []
+    return [f"{why}, so model_type {options.model_type} would train and run its prior networks for an output "
+            f"that does not depend on them; use model_type: PlainRestoration for a prior-free baseline"]
 
 
 def view_order_problems(options) -> list:

@@ -19,6 +19,7 @@ class HIDiffStage1(StageModel):
 
     save_names = ("g", "le")
     required_networks = ("g", "le")
+    g_takes_prior = True
 
     def __init__(self, net_g, net_le, losses: Dict[str, torch.nn.Module], pad_multiple: int = 8) -> None:
         super().__init__({"g": net_g, "le": net_le}, pad_multiple=pad_multiple)

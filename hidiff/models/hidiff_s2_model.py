@@ -26,6 +26,7 @@ class HIDiffStage2(StageModel):
 
     save_names = ("g", "le_dm", "d")
     required_networks = ("g", "le_dm", "d")
+    g_takes_prior = True
     uses_diffusion = True
     loss_blocks = ("pixel_opt", "pixel_diff_opt", "perceptual_opt")
 

@@ -22,6 +22,7 @@ class PlainRestoration(StageModel):
 
     save_names = ("g",)
     required_networks = ("g",)
+    g_takes_prior = False
 
     def __init__(self, net_g, losses: Optional[Dict[str, torch.nn.Module]] = None, pad_multiple: int = 8,
                  in_channels: int = 3) -> None:

@@ -31,7 +31,7 @@ from hidiff.config.typed import from_dict
 from hidiff.config.yaml_io import load_yaml
 from hidiff.engine.checkpoint_store import STATE_FORMAT, CheckpointStore
 from hidiff.errors import CheckpointError, ConfigError
-from hidiff.inference.official_weights import _split_networks, build_pipeline
+from hidiff.inference.official_weights import NET_FILES, _split_networks, build_pipeline
 from hidiff.models import build_model
 from hidiff.registry import MODEL_REGISTRY
 from hidiff.utils.checkpoint import check_finite, load_state_into, params_entry, safe_load, strip_prefixes
@@ -137,26 +137,47 @@ def _folder_name(path: Path) -> str:
 def from_release(folder: Any, param_key: str = "params") -> Weights:
     """A release folder: ``net_<x>.pth`` per network (the authors' layout).
 
+    Only the network files a model loads are read (and recorded); any other ``net_*.pth`` there (a
+    backup such as ``net_g_old.pth``) is named in a warning and left alone.
     A model folder (:mod:`hidiff.runners.model_folder`) also holds ``model.yml``, the options its run
     recorded; its networks are then rebuilt from those, not recognised from their shapes.
     """
     root = Path(folder)
     if not root.is_dir():
         raise CheckpointError(f"--weights {root}: folder not found")
-    files = {p.stem[4:]: p for p in sorted(root.glob("net_*.pth"))}
-    if "g" not in files:
-        raise CheckpointError(f"--weights {root}: expected the released files net_g.pth, net_le_dm.pth, net_d.pth; "
-                              f"found {sorted(p.name for p in root.glob('*.pth')) or 'no .pth files'}")
     model_file = root / MODEL_FILE
     config = load_yaml(model_file) if model_file.is_file() else None
     if model_file.is_file() and not (isinstance(config, Mapping) and isinstance(config.get("model_type"), str)):
         raise ConfigError(f"{model_file}: expected a mapping with 'model_type' and the network_<x> blocks "
                           f"(a model folder's recorded options)")
+    wanted = _folder_networks(config)
+    files = {s: root / f"net_{s}.pth" for s in wanted if (root / f"net_{s}.pth").is_file()}
+    if "g" not in files:
+        raise CheckpointError(f"--weights {root}: expected the released files net_g.pth, net_le_dm.pth, net_d.pth; "
+                              f"found {sorted(p.name for p in root.glob('*.pth')) or 'no .pth files'}")
+    spare = sorted(p.name for p in root.glob("net_*.pth") if p.stem[4:] not in files)
+    if spare:
+        reads = f"{MODEL_FILE}'s model_type {config['model_type']} loads" if config and \
+            config["model_type"] in MODEL_REGISTRY else "a release folder holds"
+        log.warning("--weights %s: ignoring %s, not read, loaded or recorded (%s only %s)", root,
+                    ", ".join(spare), reads, ", ".join(f"net_{s}.pth" for s in wanted))
     weights = from_files(files, param_key=param_key, kind="model" if config else "weights",
                          label=_folder_name(root) or "weights", where="--weights net_")
     if config:
         weights.config, weights.config_source = dict(config), str(model_file)
     return weights
+
+
+def _folder_networks(config: Optional[Mapping[str, Any]]) -> List[str]:
+    """The network suffixes a folder's ``net_<x>.pth`` files may hold: a model folder's model_type's
+    ``save_names``; else the release's networks and those any model saves (stage 1's net_le)."""
+    model_type = config.get("model_type") if isinstance(config, Mapping) else None
+    if model_type in MODEL_REGISTRY:
+        return list(MODEL_REGISTRY.get(model_type).save_names)
+    known = [name[4:] for name in NET_FILES]
+    for name in MODEL_REGISTRY:
+        known += [s for s in MODEL_REGISTRY.get(name).save_names if s not in known]
+    return known
 
 
 def _from_state(verified, param_key: str, label: str, kind: str) -> Weights:
