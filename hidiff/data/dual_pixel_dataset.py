@@ -198,6 +198,11 @@ class DualPixelDataset(PairDatasetBase):
                 problems.append(f"'{self._gt[key]}' is {h}x{w}, smaller than the crop size {self.gt_size}")
         return problems
 
+    def pair_files(self, i: int) -> tuple[list[str], str]:
+        """The files of pair ``i``: its views, in stacking order, and its target."""
+        key = self.keys[i]
+        return [index[key] for index in self._views], self._gt[key]
+
     def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray, str, str, str]:
         key = self.keys[i]
         views = [read_image(index[key]) for index in self._views]

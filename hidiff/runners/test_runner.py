@@ -254,9 +254,11 @@ def _pair_sizes(dataset, n: int) -> Optional[List[Tuple[str, List[Tuple[str, Any
         lq, gt = dataset.lq_source, dataset.gt_source
         return [(b, [(lq.path_of(a), lq.size(a))], (gt.path_of(b), gt.size(b))) for a, b in dataset.pairs[:n]]
     if isinstance(dataset, DualPixelDataset):
-        gt_files = dataset._gt
-        return [(k, [(v[k], stored_size(v[k])) for v in dataset._views], (gt_files[k], stored_size(gt_files[k])))
-                for k in dataset.keys[:n]]
+        out = []
+        for i, key in enumerate(dataset.keys[:n]):
+            views, gt = dataset.pair_files(i)
+            out.append((key, [(v, stored_size(v)) for v in views], (gt, stored_size(gt))))
+        return out
     return None
 
 
