@@ -57,6 +57,7 @@ from hidiff.evaluation.benchmarks import lookup_set
 from hidiff.evaluation.protocols import default_protocol_for, get_protocol
 from hidiff.evaluation.report import write_comparison_grid, write_set_report, write_summary_table
 from hidiff.models import build_model
+from hidiff.models.base import prior_problems
 from hidiff.runners.prior_seeds import PRIOR_IMAGES, combine_images, combine_rows, prior_seed, std_map
 from hidiff.runners.weights import from_experiment, from_files, load_into, merge_run_options
 from hidiff.utils.archive import archive_previous
@@ -152,6 +153,12 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     torch.manual_seed(options.manual_seed)
     model = build_model(options)
     suffixes = list(model.save_names)
+    # judged on the networks restored (the weights' run may supply network_g), not on the test file alone
+    prior = prior_problems(options, type(model).g_takes_prior)
+    if prior and type(model).g_takes_prior is False:
+        raise ConfigError(f"{options.source or options.name}: " + "; ".join(prior))
+    for problem in prior:
+        log.warning("%s: %s; every prior seed gives the same image", options.source or options.name, problem)
     if (prior_seeds > 1 or std_map) and not model.has_prior:
         raise ConfigError(f"--prior-seeds/--std-map: model_type {options.model_type} has no diffusion prior, so "
                           f"every initial noise gives the same image")
