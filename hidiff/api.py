@@ -129,6 +129,10 @@ class Restorer:
         """
         if not isinstance(self_ensemble, (bool, np.bool_)):
             raise ConfigError(f"deblur(self_ensemble={self_ensemble!r}): expected True or False")
+        if self_ensemble and self.pipeline.in_channels != 3:
+            raise ConfigError(f"deblur(self_ensemble=True): this model ({self.description}) takes a dual-pixel pair, "
+                              f"which the 8 flips and rotations do not keep valid (a mirror swaps which view is "
+                              f"left, a quarter turn makes the disparity vertical)")
         opts = (seed, tile, bool(self_ensemble))
 
         if isinstance(image, (str, os.PathLike)):

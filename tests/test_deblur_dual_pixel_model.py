@@ -14,7 +14,7 @@ from hidiff.archs import build_network
 from hidiff.cli.deblur import main as deblur_main
 from hidiff.config import options_from_text
 from hidiff.engine.checkpoint_store import CheckpointStore
-from hidiff.errors import DataError
+from hidiff.errors import ConfigError, DataError
 
 # window 2: inputs are padded to multiples of 32, which keeps it fast on a CPU
 NET_G = {"type": "Swintormer", "inp_channels": 6, "dim": 8, "num_blocks": [1, 1, 1, 2], "num_refinement_blocks": 1,
@@ -63,3 +63,5 @@ def test_the_api_refuses_photos_and_arrays_but_restores_six_channel_tensors(dual
             restorer.deblur(image)
     out = restorer.deblur(torch.rand(6, 16, 16))  # the dual-pixel input it does take
     assert out.shape == (3, 16, 16) and torch.isfinite(out).all()
+    with pytest.raises(ConfigError, match="takes a dual-pixel pair, which the 8 flips and rotations do not keep"):
+        restorer.deblur(torch.rand(6, 16, 16), self_ensemble=True)

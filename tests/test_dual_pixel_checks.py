@@ -112,3 +112,14 @@ def test_the_shipped_dpdd_files_agree(name):
     opt = load_options(OPTIONS / name, is_train=name.startswith("train"))
     assert {ds.params.get("view_order") for ds in opt.datasets.values()} == {"RL"}
     assert opt.networks["g"].kwargs["dual_pixel_order"] == "RL"
+
+
+def test_self_ensemble_is_refused_on_a_dual_pixel_set_but_not_on_its_combined_view():
+    opts = swintormer_options({"view_order": "RL"}, {})
+    opts["val"] = {"self_ensemble": True}
+    with pytest.raises(ConfigError, match="val.self_ensemble: datasets.test_1 is a dual-pixel set, whose pairs the 8 "
+                                          "flips and rotations do not keep valid"):
+        load_test(opts)
+    combined = swintormer_options({"dual_pixel": False}, {"inp_channels": 3})
+    combined["val"] = {"self_ensemble": True}
+    assert load_test(combined).val.self_ensemble

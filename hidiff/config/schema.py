@@ -464,7 +464,7 @@ class ValOptions:
     window_size: int = spec(8, "pad images to a multiple of this for whole-image inference", ge=1)
     metrics: Dict[str, MetricOptions] = spec(doc="metric name -> metric block", default_factory=dict)
     tile: Optional[TileSetting] = spec(None, "overlapping-window inference (null or false: whole image)")
-    self_ensemble: bool = spec(False, "x8 dihedral self-ensemble")
+    self_ensemble: bool = spec(False, "x8 dihedral self-ensemble (refused on dual-pixel sets)")
     comparison_grid: bool = spec(False, "write a blurry | restored | sharp picture")
     max_images: Optional[int] = spec(None, "validate on at most this many images per set", ge=1)
     use_ema: bool = spec(True, "validate/test the EMA weights when there are any")

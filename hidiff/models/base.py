@@ -71,6 +71,7 @@ class StageModel(nn.Module):
                                 f"{', '.join('train.' + n for n in cls.loss_blocks)}, so this block would be "
                                 f"ignored; remove it")
         problems += view_order_problems(options)
+        problems += dual_pixel_ensemble_problems(options)
         if options.is_train:  # a test file may leave network_g to the weights' run: hidiff.runners.test_runner
             problems += prior_problems(options, cls.g_takes_prior)
         if problems:
@@ -176,6 +177,23 @@ def view_order_problems(options) -> list:
                        f"network_g.dual_pixel_order is '{order}'{net_default}, so the network would read the two "
                        f"views swapped; set both keys to the same order (the published Swintormer weights "
                        f"and the shipped DPDD files use RL)")
+    return out
+
+
+def dual_pixel_ensemble_problems(options) -> list:
+    """``val.self_ensemble`` on a dual-pixel set: a mirrored pair would need its two views swapped (the left
+    camera's view of a mirrored scene is the mirrored right view) and a 90-degree turn makes the views'
+    disparity vertical, unlike anything the network saw; so the x8 average is not a sound estimate there."""
+    val = getattr(options, "val", None)
+    if val is None or not val.self_ensemble:
+        return []
+    out = []
+    for key, ds in sorted((getattr(options, "datasets", None) or {}).items()):
+        if ds.type in DATASET_REGISTRY and keyword_value(DATASET_REGISTRY.get(ds.type), ds.params, "dual_pixel",
+                                                         None):
+            out.append(f"val.self_ensemble: datasets.{key} is a dual-pixel set, whose pairs the 8 flips and "
+                       f"rotations do not keep valid (a mirror swaps which view is left, a quarter turn makes the "
+                       f"disparity vertical); set val.self_ensemble: false")
     return out
 
 
