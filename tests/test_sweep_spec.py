@@ -42,6 +42,22 @@ def test_plan_names_seeds_and_stage1_links(tmp_path):
     assert not sweep.folder.exists()   # planning writes nothing
 
 
+
+def test_a_run_name_another_sweep_has_recorded_is_refused(tmp_path):
+    """Sweep 'a' variant 'b_c' and sweep 'a_b' variant 'c' both name a run 'a_b_c_s0': the second would archive
+    the first's run under it.  A record of the other sweep (as its runner writes one) stops the plan."""
+    base, sweep_file = write_tiny_sweep(tmp_path, seeds=1)
+    other = tmp_path / "experiments" / "sweeps" / "ti"
+    (other / "runs").mkdir(parents=True)
+    (other / "runs" / "tiny_noprior_s0.json").write_text(json.dumps({"run": "tiny_noprior_s0", "status": "trained"}))
+    with pytest.raises(ConfigError) as err:
+        load_sweep(sweep_file, base)
+    assert f"the run 'tiny_noprior_s0' is also a run of the sweep in '{other}'" in str(err.value)
+    assert "rename this sweep or the variant" in str(err.value)
+    assert not (tmp_path / "experiments" / "sweeps" / "tiny").exists()
+    (other / "runs" / "tiny_noprior_s0.json").unlink()   # its own names only: planning works again
+    assert load_sweep(sweep_file, base).folder == tmp_path / "experiments" / "sweeps" / "tiny"
+
 def test_grid_and_shared_network_overrides_reach_stage1(tmp_path):
     base, sweep_file = write_tiny_sweep(tmp_path, seeds=1, extra={
         "variants": [{"name": "single", "overrides": {"network_g.prior_pyramid": False}}],

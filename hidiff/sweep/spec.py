@@ -512,4 +512,20 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
             raise ConfigError(f"{src}: two runs would be named '{r.name}' (variant names clash with the derived "
                               f"stage-1 names); rename a variant")
         taken[r.name] = r.variant
+    claimed = _claimed_by_other_sweeps(folder, [r.name for r in runs])
+    if claimed:
+        run_name, other = claimed[0]
+        raise ConfigError(f"{src}: the run '{run_name}' is also a run of the sweep in '{other}' (its record "
+                          f"runs/{run_name}.json); training it here would archive that sweep's run and its "
+                          f"evaluation would then score other weights; rename this sweep or the variant")
     return Sweep(name, sweep_file, folder, baseline, nproc, seed_list, variants, runs, limit)
+
+
+def _claimed_by_other_sweeps(folder: Path, names: Sequence[str]) -> List[Tuple[str, Path]]:
+    """``(run, other sweep folder)`` for each run name another sweep under the same root has recorded (run
+    names join sweep, variant and seed with '_', so sweep 'a' variant 'b_c' and sweep 'a_b' variant 'c' meet)."""
+    root = folder.parent
+    if not root.is_dir():
+        return []
+    others = sorted(p for p in root.iterdir() if p.is_dir() and p.name != folder.name)
+    return [(n, o) for n in names for o in others if (o / "runs" / f"{n}.json").is_file()]
