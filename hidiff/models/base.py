@@ -125,26 +125,23 @@ def prior_problems(options, wanted: Optional[bool]) -> list:
     if wanted is None or net is None or net.type not in ARCH_REGISTRY:
         return []
     arch = ARCH_REGISTRY.get(net.type)
-    for key, on, off in (("use_prior", True, False), ("prior", "hidiff_latent", "none")):
-        value = keyword_value(arch, net.kwargs, key, None)
-        if value is not None:
-            break
-    else:
+    found = [(key, off, value) for key, off in (("use_prior", False), ("prior", "none"))
+             if (value := keyword_value(arch, net.kwargs, key, None)) is not None]
+    if not found:
         return []
-    needs = bool(value) if key == "use_prior" else value != "none"
+    key, off, value = found[0]
+    needs = value != off
     shown = _yaml(value) + ("" if key in net.kwargs else f" (the {net.type} default)")
-    if not wanted and needs:
+    if not wanted:
         return [f"network_g.{key}: {shown} builds a network_g that needs HI-Diff's prior, but model_type "
                 f"{options.model_type} gives it none; set network_g.{key}: {_yaml(off)} for a prior-free network, "
-                f"or use model_type HI_Diff_S1/HI_Diff_S2 to restore with the prior"]
-    if not wanted:
-        return []
-    why = f"network_g.{key}: {shown} builds a network_g that ignores HI-Diff's prior"
-    if needs and keyword_value(arch, net.kwargs, "him_levels", None) == [] and \
+                f"or use model_type HI_Diff_S1/HI_Diff_S2 to restore with the prior"] if needs else []
+    if not needs:
+        why = f"network_g.{key}: {shown} builds a network_g that ignores HI-Diff's prior"
+    elif keyword_value(arch, net.kwargs, "him_levels", None) == [] and \
             not keyword_value(arch, net.kwargs, "film_bottleneck", True):
-        why = (f"network_g.him_levels: [] with film_bottleneck: false builds a network_g that never reads "
-               f"HI-Diff's prior")
-    elif needs:
+        why = "network_g.him_levels: [] with film_bottleneck: false builds a network_g that never reads HI-Diff's prior"
+    else:
         return []
     return [f"{why}, so model_type {options.model_type} would train and run its prior networks for an output "
             f"that does not depend on them; use model_type: PlainRestoration for a prior-free baseline"]
