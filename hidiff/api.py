@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -133,17 +134,18 @@ class Restorer:
             raise ConfigError(f"deblur(self_ensemble=True): this model ({self.description}) takes a dual-pixel pair, "
                               f"which the 8 flips and rotations do not keep valid (a mirror swaps which view is "
                               f"left, a quarter turn makes the disparity vertical)")
-        opts = (seed, tile, bool(self_ensemble))
+        def request(default_key: str) -> _Request:
+            return _Request(default_key if key is None else key, seed, tile, bool(self_ensemble))
 
         if isinstance(image, (str, os.PathLike)):
             self._check_rgb_model("an image file")
             photo = read_photo(image)
-            out = self._restore(to_tensor(photo.rgb), Path(image).stem if key is None else key, *opts)
+            out = self._restore(to_tensor(photo.rgb), request(Path(image).stem))
             return _to_samples(out[0].permute(1, 2, 0).numpy(), np.dtype(photo.dtype))
         if isinstance(image, torch.Tensor):
-            return self._deblur_tensor(image, key or "", *opts)
+            return self._deblur_tensor(image, request(""))
         if isinstance(image, np.ndarray):
-            return self._deblur_array(image, key or "", *opts)
+            return self._deblur_array(image, request(""))
         raise DataError(f"deblur(): expected a tensor, a numpy array or a path to an image file, "
                         f"got {type(image).__name__}")
 
@@ -155,9 +157,9 @@ class Restorer:
             raise DataError(f"deblur(): {what} is restored as RGB, but this model ({self.description}) takes "
                             f"{n}-channel input (a dual-pixel pair of views); pass a ({n},H,W) or (B,{n},H,W) tensor")
 
-    def _restore(self, lq: torch.Tensor, key: str, seed: int, tile: Any, ensemble: bool) -> torch.Tensor:
+    def _restore(self, lq: torch.Tensor, how: "_Request") -> torch.Tensor:
         """(B,C,H,W) float32 CPU/any device -> (B,3,H,W) float32 in [0,1], one image at a time."""
-
+        tile = how.tile
         if isinstance(tile, numbers.Integral) and not isinstance(tile, (bool, np.bool_)):
             tile = TileOptions(size=int(tile))
         elif tile is not None and not isinstance(tile, (str, TileOptions)):
@@ -165,20 +167,20 @@ class Restorer:
         if isinstance(tile, TileOptions) and tile.size % self.pipeline.pad_multiple:
             raise ConfigError(f"deblur(tile={tile.size}): must be a multiple of {self.pipeline.pad_multiple} "
                               f"for this model")
-        seed_of_image = image_seed(key, int(seed))
+        seed_of_image = image_seed(how.key, int(how.seed))
         outs = []
         with torch.inference_mode():
             for b in range(lq.shape[0]):
                 def once(x: torch.Tensor) -> torch.Tensor:
                     return restore_image(self.pipeline, x, tile, seed=seed_of_image)
-                out = dihedral_mean(once, lq[b:b + 1]) if ensemble else once(lq[b:b + 1])
+                out = dihedral_mean(once, lq[b:b + 1]) if how.ensemble else once(lq[b:b + 1])
                 if not bool(torch.isfinite(out).all()):
                     raise DataError(f"deblur(): the restored image holds NaN/Inf values with the weights "
                                     f"{self.weights.describe()}")
                 outs.append(out.clamp_(0.0, 1.0))
         return torch.cat(outs)
 
-    def _deblur_tensor(self, x: torch.Tensor, key: str, *opts: Any) -> torch.Tensor:
+    def _deblur_tensor(self, x: torch.Tensor, how: "_Request") -> torch.Tensor:
         if x.numel() == 0:
             raise DataError(f"deblur(): the tensor holds no pixels (shape {tuple(x.shape)})")
         if not x.is_floating_point():
@@ -188,18 +190,18 @@ class Restorer:
                             f"(B,{self.pipeline.in_channels},H,W) tensor, got shape {tuple(x.shape)}")
         _check_range(x.detach().float())
         lq = x.detach().float()
-        out = self._restore(lq[None] if x.dim() == 3 else lq, key, *opts)
+        out = self._restore(lq[None] if x.dim() == 3 else lq, how)
         out = out.to(device=x.device, dtype=x.dtype)
         return out[0] if x.dim() == 3 else out
 
-    def _deblur_array(self, a: np.ndarray, key: str, *opts: Any) -> np.ndarray:
+    def _deblur_array(self, a: np.ndarray, how: "_Request") -> np.ndarray:
         self._check_rgb_model("an array")
         if a.size == 0:
             raise DataError(f"deblur(): the array holds no pixels (shape {a.shape})")
         if a.ndim == 3 and a.shape[2] == 1:  # H x W x 1: restored as gray, returned in the same shape
-            return self._deblur_array(a[:, :, 0], key, *opts)[:, :, None]
+            return self._deblur_array(a[:, :, 0], how)[:, :, None]
         if a.ndim == 3 and a.shape[2] == 4:  # RGBA: the colour is restored, the alpha kept unchanged
-            rgb = self._deblur_array(a[:, :, :3], key, *opts)
+            rgb = self._deblur_array(a[:, :, :3], how)
             return np.concatenate([rgb, a[:, :, 3:]], axis=2)
         if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
             raise DataError(f"deblur(): expected an H x W x 3, H x W x 4 (RGBA) or H x W array, got shape {a.shape}")
@@ -212,10 +214,19 @@ class Restorer:
             raise DataError(f"deblur(): expected uint8, uint16 or float samples, got {a.dtype}")
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-        out = self._restore(to_tensor(rgb), key, *opts)[0].permute(1, 2, 0).numpy()
+        out = self._restore(to_tensor(rgb), how)[0].permute(1, 2, 0).numpy()
         if a.ndim == 2:
             out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2GRAY)
         return _to_samples(out, a.dtype)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """How one ``deblur`` call restores: the prior noise's key and seed, the tiling and the self-ensemble."""
+    key: str
+    seed: int
+    tile: Any
+    ensemble: bool
 
 
 def _check_range(x: torch.Tensor) -> None:
