@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from hidiff.data.image_io import list_images, read_image, stored_size
-from hidiff.data.pair_dataset_base import PairDatasetBase
+from hidiff.data.pair_dataset_base import PairDatasetBase, PairSizes
 from hidiff.data.pairing import pair_keys
 from hidiff.data.transforms import to_tensor
 from hidiff.errors import ConfigError, DataError
@@ -184,9 +184,8 @@ class DualPixelDataset(PairDatasetBase):
         """Pairs whose views and target differ in size, and targets smaller than ``gt_size``, from the image
         headers of every view and target (no decoding), so they stop the run at start, not when drawn."""
         problems = []
-        for key in self.keys:
-            paths = [index[key] for index in self._views] + [self._gt[key]]
-            sizes = [stored_size(p) for p in paths]
+        for key, views, target in self.pair_sizes():
+            paths, sizes = [list(x) for x in zip(*views, target)]
             if any(size is None for size in sizes):
                 continue    # unreadable: the read says why (and skip_corrupt decides)
             if len(set(sizes)) != 1:
@@ -195,13 +194,13 @@ class DualPixelDataset(PairDatasetBase):
                     f"of a pair must have one size")
             elif self.gt_size is not None and min(sizes[-1]) < self.gt_size:
                 h, w = sizes[-1]
-                problems.append(f"'{self._gt[key]}' is {h}x{w}, smaller than the crop size {self.gt_size}")
+                problems.append(f"'{paths[-1]}' is {h}x{w}, smaller than the crop size {self.gt_size}")
         return problems
 
-    def pair_files(self, i: int) -> tuple[list[str], str]:
-        """The files of pair ``i``: its views, in stacking order, and its target."""
-        key = self.keys[i]
-        return [index[key] for index in self._views], self._gt[key]
+    def pair_sizes(self, n: Optional[int] = None) -> list[PairSizes]:
+        """The views (in stacking order) and the target of the first ``n`` pairs, with their header sizes."""
+        return [(key, [(index[key], stored_size(index[key])) for index in self._views],
+                 (self._gt[key], stored_size(self._gt[key]))) for key in self.keys[:n]]
 
     def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray, str, str, str]:
         key = self.keys[i]

@@ -7,7 +7,7 @@ optional replacement of corrupt training images.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -18,6 +18,8 @@ from hidiff.data.transforms import paired_random_crop, random_dihedral, to_tenso
 from hidiff.errors import ConfigError, DataError
 
 PHASES = ("train", "val", "test")
+#: one pair's files and (h, w) header sizes: ``(key, [(input file, size), ...], (target file, size))``
+PairSizes = Tuple[str, list, Tuple[str, Optional[Tuple[int, int]]]]
 
 
 def check_phase(phase: str, dataset: str) -> str:
@@ -61,6 +63,12 @@ class PairDatasetBase(Dataset):
         """What in the training set cannot give a sample, read from the image headers (no decoding): pairs of
         two sizes, images smaller than the crop.  Found at start, not when the sample is drawn hours later."""
         return []
+
+    def pair_sizes(self, n: Optional[int] = None) -> Optional[list[PairSizes]]:
+        """``(key, [(input file, (h, w)), ...], (target file, (h, w)))`` of the first ``n`` pairs (all: None),
+        from the image headers, upright as the pairs are read; a size is None where a header cannot be read.
+        None where this dataset cannot tell without decoding (its pairs are checked when read)."""
+        return None
 
     @property
     def num_skipped(self) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from hidiff.data.image_source import backend_name, open_source
-from hidiff.data.pair_dataset_base import PairDatasetBase
+from hidiff.data.pair_dataset_base import PairDatasetBase, PairSizes
 from hidiff.data.pairing import pair_keys
 from hidiff.registry import DATASET_REGISTRY
 
@@ -55,18 +55,19 @@ class PairedImageDataset(PairDatasetBase):
         """Target stems in item order."""
         return [gt for _, gt in self.pairs]
 
+    def pair_sizes(self, n: Optional[int] = None) -> list[PairSizes]:
+        lq, gt = self.lq_source, self.gt_source
+        return [(b, [(lq.path_of(a), lq.size(a))], (gt.path_of(b), gt.size(b))) for a, b in self.pairs[:n]]
+
     def size_problems(self) -> list[str]:
         problems = []
-        for lq_key, gt_key in self.pairs:
-            lq, gt = self.lq_source.size(lq_key), self.gt_source.size(gt_key)
+        for _, [(lq_path, lq)], (gt_path, gt) in self.pair_sizes():
             if lq is None or gt is None:
                 continue    # unreadable: the read says why (and skip_corrupt decides)
             if lq != gt:
-                problems.append(f"input '{self.lq_source.path_of(lq_key)}' is {lq[0]}x{lq[1]} but target "
-                                f"'{self.gt_source.path_of(gt_key)}' is {gt[0]}x{gt[1]}")
+                problems.append(f"input '{lq_path}' is {lq[0]}x{lq[1]} but target '{gt_path}' is {gt[0]}x{gt[1]}")
             elif self.gt_size is not None and min(gt) < self.gt_size:
-                problems.append(f"'{self.gt_source.path_of(gt_key)}' is {gt[0]}x{gt[1]}, smaller than the crop "
-                                f"size {self.gt_size}")
+                problems.append(f"'{gt_path}' is {gt[0]}x{gt[1]}, smaller than the crop size {self.gt_size}")
         return problems
 
     def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray, str, str, str]:

@@ -42,15 +42,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
 from hidiff.config.schema import Options
 from hidiff.data.build import build_dataset
-from hidiff.data.dual_pixel_dataset import DualPixelDataset
-from hidiff.data.image_io import stored_size, to_uint8, to_uint16, write_png
-from hidiff.data.paired_dataset import PairedImageDataset
+from hidiff.data.image_io import to_uint8, to_uint16, write_png
 from hidiff.engine.validation import build_metric_fns, image_restorer
 from hidiff.errors import CheckpointError, ConfigError, DataError, HidiffError
 from hidiff.evaluation.benchmarks import lookup_set
@@ -253,28 +251,12 @@ def _scene_labels(key: str, dataset) -> tuple[Optional[Dict[str, str]], Optional
         return None, str(exc)
 
 
-def _pair_sizes(dataset, n: int) -> Optional[List[Tuple[str, List[Tuple[str, Any]], Tuple[str, Any]]]]:
-    """``(key, [(input file, (h, w))...], (target file, (h, w)))`` of the first ``n`` pairs, from the image
-    headers as the dataset reads them (upright by their EXIF orientation); None for a dataset whose files are
-    not known here (its pairs are checked when read).  A size is None where a header cannot be read."""
-    if isinstance(dataset, PairedImageDataset):
-        lq, gt = dataset.lq_source, dataset.gt_source
-        return [(b, [(lq.path_of(a), lq.size(a))], (gt.path_of(b), gt.size(b))) for a, b in dataset.pairs[:n]]
-    if isinstance(dataset, DualPixelDataset):
-        out = []
-        for i, key in enumerate(dataset.keys[:n]):
-            views, gt = dataset.pair_files(i)
-            out.append((key, [(v, stored_size(v)) for v in views], (gt, stored_size(gt))))
-        return out
-    return None
-
-
 def _check_sizes(key: str, set_name: str, dataset, protocol, n: int, shown: int = 5) -> None:
     """DataError naming the pairs whose input and target differ in size, or whose target is smaller than the
     protocol needs, from the headers before anything runs (the read stopped the run at that image)."""
     side, why = protocol.min_side
     wrong, small = [], []
-    for name, inputs, (gt_path, gt) in _pair_sizes(dataset, n) or ():
+    for name, inputs, (gt_path, gt) in dataset.pair_sizes(n) or ():
         if gt is None:
             continue  # unreadable: the read says why
         wrong += [f"{set_name}/{name}: input '{p}' is {hw[1]}x{hw[0]} but target '{gt_path}' is {gt[1]}x{gt[0]} "
