@@ -79,17 +79,19 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
     assert "Validation tinyval (5 images)" in next(s.glob("train_single_*.log")).read_text()
 
 
-def test_stage2_under_torchrun_resumes_bitwise(tmp_path):
+@pytest.mark.parametrize("ldm", [False, True], ids=["local", "ldm"])
+def test_stage2_under_torchrun_resumes_bitwise(tmp_path, ldm):
     """Stage 2 draws its diffusion noise on each rank from that rank's generators: a 2-rank run stopped after
     iteration 1 (mid-epoch) and resumed must end with the weights of the run that went straight through,
-    bit for bit, which holds only if every rank's generators and the sampler's position come back."""
+    bit for bit, which holds only if every rank's generators and the sampler's position come back.  Both
+    diffusion paths: the LDM one is where the official code wrapped networks in DDP twice (docs/quirks.md)."""
     from engine_tiny_run import tiny_s2_options
 
     write_pairs(tmp_path / "data")
     env = run_env()
 
     def config(name: str) -> Path:
-        opts = tiny_s2_options(tmp_path, name=name, train={"total_iter": 3},
+        opts = tiny_s2_options(tmp_path, name=name, train={"total_iter": 3}, diffusion_schedule={"apply_ldm": ldm},
                                logger={"save_checkpoint_freq": 1, "print_freq": 1})
         path = tmp_path / f"{name}.yml"
         path.write_text(yaml.safe_dump(opts, sort_keys=False))
@@ -107,6 +109,7 @@ def test_stage2_under_torchrun_resumes_bitwise(tmp_path):
     assert sorted(p.name for p in (exp / "resumed" / "training_states").iterdir()) == ["1.state"]
     state = safe_load(exp / "resumed" / "training_states" / "1.state")
     assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    assert state["config"]["diffusion_schedule"]["apply_ldm"] is ldm
     # the ranks' generators differ (seeded manual_seed + rank), so the state must hold both
     assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
     again = train(resumed, "--resume", "auto")
