@@ -123,3 +123,41 @@ def test_stage2_names_its_stage1_run_and_fails_clearly_when_missing(tmp_path):
     assert specs["g"].path.name == "net_g_200.pth" and specs["le"].path.name == "net_le_200.pth"
     (models / "net_le_latest.pth").write_bytes(b"x")
     assert resolve_pretrained(opt)["le"].path.name == "net_le_latest.pth"
+
+
+def test_stage2_trains_net_g_jointly_at_the_optimisers_full_learning_rate(tmp_path):
+    """docs/quirks.md, quirk 14: stage 2 updates net_g with the diffusion networks in one optimiser group at
+    train.optim_total.lr (no smaller rate for the pretrained U-Net), and leaves the stage-1 encoder frozen. One
+    plain SGD step (no momentum, no clipping): each parameter moves by exactly lr x its gradient."""
+    import yaml
+
+    from engine_tiny_run import tiny_s2_options, write_pairs
+    from hidiff.engine.trainer import Trainer
+    from hidiff.utils.checkpoint import safe_load
+
+    lr = 0.25
+    write_pairs(tmp_path / "data")
+    opts = tiny_s2_options(tmp_path, train={"total_iter": 1, "use_grad_clip": False,
+                                            "optim_total": {"type": "SGD", "lr": lr}},
+                           logger={"save_checkpoint_freq": 1, "print_freq": 1})
+    trainer = Trainer(options_from_text(yaml.safe_dump(opts, sort_keys=False)))
+    trainer.fit()
+    (group,) = trainer.optimizer.param_groups
+    assert group["initial_lr"] == lr
+    in_group = {id(p) for p in group["params"]}
+    start = {n: safe_load(tmp_path / "stage1" / f"net_{n}.pth")["params"] for n in ("g", "le")}
+    for name in ("g", "le_dm", "d"):
+        net = trainer.model.net(name)
+        assert all(id(p) in in_group for p in net.parameters()), f"net_{name} is not optimised"
+    g = trainer.model.net("g")
+    moved = 0
+    for k, p in g.named_parameters():
+        step = start["g"][k] - p.detach()
+        assert p.grad is not None, k
+        torch.testing.assert_close(step, lr * p.grad, rtol=1e-5, atol=1e-7, msg=f"net_g.{k}")
+        moved += int(step.abs().max() > 0)
+    assert moved > 0
+    le = trainer.model.net("le")
+    assert not any(id(p) in in_group for p in le.parameters())
+    for k, v in le.state_dict().items():
+        assert torch.equal(v, start["le"][k]), f"net_le.{k} changed in stage 2"
