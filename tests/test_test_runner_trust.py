@@ -136,3 +136,22 @@ def test_library_refuses_prior_seed_arguments_the_command_line_refuses(tmp_path,
     with pytest.raises(ConfigError, match=match):
         run_test(options, device="cpu", **kwargs)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_synthetic_test_set_runs_through_the_pre_run_checks(world, tmp_path):
+    """A SyntheticBlurDataset set (the default model's and the demo's val sets) made hidiff-test fail with an
+    AttributeError in the pre-run size check: its pairs are made from one photo each, nothing to compare."""
+    sharp = tmp_path / "sharp"
+    sharp.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(24, 32), (20, 28)]):
+        cv2.imwrite(str(sharp / f"photo{i}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    opt = write_options(world, tmp_path, datasets={"test_1": {
+        "name": "Tiny", "type": "SyntheticBlurDataset", "sharp_root": str(sharp), "kernel_size": 7,
+        "noise_sigma": 0.01}})
+    args = ["-opt", str(opt), "--experiment", "run", "--device", "cpu"]
+    assert hidiff_test(args) == 0
+    run = tmp_path / "results" / "t" / "run"
+    assert sorted(p.stem for p in (run / "visualization" / "Tiny").glob("*.png")) == ["photo0", "photo1"]
+    means = summary(run)["means"]
+    assert means and all(np.isfinite(v) for v in means.values()), means

@@ -140,6 +140,11 @@ class SyntheticBlurDataset(Dataset):
     def num_skipped(self) -> int:
         return self._skips.count
 
+    def pair_sizes(self, n: Optional[int] = None) -> None:
+        """None: each pair is made from one photo, so input and target always share a size (the pair
+        datasets' ``pair_sizes`` lets a test run find mismatched files before it starts)."""
+        return None
+
     def size_problems(self) -> list[str]:
         """Training photos too small for one crop with its kernel margin, read from their headers (no decoding):
         found at start, not when the photo is drawn hours later."""
