@@ -7,6 +7,7 @@ A tiny real Swintormer run (``PlainRestoration``, no diffusion) trained with the
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import needs_shipped_default_model
 from hidiff.archs import build_network
 from hidiff.cli.test import main as hidiff_test
 from hidiff.config import options_from_text
@@ -155,3 +157,39 @@ def test_a_synthetic_test_set_runs_through_the_pre_run_checks(world, tmp_path):
     assert sorted(p.stem for p in (run / "visualization" / "Tiny").glob("*.png")) == ["photo0", "photo1"]
     means = summary(run)["means"]
     assert means and all(np.isfinite(v) for v in means.values()), means
+
+
+@needs_shipped_default_model()
+def test_library_call_takes_the_schedule_keys_the_file_leaves_to_the_run(tmp_path):
+    """run_test merged the options with every default filled in, so a schedule key the test file never set
+    (linear_end) contradicted the run's recorded value, where hidiff-test (which merges the file as written)
+    took the run's: both must take it."""
+    from hidiff.config import load_options
+    from hidiff.runners.default_model import PACKAGED
+    from hidiff.runners.weights import from_release
+
+    model = tmp_path / "model"
+    shutil.copytree(PACKAGED, model)
+    recorded = yaml.safe_load((model / "model.yml").read_text())
+    recorded["diffusion_schedule"]["linear_end"] = 0.5
+    (model / "model.yml").write_text(yaml.safe_dump(recorded, sort_keys=False))
+    data = write_pairs(tmp_path / "data", [(24, 32), (32, 24)])
+    raw = {"name": "t", "model_type": "HI_Diff_S2", "manual_seed": 3,
+           "datasets": {"test_1": {"name": "Tiny", "type": "PairedImageIRDataset", "protocol": "basic",
+                                   "dataroot_gt": str(data / "target"), "dataroot_lq": str(data / "input")}},
+           "diffusion_schedule": {"apply_ldm": False, "timesteps": 4},
+           "path": {"results_root": str(tmp_path / "results")}}
+    for net in ("network_g", "network_le_dm", "network_d"):  # as the run's, network_g without zero_init_output
+        raw[net] = {k: v for k, v in recorded[net].items() if k != "zero_init_output"}
+    opt = tmp_path / "t.yml"
+    opt.write_text(yaml.safe_dump(raw))
+    lib = run_test(load_options(str(opt), [], is_train=False), from_release(str(model), "params_ema"),
+                   device="cpu")["Tiny"]
+    assert lib["meta"]["restored_with"]["diffusion_schedule"]["linear_end"] == 0.5
+    assert lib["meta"]["restored_with"]["network_g"]["zero_init_output"] is True
+    lib_dir = tmp_path / "lib"
+    (tmp_path / "results" / "t").rename(lib_dir)
+    assert hidiff_test(["-opt", str(opt), "--weights", str(model), "--device", "cpu"]) == 0
+    (cli_dir,) = (tmp_path / "results" / "t").iterdir()
+    (lib_run,) = lib_dir.iterdir()
+    assert summary(cli_dir)["means"] == lib["means"] == summary(lib_run)["means"]

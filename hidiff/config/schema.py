@@ -13,6 +13,7 @@ generate the JSON Schema of option files (``hidiff.config.json_schema``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -542,6 +543,9 @@ class Options:
     logger: LoggerOptions = spec(doc="logging and checkpoints", default_factory=LoggerOptions)
     dist_params: DistOptions = spec(doc="distributed training", default_factory=DistOptions)
     source: Optional[str] = None
+    #: the mapping these options were read from (file and overrides), before defaults were filled in: what a
+    #: test of a run's weights merges with the run's recorded settings, as hidiff-test merges the file
+    given: Optional[Dict[str, Any]] = field(default=None, repr=False, compare=False)
 
     _TOP = ("name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "diffusion_schedule", "path",
             "train", "val", "logger", "dist_params", "is_train")
@@ -615,6 +619,7 @@ class Options:
         obj.datasets = datasets
         obj.networks = networks
         obj.source = source
+        obj.given = copy.deepcopy(dict(data))
         with problems.guard():
             obj.cross_check(failed)
         problems.raise_if_any()
