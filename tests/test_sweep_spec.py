@@ -55,7 +55,16 @@ def test_a_run_name_another_sweep_has_recorded_is_refused(tmp_path):
     assert f"the run 'tiny_noprior_s0' is also a run of the sweep in '{other}'" in str(err.value)
     assert "rename this sweep or the variant" in str(err.value)
     assert not (tmp_path / "experiments" / "sweeps" / "tiny").exists()
+    assert "(its record runs/tiny_noprior_s0.json)" in str(err.value)
     (other / "runs" / "tiny_noprior_s0.json").unlink()   # its own names only: planning works again
+    assert load_sweep(sweep_file, base).folder == tmp_path / "experiments" / "sweeps" / "tiny"
+    # planned by the other sweep (its plan.json, written before its first training) but not started yet: that
+    # sweep would reach it later and archive this one's run
+    (other / "plan.json").write_text(json.dumps({"name": "ti", "runs": [{"name": "ti_x_s0"},
+                                                                        {"name": "tiny_noprior_s0"}]}))
+    with pytest.raises(ConfigError, match=r"also a run of the sweep in '.*ti' \(its plan\.json\)"):
+        load_sweep(sweep_file, base)
+    (other / "plan.json").write_text("{not json")   # a plan that cannot be read claims nothing
     assert load_sweep(sweep_file, base).folder == tmp_path / "experiments" / "sweeps" / "tiny"
 
 def test_grid_and_shared_network_overrides_reach_stage1(tmp_path):

@@ -514,18 +514,36 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
         taken[r.name] = r.variant
     claimed = _claimed_by_other_sweeps(folder, [r.name for r in runs])
     if claimed:
-        run_name, other = claimed[0]
-        raise ConfigError(f"{src}: the run '{run_name}' is also a run of the sweep in '{other}' (its record "
-                          f"runs/{run_name}.json); training it here would archive that sweep's run and its "
-                          f"evaluation would then score other weights; rename this sweep or the variant")
+        run_name, other, where = claimed[0]
+        raise ConfigError(f"{src}: the run '{run_name}' is also a run of the sweep in '{other}' ({where}); "
+                          f"training it here would archive that sweep's run and its evaluation would then score "
+                          f"other weights; rename this sweep or the variant")
     return Sweep(name, sweep_file, folder, baseline, nproc, seed_list, variants, runs, limit)
 
 
-def _claimed_by_other_sweeps(folder: Path, names: Sequence[str]) -> List[Tuple[str, Path]]:
-    """``(run, other sweep folder)`` for each run name another sweep under the same root has recorded (run
-    names join sweep, variant and seed with '_', so sweep 'a' variant 'b_c' and sweep 'a_b' variant 'c' meet)."""
+def _planned_runs(sweep_folder: Path) -> set:
+    """The run names of a sweep folder's plan.json (written before its first training starts); none if unreadable."""
+    try:
+        plan = json.loads((sweep_folder / "plan.json").read_text(encoding="utf-8"))
+        return {str(r["name"]) for r in plan["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _claimed_by_other_sweeps(folder: Path, names: Sequence[str]) -> List[Tuple[str, Path, str]]:
+    """``(run, other sweep folder, what names it there)`` for each run name another sweep under the same root
+    has planned or recorded (run names join sweep, variant and seed with '_', so sweep 'a' variant 'b_c' and
+    sweep 'a_b' variant 'c' meet); a planned run counts before it starts, as that sweep will train it later."""
     root = folder.parent
     if not root.is_dir():
         return []
     others = sorted(p for p in root.iterdir() if p.is_dir() and p.name != folder.name)
-    return [(n, o) for n in names for o in others if (o / "runs" / f"{n}.json").is_file()]
+    found = []
+    for o in others:
+        planned = _planned_runs(o)
+        for n in names:
+            if (o / "runs" / f"{n}.json").is_file():
+                found.append((n, o, f"its record runs/{n}.json"))
+            elif n in planned:
+                found.append((n, o, "its plan.json"))
+    return found
