@@ -89,6 +89,38 @@ def test_changed_config_is_refused_unless_allowed(tmp_path):
     assert (again.start_iter, again.last_iter) == (4, 4)
 
 
+@pytest.mark.parametrize("change", ["image removed", "enlarge ratio"])
+def test_resume_on_changed_training_data_is_refused_unless_allowed(tmp_path, change):
+    """Training images added or removed (or dataset_enlarge_ratio changed) since the checkpoint: the sample order
+    cannot continue exactly.  The sampler's refusal held even with --allow-config-change, whose own message had
+    offered it; now it names the set and both ways out, and the flag continues the epoch on the new data."""
+    write_pairs(tmp_path / "data", n=9)
+    base = tiny_options(tmp_path, train={"total_iter": 4}, logger={"save_checkpoint_freq": 1, "print_freq": 1})
+    Trainer(_opts(base), stop_after=1).fit()
+    if change == "image removed":
+        for side in ("input", "target"):
+            (tmp_path / "data" / side / "im08.png").unlink()
+        changed, what = base, "dataset_len 9 -> 8"
+    else:
+        changed = tiny_options(tmp_path, train={"total_iter": 4}, logger={"save_checkpoint_freq": 1, "print_freq": 1},
+                               datasets={"train": {"dataset_enlarge_ratio": 2}})
+        what = "enlarge_ratio 1 -> 2"
+    run = tmp_path / "experiments" / "tiny"
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(ConfigError) as info:   # a changed option is refused first by the config check
+        Trainer(_opts(changed), resume="auto").fit()
+    msg = str(info.value)
+    if change == "image removed":
+        assert f"the training data changed since this checkpoint ({what}; datasets.train 'tinytrain')" in msg
+        assert "--resume none" in msg and "1.state" in msg
+    assert "--allow-config-change" in msg
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before      # nothing written or moved
+    done = Trainer(_opts(changed), resume="auto", allow_config_change=True).fit()
+    assert (done.start_iter, done.last_iter) == (1, 4)
+    log = "\n".join(p.read_text() for p in run.glob("train_tiny_*.log"))
+    assert f"resume on other training data ({what}; --allow-config-change)" in log
+
+
 def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
     """Kill -9 while a checkpoint set is half written; resume must take the previous complete set."""
     write_pairs(tmp_path / "data")

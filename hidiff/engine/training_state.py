@@ -6,6 +6,7 @@ options, a corrupt state) leaves the run folder exactly as it was.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -172,6 +173,36 @@ def keep_option_hyperparameters(t, chosen: list[dict[str, Any]]) -> None:
         t.log.warning("resume: the option file's optimiser settings replace the checkpoint's: %s", "; ".join(changed))
 
 
+#: what fixes the order of the training samples besides the world size (hidiff/data/sampler.py)
+DATA_LAYOUT = ("dataset_len", "enlarge_ratio", "shuffle", "seed")
+
+
+def continue_on_other_data(t, v: VerifiedState, sampler_state: dict[str, Any]) -> None:
+    """A checkpoint of other training data (images added or removed, ``dataset_enlarge_ratio``, ``use_shuffle`` or
+    ``manual_seed`` changed): refused, or with ``--allow-config-change`` the epoch goes on at the same fraction of
+    its samples in the new order (``sampler_state`` is rewritten for the new layout)."""
+    changed = {k: (sampler_state[k], getattr(t.sampler, k)) for k in DATA_LAYOUT
+               if k in sampler_state and sampler_state[k] != getattr(t.sampler, k)}
+    if not changed:
+        return
+    what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    train = t.opt.datasets["train"]
+    if not t.allow_config_change:
+        raise ConfigError(f"{v.path}: the training data changed since this checkpoint ({what}; datasets.train "
+                          f"'{train.name}'), so its sample order cannot continue exactly; run with "
+                          f"--allow-config-change to continue on the data as it is now (the rest of the epoch in a "
+                          f"new order, approximately), or --resume none to start over")
+    old_len = int(sampler_state.get("dataset_len", t.sampler.dataset_len))
+    old_ratio = int(sampler_state.get("enlarge_ratio", t.sampler.enlarge_ratio))
+    old_samples = max(1, math.ceil(old_len * old_ratio / t.sampler.world_size))
+    consumed = round(int(sampler_state["consumed"]) * t.sampler.num_samples / old_samples)
+    sampler_state.update({k: getattr(t.sampler, k) for k in DATA_LAYOUT},
+                         consumed=min(consumed, t.sampler.num_samples))
+    t.log.warning("resume on other training data (%s; --allow-config-change): epoch %s continues at sample %d of "
+                  "%d in the new order, approximately, not bitwise", what, sampler_state["epoch"],
+                  sampler_state["consumed"], t.sampler.num_samples)
+
+
 def restore_state(t, v: VerifiedState) -> None:
     """Load optimiser, scheduler, scaler, guard, best and sampler; pick this rank's random state."""
     st, o, log = v.state, t.opt, t.log
@@ -192,6 +223,7 @@ def restore_state(t, v: VerifiedState) -> None:
         sampler_state.update(world_size=t.dist.world_size, consumed=min(consumed, t.sampler.num_samples))
         log.warning("resume with %d processes instead of %d: the data order and random streams continue "
                     "approximately, not bitwise", t.dist.world_size, old_world)
+    continue_on_other_data(t, v, sampler_state)
     t.sampler.load_state_dict(sampler_state)
     ranks = st.get("ranks") or []
     t.rank_state = ranks[t.dist.rank] if exact and t.dist.rank < len(ranks) else None
