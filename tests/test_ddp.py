@@ -127,3 +127,19 @@ def test_stage2_under_torchrun_resumes_bitwise(tmp_path, ldm):
     first = safe_load(exp / "straight" / "models" / "net_d_1.pth")["params"]
     last = safe_load(exp / "straight" / "models" / "net_d_3.pth")["params"]
     assert any(not torch.equal(first[k], last[k]) for k in first)
+
+
+def test_a_run_resumed_on_fewer_processes_says_what_changes(tmp_path):
+    """2 ranks stopped after iteration 1, resumed by one process: allowed, approximately (the order and random
+    streams cannot continue bitwise), and the warning says the global batch halves while the schedule runs on."""
+    write_pairs(tmp_path / "data")
+    cfg = _config(tmp_path, "ws", 2)
+    run_checked(torchrun(2, REPO / "scripts" / "train.py", "-opt", cfg, "--launcher", "pytorch", "--stop-after", "1",
+                         log_dir=tmp_path / "torchrun"), env=run_env(), cwd=tmp_path, timeout=300)
+    one = run_checked([sys.executable, REPO / "scripts" / "train.py", "-opt", cfg, "--resume", "auto"],
+                      env=run_env(), cwd=tmp_path, timeout=300)
+    out = one.stdout + one.stderr
+    assert ("resume with 1 processes instead of 2: the data order and random streams continue approximately, not "
+            "bitwise, and the global batch is 2 instead of 4") in out, out[-3000:]
+    assert sorted(p.name for p in (tmp_path / "experiments" / "ws" / "training_states").iterdir()) == \
+        ["1.state", "2.state", "3.state"]

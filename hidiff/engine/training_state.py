@@ -221,8 +221,11 @@ def restore_state(t, v: VerifiedState) -> None:
     if not exact:
         consumed = int(sampler_state["consumed"]) * old_world // t.dist.world_size
         sampler_state.update(world_size=t.dist.world_size, consumed=min(consumed, t.sampler.num_samples))
+        per_step = o.datasets["train"].batch_size_per_gpu * t.topt.grad_accum_steps
         log.warning("resume with %d processes instead of %d: the data order and random streams continue "
-                    "approximately, not bitwise", t.dist.world_size, old_world)
+                    "approximately, not bitwise, and the global batch is %d instead of %d (the learning-rate "
+                    "schedule still follows the iterations)", t.dist.world_size, old_world,
+                    per_step * t.dist.world_size, per_step * old_world)
     continue_on_other_data(t, v, sampler_state)
     t.sampler.load_state_dict(sampler_state)
     ranks = st.get("ranks") or []
