@@ -183,8 +183,12 @@ def test_library_call_takes_the_schedule_keys_the_file_leaves_to_the_run(tmp_pat
         raw[net] = {k: v for k, v in recorded[net].items() if k != "zero_init_output"}
     opt = tmp_path / "t.yml"
     opt.write_text(yaml.safe_dump(raw))
-    lib = run_test(load_options(str(opt), [], is_train=False), from_release(str(model), "params_ema"),
-                   device="cpu")["Tiny"]
+    options = load_options(str(opt), [], is_train=False)
+    assert options.as_given() == raw                    # as written, no defaults filled in
+    moved = load_options(str(opt), [], is_train=False)
+    moved.path.results_root = str(tmp_path / "moved")   # changed after loading: the resolved options are merged
+    assert moved.as_given() == moved.to_dict()
+    lib = run_test(options, from_release(str(model), "params_ema"), device="cpu")["Tiny"]
     assert lib["meta"]["restored_with"]["diffusion_schedule"]["linear_end"] == 0.5
     assert lib["meta"]["restored_with"]["network_g"]["zero_init_output"] is True
     lib_dir = tmp_path / "lib"

@@ -293,7 +293,7 @@ class _Generator:
         return schema
 
     def options(self) -> Dict[str, Any]:
-        top = self.dataclass_schema(Options, skip=("datasets", "networks", "source", "given", "path"))
+        top = self.dataclass_schema(Options, skip=("datasets", "networks", "source", "path"))
         props = top["properties"]
         props["name"]["pattern"] = FOLDER_NAME_PATTERN
         props["is_train"] = {"description": "train (true) or test (false): set by the command; a file may only repeat it",

@@ -543,9 +543,6 @@ class Options:
     logger: LoggerOptions = spec(doc="logging and checkpoints", default_factory=LoggerOptions)
     dist_params: DistOptions = spec(doc="distributed training", default_factory=DistOptions)
     source: Optional[str] = None
-    #: the mapping these options were read from (file and overrides), before defaults were filled in: what a
-    #: test of a run's weights merges with the run's recorded settings, as hidiff-test merges the file
-    given: Optional[Dict[str, Any]] = field(default=None, repr=False, compare=False)
 
     _TOP = ("name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "diffusion_schedule", "path",
             "train", "val", "logger", "dist_params", "is_train")
@@ -619,11 +616,21 @@ class Options:
         obj.datasets = datasets
         obj.networks = networks
         obj.source = source
-        obj.given = copy.deepcopy(dict(data))
         with problems.guard():
             obj.cross_check(failed)
         problems.raise_if_any()
+        obj._given = (copy.deepcopy(dict(data)), obj.to_dict())
         return obj
+
+    def as_given(self) -> Dict[str, Any]:
+        """The mapping these options were read from (file and overrides, before defaults were filled in): what a
+        test of a run's weights merges with the run's recorded settings, as hidiff-test merges the file.  The
+        resolved options (``to_dict``) where they were built otherwise or changed after loading."""
+        given = getattr(self, "_given", None)
+        current = self.to_dict()
+        if given is None or given[1] != current:
+            return current
+        return copy.deepcopy(given[0])
 
     def cross_check(self, failed: Set[str] = frozenset()) -> None:
         """Checks that involve several sections (those whose sections failed to load are skipped)."""

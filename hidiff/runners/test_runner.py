@@ -142,8 +142,8 @@ def run_test(options, weights=None, *, device: str = "auto", experiment: Optiona
     if weights is None and experiment is not None:
         weights = from_experiment(options.path.experiments_root, experiment, param_key)
     if weights is not None:  # restored with the settings the weights' run recorded, as hidiff-test does
-        given = options.given if options.given is not None else options.to_dict()
-        options = with_run_settings(given, weights, options.source or f"options '{options.name}'", options.source)
+        options = with_run_settings(options.as_given(), weights, options.source or f"options '{options.name}'",
+                                    options.source)
     sets = [(k, d) for k, d in sorted(options.datasets.items()) if d.phase in ("test", "val")]
     if not sets:
         raise ConfigError(f"{options.source}: no test_<n> dataset block to run")
