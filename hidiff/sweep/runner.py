@@ -40,7 +40,7 @@ from hidiff.engine.stage_link import resolve_pretrained
 from hidiff.errors import ConfigError, HidiffError
 from hidiff.registry import MODEL_REGISTRY
 from hidiff.sweep.report import metrics_csv, plan_hash, report_files
-from hidiff.sweep.spec import Run, Sweep
+from hidiff.sweep.spec import Run, Sweep, read_json
 from hidiff.utils.atomic import atomic_write_text
 from hidiff.utils.children import ChildSignals, start_child
 from hidiff.utils.hashing import sha256_file, tree_sha256
@@ -61,13 +61,6 @@ class SweepStopped(Exception):
     def __init__(self, signal_name: str) -> None:
         super().__init__(f"stopped by {signal_name}")
         self.signal_name = signal_name
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -179,7 +172,7 @@ class SweepRunner:
                 "runs": [{"name": r.name, "variant": r.variant, "seed_index": r.seed_index,
                           "manual_seed": r.manual_seed, "stage": r.stage, "after": r.after, "config_hash": r.hash}
                          for r in s.runs]}
-        old = _read_json(self.folder / "plan.json")
+        old = read_json(self.folder / "plan.json")
         stale = report_files(self.folder) if old is not None and plan_hash(old) != plan_hash(plan) else []
         if stale:
             aside = self.folder / f"superseded_{time.strftime('%Y%m%d-%H%M%S')}_{plan_hash(old)}"
@@ -199,7 +192,7 @@ class SweepRunner:
         inputs its record kept when it started, or by its newest checkpoint."""
         if not run.after or any(dep not in self.records for dep in run.after):
             return False
-        rec = _read_json(self.record_file(run))
+        rec = read_json(self.record_file(run))
         if rec is not None and rec.get("config_hash") == run.hash and "inputs" in rec \
                 and rec["inputs"] != self._dependency_hashes(run):
             return True
@@ -211,7 +204,7 @@ class SweepRunner:
             return False
         if final_weights(run) is None or saved_hash(run) != run.hash:
             return False
-        rec = _read_json(self.record_file(run))
+        rec = read_json(self.record_file(run))
         if rec is None or rec.get("config_hash") != run.hash or rec.get("status") not in ("trained", "reused"):
             return False
         return rec.get("inputs", {}) == self._dependency_hashes(run)
@@ -219,7 +212,7 @@ class SweepRunner:
     def _record(self, run: Run, seconds: Optional[float], status: str) -> None:
         """The run's record; with status ``training`` (its training starts) the inputs only, no weights."""
         weights = {} if status == "training" else {n: sha256_file(p) for n, p in (final_weights(run) or {}).items()}
-        old = _read_json(self.record_file(run)) or {}
+        old = read_json(self.record_file(run)) or {}
         rec = {"run": run.name, "variant": run.variant, "seed_index": run.seed_index,
                "manual_seed": run.manual_seed, "stage": run.stage, "config_hash": run.hash,
                "options": str(self.option_file(run)), "run_dir": str(run.run_dir),
@@ -250,7 +243,7 @@ class SweepRunner:
         return out
 
     def eval_reusable(self, run: Run) -> bool:
-        rec = _read_json(self.eval_record_file(run))
+        rec = read_json(self.eval_record_file(run))
         return (rec is not None and rec.get("weights_sha256") == self.records[run.name]["weights_sha256"]
                 and rec.get("eval_hash") == config_hash(run.eval_options) and rec.get("limit") == self.sweep.eval_limit
                 and rec.get("test_data") == self.test_data(run)

@@ -521,12 +521,20 @@ def load_sweep(sweep_file: str | Path, base_opt: str | Path, overrides: Sequence
     return Sweep(name, sweep_file, folder, baseline, nproc, seed_list, variants, runs, limit)
 
 
+def read_json(path: Path) -> Optional[Any]:
+    """A sweep folder's JSON file (plan, run record), or None where it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _planned_runs(sweep_folder: Path) -> set:
     """The run names of a sweep folder's plan.json (written before its first training starts); none if unreadable."""
+    plan = read_json(sweep_folder / "plan.json")
     try:
-        plan = json.loads((sweep_folder / "plan.json").read_text(encoding="utf-8"))
         return {str(r["name"]) for r in plan["runs"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return set()
 
 
